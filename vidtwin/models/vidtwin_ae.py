@@ -1,0 +1,246 @@
+"""The VidTwin autoencoder: one encoder, two latents (structure and dynamics), one decoder.
+
+Module names are the official checkpoint's, so an official state_dict loads without renaming
+(see `vidtwin.checkpoint` for the few official tensors that are never used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from .config import VidTwinConfig
+from .distributions import DiagonalGaussian
+from .qformer import TemporalQFormer
+from .st_transformer import STTDecoder, STTEncoder
+
+DECODE_PARTS = (None, "structure", "dynamics")
+
+
+@dataclass
+class VidTwinLatents:
+    """The two latent spaces of a batch of clips, channel-first.
+
+    structure:  (B, d_S, Q, h_S, w_S) content and slow motion, Q learned query "frames".
+    dynamics_x: (B, d_D, T, w_D) fast motion, pooled over the height (one value per column).
+    dynamics_y: (B, d_D, T, h_D) fast motion, pooled over the width (one value per row).
+    kl:         the KL term of the posteriors these came from (sum over all elements / B), or None.
+    """
+
+    structure: torch.Tensor
+    dynamics_x: torch.Tensor
+    dynamics_y: torch.Tensor
+    kl: Optional[torch.Tensor] = None
+
+    def to(self, *args, **kwargs) -> "VidTwinLatents":
+        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return VidTwinLatents(**{k: (v.to(*args, **kwargs) if v is not None else None) for k, v in moved.items()})
+
+    def numel_per_clip(self) -> int:
+        return sum(t[0].numel() for t in (self.structure, self.dynamics_x, self.dynamics_y))
+
+
+def _stride2_convs(channels: int, count: int, grow: bool) -> Tuple[nn.Sequential, int]:
+    """`count` blocks of stride-2 3x3 conv + ReLU; channels double each block when `grow`."""
+    layers = []
+    for _ in range(count):
+        out_channels = channels * 2 if grow else channels
+        layers += [nn.Conv2d(channels, out_channels, 3, stride=2, padding=1), nn.ReLU()]
+        channels = out_channels
+    return nn.Sequential(*layers), channels
+
+
+class VidTwin(nn.Module):
+    """Video autoencoder with decoupled structure and dynamics latents.
+
+    Build with a `VidTwinConfig` or its fields as keyword arguments. Videos are (B, 3, T, H, W) in
+    [-1, 1] with (T, H, W) == `input_size`.
+    """
+
+    def __init__(self, config: Optional[VidTwinConfig] = None, **kwargs) -> None:
+        super().__init__()
+        if config is None:
+            config = VidTwinConfig(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a VidTwinConfig or keyword settings, not both")
+        self.config = config
+        frames, grid_h, grid_w = config.token_grid
+        width = config.hidden_size
+
+        def transformer_args(depth, heads, causal):
+            return dict(
+                input_size=config.input_size, patch_size=config.patch_size, in_channels=config.in_channels,
+                token_grid=config.token_grid, hidden_size=width, depth=depth, num_heads=heads,
+                mlp_ratio=config.mlp_ratio, temporal_causal=causal, backend=config.attention_backend,
+            )
+
+        self.encoder = STTEncoder(**transformer_args(config.depth, config.num_heads, config.temporal_causal))
+        self.decoder = STTDecoder(**transformer_args(
+            config.decoder_depth or config.depth,
+            config.decoder_num_heads or config.num_heads,
+            config.temporal_causal if config.decoder_temporal_causal is None else config.decoder_temporal_causal,
+        ))
+
+        # Structure branch: Q-Former over time, then a conv bottleneck over the token grid.
+        query_width = config.query_hidden_size
+        self.temporal_qformer = TemporalQFormer(
+            config.num_queries, query_width, width, config.qformer_num_layers,
+            config.qformer_intermediate_size, config.qformer_num_heads, config.qformer_dropout,
+        )
+        self.conv_in = nn.Conv2d(query_width, config.init_ch, 3, padding=1)
+        self.content_downsample_blocks, bottleneck_ch = _stride2_convs(config.init_ch, config.cont_num_blocks, grow=True)
+        self.bottle_down = nn.Conv2d(bottleneck_ch, 2 * config.expect_ch, 3, padding=1)
+        self.bottle_up = nn.Sequential(nn.Conv2d(config.expect_ch, bottleneck_ch, 3, padding=1), nn.ReLU())
+        upsample = []
+        for _ in range(config.cont_num_blocks):
+            upsample += [nn.Conv2d(bottleneck_ch, bottleneck_ch // 2, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2)]
+            bottleneck_ch //= 2
+        self.content_upsample_blocks = nn.Sequential(*upsample)
+        self.conv_out = nn.Conv2d(config.init_ch, query_width, 3, padding=1)
+        # Maps the Q query outputs of one position to T frame embeddings (a 1x1 conv over the query axis).
+        self.cont_emb = nn.Sequential(nn.Linear(query_width, width), nn.ReLU(), nn.Conv1d(config.num_queries, frames, 1), nn.ReLU())
+
+        # Dynamics branch: optional per-frame downsampling, then means over H and over W.
+        self.motion_head = nn.Conv2d(width, 2 * config.d_dim, 3, padding=1)
+        self.motion_emb = nn.Sequential(nn.Linear(config.d_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
+        if config.downsample_motion:
+            self.downsample_motion_module, _ = _stride2_convs(width, config.motion_num_blocks, grow=False)
+            pooled_length = config.dynamics_length[1]
+            self.up_motion = nn.Sequential(nn.Linear(pooled_length, grid_h), nn.ReLU(), nn.Linear(grid_h, grid_h), nn.ReLU())
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def input_size(self) -> Tuple[int, int, int]:
+        """(T, H, W) of the clips this model encodes."""
+        return self.config.input_size
+
+    def get_last_layer(self) -> torch.Tensor:
+        """The decoder's last weight, used to balance the adversarial loss during training."""
+        return self.decoder.get_last_layer()
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute transformer blocks in the backward pass instead of storing their activations."""
+        self.encoder.gradient_checkpointing = enabled
+        self.decoder.gradient_checkpointing = enabled
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, video: torch.Tensor, sample: Optional[bool] = None,
+               generator: Optional[torch.Generator] = None) -> VidTwinLatents:
+        """(B, 3, T, H, W) in [-1, 1] -> latents.
+
+        sample: draw from the posteriors (True) or take their means (False). None samples only in
+        training mode, so an eval-mode model is deterministic.
+        """
+        self._check_video(video)
+        if sample is None:
+            sample = self.training
+        tokens = self.encoder(video)  # (B, C, t, h, w)
+        posteriors = (self._structure_posterior(tokens), *self._dynamics_posteriors(tokens))
+        structure, dynamics_x, dynamics_y = (p.sample(generator) if sample else p.mode() for p in posteriors)
+        kl = sum(p.kl_sum() for p in posteriors) / video.shape[0]
+        return VidTwinLatents(structure, dynamics_x, dynamics_y, kl)
+
+    def _structure_posterior(self, tokens: torch.Tensor) -> DiagonalGaussian:
+        batch, _, _, grid_h, grid_w = tokens.shape
+        sequences = rearrange(tokens, "B C T H W -> (B H W) T C")
+        queries = self.temporal_qformer(sequences)  # (B*h*w, Q, q)
+        query_maps = rearrange(queries, "(B H W) Q C -> (B Q) C H W", B=batch, H=grid_h, W=grid_w)
+        moments = self.bottle_down(self.content_downsample_blocks(self.conv_in(query_maps)))  # (B*Q, 2*d_S, h_S, w_S)
+        return DiagonalGaussian(rearrange(moments, "(B Q) C H W -> B C Q H W", B=batch))
+
+    def _dynamics_posteriors(self, tokens: torch.Tensor) -> Tuple[DiagonalGaussian, DiagonalGaussian]:
+        frames = tokens.shape[2]
+        if self.config.downsample_motion:
+            per_frame = self.downsample_motion_module(rearrange(tokens, "B C T H W -> (B T) C H W"))  # (B*t, C, h', w')
+            tokens = rearrange(per_frame, "(B T) C H W -> B C T H W", T=frames)
+        along_width = tokens.mean(dim=-2)  # (B, C, t, w'): averaged over the height
+        along_height = tokens.mean(dim=-1)  # (B, C, t, h'): averaged over the width
+        return DiagonalGaussian(self.motion_head(along_width)), DiagonalGaussian(self.motion_head(along_height))
+
+    # ------------------------------------------------------------------ decode
+    def decode(self, latents: VidTwinLatents, only: Optional[str] = None) -> torch.Tensor:
+        """Latents -> (B, 3, T, H, W) video in about [-1, 1].
+
+        only: None decodes the sum of both parts; "structure" or "dynamics" decodes one part alone.
+        Mixing the structure of one clip with the dynamics of another is cross-reenactment.
+        """
+        if only not in DECODE_PARTS:
+            raise ValueError(f"only must be one of {DECODE_PARTS}, got {only!r}")
+        self._check_latents(latents)
+        embeddings = None
+        if only in (None, "structure"):
+            embeddings = self._structure_embedding(latents.structure)
+        if only in (None, "dynamics"):
+            dynamics = self._dynamics_embedding(latents.dynamics_x, latents.dynamics_y)
+            embeddings = dynamics if embeddings is None else embeddings + dynamics
+        return self.decoder(embeddings)
+
+    def _structure_embedding(self, structure: torch.Tensor) -> torch.Tensor:
+        batch = structure.shape[0]
+        _, grid_h, grid_w = self.config.token_grid
+        maps = rearrange(structure, "B C Q H W -> (B Q) C H W")
+        maps = self.conv_out(self.content_upsample_blocks(self.bottle_up(maps)))  # (B*Q, q, H', W')
+        # Upsampling can overshoot an odd token grid; keep the centre, as the published model does.
+        top, left = (maps.shape[2] - grid_h) // 2, (maps.shape[3] - grid_w) // 2
+        maps = maps[:, :, top:top + grid_h, left:left + grid_w]  # (B*Q, q, h, w)
+        sequences = rearrange(maps, "(B Q) C H W -> (B H W) Q C", B=batch)
+        frames = self.cont_emb(sequences)  # (B*h*w, t, C)
+        return rearrange(frames, "(B H W) T C -> B C T H W", B=batch, H=grid_h, W=grid_w)
+
+    def _dynamics_embedding(self, dynamics_x: torch.Tensor, dynamics_y: torch.Tensor) -> torch.Tensor:
+        _, grid_h, grid_w = self.config.token_grid
+        per_column = self.motion_emb(rearrange(dynamics_x, "B D T W -> B T W D"))  # (B, t, w_D, C)
+        per_row = self.motion_emb(rearrange(dynamics_y, "B D T H -> B T H D"))  # (B, t, h_D, C)
+        per_column = rearrange(per_column, "B T W C -> B C T W")
+        per_row = rearrange(per_row, "B T H C -> B C T H")
+        if self.config.downsample_motion:
+            per_column, per_row = self.up_motion(per_column), self.up_motion(per_row)  # back to the token grid
+        # Broadcast each profile along the axis it was averaged over.
+        return per_column[:, :, :, None, :] + per_row[:, :, :, :, None]  # (B, C, t, h, w)
+
+    def forward(self, video: torch.Tensor, sample: Optional[bool] = None) -> Tuple[torch.Tensor, VidTwinLatents]:
+        """Encode then decode. Returns (reconstruction, latents); latents.kl is the KL term."""
+        latents = self.encode(video, sample=sample)
+        return self.decode(latents), latents
+
+    # ------------------------------------------------------------------ checks
+    def _check_video(self, video: torch.Tensor) -> None:
+        expected = (self.config.in_channels, *self.config.input_size)
+        if video.dim() != 5 or tuple(video.shape[1:]) != expected:
+            raise ValueError(
+                f"expected a video batch of shape (B, {', '.join(map(str, expected))}), got {tuple(video.shape)}; "
+                "resize or tile the video to the model's input_size (see vidtwin.inference)"
+            )
+
+    def _check_latents(self, latents: VidTwinLatents) -> None:
+        for name, shape in self.config.latent_shapes().items():
+            tensor = getattr(latents, name)
+            if tensor.dim() != len(shape) + 1 or tuple(tensor.shape[1:]) != shape:
+                raise ValueError(
+                    f"latent {name} has shape {tuple(tensor.shape)}, this model expects (B, {', '.join(map(str, shape))})"
+                )
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_state_dict_checked(self, state_dict: dict) -> None:
+        """Load official-named weights strictly; a missing, unexpected or mis-shaped key is an error."""
+        from ..checkpoint import load_autoencoder_state_dict
+
+        load_autoencoder_state_dict(self, state_dict)
+
+    def save_pretrained(self, directory) -> None:
+        """Write `config.json` and `model.safetensors` into `directory` (created if needed)."""
+        from ..checkpoint import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device="cpu", **kwargs) -> "VidTwin":
+        """Load a `save_pretrained` directory or a Hugging Face repo id such as "microsoft/vidtwin"."""
+        from ..checkpoint import from_pretrained
+
+        return from_pretrained(name_or_path, device=device, **kwargs)
