@@ -1,0 +1,45 @@
+"""Video reading and writing, clip datasets and the Lightning data module.
+
+``VideoDataModule`` and ``collate_clips`` are imported on first use, so that tools which only read
+or write videos do not pay for importing pytorch_lightning (several seconds).
+"""
+
+from .dataset import TooManyBadVideosError, VideoDataset
+from .demo import demo_train_videos, demo_val_videos
+from .video_io import (
+    VideoInfo,
+    VideoReadError,
+    VideoWriteError,
+    is_video_file,
+    probe_video,
+    read_frames,
+    read_video,
+    sample_indices,
+    write_video,
+)
+
+__all__ = [
+    "TooManyBadVideosError",
+    "VideoDataModule",
+    "VideoDataset",
+    "VideoInfo",
+    "VideoReadError",
+    "VideoWriteError",
+    "collate_clips",
+    "demo_train_videos",
+    "demo_val_videos",
+    "is_video_file",
+    "probe_video",
+    "read_frames",
+    "read_video",
+    "sample_indices",
+    "write_video",
+]
+
+
+def __getattr__(name: str):
+    if name in ("VideoDataModule", "collate_clips"):
+        from . import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
