@@ -76,8 +76,11 @@ def load_checkpoint_object(path: Union[str, Path], allow_unsafe_pickle: bool = F
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused is None:  # not a pickle torch can read at all
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
         raise CheckpointError(
-            f"{path} holds Python objects that a safe load refuses ({str(error).splitlines()[0]}). "
+            f"{path} holds a Python object ({refused.group(1)}) that a safe load refuses. "
             "If you trust this file, load it with allow_unsafe_pickle=True (CLI: --allow-unsafe-pickle)"
         ) from None
     except (RuntimeError, OSError, EOFError) as error:
@@ -156,7 +159,8 @@ def load_autoencoder_state_dict(model: VidTwin, state: StateDict) -> None:
     ]
     if grid_errors:
         raise CheckpointError(
-            "the checkpoint was made for another input size or width (position embeddings differ: "
+            "checkpoint does not match the model config: it was made for another input size or width "
+            "(position embeddings differ: "
             f"{'; '.join(grid_errors)}); use the config it was trained with"
         )
     state = {k: v for k, v in state.items() if not _IGNORED.fullmatch(k)}
@@ -218,16 +222,19 @@ def read_pretrained_config(directory: Union[str, Path]) -> VidTwinConfig:
 
 
 def from_pretrained(name_or_path: Union[str, Path], device: Union[str, torch.device] = "cpu",
-                    allow_unsafe_pickle: bool = False) -> VidTwin:
-    """Load a `save_pretrained` directory, or the published checkpoint of a Hub repo id."""
+                    config=None, allow_unsafe_pickle: bool = False) -> VidTwin:
+    """Load a `save_pretrained` directory, or the published checkpoint of a Hub repo id.
+
+    For a Hub id the checkpoint is the official Lightning file; `config` describes its architecture
+    and defaults to the published one (`VidTwinConfig()`, the same as configs/vidtwin.yaml).
+    """
     local = Path(str(name_or_path))
     if local.is_dir():
-        return load_model(None, local, device=device)
+        return load_model(config, local, device=device)
     if is_hub_reference(str(name_or_path)) or re.fullmatch(r"[\w.-]+/[\w.-]+", str(name_or_path)):
         repo = str(name_or_path)
         reference = repo if is_hub_reference(repo) else f"hf://{repo}"
-        # The published repo ships a Lightning checkpoint of the published architecture (the defaults).
-        return load_model(VidTwinConfig(), reference, device=device, allow_unsafe_pickle=allow_unsafe_pickle)
+        return load_model(config or VidTwinConfig(), reference, device=device, allow_unsafe_pickle=allow_unsafe_pickle)
     raise CheckpointError(f"{name_or_path} is neither a save_pretrained directory nor a Hub repo id")
 
 
@@ -253,7 +260,9 @@ def load_model(config=None, ckpt=None, device: Union[str, torch.device] = "cpu",
     model = VidTwin(model_config)
     if ckpt_path is not None:
         state = read_checkpoint_state_dict(ckpt_path, allow_unsafe_pickle=allow_unsafe_pickle, use_ema=ema)
-        autoencoder_state, _, _ = split_state_dict(state)
+        autoencoder_state, _, other = split_state_dict(state)
+        # Training-only `loss.*` tensors are skipped; anything else unknown is an error.
+        autoencoder_state.update(other)
         try:
             load_autoencoder_state_dict(model, autoencoder_state)
         except CheckpointError as error:

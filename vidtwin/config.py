@@ -87,7 +87,9 @@ def autoencoder_config_from(config: Any) -> VidTwinConfig:
     """
     if isinstance(config, VidTwinConfig):
         return config
-    if isinstance(config, (str, Path)):
+    if isinstance(config, (str, Path)) or (
+        isinstance(config, (list, tuple)) and config and all(isinstance(p, (str, Path)) for p in config)
+    ):
         config = load_config(config)
     config = _plain(config)
     if not isinstance(config, dict):

@@ -1,0 +1,54 @@
+"""Convert an official VidTwin Lightning checkpoint into this project's format.
+
+The output directory holds `config.json` and `model.safetensors` and loads with
+`VidTwin.from_pretrained(OUT)` or `load_model(None, OUT)`. Training-only tensors (`loss.*`) and the
+official tensors that are never used are left out.
+
+    python scripts/convert_checkpoint.py --config configs/vidtwin.yaml \
+        --ckpt vidtwin_structure_7_7_8_dynamics_7_8.ckpt --output vidtwin-published
+    python scripts/convert_checkpoint.py --config configs/vidtwin.yaml --ckpt hf://microsoft/vidtwin --output vidtwin-published
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vidtwin import CheckpointError, ConfigError, load_model  # noqa: E402
+from vidtwin.cli_utils import run_cli  # noqa: E402
+from vidtwin.hub import HubDownloadError  # noqa: E402
+
+logger = logging.getLogger("convert_checkpoint")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, nargs="+", help="model config YAML(s): this project's or the official format")
+    parser.add_argument("--ckpt", required=True, help="official .ckpt, a train.py checkpoint, .safetensors, or hf://owner/name")
+    parser.add_argument("--output", required=True, type=Path, help="directory to write")
+    parser.add_argument("--no-ema", action="store_true", help="export the raw weights even if the checkpoint stores EMA weights")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true", help="allow full unpickling (only for files you trust)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.output.exists() and not args.output.is_dir():
+        raise ConfigError(f"output {args.output} exists and is not a directory")
+    model = load_model(args.config, args.ckpt, ema=False if args.no_ema else None,
+                       allow_unsafe_pickle=args.allow_unsafe_pickle)
+    try:
+        model.save_pretrained(args.output)
+    except OSError as error:
+        raise ConfigError(f"cannot write {args.output}: {error}") from None
+    count = sum(p.numel() for p in model.parameters())
+    logger.info("wrote %s (%s parameters)", args.output, f"{count:,}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, (CheckpointError, ConfigError, HubDownloadError))
