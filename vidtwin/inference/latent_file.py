@@ -1,0 +1,228 @@
+"""The latent file written by ``inference.py encode`` and read by ``decode`` and ``cross``.
+
+A latent file is a ``.safetensors`` file with three tensors and string metadata:
+
+==============  =================================================================================
+tensor          layout
+==============  =================================================================================
+``structure``   ``(num_clips, num_tiles, d_S, Q, h_S, w_S)`` float32
+``dynamics_x``  ``(num_clips, num_tiles, d_D, T, w_D)`` float32
+``dynamics_y``  ``(num_clips, num_tiles, d_D, T, h_D)`` float32
+==============  =================================================================================
+
+``num_tiles`` is 1 for ``--spatial resize``. The metadata (all values are strings, as safetensors
+requires) holds everything ``decode`` needs without the source video: the config identity
+(``config_sha256`` and the config itself as JSON), ``fps``, ``num_frames``, ``clip_len``,
+``num_clips``, ``original_height``/``original_width``, ``output_height``/``output_width``,
+``spatial`` and, for tiles, ``tile_grid`` (JSON of :class:`~vidtwin.inference.tiling.TileGrid`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from vidtwin.inference.clips import ClipLayout
+from vidtwin.inference.tiling import TileGrid
+
+FORMAT_NAME = "vidtwin-latents"
+FORMAT_VERSION = "1"
+TENSOR_NAMES = ("structure", "dynamics_x", "dynamics_y")
+# Config fields that choose how the same function is computed (or only matter in training), so
+# latents stay valid across them: an sdpa-encoded file decodes with flash attention and back.
+RUNTIME_ONLY_FIELDS = frozenset({"attention_backend", "qformer_dropout"})
+
+
+class LatentFileError(ValueError):
+    """A latent file is missing, malformed, or was written with another model config."""
+
+
+def config_to_dict(config: Any) -> dict:
+    """A JSON-normalised dict of a model config (``VidTwinConfig`` or a plain mapping).
+
+    Fields in :data:`RUNTIME_ONLY_FIELDS` are left out: they do not change what latents mean.
+
+    Going through JSON turns tuples into lists, so a config read back from a file compares equal
+    to the live one.
+    """
+    raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    plain = json.loads(json.dumps(raw, default=str))
+    return {key: value for key, value in plain.items() if key not in RUNTIME_ONLY_FIELDS}
+
+
+def config_identity(config: Any) -> tuple[str, str]:
+    """``(sha256 hex digest, canonical JSON)`` of a model config; equal configs give equal digests."""
+    canonical = json.dumps(config_to_dict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest(), canonical
+
+
+def describe_config_difference(expected: dict, found: dict, limit: int = 4) -> str:
+    """A short ``key: file=a model=b`` list of the fields that differ between two config dicts."""
+    keys = sorted(set(expected) | set(found))
+    diffs = [f"{k}: file={found.get(k)!r} model={expected.get(k)!r}" for k in keys if expected.get(k) != found.get(k)]
+    shown = "; ".join(diffs[:limit])
+    return shown + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")
+
+
+@dataclass
+class EncodedVideo:
+    """Latents of every clip (and tile) of one video plus what is needed to decode them."""
+
+    structure: torch.Tensor  # (num_clips, num_tiles, d_S, Q, h_S, w_S)
+    dynamics_x: torch.Tensor  # (num_clips, num_tiles, d_D, T, w_D)
+    dynamics_y: torch.Tensor  # (num_clips, num_tiles, d_D, T, h_D)
+    fps: float
+    num_frames: int  # frames of the sampled source video; decoding yields exactly this many
+    clip_len: int  # model frames per clip T
+    original_size: tuple[int, int]  # (H, W) of the source frames
+    output_size: tuple[int, int]  # (H, W) of decoded frames: the model's (resize) or original (tile)
+    spatial: str  # "resize" or "tile"
+    config: dict  # model.config.to_dict() of the encoding model
+    tile_grid: TileGrid | None = None
+    source: str = ""  # file name of the source video, for messages only
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def layout(self) -> ClipLayout:
+        return ClipLayout(num_frames=self.num_frames, clip_len=self.clip_len)
+
+    @property
+    def num_clips(self) -> int:
+        return self.structure.shape[0]
+
+    @property
+    def num_tiles(self) -> int:
+        return self.structure.shape[1]
+
+    @property
+    def config_sha256(self) -> str:
+        return config_identity(self.config)[0]
+
+    def check_config(self, model_config: Any, what: str = "latents") -> None:
+        """Raise :class:`LatentFileError` unless these latents come from a model of ``model_config``."""
+        expected = config_to_dict(model_config)
+        if config_identity(expected)[0] != self.config_sha256:
+            raise LatentFileError(
+                f"{what} were written by a model with another config ({describe_config_difference(expected, self.config)}); "
+                "use the --config/--ckpt that encoded them"
+            )
+
+    def truncated(self, num_frames: int) -> "EncodedVideo":
+        """The first ``num_frames`` frames (whole clips kept; the last one is trimmed when decoding)."""
+        num_frames = min(num_frames, self.num_frames)
+        num_clips = ClipLayout(num_frames=num_frames, clip_len=self.clip_len).num_clips
+        return EncodedVideo(
+            structure=self.structure[:num_clips],
+            dynamics_x=self.dynamics_x[:num_clips],
+            dynamics_y=self.dynamics_y[:num_clips],
+            fps=self.fps,
+            num_frames=num_frames,
+            clip_len=self.clip_len,
+            original_size=self.original_size,
+            output_size=self.output_size,
+            spatial=self.spatial,
+            config=self.config,
+            tile_grid=self.tile_grid,
+            source=self.source,
+            extra=dict(self.extra),
+        )
+
+
+def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
+    """Write ``encoded`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    config_sha256, config_json = config_identity(encoded.config)
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config_sha256": config_sha256,
+        "config_json": config_json,
+        "fps": repr(float(encoded.fps)),
+        "num_frames": str(encoded.num_frames),
+        "clip_len": str(encoded.clip_len),
+        "num_clips": str(encoded.num_clips),
+        "original_height": str(encoded.original_size[0]),
+        "original_width": str(encoded.original_size[1]),
+        "output_height": str(encoded.output_size[0]),
+        "output_width": str(encoded.output_size[1]),
+        "spatial": encoded.spatial,
+        "tile_grid": json.dumps(encoded.tile_grid.to_dict()) if encoded.tile_grid else "",
+        "source": encoded.source,
+        "extra": json.dumps(encoded.extra),
+    }
+    tensors = {
+        name: getattr(encoded, name).detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES
+    }
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        save_file(tensors, temp_name, metadata=metadata)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_latents(path: str | os.PathLike, expected_config: Any | None = None) -> EncodedVideo:
+    """Read a latent file; with ``expected_config`` also check it was written by that model config.
+
+    Raises:
+        LatentFileError: the file is missing, not a VidTwin latent file, or from another config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LatentFileError(f"latent file {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            metadata = reader.metadata() or {}
+            if metadata.get("format") != FORMAT_NAME:
+                raise LatentFileError(f"{path} is not a VidTwin latent file (write one with `inference.py encode`)")
+            missing = [name for name in TENSOR_NAMES if name not in reader.keys()]
+            if missing:
+                raise LatentFileError(f"latent file {path} lacks the tensors {missing}")
+            tensors = {name: reader.get_tensor(name) for name in TENSOR_NAMES}
+    except (SafetensorError, OSError, json.JSONDecodeError) as error:
+        raise LatentFileError(f"{path} is not a readable latent file ({error})") from None
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise LatentFileError(
+            f"latent file {path} has format version {metadata.get('format_version')!r}; this code reads {FORMAT_VERSION}"
+        )
+    try:
+        config = json.loads(metadata["config_json"])
+        if hashlib.sha256(metadata["config_json"].encode("utf-8")).hexdigest() != metadata["config_sha256"]:
+            raise LatentFileError(f"latent file {path} is corrupt: its config does not match its config_sha256")
+        tile_grid = TileGrid.from_dict(json.loads(metadata["tile_grid"])) if metadata["tile_grid"] else None
+        encoded = EncodedVideo(
+            **tensors,
+            fps=float(metadata["fps"]),
+            num_frames=int(metadata["num_frames"]),
+            clip_len=int(metadata["clip_len"]),
+            original_size=(int(metadata["original_height"]), int(metadata["original_width"])),
+            output_size=(int(metadata["output_height"]), int(metadata["output_width"])),
+            spatial=metadata["spatial"],
+            config=config,
+            tile_grid=tile_grid,
+            source=metadata.get("source", ""),
+            extra=json.loads(metadata.get("extra") or "{}"),
+        )
+    except (KeyError, ValueError, TypeError) as error:
+        if isinstance(error, LatentFileError):
+            raise
+        raise LatentFileError(f"latent file {path} has malformed metadata ({error})") from None
+    if encoded.num_clips != encoded.layout.num_clips:
+        raise LatentFileError(
+            f"latent file {path} holds {encoded.num_clips} clips but its metadata needs {encoded.layout.num_clips}"
+        )
+    if expected_config is not None:
+        encoded.check_config(expected_config, what=f"the latents in {path}")
+    return encoded
