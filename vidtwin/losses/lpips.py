@@ -155,7 +155,10 @@ def read_lpips_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
         raw = load_file(str(path))
     else:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:  # memory-map large checkpoints; files in the legacy (non-zip) format cannot be mapped
+            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
             raw = raw["state_dict"]
     picked = lpips_state_dict_from(raw)
@@ -254,7 +257,7 @@ class LPIPS(nn.Module):
                 given = {**_torchvision_vgg16_backbone(allow_download), **given}
                 sources["torchvision VGG16"] = ["net"]
         if given:
-            self._load_partial(given)
+            self.load_weights(given)
         logger.info("LPIPS weights: %s", ", ".join(f"{src}: {v}" for src, v in sources.items() if v) or "random")
 
         for param in self.parameters():
@@ -293,7 +296,9 @@ class LPIPS(nn.Module):
         if net_given and net_given != net_all:
             raise ValueError(f"incomplete LPIPS backbone: missing {sorted(net_all - net_given)[:5]}")
 
-    def _load_partial(self, tensors: Mapping[str, torch.Tensor]) -> None:
+    def load_weights(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Copy in a subset of the LPIPS tensors (bare keys); raises ValueError on unknown or
+        mis-shaped keys and on a partial VGG backbone."""
         self._check_keys(tensors)
         self.load_state_dict(dict(tensors), strict=False)
 

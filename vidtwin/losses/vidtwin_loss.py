@@ -326,7 +326,7 @@ class VidTwinLoss(nn.Module):
         if lpips_sd and self.perceptual_loss is None:
             logger.info("perceptual_weight is 0: ignoring %d LPIPS tensors in the checkpoint", len(lpips_sd))
         elif lpips_sd:
-            self.perceptual_loss._load_partial(lpips_sd)
+            self.perceptual_loss.load_weights(lpips_sd)
             if any(k.startswith("lin") for k in lpips_sd):
                 loaded.append("perceptual_lin")
             if any(k.startswith("net.") for k in lpips_sd):
