@@ -122,3 +122,13 @@ def test_invalid_configs_name_the_setting():
     with pytest.raises(ValueError, match="unknown VidTwin model setting"):
         VidTwinConfig.from_dict({"hidden": 3})
     VidTwinConfig(**{**SMALL, "input_size": (6, 32, 48), "downsample_motion": False})
+
+
+def test_flash_backend_falls_back_to_sdpa_off_cuda_with_the_same_output(caplog):
+    torch.manual_seed(0)
+    sdpa = VidTwin(VidTwinConfig(**SMALL)).eval()
+    flash = VidTwin(VidTwinConfig(**SMALL, attention_backend="flash")).eval()
+    flash.load_state_dict(sdpa.state_dict())
+    video = torch.rand(1, 3, 6, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(sdpa(video)[0], flash(video)[0])
