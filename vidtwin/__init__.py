@@ -4,12 +4,34 @@
     model = load_model("configs/vidtwin.yaml", "hf://microsoft/vidtwin")
     latents = model.encode(video)          # video: (B, 3, 16, 224, 224) in [-1, 1]
     reconstruction = model.decode(latents)
+
+The names below are imported on first use, so tools that only need `vidtwin.data` or
+`vidtwin.metrics` do not pay for importing the model code (transformers, timm).
 """
 
-from .checkpoint import CheckpointError, load_model
-from .config import ConfigError
-from .models import VidTwin, VidTwinConfig, VidTwinLatents
+from importlib import import_module
 
 __version__ = "0.1.0"
 
-__all__ = ["load_model", "VidTwin", "VidTwinConfig", "VidTwinLatents", "CheckpointError", "ConfigError", "__version__"]
+_EXPORTS = {
+    "load_model": "vidtwin.checkpoint",
+    "CheckpointError": "vidtwin.checkpoint",
+    "ConfigError": "vidtwin.config",
+    "VidTwin": "vidtwin.models",
+    "VidTwinConfig": "vidtwin.models",
+    "VidTwinLatents": "vidtwin.models",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'vidtwin' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
