@@ -1,0 +1,362 @@
+"""Reconstruction quality of many videos: per-frame PSNR, SSIM and LPIPS, tables, JSON and plots.
+
+The metric definitions are the official evaluation's (see :mod:`vidtwin.metrics`): per frame, PSNR
+and SSIM (Gaussian window 11, sigma 1.5) on [0, 1], LPIPS-VGG on [-1, 1]; the reconstruction is
+clamped to [-1, 1]. The reference is the model-space input: with ``spatial="resize"`` the resized
+and center-cropped frames, with ``spatial="tile"`` the native frames. Padding frames added to the
+last clip are not scored (the official script scores them; they would repeat the last frame).
+
+Two sources of reconstructions:
+
+- a model: each video is reconstructed here and scored clip by clip (memory stays bounded);
+- pairs listed in a CSV with a ``reconstruction`` column: existing videos are scored against
+  their originals (no model needed). An original whose size differs from its reconstruction is
+  resized and center-cropped to it, as the model input would have been.
+
+Outputs in ``output_dir``: ``metrics.csv`` (one row per video), ``per_frame.csv``, ``summary.json``
+(means and the settings used) and, with ``plots=True``, ``plots/<name>.png`` (per-frame PSNR curve
+above a grid of input/output frames).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vidtwin.data.transforms import preprocess_clip
+from vidtwin.data.video_io import VideoReadError, is_video_file, read_video
+from vidtwin.inference.pipeline import (
+    InferenceError,
+    frames_to_float,
+    iter_reconstruction,
+    load_source,
+    to_uint8_frames,
+)
+from vidtwin.metrics import video_metrics
+
+logger = logging.getLogger(__name__)
+
+METRICS = ("psnr", "ssim", "lpips")
+GRID_FRAMES = 4  # frames shown in each plot's input/output grid
+PAIR_CHUNK_FRAMES = 16  # frames scored at a time in pair mode
+
+
+@dataclass
+class EvalItem:
+    """One video to score: the original, and an existing reconstruction or None (use the model)."""
+
+    path: str
+    reconstruction: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+@dataclass
+class VideoScores:
+    """Per-frame metrics of one video, and what went wrong when it could not be scored."""
+
+    item: EvalItem
+    per_frame: dict[str, np.ndarray] = field(default_factory=dict)  # metric -> (N,)
+    fps: float = 0.0
+    error: str | None = None
+    grid_inputs: list[np.ndarray] = field(default_factory=list)  # (H, W, 3) uint8 frames for the plot
+    grid_outputs: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.per_frame.get("psnr", ()))
+
+    def mean(self, metric: str) -> float:
+        values = self.per_frame.get(metric)
+        return float(np.mean(values)) if values is not None and len(values) else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+# ----------------------------------------------------------------------------------------------
+
+
+def list_eval_items(source: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[EvalItem]:
+    """Videos of a directory (sorted, top level) or the rows of a CSV.
+
+    A CSV names the original in a column ``path`` or ``videos`` (the official meta files) or else
+    its first column, and optionally an existing reconstruction in ``reconstruction``. Relative
+    paths are resolved against ``data_dir`` (default: the CSV's folder).
+    """
+    source = Path(source)
+    if source.is_dir():
+        items = [EvalItem(str(p)) for p in sorted(source.iterdir()) if p.is_file() and is_video_file(p)]
+        if not items:
+            raise InferenceError(f"{source} contains no video files")
+        return items
+    if not source.is_file():
+        raise InferenceError(f"input {source} does not exist")
+    if source.suffix.lower() != ".csv":
+        raise InferenceError(f"evaluate --input must be a directory of videos or a .csv list, got {source}")
+    root = Path(data_dir) if data_dir is not None else source.parent
+    with open(source, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames:
+            raise InferenceError(f"{source} is empty; expected a header row with a 'path' column")
+        path_column = next((c for c in ("path", "videos") if c in reader.fieldnames), reader.fieldnames[0])
+        items = []
+        for row in reader:
+            if not (row.get(path_column) or "").strip():
+                continue
+            original = root / row[path_column].strip()
+            rec = (row.get("reconstruction") or "").strip()
+            items.append(EvalItem(str(original), str(root / rec) if rec else None))
+    if not items:
+        raise InferenceError(f"{source} lists no videos")
+    return items
+
+
+# ----------------------------------------------------------------------------------------------
+# scoring
+# ----------------------------------------------------------------------------------------------
+
+
+def _grid_positions(num_frames: int) -> list[int]:
+    return sorted({round(i) for i in np.linspace(0, num_frames - 1, min(GRID_FRAMES, num_frames))})
+
+
+def _accumulate(
+    scores: VideoScores,
+    pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    lpips_model: Callable | None,
+    grid_positions: list[int],
+) -> None:
+    """Score ``(reference, output)`` chunks ``(3, t, H, W)`` in [-1, 1], in frame order."""
+    chunks: dict[str, list[np.ndarray]] = {}
+    start = 0
+    for reference, output in pairs:
+        values = video_metrics(reference[None], output[None], lpips_model)  # metric -> (1, t)
+        for name, per_frame in values.items():
+            chunks.setdefault(name, []).append(per_frame.reshape(-1))
+        count = reference.shape[1]
+        for position in grid_positions:
+            if start <= position < start + count:
+                scores.grid_inputs.append(to_uint8_frames(reference[:, position - start, None])[0].numpy())
+                scores.grid_outputs.append(to_uint8_frames(output[:, position - start, None])[0].numpy())
+        start += count
+    scores.per_frame = {name: np.concatenate(parts) for name, parts in chunks.items()}
+
+
+def _pairs_from_files(item: EvalItem, sample_fps: float | None, max_frames: int | None):
+    """(reference, reconstruction) chunks of an original and an existing reconstruction file."""
+    original, fps = read_video(item.path, sample_fps=sample_fps, max_frames=max_frames)  # (N, H, W, 3)
+    reconstruction, _ = read_video(item.reconstruction, max_frames=max_frames)  # (N', H', W', 3)
+    if original.shape[0] != reconstruction.shape[0]:
+        raise InferenceError(
+            f"{item.path} has {original.shape[0]} (sampled) frames but its reconstruction "
+            f"{item.reconstruction} has {reconstruction.shape[0]}; use the same --sample-fps as for reconstruct"
+        )
+    size = tuple(reconstruction.shape[1:3])
+
+    def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, original.shape[0], PAIR_CHUNK_FRAMES):
+            part = original[start : start + PAIR_CHUNK_FRAMES]  # (t, H, W, 3)
+            reference = frames_to_float(part) if tuple(part.shape[1:3]) == size else preprocess_clip(part, size)
+            yield reference, frames_to_float(reconstruction[start : start + PAIR_CHUNK_FRAMES])
+
+    return chunks(), fps, original.shape[0]
+
+
+def score_video(
+    item: EvalItem,
+    model: torch.nn.Module | None,
+    lpips_model: Callable | None,
+    *,
+    spatial: str = "resize",
+    tile_overlap: int | None = None,
+    sample_fps: float | None = None,
+    max_frames: int | None = None,
+    batch_clips: int = 1,
+    dtype: str = "fp32",
+    progress: bool = False,
+) -> VideoScores:
+    """Per-frame metrics of one video; raises VideoReadError / InferenceError for a bad video."""
+    scores = VideoScores(item)
+    if item.reconstruction is not None:
+        pairs, scores.fps, num_frames = _pairs_from_files(item, sample_fps, max_frames)
+    else:
+        if model is None:
+            raise InferenceError(f"{item.path} has no reconstruction listed, so --config and --ckpt are needed")
+        source = load_source(item.path, sample_fps=sample_fps, max_frames=max_frames)
+        scores.fps, num_frames = source.fps, source.num_frames
+        results = iter_reconstruction(
+            model, source, spatial=spatial, tile_overlap=tile_overlap, batch_clips=batch_clips,
+            dtype=dtype, progress=progress,
+        )
+        pairs = ((r.reference, r.output) for r in results)
+    _accumulate(scores, pairs, lpips_model, _grid_positions(num_frames))
+    return scores
+
+
+def evaluate_videos(
+    items: list[EvalItem],
+    model: torch.nn.Module | None = None,
+    lpips_model: Callable | None = None,
+    *,
+    spatial: str = "resize",
+    tile_overlap: int | None = None,
+    sample_fps: float | None = None,
+    max_frames: int | None = None,
+    batch_clips: int = 1,
+    dtype: str = "fp32",
+    progress: bool = False,
+) -> list[VideoScores]:
+    """Score every item; a video that fails is kept with its ``error`` and the others continue."""
+    all_scores = []
+    for item in tqdm(items, desc="videos", unit="video", disable=not progress or len(items) < 2, dynamic_ncols=True):
+        try:
+            all_scores.append(
+                score_video(
+                    item, model, lpips_model, spatial=spatial, tile_overlap=tile_overlap,
+                    sample_fps=sample_fps, max_frames=max_frames, batch_clips=batch_clips, dtype=dtype,
+                    progress=progress,
+                )
+            )
+        except (VideoReadError, InferenceError) as error:
+            all_scores.append(VideoScores(item, error=str(error)))
+    return all_scores
+
+
+# ----------------------------------------------------------------------------------------------
+# reports
+# ----------------------------------------------------------------------------------------------
+
+
+def _format(value: float, digits: int = 4) -> str:
+    return "inf" if value == math.inf else ("nan" if math.isnan(value) else f"{value:.{digits}f}")
+
+
+def _json_number(value: float) -> float | str | None:
+    """JSON has no infinity: identical frames' PSNR is written as the string "inf"."""
+    if math.isnan(value):
+        return None
+    return "inf" if math.isinf(value) else value
+
+
+def summarize(all_scores: list[VideoScores], settings: dict) -> dict:
+    """Means over videos (of per-video means) and over all frames, plus the settings used."""
+    scored = [s for s in all_scores if s.error is None]
+    metrics = [m for m in METRICS if any(m in s.per_frame for s in scored)]
+    summary: dict = {"videos": len(all_scores), "videos_scored": len(scored), "frames": sum(s.num_frames for s in scored)}
+    for metric in metrics:
+        per_video = [s.mean(metric) for s in scored]
+        every_frame = np.concatenate([s.per_frame[metric] for s in scored])
+        summary[f"{metric}_mean_over_videos"] = _json_number(float(np.mean(per_video)))
+        summary[f"{metric}_mean_over_frames"] = _json_number(float(np.mean(every_frame)))
+    summary["failed"] = [{"video": s.item.path, "error": s.error} for s in all_scores if s.error]
+    summary["settings"] = settings
+    return summary
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(text)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, settings: dict, plots: bool = False) -> dict:
+    """Write metrics.csv, per_frame.csv, summary.json (and plots/); return the summary."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    table = io.StringIO()
+    writer = csv.writer(table)
+    writer.writerow(["video", "path", "frames", "fps", *METRICS, "error"])
+    for s in all_scores:
+        values = [_format(s.mean(m), 6) if m in s.per_frame else "" for m in METRICS]
+        writer.writerow([s.item.name, s.item.path, s.num_frames, f"{s.fps:.3f}", *values, s.error or ""])
+    _atomic_write_text(output_dir / "metrics.csv", table.getvalue())
+
+    frames = io.StringIO()
+    writer = csv.writer(frames)
+    writer.writerow(["video", "frame", *METRICS])
+    for s in all_scores:
+        for index in range(s.num_frames):
+            row = [_format(float(s.per_frame[m][index]), 6) if m in s.per_frame else "" for m in METRICS]
+            writer.writerow([s.item.name, index, *row])
+    _atomic_write_text(output_dir / "per_frame.csv", frames.getvalue())
+
+    summary = summarize(all_scores, settings)
+    _atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if plots:
+        for s in all_scores:
+            if s.error is None:
+                plot_video(s, output_dir / "plots" / f"{s.item.name}.png")
+    return summary
+
+
+def format_table(all_scores: list[VideoScores], summary: dict) -> str:
+    """A fixed-width text table: one row per video and a mean row."""
+    metrics = [m for m in METRICS if any(m in s.per_frame for s in all_scores)]
+    width = max([len("mean over videos")] + [len(s.item.name) for s in all_scores])
+    lines = [f"{'video':<{width}}  {'frames':>6}  " + "  ".join(f"{m.upper():>8}" for m in metrics)]
+    for s in all_scores:
+        if s.error:
+            lines.append(f"{s.item.name:<{width}}  {'-':>6}  failed: {s.error}")
+            continue
+        lines.append(f"{s.item.name:<{width}}  {s.num_frames:>6}  " + "  ".join(f"{_format(s.mean(m)):>8}" for m in metrics))
+    means = [summary.get(f"{m}_mean_over_videos") for m in metrics]
+    lines.append(
+        f"{'mean over videos':<{width}}  {summary['frames']:>6}  "
+        + "  ".join(f"{(v if isinstance(v, str) else _format(v if v is not None else math.nan)):>8}" for v in means)
+    )
+    return "\n".join(lines)
+
+
+def plot_video(scores: VideoScores, path: Path) -> None:
+    """Per-frame PSNR curve above rows of input and output frames (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = max(1, len(scores.grid_inputs))
+    figure = plt.figure(figsize=(3 * columns, 7.5), constrained_layout=True)
+    grid = figure.add_gridspec(3, columns, height_ratios=[1.0, 1.0, 1.0])
+    curve = figure.add_subplot(grid[0, :])
+    psnr = np.minimum(scores.per_frame["psnr"], 100.0)  # draw identical frames (inf dB) at 100 dB
+    curve.plot(np.arange(len(psnr)), psnr, linewidth=1.2)
+    curve.set_xlabel("frame")
+    curve.set_ylabel("PSNR (dB)")
+    curve.set_title(f"{scores.item.name}: mean PSNR {_format(scores.mean('psnr'), 2)} dB, SSIM {_format(scores.mean('ssim'))}")
+    curve.grid(alpha=0.3)
+    positions = _grid_positions(scores.num_frames)
+    for column, (frame_in, frame_out) in enumerate(zip(scores.grid_inputs, scores.grid_outputs)):
+        for row, (image, label) in enumerate(((frame_in, "input"), (frame_out, "output")), start=1):
+            axis = figure.add_subplot(grid[row, column])
+            axis.imshow(image)
+            axis.set_axis_off()
+            axis.set_title(f"{label}, frame {positions[column]}", fontsize=9)
+    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temp_name, dpi=80)
+        os.replace(temp_name, path)
+    finally:
+        plt.close(figure)
+        Path(temp_name).unlink(missing_ok=True)
