@@ -140,9 +140,14 @@ def translate_official_params(params: dict) -> VidTwinConfig:
                 raise ConfigError(f"official {section_name}.{key}={section[key]!r} is not supported")
     if params.get("shuffle_content", False):
         raise ConfigError("official shuffle_content=true is not supported")
-    for key in ("hidden_size", "input_size", "patch_size"):
-        if list(_as_list(encoder.get(key))) != list(_as_list(decoder.get(key))):
-            raise ConfigError(f"official encoder and decoder disagree on {key}: {encoder.get(key)} vs {decoder.get(key)}")
+    # Settings this model shares between encoder and decoder (with the official defaults).
+    for key, default in (("hidden_size", None), ("input_size", None), ("patch_size", None),
+                         ("in_channels", 3), ("mlp_ratio", 4.0)):
+        if _as_list(encoder.get(key, default)) != _as_list(decoder.get(key, default)):
+            raise ConfigError(
+                f"official encoder_config and decoder_config disagree on {key} "
+                f"({encoder.get(key, default)} vs {decoder.get(key, default)}); this model needs them equal"
+            )
     hidden = encoder["hidden_size"]
     if qformer.get("encoder_hidden_size", 768) != hidden:
         raise ConfigError(

@@ -185,8 +185,11 @@ class VidTwin(nn.Module):
         _, grid_h, grid_w = self.config.token_grid
         maps = rearrange(structure, "B C Q H W -> (B Q) C H W")
         maps = self.conv_out(self.content_upsample_blocks(self.bottle_up(maps)))  # (B*Q, q, H', W')
-        # Upsampling can overshoot an odd token grid; keep the centre, as the published model does.
-        top, left = (maps.shape[2] - grid_h) // 2, (maps.shape[3] - grid_w) // 2
+        # Upsampling can overshoot an odd token grid. The published model crops one border, taken
+        # from the height, on both axes; where that would not fit the width (grids the official code
+        # cannot run), the width gets its own centred border.
+        top = (maps.shape[2] - grid_h) // 2
+        left = top if maps.shape[2] > grid_h and top + grid_w <= maps.shape[3] else (maps.shape[3] - grid_w) // 2
         maps = maps[:, :, top:top + grid_h, left:left + grid_w]  # (B*Q, q, h, w)
         sequences = rearrange(maps, "(B Q) C H W -> (B H W) Q C", B=batch)
         frames = self.cont_emb(sequences)  # (B*h*w, t, C)
