@@ -36,7 +36,7 @@ from vidtwin.data.transforms import preprocess_clip
 from vidtwin.data.video_io import read_video, sample_indices
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.latent_file import TENSOR_NAMES, EncodedVideo, config_to_dict
-from vidtwin.inference.tiling import TileGrid, blend_tiles, extract_tiles, make_tile_grid
+from vidtwin.inference.tiling import TileGrid, blend_tiles, iter_tiles, make_tile_grid
 
 logger = logging.getLogger(__name__)
 
@@ -188,16 +188,16 @@ def clip_reference(source: SourceVideo, plan: ClipPlan, clip_index: int) -> torc
     return frames_to_float(frames)  # (3, T, H, W)
 
 
-def clip_model_inputs(reference: torch.Tensor, plan: ClipPlan) -> torch.Tensor:
-    """Model inputs of one clip: ``(units_per_clip, 3, T, h, w)`` in [-1, 1]."""
+def clip_model_inputs(reference: torch.Tensor, plan: ClipPlan) -> list[torch.Tensor]:
+    """Model inputs of one clip: ``units_per_clip`` tensors ``(3, T, h, w)`` in [-1, 1] (views, no copies)."""
     if plan.tile_grid is None:
-        return reference[None]  # (1, 3, T, h, w)
-    return extract_tiles(reference, plan.tile_grid)  # (num_tiles, 3, T, h, w)
+        return [reference]  # (3, T, h, w)
+    return list(iter_tiles(reference, plan.tile_grid))  # num_tiles x (3, T, h, w)
 
 
-def assemble_clip(outputs: torch.Tensor, plan_grid: TileGrid | None) -> torch.Tensor:
-    """Decoded units of one clip ``(units, 3, T, h, w)`` -> ``(3, T, H_out, W_out)``."""
-    return outputs[0] if plan_grid is None else blend_tiles(outputs, plan_grid)
+def assemble_clip(outputs: Sequence[torch.Tensor], grid: TileGrid | None) -> torch.Tensor:
+    """Decoded units of one clip (each ``(3, T, h, w)``) -> ``(3, T, H_out, W_out)``."""
+    return outputs[0] if grid is None else blend_tiles(outputs, grid)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,10 +221,19 @@ def run_batched(
     if batch_size < 1:
         raise InferenceError(f"--batch-clips must be >= 1, got {batch_size}")
 
+    buffers: list[torch.Tensor] = []
+
     def flush(pending: list[tuple[torch.Tensor, ...]]) -> Iterator[tuple[torch.Tensor, ...]]:
-        stacked = [torch.stack(parts).to(device) for parts in zip(*pending)]  # each (B, ...)
+        # Copy the items into batch buffers that are reused from batch to batch: fresh large
+        # allocations cost page faults on every batch, which dominated small models on the CPU.
+        if not buffers:
+            buffers.extend(torch.empty((batch_size, *part.shape), dtype=part.dtype) for part in pending[0])
+        for slot, item in enumerate(pending):
+            for buffer, part in zip(buffers, item):
+                buffer[slot].copy_(part)
+        batch = [buffer[: len(pending)].to(device, non_blocking=True) for buffer in buffers]  # each (B, ...)
         with torch.inference_mode(), precision_context(device, dtype):
-            results = function(*stacked)
+            results = function(*batch)
         results = [result.float().cpu() for result in results]
         if progress is not None:
             progress.update(len(pending))
@@ -300,13 +309,13 @@ def iter_reconstruction(
         bar.close()
 
 
-def _group_units(outputs: Iterator[tuple[torch.Tensor, ...]], plan: ClipPlan) -> Iterator[torch.Tensor]:
-    """Regroup per-unit outputs into per-clip stacks ``(units_per_clip, ...)``."""
+def _group_units(outputs: Iterator[tuple[torch.Tensor, ...]], plan: ClipPlan) -> Iterator[list[torch.Tensor]]:
+    """Regroup per-unit outputs into per-clip lists of ``units_per_clip`` tensors."""
     group: list[torch.Tensor] = []
     for (output,) in outputs:
         group.append(output)
         if len(group) == plan.units_per_clip:
-            yield torch.stack(group)
+            yield group
             group = []
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -182,39 +183,40 @@ def pad_to_grid(frames: torch.Tensor, grid: TileGrid, mode: str = "replicate") -
     return padded.reshape(*leading, *padded.shape[-3:])  # (..., C', Hp, Wp)
 
 
-def extract_tiles(clip: torch.Tensor, grid: TileGrid, pad_mode: str = "replicate") -> torch.Tensor:
-    """Cut a clip into the grid's tiles.
+def iter_tiles(clip: torch.Tensor, grid: TileGrid, pad_mode: str = "replicate") -> Iterator[torch.Tensor]:
+    """The grid's tiles of a ``(C, T, H, W)`` clip, in grid order, as views ``(C, T, th, tw)``.
 
-    Args:
-        clip: ``(C, T, H, W)`` with ``(H, W) == (grid.height, grid.width)``.
-
-    Returns:
-        ``(num_tiles, C, T, tile_height, tile_width)``.
+    ``(H, W)`` must equal ``(grid.height, grid.width)``; smaller frames are padded first.
     """
     if tuple(clip.shape[-2:]) != (grid.height, grid.width):
         raise ValueError(f"clip is {tuple(clip.shape[-2:])}, the tile grid expects {(grid.height, grid.width)}")
     padded = pad_to_grid(clip, grid, mode=pad_mode)  # (C, T, Hp, Wp)
-    tiles = [
-        padded[..., y0 : y0 + grid.tile_height, x0 : x0 + grid.tile_width] for y0, x0 in grid.origins()
-    ]
-    return torch.stack(tiles)  # (num_tiles, C, T, th, tw)
+    for y0, x0 in grid.origins():
+        yield padded[..., y0 : y0 + grid.tile_height, x0 : x0 + grid.tile_width]  # (C, T, th, tw)
 
 
-def blend_tiles(tiles: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+def extract_tiles(clip: torch.Tensor, grid: TileGrid, pad_mode: str = "replicate") -> torch.Tensor:
+    """Cut a ``(C, T, H, W)`` clip into the grid's tiles -> ``(num_tiles, C, T, tile_height, tile_width)``."""
+    return torch.stack(list(iter_tiles(clip, grid, pad_mode)))  # (num_tiles, C, T, th, tw)
+
+
+def blend_tiles(tiles: torch.Tensor | Sequence[torch.Tensor], grid: TileGrid) -> torch.Tensor:
     """Blend decoded tiles into one clip and crop the padding away.
 
     Args:
-        tiles: ``(num_tiles, C, T, tile_height, tile_width)`` in grid order.
+        tiles: ``(num_tiles, C, T, tile_height, tile_width)``, or a sequence of ``(C, T, th, tw)``,
+            in grid order.
 
     Returns:
-        ``(C, T, grid.height, grid.width)`` in the dtype of ``tiles``.
+        ``(C, T, grid.height, grid.width)`` in the dtype of the tiles.
     """
-    if tiles.shape[0] != grid.num_tiles:
-        raise ValueError(f"got {tiles.shape[0]} tiles, the grid has {grid.num_tiles}")
-    weights = tile_weights(grid).to(device=tiles.device, dtype=torch.float32)  # (num_tiles, th, tw)
-    channels, frames = tiles.shape[1:3]
-    canvas = torch.zeros(channels, frames, grid.padded_height, grid.padded_width, device=tiles.device)
+    if len(tiles) != grid.num_tiles:
+        raise ValueError(f"got {len(tiles)} tiles, the grid has {grid.num_tiles}")
+    weights = tile_weights(grid).to(device=tiles[0].device, dtype=torch.float32)  # (num_tiles, th, tw)
+    channels, frames = tiles[0].shape[:2]
+    canvas = torch.zeros(channels, frames, grid.padded_height, grid.padded_width, device=tiles[0].device)
     for index, (y0, x0) in enumerate(grid.origins()):
         # The weights of all tiles sum to 1 at every pixel, so the weighted sum needs no division.
-        canvas[..., y0 : y0 + grid.tile_height, x0 : x0 + grid.tile_width] += tiles[index].float() * weights[index]
-    return canvas[..., : grid.height, : grid.width].to(tiles.dtype)  # (C, T, H, W)
+        window = canvas[..., y0 : y0 + grid.tile_height, x0 : x0 + grid.tile_width]
+        window.addcmul_(tiles[index].float(), weights[index])
+    return canvas[..., : grid.height, : grid.width].to(tiles[0].dtype)  # (C, T, H, W)
