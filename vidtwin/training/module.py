@@ -1,0 +1,438 @@
+"""The LightningModule that trains VidTwin: autoencoder + loss, two optimizers, manual optimization.
+
+One training update (every ``grad_accumulation`` batches):
+
+1. forward: ``reconstruction, latents = autoencoder(video)`` (posterior sampled in training);
+2. autoencoder loss (L1 [+ LPIPS] / exp(logvar) + logvar, + kl_weight * KL, + adaptive GAN term
+   after ``disc_start``) -> backward into the autoencoder and ``loss.logvar``;
+3. discriminator loss on the detached reconstruction -> backward into ``loss.discriminator``;
+4. at the end of the accumulation window: set both learning rates from the schedules, clip,
+   step both optimizers, update the EMA, advance ``train_step``.
+
+``train_step`` (the number of updates applied, logged as ``train/step``) drives ``disc_start`` and
+both schedules. Lightning's ``global_step`` counts optimizer steps, i.e. advances by
+``lightning_steps_per_update`` (2) per update; ``vidtwin.training.cli`` translates
+``trainer.max_steps`` and the checkpoint interval accordingly.
+
+A non-finite loss or gradient skips the whole update (gradients zeroed, no optimizer step, the
+counter does not advance); ``max_nonfinite_steps`` skipped updates in a row raise
+``NonFiniteLossError``. Checkpoints refuse to save non-finite weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from contextlib import contextmanager, nullcontext
+from typing import Any, Iterator, Optional, Sequence
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_info
+
+from ..config import ConfigError, instantiate_from_config
+from ..metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit_range
+from ..models import VidTwin, VidTwinConfig
+from .callbacks import assert_finite_state
+from .ema import EMA
+from .finetune import freeze_parameters, initialise_from_checkpoint, perceptual_state_dict, read_init_state_dict
+from .schedulers import build_lr_schedule
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPTIMIZER = {"target": "torch.optim.AdamW", "params": {"betas": [0.0, 0.9], "weight_decay": 1e-4}}
+EMA_STATE_KEY = "ema_state_dict"
+TRAINING_STATE_KEY = "vidtwin_training"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive updates had a non-finite loss or gradient."""
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+class VidTwinLightningModule(pl.LightningModule):
+    """Trains a :class:`vidtwin.VidTwin` with :class:`vidtwin.losses.VidTwinLoss`.
+
+    Args:
+        autoencoder: ``VidTwinConfig`` fields (the model architecture).
+        loss: ``{target, params}`` of the loss, e.g. ``vidtwin.losses.VidTwinLoss``.
+        learning_rate: base learning rate of both optimizers (``warmup_cosine`` schedules give
+            absolute rates and ignore it, as in the official code).
+        optimizer: ``{target, params}`` of the optimizer class used for both optimizers
+            (default AdamW, betas (0, 0.9), weight decay 1e-4, as the official recipe).
+        lr_scheduler_g, lr_scheduler_d: schedules of the autoencoder and discriminator optimizers
+            (see :mod:`vidtwin.training.schedulers`); None keeps ``learning_rate``.
+        grad_accumulation: batches per update.
+        grad_clip: max global gradient norm per optimizer, or None.
+        ema_decay: keep an EMA of the autoencoder weights (e.g. 0.999), used for validation,
+            sample videos and saved as ``ema_state_dict``; None disables it.
+        gradient_checkpointing: recompute transformer blocks in the backward pass (less memory).
+        sample_posterior: train on posterior samples (the official recipe) or on the means.
+        ckpt_path: initialise from this checkpoint (see :mod:`vidtwin.training.finetune`).
+        ignore_keys: regexes of checkpoint keys not to load.
+        freeze: regexes of autoencoder parameter names not to train.
+        max_nonfinite_steps: consecutive skipped (non-finite) updates that stop training.
+        allow_unsafe_pickle: allow full unpickling of ``ckpt_path`` (trusted files only).
+    """
+
+    def __init__(
+        self,
+        autoencoder: dict,
+        loss: dict,
+        learning_rate: float = 1e-4,
+        optimizer: Optional[dict] = None,
+        lr_scheduler_g: Optional[dict] = None,
+        lr_scheduler_d: Optional[dict] = None,
+        grad_accumulation: int = 1,
+        grad_clip: Optional[float] = None,
+        ema_decay: Optional[float] = None,
+        gradient_checkpointing: bool = False,
+        sample_posterior: bool = True,
+        ckpt_path: Optional[str] = None,
+        ignore_keys: Sequence[str] = (),
+        freeze: Sequence[str] = (),
+        max_nonfinite_steps: int = 5,
+        allow_unsafe_pickle: bool = False,
+    ) -> None:
+        super().__init__()
+        autoencoder, loss = _plain(autoencoder), _plain(loss)
+        optimizer = _plain(optimizer) if optimizer is not None else DEFAULT_OPTIMIZER
+        self.save_hyperparameters()
+        if int(grad_accumulation) < 1:
+            raise ConfigError(f"grad_accumulation must be >= 1, got {grad_accumulation}")
+        if int(max_nonfinite_steps) < 1:
+            raise ConfigError(f"max_nonfinite_steps must be >= 1, got {max_nonfinite_steps}")
+        if not isinstance(loss, dict) or "target" not in loss:
+            raise ConfigError("model.params.loss must be a mapping with target and params")
+        try:
+            self.autoencoder = VidTwin(VidTwinConfig.from_dict(dict(autoencoder)))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.params.autoencoder: {error}") from None
+        if gradient_checkpointing:
+            self.autoencoder.set_gradient_checkpointing(True)
+
+        # Read the initial weights before building the loss: the LPIPS network can take its VGG
+        # weights from them, which is what lets an offline machine fine-tune with LPIPS.
+        init_state = read_init_state_dict(ckpt_path, allow_unsafe_pickle) if ckpt_path else None
+        loss = {**loss, "params": dict(loss.get("params") or {})}
+        if init_state is not None and loss["params"].get("perceptual_weight", 0) > 0:
+            lpips_given = perceptual_state_dict(init_state)
+            if lpips_given and loss["params"].get("perceptual_state_dict") is None:
+                loss["params"]["perceptual_state_dict"] = lpips_given
+        self.loss = instantiate_from_config(loss)
+
+        self.init_report = None
+        if init_state is not None:
+            self.init_report = initialise_from_checkpoint(
+                self.autoencoder, self.loss, ckpt_path, ignore_keys=list(ignore_keys), state=init_state
+            )
+            rank_zero_info(self.init_report.summary())
+        self.frozen = freeze_parameters(self.autoencoder, list(freeze)) if freeze else []
+
+        self.learning_rate = float(learning_rate)
+        self.optimizer_config = optimizer
+        self.lr_scheduler_g = _plain(lr_scheduler_g)
+        self.lr_scheduler_d = _plain(lr_scheduler_d)
+        self.grad_accumulation = int(grad_accumulation)
+        self.grad_clip = grad_clip
+        self.sample_posterior = bool(sample_posterior)
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.ema = EMA(self.autoencoder, ema_decay) if ema_decay is not None else None
+        self.automatic_optimization = False
+
+        # Training counters, saved in checkpoints under TRAINING_STATE_KEY.
+        self.train_step = 0  # updates applied
+        self.nonfinite_streak = 0  # consecutive skipped updates
+        self.nonfinite_total = 0  # skipped updates over the whole run
+        self._micro_batch = 0  # batches accumulated into the current update
+        self._window_finite = True  # no non-finite loss in the current accumulation window
+        self._schedules = None  # (autoencoder, discriminator) lr functions, built at fit start
+        self._val_lpips = None  # LPIPS network for validation (not a submodule: stays out of the state_dict)
+        self._val_lpips_checked = False
+        self._bad_video_count = None  # data module's counter of unreadable videos, when it has one
+        self._reset_ema_after_load = False
+
+    # ------------------------------------------------------------------ parameters and optimizers
+    def autoencoder_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters of the autoencoder optimizer: trainable autoencoder weights and the learnable logvar."""
+        params = [p for p in self.autoencoder.parameters() if p.requires_grad]
+        params += [p for p in self.loss.get_trainable_autoencoder_parameters() if p.requires_grad]
+        return params
+
+    def discriminator_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.loss.get_trainable_parameters() if p.requires_grad]
+
+    @property
+    def lightning_steps_per_update(self) -> int:
+        """How far Lightning's ``global_step`` advances per update (one per optimizer stepped)."""
+        return 2 if self.discriminator_parameters() else 1
+
+    def _make_optimizer(self, params: list) -> torch.optim.Optimizer:
+        config = dict(self.optimizer_config)
+        config["params"] = {**dict(config.get("params") or {}), "params": params, "lr": self.learning_rate}
+        return instantiate_from_config(config)
+
+    def configure_optimizers(self):
+        ae_params = self.autoencoder_parameters()
+        if not ae_params:
+            raise ConfigError("no trainable autoencoder parameters (check freeze)")
+        optimizers = [self._make_optimizer(ae_params)]
+        disc_params = self.discriminator_parameters()
+        if disc_params:
+            optimizers.append(self._make_optimizer(disc_params))
+        rank_zero_info(
+            f"trainable parameters: autoencoder {sum(p.numel() for p in ae_params):,}, "
+            f"discriminator {sum(p.numel() for p in disc_params):,}"
+        )
+        return optimizers
+
+    def total_updates(self) -> int:
+        """Length of the run in updates, for schedules that need it (cosine)."""
+        trainer = self.trainer
+        if trainer.max_steps is not None and trainer.max_steps > 0:
+            return math.ceil(trainer.max_steps / self.lightning_steps_per_update)
+        batches = trainer.estimated_stepping_batches
+        if not math.isfinite(batches):
+            raise ConfigError("the cosine schedule needs a bounded run: set trainer.max_steps or total_steps")
+        return max(int(batches) // self.grad_accumulation, 1)
+
+    def setup(self, stage: str) -> None:
+        # Each update runs two backward passes over different parameter sets (and none through the
+        # discriminator before disc_start), so DDP must look for unused parameters.
+        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
+        if isinstance(ddp_kwargs, dict) and not ddp_kwargs.get("find_unused_parameters", False):
+            ddp_kwargs["find_unused_parameters"] = True
+            rank_zero_info("DDP: enabling find_unused_parameters (two optimizers with separate backward passes)")
+
+    def on_fit_start(self) -> None:
+        self._schedules = (
+            build_lr_schedule(self.lr_scheduler_g, self.learning_rate, self.total_updates),
+            build_lr_schedule(self.lr_scheduler_d, self.learning_rate, self.total_updates),
+        )
+        data = getattr(self.trainer, "datamodule", None)
+        self._bad_video_count = getattr(data, "bad_video_count", None)
+
+    def current_learning_rates(self) -> tuple[float, float]:
+        """(autoencoder, discriminator) learning rates for the update about to be applied."""
+        return self._schedules[0](self.train_step), self._schedules[1](self.train_step)
+
+    def _optimizers(self) -> tuple[Any, Optional[Any]]:
+        optimizers = self.optimizers()
+        if not isinstance(optimizers, (list, tuple)):
+            return optimizers, None
+        return optimizers[0], (optimizers[1] if len(optimizers) > 1 else None)
+
+    # ------------------------------------------------------------------ EMA
+    @contextmanager
+    def ema_scope(self) -> Iterator[None]:
+        """Run a block with the EMA weights in the autoencoder (no-op without EMA)."""
+        with self.ema.swapped_in(self.autoencoder) if self.ema is not None else nullcontext():
+            yield
+
+    # ------------------------------------------------------------------ training
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """True when ``loss`` is finite on every process (so all ranks skip together under DDP)."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        return not self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        video = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
+        opt_g, opt_d = self._optimizers()
+        reconstruction, latents = self.autoencoder(video, sample=self.sample_posterior)  # (B, 3, T, H, W)
+        regularization_log = {"kl_loss": latents.kl}
+        scale = 1.0 / self.grad_accumulation
+
+        self.toggle_optimizer(opt_g)
+        ae_loss, log = self.loss(regularization_log, video, reconstruction, 0, self.train_step,
+                                 last_layer=self.autoencoder.get_last_layer(), split="train")
+        finite = self._all_finite(ae_loss)
+        if finite:
+            self.manual_backward(ae_loss * scale)
+        self.untoggle_optimizer(opt_g)
+
+        if opt_d is not None and finite and not self._discriminator_active():
+            # Before disc_start the official discriminator loss is exactly 0 * loss, whose gradients
+            # are zeros: skip its forward and backward and hand the optimizer zero gradients.
+            log["train/disc_loss"] = torch.zeros((), device=video.device)
+        elif opt_d is not None and finite:
+            self.toggle_optimizer(opt_d)
+            disc_loss, disc_log = self.loss(regularization_log, video, reconstruction, 1, self.train_step,
+                                            last_layer=None, split="train")
+            log.update(disc_log)
+            finite = self._all_finite(disc_loss)
+            if finite:
+                self.manual_backward(disc_loss * scale)
+            self.untoggle_optimizer(opt_d)
+
+        self._window_finite &= finite
+        self._micro_batch += 1
+        if self._micro_batch < self.grad_accumulation:
+            return
+        self._micro_batch = 0
+        window_finite, self._window_finite = self._window_finite, True
+        self._finish_update(opt_g, opt_d, window_finite, ae_loss, log)
+
+    def _discriminator_active(self) -> bool:
+        """Whether the discriminator loss is switched on at this update (or has side effects, LeCAM)."""
+        if getattr(self.loss, "lecam_loss_weight", 0.0) > 0:
+            return True
+        return getattr(self.loss, "disc_factor", 1.0) > 0 and self.train_step >= getattr(self.loss, "disc_start", 0)
+
+    def _grad_norm(self, optimizer) -> torch.Tensor:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        return torch.nn.utils.get_total_norm(grads)
+
+    def _finish_update(self, opt_g, opt_d, finite: bool, ae_loss: torch.Tensor, log: dict) -> None:
+        """Clip and step both optimizers, or skip the update when anything was non-finite."""
+        optimizers = [opt for opt in (opt_g, opt_d) if opt is not None]
+        grad_norms = [self._grad_norm(opt) for opt in optimizers]
+        # Gradients are identical on every rank after DDP's all-reduce, so this decision agrees.
+        finite = finite and all(bool(torch.isfinite(n)) for n in grad_norms)
+        if not finite:
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            self._skip_update()
+            return
+        self.nonfinite_streak = 0
+        if opt_d is not None:
+            # Parameters without gradients (discriminator before disc_start) get zeros, so that every
+            # optimizer (and a GradScaler) steps exactly as after an all-zero backward.
+            for group in opt_d.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+        for opt, lr in zip(optimizers, self.current_learning_rates()):
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if self.grad_clip is not None:
+                self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.autoencoder)
+        lr_g, lr_d = self.current_learning_rates()
+        self.train_step += 1
+        self._log_update(ae_loss, log, grad_norms, lr_g, lr_d)
+
+    def _skip_update(self) -> None:
+        self.nonfinite_streak += 1
+        self.nonfinite_total += 1
+        logger.warning(
+            "non-finite loss or gradient at update %d: update skipped (%d in a row, %d in total)",
+            self.train_step, self.nonfinite_streak, self.nonfinite_total,
+        )
+        self.log("train/nonfinite_skipped", float(self.nonfinite_total), on_step=True, on_epoch=False)
+        if self.nonfinite_streak >= self.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_streak} consecutive updates had a non-finite loss or gradient (last good "
+                f"update: {self.train_step}); training stopped without saving. Lower the learning rate, "
+                "set grad_clip, or check the data; resume from the last checkpoint"
+            )
+
+    def _log_update(self, ae_loss: torch.Tensor, log: dict, grad_norms: list, lr_g: float, lr_d: float) -> None:
+        log = {key: value.float() for key, value in log.items()}
+        log["train/grad_norm_g"] = grad_norms[0].float()
+        if len(grad_norms) > 1:
+            log["train/grad_norm_d"] = grad_norms[1].float()
+        log["train/lr_g"] = lr_g
+        log["train/lr_d"] = lr_d
+        log["train/nonfinite_skipped"] = float(self.nonfinite_total)
+        if self._bad_video_count is not None:
+            log["train/bad_videos"] = float(self._bad_video_count())
+        self.log_dict(log, on_step=True, on_epoch=False)
+        self.log("train/step", float(self.train_step), on_step=True, on_epoch=False, prog_bar=True)
+        self.log("loss", ae_loss.detach().float(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        self.log("rec", log["train/rec_loss"], on_step=True, on_epoch=False, prog_bar=True, logger=False)
+
+    # ------------------------------------------------------------------ validation
+    def _validation_lpips(self):
+        """The LPIPS network for validation: the loss's, else a real one if its weights are local, else None."""
+        if self.loss.perceptual_loss is not None:
+            return self.loss.perceptual_loss
+        if not self._val_lpips_checked:
+            self._val_lpips_checked = True
+            from ..losses import LPIPS, LPIPSWeightsUnavailable
+
+            try:
+                self._val_lpips = LPIPS.from_sources(allow_download=False)
+            except LPIPSWeightsUnavailable as error:
+                rank_zero_info(f"validation LPIPS skipped: {str(error).split('. ')[0]}")
+        if self._val_lpips is not None and self._val_lpips.scaling_layer.shift.device != self.device:
+            self._val_lpips = self._val_lpips.to(self.device)
+        return self._val_lpips
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        video = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
+        with self.ema_scope():
+            reconstruction, latents = self.autoencoder(video, sample=False)  # (B, 3, T, H, W)
+        _, log = self.loss({"kl_loss": latents.kl}, video, reconstruction, 0, self.train_step,
+                           last_layer=None, split="val")
+        video_c, reconstruction_c = video.float().clamp(-1, 1), reconstruction.float().clamp(-1, 1)
+        unit_video, unit_rec = to_unit_range(video_c), to_unit_range(reconstruction_c)
+        metrics = {
+            "val/rec_loss": log["val/rec_loss"].float(),
+            "val/kl_loss": latents.kl.detach().float(),
+            "val/ssim": ssim_per_frame(unit_rec, unit_video, compute_dtype=torch.float32).mean().float(),
+        }
+        lpips = self._validation_lpips()
+        if lpips is not None:
+            metrics["val/lpips"] = lpips_per_frame(reconstruction_c, video_c, lpips).mean()
+        batch_size = video.shape[0]
+        self.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        psnr = psnr_per_frame(unit_rec, unit_video, max_value=100.0).mean().float()
+        self.log("val/psnr", psnr, on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size, prog_bar=True)
+
+    @torch.no_grad()
+    def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
+        """Eval-mode reconstruction (EMA weights when on) of (B, 3, T, H, W) in [-1, 1], for sample videos."""
+        was_training = self.autoencoder.training
+        self.autoencoder.eval()
+        try:
+            with self.ema_scope():
+                reconstruction, _ = self.autoencoder(video, sample=False)
+        finally:
+            self.autoencoder.train(was_training)
+        return reconstruction
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.ema is not None and self.ema.is_swapped_in:
+            raise RuntimeError("a checkpoint was requested while EMA weights were swapped in")
+        # Refuse to write NaN/inf weights: the last good checkpoint must stay the newest one on disk.
+        assert_finite_state(checkpoint["state_dict"], self.train_step)
+        checkpoint[TRAINING_STATE_KEY] = {
+            "train_step": self.train_step,
+            "nonfinite_total": self.nonfinite_total,
+            "lightning_steps_per_update": self.lightning_steps_per_update,
+        }
+        if self.ema is not None:
+            checkpoint[EMA_STATE_KEY] = self.ema.export_state_dict(self.autoencoder)
+            checkpoint[TRAINING_STATE_KEY]["ema_num_updates"] = self.ema.num_updates
+            checkpoint[TRAINING_STATE_KEY]["ema_decay"] = self.ema.decay
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint.get(TRAINING_STATE_KEY)
+        if state is None:
+            logger.warning("checkpoint has no %s entry: training counters start at 0", TRAINING_STATE_KEY)
+            return
+        self.train_step = int(state["train_step"])
+        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        self.nonfinite_streak = 0
+        self._micro_batch = 0  # gradients of a partial accumulation window are not saved
+        if self.ema is not None:
+            if EMA_STATE_KEY in checkpoint:
+                self.ema.load_shadow(checkpoint[EMA_STATE_KEY], state.get("ema_num_updates", 0))
+            else:
+                logger.warning("checkpoint has no EMA weights: the EMA restarts from the current weights")
+                self._reset_ema_after_load = True
+
+    def on_train_start(self) -> None:
+        if self._reset_ema_after_load:
+            self.ema = EMA(self.autoencoder, self.ema.decay)
+            self._reset_ema_after_load = False
