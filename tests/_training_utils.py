@@ -93,6 +93,7 @@ def trainer_for(module, updates: int, root: Path, callbacks=(), **kwargs) -> pl.
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=str(root),
     )
+    options["enable_checkpointing"] = any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in callbacks)
     options.update(kwargs)
     return pl.Trainer(callbacks=list(callbacks), **options)
 

@@ -137,7 +137,9 @@ def initialise_from_checkpoint(
             )
         except ValueError as error:
             raise CheckpointError(f"{path}: {error}") from None
-    if not has_discriminator:
+    if not discriminator_intact:
+        logger.info("discriminator keys dropped by ignore_keys: the discriminator starts from scratch")
+    elif not has_discriminator:
         logger.warning("%s has no discriminator weights: the discriminator starts from scratch", path)
     logger.info(report.summary())
     return report

@@ -150,6 +150,7 @@ class VidTwinLightningModule(pl.LightningModule):
         self.nonfinite_total = 0  # skipped updates over the whole run
         self._micro_batch = 0  # batches accumulated into the current update
         self._window_finite = True  # no non-finite loss in the current accumulation window
+        self._buffer_snapshot: dict[str, torch.Tensor] = {}  # buffers at the start of the window
         self._schedules = None  # (autoencoder, discriminator) lr functions, built at fit start
         self._val_lpips = None  # LPIPS network for validation (not a submodule: stays out of the state_dict)
         self._val_lpips_checked = False
@@ -242,6 +243,10 @@ class VidTwinLightningModule(pl.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> None:
         video = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
         opt_g, opt_d = self._optimizers()
+        if self._micro_batch == 0:
+            # Forward passes update buffers (the discriminator's BatchNorm statistics, LeCAM EMAs)
+            # even when the update is later skipped; keep a copy to put back in that case.
+            self._buffer_snapshot = {n: b.detach().clone() for n, b in self._persistent_buffers()}
         reconstruction, latents = self.autoencoder(video, sample=self.sample_posterior)  # (B, 3, T, H, W)
         regularization_log = {"kl_loss": latents.kl}
         scale = 1.0 / self.grad_accumulation
@@ -320,7 +325,14 @@ class VidTwinLightningModule(pl.LightningModule):
         self.train_step += 1
         self._log_update(ae_loss, log, grad_norms, lr_g, lr_d)
 
+    def _persistent_buffers(self) -> Iterator[tuple[str, torch.Tensor]]:
+        saved = self.state_dict(keep_vars=True)
+        return ((name, buffer) for name, buffer in self.named_buffers() if name in saved)
+
     def _skip_update(self) -> None:
+        with torch.no_grad():
+            for name, buffer in self._persistent_buffers():
+                buffer.copy_(self._buffer_snapshot[name])
         self.nonfinite_streak += 1
         self.nonfinite_total += 1
         logger.warning(
