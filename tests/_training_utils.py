@@ -38,8 +38,8 @@ def clip_overrides(frames: int, size: int, clip: str | None = None, seed: int | 
             f"data.params.{split}.input_height={size}",
             f"data.params.{split}.input_width={size}",
         ]
-    if seed is not None:  # fixed clip start per item: the data is the same in every run
-        overrides.append(f"data.params.train.seed={seed}")
+    if seed is not None:  # one item with a fixed clip start: every batch is the same clip
+        overrides += [f"data.params.train.seed={seed}", "data.params.train.clips_per_video=1"]
     return overrides
 
 

@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    # `--base a.yaml b.yaml key=value` puts the overrides into --base: move them back.
+    args.overrides = [item for item in args.base if "=" in item] + list(args.overrides)
+    args.base = [item for item in args.base if "=" not in item]
+    return args
+
+
 # ---------------------------------------------------------------------------- run directory
 def _global_rank() -> int:
     """This process's global rank from the launcher's environment (Lightning reads the same variables)."""
@@ -152,8 +160,9 @@ def _build(label: str, node: Any, **extra: Any) -> Any:
         raise UsageError(f"{label} must be a mapping with target and params")
     try:
         return instantiate_from_config(node, **extra)
-    except ConfigError as error:
-        raise UsageError(f"{label}: {error}") from None
+    except ValueError as error:  # ConfigError, and the constructors' own checks
+        message = str(error)
+        raise UsageError(message if message.startswith(label) else f"{label}: {message}") from None
 
 
 def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
@@ -213,6 +222,9 @@ def _setup_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     package_logger = logging.getLogger("vidtwin")
+    if any(getattr(h, "_vidtwin_cli", False) for h in package_logger.handlers):
+        return  # main() ran before in this process
+    handler._vidtwin_cli = True
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO if _global_rank() == 0 else logging.WARNING)
 
@@ -300,10 +312,7 @@ def _training_errors() -> tuple:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run training; returns the process exit code (0, 1 training error, 2 bad input)."""
-    args = build_parser().parse_args(argv)
-    # `--base a.yaml b.yaml key=value` puts the overrides into --base: move them back.
-    args.overrides = [item for item in args.base if "=" in item] + list(args.overrides)
-    args.base = [item for item in args.base if "=" not in item]
+    args = parse_args(argv)
     _setup_logging()
     try:
         trainer, module, datamodule, resume_ckpt, _ = prepare(args)
