@@ -251,6 +251,9 @@ def prepare(args: argparse.Namespace):
         raise UsageError("--wandb needs the wandb package: pip install wandb")
 
     config = load_config(bases, args.overrides)
+    missing = sorted(OmegaConf.missing_keys(config))
+    if missing:
+        raise UsageError(f"the config leaves {', '.join(missing)} to fill in (???): add e.g. {missing[0]}=VALUE")
     for section in ("model", "data"):
         if config.get(section) is None:
             raise UsageError(f"the config has no {section} section (configs: {', '.join(bases)})")
@@ -299,7 +302,10 @@ def _config_errors() -> tuple:
     from ..config import ConfigError
     from ..losses import LPIPSWeightsUnavailable
 
-    return (UsageError, ConfigError, CheckpointError, LPIPSWeightsUnavailable, FileNotFoundError, ValueError, TypeError, ImportError)
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (UsageError, ConfigError, CheckpointError, LPIPSWeightsUnavailable, OmegaConfBaseException,
+            FileNotFoundError, ValueError, TypeError, ImportError)
 
 
 def _training_errors() -> tuple:
@@ -319,7 +325,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except _config_errors() as error:
         if args.debug:
             raise
-        print(f"train.py: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"train.py: error: {message}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None,
