@@ -35,6 +35,7 @@ def _ckpt(path):
 
 def test_run_directory_checkpoints_and_samples(tmp_path):
     code = _run(tmp_path, "run", "lightning.trainer.max_steps=3", "lightning.checkpoint.every_n_steps=2",
+                "lightning.trainer.log_every_n_steps=1",
                 "lightning.trainer.val_check_interval=2", "lightning.trainer.limit_val_batches=1",
                 "model.params.ema_decay=0.5",
                 "lightning.callbacks.video_logger={target: vidtwin.training.callbacks.VideoGridLogger, "
@@ -43,7 +44,15 @@ def test_run_directory_checkpoints_and_samples(tmp_path):
     run = tmp_path / "run"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt", "step_00000002.ckpt"]
     assert (run / "samples" / "step_00000002.mp4").stat().st_size > 0
-    assert any(p.name.startswith("events.out.tfevents") for p in (run / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"val/rec_loss", "val/psnr", "val/ssim", "train/rec_loss", "train/step", "train/lr_g"} <= scalars
+    psnr = events.Scalars("val/psnr")[0].value
+    assert 3 < psnr < 40  # dB of a barely trained model on a real clip
+    assert "samples/train" in events.Tags()["images"]
 
     last = _ckpt(run / "checkpoints" / "last.ckpt")
     # max_steps counts updates: 3 updates = 6 Lightning optimizer steps.

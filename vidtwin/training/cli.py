@@ -320,6 +320,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run training; returns the process exit code (0, 1 training error, 2 bad input)."""
     args = parse_args(argv)
     _setup_logging()
+    previous_name = os.environ.get(RUN_NAME_ENV)
+    try:
+        return _run(args)
+    finally:  # the name is for the processes of this run only, not for a later main() in this process
+        if previous_name is None:
+            os.environ.pop(RUN_NAME_ENV, None)
+        else:
+            os.environ[RUN_NAME_ENV] = previous_name
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         trainer, module, datamodule, resume_ckpt, _ = prepare(args)
     except _config_errors() as error:

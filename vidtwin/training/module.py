@@ -298,7 +298,10 @@ class VidTwinLightningModule(pl.LightningModule):
         optimizers = [opt for opt in (opt_g, opt_d) if opt is not None]
         grad_norms = [self._grad_norm(opt) for opt in optimizers]
         # Gradients are identical on every rank after DDP's all-reduce, so this decision agrees.
-        finite = finite and all(bool(torch.isfinite(n)) for n in grad_norms)
+        # With fp16's GradScaler, inf gradients are expected while it calibrates the loss scale: the
+        # scaler skips those steps and lowers the scale itself, so only the loss is checked here.
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            finite = finite and all(bool(torch.isfinite(n)) for n in grad_norms)
         if not finite:
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
