@@ -71,6 +71,19 @@ def test_run_directory_checkpoints_and_samples(tmp_path):
     ema, weights = last["ema_state_dict"], last["state_dict"]
     assert not torch.equal(ema["decoder.final_layer.linear.weight"], weights["autoencoder.decoder.final_layer.linear.weight"])
 
+    # Our own checkpoints are also fine-tuning starting points: training weights, discriminator, logvar.
+    from omegaconf import OmegaConf
+
+    from vidtwin.config import load_config
+    from vidtwin.training import VidTwinLightningModule
+
+    params = OmegaConf.to_container(load_config(run / "config.yaml").model.params, resolve=True)
+    params.update(ckpt_path=str(run / "checkpoints" / "last.ckpt"), ema_decay=None)
+    module = VidTwinLightningModule(**params)
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    assert module.init_report.loss_groups == ["discriminator", "logvar"]
+
 
 def test_resume_continues_exactly(tmp_path):
     # Deterministic: fixed clip, no posterior sampling, no dropout. EMA and the GAN are on so that
