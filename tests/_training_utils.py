@@ -10,15 +10,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
-# Training sections proposed for configs/tiny.yaml; used until they are folded into it.
-TINY_TRAIN_DRAFT = REPO / "configs" / "train_tiny_draft.yaml"
 
 
 def tiny_config_files() -> list[str]:
-    files = [str(TINY_CONFIG)]
-    if TINY_TRAIN_DRAFT.is_file():
-        files.append(str(TINY_TRAIN_DRAFT))
-    return files
+    return [str(TINY_CONFIG)]
 
 
 def carphone_path() -> str:
