@@ -231,7 +231,7 @@ def run_batched(
         for slot, item in enumerate(pending):
             for buffer, part in zip(buffers, item):
                 buffer[slot].copy_(part)
-        batch = [buffer[: len(pending)].to(device, non_blocking=True) for buffer in buffers]  # each (B, ...)
+        batch = [buffer[: len(pending)].to(device) for buffer in buffers]  # each (B, ...)
         with torch.inference_mode(), precision_context(device, dtype):
             results = function(*batch)
         results = [result.float().cpu() for result in results]
@@ -250,8 +250,11 @@ def run_batched(
         yield from flush(pending)
 
 
-def _progress(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="clip", disable=not enabled, leave=False, dynamic_ncols=True)
+def _progress(plan: ClipPlan, desc: str, enabled: bool) -> tqdm:
+    """A bar over the model inputs of a video: its clips, or its clips' tiles."""
+    unit = "tile" if plan.tile_grid is not None else "clip"
+    total = plan.layout.num_clips * plan.units_per_clip
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
 
 
 def _check_part(only: str | None) -> None:
@@ -298,7 +301,7 @@ def iter_reconstruction(
     def round_trip(video: torch.Tensor) -> tuple[torch.Tensor]:
         return (model.decode(model.encode(video), only=only),)
 
-    bar = _progress(plan.layout.num_clips * plan.units_per_clip, f"reconstruct {os.path.basename(source.name)}", progress)
+    bar = _progress(plan, f"reconstruct {os.path.basename(source.name)}", progress)
     outputs = run_batched(units(), round_trip, batch_clips, model_device(model), dtype, bar)
     try:
         for clip_index, decoded in enumerate(_group_units(outputs, plan)):
@@ -361,7 +364,7 @@ def iter_decoded(
         return (model.decode(VidTwinLatents(structure, dynamics_x, dynamics_y), only=only),)
 
     label = os.path.basename(encoded.source) or "latents"
-    bar = _progress(plan.layout.num_clips * plan.units_per_clip, f"decode {label}", progress)
+    bar = _progress(plan, f"decode {label}", progress)
     outputs = run_batched(units(), decode, batch_clips, model_device(model), dtype, bar)
     try:
         for clip_index, decoded in enumerate(_group_units(outputs, plan)):
@@ -465,7 +468,7 @@ def encode_video(
         latents = model.encode(batch)
         return tuple(getattr(latents, name) for name in TENSOR_NAMES)
 
-    bar = _progress(plan.layout.num_clips * plan.units_per_clip, f"encode {os.path.basename(source.name)}", progress)
+    bar = _progress(plan, f"encode {os.path.basename(source.name)}", progress)
     with bar:
         per_unit = list(run_batched(units(), encode, batch_clips, model_device(model), dtype, bar))
     stacked = [torch.stack(parts) for parts in zip(*per_unit)]  # each (clips*units, ...)

