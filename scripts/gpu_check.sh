@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# GPU check in under 5 minutes on one H100/H200: the CUDA tests, then inference and training
+# benchmarks of the published model. Prints tables; writes JSON into ${OUT:-gpu_check_out}/.
+#
+#   bash scripts/gpu_check.sh            # on the GPU machine, from the repository root
+#
+# Record the printed tables, naming the card, in docs/benchmarks.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-gpu_check_out}"
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+status=0
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+
+echo "== CUDA tests (parity, bf16, flash-attn when installed)"
+timeout 120 python3 -m pytest -q tests/test_gpu.py tests/test_model_parity.py 2>&1 | tail -5 || status=1
+
+echo "== inference throughput, published model, 16x224x224"
+timeout 240 python3 scripts/benchmark.py --config configs/vidtwin.yaml --device cuda \
+    --dtypes fp32 bf16 --batch-sizes 1 8 16 --attention sdpa flash --compile off \
+    --warmup 2 --iters 5 --json "$OUT_DIR/benchmark_inference.json" 2>&1 | tail -30 || status=1
+
+echo "== training step, published model, batch 2, bf16-mixed"
+timeout 150 python3 scripts/benchmark_train.py --base configs/vidtwin.yaml --device cuda \
+    --precision bf16-mixed --batch-size 2 --steps 5 --warmup 2 \
+    model.params.loss.params.perceptual_weight=0 --output "$OUT_DIR/benchmark_train.json" 2>&1 | tail -15 || status=1
+
+exit $status
