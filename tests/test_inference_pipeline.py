@@ -20,6 +20,7 @@ from vidtwin.inference import (
 from vidtwin.inference.pipeline import frames_to_float
 
 from conftest import TINY_CONFIG
+from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 
 
 @pytest.fixture(scope="module")
