@@ -200,3 +200,14 @@ def test_official_format_config_and_checkpoint_from_a_hub_cache(tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.startswith("error:")][0].count("missing-repo") >= 1
+
+
+def test_save_pretrained_directory_needs_no_config(files, tmp_path, capsys):
+    torch.manual_seed(0)
+    load_model(TINY_CONFIG).save_pretrained(tmp_path / "pretrained")
+    code, out, _ = run(["reconstruct", "--input", files / "small.mp4", "--output", tmp_path / "out.mp4",
+                        "--ckpt", tmp_path / "pretrained", "--quiet"], capsys)
+    assert code == 0 and "20 frames" in out
+    # Same weights as tiny.pt (same seed), so the same video as with the YAML and the state_dict.
+    run(["reconstruct", "--input", files / "small.mp4", "--output", tmp_path / "ref.mp4", *model_args(files)], capsys)
+    assert torch.equal(read_video(tmp_path / "out.mp4")[0], read_video(tmp_path / "ref.mp4")[0])
