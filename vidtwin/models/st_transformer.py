@@ -86,7 +86,9 @@ class STBlock(nn.Module):
         x = x + gate_msa * rearrange(x_spatial, "(B T) S C -> B T S C", T=frames)
 
         # The temporal branch reads the residual stream itself, without norm or modulation.
-        x_temporal = rearrange(x, "B T S C -> (B S) T C")
+        # contiguous(): with B == 1 the rearrange is a strided view, and CPU bf16 matmuls on such a
+        # view copy the weight once per sequence (half of a bf16 round trip's time).
+        x_temporal = rearrange(x, "B T S C -> (B S) T C").contiguous()
         if temporal_pos is not None:
             x_temporal = x_temporal + temporal_pos
         x_temporal = self.attn_temp(x_temporal, causal=self.temporal_causal)
