@@ -9,8 +9,8 @@ setup(
     packages=find_packages(include=["vidtwin", "vidtwin.*"]),
     python_requires=">=3.10",
     install_requires=[
-        "torch>=2.4,<=2.14.1",
-        "torchvision>=0.19,<=0.29.1",
+        "torch>=2.4",
+        "torchvision>=0.19",
         "pytorch-lightning>=2.4",
         "omegaconf>=2.3",
         "transformers>=4.45",
