@@ -14,6 +14,25 @@ TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 PUBLISHED_CONFIG = REPO / "configs" / "vidtwin.yaml"
 
 
+@torch.no_grad()
+def outputs_in_official_layout(model, x, x2) -> dict:
+    """Every tensor the official recording holds, computed by our model, in the official layouts."""
+    from vidtwin import VidTwinLatents
+
+    latents, other = model.encode(x), model.encode(x2)
+    return {
+        "z": model.encoder(x),
+        "z_structure": latents.structure.permute(0, 2, 3, 4, 1),  # (B, d, Q, h, w) -> official (B, Q, h, w, d)
+        "z_dynamics_x": latents.dynamics_x,
+        "z_dynamics_y": latents.dynamics_y,
+        "dec": model.decode(latents),
+        "dec_structure_only": model.decode(latents, only="structure"),
+        "dec_dynamics_only": model.decode(latents, only="dynamics"),
+        "dec_cross": model.decode(VidTwinLatents(latents.structure, other.dynamics_x, other.dynamics_y)),
+        "kl_loss": latents.kl.reshape(1),
+    }
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

@@ -71,7 +71,7 @@ def test_lpips_matches_the_lpips_package_with_the_same_weights():
 
 def test_lpips_is_frozen_and_stays_in_eval_mode():
     model = random_lpips()
-    parent = torch.nn.Sequential(model).train()
+    torch.nn.Sequential(model).train()  # a parent switching to training mode must not reach LPIPS
     assert not model.training and not any(m.training for m in model.modules())
     assert not any(p.requires_grad for p in model.parameters())
     x, y = torch.rand(2, 1, 3, 32, 32) * 2 - 1

@@ -4,9 +4,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vidtwin import VidTwinLatents
-
-from conftest import OFFICIAL_IO
+from conftest import OFFICIAL_IO, outputs_in_official_layout
 
 TOLERANCE = 1e-4  # max absolute difference the reference README promises for a faithful port
 
@@ -21,23 +19,8 @@ def max_diff(a, b):
     return (a - b).abs().max().item()
 
 
-@torch.no_grad()
 def test_every_recorded_tensor_matches(official_model, recorded):
-    x, x2 = recorded["x"], recorded["x2"]
-    latents = official_model.encode(x)
-    other = official_model.encode(x2)
-    ours = {
-        "z": official_model.encoder(x),
-        # official layout (B, Q, h_S, w_S, d_S); ours is channel-first (B, d_S, Q, h_S, w_S)
-        "z_structure": latents.structure.permute(0, 2, 3, 4, 1),
-        "z_dynamics_x": latents.dynamics_x,
-        "z_dynamics_y": latents.dynamics_y,
-        "dec": official_model.decode(latents),
-        "dec_structure_only": official_model.decode(latents, only="structure"),
-        "dec_dynamics_only": official_model.decode(latents, only="dynamics"),
-        "dec_cross": official_model.decode(VidTwinLatents(latents.structure, other.dynamics_x, other.dynamics_y)),
-        "kl_loss": latents.kl.reshape(1),
-    }
+    ours = outputs_in_official_layout(official_model, recorded["x"], recorded["x2"])
     assert set(ours) == set(recorded) - {"x", "x2"}
     diffs = {name: max_diff(value, recorded[name]) for name, value in ours.items()}
     assert max(diffs.values()) < TOLERANCE, diffs

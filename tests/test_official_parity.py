@@ -18,9 +18,9 @@ from safetensors.torch import load_file
 
 from official_reference import OfficialReference, official_buffers, official_parameter_shapes
 from vidtwin.config import ConfigError, translate_official_params
-from vidtwin.models import VidTwin, VidTwinLatents
+from vidtwin.models import VidTwin
 
-from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, OFFICIAL_IO
+from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, OFFICIAL_IO, outputs_in_official_layout
 
 TOLERANCE = 1e-4  # max absolute difference, as for the recorded tensors
 OFFICIAL_ONLY_UNUSED = ("encoder.final_layer.", "decoder.x_embedder.")  # stored, never read by the forward pass
@@ -136,22 +136,6 @@ def _randomize(model: VidTwin, seed: int) -> None:
                 param.copy_(0.2 * noise)
 
 
-@torch.no_grad()
-def _ours(model: VidTwin, x: torch.Tensor, x2: torch.Tensor) -> dict:
-    latents, other = model.encode(x), model.encode(x2)
-    return {
-        "z": model.encoder(x),
-        "z_structure": latents.structure.permute(0, 2, 3, 4, 1),  # (B, d, Q, h, w) -> official (B, Q, h, w, d)
-        "z_dynamics_x": latents.dynamics_x,
-        "z_dynamics_y": latents.dynamics_y,
-        "dec": model.decode(latents),
-        "dec_structure_only": model.decode(latents, only="structure"),
-        "dec_dynamics_only": model.decode(latents, only="dynamics"),
-        "dec_cross": model.decode(VidTwinLatents(latents.structure, other.dynamics_x, other.dynamics_y)),
-        "kl_loss": latents.kl.reshape(1),
-    }
-
-
 @pytest.mark.parametrize("changes", VARIANTS)
 def test_matches_official_reference_on_config_variant(official_params, changes):
     params = _variant(official_params, changes)
@@ -170,7 +154,7 @@ def test_matches_official_reference_on_config_variant(official_params, changes):
     x, x2 = (torch.rand(shape, generator=generator) * 2 - 1 for _ in range(2))
 
     expected = reference.run_all(x, x2)
-    ours = _ours(model, x, x2)
+    ours = outputs_in_official_layout(model, x, x2)
     diffs = {name: max_diff(ours[name], expected[name]) for name in expected}
     assert max(diffs.values()) < TOLERANCE, diffs
 

@@ -119,7 +119,7 @@ def test_corrupt_video_is_skipped_counted_and_strict_names_it(tmp_path, capsys):
     data.mkdir()
     shutil.copy(carphone_path(), data / "carphone.mp4")
     (data / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
-    folder = [f"data.params.train.video_paths=null", f"data.params.train.data_dir={data}",
+    folder = ["data.params.train.video_paths=null", f"data.params.train.data_dir={data}",
               "data.params.train.max_bad_fraction=0.5", "lightning.trainer.max_steps=3"]
 
     from vidtwin.training.cli import parse_args, prepare

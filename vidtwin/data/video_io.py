@@ -80,7 +80,7 @@ def resolve_backend(backend: str | None = None) -> tuple[str, bool]:
     if name not in BACKENDS:
         raise ValueError(f"unknown video backend {requested!r} (from argument or ${BACKEND_ENV_VAR}); use one of {BACKENDS}")
     if name == "decord" and not _decord_available():
-        raise ValueError(f"video backend 'decord' was requested but decord is not installed; pip install decord or use backend 'pyav'")
+        raise ValueError("video backend 'decord' was requested but decord is not installed; pip install decord or use backend 'pyav'")
     return name, False
 
 

@@ -154,7 +154,7 @@ def _section(config: Any, name: str) -> dict:
 
 def _build(label: str, node: Any, **extra: Any) -> Any:
     """instantiate_from_config with the config section named in the error."""
-    from ..config import ConfigError, instantiate_from_config
+    from ..config import instantiate_from_config
 
     if not isinstance(node, dict) and not hasattr(node, "keys"):
         raise UsageError(f"{label} must be a mapping with target and params")
