@@ -42,7 +42,8 @@ def sincos_2d(embed_dim: int, grid_h: int, grid_w: int) -> np.ndarray:
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """x * (1 + scale) + shift, in one fused pass over x."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class PatchEmbed3D(nn.Module):
@@ -83,7 +84,7 @@ class STBlock(nn.Module):
 
         x_spatial = rearrange(modulate(self.norm1(x), shift_msa, scale_msa), "B T S C -> (B T) S C")
         x_spatial = self.attn(x_spatial, causal=False)
-        x = x + gate_msa * rearrange(x_spatial, "(B T) S C -> B T S C", T=frames)
+        x = torch.addcmul(x, gate_msa, rearrange(x_spatial, "(B T) S C -> B T S C", T=frames))
 
         # The temporal branch reads the residual stream itself, without norm or modulation.
         # contiguous(): with B == 1 the rearrange is a strided view, and CPU bf16 matmuls on such a
@@ -92,9 +93,9 @@ class STBlock(nn.Module):
         if temporal_pos is not None:
             x_temporal = x_temporal + temporal_pos
         x_temporal = self.attn_temp(x_temporal, causal=self.temporal_causal)
-        x = x + gate_msa * rearrange(x_temporal, "(B S) T C -> B T S C", S=positions)
+        x = torch.addcmul(x, gate_msa, rearrange(x_temporal, "(B S) T C -> B T S C", S=positions))
 
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
 
 class SpatioTemporalTransformer(nn.Module):
