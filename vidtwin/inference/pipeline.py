@@ -37,12 +37,12 @@ from vidtwin.data.video_io import read_video, sample_indices
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.latent_file import TENSOR_NAMES, EncodedVideo, config_to_dict
 from vidtwin.inference.tiling import TileGrid, blend_tiles, iter_tiles, make_tile_grid
+from vidtwin.models.vidtwin_ae import DECODE_PARTS
 
 logger = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SPATIAL_MODES = ("resize", "tile")
-DECODE_PARTS = (None, "structure", "dynamics")
 
 
 class InferenceError(ValueError):
