@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidtwin import load_model  # noqa: E402
+from vidtwin.atomic_io import atomic_write_text  # noqa: E402
 from vidtwin.config import autoencoder_config_from  # noqa: E402
 from vidtwin.inference.pipeline import DTYPES, precision_context, resolve_device  # noqa: E402
 from vidtwin.metrics import psnr_per_frame, to_unit_range  # noqa: E402
@@ -318,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_text(json.dumps(report, indent=2) + "\n")
-        os.replace(temp, path)
+        atomic_write_text(path, json.dumps(report, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
 

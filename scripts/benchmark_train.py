@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pytorch_lightning as pl  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
+from vidtwin.atomic_io import atomic_write_text  # noqa: E402
 from vidtwin.config import ConfigError, instantiate_from_config, load_config  # noqa: E402
 
 
@@ -168,9 +169,7 @@ def main(argv=None) -> int:
         if args.append and output.is_file():
             previous = json.loads(output.read_text())
             records = (previous if isinstance(previous, list) else [previous]) + [result]
-        tmp = output.with_name(f".{output.name}.tmp")
-        tmp.write_text(json.dumps(records, indent=2) + "\n")
-        os.replace(tmp, output)
+        atomic_write_text(output, json.dumps(records, indent=2) + "\n")
     return 0
 
 

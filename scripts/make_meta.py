@@ -20,11 +20,12 @@ import argparse
 import csv
 import os
 import sys
-import tempfile
 
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
+
+from vidtwin.atomic_io import atomic_path  # noqa: E402  (light: no model code)
 
 
 def _video_io():
@@ -65,17 +66,10 @@ def write_meta(output: str, relative_paths: list[str]) -> None:
     """Write the CSV to a temporary file next to ``output``, then rename it into place."""
     directory = os.path.dirname(os.path.abspath(output))
     os.makedirs(directory, exist_ok=True)
-    handle, temp_path = tempfile.mkstemp(prefix=".meta-", suffix=".csv.tmp", dir=directory)
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["videos"])
-            writer.writerows([path] for path in relative_paths)
-        os.replace(temp_path, output)
-    except BaseException:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
-        raise
+    with atomic_path(output) as temp, open(temp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["videos"])
+        writer.writerows([path] for path in relative_paths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .atomic_io import atomic_path, atomic_write_text
 from .config import ConfigError, autoencoder_config_from
 from .hub import OFFICIAL_CHECKPOINT_FILE, download_checkpoint, is_hub_reference, resolve_hub_reference
 from .models.config import VidTwinConfig
@@ -71,10 +70,19 @@ def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
     return path
 
 
+def _torch_load(path: Union[str, Path], weights_only: bool):
+    try:  # memory-mapped: a Lightning file's optimizer states are never read into memory
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only)  # legacy (non-zip) format
+
+
 def load_checkpoint_object(path: Union[str, Path], allow_unsafe_pickle: bool = False) -> dict:
     """torch.load with `weights_only=True`; full unpickling only with `allow_unsafe_pickle=True`."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=not allow_unsafe_pickle)
+        obj = _torch_load(path, weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
         if refused is None:  # not a pickle torch can read at all
@@ -181,32 +189,15 @@ def load_autoencoder_state_dict(model: VidTwin, state: StateDict) -> None:
 
 
 # ---------------------------------------------------------------------------- own format
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_pretrained(model: VidTwin, directory: Union[str, Path]) -> Path:
     """Write `config.json` + `model.safetensors`; each file appears only when complete."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(weights, tmp, metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
-        os.replace(tmp, directory / WEIGHTS_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(directory / WEIGHTS_FILE) as temp:
+        save_file(weights, str(temp), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
     config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "autoencoder": model.config.to_dict()}
-    _atomic_write_bytes(directory / CONFIG_FILE, json.dumps(config, indent=2).encode())
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
     return directory
 
 

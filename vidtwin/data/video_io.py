@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from vidtwin.atomic_io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -337,12 +338,13 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> N
     if not os.access(directory, os.W_OK):
         raise VideoWriteError(f"cannot write video {path}: directory {directory} is not writable")
 
-    stem, extension = os.path.splitext(os.path.basename(path))
-    temp_path = os.path.join(directory, f".{stem}.{uuid.uuid4().hex[:8]}.tmp{extension or '.mp4'}")
+    extension = os.path.splitext(path)[1]
     rate = Fraction(fps).limit_denominator(10_000)  # 29.97002997 -> 30000/1001
     pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
     try:
-        with av.open(temp_path, mode="w") as container:
+        # The temporary name keeps the extension: PyAV picks the container from it.
+        with atomic_path(path, suffix=f".tmp{extension or '.mp4'}") as temp_path, \
+                av.open(str(temp_path), mode="w") as container:
             stream = container.add_stream("libx264", rate=rate)
             stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
             stream.options = {"crf": str(int(crf))}
@@ -352,10 +354,7 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> N
                     container.mux(packet)
             for packet in stream.encode():  # flush delayed frames
                 container.mux(packet)
-        os.replace(temp_path, path)
     except Exception as error:
-        if os.path.exists(temp_path):
-            os.remove(temp_path)
         if isinstance(error, (VideoWriteError, ValueError)):
             raise
         raise VideoWriteError(f"cannot write video {path}: {error}") from error

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vidtwin.atomic_io import atomic_path, atomic_write_text
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.data.video_io import VideoReadError, is_video_file, read_video
 from vidtwin.inference.pipeline import (
@@ -267,17 +267,6 @@ def summarize(all_scores: list[VideoScores], settings: dict) -> dict:
     return summary
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
-            out.write(text)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, settings: dict, plots: bool = False) -> dict:
     """Write metrics.csv, per_frame.csv, summary.json (and plots/); return the summary."""
     output_dir = Path(output_dir)
@@ -289,7 +278,7 @@ def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, 
     for s in all_scores:
         values = [_format(s.mean(m), 6) if m in s.per_frame else "" for m in METRICS]
         writer.writerow([s.item.name, s.item.path, s.num_frames, f"{s.fps:.3f}", *values, s.error or ""])
-    _atomic_write_text(output_dir / "metrics.csv", table.getvalue())
+    atomic_write_text(output_dir / "metrics.csv", table.getvalue())
 
     frames = io.StringIO()
     writer = csv.writer(frames)
@@ -298,10 +287,10 @@ def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, 
         for index in range(s.num_frames):
             row = [_format(float(s.per_frame[m][index]), 6) if m in s.per_frame else "" for m in METRICS]
             writer.writerow([s.item.name, index, *row])
-    _atomic_write_text(output_dir / "per_frame.csv", frames.getvalue())
+    atomic_write_text(output_dir / "per_frame.csv", frames.getvalue())
 
     summary = summarize(all_scores, settings)
-    _atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     if plots:
         for s in all_scores:
             if s.error is None:
@@ -352,11 +341,8 @@ def plot_video(scores: VideoScores, path: Path) -> None:
             axis.imshow(image)
             axis.set_axis_off()
             axis.set_title(f"{label}, frame {positions[column]}", fontsize=9)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temp_name, dpi=80)
-        os.replace(temp_name, path)
+        with atomic_path(path, suffix=".png") as temp:
+            figure.savefig(temp, dpi=80)
     finally:
         plt.close(figure)
-        Path(temp_name).unlink(missing_ok=True)

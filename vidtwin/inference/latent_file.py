@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from vidtwin.atomic_io import atomic_path
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.tiling import TileGrid
 
@@ -162,14 +162,8 @@ def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
     tensors = {
         name: getattr(encoded, name).detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES
     }
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temp_name, metadata=metadata)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
     return path
 
 

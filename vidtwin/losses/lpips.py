@@ -147,21 +147,10 @@ def lpips_state_dict_from(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
 def read_lpips_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read LPIPS tensors from a file: a Lightning ``.ckpt`` / ``.pt`` (weights-only unpickling) or
     a ``.safetensors`` file, with any of the key layouts :func:`lpips_state_dict_from` accepts."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"LPIPS weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    # Imported here: the checkpoint module loads the model code, which the loss itself does not need.
+    from ..checkpoint import read_checkpoint_state_dict
 
-        raw = load_file(str(path))
-    else:
-        try:  # memory-map large checkpoints; files in the legacy (non-zip) format cannot be mapped
-            raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(raw, Mapping) and isinstance(raw.get("state_dict"), Mapping):
-            raw = raw["state_dict"]
-    picked = lpips_state_dict_from(raw)
+    picked = lpips_state_dict_from(read_checkpoint_state_dict(path))
     if not picked:
         raise ValueError(f"{path} holds no LPIPS weights (no keys under loss.perceptual_loss.*)")
     return picked

@@ -29,10 +29,11 @@ import importlib.util
 import logging
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from ..atomic_io import atomic_path
 
 EXIT_CONFIG_ERROR = 2
 EXIT_TRAINING_ERROR = 1
@@ -132,14 +133,8 @@ def save_config_atomic(config: Any, path: Path) -> None:
     from omegaconf import OmegaConf
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        OmegaConf.save(config, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp:
+        OmegaConf.save(config, temp)
 
 
 # ---------------------------------------------------------------------------- building
