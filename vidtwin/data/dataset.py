@@ -90,7 +90,8 @@ class _BadVideoTracker:
             self.__init__(*state["snapshot"])
 
 
-def _list_from_meta(meta_path: str, data_dir: str) -> list[str]:
+def read_meta_videos(meta_path: str) -> list[str]:
+    """The non-empty entries of a meta CSV's ``videos`` column, as written (relative to its data_dir)."""
     with open(meta_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in (reader.fieldnames or [])]
@@ -98,10 +99,15 @@ def _list_from_meta(meta_path: str, data_dir: str) -> list[str]:
             raise ValueError(f"meta file {meta_path} has no 'videos' column (columns: {columns}); write one with scripts/make_meta.py")
         reader.fieldnames = columns
         relative = [(row.get("videos") or "").strip() for row in reader]
-    return [os.path.join(data_dir, path) for path in relative if path]
+    return [path for path in relative if path]
 
 
-def _list_folder(data_dir: str) -> list[str]:
+def _list_from_meta(meta_path: str, data_dir: str) -> list[str]:
+    return [os.path.join(data_dir, path) for path in read_meta_videos(meta_path)]
+
+
+def list_folder_videos(data_dir: str) -> list[str]:
+    """Every video file under ``data_dir`` (recursively, following links), sorted."""
     found = []
     for root, dirs, files in os.walk(data_dir, followlinks=True):
         dirs.sort()
@@ -124,7 +130,7 @@ def list_videos(meta_path: str | None = None, data_dir: str | None = None, video
         paths = [str(path) if data_dir is None else os.path.join(data_dir, str(path)) for path in video_paths]
         source = "video_paths"
     elif data_dir is not None:
-        paths = _list_folder(data_dir)
+        paths = list_folder_videos(data_dir)
         source = f"folder {data_dir} (video extensions: {' '.join(VIDEO_EXTENSIONS)})"
     else:
         raise ValueError("a video dataset needs meta_path, data_dir or video_paths; none was given")

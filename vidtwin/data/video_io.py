@@ -358,3 +358,12 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> N
         if isinstance(error, (VideoWriteError, ValueError)):
             raise
         raise VideoWriteError(f"cannot write video {path}: {error}") from error
+
+
+def iter_clip_frames(path: str | os.PathLike, clips: Sequence[Sequence[int]], backend: str | None = None):
+    """Decode a video clip by clip: for each list of frame indices in ``clips``, yield uint8 ``(n, H, W, 3)``.
+
+    Only one clip's frames are held at a time.
+    """
+    for indices in clips:
+        yield read_frames(path, indices, backend=backend)

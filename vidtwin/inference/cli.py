@@ -341,6 +341,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0
 
 
+def run_encode_dataset(args: argparse.Namespace) -> int:
+    from vidtwin.inference.dataset_plan import ClipSampling, file_fingerprint, list_sources
+    from vidtwin.inference.encode_dataset import DatasetJob, check_output, format_summary, run_job
+    from vidtwin.inference.latent_file import config_to_dict
+
+    for option, value, least in (("--shard-size", args.shard_size, 1), ("--num-workers", args.num_workers, 0),
+                                 ("--num-nodes", args.num_nodes, 1)):
+        if value < least:
+            raise InferenceError(f"{option} must be >= {least}, got {value}")
+    sources = list_sources(args.input, args.data_dir)
+    model = load_model(args.config, args.ckpt, device="cpu", allow_unsafe_pickle=args.allow_unsafe_pickle)
+    sampling = ClipSampling(model.input_size[0], tuple(model.input_size[1:]), args.sample_fps, args.max_frames)
+    identity = {
+        "model_config": config_to_dict(model.config),
+        "checkpoint_sha256": file_fingerprint(resolve_checkpoint_path(args.ckpt)),
+        "sampling": sampling.to_dict(),
+        "dtype": args.dtype,
+    }
+    job = DatasetJob(
+        sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
+        batch_clips=args.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    check_output(job)
+    stats = run_job(job, model, args.dtype, args.accelerator, args.devices, args.num_nodes)
+    if not stats:  # ranks other than 0 report nothing
+        return 0
+    print(format_summary(stats, job.output))
+    if stats["failures"]:
+        print(f"error: {stats['failures']} of {len(sources)} videos failed; see {job.output / 'failures.csv'}", file=sys.stderr)
+    return 1 if stats["failures"] else 0
+
+
 # ----------------------------------------------------------------------------------------------
 # parser and entry point
 # ----------------------------------------------------------------------------------------------
@@ -395,6 +427,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--lpips-weights", default=None, help="file holding loss.perceptual_loss.* (e.g. the official .ckpt)")
     _add_model(evaluate, required=False), _add_video(evaluate), _add_runtime(evaluate)
     evaluate.set_defaults(run=run_evaluate)
+
+    dataset = commands.add_parser("encode-dataset", help="encode a folder or CSV of videos into a sharded latent dataset")
+    dataset.add_argument("--input", required=True, help="a folder (searched recursively) or a meta CSV with a 'videos' column")
+    dataset.add_argument("--data-dir", default=None, help="root of the CSV's relative paths (default: the CSV's folder)")
+    dataset.add_argument("--output", required=True, help="the latent dataset folder (created; rerun to resume)")
+    dataset.add_argument("--shard-size", type=int, default=4096, metavar="CLIPS", help="clips per shard file (default 4096)")
+    dataset.add_argument("--overwrite", action="store_true", help="replace a latent dataset made with other settings")
+    _add_model(dataset)
+    group = dataset.add_argument_group("video")
+    group.add_argument("--sample-fps", type=float, default=None, help="keep every round(fps / F)-th frame (official sampling)")
+    group.add_argument("--max-frames", type=int, default=None, help="use at most this many (sampled) frames per video")
+    group = dataset.add_argument_group("processes")
+    group.add_argument("--accelerator", default="auto", choices=("cpu", "gpu", "cuda", "auto"), help="default auto")
+    group.add_argument("--devices", default="1", help="processes per node (GPUs, or CPU processes); default 1")
+    group.add_argument("--num-nodes", type=int, default=1, help="nodes (launch with torchrun or srun); default 1")
+    group.add_argument("--num-workers", type=int, default=2, help="video-decoding DataLoader workers per process; default 2")
+    group.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast precision; default fp32")
+    group.add_argument("--batch-clips", type=int, default=1, metavar="N", help="clips per forward pass")
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+    dataset.set_defaults(run=run_encode_dataset)
     return parser
 
 

@@ -1,0 +1,142 @@
+"""Reading a latent dataset (``inference.py encode-dataset``) back for downstream training.
+
+Example::
+
+    from torch.utils.data import DataLoader
+    from vidtwin.data import LatentDataset, collate_latents
+
+    dataset = LatentDataset("latents/")                 # opens the index; no shard is read yet
+    item = dataset[0]                                    # one clip
+    item["structure"]                                    # (d_S, Q, h_S, w_S) float32
+    loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=4, collate_fn=collate_latents)
+    for batch in loader:
+        batch["latents"]                                 # VidTwinLatents, ready for model.decode
+        batch["video"], batch["clip"]                    # where each clip came from
+
+Shards are opened lazily, memory-mapped, once per process (DataLoader workers open their own),
+and only the requested clip is copied out of a shard, so opening a dataset of a million clips
+costs reading its index, and memory does not grow with the number of shards read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch.utils.data import Dataset
+
+from .latent_shards import (
+    SHARD_DIR,
+    TENSOR_NAMES,
+    LatentDatasetError,
+    read_failures,
+    read_index,
+    read_manifest,
+)
+
+
+class LatentDataset(Dataset):
+    """The clips of a latent dataset directory, in index order (input order, then clip order).
+
+    ``ds[i]`` is a dict: ``structure`` ``(d_S, Q, h_S, w_S)``, ``dynamics_x`` ``(d_D, T, w_D)`` and
+    ``dynamics_y`` ``(d_D, T, h_D)`` float32 tensors (posterior means); ``video`` (the source as
+    given), ``clip`` (the clip number in that video), ``first_frame``, ``num_frames`` (real frames
+    of the clip) and ``fps``.
+
+    Attributes:
+        config: the model config (a dict for ``VidTwinConfig(**config)``), to decode the latents.
+        manifest: the whole manifest (checkpoint fingerprint, sampling settings, version).
+        videos: the encoded sources, in input order.
+        failures: source -> reason, for the videos that could not be read.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        manifest = read_manifest(self.root)
+        if manifest is None:
+            raise LatentDatasetError(f"{self.root} is not a latent dataset (no manifest.json); write one with `inference.py encode-dataset`")
+        if manifest.get("status") != "complete":
+            raise LatentDatasetError(
+                f"{self.root} is an unfinished latent dataset (status {manifest.get('status')!r}); run the same encode-dataset command again to finish it"
+            )
+        self.manifest = manifest
+        self.config: dict = manifest["model_config"]
+        self.rows = read_index(self.root)
+        self.failures = read_failures(self.root)
+        self.videos = list(dict.fromkeys(row["video"] for row in self.rows))
+        self._shards: dict[str, object] = {}  # shard file name -> open safe_open handle, per process
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a latent dataset of {len(self)} clips")
+        row = self.rows[index]
+        shard = self._open(row["shard"])
+        item = {name: shard.get_slice(name)[row["row"]] for name in TENSOR_NAMES}  # each without the clip axis
+        item.update(video=row["video"], clip=row["clip"], first_frame=row["first_frame"],
+                    num_frames=row["num_frames"], fps=row["fps"])
+        return item
+
+    def _open(self, shard: str):
+        handle = self._shards.get(shard)
+        if handle is None:
+            path = self.root / SHARD_DIR / shard
+            if not path.is_file():
+                raise LatentDatasetError(f"{path} is listed in the index but missing; run encode-dataset again to rebuild it")
+            handle = self._shards[shard] = safe_open(str(path), framework="pt", device="cpu")
+        return handle
+
+    def __getstate__(self) -> dict:
+        # Open shard handles belong to one process: a DataLoader worker opens its own.
+        return {**self.__dict__, "_shards": {}}
+
+    def clips_of(self, video: str) -> list[int]:
+        """Dataset indices of the clips of one source video, in clip order."""
+        indices = [i for i, row in enumerate(self.rows) if row["video"] == video]
+        if not indices:
+            known = f"; it failed: {self.failures[video]}" if video in self.failures else ""
+            raise LatentDatasetError(f"{video} is not a video of the latent dataset {self.root}{known}")
+        return sorted(indices, key=lambda i: self.rows[i]["clip"])
+
+    def encoded_video(self, video: str):
+        """All clips of one source video as an :class:`~vidtwin.inference.latent_file.EncodedVideo`,
+        which ``decode_latents`` (and ``inference.py decode``) turns back into the video."""
+        from vidtwin.inference.latent_file import EncodedVideo
+
+        indices = self.clips_of(video)
+        first = self.rows[indices[0]]
+        if len(indices) != first["video_clips"]:
+            raise LatentDatasetError(f"the latent dataset {self.root} holds {len(indices)} of the {first['video_clips']} clips of {video}")
+        items = [self[i] for i in indices]
+        # Each tensor gets a tile axis of length 1: (clips, 1, ...), the layout of a --spatial resize latent file.
+        tensors = {name: torch.stack([item[name] for item in items]).unsqueeze(1) for name in TENSOR_NAMES}
+        sampling = self.manifest["sampling"]
+        size = tuple(sampling["input_size"][1:])
+        return EncodedVideo(
+            **tensors, fps=first["fps"], num_frames=first["video_frames"], clip_len=sampling["input_size"][0],
+            original_size=(first["height"], first["width"]), output_size=size, spatial="resize",
+            config=self.config, source=video,
+        )
+
+
+def collate_latents(items: list[dict]) -> dict:
+    """Stack dataset items into ``{"latents": VidTwinLatents, "video": [...], "clip": (B,) ...}``.
+
+    ``batch["latents"]`` holds ``structure`` ``(B, d_S, Q, h_S, w_S)``, ``dynamics_x``
+    ``(B, d_D, T, w_D)`` and ``dynamics_y`` ``(B, d_D, T, h_D)``: pass it to ``model.decode``.
+    """
+    from vidtwin.models import VidTwinLatents
+
+    latents = VidTwinLatents(*(torch.stack([item[name] for item in items]) for name in TENSOR_NAMES))
+    return {
+        "latents": latents,
+        "video": [item["video"] for item in items],
+        "clip": torch.tensor([item["clip"] for item in items]),
+        "first_frame": torch.tensor([item["first_frame"] for item in items]),
+        "num_frames": torch.tensor([item["num_frames"] for item in items]),
+        "fps": torch.tensor([item["fps"] for item in items], dtype=torch.float64),
+    }

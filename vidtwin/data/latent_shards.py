@@ -1,0 +1,189 @@
+"""The files of a latent dataset, as written by ``inference.py encode-dataset``.
+
+A latent dataset is a directory::
+
+    OUT/
+      manifest.json        what made it: model config, checkpoint fingerprint, sampling, version, status
+      index.csv            one row per clip (columns: INDEX_COLUMNS), in input order then clip order
+      failures.csv         every video that could not be read, with the reason
+      shards/
+        shard-r00000-000000.safetensors   clips encoded by rank 0, first shard
+        shard-r00001-000000.safetensors   ...
+
+A shard holds at most ``--shard-size`` clips: the tensors ``structure`` ``(N, d_S, Q, h_S, w_S)``,
+``dynamics_x`` ``(N, d_D, T, w_D)`` and ``dynamics_y`` ``(N, d_D, T, h_D)`` (float32, the posterior
+means), and in its metadata the rows that say which clip each entry is (``SHARD_ROW_COLUMNS``).
+Each shard is written to a hidden temporary name in ``shards/`` and renamed into place, so a
+shard under its final name is always complete, and it is never rewritten: a resumed job only
+adds shards. The index and failures files are derived from the shards and rewritten at the end
+of every run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from vidtwin.atomic_io import atomic_path, atomic_write_text
+
+FORMAT_NAME = "vidtwin-latent-dataset"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+INDEX = "index.csv"
+FAILURES = "failures.csv"
+SHARD_DIR = "shards"
+TENSOR_NAMES = ("structure", "dynamics_x", "dynamics_y")
+# What a shard records of each of its clips, in this order.
+SHARD_ROW_COLUMNS = (
+    "video",  # the source video as given (CSV entry, or path relative to the input folder)
+    "clip",  # clip number within the video, from 0
+    "first_frame",  # source frame number of the clip's first frame
+    "num_frames",  # real frames in the clip (the last clip of a video is padded up to T)
+    "fps",  # frame rate of the sampled frames
+    "video_frames",  # sampled frames of the whole video
+    "video_clips",  # clips of the whole video
+    "height",  # source frame size
+    "width",
+)
+INDEX_COLUMNS = (*SHARD_ROW_COLUMNS, "shard", "row")
+_SHARD_PATTERN = re.compile(r"^shard-r(\d{5})-(\d{6})\.safetensors$")
+
+
+class LatentDatasetError(ValueError):
+    """A latent dataset directory is missing, incomplete or unreadable; the message says which file."""
+
+
+def shard_name(rank: int, sequence: int) -> str:
+    return f"shard-r{rank:05d}-{sequence:06d}.safetensors"
+
+
+def list_shards(root: str | os.PathLike) -> list[Path]:
+    """Finished shards of a dataset (final names only; temporary files are ignored), sorted by name."""
+    directory = Path(root) / SHARD_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(path for path in directory.iterdir() if _SHARD_PATTERN.match(path.name))
+
+
+def next_shard_sequence(root: str | os.PathLike, rank: int) -> int:
+    """The sequence number after the last finished shard of ``rank`` (0 for a new rank)."""
+    numbers = [int(m.group(2)) for m in (_SHARD_PATTERN.match(p.name) for p in list_shards(root)) if int(m.group(1)) == rank]
+    return max(numbers, default=-1) + 1
+
+
+def remove_stale_temporaries(root: str | os.PathLike, rank: int) -> int:
+    """Delete the temporary files a killed writer of ``rank`` left in ``shards/``; returns how many.
+
+    Only names this module writes (``.shard-rRRRRR-...``) are touched, and only those of ``rank``,
+    so ranks that are still running are never disturbed.
+    """
+    directory = Path(root) / SHARD_DIR
+    if not directory.is_dir():
+        return 0
+    prefix = f".shard-r{rank:05d}-"
+    stale = [path for path in directory.iterdir() if path.name.startswith(prefix)]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def write_shard(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], rows: list[dict]) -> None:
+    """Write one shard atomically: ``tensors`` (each with ``len(rows)`` entries) and the clips' rows."""
+    for name, tensor in tensors.items():
+        if tensor.shape[0] != len(rows):
+            raise ValueError(f"shard tensor {name} has {tensor.shape[0]} entries for {len(rows)} rows")
+    metadata = {
+        "format": FORMAT_NAME,
+        "columns": json.dumps(SHARD_ROW_COLUMNS),
+        "rows": json.dumps([[row[column] for column in SHARD_ROW_COLUMNS] for row in rows]),
+    }
+    path = Path(path)
+    with atomic_path(path) as temp:
+        save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temp), metadata=metadata)
+
+
+def read_shard_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a shard (its metadata only; no tensor is read)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as reader:
+            metadata = reader.metadata() or {}
+        if metadata.get("format") != FORMAT_NAME:
+            raise LatentDatasetError(f"{path} is not a shard of a VidTwin latent dataset")
+        columns = json.loads(metadata["columns"])
+        return [dict(zip(columns, values)) for values in json.loads(metadata["rows"])]
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        raise LatentDatasetError(f"shard {path} is unreadable ({error}); delete it and run encode-dataset again") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# manifest, index and failures
+# ----------------------------------------------------------------------------------------------
+
+
+def read_manifest(root: str | os.PathLike) -> dict | None:
+    """The manifest of ``root``, or None when there is none."""
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise LatentDatasetError(f"{path} is unreadable ({error}); use another --output or --overwrite") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise LatentDatasetError(f"{path} is not the manifest of a VidTwin latent dataset")
+    return manifest
+
+
+def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
+    atomic_write_text(Path(root) / MANIFEST, json.dumps({"format": FORMAT_NAME, **manifest}, indent=2, sort_keys=True) + "\n")
+
+
+def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
+    columns = list(columns)
+    with atomic_path(path) as temp:
+        with open(temp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+def write_index(root: str | os.PathLike, rows: list[dict]) -> None:
+    _write_csv(Path(root) / INDEX, INDEX_COLUMNS, rows)
+
+
+def write_failures(root: str | os.PathLike, failures: Mapping[str, str]) -> None:
+    _write_csv(Path(root) / FAILURES, ("video", "reason"), ({"video": v, "reason": r} for v, r in failures.items()))
+
+
+_INDEX_TYPES = {"clip": int, "first_frame": int, "num_frames": int, "fps": float, "video_frames": int,
+                "video_clips": int, "height": int, "width": int, "row": int}
+
+
+def read_index(root: str | os.PathLike) -> list[dict]:
+    """The rows of ``index.csv`` with numbers parsed; raises LatentDatasetError when it is missing."""
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise LatentDatasetError(
+            f"{root} has no {INDEX}: it is not a finished latent dataset (run `inference.py encode-dataset` to completion)"
+        )
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
+            raise LatentDatasetError(f"{path} has columns {reader.fieldnames}, expected {list(INDEX_COLUMNS)}")
+        return [{key: _INDEX_TYPES.get(key, str)(value) for key, value in row.items()} for row in reader]
+
+
+def read_failures(root: str | os.PathLike) -> dict[str, str]:
+    path = Path(root) / FAILURES
+    if not path.is_file():
+        return {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        return {row["video"]: row["reason"] for row in csv.DictReader(handle)}

@@ -1,0 +1,194 @@
+"""What ``encode-dataset`` encodes: the source list, each rank's share, and the clips of a video.
+
+Clips are made exactly as ``inference.py encode --spatial resize`` makes them (see
+:mod:`vidtwin.inference.clips`): every ``round(fps / sample_fps)``-th frame, at most
+``max_frames`` of them, cut into clips of ``T`` frames (the last one padded by repeating the last
+frame), each resized on its short side and center-cropped to the model's size. Frames are
+decoded one clip at a time, so memory does not depend on a video's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from vidtwin.data.dataset import list_folder_videos, read_meta_videos
+from vidtwin.data.transforms import preprocess_clip
+from vidtwin.data.video_io import VideoReadError, iter_clip_frames, probe_video, sample_indices
+from vidtwin.inference.clips import ClipLayout
+from vidtwin.inference.pipeline import InferenceError
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """One video to encode: its name as given (index key) and where it is."""
+
+    order: int  # position in the input list; the index is sorted by it
+    name: str  # the CSV entry, or the path relative to the input folder
+    path: str
+    size_bytes: int  # the share balancing weight; 0 when the file is missing
+
+
+def list_sources(input_path: str, data_dir: str | None = None) -> list[VideoSource]:
+    """Videos of a folder (searched recursively) or of a meta CSV's ``videos`` column.
+
+    CSV entries are relative to ``data_dir`` (default: the CSV's folder), as in training. A name
+    listed twice is encoded once. Raises :class:`InferenceError` for a missing input, a folder
+    without videos, or a CSV without a ``videos`` column.
+    """
+    source = Path(input_path)
+    if source.is_dir():
+        if data_dir is not None:
+            raise InferenceError("--data-dir is for a CSV --input; with a folder --input, paths are relative to that folder")
+        paths = list_folder_videos(str(source))
+        names = [os.path.relpath(path, source) for path in paths]
+        if not names:
+            raise InferenceError(f"input folder {source} contains no video files (searched recursively)")
+    elif source.is_file():
+        if source.suffix.lower() != ".csv":
+            raise InferenceError(f"--input must be a folder of videos or a meta .csv with a 'videos' column, got {source}")
+        root = Path(data_dir) if data_dir is not None else source.parent
+        if not root.is_dir():
+            raise InferenceError(f"--data-dir {root} does not exist or is not a folder")
+        try:
+            names = read_meta_videos(str(source))
+        except UnicodeDecodeError:
+            raise InferenceError(f"{source} is not a UTF-8 text CSV") from None
+        except ValueError as error:
+            raise InferenceError(str(error)) from None
+        if not names:
+            raise InferenceError(f"{source} lists no videos in its 'videos' column")
+        paths = [str(root / name) for name in names]
+    else:
+        raise InferenceError(f"input {source} does not exist")
+    unique = dict(zip(names, paths))  # the first listing of a name wins below
+    first_seen = list(dict.fromkeys(names))
+    return [VideoSource(order, name, unique[name], _size(unique[name])) for order, name in enumerate(first_seen)]
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def assign_shares(sources: list[VideoSource], world_size: int) -> list[list[VideoSource]]:
+    """Split the videos into ``world_size`` disjoint shares of about equal total file size.
+
+    Largest first, each to the currently lightest share (ties: the lower rank): deterministic, so
+    every rank computes the same split on its own. Each share keeps input order.
+    """
+    loads = [0] * world_size
+    shares: list[list[VideoSource]] = [[] for _ in range(world_size)]
+    for source in sorted(sources, key=lambda s: (-s.size_bytes, s.order)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        shares[rank].append(source)
+        loads[rank] += max(source.size_bytes, 1)
+    return [sorted(share, key=lambda s: s.order) for share in shares]
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a checkpoint's bytes (for a save_pretrained folder: of its weights file)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------
+# the clips of a share, decoded in DataLoader workers
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipSampling:
+    """How videos become model inputs: recorded in the manifest and checked on resume."""
+
+    clip_len: int  # T
+    size: tuple[int, int]  # (h, w) of a model input
+    sample_fps: float | None
+    max_frames: int | None
+
+    def to_dict(self) -> dict:
+        return {"input_size": [self.clip_len, *self.size], "sample_fps": self.sample_fps,
+                "max_frames": self.max_frames, "spatial": "resize"}
+
+
+class ClipStream(IterableDataset):
+    """The clips of one rank's videos, one item per clip, skipping clips already encoded.
+
+    With DataLoader workers, worker ``k`` of ``W`` decodes videos ``k, k + W, ...`` of the share, so
+    decoding overlaps the model. Items are dicts (see :func:`collate_clip_items`):
+
+    - a clip: ``pixels`` float32 ``(3, T, h, w)`` in [-1, 1] and ``row`` (the shard row);
+    - a failure: ``failure`` ``(video name, reason)`` for a video that could not be read;
+    - ``video_done``: True on the last item of a video; ``decode_seconds``: time spent decoding.
+    """
+
+    def __init__(self, videos: list[VideoSource], sampling: ClipSampling, done: dict[str, set[int]], finished: set[str]):
+        super().__init__()
+        self.videos = videos
+        self.sampling = sampling
+        self.done = done  # video name -> clip numbers already in finished shards
+        self.finished = finished  # videos all of whose clips are in finished shards: not even opened
+
+    def __iter__(self) -> Iterator[dict]:
+        worker = get_worker_info()
+        mine = self.videos if worker is None else self.videos[worker.id :: worker.num_workers]
+        for video in mine:
+            yield from self._clips_of(video)
+
+    def _clips_of(self, video: VideoSource) -> Iterator[dict]:
+        sampling, started = self.sampling, time.perf_counter()
+        if video.name in self.finished:
+            yield {"video_done": True, "decode_seconds": 0.0}
+            return
+        try:
+            info = probe_video(video.path)
+            sampled = sample_indices(info.num_frames, info.fps, sampling.sample_fps, num_samples=sampling.max_frames)
+            stride = sampled[1] - sampled[0] if len(sampled) > 1 else 1
+            layout = ClipLayout(len(sampled), sampling.clip_len)
+            todo = [c for c in range(layout.num_clips) if c not in self.done.get(video.name, ())]
+            wanted = [[sampled[i] for i in layout.clip_frame_indices(c)] for c in todo]  # source frame numbers per clip
+            if not todo:
+                yield {"video_done": True, "decode_seconds": time.perf_counter() - started}
+            frames_of_clips = iter_clip_frames(video.path, wanted)
+            for position, (clip, frames) in enumerate(zip(todo, frames_of_clips)):
+                pixels = preprocess_clip(frames, sampling.size)  # (3, T, h, w) in [-1, 1]
+                row = {
+                    "video": video.name, "clip": clip, "first_frame": wanted[position][0],
+                    "num_frames": layout.valid_frames(clip), "fps": info.fps / stride,
+                    "video_frames": layout.num_frames, "video_clips": layout.num_clips,
+                    "height": info.height, "width": info.width,
+                }
+                now = time.perf_counter()
+                yield {"pixels": pixels, "row": row, "video_done": position == len(todo) - 1,
+                       "decode_seconds": now - started}
+                started = time.perf_counter()
+        except VideoReadError as error:
+            yield {"failure": (video.name, str(error)), "video_done": True, "decode_seconds": time.perf_counter() - started}
+
+
+def collate_clip_items(items: list[dict]) -> dict:
+    """A batch of ClipStream items: ``pixels`` ``(B, 3, T, h, w)`` (None without clips), ``rows``,
+    ``failures``, ``videos_done`` and ``decode_seconds``."""
+    clips = [item for item in items if "pixels" in item]
+    return {
+        "pixels": torch.stack([item["pixels"] for item in clips]) if clips else None,  # (B, 3, T, h, w)
+        "rows": [item["row"] for item in clips],
+        "failures": [item["failure"] for item in items if "failure" in item],
+        "videos_done": sum(1 for item in items if item["video_done"]),
+        "decode_seconds": sum(item["decode_seconds"] for item in items),
+    }

@@ -1,0 +1,313 @@
+"""``inference.py encode-dataset``: a whole dataset of videos to a sharded latent dataset.
+
+The work runs through Lightning's ``Trainer.predict`` (the engine training uses), so it is launched
+the same ways as ``train.py``: ``--devices N`` on one node, torchrun or SLURM across nodes, and
+``--accelerator cpu --devices 2`` for two CPU processes (gloo). Each rank encodes a disjoint,
+size-balanced share of the videos (:func:`~vidtwin.inference.dataset_plan.assign_shares`) and
+writes its own shards; when every rank has finished, rank 0 merges the index and the failures and
+marks the manifest complete. All ranks must see the same output folder (a shared filesystem).
+
+Resuming: finished shards are never rewritten, and a rerun of the same command encodes only the
+clips that no finished shard holds, so a job killed at any moment ends, after a rerun, with the
+dataset an uninterrupted run writes. A manifest written by another model, checkpoint or sampling
+is refused unless ``--overwrite`` is given. The file layout is described in
+:mod:`vidtwin.data.latent_shards`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+import vidtwin
+from vidtwin.data.latent_shards import (
+    FAILURES,
+    INDEX,
+    MANIFEST,
+    SHARD_DIR,
+    TENSOR_NAMES,
+    list_shards,
+    next_shard_sequence,
+    read_manifest,
+    read_shard_rows,
+    remove_stale_temporaries,
+    shard_name,
+    write_failures,
+    write_index,
+    write_manifest,
+    write_shard,
+)
+from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
+from vidtwin.inference.latent_file import describe_config_difference
+from vidtwin.inference.pipeline import InferenceError, precision_context
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetJob:
+    """Everything one encode-dataset run needs, the same on every rank."""
+
+    sources: list[VideoSource]
+    output: Path
+    sampling: ClipSampling
+    identity: dict  # what the manifest must match on resume: model config, checkpoint, sampling, dtype
+    shard_size: int = 4096
+    batch_clips: int = 1
+    num_workers: int = 0
+    overwrite: bool = False
+    progress: bool = True
+    stats: dict = field(default_factory=dict)  # filled on rank 0 at the end (see ShardWriter)
+
+
+# ----------------------------------------------------------------------------------------------
+# the output folder, checked before any process starts work
+# ----------------------------------------------------------------------------------------------
+
+
+def check_output(job: DatasetJob) -> None:
+    """Refuse an output that is a file, not writable, or holds another dataset (unless --overwrite)."""
+    output = job.output
+    if output.exists() and not output.is_dir():
+        raise InferenceError(f"--output {output} is a file; give a folder for the latent dataset")
+    try:
+        (output / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        probe = output / SHARD_DIR / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise InferenceError(f"cannot write --output {output}: {error.strerror or error}") from None
+    manifest = read_manifest(output)
+    if manifest is None:
+        ours = {MANIFEST, INDEX, FAILURES, SHARD_DIR}
+        foreign = sorted(p.name for p in output.iterdir() if p.name not in ours and not p.name.startswith("."))
+        if foreign:
+            raise InferenceError(
+                f"--output {output} already holds other files ({', '.join(foreign[:3])}) and no latent dataset; "
+                "give an empty or new folder"
+            )
+        return
+    if job.overwrite:
+        return
+    found = manifest.get("identity", {})
+    if found != job.identity:
+        differences = [key for key in sorted(set(found) | set(job.identity)) if found.get(key) != job.identity.get(key)]
+        detail = ", ".join(differences)
+        if "model_config" in differences:
+            detail += f" ({describe_config_difference(job.identity['model_config'], found.get('model_config') or {})})"
+        raise InferenceError(
+            f"--output {output} holds a latent dataset made with another {detail}; "
+            "use the same settings to resume it, another --output, or --overwrite to replace it"
+        )
+
+
+def clear_dataset(output: Path) -> None:
+    """Remove a latent dataset's own files (``--overwrite``); other files in the folder stay."""
+    for name in (MANIFEST, INDEX, FAILURES):
+        (output / name).unlink(missing_ok=True)
+    shutil.rmtree(output / SHARD_DIR, ignore_errors=True)
+    (output / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Lightning: data, model step, writer
+# ----------------------------------------------------------------------------------------------
+
+
+class ClipDataModule(pl.LightningDataModule):
+    """Prepares the output once the processes have met, then gives each rank the clips of its share."""
+
+    def __init__(self, job: DatasetJob):
+        super().__init__()
+        self.job = job
+        self.share: list[VideoSource] = []
+        self.finished_videos = 0  # videos of this rank's share that earlier runs completed
+
+    def setup(self, stage: str) -> None:
+        job, strategy = self.job, self.trainer.strategy
+        if self.trainer.global_rank == 0:
+            if job.overwrite and read_manifest(job.output) is not None:
+                clear_dataset(job.output)
+            write_manifest(job.output, {"identity": job.identity, "status": "running", "version": vidtwin.__version__,
+                                        "sources": len(job.sources)})
+        strategy.barrier()  # nobody reads the shards before rank 0 has cleared them
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        remove_stale_temporaries(job.output, rank)
+        done: dict[str, set[int]] = {}
+        clips_of_video: dict[str, int] = {}
+        for shard in list_shards(job.output):
+            for row in read_shard_rows(shard):
+                done.setdefault(row["video"], set()).add(row["clip"])
+                clips_of_video[row["video"]] = row["video_clips"]
+        finished = {name for name, clips in done.items() if len(clips) >= clips_of_video[name]}
+        self.share = assign_shares(job.sources, world)[rank]
+        self.finished_videos = sum(1 for source in self.share if source.name in finished)
+        self.stream = ClipStream(self.share, job.sampling, done, finished)
+        logger.info("rank %d of %d: %d videos, %d already encoded", rank, world, len(self.share), self.finished_videos)
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.stream, batch_size=self.job.batch_clips, num_workers=self.job.num_workers,
+            collate_fn=collate_clip_items, pin_memory=False,
+        )
+
+
+class LatentEncoder(pl.LightningModule):
+    """Wraps an eval-mode VidTwin: one predict step encodes a batch of clips to posterior means."""
+
+    def __init__(self, model: torch.nn.Module, dtype: str):
+        super().__init__()
+        self.model = model
+        self.dtype_name = dtype
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        if batch["pixels"] is None:  # a batch of failures and skipped videos only
+            return {"latents": None, "model_seconds": 0.0}
+        started = time.perf_counter()
+        with precision_context(self.device, self.dtype_name):
+            latents = self.model.encode(batch["pixels"])  # posterior means: the model is in eval mode
+        tensors = {name: getattr(latents, name).float().cpu() for name in TENSOR_NAMES}  # each (B, ...)
+        return {"latents": tensors, "model_seconds": time.perf_counter() - started}
+
+
+class ShardWriter(BasePredictionWriter):
+    """Buffers each batch's latents and writes a shard whenever ``shard_size`` clips are ready."""
+
+    def __init__(self, job: DatasetJob):
+        super().__init__(write_interval="batch")
+        self.job = job
+
+    def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.rank = trainer.global_rank
+        self.sequence = next_shard_sequence(self.job.output, self.rank)
+        self.rows: list[dict] = []
+        self.tensors: dict[str, list[torch.Tensor]] = {name: [] for name in TENSOR_NAMES}
+        self.failures: dict[str, str] = {}
+        self.clips = 0
+        self.timing = {"decode": 0.0, "model": 0.0}
+        self.started = time.perf_counter()
+        datamodule = trainer.datamodule
+        label = "videos" if trainer.world_size == 1 else f"rank 0 of {trainer.world_size}: videos"
+        self.bar = tqdm(total=len(datamodule.share), initial=datamodule.finished_videos, desc=label, unit="video",
+                        disable=not self.job.progress or self.rank != 0, dynamic_ncols=True)
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        self.timing["decode"] += batch["decode_seconds"]
+        self.timing["model"] += prediction["model_seconds"]
+        for name, reason in batch["failures"]:
+            self.failures[name] = reason
+            if self.rank == 0:
+                tqdm.write(f"error: {reason}")
+            else:
+                logger.warning("%s", reason)
+        if prediction["latents"] is not None:
+            self.rows.extend(batch["rows"])
+            for name in TENSOR_NAMES:
+                self.tensors[name].append(prediction["latents"][name])
+            self.clips += len(batch["rows"])
+        while len(self.rows) >= self.job.shard_size:
+            self._flush(self.job.shard_size)
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        self.bar.update(batch["videos_done"])
+        self.bar.set_postfix(clips=self.clips, clips_per_s=f"{self.clips / elapsed:.1f}", refresh=False)
+
+    def _flush(self, count: int) -> None:
+        """Write the first ``count`` buffered clips as the next shard of this rank."""
+        stacked = {name: torch.cat(parts) for name, parts in self.tensors.items()}  # each (buffered, ...)
+        write_shard(
+            self.job.output / SHARD_DIR / shard_name(self.rank, self.sequence),
+            {name: tensor[:count] for name, tensor in stacked.items()}, self.rows[:count],
+        )
+        self.sequence += 1
+        self.rows = self.rows[count:]
+        self.tensors = {name: [tensor[count:]] for name, tensor in stacked.items()}
+
+    def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.rows:
+            self._flush(len(self.rows))
+        self.bar.close()
+        mine = {"failures": self.failures, "clips": self.clips, **self.timing}
+        every_rank = _gather(mine, trainer.world_size)  # also waits for every rank's last shard
+        if trainer.global_rank == 0:
+            failures = {name: reason for stats in every_rank for name, reason in stats["failures"].items()}
+            self.job.stats = merge_dataset(self.job, failures)
+            self.job.stats.update(
+                encoded_now=sum(s["clips"] for s in every_rank), decode_seconds=sum(s["decode"] for s in every_rank),
+                model_seconds=sum(s["model"] for s in every_rank), seconds=time.perf_counter() - self.started,
+                ranks=trainer.world_size,
+            )
+
+
+def _gather(value: dict, world_size: int) -> list[dict]:
+    if world_size == 1 or not torch.distributed.is_initialized():
+        return [value]
+    gathered: list = [None] * world_size
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
+def merge_dataset(job: DatasetJob, failures: dict[str, str]) -> dict:
+    """Rank 0, after every rank finished: write the index and failures, mark the manifest complete.
+
+    The index lists the clips of the current input's videos that did not fail, sorted by input
+    order and clip number, whichever rank or run encoded them.
+    """
+    order = {source.name: source.order for source in job.sources}
+    rows: dict[tuple[str, int], dict] = {}
+    for shard in list_shards(job.output):
+        for position, row in enumerate(read_shard_rows(shard)):
+            key = (row["video"], row["clip"])
+            if row["video"] in order and row["video"] not in failures and key not in rows:
+                rows[key] = {**row, "shard": shard.name, "row": position}
+    index = sorted(rows.values(), key=lambda row: (order[row["video"]], row["clip"]))
+    videos = {row["video"]: row["video_clips"] for row in index}
+    incomplete = [name for name, total in videos.items() if sum(1 for r in index if r["video"] == name) != total]
+    if incomplete:
+        raise RuntimeError(f"clips missing from the shards of {incomplete[:3]} after all ranks finished")
+    write_index(job.output, index)
+    failed = {name: failures[name] for name in sorted(failures, key=order.get)}
+    write_failures(job.output, failed)
+    write_manifest(job.output, {
+        "identity": job.identity, "status": "complete", "version": vidtwin.__version__, "sources": len(job.sources),
+        "clips": len(index), "videos": len(videos), "failures": len(failed),
+    })
+    return {"clips": len(index), "videos": len(videos), "failures": len(failed)}
+
+
+def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: str, devices, num_nodes: int) -> dict:
+    """Encode the dataset described by ``job``; returns the summary (on rank 0; empty elsewhere)."""
+    world = (int(devices) if str(devices).isdigit() else 1) * num_nodes
+    distributed = world > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp" if distributed else "auto",
+        precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, callbacks=[ShardWriter(job)],
+    )
+    datamodule = ClipDataModule(job)
+    trainer.predict(LatentEncoder(model, dtype), datamodule=datamodule, return_predictions=False)
+    return job.stats if trainer.global_rank == 0 else {}
+
+
+def format_summary(stats: dict, output: Path) -> str:
+    seconds = max(stats["seconds"], 1e-9)
+    return (
+        f"wrote {output}: {stats['clips']} clips of {stats['videos']} videos, {stats['failures']} failed "
+        f"({stats['encoded_now']} clips encoded now in {stats['seconds']:.1f} s, "
+        f"{stats['encoded_now'] / seconds:.1f} clips/s on {stats['ranks']} process(es); "
+        f"decoding {stats['decode_seconds']:.1f} s, model {stats['model_seconds']:.1f} s)"
+    )
+
+
+__all__ = ["DatasetJob", "check_output", "run_job", "merge_dataset", "format_summary"]
