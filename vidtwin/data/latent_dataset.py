@@ -62,7 +62,7 @@ class LatentDataset(Dataset):
                 f"{self.root} is an unfinished latent dataset (status {manifest.get('status')!r}); run the same encode-dataset command again to finish it"
             )
         self.manifest = manifest
-        self.config: dict = manifest["model_config"]
+        self.config: dict = manifest["identity"]["model_config"]
         self.rows = read_index(self.root)
         self.failures = read_failures(self.root)
         self.videos = list(dict.fromkeys(row["video"] for row in self.rows))
@@ -114,7 +114,7 @@ class LatentDataset(Dataset):
         items = [self[i] for i in indices]
         # Each tensor gets a tile axis of length 1: (clips, 1, ...), the layout of a --spatial resize latent file.
         tensors = {name: torch.stack([item[name] for item in items]).unsqueeze(1) for name in TENSOR_NAMES}
-        sampling = self.manifest["sampling"]
+        sampling = self.manifest["identity"]["sampling"]
         size = tuple(sampling["input_size"][1:])
         return EncodedVideo(
             **tensors, fps=first["fps"], num_frames=first["video_frames"], clip_len=sampling["input_size"][0],

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from vidtwin.checkpoint import CheckpointError, load_model, resolve_checkpoint_path
 from vidtwin.config import ConfigError
 from vidtwin.data.video_io import VIDEO_EXTENSIONS, VideoReadError, VideoWriteError, is_video_file, probe_video, write_video
+from vidtwin.data.latent_shards import LatentDatasetError
 from vidtwin.hub import HubDownloadError
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, write_reports
 from vidtwin.inference.latent_file import EncodedVideo, LatentFileError, load_latents, save_latents
@@ -56,7 +57,7 @@ logger = logging.getLogger("vidtwin.inference")
 
 # Errors that are the user's to fix: reported as one line, never as a traceback.
 USER_ERRORS = (
-    InferenceError, LatentFileError, CheckpointError, ConfigError, HubDownloadError,
+    InferenceError, LatentFileError, LatentDatasetError, CheckpointError, ConfigError, HubDownloadError,
     VideoReadError, VideoWriteError, LPIPSWeightsUnavailable,
 )
 LATENT_SUFFIX = ".safetensors"
@@ -246,8 +247,22 @@ def _write_decoded(target: Path, clips, fps: float) -> torch.Tensor:
     return video
 
 
+def open_latents(path: str, video: str | None) -> EncodedVideo:
+    """A latent file, or with ``video`` one video of a latent dataset folder (``encode-dataset``)."""
+    if not Path(path).is_dir():
+        if video is not None:
+            raise InferenceError("--video picks a video of a latent dataset folder; --latents is a file")
+        return load_latents(path)
+    from vidtwin.data.latent_dataset import LatentDataset
+
+    dataset = LatentDataset(path)
+    if video is None:
+        raise InferenceError(f"--latents {path} is a latent dataset of {len(dataset.videos)} videos; pick one with --video (e.g. --video {dataset.videos[0]!r})")
+    return dataset.encoded_video(video)
+
+
 def run_decode(args: argparse.Namespace) -> int:
-    encoded = load_latents(args.latents)
+    encoded = open_latents(args.latents, args.video)
     target = prepare_output(Path(args.output))
     model = _load(args)
     encoded.check_config(model.config, what=f"the latents in {args.latents}")
@@ -400,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     encode.set_defaults(run=run_encode)
 
     decode = commands.add_parser("decode", help="rebuild a video from a latent file")
-    decode.add_argument("--latents", required=True, help="a .safetensors file written by encode")
+    decode.add_argument("--latents", required=True, help="a .safetensors file written by encode, or an encode-dataset folder")
+    decode.add_argument("--video", default=None, help="with an encode-dataset folder: the source video to rebuild, as listed in its index.csv")
     decode.add_argument("--output", required=True, help="the .mp4 to write")
     decode.add_argument("--only", choices=("structure", "dynamics"), default=None, help="decode one latent alone")
     _add_model(decode), _add_runtime(decode)

@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -290,6 +291,9 @@ def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: st
     distributed = world > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # The writer takes each clip's identity from the batch itself, so Lightning's batch indices
+    # (which it cannot know for a stream) are not needed.
+    warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp" if distributed else "auto",
         precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,

