@@ -6,6 +6,8 @@ or write videos do not pay for importing pytorch_lightning (several seconds).
 
 from .dataset import TooManyBadVideosError, VideoDataset
 from .demo import demo_train_videos, demo_val_videos
+from .latent_dataset import LatentDataset, collate_latents
+from .latent_shards import LatentDatasetError
 from .video_io import (
     VideoInfo,
     VideoReadError,
@@ -19,6 +21,8 @@ from .video_io import (
 )
 
 __all__ = [
+    "LatentDataset",
+    "LatentDatasetError",
     "TooManyBadVideosError",
     "VideoDataModule",
     "VideoDataset",
@@ -26,6 +30,7 @@ __all__ = [
     "VideoReadError",
     "VideoWriteError",
     "collate_clips",
+    "collate_latents",
     "demo_train_videos",
     "demo_val_videos",
     "is_video_file",
