@@ -71,8 +71,8 @@ def clips_of(root: Path) -> dict:
     """(video, clip) -> (index row without its shard position, latents) of a latent dataset."""
     dataset = LatentDataset(root)
     result = {}
-    for index, row in enumerate(dataset.rows):
-        item = dataset[index]
+    for index in range(len(dataset)):
+        row, item = dataset.index.row(index), dataset[index]
         plain = {key: value for key, value in row.items() if key not in ("shard", "row")}
         result[(row["video"], row["clip"])] = (plain, [item[name] for name in ("structure", "dynamics_x", "dynamics_y")])
     return result
@@ -170,7 +170,7 @@ def test_dataset_reads_back_into_decode(one_process, videos, tmp_path, capsys):
         for batch in loader:
             assert model.decode(batch["latents"]).shape == (len(batch["video"]), 3, 8, 64, 64)
             seen += list(zip(batch["video"], batch["clip"].tolist()))
-    assert sorted(set(seen)) == sorted((row["video"], row["clip"]) for row in dataset.rows)
+    assert sorted(set(seen)) == sorted((item["video"], item["clip"]) for item in dataset)
 
     # A whole video back from the dataset equals decoding encode's latents.
     from_dataset = decode_latents(model, dataset.encoded_video("sub/bikes.mp4"))

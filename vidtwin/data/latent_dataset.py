@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
@@ -48,6 +49,7 @@ class LatentDataset(Dataset):
     Attributes:
         config: the model config (a dict for ``VidTwinConfig(**config)``), to decode the latents.
         manifest: the whole manifest (checkpoint fingerprint, sampling settings, version).
+        index: the index as columns (:class:`~vidtwin.data.latent_shards.IndexColumns`).
         videos: the encoded sources, in input order.
         failures: source -> reason, for the videos that could not be read.
     """
@@ -63,28 +65,33 @@ class LatentDataset(Dataset):
             )
         self.manifest = manifest
         self.config: dict = manifest["identity"]["model_config"]
-        self.rows = read_index(self.root)
+        self.index = read_index(self.root)
         self.failures = read_failures(self.root)
-        self.videos = list(dict.fromkeys(row["video"] for row in self.rows))
-        self._shards: dict[str, object] = {}  # shard file name -> open safe_open handle, per process
+        self._shards: dict[int, object] = {}  # shard position -> open safe_open handle, per process
+
+    @property
+    def videos(self) -> list[str]:
+        return self.index.videos
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.index)
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for a latent dataset of {len(self)} clips")
-        row = self.rows[index]
-        shard = self._open(row["shard"])
-        item = {name: shard.get_slice(name)[row["row"]] for name in TENSOR_NAMES}  # each without the clip axis
-        item.update(video=row["video"], clip=row["clip"], first_frame=row["first_frame"],
-                    num_frames=row["num_frames"], fps=row["fps"])
+        columns = self.index.columns
+        shard, row = int(columns["shard"][index]), int(columns["row"][index])
+        handle = self._open(shard)
+        item = {name: handle.get_slice(name)[row : row + 1][0] for name in TENSOR_NAMES}  # each without the clip axis
+        item["video"] = self.index.videos[columns["video"][index]]
+        for name in ("clip", "first_frame", "num_frames", "fps"):
+            item[name] = columns[name][index].item()
         return item
 
-    def _open(self, shard: str):
+    def _open(self, shard: int):
         handle = self._shards.get(shard)
         if handle is None:
-            path = self.root / SHARD_DIR / shard
+            path = self.root / SHARD_DIR / self.index.shards[shard]
             if not path.is_file():
                 raise LatentDatasetError(f"{path} is listed in the index but missing; run encode-dataset again to rebuild it")
             handle = self._shards[shard] = safe_open(str(path), framework="pt", device="cpu")
@@ -96,11 +103,12 @@ class LatentDataset(Dataset):
 
     def clips_of(self, video: str) -> list[int]:
         """Dataset indices of the clips of one source video, in clip order."""
-        indices = [i for i, row in enumerate(self.rows) if row["video"] == video]
-        if not indices:
+        position = self.index.videos.index(video) if video in self.index.videos else -1
+        indices = np.flatnonzero(self.index.columns["video"] == position)
+        if position < 0 or not len(indices):
             known = f"; it failed: {self.failures[video]}" if video in self.failures else ""
             raise LatentDatasetError(f"{video} is not a video of the latent dataset {self.root}{known}")
-        return sorted(indices, key=lambda i: self.rows[i]["clip"])
+        return sorted(indices.tolist(), key=lambda i: self.index.columns["clip"][i])
 
     def encoded_video(self, video: str):
         """All clips of one source video as an :class:`~vidtwin.inference.latent_file.EncodedVideo`,
@@ -108,18 +116,17 @@ class LatentDataset(Dataset):
         from vidtwin.inference.latent_file import EncodedVideo
 
         indices = self.clips_of(video)
-        first = self.rows[indices[0]]
+        first = self.index.row(indices[0])
         if len(indices) != first["video_clips"]:
             raise LatentDatasetError(f"the latent dataset {self.root} holds {len(indices)} of the {first['video_clips']} clips of {video}")
         items = [self[i] for i in indices]
         # Each tensor gets a tile axis of length 1: (clips, 1, ...), the layout of a --spatial resize latent file.
         tensors = {name: torch.stack([item[name] for item in items]).unsqueeze(1) for name in TENSOR_NAMES}
         sampling = self.manifest["identity"]["sampling"]
-        size = tuple(sampling["input_size"][1:])
         return EncodedVideo(
             **tensors, fps=first["fps"], num_frames=first["video_frames"], clip_len=sampling["input_size"][0],
-            original_size=(first["height"], first["width"]), output_size=size, spatial="resize",
-            config=self.config, source=video,
+            original_size=(first["height"], first["width"]), output_size=tuple(sampling["input_size"][1:]),
+            spatial="resize", config=self.config, source=video,
         )
 
 

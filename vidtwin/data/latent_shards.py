@@ -5,6 +5,7 @@ A latent dataset is a directory::
     OUT/
       manifest.json        what made it: model config, checkpoint fingerprint, sampling, version, status
       index.csv            one row per clip (columns: INDEX_COLUMNS), in input order then clip order
+      index.safetensors    the same index as columns, which LatentDataset reads without parsing text
       failures.csv         every video that could not be read, with the reason
       shards/
         shard-r00000-000000.safetensors   clips encoded by rank 0, first shard
@@ -25,9 +26,11 @@ import csv
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
@@ -38,6 +41,7 @@ FORMAT_NAME = "vidtwin-latent-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 INDEX = "index.csv"
+INDEX_TABLE = "index.safetensors"
 FAILURES = "failures.csv"
 SHARD_DIR = "shards"
 TENSOR_NAMES = ("structure", "dynamics_x", "dynamics_y")
@@ -155,30 +159,69 @@ def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None
             writer.writerows(rows)
 
 
-def write_index(root: str | os.PathLike, rows: list[dict]) -> None:
-    _write_csv(Path(root) / INDEX, INDEX_COLUMNS, rows)
-
-
 def write_failures(root: str | os.PathLike, failures: Mapping[str, str]) -> None:
     _write_csv(Path(root) / FAILURES, ("video", "reason"), ({"video": v, "reason": r} for v, r in failures.items()))
 
 
-_INDEX_TYPES = {"clip": int, "first_frame": int, "num_frames": int, "fps": float, "video_frames": int,
-                "video_clips": int, "height": int, "width": int, "row": int}
+@dataclass
+class IndexColumns:
+    """The index held as columns: a million clips take tens of MB, not a dict per clip.
+
+    ``columns`` maps each of INDEX_COLUMNS to a ``(num_clips,)`` array (``fps`` float64, the rest
+    int64); ``video`` and ``shard`` are positions into the ``videos`` and ``shards`` name lists.
+    Numpy arrays are also shared without copies by forked DataLoader workers, where lists of
+    Python objects would be copied page by page.
+    """
+
+    videos: list[str]  # distinct source names, in index order
+    shards: list[str]  # shard file names
+    columns: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.columns["clip"])
+
+    def row(self, index: int) -> dict:
+        values = {name: column[index].item() for name, column in self.columns.items()}
+        values["video"] = self.videos[values["video"]]
+        values["shard"] = self.shards[values["shard"]]
+        return values
 
 
-def read_index(root: str | os.PathLike) -> list[dict]:
-    """The rows of ``index.csv`` with numbers parsed; raises LatentDatasetError when it is missing."""
-    path = Path(root) / INDEX
+def write_index(root: str | os.PathLike, index: IndexColumns) -> None:
+    """Write ``index.safetensors`` (the columns, read by LatentDataset in milliseconds) and
+    ``index.csv`` (the same rows as text, for people and pandas)."""
+    root = Path(root)
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(column)) for name, column in index.columns.items()}
+    metadata = {"format": FORMAT_NAME, "videos": json.dumps(index.videos), "shards": json.dumps(index.shards)}
+    with atomic_path(root / INDEX_TABLE) as temp:
+        save_file(tensors, str(temp), metadata=metadata)
+    with atomic_path(root / INDEX) as temp:
+        with open(temp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(INDEX_COLUMNS)
+            names = {"video": index.videos, "shard": index.shards}
+            text_columns = [
+                [names[name][i] for i in index.columns[name].tolist()] if name in names else index.columns[name].tolist()
+                for name in INDEX_COLUMNS
+            ]
+            writer.writerows(zip(*text_columns))
+
+
+def read_index(root: str | os.PathLike) -> IndexColumns:
+    """The index of a finished dataset as columns; raises LatentDatasetError when it is missing or malformed."""
+    path = Path(root) / INDEX_TABLE
     if not path.is_file():
         raise LatentDatasetError(
-            f"{root} has no {INDEX}: it is not a finished latent dataset (run `inference.py encode-dataset` to completion)"
+            f"{root} has no {INDEX_TABLE}: it is not a finished latent dataset (run `inference.py encode-dataset` to completion)"
         )
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if tuple(reader.fieldnames or ()) != INDEX_COLUMNS:
-            raise LatentDatasetError(f"{path} has columns {reader.fieldnames}, expected {list(INDEX_COLUMNS)}")
-        return [{key: _INDEX_TYPES.get(key, str)(value) for key, value in row.items()} for row in reader]
+    try:
+        with safe_open(str(path), framework="np") as reader:
+            metadata = reader.metadata() or {}
+            columns = {name: reader.get_tensor(name) for name in INDEX_COLUMNS}
+        videos, shards = json.loads(metadata["videos"]), json.loads(metadata["shards"])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        raise LatentDatasetError(f"{path} is unreadable ({error}); run the same encode-dataset command again to rewrite it") from None
+    return IndexColumns(videos, shards, columns)
 
 
 def read_failures(root: str | os.PathLike) -> dict[str, str]:

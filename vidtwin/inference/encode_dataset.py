@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -34,9 +35,13 @@ import vidtwin
 from vidtwin.data.latent_shards import (
     FAILURES,
     INDEX,
+    INDEX_COLUMNS,
+    INDEX_TABLE,
     MANIFEST,
     SHARD_DIR,
+    SHARD_ROW_COLUMNS,
     TENSOR_NAMES,
+    IndexColumns,
     list_shards,
     next_shard_sequence,
     read_manifest,
@@ -90,7 +95,7 @@ def check_output(job: DatasetJob) -> None:
         raise InferenceError(f"cannot write --output {output}: {error.strerror or error}") from None
     manifest = read_manifest(output)
     if manifest is None:
-        ours = {MANIFEST, INDEX, FAILURES, SHARD_DIR}
+        ours = {MANIFEST, INDEX, INDEX_TABLE, FAILURES, SHARD_DIR}
         foreign = sorted(p.name for p in output.iterdir() if p.name not in ours and not p.name.startswith("."))
         if foreign:
             raise InferenceError(
@@ -114,7 +119,7 @@ def check_output(job: DatasetJob) -> None:
 
 def clear_dataset(output: Path) -> None:
     """Remove a latent dataset's own files (``--overwrite``); other files in the folder stay."""
-    for name in (MANIFEST, INDEX, FAILURES):
+    for name in (MANIFEST, INDEX, INDEX_TABLE, FAILURES):
         (output / name).unlink(missing_ok=True)
     shutil.rmtree(output / SHARD_DIR, ignore_errors=True)
     (output / SHARD_DIR).mkdir(parents=True, exist_ok=True)
@@ -261,28 +266,43 @@ def merge_dataset(job: DatasetJob, failures: dict[str, str]) -> dict:
     """Rank 0, after every rank finished: write the index and failures, mark the manifest complete.
 
     The index lists the clips of the current input's videos that did not fail, sorted by input
-    order and clip number, whichever rank or run encoded them.
+    order and clip number, whichever rank or run encoded them. It is built as numpy columns, so a
+    dataset of millions of clips merges in bounded, modest memory.
     """
     order = {source.name: source.order for source in job.sources}
-    rows: dict[tuple[str, int], dict] = {}
-    for shard in list_shards(job.output):
-        for position, row in enumerate(read_shard_rows(shard)):
-            key = (row["video"], row["clip"])
-            if row["video"] in order and row["video"] not in failures and key not in rows:
-                rows[key] = {**row, "shard": shard.name, "row": position}
-    index = sorted(rows.values(), key=lambda row: (order[row["video"]], row["clip"]))
-    videos = {row["video"]: row["video_clips"] for row in index}
-    incomplete = [name for name, total in videos.items() if sum(1 for r in index if r["video"] == name) != total]
+    failed_orders = {order[name] for name in failures if name in order}
+    shards = list_shards(job.output)
+    parts: list[dict[str, np.ndarray]] = []
+    for position, shard in enumerate(shards):
+        rows = read_shard_rows(shard)
+        part = {name: np.asarray([row[name] for row in rows], dtype=np.float64 if name == "fps" else np.int64)
+                for name in SHARD_ROW_COLUMNS if name != "video"}
+        part["video"] = np.asarray([order.get(row["video"], -1) for row in rows], dtype=np.int64)  # -1: not in this input
+        part["shard"] = np.full(len(rows), position, dtype=np.int64)
+        part["row"] = np.arange(len(rows), dtype=np.int64)
+        parts.append(part)
+    columns = {name: np.concatenate([part[name] for part in parts]) if parts else np.zeros(0, np.int64) for name in INDEX_COLUMNS}
+    keep = (columns["video"] >= 0) & ~np.isin(columns["video"], list(failed_orders))
+    columns = {name: column[keep] for name, column in columns.items()}
+    # One entry per (video, clip), sorted by input order then clip; the first shard (by name) wins a repeat.
+    key = columns["video"] * (int(columns["clip"].max(initial=0)) + 1) + columns["clip"]
+    _, first = np.unique(key, return_index=True)
+    columns = {name: column[first] for name, column in columns.items()}
+    present, columns["video"] = np.unique(columns["video"], return_inverse=True)  # input order -> position in `videos`
+    names = [job.sources[i].name for i in present.tolist()]
+    counts = np.bincount(columns["video"], minlength=len(names))
+    expected = np.zeros(len(names), dtype=np.int64)
+    expected[columns["video"]] = columns["video_clips"]
+    incomplete = [names[i] for i in np.flatnonzero(counts != expected)]
     if incomplete:
         raise RuntimeError(f"clips missing from the shards of {incomplete[:3]} after all ranks finished")
-    write_index(job.output, index)
-    failed = {name: failures[name] for name in sorted(failures, key=order.get)}
+    write_index(job.output, IndexColumns(names, [shard.name for shard in shards], columns))
+    failed = {name: failures[name] for name in sorted(failures, key=lambda name: order.get(name, -1))}
     write_failures(job.output, failed)
-    write_manifest(job.output, {
-        "identity": job.identity, "status": "complete", "version": vidtwin.__version__, "sources": len(job.sources),
-        "clips": len(index), "videos": len(videos), "failures": len(failed),
-    })
-    return {"clips": len(index), "videos": len(videos), "failures": len(failed)}
+    summary = {"clips": len(columns["clip"]), "videos": len(names), "failures": len(failed)}
+    write_manifest(job.output, {"identity": job.identity, "status": "complete", "version": vidtwin.__version__,
+                                "sources": len(job.sources), **summary})
+    return summary
 
 
 def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: str, devices, num_nodes: int) -> dict:

