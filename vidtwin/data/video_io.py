@@ -438,6 +438,7 @@ class VideoWriter:
         self.fps = fps
         self.crf = int(crf)
         self.num_frames = 0
+        self.size: tuple[int, int] | None = None  # (H, W), set by the first write
         _prepare_directory(self.path)
         self._exit_stack: ExitStack | None = None
         self._container = None
@@ -473,10 +474,9 @@ class VideoWriter:
                 pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
                 self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
                 self._stream.options = {"crf": str(self.crf)}
-            elif (height, width) != (self._stream.height, self._stream.width):
-                raise ValueError(
-                    f"frames of {width}x{height} written to {self.path}, which holds {self._stream.width}x{self._stream.height} frames"
-                )
+                self.size = (height, width)
+            elif (height, width) != self.size:
+                raise ValueError(f"frames of {width}x{height} written to {self.path}, which holds {self.size[1]}x{self.size[0]} frames")
             for image in array:  # (H, W, 3)
                 for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                     self._container.mux(packet)
