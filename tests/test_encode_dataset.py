@@ -49,7 +49,7 @@ def videos(tmp_path_factory) -> Path:
 
 
 def encode_args(source, output, *extra) -> list[str]:
-    return ["encode-dataset", *MODEL, "--input", str(source), "--output", str(output), "--max-frames", str(MAX_FRAMES),
+    return ["encode-dataset", *MODEL, "--input", str(source), "--output", str(output), "--max-frames", str(MAX_FRAMES), "--dtype", "fp32",
             "--shard-size", "3", "--batch-clips", "2", "--quiet", *map(str, extra)]
 
 
@@ -96,7 +96,7 @@ def test_one_process_dataset_matches_encode(one_process, videos):
     assert max(len(read_shard_rows(path)) for path in list_shards(one_process)) == 3
     model = load_model(OFFICIAL_CONFIG, OFFICIAL_CKPT)
     for name in dataset.videos:
-        encoded = encode_video(model, videos / name, max_frames=MAX_FRAMES)
+        encoded = encode_video(model, videos / name, max_frames=MAX_FRAMES, dtype="fp32")
         indices = dataset.clips_of(name)
         assert len(indices) == encoded.num_clips
         for clip, index in enumerate(indices):
@@ -173,8 +173,9 @@ def test_dataset_reads_back_into_decode(one_process, videos, tmp_path, capsys):
     assert sorted(set(seen)) == sorted((item["video"], item["clip"]) for item in dataset)
 
     # A whole video back from the dataset equals decoding encode's latents.
-    from_dataset = decode_latents(model, dataset.encoded_video("sub/bikes.mp4"))
-    from_encode = decode_latents(model, encode_video(model, videos / "sub" / "bikes.mp4", max_frames=MAX_FRAMES))
+    from_dataset = decode_latents(model, dataset.encoded_video("sub/bikes.mp4"), dtype="fp32")
+    encoded = encode_video(model, videos / "sub" / "bikes.mp4", max_frames=MAX_FRAMES, dtype="fp32")
+    from_encode = decode_latents(model, encoded, dtype="fp32")
     torch.testing.assert_close(from_dataset.video, from_encode.video, atol=1e-4, rtol=0)
 
     target = tmp_path / "bikes.mp4"

@@ -44,7 +44,9 @@ def run(argv, capsys):
 
 
 def model_args(files, ckpt="tiny.pt", config=TINY_CONFIG):
-    return ["--config", config, "--ckpt", files / ckpt, "--device", "cpu", "--quiet"]
+    # fp32 everywhere: several tests compare float32 results, and the default --dtype auto would run
+    # bf16 on CPUs with native bf16 (auto is tested in test_inference_streaming.py).
+    return ["--config", config, "--ckpt", files / ckpt, "--device", "cpu", "--dtype", "fp32", "--quiet"]
 
 
 def test_reconstruct_bikes_in_both_spatial_modes(files, tmp_path, capsys):
@@ -206,7 +208,7 @@ def test_save_pretrained_directory_needs_no_config(files, tmp_path, capsys):
     torch.manual_seed(0)
     load_model(TINY_CONFIG).save_pretrained(tmp_path / "pretrained")
     code, out, _ = run(["reconstruct", "--input", files / "small.mp4", "--output", tmp_path / "out.mp4",
-                        "--ckpt", tmp_path / "pretrained", "--quiet"], capsys)
+                        "--ckpt", tmp_path / "pretrained", "--dtype", "fp32", "--quiet"], capsys)
     assert code == 0 and "20 frames" in out
     # Same weights as tiny.pt (same seed), so the same video as with the YAML and the state_dict.
     run(["reconstruct", "--input", files / "small.mp4", "--output", tmp_path / "ref.mp4", *model_args(files)], capsys)

@@ -12,14 +12,17 @@ width of 48 comes back with 4 channels), and a training run should not lose thos
 Every decoding problem surfaces as :class:`VideoReadError` naming the file and the reason. Nothing
 here ever substitutes black frames for a video that cannot be read.
 
-Writing uses PyAV with libx264 to a temporary file in the target directory, renamed into place
-when complete, so a crash never leaves a half-written video under the final name.
+Long videos stream: :class:`FrameReader` walks through a video with one open decoder and
+:class:`VideoWriter` encodes frames as they come, so neither holds a whole video. Writing uses PyAV
+with libx264 to a temporary file in the target directory, renamed into place when complete, so a
+crash never leaves a half-written video under the final name.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -162,33 +165,59 @@ def _probe_pyav(path: str) -> VideoInfo:
     return VideoInfo(path, num_frames, fps, int(first.shape[1]), int(first.shape[2]))
 
 
-def _read_pyav(path: str, indices: list[int]) -> torch.Tensor:
-    """Decode frames sequentially from the start, keeping the wanted ones -> uint8 (N, H, W, 3).
+class _PyAVCursor:
+    """One forward pass of PyAV's decoder over a file: each frame is decoded at most once.
 
-    Sequential decoding is exact (no seek-accuracy issues) but costs time proportional to the
-    largest index; decord is the fast path for random access into long videos.
+    ``read`` takes indices in non-decreasing order, each no smaller than the last one served;
+    frames in between are decoded and dropped without conversion. Sequential decoding is exact
+    (no seek-accuracy issues); its cost is proportional to the largest index.
     """
-    import av
 
-    wanted = set(indices)
-    last_wanted = max(indices)
-    kept: dict[int, np.ndarray] = {}
-    decoded = 0
-    with av.open(path) as container:
-        if not container.streams.video:
+    def __init__(self, path: str):
+        import av
+
+        self.path = path
+        self._container = av.open(path)
+        if not self._container.streams.video:
+            self._container.close()
             raise VideoReadError(f"cannot read video {path}: the file has no video stream")
-        stream = container.streams.video[0]
+        stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
-        for index, frame in enumerate(container.decode(stream)):
-            decoded = index + 1
-            if index in wanted:
-                kept[index] = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
-            if index >= last_wanted:
-                break
-    missing = [i for i in indices if i not in kept]
-    if missing:
-        raise VideoReadError(f"cannot read video {path}: frame {missing[0]} requested but only {decoded} frames decode")
-    return torch.from_numpy(np.stack([kept[i] for i in indices]))  # (N, H, W, 3) uint8
+        self._frames = enumerate(self._container.decode(stream))
+        self._index = -1  # index of the last decoded frame
+        self._array: np.ndarray | None = None  # (H, W, 3) uint8 of frame ``_index`` when it was wanted
+        self.frames_decoded = 0
+
+    def read(self, indices: Sequence[int]) -> list[np.ndarray]:
+        arrays = []
+        for wanted in indices:
+            if wanted < self._index:
+                raise ValueError(f"frame {wanted} requested after frame {self._index}; a forward pass cannot go back")
+            while self._index < wanted:
+                try:
+                    self._index, frame = next(self._frames)
+                except StopIteration:
+                    raise VideoReadError(
+                        f"cannot read video {self.path}: frame {wanted} requested but only {self.frames_decoded} frames decode"
+                    ) from None
+                self.frames_decoded = self._index + 1
+                self._array = frame.to_ndarray(format="rgb24") if self._index == wanted else None  # (H, W, 3)
+            arrays.append(self._array)
+        return arrays
+
+    def close(self) -> None:
+        self._container.close()
+
+
+def _read_pyav(path: str, indices: list[int]) -> torch.Tensor:
+    """Decode frames (any order) in one forward pass -> uint8 (N, H, W, 3)."""
+    ordered = sorted(set(indices))
+    cursor = _PyAVCursor(path)
+    try:
+        by_index = dict(zip(ordered, cursor.read(ordered)))
+    finally:
+        cursor.close()
+    return torch.from_numpy(np.stack([by_index[i] for i in indices]))  # (N, H, W, 3) uint8
 
 
 _PROBERS = {"decord": _probe_decord, "pyav": _probe_pyav}
@@ -256,6 +285,74 @@ def read_frames(path: str | os.PathLike, indices: Sequence[int], backend: str | 
     return _with_backend(os.fspath(path), backend, _READERS, indices)
 
 
+class FrameReader:
+    """Frames of one video read in order from one open decoder, for streaming long videos.
+
+    ``read(indices)`` takes indices in non-decreasing order across calls (repeats allowed), as a
+    clip-by-clip walk through a video produces them. PyAV decodes forward once and keeps only the
+    wanted frames, so reading a whole video clip by clip costs one decoding pass, not one per
+    clip; decord seeks. Asking for an earlier frame than the last one served starts a new pass.
+    The backend is chosen as for :func:`read_frames`, including the automatic PyAV retry when
+    decord fails. Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike, backend: str | None = None):
+        self.path = os.fspath(path)
+        _check_file(self.path)
+        self.backend, self._automatic = resolve_backend(backend)
+        self._cursor = None  # an open decord.VideoReader or _PyAVCursor, made on the first read
+        self._last_index = -1
+        self.frames_decoded = 0  # frames decoded by finished PyAV passes plus the current one
+
+    def read(self, indices: Sequence[int]) -> torch.Tensor:
+        """Decode the frames at ``indices`` -> uint8 ``(n, H, W, 3)``, RGB in [0, 255]."""
+        indices = [int(i) for i in indices]
+        if not indices:
+            raise ValueError("FrameReader.read needs at least one frame index")
+        if min(indices) < 0 or any(b < a for a, b in zip(indices, indices[1:])):
+            raise ValueError(f"frame indices must be >= 0 and non-decreasing, got {indices}")
+        try:
+            frames = self._read(indices)
+        except Exception as error:  # decoders raise many unrelated types (RuntimeError, av.FFmpegError, ...)
+            if not (self._automatic and self.backend == "decord"):
+                raise VideoReadError(_failure_message(self.path, error)) from error
+            logger.debug("decord failed on %s (%s); retrying with PyAV", self.path, error)
+            self.close()
+            self.backend, self._last_index = "pyav", -1
+            try:
+                frames = self._read(indices)
+            except Exception as pyav_error:
+                raise VideoReadError(_failure_message(self.path, pyav_error, decord_error=error)) from pyav_error
+        self._last_index = indices[-1]
+        return frames
+
+    def _read(self, indices: list[int]) -> torch.Tensor:
+        if self.backend == "decord":
+            if self._cursor is None:
+                self._cursor = _decord_reader(self.path)
+            return _decord_batch(self._cursor, self.path, indices)  # (n, H, W, 3)
+        if self._cursor is not None and indices[0] < self._last_index:
+            self.close()  # going back: start a new forward pass
+        if self._cursor is None:
+            self._cursor = _PyAVCursor(self.path)
+        before = self._cursor.frames_decoded
+        try:
+            return torch.from_numpy(np.stack(self._cursor.read(indices)))  # (n, H, W, 3) uint8
+        finally:
+            self.frames_decoded += self._cursor.frames_decoded - before
+
+    def close(self) -> None:
+        if isinstance(self._cursor, _PyAVCursor):
+            self._cursor.close()
+        self._cursor = None
+
+    def __enter__(self) -> "FrameReader":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def sampling_stride(src_fps: float, sample_fps: float | None) -> int:
     """Frame step that turns ``src_fps`` into roughly ``sample_fps``: max(1, round(src_fps / sample_fps))."""
     if sample_fps is None:
@@ -305,8 +402,114 @@ def _frames_to_numpy(frames) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _prepare_directory(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as error:
+        raise VideoWriteError(f"cannot write video {path}: cannot create directory {directory} ({error.strerror or error})") from error
+    if not os.access(directory, os.W_OK):
+        raise VideoWriteError(f"cannot write video {path}: directory {directory} is not writable")
+
+
+class VideoWriter:
+    """An H.264 encoder (PyAV, libx264) that takes frames as they come, for videos of any length.
+
+    Frames go to a temporary file beside ``path``; it is renamed to ``path`` when the ``with``
+    block ends normally and removed when the block raises, so the target never holds a
+    half-written video. Only the encoder's own look-ahead is held in memory. See
+    :func:`write_video` for ``fps``, ``crf`` and the pixel format.
+
+    Example::
+
+        with VideoWriter("out.mp4", fps=25.0) as writer:
+            for clip in clips:          # each uint8 (n, H, W, 3)
+                writer.write(clip)
+
+    Raises:
+        ValueError: non-positive fps, frames of the wrong dtype, shape or size, or no frames at all.
+        VideoWriteError: the directory cannot be created or written, or the encoder fails.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 18):
+        if not fps or fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = os.fspath(path)
+        self.fps = fps
+        self.crf = int(crf)
+        self.num_frames = 0
+        self.size: tuple[int, int] | None = None  # (H, W), set by the first write
+        _prepare_directory(self.path)
+        self._exit_stack: ExitStack | None = None
+        self._container = None
+        self._stream = None
+
+    def __enter__(self) -> "VideoWriter":
+        import av
+
+        extension = os.path.splitext(self.path)[1]
+        stack = ExitStack()
+        try:
+            # The temporary name keeps the extension: PyAV picks the container from it.
+            temp_path = stack.enter_context(atomic_path(self.path, suffix=f".tmp{extension or '.mp4'}"))
+            self._container = stack.enter_context(av.open(str(temp_path), mode="w"))
+        except Exception as error:
+            stack.close()
+            raise self._write_error(error) from error
+        self._exit_stack = stack
+        return self
+
+    def write(self, frames) -> None:
+        """Append frames: uint8 ``(n, H, W, 3)`` RGB (torch or numpy), all of one size."""
+        import av
+
+        if self._exit_stack is None:
+            raise RuntimeError("VideoWriter.write is only valid inside its with block")
+        array = _frames_to_numpy(frames)  # (n, H, W, 3) uint8
+        height, width = array.shape[1:3]
+        try:
+            if self._stream is None:
+                self._stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(10_000))
+                # 4:2:0 chroma cannot represent odd sizes: those keep their size as 4:4:4.
+                pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
+                self._stream.width, self._stream.height, self._stream.pix_fmt = width, height, pix_fmt
+                self._stream.options = {"crf": str(self.crf)}
+                self.size = (height, width)
+            elif (height, width) != self.size:
+                raise ValueError(f"frames of {width}x{height} written to {self.path}, which holds {self.size[1]}x{self.size[0]} frames")
+            for image in array:  # (H, W, 3)
+                for packet in self._stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    self._container.mux(packet)
+        except Exception as error:
+            raise self._write_error(error) from error
+        self.num_frames += array.shape[0]
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        if exc_type is None:
+            try:
+                if self._stream is None:
+                    raise ValueError(f"no frames were written to {self.path}")
+                for packet in self._stream.encode():  # flush delayed frames
+                    self._container.mux(packet)
+            except Exception as error:
+                stack.__exit__(type(error), error, error.__traceback__)  # removes the temporary file
+                raise self._write_error(error) from error
+            try:
+                stack.close()  # writes the trailer, then renames into place
+            except Exception as error:
+                raise self._write_error(error) from error
+        else:
+            stack.__exit__(exc_type, exc, traceback)
+
+    def _write_error(self, error: Exception) -> Exception:
+        if isinstance(error, (VideoWriteError, ValueError)):
+            return error
+        return VideoWriteError(f"cannot write video {self.path}: {error}")
+
+
 def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> None:
-    """Encode frames to an H.264 video with PyAV (libx264), atomically.
+    """Encode frames to an H.264 video with PyAV (libx264), atomically (see :class:`VideoWriter`).
 
     Args:
         path: output file; its extension picks the container (``.mp4`` recommended). Missing parent
@@ -323,47 +526,6 @@ def write_video(path: str | os.PathLike, frames, fps: float, crf: int = 18) -> N
         ValueError: frames of the wrong dtype or shape, non-positive fps.
         VideoWriteError: the directory cannot be created or written, or the encoder fails.
     """
-    import av
-
-    path = os.fspath(path)
     array = _frames_to_numpy(frames)  # (N, H, W, 3) uint8
-    if not fps or fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    num_frames, height, width, _ = array.shape
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as error:
-        raise VideoWriteError(f"cannot write video {path}: cannot create directory {directory} ({error.strerror or error})") from error
-    if not os.access(directory, os.W_OK):
-        raise VideoWriteError(f"cannot write video {path}: directory {directory} is not writable")
-
-    extension = os.path.splitext(path)[1]
-    rate = Fraction(fps).limit_denominator(10_000)  # 29.97002997 -> 30000/1001
-    pix_fmt = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-    try:
-        # The temporary name keeps the extension: PyAV picks the container from it.
-        with atomic_path(path, suffix=f".tmp{extension or '.mp4'}") as temp_path, \
-                av.open(str(temp_path), mode="w") as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-            stream.options = {"crf": str(int(crf))}
-            for index in range(num_frames):
-                frame = av.VideoFrame.from_ndarray(array[index], format="rgb24")  # (H, W, 3)
-                for packet in stream.encode(frame):
-                    container.mux(packet)
-            for packet in stream.encode():  # flush delayed frames
-                container.mux(packet)
-    except Exception as error:
-        if isinstance(error, (VideoWriteError, ValueError)):
-            raise
-        raise VideoWriteError(f"cannot write video {path}: {error}") from error
-
-
-def iter_clip_frames(path: str | os.PathLike, clips: Sequence[Sequence[int]], backend: str | None = None):
-    """Decode a video clip by clip: for each list of frame indices in ``clips``, yield uint8 ``(n, H, W, 3)``.
-
-    Only one clip's frames are held at a time.
-    """
-    for indices in clips:
-        yield read_frames(path, indices, backend=backend)
+    with VideoWriter(path, fps, crf) as writer:
+        writer.write(array)

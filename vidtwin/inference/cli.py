@@ -5,7 +5,7 @@ Examples (the tiny config runs on a laptop CPU; use configs/vidtwin.yaml with th
     python inference.py reconstruct --config configs/vidtwin.yaml --ckpt hf://microsoft/vidtwin \\
         --input clip.mp4 --output out/clip_rec.mp4 --side-by-side
     python inference.py reconstruct --config configs/vidtwin.yaml --ckpt vidtwin.ckpt \\
-        --input videos/ --output out/ --spatial tile --device cuda --dtype bf16 --batch-clips 8
+        --input videos/ --output out/ --spatial tile --device cuda --batch-clips 8
     python inference.py encode --config configs/vidtwin.yaml --ckpt vidtwin.ckpt --input clip.mp4 --output clip.safetensors
     python inference.py decode --config configs/vidtwin.yaml --ckpt vidtwin.ckpt --latents clip.safetensors \\
         --output clip_structure.mp4 --only structure
@@ -22,9 +22,11 @@ are still processed; the exit code is 1 if any failed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -33,24 +35,22 @@ from tqdm.auto import tqdm
 
 from vidtwin.checkpoint import CheckpointError, load_model, resolve_checkpoint_path
 from vidtwin.config import ConfigError
-from vidtwin.data.video_io import VIDEO_EXTENSIONS, VideoReadError, VideoWriteError, is_video_file, probe_video, write_video
 from vidtwin.data.latent_shards import LatentDatasetError
+from vidtwin.data.video_io import VIDEO_EXTENSIONS, VideoReadError, VideoWriter, VideoWriteError, is_video_file, probe_video
 from vidtwin.hub import HubDownloadError
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, write_reports
 from vidtwin.inference.latent_file import EncodedVideo, LatentFileError, load_latents, save_latents
+from vidtwin.inference.options import DTYPE_CHOICES, SPATIAL_MODES, InferenceError, InferenceOptions, auto_dtype, resolve_device
 from vidtwin.inference.pipeline import (
-    DTYPES,
-    SPATIAL_MODES,
-    InferenceError,
-    cross_reenact,
+    cross_latents,
     encode_video,
     iter_decoded,
+    iter_model_space_frames,
     iter_reconstruction,
-    load_source,
-    model_space_frames,
-    resolve_device,
+    opened_source,
     to_uint8_frames,
 )
+from vidtwin.inference.sources import load_source
 from vidtwin.losses.lpips import LPIPS, LPIPSWeightsUnavailable, read_lpips_state_dict
 
 logger = logging.getLogger("vidtwin.inference")
@@ -124,7 +124,11 @@ def side_by_side_path(path: Path) -> Path:
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available); default auto")
-    group.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast precision; default fp32")
+    group.add_argument(
+        "--dtype", default="auto", choices=DTYPE_CHOICES,
+        help="autocast precision; auto (default): bf16 on GPUs that support it, else fp16; on the CPU bf16 only "
+        "with native bf16 instructions (AVX512-BF16 or AMX), else fp32",
+    )
     group.add_argument("--batch-clips", type=int, default=1, metavar="N", help="model inputs (clips or tiles) per forward pass")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -153,28 +157,40 @@ def _add_video(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tile-overlap", type=int, default=None, metavar="PX", help="tile overlap; default a quarter tile")
 
 
-def _video_kwargs(args: argparse.Namespace) -> dict:
-    return dict(sample_fps=args.sample_fps, max_frames=args.max_frames)
-
-
-def _model_kwargs(args: argparse.Namespace) -> dict:
-    return dict(batch_clips=args.batch_clips, dtype=args.dtype, progress=not args.quiet)
-
-
-def _check_numbers(args: argparse.Namespace) -> None:
-    if args.batch_clips < 1:
-        raise InferenceError(f"--batch-clips must be >= 1, got {args.batch_clips}")
-    if getattr(args, "max_frames", None) is not None and args.max_frames < 1:
-        raise InferenceError(f"--max-frames must be >= 1, got {args.max_frames}")
-    if getattr(args, "sample_fps", None) is not None and args.sample_fps <= 0:
-        raise InferenceError(f"--sample-fps must be positive, got {args.sample_fps}")
+def inference_options(args: argparse.Namespace) -> InferenceOptions:
+    """The options of every step, built (and checked) once from the command line."""
+    return InferenceOptions(
+        sample_fps=getattr(args, "sample_fps", None),
+        max_frames=getattr(args, "max_frames", None),
+        spatial=getattr(args, "spatial", "resize"),
+        tile_overlap=getattr(args, "tile_overlap", None),
+        batch_clips=args.batch_clips,
+        dtype=args.dtype,
+        progress=not args.quiet,
+    )
 
 
 def _load(args: argparse.Namespace) -> torch.nn.Module:
     device = resolve_device(args.device)
     model = load_model(args.config, args.ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
     logger.info("loaded %s on %s (%.1fM parameters)", args.ckpt, device, sum(p.numel() for p in model.parameters()) / 1e6)
+    args.options = dataclasses.replace(args.options, dtype=_concrete_dtype(args, device))
     return model
+
+
+def _concrete_dtype(args: argparse.Namespace, device: torch.device) -> str:
+    """The precision to run on ``device``; what ``--dtype auto`` picked is said once on stderr."""
+    if args.options.dtype != "auto":
+        return args.options.dtype
+    dtype, reason = auto_dtype(device)
+    if not args.quiet:
+        print(f"dtype auto: {dtype} on {device.type} ({reason})", file=sys.stderr)
+    return dtype
+
+
+def _report(target: Path, writer: VideoWriter) -> None:
+    height, width = writer.size
+    print(f"wrote {target} ({writer.num_frames} frames, {width}x{height}, {writer.fps:.3f} fps)")
 
 
 def _for_each(inputs: list[Path], outputs: list, work: Callable[[Path, object], None], quiet: bool) -> int:
@@ -205,17 +221,16 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     model = _load(args)
 
     def work(path: Path, target: Path) -> None:
-        source = load_source(path, **_video_kwargs(args))
-        outputs_u8, references_u8 = [], []
-        for clip in iter_reconstruction(model, source, spatial=args.spatial, tile_overlap=args.tile_overlap, **_model_kwargs(args)):
-            outputs_u8.append(to_uint8_frames(clip.output))  # (t, H, W, 3)
-            if args.side_by_side:
-                references_u8.append(to_uint8_frames(clip.reference))
-        video = torch.cat(outputs_u8)  # (N, H, W, 3)
-        write_video(target, video, source.fps)
-        if args.side_by_side:
-            write_video(side_by_side_path(target), torch.cat([torch.cat(references_u8), video], dim=2), source.fps)
-        print(f"wrote {target} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, {source.fps:.3f} fps)")
+        # Frames are read, reconstructed and written clip by clip: nothing holds the whole video.
+        with opened_source(path, args.options) as source, ExitStack() as writers:
+            writer = writers.enter_context(VideoWriter(target, source.fps))
+            side = writers.enter_context(VideoWriter(side_by_side_path(target), source.fps)) if args.side_by_side else None
+            for clip in iter_reconstruction(model, source, args.options):
+                frames = to_uint8_frames(clip.output)  # (t, H, W, 3)
+                writer.write(frames)
+                if side is not None:
+                    side.write(torch.cat([to_uint8_frames(clip.reference), frames], dim=2))  # (t, H, 2W, 3)
+        _report(target, writer)
 
     return _for_each(inputs, outputs, work, args.quiet)
 
@@ -228,9 +243,7 @@ def run_encode(args: argparse.Namespace) -> int:
     model = _load(args)
 
     def work(path: Path, target: Path) -> None:
-        encoded = encode_video(
-            model, path, spatial=args.spatial, tile_overlap=args.tile_overlap, **_video_kwargs(args), **_model_kwargs(args)
-        )
+        encoded = encode_video(model, path, args.options)
         try:
             save_latents(encoded, target)
         except OSError as error:
@@ -238,13 +251,6 @@ def run_encode(args: argparse.Namespace) -> int:
         print(f"wrote {target} ({encoded.num_clips} clips x {encoded.num_tiles} tiles, {encoded.num_frames} frames)")
 
     return _for_each(inputs, outputs, work, args.quiet)
-
-
-def _write_decoded(target: Path, clips, fps: float) -> torch.Tensor:
-    video = torch.cat([to_uint8_frames(clip.output) for clip in clips])  # (N, H, W, 3)
-    write_video(target, video, fps)
-    print(f"wrote {target} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, {fps:.3f} fps)")
-    return video
 
 
 def open_latents(path: str, video: str | None) -> EncodedVideo:
@@ -266,7 +272,10 @@ def run_decode(args: argparse.Namespace) -> int:
     target = prepare_output(Path(args.output))
     model = _load(args)
     encoded.check_config(model.config, what=f"the latents in {args.latents}")
-    _write_decoded(target, iter_decoded(model, encoded, only=args.only, **_model_kwargs(args)), encoded.fps)
+    with VideoWriter(target, encoded.fps) as writer:
+        for clip in iter_decoded(model, encoded, args.options, only=args.only):
+            writer.write(to_uint8_frames(clip.output))  # (t, H, W, 3)
+    _report(target, writer)
     return 0
 
 
@@ -275,28 +284,33 @@ def run_cross(args: argparse.Namespace) -> int:
         if path.lower().endswith(LATENT_SUFFIX):
             return load_latents(path)
         probe_video(path)
-        return load_source(path, **_video_kwargs(args))
+        return load_source(path, sample_fps=args.options.sample_fps, max_frames=args.options.max_frames)
 
     structure, dynamics = open_source(args.structure), open_source(args.dynamics)
+    if args.side_by_side and (isinstance(structure, EncodedVideo) or isinstance(dynamics, EncodedVideo)):
+        raise InferenceError("--side-by-side needs --structure and --dynamics to be videos, not latent files")
     target = prepare_output(Path(args.output))
     model = _load(args)
     for name, item in (("--structure", structure), ("--dynamics", dynamics)):
         if isinstance(item, EncodedVideo):
             item.check_config(model.config, what=f"the {name} latents")
-    result = cross_reenact(
-        model, structure, dynamics, spatial=args.spatial, tile_overlap=args.tile_overlap, **_model_kwargs(args)
-    )
-    video = to_uint8_frames(result.video)  # (N, H, W, 3)
-    write_video(target, video, result.fps)
-    print(f"wrote {target} ({video.shape[0]} frames, {video.shape[2]}x{video.shape[1]}, {result.fps:.3f} fps)")
-    if args.side_by_side:
-        if isinstance(structure, EncodedVideo) or isinstance(dynamics, EncodedVideo):
-            raise InferenceError("--side-by-side needs --structure and --dynamics to be videos, not latent files")
-        panels = [
-            model_space_frames(model, item, spatial=args.spatial, tile_overlap=args.tile_overlap)[: video.shape[0]]
-            for item in (structure, dynamics)
-        ]
-        write_video(side_by_side_path(target), torch.cat([*panels, video], dim=2), result.fps)
+    structure_latents, dynamics_latents = cross_latents(model, structure, dynamics, args.options)
+    fps = structure_latents.fps
+    with ExitStack() as stack:
+        for item in (structure, dynamics):
+            if not isinstance(item, EncodedVideo):
+                stack.callback(item.close)
+        writer = stack.enter_context(VideoWriter(target, fps))
+        side = stack.enter_context(VideoWriter(side_by_side_path(target), fps)) if args.side_by_side else None
+        # The input panels are read again clip by clip, in step with the decoded clips.
+        panels = [iter_model_space_frames(model, item, args.options) for item in (structure, dynamics)] if side else []
+        for clip in iter_decoded(model, structure_latents, args.options, dynamics=dynamics_latents):
+            frames = to_uint8_frames(clip.output)  # (t, H, W, 3)
+            writer.write(frames)
+            if side is not None:
+                inputs = [next(panel)[: frames.shape[0]] for panel in panels]  # each (t, H, W, 3)
+                side.write(torch.cat([*inputs, frames], dim=2))  # (t, H, 3W, 3)
+    _report(target, writer)
     return 0
 
 
@@ -334,17 +348,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model = _load(args) if needs_model else None
     lpips_model = _lpips_model(args, device)
-    all_scores = evaluate_videos(
-        items, model, lpips_model, spatial=args.spatial, tile_overlap=args.tile_overlap, **_video_kwargs(args),
-        **_model_kwargs(args),
-    )
+    all_scores = evaluate_videos(items, model, lpips_model, args.options)
     for scores in all_scores:
         if scores.error:
             print(f"error: {one_line(scores.error)}", file=sys.stderr)
     settings = {
         "config": args.config, "ckpt": args.ckpt, "input": args.input, "spatial": args.spatial,
         "tile_overlap": args.tile_overlap, "sample_fps": args.sample_fps, "max_frames": args.max_frames,
-        "dtype": args.dtype, "device": str(device), "lpips": args.lpips,
+        "dtype": args.options.dtype, "device": str(device), "lpips": args.lpips,
         "definitions": "per-frame PSNR and SSIM (Gaussian window 11, sigma 1.5) on [0, 1]; LPIPS-VGG on [-1, 1]; "
         "reference = model-space input (resized+cropped or native); padding frames not scored",
     }
@@ -366,20 +377,24 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
         if value < least:
             raise InferenceError(f"{option} must be >= {least}, got {value}")
     sources = list_sources(args.input, args.data_dir)
+    options = args.options
+    # Lightning puts the model on the accelerator; the precision is chosen for that device type.
+    on_gpu = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
+    dtype = _concrete_dtype(args, torch.device("cuda" if on_gpu else "cpu"))
     model = load_model(args.config, args.ckpt, device="cpu", allow_unsafe_pickle=args.allow_unsafe_pickle)
-    sampling = ClipSampling(model.input_size[0], tuple(model.input_size[1:]), args.sample_fps, args.max_frames)
+    sampling = ClipSampling(model.input_size[0], tuple(model.input_size[1:]), options.sample_fps, options.max_frames)
     identity = {
         "model_config": config_to_dict(model.config),
         "checkpoint_sha256": file_fingerprint(resolve_checkpoint_path(args.ckpt)),
         "sampling": sampling.to_dict(),
-        "dtype": args.dtype,
+        "dtype": dtype,
     }
     job = DatasetJob(
         sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
-        batch_clips=args.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=not args.quiet,
+        batch_clips=options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
     )
     check_output(job)
-    stats = run_job(job, model, args.dtype, args.accelerator, args.devices, args.num_nodes)
+    stats = run_job(job, model, dtype, args.accelerator, args.devices, args.num_nodes)
     if not stats:  # ranks other than 0 report nothing
         return 0
     print(format_summary(stats, job.output))
@@ -459,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--devices", default="1", help="processes per node (GPUs, or CPU processes); default 1")
     group.add_argument("--num-nodes", type=int, default=1, help="nodes (launch with torchrun or srun); default 1")
     group.add_argument("--num-workers", type=int, default=2, help="video-decoding DataLoader workers per process; default 2")
-    group.add_argument("--dtype", default="fp32", choices=tuple(DTYPES), help="autocast precision; default fp32")
+    group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                       help="autocast precision; auto (default): bf16 where the GPU or CPU runs it natively, else fp16 on GPUs, fp32 on CPUs")
     group.add_argument("--batch-clips", type=int, default=1, metavar="N", help="clips per forward pass")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
     dataset.set_defaults(run=run_encode_dataset)
@@ -481,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         _quiet_native_decoder_logs()
     try:
-        _check_numbers(args)
+        args.options = inference_options(args)
         return args.run(args)
     except USER_ERRORS as error:
         print(f"error: {one_line(error)}", file=sys.stderr)

@@ -21,9 +21,9 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from vidtwin.data.dataset import list_folder_videos, read_meta_videos
 from vidtwin.data.transforms import preprocess_clip
-from vidtwin.data.video_io import VideoReadError, iter_clip_frames, probe_video, sample_indices
+from vidtwin.data.video_io import FrameReader, VideoReadError, probe_video, sample_indices
 from vidtwin.inference.clips import ClipLayout
-from vidtwin.inference.pipeline import InferenceError
+from vidtwin.inference.options import InferenceError
 
 
 @dataclass(frozen=True)
@@ -164,19 +164,19 @@ class ClipStream(IterableDataset):
             wanted = [[sampled[i] for i in layout.clip_frame_indices(c)] for c in todo]  # source frame numbers per clip
             if not todo:
                 yield {"video_done": True, "decode_seconds": time.perf_counter() - started}
-            frames_of_clips = iter_clip_frames(video.path, wanted)
-            for position, (clip, frames) in enumerate(zip(todo, frames_of_clips)):
-                pixels = preprocess_clip(frames, sampling.size)  # (3, T, h, w) in [-1, 1]
-                row = {
-                    "video": video.name, "clip": clip, "first_frame": wanted[position][0],
-                    "num_frames": layout.valid_frames(clip), "fps": info.fps / stride,
-                    "video_frames": layout.num_frames, "video_clips": layout.num_clips,
-                    "height": info.height, "width": info.width,
-                }
-                now = time.perf_counter()
-                yield {"pixels": pixels, "row": row, "video_done": position == len(todo) - 1,
-                       "decode_seconds": now - started}
-                started = time.perf_counter()
+            with FrameReader(video.path) as reader:  # one open decoder walks forward through the video
+                for position, clip in enumerate(todo):
+                    pixels = preprocess_clip(reader.read(wanted[position]), sampling.size)  # (3, T, h, w) in [-1, 1]
+                    row = {
+                        "video": video.name, "clip": clip, "first_frame": wanted[position][0],
+                        "num_frames": layout.valid_frames(clip), "fps": info.fps / stride,
+                        "video_frames": layout.num_frames, "video_clips": layout.num_clips,
+                        "height": info.height, "width": info.width,
+                    }
+                    now = time.perf_counter()
+                    yield {"pixels": pixels, "row": row, "video_done": position == len(todo) - 1,
+                           "decode_seconds": now - started}
+                    started = time.perf_counter()
         except VideoReadError as error:
             yield {"failure": (video.name, str(error)), "video_done": True, "decode_seconds": time.perf_counter() - started}
 

@@ -55,7 +55,7 @@ from vidtwin.data.latent_shards import (
 )
 from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
 from vidtwin.inference.latent_file import describe_config_difference
-from vidtwin.inference.pipeline import InferenceError, precision_context
+from vidtwin.inference.options import InferenceError, precision_context
 
 logger = logging.getLogger(__name__)
 

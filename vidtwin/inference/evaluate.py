@@ -8,10 +8,12 @@ last clip are not scored (the official script scores them; they would repeat the
 
 Two sources of reconstructions:
 
-- a model: each video is reconstructed here and scored clip by clip (memory stays bounded);
+- a model: each video is read, reconstructed and scored clip by clip (memory does not grow with
+  the video's length: only the per-frame metrics accumulate);
 - pairs listed in a CSV with a ``reconstruction`` column: existing videos are scored against
-  their originals (no model needed). An original whose size differs from its reconstruction is
-  resized and center-cropped to it, as the model input would have been.
+  their originals (no model needed), both read a chunk of frames at a time. An original whose
+  size differs from its reconstruction is resized and center-cropped to it, as the model input
+  would have been.
 
 Outputs in ``output_dir``: ``metrics.csv`` (one row per video), ``per_frame.csv``, ``summary.json``
 (means and the settings used) and, with ``plots=True``, ``plots/<name>.png`` (per-frame PSNR curve
@@ -36,14 +38,10 @@ from tqdm.auto import tqdm
 
 from vidtwin.atomic_io import atomic_path, atomic_write_text
 from vidtwin.data.transforms import preprocess_clip
-from vidtwin.data.video_io import VideoReadError, is_video_file, read_video
-from vidtwin.inference.pipeline import (
-    InferenceError,
-    frames_to_float,
-    iter_reconstruction,
-    load_source,
-    to_uint8_frames,
-)
+from vidtwin.data.video_io import VideoReadError, is_video_file
+from vidtwin.inference.options import InferenceError, InferenceOptions
+from vidtwin.inference.pipeline import frames_to_float, iter_reconstruction, opened_source, to_uint8_frames
+from vidtwin.inference.sources import VideoFileSource
 from vidtwin.metrics import video_metrics
 
 logger = logging.getLogger(__name__)
@@ -156,54 +154,55 @@ def _accumulate(
     scores.per_frame = {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 
-def _pairs_from_files(item: EvalItem, sample_fps: float | None, max_frames: int | None):
-    """(reference, reconstruction) chunks of an original and an existing reconstruction file."""
-    original, fps = read_video(item.path, sample_fps=sample_fps, max_frames=max_frames)  # (N, H, W, 3)
-    reconstruction, _ = read_video(item.reconstruction, max_frames=max_frames)  # (N', H', W', 3)
-    if original.shape[0] != reconstruction.shape[0]:
+def _pairs_from_files(item: EvalItem, options: InferenceOptions) -> tuple[Iterator[tuple[torch.Tensor, torch.Tensor]], float, int]:
+    """(reference, reconstruction) chunks of an original and an existing reconstruction file, read as they are scored."""
+    original = VideoFileSource(item.path, sample_fps=options.sample_fps, max_frames=options.max_frames)
+    reconstruction = VideoFileSource(item.reconstruction, max_frames=options.max_frames)
+    num_frames = original.num_frames
+    if num_frames != reconstruction.num_frames:
+        original.close(), reconstruction.close()
         raise InferenceError(
-            f"{item.path} has {original.shape[0]} (sampled) frames but its reconstruction "
-            f"{item.reconstruction} has {reconstruction.shape[0]}; use the same --sample-fps as for reconstruct"
+            f"{item.path} has {num_frames} (sampled) frames but its reconstruction "
+            f"{item.reconstruction} has {reconstruction.num_frames}; use the same --sample-fps as for reconstruct"
         )
-    size = tuple(reconstruction.shape[1:3])
+    size = reconstruction.size
 
     def chunks() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for start in range(0, original.shape[0], PAIR_CHUNK_FRAMES):
-            part = original[start : start + PAIR_CHUNK_FRAMES]  # (t, H, W, 3)
-            reference = frames_to_float(part) if tuple(part.shape[1:3]) == size else preprocess_clip(part, size)
-            yield reference, frames_to_float(reconstruction[start : start + PAIR_CHUNK_FRAMES])
+        with original, reconstruction:
+            for start in range(0, num_frames, PAIR_CHUNK_FRAMES):
+                positions = range(start, min(start + PAIR_CHUNK_FRAMES, num_frames))
+                part = original.frames_at(positions)  # (t, H, W, 3)
+                reference = frames_to_float(part) if original.size == size else preprocess_clip(part, size)
+                yield reference, frames_to_float(reconstruction.frames_at(positions))
 
-    return chunks(), fps, original.shape[0]
+    return chunks(), original.fps, num_frames
 
 
 def score_video(
     item: EvalItem,
     model: torch.nn.Module | None,
     lpips_model: Callable | None,
-    *,
-    spatial: str = "resize",
-    tile_overlap: int | None = None,
-    sample_fps: float | None = None,
-    max_frames: int | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
-    progress: bool = False,
+    options: InferenceOptions | None = None,
+    **option_overrides,
 ) -> VideoScores:
-    """Per-frame metrics of one video; raises VideoReadError / InferenceError for a bad video."""
+    """Per-frame metrics of one video, read and scored clip by clip.
+
+    ``options`` and keywords as in :func:`~vidtwin.inference.pipeline.reconstruct_video`.
+    Raises VideoReadError / InferenceError for a bad video.
+    """
+    options = InferenceOptions.of(options, **option_overrides)
     scores = VideoScores(item)
     if item.reconstruction is not None:
-        pairs, scores.fps, num_frames = _pairs_from_files(item, sample_fps, max_frames)
-    else:
-        if model is None:
-            raise InferenceError(f"{item.path} has no reconstruction listed, so --config and --ckpt are needed")
-        source = load_source(item.path, sample_fps=sample_fps, max_frames=max_frames)
-        scores.fps, num_frames = source.fps, source.num_frames
-        results = iter_reconstruction(
-            model, source, spatial=spatial, tile_overlap=tile_overlap, batch_clips=batch_clips,
-            dtype=dtype, progress=progress,
-        )
+        pairs, scores.fps, num_frames = _pairs_from_files(item, options)
+        _accumulate(scores, pairs, lpips_model, _grid_positions(num_frames))
+        return scores
+    if model is None:
+        raise InferenceError(f"{item.path} has no reconstruction listed, so --config and --ckpt are needed")
+    with opened_source(item.path, options) as source:
+        scores.fps = source.fps
+        results = iter_reconstruction(model, source, options)
         pairs = ((r.reference, r.output) for r in results)
-    _accumulate(scores, pairs, lpips_model, _grid_positions(num_frames))
+        _accumulate(scores, pairs, lpips_model, _grid_positions(source.num_frames))
     return scores
 
 
@@ -211,26 +210,15 @@ def evaluate_videos(
     items: list[EvalItem],
     model: torch.nn.Module | None = None,
     lpips_model: Callable | None = None,
-    *,
-    spatial: str = "resize",
-    tile_overlap: int | None = None,
-    sample_fps: float | None = None,
-    max_frames: int | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
-    progress: bool = False,
+    options: InferenceOptions | None = None,
+    **option_overrides,
 ) -> list[VideoScores]:
     """Score every item; a video that fails is kept with its ``error`` and the others continue."""
+    options = InferenceOptions.of(options, **option_overrides)
     all_scores = []
-    for item in tqdm(items, desc="videos", unit="video", disable=not progress or len(items) < 2, dynamic_ncols=True):
+    for item in tqdm(items, desc="videos", unit="video", disable=not options.progress or len(items) < 2, dynamic_ncols=True):
         try:
-            all_scores.append(
-                score_video(
-                    item, model, lpips_model, spatial=spatial, tile_overlap=tile_overlap,
-                    sample_fps=sample_fps, max_frames=max_frames, batch_clips=batch_clips, dtype=dtype,
-                    progress=progress,
-                )
-            )
+            all_scores.append(score_video(item, model, lpips_model, options))
         except (VideoReadError, InferenceError) as error:
             all_scores.append(VideoScores(item, error=str(error)))
     return all_scores

@@ -1,13 +1,18 @@
 """The Python inference API: videos of any length and size in, latents or videos out.
 
-A video is kept as compact uint8 frames ``(N, H, W, 3)``; float model inputs are built one batch
-at a time. Each clip of ``T`` frames (see :mod:`vidtwin.inference.clips`) becomes one model input
-(``spatial="resize"``: resize the short side and center-crop to the model's size, the official
-behaviour) or one input per tile (``spatial="tile"``: native resolution, see
-:mod:`vidtwin.inference.tiling`). Model inputs are batched ``batch_clips`` at a time, run under
-``torch.inference_mode`` and, for ``dtype="bf16"``/``"fp16"``, under ``torch.autocast`` on the
-model's device; the modules themselves never cast. Latents are the posterior means (an eval-mode
-model is deterministic), and every result is returned as float32 on the CPU.
+Videos stream: a file is decoded clip by clip (see :mod:`vidtwin.inference.sources`), each clip of
+``T`` frames (see :mod:`vidtwin.inference.clips`) becomes one model input (``spatial="resize"``:
+resize the short side and center-crop to the model's size, the official behaviour) or one input
+per tile (``spatial="tile"``: native resolution, see :mod:`vidtwin.inference.tiling`), and the
+``iter_*`` functions yield decoded clips as they come, so memory does not grow with the video's
+length. Model inputs are batched ``batch_clips`` at a time, run under ``torch.inference_mode`` and,
+for bf16/fp16 (``dtype="auto"`` picks what the hardware runs natively, see
+:mod:`vidtwin.inference.options`), under ``torch.autocast`` on the model's device; the modules
+themselves never cast. Latents are the posterior means (an eval-mode model is deterministic), and
+every result is returned as float32 on the CPU.
+
+Every function takes its settings as an :class:`InferenceOptions` object, as keywords, or both
+(keywords replace fields of the object).
 
 Example::
 
@@ -15,7 +20,7 @@ Example::
     from vidtwin.inference import reconstruct_video, encode_video, decode_latents, to_uint8_frames
 
     model = load_model("configs/vidtwin.yaml", "hf://microsoft/vidtwin", device="cuda")
-    result = reconstruct_video(model, "clip.mp4", spatial="tile", dtype="bf16", batch_clips=8)
+    result = reconstruct_video(model, "clip.mp4", spatial="tile", batch_clips=8)
     frames = to_uint8_frames(result.video)      # (N, H, W, 3) uint8, ready for write_video
     latents = encode_video(model, "clip.mp4")   # EncodedVideo; save with save_latents(...)
     again = decode_latents(model, latents, only="structure")
@@ -33,49 +38,23 @@ import torch
 from tqdm.auto import tqdm
 
 from vidtwin.data.transforms import preprocess_clip
-from vidtwin.data.video_io import read_video, sample_indices
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.latent_file import TENSOR_NAMES, EncodedVideo, config_to_dict
+from vidtwin.inference.options import (  # noqa: F401  (re-exported: the pipeline's public names)
+    DTYPE_CHOICES,
+    DTYPES,
+    SPATIAL_MODES,
+    InferenceError,
+    InferenceOptions,
+    precision_context,
+    resolve_device,
+    resolve_dtype,
+)
+from vidtwin.inference.sources import FrameSource, SourceVideo, VideoFileSource, load_source  # noqa: F401
 from vidtwin.inference.tiling import TileGrid, blend_tiles, iter_tiles, make_tile_grid
 from vidtwin.models.vidtwin_ae import DECODE_PARTS
 
 logger = logging.getLogger(__name__)
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-SPATIAL_MODES = ("resize", "tile")
-
-
-class InferenceError(ValueError):
-    """A request that cannot be served (bad option, incompatible inputs); the message says why."""
-
-
-# ----------------------------------------------------------------------------------------------
-# runtime: device and precision
-# ----------------------------------------------------------------------------------------------
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU; asking for missing CUDA is an error."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InferenceError(f"--device {name} was requested but CUDA is not available here; use --device cpu or auto")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise InferenceError(f"unknown device {name!r}; use cpu, cuda or auto") from None
-
-
-def precision_context(device: torch.device, dtype: str = "fp32") -> contextlib.AbstractContextManager:
-    """Autocast to bf16/fp16 on ``device`` (the model keeps fp32 weights); fp32 runs as is."""
-    if dtype not in DTYPES:
-        raise InferenceError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
-    if dtype == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
-
 
 def model_device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
@@ -93,52 +72,8 @@ def frames_to_float(frames: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# sources and clip plans
+# clip plans
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SourceVideo:
-    """Decoded frames of one video after temporal sampling."""
-
-    frames: torch.Tensor  # (N, H, W, 3) uint8
-    fps: float  # frame rate of ``frames`` (the sampled rate)
-    name: str = ""  # file path or a label, for messages and metadata
-
-    @property
-    def num_frames(self) -> int:
-        return self.frames.shape[0]
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return int(self.frames.shape[1]), int(self.frames.shape[2])
-
-
-def load_source(
-    video: str | os.PathLike | torch.Tensor | SourceVideo,
-    fps: float | None = None,
-    sample_fps: float | None = None,
-    max_frames: int | None = None,
-) -> SourceVideo:
-    """A file path, uint8 ``(N, H, W, 3)`` frames (with ``fps``) or a :class:`SourceVideo`.
-
-    ``sample_fps`` keeps every ``round(fps / sample_fps)``-th frame (the official sampling);
-    ``max_frames`` keeps at most that many. Raises ``VideoReadError`` for unreadable files.
-    """
-    if isinstance(video, SourceVideo):
-        return video
-    if isinstance(video, (str, os.PathLike)):
-        frames, fps_out = read_video(video, sample_fps=sample_fps, max_frames=max_frames)
-        return SourceVideo(frames=frames, fps=fps_out, name=os.fspath(video))
-    if not isinstance(video, torch.Tensor) or video.dtype != torch.uint8 or video.dim() != 4 or video.shape[-1] != 3:
-        raise InferenceError("a video must be a file path or uint8 frames shaped (N, H, W, 3)")
-    if fps is None:
-        raise InferenceError("fps is required when the video is given as frames")
-    if video.shape[0] == 0:
-        raise InferenceError("the video has zero frames")
-    indices = sample_indices(video.shape[0], fps, sample_fps, num_samples=max_frames)
-    stride = indices[1] - indices[0] if len(indices) > 1 else 1
-    return SourceVideo(frames=video[indices], fps=fps / stride, name="<frames>")
 
 
 @dataclass(frozen=True)
@@ -180,9 +115,9 @@ def plan_clips(
     return ClipPlan(ClipLayout(num_frames, clip_len), spatial, (height, width), tuple(original_size), grid)
 
 
-def clip_reference(source: SourceVideo, plan: ClipPlan, clip_index: int) -> torch.Tensor:
+def clip_reference(source: FrameSource, plan: ClipPlan, clip_index: int) -> torch.Tensor:
     """One clip of the source as the model sees it, at the output size: ``(3, T, H_out, W_out)`` in [-1, 1]."""
-    frames = source.frames[plan.layout.clip_frame_indices(clip_index)]  # (T, H, W, 3) uint8
+    frames = source.frames_at(plan.layout.clip_frame_indices(clip_index))  # (T, H, W, 3) uint8
     if plan.spatial == "resize":
         return preprocess_clip(frames, size=plan.model_size)  # (3, T, h, w)
     return frames_to_float(frames)  # (3, T, H, W)
@@ -216,10 +151,12 @@ def run_batched(
     """Stack ``batch_size`` items, run ``function`` on the device, and yield per-item CPU float32 results.
 
     Each item is a tuple of tensors without a batch axis; ``function`` gets the stacked tuple
-    (leading axis B) and returns a tuple of batched tensors. Order is preserved.
+    (leading axis B) and returns a tuple of batched tensors. Order is preserved, and items are
+    pulled from ``items`` only as batches fill up, so a lazy iterator streams.
     """
     if batch_size < 1:
         raise InferenceError(f"--batch-clips must be >= 1, got {batch_size}")
+    dtype = resolve_dtype(dtype, device)
 
     buffers: list[torch.Tensor] = []
 
@@ -262,8 +199,21 @@ def _check_part(only: str | None) -> None:
         raise InferenceError(f"only must be structure, dynamics or None, got {only!r}")
 
 
+@contextlib.contextmanager
+def opened_source(
+    video: str | os.PathLike | torch.Tensor | FrameSource, options: InferenceOptions, fps: float | None = None
+) -> Iterator[FrameSource]:
+    """:func:`load_source` with the options' sampling; a file opened here is closed on leaving."""
+    source = load_source(video, fps=fps, sample_fps=options.sample_fps, max_frames=options.max_frames)
+    try:
+        yield source
+    finally:
+        if source is not video:
+            source.close()
+
+
 # ----------------------------------------------------------------------------------------------
-# streaming reconstruction and decoding (used by the CLI and by evaluate to bound memory)
+# streaming: one clip at a time (what the command line writes as it goes)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -278,18 +228,21 @@ class ClipResult:
 
 def iter_reconstruction(
     model: torch.nn.Module,
-    source: SourceVideo,
+    source: FrameSource,
+    options: InferenceOptions | None = None,
     *,
-    spatial: str = "resize",
-    tile_overlap: int | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
     only: str | None = None,
-    progress: bool = False,
+    **option_overrides,
 ) -> Iterator[ClipResult]:
-    """Reconstruct a video clip by clip (encode, then decode the posterior means)."""
+    """Reconstruct a video clip by clip (encode, then decode the posterior means).
+
+    ``source`` is already sampled (see :func:`load_source`), so only the options' ``spatial``,
+    ``tile_overlap``, ``batch_clips``, ``dtype`` and ``progress`` apply. Frames are read as the
+    batches need them; at most ``batch_clips`` clips are held at once.
+    """
+    options = InferenceOptions.of(options, **option_overrides)
     _check_part(only)
-    plan = plan_clips(model, source.num_frames, source.size, spatial, tile_overlap)
+    plan = plan_clips(model, source.num_frames, source.size, options.spatial, options.tile_overlap)
     references: dict[int, torch.Tensor] = {}
 
     def units() -> Iterator[tuple[torch.Tensor]]:
@@ -301,8 +254,8 @@ def iter_reconstruction(
     def round_trip(video: torch.Tensor) -> tuple[torch.Tensor]:
         return (model.decode(model.encode(video), only=only),)
 
-    bar = _progress(plan, f"reconstruct {os.path.basename(source.name)}", progress)
-    outputs = run_batched(units(), round_trip, batch_clips, model_device(model), dtype, bar)
+    bar = _progress(plan, f"reconstruct {os.path.basename(source.name)}", options.progress)
+    outputs = run_batched(units(), round_trip, options.batch_clips, model_device(model), options.dtype, bar)
     try:
         for clip_index, decoded in enumerate(_group_units(outputs, plan)):
             valid = plan.layout.valid_frames(clip_index)
@@ -335,14 +288,17 @@ def _plan_of(encoded: EncodedVideo) -> ClipPlan:
 def iter_decoded(
     model: torch.nn.Module,
     encoded: EncodedVideo,
+    options: InferenceOptions | None = None,
     *,
     only: str | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
-    progress: bool = False,
     dynamics: EncodedVideo | None = None,
+    **option_overrides,
 ) -> Iterator[ClipResult]:
-    """Decode an :class:`EncodedVideo` clip by clip; with ``dynamics``, take the dynamics from it."""
+    """Decode an :class:`EncodedVideo` clip by clip; with ``dynamics``, take the dynamics from it.
+
+    Only the options' ``batch_clips``, ``dtype`` and ``progress`` apply (the rest is in the latents).
+    """
+    options = InferenceOptions.of(options, **option_overrides)
     _check_part(only)
     from vidtwin.models.vidtwin_ae import VidTwinLatents
 
@@ -364,8 +320,8 @@ def iter_decoded(
         return (model.decode(VidTwinLatents(structure, dynamics_x, dynamics_y), only=only),)
 
     label = os.path.basename(encoded.source) or "latents"
-    bar = _progress(plan, f"decode {label}", progress)
-    outputs = run_batched(units(), decode, batch_clips, model_device(model), dtype, bar)
+    bar = _progress(plan, f"decode {label}", options.progress)
+    outputs = run_batched(units(), decode, options.batch_clips, model_device(model), options.dtype, bar)
     try:
         for clip_index, decoded in enumerate(_group_units(outputs, plan)):
             valid = plan.layout.valid_frames(clip_index)
@@ -374,8 +330,22 @@ def iter_decoded(
         bar.close()
 
 
+def iter_model_space_frames(
+    model: torch.nn.Module, source: FrameSource, options: InferenceOptions | None = None, **option_overrides
+) -> Iterator[torch.Tensor]:
+    """The frames the model is asked to reproduce (resized and cropped, or native), clip by clip.
+
+    Yields uint8 ``(t, H_out, W_out, 3)`` per clip, ``t`` its real frames; used for side-by-side
+    videos (equal to ``to_uint8_frames(clip.reference)`` of :func:`iter_reconstruction`).
+    """
+    options = InferenceOptions.of(options, **option_overrides)
+    plan = plan_clips(model, source.num_frames, source.size, options.spatial, options.tile_overlap)
+    for index in range(plan.layout.num_clips):
+        yield to_uint8_frames(clip_reference(source, plan, index)[:, : plan.layout.valid_frames(index)])
+
+
 # ----------------------------------------------------------------------------------------------
-# the public functions
+# whole videos
 # ----------------------------------------------------------------------------------------------
 
 
@@ -392,7 +362,8 @@ class VideoResult:
         return self.video.shape[1]
 
 
-def _concat(results: Sequence[ClipResult], fps: float, keep_inputs: bool) -> VideoResult:
+def _concat(results: Iterator[ClipResult], fps: float, keep_inputs: bool) -> VideoResult:
+    results = list(results)
     video = torch.cat([r.output for r in results], dim=1)  # (3, N, H, W)
     inputs = torch.cat([r.reference for r in results], dim=1) if keep_inputs else None  # (3, N, H, W)
     return VideoResult(video=video, fps=fps, inputs=inputs)
@@ -400,77 +371,66 @@ def _concat(results: Sequence[ClipResult], fps: float, keep_inputs: bool) -> Vid
 
 def reconstruct_video(
     model: torch.nn.Module,
-    video: str | os.PathLike | torch.Tensor | SourceVideo,
+    video: str | os.PathLike | torch.Tensor | FrameSource,
+    options: InferenceOptions | None = None,
     *,
     fps: float | None = None,
-    sample_fps: float | None = None,
-    max_frames: int | None = None,
-    spatial: str = "resize",
-    tile_overlap: int | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
     only: str | None = None,
     keep_inputs: bool = True,
-    progress: bool = False,
+    **option_overrides,
 ) -> VideoResult:
     """Encode and decode a whole video; the result has exactly the sampled frame count.
 
     Args:
         model: an eval-mode VidTwin (see ``vidtwin.load_model``); its device is used.
-        video: a file path, uint8 ``(N, H, W, 3)`` frames (then ``fps`` is required) or a SourceVideo.
-        sample_fps: keep every ``round(fps / sample_fps)``-th frame first (official sampling).
-        spatial: ``"resize"`` (model-size output) or ``"tile"`` (native-size output).
-        tile_overlap: pixels of overlap between tiles; default a quarter of the tile side.
-        batch_clips: model inputs (clips, or tiles of clips) per forward pass.
-        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
+        video: a file path, uint8 ``(N, H, W, 3)`` frames (then ``fps`` is required) or a FrameSource.
+        options, option_overrides: :class:`InferenceOptions` and/or its fields as keywords
+            (``sample_fps``, ``max_frames``, ``spatial``, ``tile_overlap``, ``batch_clips``,
+            ``dtype``, ``progress``).
         only: ``None``, ``"structure"`` or ``"dynamics"``: decode one latent alone.
+        keep_inputs: also return the model-space input frames.
 
     Returns:
-        :class:`VideoResult` with ``video`` ``(3, N, H, W)`` float32 in about [-1, 1].
+        :class:`VideoResult` with ``video`` ``(3, N, H, W)`` float32 in about [-1, 1]. The whole
+        video is held in memory; :func:`iter_reconstruction` streams instead.
     """
-    source = load_source(video, fps=fps, sample_fps=sample_fps, max_frames=max_frames)
-    results = list(
-        iter_reconstruction(
-            model, source, spatial=spatial, tile_overlap=tile_overlap, batch_clips=batch_clips,
-            dtype=dtype, only=only, progress=progress,
-        )
-    )
-    return _concat(results, source.fps, keep_inputs)
+    options = InferenceOptions.of(options, **option_overrides)
+    with opened_source(video, options, fps) as source:
+        return _concat(iter_reconstruction(model, source, options, only=only), source.fps, keep_inputs)
 
 
 def encode_video(
     model: torch.nn.Module,
-    video: str | os.PathLike | torch.Tensor | SourceVideo,
+    video: str | os.PathLike | torch.Tensor | FrameSource,
+    options: InferenceOptions | None = None,
     *,
     fps: float | None = None,
-    sample_fps: float | None = None,
-    max_frames: int | None = None,
-    spatial: str = "resize",
-    tile_overlap: int | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
-    progress: bool = False,
+    **option_overrides,
 ) -> EncodedVideo:
     """Structure and dynamics latents (posterior means) of every clip (and tile) of a video.
+
+    Frames are read and encoded clip by clip; only the latents accumulate. ``video``, ``options``
+    and keywords as in :func:`reconstruct_video`.
 
     Returns:
         :class:`~vidtwin.inference.latent_file.EncodedVideo`; write it with ``save_latents``.
     """
-    source = load_source(video, fps=fps, sample_fps=sample_fps, max_frames=max_frames)
-    plan = plan_clips(model, source.num_frames, source.size, spatial, tile_overlap)
+    options = InferenceOptions.of(options, **option_overrides)
+    with opened_source(video, options, fps) as source:
+        plan = plan_clips(model, source.num_frames, source.size, options.spatial, options.tile_overlap)
 
-    def units() -> Iterator[tuple[torch.Tensor]]:
-        for clip_index in range(plan.layout.num_clips):
-            for unit in clip_model_inputs(clip_reference(source, plan, clip_index), plan):
-                yield (unit,)
+        def units() -> Iterator[tuple[torch.Tensor]]:
+            for clip_index in range(plan.layout.num_clips):
+                for unit in clip_model_inputs(clip_reference(source, plan, clip_index), plan):
+                    yield (unit,)
 
-    def encode(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        latents = model.encode(batch)
-        return tuple(getattr(latents, name) for name in TENSOR_NAMES)
+        def encode(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            latents = model.encode(batch)
+            return tuple(getattr(latents, name) for name in TENSOR_NAMES)
 
-    bar = _progress(plan, f"encode {os.path.basename(source.name)}", progress)
-    with bar:
-        per_unit = list(run_batched(units(), encode, batch_clips, model_device(model), dtype, bar))
+        bar = _progress(plan, f"encode {os.path.basename(source.name)}", options.progress)
+        with bar:
+            per_unit = list(run_batched(units(), encode, options.batch_clips, model_device(model), options.dtype, bar))
     stacked = [torch.stack(parts) for parts in zip(*per_unit)]  # each (clips*units, ...)
     by_clip = [t.unflatten(0, (plan.layout.num_clips, plan.units_per_clip)) for t in stacked]  # (clips, units, ...)
     return EncodedVideo(
@@ -480,7 +440,7 @@ def encode_video(
         clip_len=plan.layout.clip_len,
         original_size=plan.original_size,
         output_size=plan.output_size,
-        spatial=spatial,
+        spatial=options.spatial,
         config=config_to_dict(model.config),
         tile_grid=plan.tile_grid,
         source=os.path.basename(source.name),
@@ -490,19 +450,17 @@ def encode_video(
 def decode_latents(
     model: torch.nn.Module,
     encoded: EncodedVideo,
+    options: InferenceOptions | None = None,
     *,
     only: str | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
-    progress: bool = False,
+    **option_overrides,
 ) -> VideoResult:
-    """Rebuild a video from its latents alone (``only`` decodes one part).
+    """Rebuild a video from its latents alone (``only`` decodes one part); see :func:`iter_decoded`.
 
     Raises:
         LatentFileError: the latents come from a model with another config.
     """
-    results = list(iter_decoded(model, encoded, only=only, batch_clips=batch_clips, dtype=dtype, progress=progress))
-    return _concat(results, encoded.fps, keep_inputs=False)
+    return _concat(iter_decoded(model, encoded, options, only=only, **option_overrides), encoded.fps, keep_inputs=False)
 
 
 def check_cross_compatible(structure: EncodedVideo, dynamics: EncodedVideo) -> None:
@@ -520,33 +478,24 @@ def check_cross_compatible(structure: EncodedVideo, dynamics: EncodedVideo) -> N
         )
 
 
-def cross_reenact(
+def cross_latents(
     model: torch.nn.Module,
-    structure: str | os.PathLike | torch.Tensor | SourceVideo | EncodedVideo,
-    dynamics: str | os.PathLike | torch.Tensor | SourceVideo | EncodedVideo,
+    structure: str | os.PathLike | torch.Tensor | FrameSource | EncodedVideo,
+    dynamics: str | os.PathLike | torch.Tensor | FrameSource | EncodedVideo,
+    options: InferenceOptions | None = None,
     *,
     fps: float | None = None,
-    sample_fps: float | None = None,
-    max_frames: int | None = None,
-    spatial: str = "resize",
-    tile_overlap: int | None = None,
-    batch_clips: int = 1,
-    dtype: str = "fp32",
-    progress: bool = False,
-) -> VideoResult:
-    """Decode the structure latents of one video with the dynamics latents of another.
+    **option_overrides,
+) -> tuple[EncodedVideo, EncodedVideo]:
+    """The two encodings that cross-reenactment decodes together, cut to the shorter video.
 
-    Each source is a video (encoded here with the given options) or an :class:`EncodedVideo`.
-    The result has the shorter video's frame count and the structure video's frame rate.
+    Each source is a video (encoded here) or an :class:`EncodedVideo`. Decode the pair with
+    ``iter_decoded(model, structure_latents, dynamics=dynamics_latents)``.
     """
+    options = InferenceOptions.of(options, **option_overrides)
 
     def as_encoded(item) -> EncodedVideo:
-        if isinstance(item, EncodedVideo):
-            return item
-        return encode_video(
-            model, item, fps=fps, sample_fps=sample_fps, max_frames=max_frames, spatial=spatial,
-            tile_overlap=tile_overlap, batch_clips=batch_clips, dtype=dtype, progress=progress,
-        )
+        return item if isinstance(item, EncodedVideo) else encode_video(model, item, options, fps=fps)
 
     structure_latents, dynamics_latents = as_encoded(structure), as_encoded(dynamics)
     check_cross_compatible(structure_latents, dynamics_latents)
@@ -556,31 +505,34 @@ def cross_reenact(
             "structure video runs at %.3f fps and dynamics video at %.3f fps; the output uses %.3f",
             structure_latents.fps, dynamics_latents.fps, structure_latents.fps,
         )
-    structure_latents = structure_latents.truncated(num_frames)
-    dynamics_latents = dynamics_latents.truncated(num_frames)
-    results = list(
-        iter_decoded(
-            model, structure_latents, batch_clips=batch_clips, dtype=dtype, progress=progress,
-            dynamics=dynamics_latents,
-        )
-    )
+    return structure_latents.truncated(num_frames), dynamics_latents.truncated(num_frames)
+
+
+def cross_reenact(
+    model: torch.nn.Module,
+    structure: str | os.PathLike | torch.Tensor | FrameSource | EncodedVideo,
+    dynamics: str | os.PathLike | torch.Tensor | FrameSource | EncodedVideo,
+    options: InferenceOptions | None = None,
+    *,
+    fps: float | None = None,
+    **option_overrides,
+) -> VideoResult:
+    """Decode the structure latents of one video with the dynamics latents of another.
+
+    Each source is a video (encoded here with the given options) or an :class:`EncodedVideo`.
+    The result has the shorter video's frame count and the structure video's frame rate.
+    """
+    options = InferenceOptions.of(options, **option_overrides)
+    structure_latents, dynamics_latents = cross_latents(model, structure, dynamics, options, fps=fps)
+    results = iter_decoded(model, structure_latents, options, dynamics=dynamics_latents)
     return _concat(results, structure_latents.fps, keep_inputs=False)
 
 
 def model_space_frames(
-    model: torch.nn.Module,
-    source: SourceVideo,
-    *,
-    spatial: str = "resize",
-    tile_overlap: int | None = None,
+    model: torch.nn.Module, source: FrameSource, options: InferenceOptions | None = None, **option_overrides
 ) -> torch.Tensor:
-    """The frames the model is asked to reproduce (resized and cropped, or native), as uint8 ``(N, H, W, 3)``.
+    """All of :func:`iter_model_space_frames` as one uint8 ``(N, H, W, 3)`` tensor.
 
-    Used for side-by-side videos; equals ``to_uint8_frames(reconstruct_video(...).inputs)``.
+    Equals ``to_uint8_frames(reconstruct_video(...).inputs)``.
     """
-    plan = plan_clips(model, source.num_frames, source.size, spatial, tile_overlap)
-    clips = [
-        to_uint8_frames(clip_reference(source, plan, index)[:, : plan.layout.valid_frames(index)])
-        for index in range(plan.layout.num_clips)
-    ]
-    return torch.cat(clips)  # (N, H, W, 3)
+    return torch.cat(list(iter_model_space_frames(model, source, options, **option_overrides)))  # (N, H, W, 3)

