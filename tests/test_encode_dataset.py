@@ -219,3 +219,15 @@ def test_csv_input_names_videos_as_given(videos, tmp_path, capsys):
     shards = _fingerprints(list_shards(output))
     assert main(encode_args(meta, output, "--data-dir", videos)) == 0
     assert _fingerprints(list_shards(output)) == shards
+
+    # Other sampling is refused, and --overwrite replaces the dataset (and only its own files).
+    (output / "notes.txt").write_text("mine")
+    assert main(encode_args(meta, output, "--data-dir", videos, "--sample-fps", "6")) == 1
+    assert "another sampling" in capsys.readouterr().err
+    assert main(encode_args(meta, output, "--data-dir", videos, "--sample-fps", "6", "--overwrite")) == 0
+    replaced = LatentDataset(output)
+    assert replaced.manifest["identity"]["sampling"]["sample_fps"] == 6.0
+    assert replaced.index.row(0)["fps"] == 6.0  # small.mp4 runs at 12 fps: every second frame
+    old_contents = {digest for digest, _ in shards.values()}
+    assert not {digest for digest, _ in _fingerprints(list_shards(output)).values()} & old_contents
+    assert (output / "notes.txt").read_text() == "mine"
