@@ -12,7 +12,8 @@ width of 48 comes back with 4 channels), and a training run should not lose thos
 Every decoding problem surfaces as :class:`VideoReadError` naming the file and the reason. Nothing
 here ever substitutes black frames for a video that cannot be read.
 
-Long videos stream: :class:`FrameReader` walks through a video with one open decoder and
+Long videos stream: :class:`FrameReader` walks through a video with one open decoder (PyAV,
+unless decord is asked for explicitly: decord decodes ahead without bound) and
 :class:`VideoWriter` encodes frames as they come, so neither holds a whole video. Writing uses PyAV
 with libx264 to a temporary file in the target directory, renamed into place when complete, so a
 crash never leaves a half-written video under the final name.
