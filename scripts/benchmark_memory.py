@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", default=["resize", "tile"], choices=tuple(MODELS))
     parser.add_argument("--batch-clips", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the measured processes")
+    parser.add_argument("--backend", choices=("decord", "pyav"), default=None,
+                        help="force the video backend of the measured processes ($VIDTWIN_VIDEO_BACKEND); default: automatic")
     parser.add_argument("--cache-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "vidtwin_benchmark_memory"),
                         help="where the looped video and the models are made once")
     parser.add_argument("--json", default=None, help="write the results here")
@@ -142,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     subprocess.run([sys.executable, __file__, "--prepare", *(argv if argv is not None else sys.argv[1:])], check=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    env.pop("VIDTWIN_VIDEO_BACKEND", None)
+    if args.backend:
+        env["VIDTWIN_VIDEO_BACKEND"] = args.backend
 
     rows = []
     for mode in args.modes:
@@ -184,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_native_bf16": cpu_has_native_bf16(),
         "dtype_auto": auto,
         "dtype_auto_reason": reason,
-        "video_backend": resolve_backend()[0],
+        "video_backend": args.backend or f"automatic (streaming reads use PyAV; probing uses {resolve_backend()[0]})",
         "threads": args.threads,
         "batch_clips": args.batch_clips,
         "video": f"{video.name}: 1280x720 H.264, Big Buck Bunny looped; the first N frames via --max-frames",

@@ -17,6 +17,7 @@ from vidtwin.inference import (
     to_uint8_frames,
 )
 from vidtwin.inference.cli import main
+from vidtwin.inference.evaluate import PAIR_CHUNK_FRAMES, evaluate_videos, list_eval_items
 from vidtwin.inference.sources import SourceVideo
 
 from conftest import TINY_CONFIG
@@ -51,11 +52,15 @@ def frames_of(path):
     return read_video(path)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# None: the automatic choice (streaming reads with PyAV, read_video with decord when installed).
+@pytest.mark.parametrize("backend", [None, "decord"] if "decord" in BACKENDS else [None])
 def test_streamed_commands_write_what_the_whole_video_path_writes(checkpoint, model, tmp_path, monkeypatch, backend):
     """reconstruct / encode / decode / cross stream a real clip; every output equals the one built from
     the whole video held in memory (read_video, then the in-memory API, then write_video)."""
-    monkeypatch.setenv(BACKEND_ENV_VAR, backend)
+    if backend is None:
+        monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(BACKEND_ENV_VAR, backend)
     whole, fps = read_video(BIKES, sample_fps=5.0)  # (50, 272, 640, 3): every 5th frame, 5 fps
     assert whole.shape[0] == 50 and fps == 5.0
 
@@ -124,20 +129,21 @@ class FlightRecorder:
     command that held the whole video before writing would reach the video's length.
     """
 
-    def __init__(self, monkeypatch, output_name: str):
-        self.read = self.written = self.max_in_flight = self.max_per_write = 0
+    def __init__(self, monkeypatch, output_name: str | None = None):
+        self.read = self.written = self.max_in_flight = self.max_per_write = self.max_per_read = 0
         read, write = FrameReader.read, VideoWriter.write
         recorder = self
 
         def counting_read(reader, indices):
             frames = read(reader, indices)
             recorder.read += frames.shape[0]
+            recorder.max_per_read = max(recorder.max_per_read, frames.shape[0])
             recorder.max_in_flight = max(recorder.max_in_flight, recorder.read - recorder.written)
             return frames
 
         def counting_write(writer, frames):
             write(writer, frames)
-            if writer.path.endswith(output_name):
+            if output_name is not None and writer.path.endswith(output_name):
                 recorder.written += frames.shape[0]
                 recorder.max_per_write = max(recorder.max_per_write, frames.shape[0])
 
@@ -183,8 +189,25 @@ def test_decode_and_cross_write_clip_by_clip(checkpoint, tmp_path, monkeypatch):
     assert recorder.written == 60 and recorder.max_per_write <= CLIP_LEN
 
 
-def test_pyav_reads_a_video_clip_by_clip_in_one_pass():
-    with FrameReader(BIKES, backend="pyav") as reader:
+def test_evaluate_reads_clip_by_clip(model, tmp_path, monkeypatch):
+    (tmp_path / "videos").mkdir()
+    video = moving_video(tmp_path / "videos" / "video.mp4", 60)
+    write_video(tmp_path / "copy.mp4", read_video(video)[0], fps=10.0)
+    (tmp_path / "pairs.csv").write_text("path,reconstruction\nvideos/video.mp4,copy.mp4\n")
+    for source, frames_read, largest_read in ((tmp_path / "videos", 64, CLIP_LEN), (tmp_path / "pairs.csv", 120, PAIR_CHUNK_FRAMES)):
+        recorder = FlightRecorder(monkeypatch)  # evaluate writes no video
+        items = list_eval_items(source)
+        (scores,) = evaluate_videos(items, model, None, batch_clips=2, dtype="fp32")
+        assert scores.error is None and scores.num_frames == 60
+        # Model: 8 clips of 8 frames (the last one padded); pairs: both videos in 16-frame chunks.
+        assert (recorder.read, recorder.max_per_read) == (frames_read, largest_read)
+        monkeypatch.undo()
+
+
+def test_pyav_reads_a_video_clip_by_clip_in_one_pass(monkeypatch):
+    monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
+    with FrameReader(BIKES) as reader:
+        assert reader.backend == "pyav"  # the automatic choice: decord would decode ahead without bound
         clips = [reader.read([min(start + k, 99) for k in range(CLIP_LEN)]) for start in range(0, 100, CLIP_LEN)]
         assert reader.frames_decoded == 100  # each frame decoded once, not once per clip
         assert torch.equal(torch.cat(clips)[:100], read_frames(BIKES, range(100), backend="pyav"))

@@ -160,7 +160,8 @@ def _pairs_from_files(item: EvalItem, options: InferenceOptions) -> tuple[Iterat
     reconstruction = VideoFileSource(item.reconstruction, max_frames=options.max_frames)
     num_frames = original.num_frames
     if num_frames != reconstruction.num_frames:
-        original.close(), reconstruction.close()
+        original.close()
+        reconstruction.close()
         raise InferenceError(
             f"{item.path} has {num_frames} (sampled) frames but its reconstruction "
             f"{item.reconstruction} has {reconstruction.num_frames}; use the same --sample-fps as for reconstruct"
