@@ -188,6 +188,7 @@ class VidTwin(nn.Module):
     # ------------------------------------------------------------------ tokens (fsq)
     def tokenize(self, video: torch.Tensor) -> VidTwinTokens:
         """(B, 3, T, H, W) in [-1, 1] -> integer FSQ tokens (see :class:`VidTwinTokens`); fsq models only."""
+        self._require_tokens("tokenize")
         return self.latents_to_tokens(self.encode(video))
 
     def latents_to_tokens(self, latents: VidTwinLatents) -> VidTwinTokens:
