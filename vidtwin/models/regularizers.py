@@ -122,8 +122,7 @@ class FSQRegularizer(nn.Module):
     @torch.no_grad()
     def _usage(self, indices: torch.Tensor) -> Dict[str, torch.Tensor]:
         counts = torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
-        probabilities = counts / counts.sum()
-        entropy = -(probabilities * torch.log(probabilities.clamp_min(1e-12))).sum()
+        entropy = _entropy(counts / counts.sum(), floor=1e-12)  # unused codes add 0
         return {"codebook_usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
 
     def _entropy_loss(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -142,9 +141,9 @@ class FSQRegularizer(nn.Module):
         return per_token - ENTROPY_DIVERSITY_GAMMA * batch
 
 
-def _entropy(probabilities: torch.Tensor) -> torch.Tensor:
-    """Entropy along the last axis, with VidTok's log clamp at 1e-5."""
-    return -(probabilities * probabilities.clamp_min(1e-5).log()).sum(dim=-1)
+def _entropy(probabilities: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+    """Entropy along the last axis; probabilities are clamped to ``floor`` inside the log (VidTok's 1e-5)."""
+    return -(probabilities * probabilities.clamp_min(floor).log()).sum(dim=-1)
 
 
 def entropy_loss_weight_at(config, step: int) -> float:
