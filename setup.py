@@ -25,6 +25,8 @@ setup(
         "numpy>=1.26",
         "scikit-video>=1.1.11",
         "matplotlib>=3.8",
+        # finite scalar quantization for regularizer: fsq (tested with 1.32)
+        "vector-quantize-pytorch>=1.20",
     ],
     extras_require={
         # decord is the fast reader; it has no wheels for every platform, so PyAV is the fallback.

@@ -1,7 +1,9 @@
-"""Print the latent shapes of a VidTwin config and how much of the input they keep.
+"""Print the latent shapes of a VidTwin config and how much of the input they keep; for FSQ
+configs also the tokens per clip and the bits per clip and per pixel.
 
     python scripts/compression_report.py configs/vidtwin.yaml
     python scripts/compression_report.py configs/vidtwin.yaml configs/vidtwin_paper.yaml
+    python scripts/compression_report.py configs/vidtwin_fsq.yaml
 """
 
 from __future__ import annotations
@@ -26,6 +28,30 @@ def compression_rows(config) -> tuple:
     return rows, latent_values, input_values
 
 
+def token_rows(config) -> list:
+    """[(name, tokens per clip, codebook size, bits per token)] for an FSQ config."""
+    sizes = config.codebook_sizes
+    rows = []
+    for name, shape in config.token_shapes().items():
+        codes = sizes["structure" if name == "structure" else "dynamics"]
+        rows.append((name, math.prod(shape), codes, math.log2(codes)))
+    return rows
+
+
+def print_token_report(config) -> None:
+    rows = token_rows(config)
+    frames, height, width = config.input_size
+    pixels = frames * height * width
+    print(f"{'tokens':<12} {'per clip':>10} {'codebook':>10} {'bits/token':>11} {'bits/clip':>11}")
+    for name, tokens, codes, bits in rows:
+        print(f"{name:<12} {tokens:>10,} {codes:>10,} {bits:>11.2f} {tokens * bits:>11,.0f}")
+    total_tokens = sum(tokens for _, tokens, _, _ in rows)
+    total_bits = sum(tokens * bits for _, tokens, _, bits in rows)
+    print(f"{'total':<12} {total_tokens:>10,} {'':>10} {'':>11} {total_bits:>11,.0f}")
+    print(f"bits: {total_bits:,.0f} per clip ({total_bits / 8 / 1024:.2f} KiB), "
+          f"{total_bits / pixels:.4f} per pixel ({frames} x {height} x {width} pixels)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="+", help="config YAML(s), merged in order (this project's or the official format)")
@@ -40,6 +66,8 @@ def main(argv=None) -> int:
     print(f"{'total':<12} {'':<22} {latent_values:>10,}")
     print(f"compression: {100 * latent_values / input_values:.3f}% of the input's values "
           f"({input_values / latent_values:.0f}x fewer)")
+    if config.regularizer == "fsq":
+        print_token_report(config)
     return 0
 
 

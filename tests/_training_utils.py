@@ -64,6 +64,20 @@ MICRO_MODEL = [
 ]
 
 
+# The micro model with FSQ tokens (structure 3 channels, 45 codes; dynamics 2 channels, 15 codes)
+# and VidTok's loss weights with a short annealing.
+FSQ_MICRO = [
+    "model.params.autoencoder.regularizer=fsq",
+    "model.params.autoencoder.structure_levels=[5,3,3]",
+    "model.params.autoencoder.dynamics_levels=[5,3]",
+    "model.params.autoencoder.entropy_loss_weight=0.1",
+    "model.params.autoencoder.entropy_loss_annealing_steps=4",
+    "model.params.autoencoder.entropy_loss_annealing_factor=3.0",
+    "model.params.autoencoder.commitment_loss_weight=0.25",
+    "model.params.loss.params.regularization_weights={aux_loss: 1.0}",
+]
+
+
 def micro_overrides(*extra: str, frames: int = 4, size: int = 32) -> list[str]:
     return MICRO_MODEL + clip_overrides(frames, size) + list(extra)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from _training_utils import REPO, carphone_path, micro_overrides, single_thread, tiny_config_files
+from _training_utils import FSQ_MICRO, REPO, carphone_path, micro_overrides, single_thread, tiny_config_files
 from vidtwin import load_model
 from vidtwin.training.cli import main
 
@@ -85,10 +85,13 @@ def test_run_directory_checkpoints_and_samples(tmp_path):
     assert module.init_report.loss_groups == ["discriminator", "logvar"]
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("regularizer", ["kl", "fsq"])
+def test_resume_continues_exactly(tmp_path, regularizer):
     # Deterministic: fixed clip, no posterior sampling, no dropout. EMA and the GAN are on so that
-    # their state is part of what must survive the restart.
-    deterministic = ("model.params.sample_posterior=false", "model.params.ema_decay=0.9",
+    # their state is part of what must survive the restart. FSQ adds the annealed entropy weight,
+    # which follows the restored update counter.
+    deterministic = (*(FSQ_MICRO if regularizer == "fsq" else ()),
+                     "model.params.sample_posterior=false", "model.params.ema_decay=0.9",
                      "model.params.loss.params.disc_start=2", "lightning.checkpoint.every_n_steps=2",
                      # The cosine length is fixed explicitly: by default it follows max_steps, which differs
                      # between the two halves here.

@@ -20,6 +20,7 @@ _EXPORTS = {
     "VidTwin": "vidtwin.models",
     "VidTwinConfig": "vidtwin.models",
     "VidTwinLatents": "vidtwin.models",
+    "VidTwinTokens": "vidtwin.models",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -10,7 +10,14 @@ tensor          layout
 ``dynamics_y``  ``(num_clips, num_tiles, d_D, T, h_D)`` float32
 ==============  =================================================================================
 
-``num_tiles`` is 1 for ``--spatial resize``. The metadata (all values are strings, as safetensors
+``num_tiles`` is 1 for ``--spatial resize``.
+
+FSQ models (``regularizer: fsq``) write integer tokens instead of float latents:
+``structure`` ``(num_clips, num_tiles, Q, h_S, w_S)``, ``dynamics_x`` ``(num_clips, num_tiles, T, w_D)``
+and ``dynamics_y`` ``(num_clips, num_tiles, T, h_D)``, each in the smallest integer dtype that holds
+its codebook (:func:`token_dtype`: uint8, uint16, int32 or int64). The metadata then has
+``latent_kind: fsq_tokens`` and ``codebook`` (JSON levels of both latents); reading turns the tokens
+back into the exact codes, so an :class:`EncodedVideo` always holds float latents. The metadata (all values are strings, as safetensors
 requires) holds everything ``decode`` needs without the source video: the config identity
 (``config_sha256`` and the config itself as JSON), ``fps``, ``num_frames``, ``clip_len``,
 ``num_clips``, ``original_height``/``original_width``, ``output_height``/``output_width``,
@@ -19,6 +26,7 @@ requires) holds everything ``decode`` needs without the source video: the config
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -33,13 +41,24 @@ from safetensors.torch import save_file
 from vidtwin.atomic_io import atomic_path
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.tiling import TileGrid
+from vidtwin.models.regularizers import FSQRegularizer
 
 FORMAT_NAME = "vidtwin-latents"
 FORMAT_VERSION = "1"
 TENSOR_NAMES = ("structure", "dynamics_x", "dynamics_y")
 # Config fields that choose how the same function is computed (or only matter in training), so
 # latents stay valid across them: an sdpa-encoded file decodes with flash attention and back.
-RUNTIME_ONLY_FIELDS = frozenset({"attention_backend", "qformer_dropout"})
+RUNTIME_ONLY_FIELDS = frozenset({
+    "attention_backend", "qformer_dropout", "entropy_loss_weight", "entropy_loss_annealing_steps",
+    "entropy_loss_annealing_factor", "commitment_loss_weight",
+})
+# Fields added after files were first written: left out at these values, so the configs (and
+# config_sha256) of files written before them stay what they were.
+LEFT_OUT_AT_DEFAULT = {"regularizer": "kl", "structure_levels": None, "dynamics_levels": None}
+FLOAT_LATENTS = "float"
+FSQ_TOKENS = "fsq_tokens"
+# Integer dtypes for tokens, smallest first, with the number of codes each holds.
+TOKEN_DTYPES = ((torch.uint8, 2**8), (torch.uint16, 2**16), (torch.int32, 2**31), (torch.int64, 2**63))
 
 
 class LatentFileError(ValueError):
@@ -56,7 +75,10 @@ def config_to_dict(config: Any) -> dict:
     """
     raw = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     plain = json.loads(json.dumps(raw, default=str))
-    return {key: value for key, value in plain.items() if key not in RUNTIME_ONLY_FIELDS}
+    return {
+        key: value for key, value in plain.items()
+        if key not in RUNTIME_ONLY_FIELDS and not (key in LEFT_OUT_AT_DEFAULT and value == LEFT_OUT_AT_DEFAULT[key])
+    }
 
 
 def config_identity(config: Any) -> tuple[str, str]:
@@ -73,6 +95,71 @@ def describe_config_difference(expected: dict, found: dict, limit: int = 4) -> s
     return shown + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")
 
 
+# ---------------------------------------------------------------------------------------- tokens
+def codebook_levels(config: Any) -> dict | None:
+    """``{"structure": [...], "dynamics": [...]}``: the FSQ levels of a model config; None for kl."""
+    plain = config_to_dict(config)
+    if plain.get("regularizer", "kl") != "fsq":
+        return None
+    return {"structure": list(plain["structure_levels"]), "dynamics": list(plain["dynamics_levels"])}
+
+
+def token_dtype(codebook_size: int) -> torch.dtype:
+    """The smallest integer dtype that holds the indices 0..codebook_size-1 (uint8, uint16, int32, int64)."""
+    for dtype, capacity in TOKEN_DTYPES:
+        if codebook_size <= capacity:
+            return dtype
+    raise ValueError(f"a codebook of {codebook_size} codes does not fit in int64")
+
+
+def pack_tokens(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
+    """Integer token indices -> the same values in ``token_dtype(codebook_size)``, for storage."""
+    if indices.is_floating_point() or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size)):
+        raise ValueError(f"tokens must be integers in [0, {codebook_size})")
+    return indices.to(token_dtype(codebook_size))
+
+
+def unpack_tokens(stored: torch.Tensor) -> torch.Tensor:
+    """Stored tokens (any integer dtype) -> int64 indices."""
+    if stored.is_floating_point():
+        raise ValueError(f"stored tokens must have an integer dtype, got {stored.dtype}")
+    return stored.to(torch.int64)
+
+
+@functools.lru_cache(maxsize=8)
+def _quantizer(levels: tuple) -> FSQRegularizer:
+    return FSQRegularizer(levels)
+
+
+def _levels_of(name: str, codebook: dict) -> tuple:
+    return tuple(codebook["structure" if name == "structure" else "dynamics"])
+
+
+def codes_to_stored_tokens(name: str, codes: torch.Tensor, codebook: dict) -> torch.Tensor:
+    """FSQ codes (B, C, *grid) of latent ``name`` -> packed tokens (B, *grid) in ``token_dtype``.
+
+    Raises ValueError when the values are not codes of that codebook (tokens would not keep them).
+    """
+    quantizer = _quantizer(_levels_of(name, codebook))
+    codes = codes.detach().cpu().float()
+    indices = quantizer.codes_to_indices(codes)  # (B, *grid)
+    if not torch.allclose(quantizer.indices_to_codes(indices), codes, rtol=0, atol=1e-3):
+        raise ValueError(f"the {name} latents are not codes of the FSQ levels {list(quantizer.levels)}")
+    return pack_tokens(indices, quantizer.codebook_size)
+
+
+def stored_tokens_to_codes(name: str, tokens: torch.Tensor, codebook: dict) -> torch.Tensor:
+    """Packed tokens (B, *grid) of latent ``name`` -> float32 FSQ codes (B, C, *grid)."""
+    return _quantizer(_levels_of(name, codebook)).indices_to_codes(unpack_tokens(tokens))
+
+
+def _describe_codebook(codebook: dict | None) -> str:
+    if codebook is None:
+        return "Gaussian (kl) latents"
+    return f"FSQ levels structure {codebook['structure']}, dynamics {codebook['dynamics']}"
+
+
+# ---------------------------------------------------------------------------------------- files
 @dataclass
 class EncodedVideo:
     """Latents of every clip (and tile) of one video plus what is needed to decode them."""
@@ -110,6 +197,12 @@ class EncodedVideo:
     def check_config(self, model_config: Any, what: str = "latents") -> None:
         """Raise :class:`LatentFileError` unless these latents come from a model of ``model_config``."""
         expected = config_to_dict(model_config)
+        file_codebook, model_codebook = codebook_levels(self.config), codebook_levels(expected)
+        if file_codebook != model_codebook:
+            raise LatentFileError(
+                f"{what} were written with {_describe_codebook(file_codebook)} but this model has "
+                f"{_describe_codebook(model_codebook)}; use the --config/--ckpt that encoded them"
+            )
         if config_identity(expected)[0] != self.config_sha256:
             raise LatentFileError(
                 f"{what} were written by a model with another config ({describe_config_difference(expected, self.config)}); "
@@ -159,12 +252,41 @@ def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
         "source": encoded.source,
         "extra": json.dumps(encoded.extra),
     }
-    tensors = {
-        name: getattr(encoded, name).detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES
-    }
+    codebook = codebook_levels(encoded.config)
+    if codebook is None:
+        tensors = {
+            name: getattr(encoded, name).detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES
+        }
+    else:
+        metadata.update({"latent_kind": FSQ_TOKENS, "codebook": json.dumps(codebook)})
+        tensors = {}
+        for name in TENSOR_NAMES:
+            codes = getattr(encoded, name)  # (clips, tiles, C, *grid)
+            try:
+                tokens = codes_to_stored_tokens(name, codes.flatten(0, 1), codebook)  # (clips*tiles, *grid)
+            except ValueError as error:
+                raise LatentFileError(f"cannot write {path}: {error}") from None
+            tensors[name] = tokens.unflatten(0, codes.shape[:2]).contiguous()  # (clips, tiles, *grid)
     with atomic_path(path) as temp:
         save_file(tensors, str(temp), metadata=metadata)
     return path
+
+
+def _float_latents(tensors: dict, metadata: dict, config: dict, path: Path) -> dict:
+    """The file's tensors as float latents: FSQ tokens become their codes (exactly)."""
+    kind = metadata.get("latent_kind", FLOAT_LATENTS)
+    if kind == FLOAT_LATENTS:
+        return tensors
+    if kind != FSQ_TOKENS:
+        raise LatentFileError(f"latent file {path} has unknown latent_kind {kind!r}")
+    codebook = json.loads(metadata["codebook"])
+    if codebook != codebook_levels(config):
+        raise LatentFileError(f"latent file {path} is corrupt: its codebook does not match its config")
+    codes = {}
+    for name, tokens in tensors.items():
+        flat = stored_tokens_to_codes(name, tokens.flatten(0, 1), codebook)  # (clips*tiles, C, *grid)
+        codes[name] = flat.unflatten(0, tokens.shape[:2])  # (clips, tiles, C, *grid)
+    return codes
 
 
 def load_latents(path: str | os.PathLike, expected_config: Any | None = None) -> EncodedVideo:
@@ -193,6 +315,7 @@ def load_latents(path: str | os.PathLike, expected_config: Any | None = None) ->
         )
     try:
         config = json.loads(metadata["config_json"])
+        tensors = _float_latents(tensors, metadata, config, path)
         if hashlib.sha256(metadata["config_json"].encode("utf-8")).hexdigest() != metadata["config_sha256"]:
             raise LatentFileError(f"latent file {path} is corrupt: its config does not match its config_sha256")
         tile_grid = TileGrid.from_dict(json.loads(metadata["tile_grid"])) if metadata["tile_grid"] else None

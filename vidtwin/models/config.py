@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 ATTENTION_BACKENDS = ("sdpa", "flash")
+REGULARIZERS = ("kl", "fsq")
 
 
 @dataclass
@@ -55,20 +56,42 @@ class VidTwinConfig:
     init_ch: int = 128
     # Number of stride-2 conv blocks in the structure branch.
     cont_num_blocks: int = 1
-    # Channels d_S of the structure latent.
+    # Channels d_S of the structure latent; with regularizer "fsq" it is set to len(structure_levels).
     expect_ch: int = 8
     # Whether the dynamics branch downsamples the token grid before pooling.
     downsample_motion: bool = True
     # Number of stride-2 conv blocks in the dynamics branch (when downsample_motion).
     motion_num_blocks: int = 1
-    # Channels d_D of the dynamics latents.
+    # Channels d_D of the dynamics latents; with regularizer "fsq" it is set to len(dynamics_levels).
     d_dim: int = 8
+    # Latent regularizer: "kl" (Gaussian posteriors, the published model) or "fsq" (integer tokens).
+    regularizer: str = "kl"
+    # FSQ levels per structure channel (fsq only), e.g. [8, 8, 8, 5, 5, 5]: prod(levels) codes.
+    structure_levels: Optional[Tuple[int, ...]] = None
+    # FSQ levels per dynamics channel (fsq only), shared by dynamics_x and dynamics_y.
+    dynamics_levels: Optional[Tuple[int, ...]] = None
+    # FSQ training only (VidTok's FSQRegularizer names): weight of the entropy loss once annealed.
+    entropy_loss_weight: float = 0.0
+    # Updates over which the entropy weight falls linearly from factor x weight to weight.
+    entropy_loss_annealing_steps: int = 0
+    # Entropy weight at update 0, as a multiple of entropy_loss_weight.
+    entropy_loss_annealing_factor: float = 1.0
+    # Weight of the commitment loss (MSE between the quantizer's input and its codes).
+    commitment_loss_weight: float = 0.0
     # Attention implementation: "sdpa" (torch, runs anywhere) or "flash" (flash-attn, CUDA only).
     attention_backend: str = "sdpa"
 
     def __post_init__(self) -> None:
         self.input_size = tuple(int(v) for v in self.input_size)
         self.patch_size = tuple(int(v) for v in self.patch_size)
+        for name in ("structure_levels", "dynamics_levels"):
+            levels = getattr(self, name)
+            if levels is not None:
+                setattr(self, name, tuple(int(v) for v in levels))
+        if self.regularizer == "fsq" and self.structure_levels and self.dynamics_levels:
+            # Each FSQ channel is one scalar quantizer, so the levels fix the latent widths.
+            self.expect_ch = len(self.structure_levels)
+            self.d_dim = len(self.dynamics_levels)
         self.validate()
 
     def validate(self) -> None:
@@ -87,6 +110,7 @@ class VidTwinConfig:
             )
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
+        self._validate_regularizer()
         _, grid_h, grid_w = self.token_grid
         if self.downsample_motion and grid_h != grid_w:
             # The published design maps the pooled dynamics back with one shared `up_motion` sized for
@@ -95,6 +119,36 @@ class VidTwinConfig:
                 f"downsample_motion needs a square token grid, got {grid_h}x{grid_w}; "
                 "use a square input_size or downsample_motion: false"
             )
+
+    def _validate_regularizer(self) -> None:
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+        level_fields = ("structure_levels", "dynamics_levels")
+        if self.regularizer == "kl":
+            given = [name for name in level_fields if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply with regularizer: fsq (this config has regularizer: kl)")
+            return
+        for name in level_fields:
+            levels = getattr(self, name)
+            if not levels:
+                raise ValueError(f"regularizer fsq needs {name}, a list of FSQ levels such as [8, 8, 8, 5, 5, 5]")
+            if min(levels) < 3:
+                # With 2 levels the tanh-bounded rounding is asymmetric ({-1, 0}); FSQ uses 3 or more.
+                raise ValueError(f"{name} must all be >= 3, got {list(levels)}")
+        if self.entropy_loss_annealing_steps < 0 or min(self.entropy_loss_weight, self.commitment_loss_weight) < 0:
+            raise ValueError("entropy_loss_weight, commitment_loss_weight and entropy_loss_annealing_steps must be >= 0")
+
+    @property
+    def codebook_sizes(self) -> Optional[dict]:
+        """Codes per token of each latent, {"structure": prod(levels), "dynamics": ...}; None for kl."""
+        if self.regularizer != "fsq":
+            return None
+        return {"structure": math.prod(self.structure_levels), "dynamics": math.prod(self.dynamics_levels)}
+
+    def token_shapes(self) -> dict:
+        """Shape of each latent's token grid for one clip (the latent shapes without the channel axis)."""
+        return {name: shape[1:] for name, shape in self.latent_shapes().items()}
 
     @property
     def token_grid(self) -> Tuple[int, int, int]:
@@ -133,6 +187,9 @@ class VidTwinConfig:
         out = dataclasses.asdict(self)
         out["input_size"] = list(self.input_size)
         out["patch_size"] = list(self.patch_size)
+        for name in ("structure_levels", "dynamics_levels"):
+            if out[name] is not None:
+                out[name] = list(out[name])
         return out
 
     @classmethod
@@ -155,4 +212,4 @@ def replace(config: VidTwinConfig, **changes: Any) -> VidTwinConfig:
     return dataclasses.replace(config, **changes)
 
 
-__all__ = ["VidTwinConfig", "ATTENTION_BACKENDS", "config_fields", "replace"]
+__all__ = ["VidTwinConfig", "ATTENTION_BACKENDS", "REGULARIZERS", "config_fields", "replace"]

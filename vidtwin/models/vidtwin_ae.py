@@ -6,20 +6,20 @@ Module names are the official checkpoint's, so an official state_dict loads with
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from .config import VidTwinConfig
-from .distributions import DiagonalGaussian
 from .qformer import TemporalQFormer
+from .regularizers import build_regularizer, entropy_loss_weight_at
 from .st_transformer import STTDecoder, STTEncoder
 
 DECODE_PARTS = (None, "structure", "dynamics")
+LATENT_NAMES = ("structure", "dynamics_x", "dynamics_y")
 
 
 @dataclass
@@ -30,19 +30,48 @@ class VidTwinLatents:
     dynamics_x: (B, d_D, T, w_D) fast motion, pooled over the height (one value per column).
     dynamics_y: (B, d_D, T, h_D) fast motion, pooled over the width (one value per row).
     kl:         the KL term of the posteriors these came from (sum over all elements / B), or None.
+    quantization: FSQ models: per-latent losses and codebook statistics of the quantizers these
+                came from, keyed "structure/codebook_usage", "dynamics_x/entropy_loss", ...; or None.
+
+    With ``regularizer: fsq`` the three tensors are FSQ codes: every value lies on the grid
+    ``(k - L // 2) / (L // 2)`` of its channel's L levels, within [-1, 1].
     """
 
     structure: torch.Tensor
     dynamics_x: torch.Tensor
     dynamics_y: torch.Tensor
     kl: Optional[torch.Tensor] = None
+    quantization: Optional[Dict[str, torch.Tensor]] = None
 
     def to(self, *args, **kwargs) -> "VidTwinLatents":
-        moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return VidTwinLatents(**{k: (v.to(*args, **kwargs) if v is not None else None) for k, v in moved.items()})
+        moved = {name: getattr(self, name).to(*args, **kwargs) for name in LATENT_NAMES}
+        kl = self.kl.to(*args, **kwargs) if self.kl is not None else None
+        quantization = ({k: v.to(*args, **kwargs) for k, v in self.quantization.items()}
+                        if self.quantization is not None else None)
+        return VidTwinLatents(**moved, kl=kl, quantization=quantization)
 
     def numel_per_clip(self) -> int:
         return sum(t[0].numel() for t in (self.structure, self.dynamics_x, self.dynamics_y))
+
+
+@dataclass
+class VidTwinTokens:
+    """Integer FSQ tokens of a batch of clips: int64 indices into each latent's codebook.
+
+    structure:  (B, Q, h_S, w_S) in [0, prod(structure_levels)).
+    dynamics_x: (B, T, w_D) in [0, prod(dynamics_levels)).
+    dynamics_y: (B, T, h_D) in [0, prod(dynamics_levels)).
+    """
+
+    structure: torch.Tensor
+    dynamics_x: torch.Tensor
+    dynamics_y: torch.Tensor
+
+    def to(self, *args, **kwargs) -> "VidTwinTokens":
+        return VidTwinTokens(*(getattr(self, name).to(*args, **kwargs) for name in LATENT_NAMES))
+
+    def numel_per_clip(self) -> int:
+        return sum(getattr(self, name)[0].numel() for name in LATENT_NAMES)
 
 
 def _stride2_convs(channels: int, count: int, grow: bool) -> Tuple[nn.Sequential, int]:
@@ -94,7 +123,11 @@ class VidTwin(nn.Module):
         )
         self.conv_in = nn.Conv2d(query_width, config.init_ch, 3, padding=1)
         self.content_downsample_blocks, bottleneck_ch = _stride2_convs(config.init_ch, config.cont_num_blocks, grow=True)
-        self.bottle_down = nn.Conv2d(bottleneck_ch, 2 * config.expect_ch, 3, padding=1)
+        # The regularizers turn head outputs into latents: Gaussian (2 x channels: mean, log-variance)
+        # or FSQ (1 x channels). They hold no weights; dynamics_x and dynamics_y share one.
+        self.structure_regularizer = build_regularizer(config, "structure")
+        self.dynamics_regularizer = build_regularizer(config, "dynamics")
+        self.bottle_down = nn.Conv2d(bottleneck_ch, self.structure_regularizer.head_channels(config.expect_ch), 3, padding=1)
         self.bottle_up = nn.Sequential(nn.Conv2d(config.expect_ch, bottleneck_ch, 3, padding=1), nn.ReLU())
         upsample = []
         for _ in range(config.cont_num_blocks):
@@ -106,7 +139,7 @@ class VidTwin(nn.Module):
         self.cont_emb = nn.Sequential(nn.Linear(query_width, width), nn.ReLU(), nn.Conv1d(config.num_queries, frames, 1), nn.ReLU())
 
         # Dynamics branch: optional per-frame downsampling, then means over H and over W.
-        self.motion_head = nn.Conv2d(width, 2 * config.d_dim, 3, padding=1)
+        self.motion_head = nn.Conv2d(width, self.dynamics_regularizer.head_channels(config.d_dim), 3, padding=1)
         self.motion_emb = nn.Sequential(nn.Linear(config.d_dim, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
         if config.downsample_motion:
             self.downsample_motion_module, _ = _stride2_convs(width, config.motion_num_blocks, grow=False)
@@ -134,33 +167,99 @@ class VidTwin(nn.Module):
         """(B, 3, T, H, W) in [-1, 1] -> latents.
 
         sample: draw from the posteriors (True) or take their means (False). None samples only in
-        training mode, so an eval-mode model is deterministic.
+        training mode, so an eval-mode model is deterministic. FSQ models always return their
+        quantized codes (sample has no effect) and ``latents.quantization`` instead of ``kl``.
         """
         self._check_video(video)
         if sample is None:
             sample = self.training
         tokens = self.encoder(video)  # (B, C, t, h, w)
-        posteriors = (self._structure_posterior(tokens), *self._dynamics_posteriors(tokens))
-        structure, dynamics_x, dynamics_y = (p.sample(generator) if sample else p.mode() for p in posteriors)
-        kl = sum(p.kl_sum() for p in posteriors) / video.shape[0]
-        return VidTwinLatents(structure, dynamics_x, dynamics_y, kl)
+        heads = (self._structure_head(tokens), *self._dynamics_heads(tokens))
+        regularizers = (self.structure_regularizer, self.dynamics_regularizer, self.dynamics_regularizer)
+        outputs = [regularizer(head, sample, generator) for regularizer, head in zip(regularizers, heads)]
+        latents = [latent for latent, _ in outputs]
+        logs = dict(zip(LATENT_NAMES, (log for _, log in outputs)))
+        if self.config.regularizer == "kl":
+            kl = sum(log["kl_sum"] for log in logs.values()) / video.shape[0]
+            return VidTwinLatents(*latents, kl=kl)
+        quantization = {f"{name}/{key}": value for name, log in logs.items() for key, value in log.items()}
+        return VidTwinLatents(*latents, quantization=quantization)
 
-    def _structure_posterior(self, tokens: torch.Tensor) -> DiagonalGaussian:
+    # ------------------------------------------------------------------ tokens (fsq)
+    def tokenize(self, video: torch.Tensor) -> VidTwinTokens:
+        """(B, 3, T, H, W) in [-1, 1] -> integer FSQ tokens (see :class:`VidTwinTokens`); fsq models only."""
+        self._require_tokens("tokenize")
+        return self.latents_to_tokens(self.encode(video))
+
+    def latents_to_tokens(self, latents: VidTwinLatents) -> VidTwinTokens:
+        """FSQ codes -> their int64 codebook indices."""
+        self._require_tokens("latents_to_tokens")
+        return VidTwinTokens(*(self._regularizer_of(name).codes_to_indices(getattr(latents, name))
+                               for name in LATENT_NAMES))
+
+    def detokenize(self, tokens: VidTwinTokens) -> VidTwinLatents:
+        """Integer tokens -> the FSQ codes they index, as latents that :meth:`decode` accepts.
+
+        ``decode(detokenize(tokenize(x)))`` equals ``decode(encode(x))``.
+        """
+        self._require_tokens("detokenize")
+        for name, shape in self.config.token_shapes().items():
+            tensor = getattr(tokens, name)
+            if tensor.dim() != len(shape) + 1 or tuple(tensor.shape[1:]) != shape:
+                raise ValueError(f"tokens {name} have shape {tuple(tensor.shape)}, this model expects (B, {', '.join(map(str, shape))})")
+        dtype = next(self.parameters()).dtype
+        return VidTwinLatents(*(self._regularizer_of(name).indices_to_codes(getattr(tokens, name)).to(dtype)
+                                for name in LATENT_NAMES))
+
+    def _regularizer_of(self, name: str) -> nn.Module:
+        return self.structure_regularizer if name == "structure" else self.dynamics_regularizer
+
+    def _require_tokens(self, what: str) -> None:
+        if self.config.regularizer != "fsq":
+            raise ValueError(
+                f"{what} needs an FSQ model (regularizer: fsq); this model has Gaussian (kl) latents, "
+                "which are continuous: use encode/decode"
+            )
+
+    def regularization_log(self, latents: VidTwinLatents, step: int) -> Dict[str, torch.Tensor]:
+        """The regularization terms of ``latents`` for the loss, by name, at training update ``step``.
+
+        kl: ``{"kl_loss"}``. fsq: ``{"aux_loss", "entropy_loss", "commitment_loss"}``, each summed
+        over the three latents, with ``aux_loss = w_entropy(step) * entropy_loss +
+        commitment_loss_weight * commitment_loss`` as VidTok's FSQRegularizer (the entropy weight
+        anneals, see :func:`vidtwin.models.regularizers.entropy_loss_weight_at`).
+        """
+        if latents.kl is not None:
+            return {"kl_loss": latents.kl}
+        if latents.quantization is None:
+            raise ValueError("latents carry neither a KL term nor FSQ statistics: pass the output of encode")
+        zero = latents.structure.new_zeros((), dtype=torch.float32)
+        terms = {}
+        for term in ("entropy_loss", "commitment_loss"):
+            values = [latents.quantization[f"{name}/{term}"] for name in LATENT_NAMES
+                      if f"{name}/{term}" in latents.quantization]
+            terms[term] = sum(values) if values else zero
+        config = self.config
+        aux = (entropy_loss_weight_at(config, step) * terms["entropy_loss"]
+               + config.commitment_loss_weight * terms["commitment_loss"])
+        return {"aux_loss": aux, **terms}
+
+    def _structure_head(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, _, _, grid_h, grid_w = tokens.shape
         sequences = rearrange(tokens, "B C T H W -> (B H W) T C")
         queries = self.temporal_qformer(sequences)  # (B*h*w, Q, q)
         query_maps = rearrange(queries, "(B H W) Q C -> (B Q) C H W", B=batch, H=grid_h, W=grid_w)
-        moments = self.bottle_down(self.content_downsample_blocks(self.conv_in(query_maps)))  # (B*Q, 2*d_S, h_S, w_S)
-        return DiagonalGaussian(rearrange(moments, "(B Q) C H W -> B C Q H W", B=batch))
+        head = self.bottle_down(self.content_downsample_blocks(self.conv_in(query_maps)))  # (B*Q, k*d_S, h_S, w_S), k = 2 (kl) or 1 (fsq)
+        return rearrange(head, "(B Q) C H W -> B C Q H W", B=batch)
 
-    def _dynamics_posteriors(self, tokens: torch.Tensor) -> Tuple[DiagonalGaussian, DiagonalGaussian]:
+    def _dynamics_heads(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         frames = tokens.shape[2]
         if self.config.downsample_motion:
             per_frame = self.downsample_motion_module(rearrange(tokens, "B C T H W -> (B T) C H W"))  # (B*t, C, h', w')
             tokens = rearrange(per_frame, "(B T) C H W -> B C T H W", T=frames)
         along_width = tokens.mean(dim=-2)  # (B, C, t, w'): averaged over the height
         along_height = tokens.mean(dim=-1)  # (B, C, t, h'): averaged over the width
-        return DiagonalGaussian(self.motion_head(along_width)), DiagonalGaussian(self.motion_head(along_height))
+        return self.motion_head(along_width), self.motion_head(along_height)  # (B, k*d_D, t, w'), (B, k*d_D, t, h')
 
     # ------------------------------------------------------------------ decode
     def decode(self, latents: VidTwinLatents, only: Optional[str] = None) -> torch.Tensor:
@@ -207,7 +306,7 @@ class VidTwin(nn.Module):
         return per_column[:, :, :, None, :] + per_row[:, :, :, :, None]  # (B, C, t, h, w)
 
     def forward(self, video: torch.Tensor, sample: Optional[bool] = None) -> Tuple[torch.Tensor, VidTwinLatents]:
-        """Encode then decode. Returns (reconstruction, latents); latents.kl is the KL term."""
+        """Encode then decode. Returns (reconstruction, latents); see :meth:`regularization_log`."""
         latents = self.encode(video, sample=sample)
         return self.decode(latents), latents
 

@@ -8,6 +8,11 @@ the file holds is loaded; what it lacks keeps its fresh initialisation and is re
 * the discriminator, strictly, when the file has ``loss.discriminator.*``;
 * ``loss.logvar``, and the LPIPS weights (``loss.perceptual_loss.*``) when the loss uses LPIPS.
 
+A tensor whose shape differs from the model's is an error that lists the ``ignore_keys`` which
+re-initialise those layers: this is how a KL checkpoint initialises an FSQ model, whose bottleneck
+layers (``bottle_down``, ``motion_head``, and ``bottle_up`` / ``motion_emb.0`` when the channel
+count changes) have other shapes while every other weight loads.
+
 ``ignore_keys`` and ``freeze`` are regular expressions applied with ``re.match`` (anchored at the
 start of the name). ``ignore_keys`` sees the official key names: autoencoder keys bare
 (``encoder.blocks.0...``, ``decoder.final_layer...``) and loss keys with their ``loss.`` prefix
@@ -121,6 +126,7 @@ def initialise_from_checkpoint(
         merged.update(ae_state)
         ae_state = merged
         report.kept_initialisation = dropped_ae
+    _refuse_reshaped_keys(autoencoder, ae_state, path)
     try:
         autoencoder.load_state_dict_checked(ae_state)
     except CheckpointError as error:
@@ -143,6 +149,22 @@ def initialise_from_checkpoint(
         logger.warning("%s has no discriminator weights: the discriminator starts from scratch", path)
     logger.info(report.summary())
     return report
+
+
+def _refuse_reshaped_keys(autoencoder: nn.Module, state: StateDict, path: Union[str, Path]) -> None:
+    """Raise ``CheckpointError`` naming the ``ignore_keys`` that would re-initialise the layers whose
+    shapes differ (e.g. the bottleneck layers when a KL checkpoint initialises an FSQ model)."""
+    own = autoencoder.state_dict()
+    reshaped = sorted(k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape))
+    if not reshaped:
+        return
+    layers = sorted({key.rsplit(".", 1)[0] for key in reshaped})
+    patterns = ", ".join(f"'{re.escape(layer)}\\.'" for layer in layers)
+    raise CheckpointError(
+        f"{path}: {len(reshaped)} tensors have other shapes in this model ({', '.join(reshaped[:6])}"
+        f"{' ...' if len(reshaped) > 6 else ''}); to re-initialise those layers, set "
+        f"model.params.ignore_keys: [{patterns}]"
+    )
 
 
 def freeze_parameters(module: nn.Module, patterns: Sequence[str]) -> list[str]:

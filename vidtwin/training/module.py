@@ -3,8 +3,9 @@
 One training update (every ``grad_accumulation`` batches):
 
 1. forward: ``reconstruction, latents = autoencoder(video)`` (posterior sampled in training);
-2. autoencoder loss (L1 [+ LPIPS] / exp(logvar) + logvar, + kl_weight * KL, + adaptive GAN term
-   after ``disc_start``) -> backward into the autoencoder and ``loss.logvar``;
+2. autoencoder loss (L1 [+ LPIPS] / exp(logvar) + logvar, + the regularization term: kl_loss weight
+   x KL for Gaussian latents, aux_loss weight x (annealed entropy + commitment loss) for FSQ
+   latents, + adaptive GAN term after ``disc_start``) -> backward into the autoencoder and ``loss.logvar``;
 3. discriminator loss on the detached reconstruction -> backward into ``loss.discriminator``;
 4. at the end of the accumulation window: set both learning rates from the schedules, clip,
    step both optimizers, update the EMA, advance ``train_step``.
@@ -124,6 +125,7 @@ class VidTwinLightningModule(pl.LightningModule):
             if lpips_given and loss["params"].get("perceptual_state_dict") is None:
                 loss["params"]["perceptual_state_dict"] = lpips_given
         self.loss = instantiate_from_config(loss)
+        _check_regularization_weights(self.autoencoder.config, self.loss)
 
         self.init_report = None
         if init_state is not None:
@@ -248,12 +250,13 @@ class VidTwinLightningModule(pl.LightningModule):
             # even when the update is later skipped; keep a copy to put back in that case.
             self._buffer_snapshot = {n: b.detach().clone() for n, b in self._persistent_buffers()}
         reconstruction, latents = self.autoencoder(video, sample=self.sample_posterior)  # (B, 3, T, H, W)
-        regularization_log = {"kl_loss": latents.kl}
+        regularization_log = self.autoencoder.regularization_log(latents, self.train_step)
         scale = 1.0 / self.grad_accumulation
 
         self.toggle_optimizer(opt_g)
         ae_loss, log = self.loss(regularization_log, video, reconstruction, 0, self.train_step,
                                  last_layer=self.autoencoder.get_last_layer(), split="train")
+        log.update(_quantization_log(latents, regularization_log, "train"))
         finite = self._all_finite(ae_loss)
         if finite:
             self.manual_backward(ae_loss * scale)
@@ -386,15 +389,18 @@ class VidTwinLightningModule(pl.LightningModule):
         video = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
         with self.ema_scope():
             reconstruction, latents = self.autoencoder(video, sample=False)  # (B, 3, T, H, W)
-        _, log = self.loss({"kl_loss": latents.kl}, video, reconstruction, 0, self.train_step,
-                           last_layer=None, split="val")
+        _, log = self.loss(self.autoencoder.regularization_log(latents, self.train_step), video, reconstruction,
+                           0, self.train_step, last_layer=None, split="val")
         video_c, reconstruction_c = video.float().clamp(-1, 1), reconstruction.float().clamp(-1, 1)
         unit_video, unit_rec = to_unit_range(video_c), to_unit_range(reconstruction_c)
         metrics = {
             "val/rec_loss": log["val/rec_loss"].float(),
-            "val/kl_loss": latents.kl.detach().float(),
             "val/ssim": ssim_per_frame(unit_rec, unit_video, compute_dtype=torch.float32).mean().float(),
         }
+        if latents.kl is not None:
+            metrics["val/kl_loss"] = latents.kl.detach().float()
+        else:  # FSQ: codebook use on the validation batch (the aux losses are training-only)
+            metrics.update({f"val/{k}": v.float() for k, v in latents.quantization.items()})
         lpips = self._validation_lpips()
         if lpips is not None:
             metrics["val/lpips"] = lpips_per_frame(reconstruction_c, video_c, lpips).mean()
@@ -451,3 +457,27 @@ class VidTwinLightningModule(pl.LightningModule):
         if self._reset_ema_after_load:
             self.ema = EMA(self.autoencoder, self.ema.decay)
             self._reset_ema_after_load = False
+
+
+def _check_regularization_weights(config: VidTwinConfig, loss: Any) -> None:
+    """FSQ aux losses reach the objective only through the loss's ``aux_loss`` weight: refuse a
+    config that switches them on but would silently drop them (e.g. a KL config's weights)."""
+    weights = getattr(loss, "regularization_weights", None)
+    if config.regularizer != "fsq" or weights is None:
+        return
+    if (config.entropy_loss_weight > 0 or config.commitment_loss_weight > 0) and "aux_loss" not in weights:
+        raise ConfigError(
+            "an FSQ model with entropy or commitment loss needs model.params.loss.params.regularization_weights "
+            "with aux_loss (VidTok uses {aux_loss: 1.0}); kl_loss does not apply to FSQ latents"
+        )
+
+
+def _quantization_log(latents, regularization_log: dict, split: str) -> dict:
+    """FSQ codebook usage and perplexity per latent and the unweighted aux losses, for the logger."""
+    if latents.quantization is None:
+        return {}
+    log = {f"{split}/{key}": value.detach() for key, value in latents.quantization.items()
+           if key.endswith(("codebook_usage", "perplexity"))}
+    for term in ("entropy_loss", "commitment_loss"):
+        log[f"{split}/{term}"] = regularization_log[term].detach()
+    return log

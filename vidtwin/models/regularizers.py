@@ -1,0 +1,168 @@
+"""The latent regularizers: what turns a bottleneck head's output into a latent.
+
+``regularizer: kl`` (the published model) reads the head output as a diagonal Gaussian; ``fsq``
+quantizes it with finite scalar quantization (Mentzer et al., 2023) into integer tokens. Both are
+modules with the same call, chosen by :func:`build_regularizer`; neither has weights, so the
+choice never changes a state_dict.
+
+FSQ is ``vector_quantize_pytorch.FSQ``: per channel, ``tanh`` bounds the value to ``L_i`` levels
+and a straight-through ``round`` picks one; a token's index is ``sum_i digit_i * prod(levels[:i])``
+with ``digit_i`` in ``0..L_i-1``, codes are ``(digit_i - L_i // 2) / (L_i // 2)`` in [-1, 1]: the
+layout and bounding of VidTok's ``FSQRegularizer``. :class:`FSQRegularizer` adds what VidTok has
+on top: the entropy loss (annealed by the training module) and the commitment loss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from vector_quantize_pytorch import FSQ
+
+from .distributions import DiagonalGaussian
+
+# VidTok's constants: the softmax over codes uses logits 2 * inv_temperature * <z, code>, and the
+# batch's code entropy counts with weight diversity_gamma.
+ENTROPY_INV_TEMPERATURE = 100.0
+ENTROPY_DIVERSITY_GAMMA = 1.0
+
+
+class GaussianRegularizer(nn.Module):
+    """Diagonal Gaussian latents (``regularizer: kl``): the head gives mean and log-variance."""
+
+    def head_channels(self, latent_channels: int) -> int:
+        """Channels the bottleneck head must produce for a latent of ``latent_channels``."""
+        return 2 * latent_channels
+
+    def forward(self, moments: torch.Tensor, sample: bool,
+                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """moments (B, 2C, ...) -> (latent (B, C, ...), {"kl_sum": KL summed over every element})."""
+        posterior = DiagonalGaussian(moments)
+        latent = posterior.sample(generator) if sample else posterior.mode()
+        return latent, {"kl_sum": posterior.kl_sum()}
+
+
+class FSQRegularizer(nn.Module):
+    """Finite scalar quantization of channel-first latents (``regularizer: fsq``).
+
+    Args:
+        levels: levels per channel, e.g. (8, 8, 8, 5, 5, 5): ``prod(levels)`` codes.
+        entropy_loss: compute VidTok's entropy loss in training mode (a softmax over every code
+            for every token: memory grows with tokens x codes, so it is skipped when unweighted).
+        commitment_loss: compute the commitment loss in training mode.
+    """
+
+    def __init__(self, levels: Sequence[int], entropy_loss: bool = False, commitment_loss: bool = False) -> None:
+        super().__init__()
+        self.levels = tuple(int(v) for v in levels)
+        self.fsq = FSQ(levels=list(self.levels))
+        self.codebook_size = math.prod(self.levels)
+        self.entropy_loss = entropy_loss
+        self.commitment_loss = commitment_loss
+
+    def head_channels(self, latent_channels: int) -> int:
+        return latent_channels
+
+    @property
+    def token_dim(self) -> int:
+        return len(self.levels)
+
+    # ------------------------------------------------------------------ codes <-> indices
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes (B, C, ...) on the FSQ grid -> int64 indices (B, ...) in [0, codebook_size)."""
+        channels_last = codes.movedim(1, -1)  # (B, ..., C)
+        return self.fsq.codes_to_indices(channels_last.float()).long()
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        """Integer indices (B, ...) -> float32 codes (B, C, ...) with values in [-1, 1]."""
+        if indices.is_floating_point():
+            raise TypeError(f"token indices must be integers, got {indices.dtype}")
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= self.codebook_size:
+            raise ValueError(
+                f"token indices must lie in [0, {self.codebook_size}) for levels {list(self.levels)}, "
+                f"got values in [{low}, {high}]"
+            )
+        flat = indices.reshape(-1).long()  # (N,)
+        codes = self.fsq.indices_to_codes(flat)  # (N, C)
+        return codes.reshape(*indices.shape, self.token_dim).movedim(-1, 1)  # (B, C, ...)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, latent: torch.Tensor, sample: bool = False,
+                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Quantize ``latent`` (B, C, ...) -> (codes (B, C, ...), log).
+
+        ``sample`` and ``generator`` are accepted for the common regularizer call; FSQ is
+        deterministic. The log holds ``codebook_usage`` (fraction of the codes used in this batch)
+        and ``perplexity`` (exp of the batch's code entropy), and in training mode the unweighted
+        ``entropy_loss`` and ``commitment_loss`` when they are switched on.
+        """
+        if latent.shape[1] != self.token_dim:
+            raise ValueError(f"FSQ with levels {list(self.levels)} needs {self.token_dim} channels, got {latent.shape[1]}")
+        flat = rearrange(latent, "B C ... -> (B ...) C")  # (N, C): one token per row
+        # Quantization runs in float32 whatever the autocast precision (vector_quantize_pytorch
+        # upcasts too): the tanh bound must place values exactly between the levels.
+        with torch.autocast(device_type=latent.device.type, enabled=False):
+            inputs = flat.float()
+            codes, indices = self.fsq(inputs[None])  # (1, N, C), (1, N)
+            codes, indices = codes[0], indices[0].long()
+            log = self._usage(indices)
+            if self.training and self.entropy_loss:
+                log["entropy_loss"] = self._entropy_loss(inputs)
+            if self.training and self.commitment_loss:
+                log["commitment_loss"] = F.mse_loss(inputs, codes.detach())
+        batch_shape = (latent.shape[0], *latent.shape[2:])
+        codes = codes.to(latent.dtype).reshape(*batch_shape, self.token_dim).movedim(-1, 1)  # (B, C, ...)
+        return codes, log
+
+    @torch.no_grad()
+    def _usage(self, indices: torch.Tensor) -> Dict[str, torch.Tensor]:
+        counts = torch.bincount(indices, minlength=self.codebook_size).float()  # (K,)
+        entropy = _entropy(counts / counts.sum(), floor=1e-12)  # unused codes add 0
+        return {"codebook_usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
+
+    def _entropy_loss(self, inputs: torch.Tensor) -> torch.Tensor:
+        """VidTok's entropy loss of the unbounded inputs (N, C): mean per-token entropy of a soft
+        assignment to every code, minus the entropy of the batch's mean assignment. Low per-token
+        entropy makes assignments confident; high batch entropy spreads them over the codebook.
+
+        As in VidTok the assignment logits are inner products with the codes (scaled by
+        2 * inv_temperature), not full squared distances.
+        """
+        codebook = self.fsq.implicit_codebook.to(inputs)  # (K, C)
+        logits = 2.0 * ENTROPY_INV_TEMPERATURE * inputs @ codebook.t()  # (N, K)
+        probabilities = logits.softmax(dim=-1)
+        per_token = _entropy(probabilities).mean()
+        batch = _entropy(probabilities.mean(dim=0))
+        return per_token - ENTROPY_DIVERSITY_GAMMA * batch
+
+
+def _entropy(probabilities: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+    """Entropy along the last axis; probabilities are clamped to ``floor`` inside the log (VidTok's 1e-5)."""
+    return -(probabilities * probabilities.clamp_min(floor).log()).sum(dim=-1)
+
+
+def entropy_loss_weight_at(config, step: int) -> float:
+    """The entropy loss weight at update ``step``: ``entropy_loss_annealing_factor`` x the weight at
+    update 0, falling linearly to ``entropy_loss_weight`` at ``entropy_loss_annealing_steps``."""
+    final = config.entropy_loss_weight
+    if step >= config.entropy_loss_annealing_steps:
+        return final
+    start = config.entropy_loss_annealing_factor * final
+    return start - (step / config.entropy_loss_annealing_steps) * (start - final)
+
+
+def build_regularizer(config, latent: str) -> nn.Module:
+    """The regularizer of ``latent`` ("structure" or "dynamics") for a ``VidTwinConfig``."""
+    if config.regularizer == "kl":
+        return GaussianRegularizer()
+    levels = config.structure_levels if latent == "structure" else config.dynamics_levels
+    return FSQRegularizer(levels, entropy_loss=config.entropy_loss_weight > 0,
+                          commitment_loss=config.commitment_loss_weight > 0)
+
+
+__all__ = ["GaussianRegularizer", "FSQRegularizer", "build_regularizer", "entropy_loss_weight_at"]
