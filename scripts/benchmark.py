@@ -36,15 +36,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidtwin import load_model  # noqa: E402
-from vidtwin.atomic_io import atomic_write_text  # noqa: E402
-from vidtwin.config import autoencoder_config_from  # noqa: E402
-from vidtwin.inference.pipeline import DTYPES, precision_context, resolve_device  # noqa: E402
-from vidtwin.metrics import psnr_per_frame, to_unit_range  # noqa: E402
-from vidtwin.models.attention import flash_attention_available  # noqa: E402
-from vidtwin.models.config import replace  # noqa: E402
+from vidtwin import load_model
+from vidtwin.atomic_io import atomic_write_text
+from vidtwin.config import autoencoder_config_from
+from vidtwin.inference.pipeline import DTYPES, precision_context, resolve_device
+from vidtwin.metrics import psnr_per_frame, to_unit_range
+from vidtwin.models.attention import flash_attention_available
+from vidtwin.models.config import replace
 
 logger = logging.getLogger("benchmark")
 

@@ -27,13 +27,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
 
-import pytorch_lightning as pl  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from vidtwin.atomic_io import atomic_write_text  # noqa: E402
-from vidtwin.config import ConfigError, instantiate_from_config, load_config  # noqa: E402
+from vidtwin.atomic_io import atomic_write_text
+from vidtwin.config import ConfigError, instantiate_from_config, load_config
 
 
 class SyntheticClips(Dataset):

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidtwin import ConfigError  # noqa: E402
-from vidtwin.cli_utils import run_cli  # noqa: E402
-from vidtwin.config import autoencoder_config_from, load_config  # noqa: E402
+from vidtwin import ConfigError
+from vidtwin.cli_utils import run_cli
+from vidtwin.config import autoencoder_config_from, load_config
 
 
 def compression_rows(config) -> tuple:

@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidtwin import CheckpointError, ConfigError, load_model  # noqa: E402
-from vidtwin.cli_utils import run_cli  # noqa: E402
-from vidtwin.hub import HubDownloadError  # noqa: E402
+from vidtwin import CheckpointError, ConfigError, load_model
+from vidtwin.cli_utils import run_cli
+from vidtwin.hub import HubDownloadError
 
 logger = logging.getLogger("convert_checkpoint")
 

@@ -23,9 +23,7 @@ import sys
 
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from vidtwin.atomic_io import atomic_path  # noqa: E402  (light: no model code)
+from vidtwin.atomic_io import atomic_path  # light: no model code
 
 
 def _video_io():

@@ -1,7 +1,7 @@
 """Clip transforms, VideoDataset, VideoDataModule and scripts/make_meta.py on real demo videos."""
 
 import csv
-import importlib.util
+import importlib
 import logging
 import os
 import pickle
@@ -219,17 +219,14 @@ def test_datamodule_fails_early_on_missing_paths():
 
 
 def run_make_meta(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_meta.py"), *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "scripts.make_meta", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def make_meta():
     """The script as a module, so that most cases run in-process (a fresh interpreter costs seconds)."""
-    spec = importlib.util.spec_from_file_location("make_meta", os.path.join(REPO, "scripts", "make_meta.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("scripts.make_meta")
 
 
 def read_meta(path):

@@ -185,7 +185,7 @@ or from the command line: `python inference.py reconstruct --ckpt hf://{{ repo_i
 
 
 class VidTwinHubMixin(ModelHubMixin, library_name="vidtwin", tags=["video", "autoencoder", "vidtwin"],
-                      paper_url="https://arxiv.org/abs/2412.17726", model_card_template=MODEL_CARD):
+                      model_card_template=MODEL_CARD):
     """`save_pretrained`, `push_to_hub` and `from_pretrained` for VidTwin, in this project's format.
 
     `save_pretrained(dir)` writes `config.json`, `model.safetensors` and a model card (`README.md`,

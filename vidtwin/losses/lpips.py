@@ -237,7 +237,8 @@ class LPIPS(nn.Module):
                 if package is None:
                     raise LPIPSWeightsUnavailable(
                         "LPIPS linear-layer weights were not given and the `lpips` package (which ships "
-                        "them) is not installed: `pip install lpips`, or set perceptual_weight: 0."
+                        "them) is not installed: pip install 'vidtwin[lpips]' (included in [train]), "
+                        "or set perceptual_weight: 0."
                     )
                 given = {**package, **given}
                 sources["lpips package"] = ["lin0-4"]

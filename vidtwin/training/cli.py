@@ -195,6 +195,9 @@ def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int)
 def build_loggers(run_dir: Path, name: str, use_wandb: bool, wandb_project: str) -> list:
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from ..optional import require
+
+    require("tensorboard", "train", "TensorBoard logging")
     loggers = [TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")]
     if use_wandb:
         from pytorch_lightning.loggers import WandbLogger
