@@ -111,7 +111,7 @@ class ScalingLayer(nn.Module):
 
 
 class NetLinLayer(nn.Module):
-    """1x1 convolution to one channel; ``model.0`` is the (inactive, eval-only) Dropout of the original."""
+    """1x1 convolution to one channel; ``model.0`` is the official Dropout, never active (see LPIPS)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -210,8 +210,13 @@ class LPIPS(nn.Module):
         allow_download: let torchvision download the VGG16 file when it is not cached.
 
     The network is frozen (no parameter requires grad) and always in eval mode, so the Dropout in
-    ``lin*`` never fires. (The official training wraps the same module in a parent whose
-    ``.train()`` re-enables that Dropout; its expected value is the same, only noisier.)
+    ``lin*`` never fires. The official loss behaves the same: it builds its LPIPS with dropout
+    (``vidtok.modules.lpips.LPIPS(use_dropout=True)``, like ``lpips.LPIPS(use_dropout=True)`` of the
+    lpips package: a ``Dropout(p=0.5)`` before each ``lin`` convolution) and calls ``.eval()`` on it
+    once, at construction. Nothing switches it back: the Lightning the official environment pins
+    (pytorch-lightning 2.2.4; every version since 2.2) never calls ``.train()`` on the whole module
+    during fit and, after each validation, restores every submodule's own mode. So the Dropout is
+    inactive in the official training too, and the perceptual term is deterministic in both.
     """
 
     def __init__(

@@ -173,18 +173,32 @@ def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
     return trainer_kwargs
 
 
+CHECKPOINT_POLICIES = ("all", "official")
+
+
 def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int) -> list:
-    from .callbacks import FinalCheckpoint, step_checkpoint
+    """Checkpointing (``lightning.checkpoint``), then the callbacks of ``lightning.callbacks``.
+
+    ``lightning.checkpoint.keep``: ``all`` (default) writes ``step_XXXXXXXX.ckpt`` and ``last.ckpt``
+    every ``every_n_steps`` updates; ``official`` keeps the official policy, the best 3 checkpoints
+    by ``val/rec_loss`` (after each validation) plus ``last.ckpt`` every ``every_n_steps`` updates.
+    """
+    from .callbacks import FinalCheckpoint, best_checkpoint, step_checkpoint
 
     lightning = config.get("lightning", {}) or {}
     ckpt_dir = str(run_dir / "checkpoints")
     checkpoint = _section(lightning, "checkpoint")
     every = int(checkpoint.pop("every_n_steps", 1000))
-    keep = int(checkpoint.pop("save_top_k", -1))
+    policy = checkpoint.pop("keep", "all")
+    if policy not in CHECKPOINT_POLICIES:
+        raise UsageError(f"lightning.checkpoint.keep must be one of {', '.join(CHECKPOINT_POLICIES)}, got {policy!r}")
+    keep = 0 if policy == "official" else int(checkpoint.pop("save_top_k", -1))  # official: only last.ckpt here
     callbacks = [
         step_checkpoint(ckpt_dir, every, lightning_steps_per_update, save_top_k=keep, extra=checkpoint),
         FinalCheckpoint(ckpt_dir),
     ]
+    if policy == "official":
+        callbacks.append(best_checkpoint(ckpt_dir, monitor="val/rec_loss", top_k=3, mode="min"))
     for name, node in _section(lightning, "callbacks").items():
         if node is None:  # a callback switched off by an override (lightning.callbacks.NAME=null)
             continue
