@@ -281,6 +281,9 @@ def prepare(args: argparse.Namespace):
 
     import pytorch_lightning as pl
 
+    from .run_report import RunRecorder, UpdateProgressBar, hide_lightning_stop_line
+
+    hide_lightning_stop_line()  # it counts global_step; the run summary says why the run ended
     pl.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = _build("data", config.data)
     model_node = copy.deepcopy(config.model)
@@ -294,7 +297,9 @@ def prepare(args: argparse.Namespace):
     strategy = build_strategy(config)
     if strategy is not None:
         trainer_kwargs["strategy"] = strategy
-    callbacks = build_callbacks(config, run_dir, steps_per_update)
+    callbacks = build_callbacks(config, run_dir, steps_per_update) + [RunRecorder()]
+    if trainer_kwargs.get("enable_progress_bar", True):
+        callbacks.append(UpdateProgressBar())  # counts updates, as max_steps does; no epochs
     loggers = build_loggers(run_dir, name, args.wandb, args.wandb_project)
     try:
         trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers)
@@ -344,7 +349,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        trainer, module, datamodule, resume_ckpt, _ = prepare(args)
+        trainer, module, datamodule, resume_ckpt, run_dir = prepare(args)
     except _config_errors() as error:
         if args.debug:
             raise
@@ -359,6 +364,10 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"train.py: error: {error}", file=sys.stderr)
         return EXIT_TRAINING_ERROR
+    finally:  # every run that started training, finished, stopped or failed, ends with its summary
+        from .run_report import print_run_summary
+
+        print_run_summary(trainer, module, datamodule, run_dir)
     return 0
 
 
