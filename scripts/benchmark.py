@@ -9,9 +9,9 @@ peak memory, and for bf16/fp16 the PSNR of the reduced-precision output against 
 
 Examples::
 
-    python scripts/benchmark.py --config configs/vidtwin.yaml --device cpu --dtypes fp32 bf16 \\
+    python -m scripts.benchmark --config configs/vidtwin.yaml --device cpu --dtypes fp32 bf16 \\
         --warmup 1 --iters 2 --json docs/benchmarks_inference_cpu.json
-    python scripts/benchmark.py --config configs/vidtwin.yaml --device cuda --dtypes fp32 bf16 \\
+    python -m scripts.benchmark --config configs/vidtwin.yaml --device cuda --dtypes fp32 bf16 \\
         --batch-sizes 1 8 16 --attention sdpa flash --compile off on --json bench_h100.json
 
 Weights: ``--ckpt`` loads a checkpoint; without it the model has its random initialisation, which

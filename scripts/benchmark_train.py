@@ -6,8 +6,8 @@ inside a Lightning Trainer on synthetic clips of the model's input size, so data
 part of the figure. By default the discriminator is active (``disc_start: 0``), which is the
 expensive phase of training; ``--no-gan`` measures the phase before ``disc_start``.
 
-    python scripts/benchmark_train.py --base configs/tiny.yaml --device cpu --batch-size 2
-    python scripts/benchmark_train.py --base configs/vidtwin.yaml --device cuda --precision bf16-mixed \\
+    python -m scripts.benchmark_train --base configs/tiny.yaml --device cpu --batch-size 2
+    python -m scripts.benchmark_train --base configs/vidtwin.yaml --device cuda --precision bf16-mixed \\
         --batch-size 2 --output docs/benchmarks_train_h100.json
 
 Prints a table and writes the numbers as JSON (``--output``).

@@ -1,7 +1,7 @@
 """Print the latent shapes of a VidTwin config and how much of the input they keep.
 
-    python scripts/compression_report.py configs/vidtwin.yaml
-    python scripts/compression_report.py configs/vidtwin.yaml configs/vidtwin_paper.yaml
+    python -m scripts.compression_report configs/vidtwin.yaml
+    python -m scripts.compression_report configs/vidtwin.yaml configs/vidtwin_paper.yaml
 """
 
 from __future__ import annotations
