@@ -162,9 +162,7 @@ Compression: {{ latent_total }} numbers for {{ input_values }} input values, {{ 
 
 ## Load
 
-```bash
-pip install vidtwin   # or, from a clone of the code: pip install -e .
-```
+With the VidTwin code installed (from a clone: `pip install -e .`):
 
 ```python
 from vidtwin import VidTwin
