@@ -17,6 +17,18 @@ def _one_thread():
         yield
 
 
+@pytest.fixture(autouse=True)
+def _forget_cli_log_handler():
+    """main() adds a stderr handler to the "vidtwin" logger once per process, bound to the stderr of
+    that moment (here pytest's capture, closed after the test): remove it for the tests that follow."""
+    import logging
+
+    yield
+    package_logger = logging.getLogger("vidtwin")
+    for handler in [h for h in package_logger.handlers if getattr(h, "_vidtwin_cli", False)]:
+        package_logger.removeHandler(handler)
+
+
 def test_a_finished_run_ends_with_a_summary_whose_reconstruct_command_runs(tmp_path, capsys):
     overrides = [o for o in micro_overrides() if o != "lightning.trainer.enable_progress_bar=false"]
     code = main(["--logdir", str(tmp_path), "--name", "run", "--base", *tiny_config_files(), *overrides,
