@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vidtwin import VidTwin
 from vidtwin.hub import HubDownloadError, OFFICIAL_CHECKPOINT_FILE, parse_hub_reference
 
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO
