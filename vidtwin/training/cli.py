@@ -13,7 +13,9 @@ Examples::
     python train.py --resume logs/tiny_2025-01-01T12-00-00
 
 Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``checkpoints/``
-(``last.ckpt`` and ``step_XXXXXXXX.ckpt``), ``tensorboard/`` and ``samples/``.
+(``last.ckpt`` and ``step_XXXXXXXX.ckpt``, or ``best_step_XXXXXXXX.ckpt`` with
+``lightning.checkpoint.keep: official``), ``tensorboard/`` and ``samples/``, and ends with a summary
+(see ``vidtwin.training.run_report``).
 
 ``lightning.trainer.max_steps`` counts autoencoder updates; it is translated here to Lightning's
 ``global_step``, which advances once per optimizer (twice per update with the discriminator).
@@ -192,7 +194,8 @@ def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int)
     policy = checkpoint.pop("keep", "all")
     if policy not in CHECKPOINT_POLICIES:
         raise UsageError(f"lightning.checkpoint.keep must be one of {', '.join(CHECKPOINT_POLICIES)}, got {policy!r}")
-    keep = 0 if policy == "official" else int(checkpoint.pop("save_top_k", -1))  # official: only last.ckpt here
+    save_top_k = int(checkpoint.pop("save_top_k", -1))
+    keep = 0 if policy == "official" else save_top_k  # official: this one writes only last.ckpt
     callbacks = [
         step_checkpoint(ckpt_dir, every, lightning_steps_per_update, save_top_k=keep, extra=checkpoint),
         FinalCheckpoint(ckpt_dir),
