@@ -191,9 +191,23 @@ class VidTwinHubMixin(ModelHubMixin, library_name="vidtwin", tags=["video", "aut
     huggingface_hub's `ModelHubMixin`.
     """
 
-    # ModelHubMixin.save_pretrained calls this, then writes its own config.json only when absent.
-    def _save_pretrained(self, save_directory: Path) -> None:
-        write_pretrained(self, save_directory)
+    def save_pretrained(self, save_directory: Union[str, Path], *, config=None, repo_id: Optional[str] = None,
+                        push_to_hub: bool = False, model_card_kwargs: Optional[dict] = None, **push_to_hub_kwargs):
+        """Write `config.json`, `model.safetensors` and the model card `README.md` (kept when the
+        folder already has one) into `save_directory`, each file complete or absent. With
+        `push_to_hub=True` also upload them to `repo_id` (default: the folder's name).
+
+        Replaces `ModelHubMixin.save_pretrained`, whose files are written in place; `config`
+        (the mixin's) is not used: the config is the model's own.
+        """
+        directory = write_pretrained(self, save_directory)
+        card = directory / "README.md"
+        card_kwargs = {"repo_id": repo_id or "OWNER/NAME", **(model_card_kwargs or {})}
+        if not card.exists():
+            atomic_write_text(card, str(self.generate_model_card(**card_kwargs)))
+        if push_to_hub:
+            return self.push_to_hub(repo_id or directory.name, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
+        return None
 
     def generate_model_card(self, *args, **kwargs):
         """The model card: the config, the latent shapes and compression, and how to load it."""
@@ -217,8 +231,9 @@ class VidTwinHubMixin(ModelHubMixin, library_name="vidtwin", tags=["video", "aut
 
     def push_to_hub(self, repo_id: str, **kwargs) -> str:
         """Upload `config.json`, `model.safetensors` and the model card to the Hub repo `repo_id`
-        (created if needed). Keyword arguments are those of `ModelHubMixin.push_to_hub`
-        (`private`, `token`, `branch`, `commit_message`, ...)."""
+        (created if needed) through `ModelHubMixin.push_to_hub`, which saves into a temporary folder
+        with `save_pretrained`. Keyword arguments are the mixin's (`private`, `token`, `branch`,
+        `commit_message`, ...). Returns the URL of the commit."""
         card_kwargs = {"repo_id": repo_id, **(kwargs.pop("model_card_kwargs", None) or {})}
         return super().push_to_hub(repo_id, model_card_kwargs=card_kwargs, **kwargs)
 
