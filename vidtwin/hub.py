@@ -11,9 +11,10 @@ References:
 `VidTwin.from_pretrained("OWNER/NAME[@REVISION]")` takes the same repo ids. Files come through
 huggingface_hub's cache; with `HF_HUB_OFFLINE=1` only cached files are used.
 
-`VidTwinHubMixin` gives the model `save_pretrained`, `push_to_hub` and a model card through
-huggingface_hub's `ModelHubMixin`. Loading is ours, not the mixin's: the mixin's loaders accept
-any subset of the keys, and this project refuses a missing, unexpected or mis-shaped key.
+`VidTwinHubMixin` builds on huggingface_hub's `ModelHubMixin`: its `push_to_hub` (repo creation,
+upload), model-card metadata and template machinery. Saving and loading are ours: the mixin's
+loaders accept any subset of the keys, where this project refuses a missing, unexpected or
+mis-shaped key, and its saver writes files in place, where ours writes each file atomically.
 """
 
 from __future__ import annotations
