@@ -59,6 +59,21 @@ def test_a_finished_run_ends_with_a_summary_whose_reconstruct_command_runs(tmp_p
     assert any((run / "reconstructions").iterdir())
 
 
+def test_a_failed_run_ends_with_a_summary_naming_the_error(tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not a video")
+    code = main(["--logdir", str(tmp_path), "--name", "run", "--base", *tiny_config_files(), *micro_overrides(),
+                 f"data.params.train.video_paths=[{broken}]", "data.params.train.strict=true",
+                 "lightning.trainer.max_steps=3"])
+    captured = capsys.readouterr()
+    assert code != 0
+    summary = captured.out[captured.out.index("run failed: "):].splitlines()
+    assert summary[0].startswith("run failed: VideoReadError: ") and "broken.mp4" in summary[0]
+    assert ", 0 updates in " in summary[0]
+    assert "  last checkpoint: none written" in summary and "  best metric:     no validation ran" in summary
+    assert not any(line.startswith("  reconstruct:") for line in summary)
+
+
 def _fake_run(train_step, max_updates=10, exception=None, max_epochs=-1, current_epoch=0):
     recorder = RunRecorder()
     recorder.started = 0.0
