@@ -11,9 +11,9 @@ that choice.
 
 Examples::
 
-    python scripts/benchmark.py --config configs/vidtwin.yaml --device cpu --dtypes fp32 bf16 \\
+    python -m scripts.benchmark --config configs/vidtwin.yaml --device cpu --dtypes fp32 bf16 \\
         --warmup 1 --iters 2 --json docs/benchmarks_inference_cpu.json
-    python scripts/benchmark.py --config configs/vidtwin.yaml --device cuda --dtypes fp32 bf16 \\
+    python -m scripts.benchmark --config configs/vidtwin.yaml --device cuda --dtypes fp32 bf16 \\
         --batch-sizes 1 8 16 --attention sdpa flash --compile off on --json bench_h100.json
 
 Weights: ``--ckpt`` loads a checkpoint; without it the model has its random initialisation, which
@@ -38,12 +38,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidtwin import load_model  # noqa: E402
-from vidtwin.atomic_io import atomic_write_text  # noqa: E402
-from vidtwin.config import autoencoder_config_from  # noqa: E402
-from vidtwin.inference.options import (  # noqa: E402
+from vidtwin import load_model
+from vidtwin.atomic_io import atomic_write_text
+from vidtwin.config import autoencoder_config_from
+from vidtwin.inference.options import (
     DTYPE_CHOICES,
     auto_dtype,
     cpu_has_native_bf16,
@@ -51,9 +49,9 @@ from vidtwin.inference.options import (  # noqa: E402
     resolve_device,
     resolve_dtype,
 )
-from vidtwin.metrics import psnr_per_frame, to_unit_range  # noqa: E402
-from vidtwin.models.attention import flash_attention_available  # noqa: E402
-from vidtwin.models.config import replace  # noqa: E402
+from vidtwin.metrics import psnr_per_frame, to_unit_range
+from vidtwin.models.attention import flash_attention_available
+from vidtwin.models.config import replace
 
 logger = logging.getLogger("benchmark")
 

@@ -10,7 +10,7 @@ no process holds a whole video.
 
 Example::
 
-    python scripts/benchmark_dataset.py --json docs/benchmarks_dataset_cpu.json
+    python -m scripts.benchmark_dataset --json docs/benchmarks_dataset_cpu.json
 """
 
 from __future__ import annotations

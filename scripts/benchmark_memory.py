@@ -17,8 +17,8 @@ against 200).
 
 Examples::
 
-    python scripts/benchmark_memory.py --json docs/benchmarks_memory_cpu.json
-    python scripts/benchmark_memory.py --modes tile --lengths 200 600
+    python -m scripts.benchmark_memory --json docs/benchmarks_memory_cpu.json
+    python -m scripts.benchmark_memory --modes tile --lengths 200 600
 
 Models (random weights cost the same time as trained ones): ``resize`` uses a 6x48x48 model (1x16x16
 patches), ``tile`` an 8x256x256 model (1x32x32 patches), so that a 720p frame needs 28 tiles (4 rows
@@ -37,7 +37,6 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # Only the standard library at the top: see the module docstring for why this process stays small.
 
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode}: peak RSS at {mode_rows[-1]['frames']} frames is {ratio:.2f}x that at {mode_rows[0]['frames']} "
               f"(target <= {TARGET_RATIO}x): {verdict}")
     import torch
-    from benchmark_train import cpu_name  # scripts/ is on sys.path when this file runs
+    from scripts.benchmark_train import cpu_name
 
     from vidtwin.atomic_io import atomic_write_text
     from vidtwin.data.video_io import resolve_backend

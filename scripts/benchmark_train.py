@@ -6,8 +6,8 @@ inside a Lightning Trainer on synthetic clips of the model's input size, so data
 part of the figure. By default the discriminator is active (``disc_start: 0``), which is the
 expensive phase of training; ``--no-gan`` measures the phase before ``disc_start``.
 
-    python scripts/benchmark_train.py --base configs/tiny.yaml --device cpu --batch-size 2
-    python scripts/benchmark_train.py --base configs/vidtwin.yaml --device cuda --precision bf16-mixed \\
+    python -m scripts.benchmark_train --base configs/tiny.yaml --device cpu --batch-size 2
+    python -m scripts.benchmark_train --base configs/vidtwin.yaml --device cuda --precision bf16-mixed \\
         --batch-size 2 --output docs/benchmarks_train_h100.json
 
 Prints a table and writes the numbers as JSON (``--output``).
@@ -27,13 +27,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
 
-import pytorch_lightning as pl  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from vidtwin.atomic_io import atomic_write_text  # noqa: E402
-from vidtwin.config import ConfigError, instantiate_from_config, load_config  # noqa: E402
+from vidtwin.atomic_io import atomic_write_text
+from vidtwin.config import ConfigError, instantiate_from_config, load_config
 
 
 class SyntheticClips(Dataset):

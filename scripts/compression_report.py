@@ -1,23 +1,19 @@
 """Print the latent shapes of a VidTwin config and how much of the input they keep; for FSQ
 configs also the tokens per clip and the bits per clip and per pixel.
 
-    python scripts/compression_report.py configs/vidtwin.yaml
-    python scripts/compression_report.py configs/vidtwin.yaml configs/vidtwin_paper.yaml
-    python scripts/compression_report.py configs/vidtwin_fsq.yaml
+    python -m scripts.compression_report configs/vidtwin.yaml
+    python -m scripts.compression_report configs/vidtwin.yaml configs/vidtwin_paper.yaml
+    python -m scripts.compression_report configs/vidtwin_fsq.yaml
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidtwin import ConfigError  # noqa: E402
-from vidtwin.cli_utils import run_cli  # noqa: E402
-from vidtwin.config import autoencoder_config_from, load_config  # noqa: E402
+from vidtwin import ConfigError
+from vidtwin.cli_utils import run_cli
+from vidtwin.config import autoencoder_config_from, load_config
 
 
 def compression_rows(config) -> tuple:

@@ -4,23 +4,20 @@ The output directory holds `config.json` and `model.safetensors` and loads with
 `VidTwin.from_pretrained(OUT)` or `load_model(None, OUT)`. Training-only tensors (`loss.*`) and the
 official tensors that are never used are left out.
 
-    python scripts/convert_checkpoint.py --config configs/vidtwin.yaml \
+    python -m scripts.convert_checkpoint --config configs/vidtwin.yaml \
         --ckpt vidtwin_structure_7_7_8_dynamics_7_8.ckpt --output vidtwin-published
-    python scripts/convert_checkpoint.py --config configs/vidtwin.yaml --ckpt hf://microsoft/vidtwin --output vidtwin-published
+    python -m scripts.convert_checkpoint --config configs/vidtwin.yaml --ckpt hf://microsoft/vidtwin --output vidtwin-published
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vidtwin import CheckpointError, ConfigError, load_model  # noqa: E402
-from vidtwin.cli_utils import run_cli  # noqa: E402
-from vidtwin.hub import HubDownloadError  # noqa: E402
+from vidtwin import CheckpointError, ConfigError, load_model
+from vidtwin.cli_utils import run_cli
+from vidtwin.hub import HubDownloadError
 
 logger = logging.getLogger("convert_checkpoint")
 

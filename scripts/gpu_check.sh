@@ -19,12 +19,12 @@ echo "== CUDA tests (parity, bf16, flash-attn when installed)"
 timeout 120 python3 -m pytest -q tests/test_gpu.py tests/test_model_parity.py 2>&1 | tail -5 || status=1
 
 echo "== inference throughput, published model, 16x224x224"
-timeout 240 python3 scripts/benchmark.py --config configs/vidtwin.yaml --device cuda \
+timeout 240 python3 -m scripts.benchmark --config configs/vidtwin.yaml --device cuda \
     --dtypes fp32 bf16 --batch-sizes 1 8 16 --attention sdpa flash --compile off \
     --warmup 2 --iters 5 --json "$OUT_DIR/benchmark_inference.json" 2>&1 | tail -30 || status=1
 
 echo "== training step, published model, batch 2, bf16-mixed"
-timeout 150 python3 scripts/benchmark_train.py --base configs/vidtwin.yaml --device cuda \
+timeout 150 python3 -m scripts.benchmark_train --base configs/vidtwin.yaml --device cuda \
     --precision bf16-mixed --batch-size 2 --steps 5 --warmup 2 \
     model.params.loss.params.perceptual_weight=0 --output "$OUT_DIR/benchmark_train.json" 2>&1 | tail -15 || status=1
 

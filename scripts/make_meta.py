@@ -8,8 +8,8 @@ With ``--check`` every video is probed (opened and its first frame decoded); unr
 left out of the CSV and reported, so that training never meets them.
 
 Examples:
-    python scripts/make_meta.py /data/videos                       # writes /data/videos/meta.csv
-    python scripts/make_meta.py /data/videos --output train.csv --check
+    python -m scripts.make_meta /data/videos                       # writes /data/videos/meta.csv
+    python -m scripts.make_meta /data/videos --output train.csv --check
 
 Exit status: 0 on success, 1 when DIR is missing or holds no readable video, 2 on bad arguments.
 """
@@ -23,9 +23,7 @@ import sys
 
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
-
-from vidtwin.atomic_io import atomic_path  # noqa: E402  (light: no model code)
+from vidtwin.atomic_io import atomic_path  # light: no model code
 
 
 def _video_io():

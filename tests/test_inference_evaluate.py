@@ -2,7 +2,6 @@
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -111,10 +110,7 @@ def test_model_reconstructions_with_plots_and_a_bad_video(videos, tmp_path, caps
     assert not (output / "plots" / "zz_broken.png").exists()
 
 
-@pytest.mark.skipif(
-    (Path(torch.hub.get_dir()) / "checkpoints" / "vgg16-397923af.pth").exists(), reason="VGG16 weights are cached here"
-)
-def test_real_lpips_without_weights_fails_clearly(videos, tmp_path, capsys):
+def test_real_lpips_without_weights_fails_clearly(videos, tmp_path, capsys, empty_torch_home):
     pairs = _pairs_csv(tmp_path, [(videos / "clip.mp4", videos / "clip.mp4")])
     code = main(["evaluate", "--input", str(pairs), "--output", str(tmp_path / "eval"), "--quiet"])
     err = capsys.readouterr().err

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from vidtwin.losses import LPIPS, LPIPSWeightsUnavailable, NLayerDiscriminator, VidTwinLoss
-from vidtwin.losses.discriminator import ActNorm
 from vidtwin.losses.vidtwin_loss import hinge_d_loss, vanilla_d_loss
 
 DATA = Path(__file__).parent / "data"
@@ -25,13 +24,6 @@ def official_loss_sd():
 def official_shapes():
     shapes = json.loads((DATA / "official_state_dict_shapes.json").read_text())["state_dict_shapes"]
     return {k[len("loss."):]: tuple(v) for k, v in shapes.items() if k.startswith("loss.")}
-
-
-@pytest.fixture
-def empty_torch_home(tmp_path, monkeypatch):
-    """A torch hub cache without the VGG16 file."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    return tmp_path / "torch_home"
 
 
 def random_lpips(seed=0):
@@ -151,17 +143,6 @@ def test_discriminator_layout_init_and_output(official_shapes):
     assert abs(bn.weight.mean().item() - 1.0) < 5e-3 and abs(bn.weight.std().item() - 0.02) < 5e-3
     assert torch.equal(bn.bias, torch.zeros_like(bn.bias))
     assert disc(torch.rand(2, 3, 64, 64) * 2 - 1).shape == (2, 1, 6, 6)
-
-
-def test_actnorm_initialises_from_first_batch_only():
-    norm = ActNorm(4).train()
-    first = torch.randn(8, 4, 5, 5) * 3 + 2
-    out = norm(first)
-    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5)
-    assert torch.allclose(out.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4)
-    loc = norm.loc.detach().clone()
-    norm(torch.randn(8, 4, 5, 5))
-    assert torch.equal(norm.loc, loc)
 
 
 # ------------------------------------------------------------------------- official checkpoint

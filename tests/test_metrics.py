@@ -8,7 +8,6 @@ import torch
 
 from vidtwin.losses import LPIPS
 from vidtwin.metrics import (
-    VideoQuality,
     lpips_per_frame,
     psnr_per_frame,
     ssim_per_frame,
@@ -109,17 +108,3 @@ def test_lpips_per_frame_chunks_and_video_layout(random_lpips):
     direct = random_lpips(ref[1:2, :, 2], rec[1:2, :, 2]).flatten()
     torch.testing.assert_close(whole[1, 2:3], direct)
     assert (whole > 0).all()
-
-
-def test_video_quality_accumulates_frames():
-    torch.manual_seed(4)
-    quality = VideoQuality(max_value=100.0)
-    batches = [(torch.rand(1, 3, 2, 16, 16) * 2 - 1, torch.rand(1, 3, 2, 16, 16) * 2 - 1) for _ in range(2)]
-    per_batch = [quality.update(ref, rec) for ref, rec in batches]
-    summary = quality.summary()
-    assert summary["frames"] == 4
-    all_psnr = np.concatenate([m["psnr"].reshape(-1) for m in per_batch])
-    assert summary["psnr"] == pytest.approx(all_psnr.mean())
-    np.testing.assert_array_equal(quality.per_frame()["ssim"], np.concatenate([m["ssim"].reshape(-1) for m in per_batch]))
-    quality.reset()
-    assert quality.summary() == {"frames": 0}

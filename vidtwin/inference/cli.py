@@ -141,7 +141,7 @@ def _add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
     )
     group.add_argument(
         "--ckpt", required=required,
-        help="official .ckpt, this project's checkpoint/.safetensors/save_pretrained dir, or hf://microsoft/vidtwin",
+        help="official .ckpt, this project's checkpoint/.safetensors/save_pretrained dir, or hf://OWNER/NAME[@REVISION][/FILE]",
     )
     group.add_argument("--allow-unsafe-pickle", action="store_true", help="allow full unpickling of a trusted .ckpt")
 
@@ -505,3 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -307,8 +307,9 @@ def format_table(all_scores: list[VideoScores], summary: dict) -> str:
 
 def plot_video(scores: VideoScores, path: Path) -> None:
     """Per-frame PSNR curve above rows of input and output frames (matplotlib, Agg backend)."""
-    import matplotlib
+    from vidtwin.optional import require
 
+    matplotlib = require("matplotlib", "plots", "--plots")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

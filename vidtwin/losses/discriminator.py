@@ -19,34 +19,6 @@ import torch
 import torch.nn as nn
 
 
-class ActNorm(nn.Module):
-    """Per-channel affine normalisation initialised from the first batch (Glow, Kingma & Dhariwal 2018).
-
-    On the first forward pass in training mode, ``loc`` and ``scale`` are set so that the output has
-    zero mean and unit variance per channel; afterwards they are ordinary learned parameters.
-    """
-
-    def __init__(self, num_features: int) -> None:
-        super().__init__()
-        self.loc = nn.Parameter(torch.zeros(1, num_features, 1, 1))
-        self.scale = nn.Parameter(torch.ones(1, num_features, 1, 1))
-        self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
-
-    @torch.no_grad()
-    def _initialize(self, x: torch.Tensor) -> None:
-        flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N*H*W)
-        mean = flat.mean(dim=1).view(1, -1, 1, 1)
-        std = flat.std(dim=1).view(1, -1, 1, 1)
-        self.loc.copy_(-mean)
-        self.scale.copy_(1.0 / (std + 1e-6))
-        self.initialized.fill_(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.initialized.item() == 0:
-            self._initialize(x)
-        return self.scale * (x + self.loc)
-
-
 def weights_init(module: nn.Module) -> None:
     """DCGAN initialisation, as in the official code: conv weights ~ N(0, 0.02); BatchNorm weight ~
     N(1, 0.02) and bias 0. Conv biases keep PyTorch's default initialisation."""
@@ -67,13 +39,10 @@ class NLayerDiscriminator(nn.Module):
         input_nc: input channels (3 for RGB frames).
         ndf: width of the first convolution; later widths are ``ndf * min(2**n, 8)``.
         n_layers: number of stride-2 convolutions after the first one, minus one (see module docstring).
-        use_actnorm: use :class:`ActNorm` instead of BatchNorm (convolutions then keep their bias).
     """
 
-    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3, use_actnorm: bool = False) -> None:
+    def __init__(self, input_nc: int = 3, ndf: int = 64, n_layers: int = 3) -> None:
         super().__init__()
-        norm_layer = ActNorm if use_actnorm else nn.BatchNorm2d
-        use_bias = use_actnorm  # BatchNorm's shift makes a conv bias redundant
         kernel, pad = 4, 1
 
         layers: list[nn.Module] = [
@@ -86,8 +55,8 @@ class NLayerDiscriminator(nn.Module):
             # The last of these keeps the resolution (stride 1); the others halve it.
             stride = 2 if n < n_layers else 1
             layers += [
-                nn.Conv2d(ndf * prev_mult, ndf * mult, kernel_size=kernel, stride=stride, padding=pad, bias=use_bias),
-                norm_layer(ndf * mult),
+                nn.Conv2d(ndf * prev_mult, ndf * mult, kernel_size=kernel, stride=stride, padding=pad, bias=False),
+                nn.BatchNorm2d(ndf * mult),  # its shift makes a conv bias redundant
                 nn.LeakyReLU(0.2, inplace=True),
             ]
         layers.append(nn.Conv2d(ndf * mult, 1, kernel_size=kernel, stride=1, padding=pad))
@@ -98,4 +67,4 @@ class NLayerDiscriminator(nn.Module):
         return self.main(x)
 
 
-__all__ = ["NLayerDiscriminator", "ActNorm", "weights_init"]
+__all__ = ["NLayerDiscriminator", "weights_init"]

@@ -31,6 +31,8 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from ..state_dict_io import check_state_dict, read_checkpoint_state_dict
+
 logger = logging.getLogger(__name__)
 
 # torchvision's ImageNet VGG16 weights (VGG16_Weights.IMAGENET1K_V1).
@@ -109,7 +111,7 @@ class ScalingLayer(nn.Module):
 
 
 class NetLinLayer(nn.Module):
-    """1x1 convolution to one channel; ``model.0`` is the (inactive, eval-only) Dropout of the original."""
+    """1x1 convolution to one channel; ``model.0`` is the official Dropout, never active (see LPIPS)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -147,9 +149,6 @@ def lpips_state_dict_from(state_dict: Mapping[str, torch.Tensor]) -> dict[str, t
 def read_lpips_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read LPIPS tensors from a file: a Lightning ``.ckpt`` / ``.pt`` (weights-only unpickling) or
     a ``.safetensors`` file, with any of the key layouts :func:`lpips_state_dict_from` accepts."""
-    # Imported here: the checkpoint module loads the model code, which the loss itself does not need.
-    from ..checkpoint import read_checkpoint_state_dict
-
     picked = lpips_state_dict_from(read_checkpoint_state_dict(path))
     if not picked:
         raise ValueError(f"{path} holds no LPIPS weights (no keys under loss.perceptual_loss.*)")
@@ -211,8 +210,13 @@ class LPIPS(nn.Module):
         allow_download: let torchvision download the VGG16 file when it is not cached.
 
     The network is frozen (no parameter requires grad) and always in eval mode, so the Dropout in
-    ``lin*`` never fires. (The official training wraps the same module in a parent whose
-    ``.train()`` re-enables that Dropout; its expected value is the same, only noisier.)
+    ``lin*`` never fires. The official loss behaves the same: it builds its LPIPS with dropout
+    (``vidtok.modules.lpips.LPIPS(use_dropout=True)``, like ``lpips.LPIPS(use_dropout=True)`` of the
+    lpips package: a ``Dropout(p=0.5)`` before each ``lin`` convolution) and calls ``.eval()`` on it
+    once, at construction. Nothing switches it back: the Lightning the official environment pins
+    (pytorch-lightning 2.2.4; every version since 2.2) never calls ``.train()`` on the whole module
+    during fit and, after each validation, restores every submodule's own mode. So the Dropout is
+    inactive in the official training too, and the perceptual term is deterministic in both.
     """
 
     def __init__(
@@ -238,7 +242,8 @@ class LPIPS(nn.Module):
                 if package is None:
                     raise LPIPSWeightsUnavailable(
                         "LPIPS linear-layer weights were not given and the `lpips` package (which ships "
-                        "them) is not installed: `pip install lpips`, or set perceptual_weight: 0."
+                        "them) is not installed: pip install 'vidtwin[lpips]' (included in [train]), "
+                        "or set perceptual_weight: 0."
                     )
                 given = {**package, **given}
                 sources["lpips package"] = ["lin0-4"]
@@ -271,15 +276,9 @@ class LPIPS(nn.Module):
             nn.init.uniform_(getattr(self, f"lin{idx}").model[1].weight, 0.0, 2.0 / channels)
 
     def _check_keys(self, given: Mapping[str, torch.Tensor]) -> None:
+        """Raise (a ValueError) on unknown or mis-shaped keys, and on a partial VGG backbone."""
         own = self.state_dict()
-        unknown = sorted(set(given) - set(own))
-        if unknown:
-            raise ValueError(f"unexpected LPIPS keys: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
-        for key, value in given.items():
-            if tuple(value.shape) != tuple(own[key].shape):
-                raise ValueError(
-                    f"LPIPS key {key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
-                )
+        check_state_dict(given, own, "LPIPS weights", "the LPIPS network", require_all=False)
         net_given = {k for k in given if k.startswith("net.")}
         net_all = {k for k in own if k.startswith("net.")}
         if net_given and net_given != net_all:

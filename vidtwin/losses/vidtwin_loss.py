@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..state_dict_io import check_state_dict
 from .discriminator import NLayerDiscriminator
 from .lpips import LPIPS, lpips_state_dict_from, read_lpips_state_dict
 
@@ -307,7 +308,8 @@ class VidTwinLoss(nn.Module):
         disc_sd = {k[len("discriminator."):]: v for k, v in loss_sd.items() if k.startswith("discriminator.")}
         own_disc = self.discriminator.state_dict()
         if disc_sd or strict_discriminator:
-            _check_shapes("discriminator.", disc_sd, own_disc, strict=strict_discriminator)
+            check_state_dict(disc_sd, own_disc, "loss checkpoint", "the discriminator",
+                             require_all=strict_discriminator, key_prefix="loss.discriminator.")
             usable = {k: v for k, v in disc_sd.items() if k in own_disc}
             self.discriminator.load_state_dict(usable, strict=strict_discriminator)
             consumed.update(f"discriminator.{k}" for k in disc_sd)
@@ -315,7 +317,8 @@ class VidTwinLoss(nn.Module):
                 loaded.append("discriminator")
 
         if "logvar" in loss_sd:
-            _check_shapes("", {"logvar": loss_sd["logvar"]}, {"logvar": self.logvar}, strict=False)
+            check_state_dict({"logvar": loss_sd["logvar"]}, {"logvar": self.logvar}, "loss checkpoint", "the loss",
+                             key_prefix="loss.")
             with torch.no_grad():
                 self.logvar.copy_(loss_sd["logvar"])
             consumed.add("logvar")
@@ -342,24 +345,6 @@ class VidTwinLoss(nn.Module):
         if ignored:
             logger.warning("ignored %d loss tensors not used by VidTwinLoss: %s", len(ignored), ignored[:5])
         return loaded
-
-
-def _check_shapes(
-    prefix: str, given: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], strict: bool
-) -> None:
-    """Raise ValueError naming the first missing / unexpected (strict) or mis-shaped key."""
-    if strict:
-        missing = sorted(set(own) - set(given))
-        if missing:
-            raise ValueError(f"loss checkpoint lacks loss.{prefix}{missing[0]} ({len(missing)} keys missing)")
-        unexpected = sorted(set(given) - set(own))
-        if unexpected:
-            raise ValueError(f"loss checkpoint has unexpected key loss.{prefix}{unexpected[0]}")
-    for key, value in given.items():
-        if key in own and tuple(value.shape) != tuple(own[key].shape):
-            raise ValueError(
-                f"loss.{prefix}{key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}"
-            )
 
 
 __all__ = ["VidTwinLoss", "hinge_d_loss", "vanilla_d_loss", "adopt_weight", "lecam_reg"]

@@ -13,6 +13,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from ..hub import VidTwinHubMixin
 from .config import VidTwinConfig
 from .qformer import TemporalQFormer
 from .regularizers import build_regularizer, entropy_loss_weight_at
@@ -50,9 +51,6 @@ class VidTwinLatents:
                         if self.quantization is not None else None)
         return VidTwinLatents(**moved, kl=kl, quantization=quantization)
 
-    def numel_per_clip(self) -> int:
-        return sum(t[0].numel() for t in (self.structure, self.dynamics_x, self.dynamics_y))
-
 
 @dataclass
 class VidTwinTokens:
@@ -70,9 +68,6 @@ class VidTwinTokens:
     def to(self, *args, **kwargs) -> "VidTwinTokens":
         return VidTwinTokens(*(getattr(self, name).to(*args, **kwargs) for name in LATENT_NAMES))
 
-    def numel_per_clip(self) -> int:
-        return sum(getattr(self, name)[0].numel() for name in LATENT_NAMES)
-
 
 def _stride2_convs(channels: int, count: int, grow: bool) -> Tuple[nn.Sequential, int]:
     """`count` blocks of stride-2 3x3 conv + ReLU; channels double each block when `grow`."""
@@ -84,12 +79,15 @@ def _stride2_convs(channels: int, count: int, grow: bool) -> Tuple[nn.Sequential
     return nn.Sequential(*layers), channels
 
 
-class VidTwin(nn.Module):
+class VidTwin(nn.Module, VidTwinHubMixin):
     """Video autoencoder with decoupled structure and dynamics latents.
 
     Build with a `VidTwinConfig` or its fields as keyword arguments. Videos are (B, 3, T, H, W) in
-    [-1, 1] with (T, H, W) == `input_size`.
+    [-1, 1] with (T, H, W) == `input_size`. `save_pretrained`, `from_pretrained`, `push_to_hub` and
+    `from_checkpoint` come from `vidtwin.hub.VidTwinHubMixin`.
     """
+
+    config_class = VidTwinConfig
 
     def __init__(self, config: Optional[VidTwinConfig] = None, **kwargs) -> None:
         super().__init__()
@@ -326,23 +324,3 @@ class VidTwin(nn.Module):
                 raise ValueError(
                     f"latent {name} has shape {tuple(tensor.shape)}, this model expects (B, {', '.join(map(str, shape))})"
                 )
-
-    # ------------------------------------------------------------------ checkpoints
-    def load_state_dict_checked(self, state_dict: dict) -> None:
-        """Load official-named weights strictly; a missing, unexpected or mis-shaped key is an error."""
-        from ..checkpoint import load_autoencoder_state_dict
-
-        load_autoencoder_state_dict(self, state_dict)
-
-    def save_pretrained(self, directory) -> None:
-        """Write `config.json` and `model.safetensors` into `directory` (created if needed)."""
-        from ..checkpoint import save_pretrained
-
-        save_pretrained(self, directory)
-
-    @classmethod
-    def from_pretrained(cls, name_or_path, device="cpu", **kwargs) -> "VidTwin":
-        """Load a `save_pretrained` directory or a Hugging Face repo id such as "microsoft/vidtwin"."""
-        from ..checkpoint import from_pretrained
-
-        return from_pretrained(name_or_path, device=device, **kwargs)

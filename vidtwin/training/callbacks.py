@@ -116,6 +116,25 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
+def best_checkpoint(dirpath: str, monitor: str = "val/rec_loss", top_k: int = 3, mode: str = "min") -> ModelCheckpoint:
+    """A ModelCheckpoint that runs after every validation and keeps the ``top_k`` best checkpoints
+    by ``monitor`` (the official policy: the best 3 by ``val/rec_loss``), named
+    ``best_step_XXXXXXXX.ckpt`` after the update count."""
+    if top_k < 1:
+        raise ValueError(f"checkpoint top_k must be >= 1, got {top_k}")
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename="best_step_{train/step:08.0f}",
+        auto_insert_metric_name=False,
+        monitor=monitor,
+        mode=mode,
+        save_top_k=top_k,
+        save_last=False,
+        every_n_epochs=1,  # with no step interval: after each validation (mid-epoch ones included)
+        save_on_train_epoch_end=False,
+    )
+
+
 def step_checkpoint(dirpath: str, every_n_steps: int, lightning_steps_per_update: int,
                     save_top_k: int = -1, extra: Optional[dict] = None) -> ModelCheckpoint:
     """A ModelCheckpoint writing ``step_XXXXXXXX.ckpt`` and ``last.ckpt`` every ``every_n_steps`` updates.

@@ -13,7 +13,9 @@ Examples::
     python train.py --resume logs/tiny_2025-01-01T12-00-00
 
 Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``checkpoints/``
-(``last.ckpt`` and ``step_XXXXXXXX.ckpt``), ``tensorboard/`` and ``samples/``.
+(``last.ckpt`` and ``step_XXXXXXXX.ckpt``, or ``best_step_XXXXXXXX.ckpt`` with
+``lightning.checkpoint.keep: official``), ``tensorboard/`` and ``samples/``, and ends with a summary
+(see ``vidtwin.training.run_report``).
 
 ``lightning.trainer.max_steps`` counts autoencoder updates; it is translated here to Lightning's
 ``global_step``, which advances once per optimizer (twice per update with the discriminator).
@@ -173,18 +175,33 @@ def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
     return trainer_kwargs
 
 
+CHECKPOINT_POLICIES = ("all", "official")
+
+
 def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int) -> list:
-    from .callbacks import FinalCheckpoint, step_checkpoint
+    """Checkpointing (``lightning.checkpoint``), then the callbacks of ``lightning.callbacks``.
+
+    ``lightning.checkpoint.keep``: ``all`` (default) writes ``step_XXXXXXXX.ckpt`` and ``last.ckpt``
+    every ``every_n_steps`` updates; ``official`` keeps the official policy, the best 3 checkpoints
+    by ``val/rec_loss`` (after each validation) plus ``last.ckpt`` every ``every_n_steps`` updates.
+    """
+    from .callbacks import FinalCheckpoint, best_checkpoint, step_checkpoint
 
     lightning = config.get("lightning", {}) or {}
     ckpt_dir = str(run_dir / "checkpoints")
     checkpoint = _section(lightning, "checkpoint")
     every = int(checkpoint.pop("every_n_steps", 1000))
-    keep = int(checkpoint.pop("save_top_k", -1))
+    policy = checkpoint.pop("keep", "all")
+    if policy not in CHECKPOINT_POLICIES:
+        raise UsageError(f"lightning.checkpoint.keep must be one of {', '.join(CHECKPOINT_POLICIES)}, got {policy!r}")
+    save_top_k = int(checkpoint.pop("save_top_k", -1))
+    keep = 0 if policy == "official" else save_top_k  # official: this one writes only last.ckpt
     callbacks = [
         step_checkpoint(ckpt_dir, every, lightning_steps_per_update, save_top_k=keep, extra=checkpoint),
         FinalCheckpoint(ckpt_dir),
     ]
+    if policy == "official":
+        callbacks.append(best_checkpoint(ckpt_dir, monitor="val/rec_loss", top_k=3, mode="min"))
     for name, node in _section(lightning, "callbacks").items():
         if node is None:  # a callback switched off by an override (lightning.callbacks.NAME=null)
             continue
@@ -195,6 +212,9 @@ def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int)
 def build_loggers(run_dir: Path, name: str, use_wandb: bool, wandb_project: str) -> list:
     from pytorch_lightning.loggers import TensorBoardLogger
 
+    from ..optional import require
+
+    require("tensorboard", "train", "TensorBoard logging")
     loggers = [TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")]
     if use_wandb:
         from pytorch_lightning.loggers import WandbLogger
@@ -264,6 +284,9 @@ def prepare(args: argparse.Namespace):
 
     import pytorch_lightning as pl
 
+    from .run_report import RunRecorder, UpdateProgressBar, hide_lightning_stop_line
+
+    hide_lightning_stop_line()  # it counts global_step; the run summary says why the run ended
     pl.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = _build("data", config.data)
     model_node = copy.deepcopy(config.model)
@@ -277,7 +300,9 @@ def prepare(args: argparse.Namespace):
     strategy = build_strategy(config)
     if strategy is not None:
         trainer_kwargs["strategy"] = strategy
-    callbacks = build_callbacks(config, run_dir, steps_per_update)
+    callbacks = build_callbacks(config, run_dir, steps_per_update) + [RunRecorder()]
+    if trainer_kwargs.get("enable_progress_bar", True):
+        callbacks.append(UpdateProgressBar())  # counts updates, as max_steps does; no epochs
     loggers = build_loggers(run_dir, name, args.wandb, args.wandb_project)
     try:
         trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers)
@@ -327,7 +352,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        trainer, module, datamodule, resume_ckpt, _ = prepare(args)
+        trainer, module, datamodule, resume_ckpt, run_dir = prepare(args)
     except _config_errors() as error:
         if args.debug:
             raise
@@ -342,6 +367,10 @@ def _run(args: argparse.Namespace) -> int:
             raise
         print(f"train.py: error: {error}", file=sys.stderr)
         return EXIT_TRAINING_ERROR
+    finally:  # every run that started training, finished, stopped or failed, ends with its summary
+        from .run_report import print_run_summary
+
+        print_run_summary(trainer, module, datamodule, run_dir)
     return 0
 
 

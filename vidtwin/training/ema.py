@@ -6,8 +6,13 @@ the optimizers. The training module saves it in the Lightning checkpoint under t
 ``"ema_state_dict"`` as a complete autoencoder state_dict (official key names, no prefix, EMA
 values for parameters and the live values for buffers), which loads like any autoencoder weights.
 
-Decay follows the common LitEma rule: with ``warmup=True`` the decay used at update ``n`` is
-``min(decay, (1 + n) / (10 + n))`` so the average is not dominated by the random initialisation.
+With ``warmup=True`` the decay ramps up so that the average is not dominated by the random
+initialisation: the k-th update (k = 1, 2, ...) uses ``min(decay, k / (9 + k))``, i.e.
+``(1 + n) / (10 + n)`` with ``n = k - 1`` the number of earlier updates (0.1 for the first update).
+This is the ramp of LitEma (taming-transformers / VidTok) shifted by one update: LitEma counts the
+current update in ``n`` and starts at 2/11. Both reach ``decay`` after a few hundred updates for the
+usual 0.999; the shift only changes the first updates' weights, and it is kept so that resumed runs
+of earlier versions continue with the same averages.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ class EMA:
     Args:
         module: the module whose parameters are averaged (the autoencoder).
         decay: the target decay in [0, 1).
-        warmup: use the ``(1 + n) / (10 + n)`` ramp for the first updates.
+        warmup: use the ``(1 + n) / (10 + n)`` ramp, n = earlier updates, for the first updates.
     """
 
     def __init__(self, module: nn.Module, decay: float, warmup: bool = True) -> None:

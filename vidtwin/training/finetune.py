@@ -32,7 +32,7 @@ from typing import Iterable, Sequence, Union
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, read_checkpoint_state_dict, split_state_dict
+from ..state_dict_io import CheckpointError, load_autoencoder_state_dict, read_checkpoint_state_dict, split_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def initialise_from_checkpoint(
         report.kept_initialisation = dropped_ae
     _refuse_reshaped_keys(autoencoder, ae_state, path)
     try:
-        autoencoder.load_state_dict_checked(ae_state)
+        load_autoencoder_state_dict(autoencoder, ae_state)
     except CheckpointError as error:
         raise CheckpointError(f"{path}: {error}") from None
     report.autoencoder_keys = len(autoencoder.state_dict()) - len(dropped_ae)

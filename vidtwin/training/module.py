@@ -203,6 +203,20 @@ class VidTwinLightningModule(pl.LightningModule):
             raise ConfigError("the cosine schedule needs a bounded run: set trainer.max_steps or total_steps")
         return max(int(batches) // self.grad_accumulation, 1)
 
+    def official_total_updates(self) -> int:
+        """The official cosine length: batches of a single-process training loader x max_epochs.
+
+        It ignores the number of processes (with DDP each sees 1/N of the batches) and max_steps,
+        as the official training does; see `vidtwin.training.schedulers`.
+        """
+        trainer = self.trainer
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            raise ConfigError("total_steps: official needs lightning.trainer.max_epochs (the official length counts epochs)")
+        if trainer.datamodule is None:
+            raise ConfigError("total_steps: official needs a data module (it counts the batches of its training loader)")
+        batches = len(trainer.datamodule.train_dataloader())  # no distributed sampler: all batches
+        return max(batches * trainer.max_epochs // self.grad_accumulation, 1)
+
     def setup(self, stage: str) -> None:
         # Each update runs two backward passes over different parameter sets (and none through the
         # discriminator before disc_start), so DDP must look for unused parameters.
@@ -213,8 +227,8 @@ class VidTwinLightningModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self._schedules = (
-            build_lr_schedule(self.lr_scheduler_g, self.learning_rate, self.total_updates),
-            build_lr_schedule(self.lr_scheduler_d, self.learning_rate, self.total_updates),
+            build_lr_schedule(self.lr_scheduler_g, self.learning_rate, self.total_updates, self.official_total_updates),
+            build_lr_schedule(self.lr_scheduler_d, self.learning_rate, self.total_updates, self.official_total_updates),
         )
         data = getattr(self.trainer, "datamodule", None)
         self._bad_video_count = getattr(data, "bad_video_count", None)

@@ -23,6 +23,12 @@ Semantics match the official implementation:
   from ``lr_start`` to ``lr_max`` over ``warmup_steps`` updates, then a half cosine from
   ``lr_max`` down to ``lr_min`` that reaches ``lr_min`` at ``total_steps`` and stays there.
   ``warmup_rate`` (a fraction of ``total_steps``) may replace ``warmup_steps``.
+  ``total_steps`` is a number of updates, or ``run`` (the default: the length of this run, so the
+  rate reaches ``lr_min`` at its end), or ``official``: what the official training computes,
+  ``len(train loader) * max_epochs`` with the loader of a single process. With N processes (DDP)
+  each one sees 1/N of the batches, so that cosine spans N times the actual run and its rate has
+  only fallen to about ``lr_min + (lr_max - lr_min) * (1 + cos(pi / N)) / 2`` at the end (0.85 of
+  ``lr_max`` for N = 4 and ``lr_min = 0``).
 * ``inverse_sqrt`` multiplies ``learning_rate`` by the factor of
   ``transformers.get_inverse_sqrt_schedule``: ``step / warmup`` during warm-up, then
   ``1 / sqrt((step + timescale - warmup) / timescale)`` with ``timescale = warmup`` by default.
@@ -98,12 +104,14 @@ def build_lr_schedule(
     config: Optional[Mapping[str, Any]],
     base_lr: float,
     total_steps: Optional[Callable[[], int]] = None,
+    official_total_steps: Optional[Callable[[], int]] = None,
 ) -> LRSchedule:
     """Build a ``step -> lr`` function from a ``{target, params}`` config.
 
     ``base_lr`` is the module's ``learning_rate`` (used by ``inverse_sqrt`` and ``constant``).
-    ``total_steps`` is called only when a cosine schedule needs it and its config has no
-    ``total_steps``; the training module passes the run length in updates.
+    ``total_steps`` is called only when a cosine schedule needs the run length (its config has no
+    ``total_steps`` or ``total_steps: run``); ``official_total_steps`` when it asks for
+    ``total_steps: official``. The training module passes both, in updates.
     Raises ``ValueError`` naming the problem for an unknown target or missing parameter.
     """
     if config is None:
@@ -116,10 +124,14 @@ def build_lr_schedule(
     try:
         if _matches(target, _COSINE_NAMES):
             warmup_rate = params.pop("warmup_rate", -1)
-            if "total_steps" not in params:
-                if total_steps is None:
-                    raise ValueError("warmup_cosine needs total_steps (set it in the scheduler params)")
-                params["total_steps"] = int(total_steps())
+            length = params.get("total_steps", "run")
+            lengths = {"run": total_steps, "official": official_total_steps}
+            if isinstance(length, str):
+                if length not in lengths:
+                    raise ValueError(f"warmup_cosine total_steps must be a number, run or official, got {length!r}")
+                if lengths[length] is None:
+                    raise ValueError(f"warmup_cosine needs total_steps (set a number in the scheduler params, not {length})")
+                params["total_steps"] = int(lengths[length]())
             if warmup_rate is not None and warmup_rate >= 0:
                 params["warmup_steps"] = params["total_steps"] * warmup_rate
             if params.get("warmup_steps", 0) < 0:  # the official "unset" value

@@ -1,0 +1,1 @@
+"""Developer and user tools; run each from the clone root as `python -m scripts.NAME` (see README)."""

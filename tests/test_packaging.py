@@ -1,0 +1,109 @@
+"""Packaging: the dependency split of pyproject.toml matches the imports, a core install encodes and
+decodes without the optional stacks, a missing extra is named, and every tool runs with `python -m`."""
+
+import ast
+import subprocess
+import sys
+
+import pytest
+
+from vidtwin.optional import MissingOptionalDependency, require
+
+from conftest import REPO, TINY_CONFIG
+
+tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+# Import name -> distribution name, where they differ.
+DISTRIBUTIONS = {"pytorch_lightning": "pytorch-lightning", "skvideo": "scikit-video", "yaml": "pyyaml"}
+
+
+def _requirement_names(requirements):
+    names = set()
+    for requirement in requirements:
+        name = requirement.split(";")[0].split("[")[0]
+        for stop in "<>=!~ ":
+            name = name.split(stop)[0]
+        names.add(name.strip().lower())
+    return names
+
+
+def _module_level_imports(path):
+    """Top-level packages imported when `path` is imported (function-level imports excluded)."""
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_core_dependencies_cover_the_imports_of_everything_but_training():
+    core = _requirement_names(PYPROJECT["project"]["dependencies"])
+    optional_stacks = {"pytorch-lightning", "tensorboard", "matplotlib", "scikit-video", "lpips"}
+    assert not core & optional_stacks, "the core install must not pull the training, plotting or demo stacks"
+    stdlib = set(sys.stdlib_module_names)
+    training_only = {REPO / "vidtwin" / "data" / "datamodule.py"}
+    for path in (REPO / "vidtwin").rglob("*.py"):
+        if "training" in path.parts or path in training_only:
+            continue
+        for module in _module_level_imports(path) - stdlib - {"vidtwin", "__future__"}:
+            assert DISTRIBUTIONS.get(module, module).lower() in core, f"{path.name} imports {module}"
+
+
+def test_extras_name_the_optional_stacks_and_test_pulls_them_all():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert "pytorch-lightning" in _requirement_names(extras["train"])
+    assert "tensorboard" in _requirement_names(extras["train"])
+    assert _requirement_names(extras["demo"]) == {"scikit-video"}
+    assert _requirement_names(extras["plots"]) == {"matplotlib"}
+    assert any(r.startswith("vidtwin[") and all(x in r for x in ("train", "demo", "plots")) for r in extras["test"])
+    assert not (REPO / "setup.py").exists()
+    assert (REPO / "vidtwin" / "py.typed").is_file()
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    with pytest.raises(MissingOptionalDependency, match=r"--plots needs the matplotlib package.*vidtwin\[plots\]"):
+        require("matplotlib", "plots", "--plots")
+
+
+CORE_ONLY = """
+import sys
+
+# Behave as if the optional stacks were not installed: importing them fails, find_spec finds nothing.
+# (torchvision stays: timm, a core dependency, imports it.)
+for name in ("pytorch_lightning", "lightning", "tensorboard", "matplotlib", "skvideo", "lpips"):
+    sys.modules[name] = None
+import torch
+from vidtwin import load_model
+import vidtwin.inference.cli
+model = load_model(sys.argv[1])
+video = torch.rand(1, 3, *model.input_size) * 2 - 1
+with torch.no_grad():
+    assert model.decode(model.encode(video)).shape == video.shape
+try:
+    import vidtwin.training
+except ImportError as error:
+    assert "pip install 'vidtwin[train]'" in str(error), error
+else:
+    raise AssertionError("training imported without pytorch_lightning")
+print("ok")
+"""
+
+
+def test_a_core_install_encodes_and_decodes_without_the_optional_stacks():
+    result = subprocess.run([sys.executable, "-c", CORE_ONLY, str(TINY_CONFIG)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("module", ["vidtwin.training.cli", "vidtwin.inference.cli", "scripts.make_meta",
+                                    "scripts.convert_checkpoint", "scripts.compression_report"])
+def test_every_tool_runs_as_a_module(module):
+    result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:")

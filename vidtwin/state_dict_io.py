@@ -1,0 +1,208 @@
+"""Reading state dicts from every supported file format, and the one strict key check.
+
+Nothing here builds or imports a model: the LPIPS loss, the fine-tuning code and the Hub loader read
+their tensors through this module without pulling in the autoencoder (and transformers).
+
+Formats read: the official Lightning `.ckpt` (weights under `state_dict`, official names), a Lightning
+checkpoint written by this project's training (autoencoder under `autoencoder.`, EMA weights under
+`ema_state_dict`), a bare state_dict, `.safetensors`, and a `save_pretrained` directory
+(`config.json` + `model.safetensors`). `hf://` references are resolved through `vidtwin.hub` first.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from pathlib import Path
+from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
+
+import torch
+from safetensors.torch import load_file
+
+logger = logging.getLogger(__name__)
+
+StateDict = Dict[str, torch.Tensor]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+# First components of the official autoencoder's keys (everything in the Lightning module but `loss.`).
+AUTOENCODER_MODULES = (
+    "encoder", "decoder", "temporal_qformer", "conv_in", "content_downsample_blocks", "bottle_down",
+    "bottle_up", "content_upsample_blocks", "conv_out", "cont_emb", "motion_head", "motion_emb",
+    "downsample_motion_module", "up_motion",
+)
+TRAINING_PREFIX = "autoencoder."
+
+# Official tensors that this implementation does not load, and why:
+# - the encoder's `final_layer` and the decoder's `x_embedder` exist in the official modules but are
+#   never used by its forward pass;
+# - the sin-cos position embeddings are fixed functions of the token grid, recomputed at build time.
+IGNORED_OFFICIAL_KEYS = (
+    r"encoder\.final_layer\..*",
+    r"decoder\.x_embedder\..*",
+    r"(encoder|decoder)\.pos_embed(_temporal)?",
+)
+_IGNORED = re.compile("|".join(f"(?:{pattern})" for pattern in IGNORED_OFFICIAL_KEYS))
+_POSITION_BUFFERS = re.compile(r"(encoder|decoder)\.pos_embed(_temporal)?")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message names the file or the keys."""
+
+
+# ---------------------------------------------------------------------------- the strict key check
+def _name_keys(keys: Iterable[str], limit: int = 12) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_state_dict(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str,
+                     target: str = "the model", require_all: bool = True, key_prefix: str = "") -> None:
+    """Raise CheckpointError naming every missing, unexpected and mis-shaped key.
+
+    given: the tensors about to be loaded; expected: the module's own `state_dict()` (or any
+    name -> tensor mapping with the target shapes). require_all=False accepts a subset of the
+    expected keys (for modules filled from several sources); unexpected and mis-shaped keys are
+    always errors. what / target: name the weights and their destination in the message
+    ("checkpoint" does not match "the model config").
+    key_prefix: prepended to key names in the message, so they read as in the file ("loss.").
+    """
+    missing = set(expected) - set(given) if require_all else set()
+    unexpected = set(given) - set(expected)
+    mismatched = [
+        f"{key_prefix}{key} ({what} {tuple(given[key].shape)}, expected {tuple(expected[key].shape)})"
+        for key in set(given) & set(expected) if tuple(given[key].shape) != tuple(expected[key].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_name_keys(key_prefix + k for k in missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_name_keys(key_prefix + k for k in unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_name_keys(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{what} does not match {target}; " + "; ".join(problems))
+
+
+def load_autoencoder_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Strictly load official-named autoencoder weights into `model` (a VidTwin).
+
+    The official tensors listed in IGNORED_OFFICIAL_KEYS are dropped first; position embeddings
+    of another shape mean the checkpoint was made for another input size or width.
+    """
+    buffers = dict(model.named_buffers())
+    grid_errors = [
+        f"{key} {tuple(value.shape)} vs {tuple(buffers[key].shape)}"
+        for key, value in state.items()
+        if _POSITION_BUFFERS.fullmatch(key) and key in buffers and tuple(value.shape) != tuple(buffers[key].shape)
+    ]
+    if grid_errors:
+        raise CheckpointError(
+            "checkpoint does not match the model config: it was made for another input size or width "
+            f"(position embeddings differ: {'; '.join(grid_errors)}); use the config it was trained with"
+        )
+    state = {k: v for k, v in state.items() if not _IGNORED.fullmatch(k)}
+    check_state_dict(state, model.state_dict(), "checkpoint", "the model config")
+    model.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------------- reading files
+def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
+    """A local path for `path`, downloading `hf://` references first (see `vidtwin.hub`)."""
+    from .hub import is_hub_reference, resolve_hub_reference
+
+    if is_hub_reference(str(path)):
+        return resolve_hub_reference(str(path))
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    return path
+
+
+def _torch_load(path: Union[str, Path], weights_only: bool):
+    try:  # memory-mapped: a Lightning file's optimizer states are never read into memory
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=weights_only)  # legacy (non-zip) format
+
+
+def load_checkpoint_object(path: Union[str, Path], allow_unsafe_pickle: bool = False) -> dict:
+    """torch.load with `weights_only=True`; full unpickling only with `allow_unsafe_pickle=True`."""
+    try:
+        obj = _torch_load(path, weights_only=not allow_unsafe_pickle)
+    except pickle.UnpicklingError as error:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused is None:  # not a pickle torch can read at all
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
+        raise CheckpointError(
+            f"{path} holds a Python object ({refused.group(1)}) that a safe load refuses. "
+            "If you trust this file, load it with allow_unsafe_pickle=True (CLI: --allow-unsafe-pickle)"
+        ) from None
+    except (RuntimeError, OSError, EOFError) as error:
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state_dict or a Lightning checkpoint")
+    return obj
+
+
+def read_checkpoint_state_dict(path: Union[str, Path], allow_unsafe_pickle: bool = False,
+                               use_ema: Optional[bool] = False) -> StateDict:
+    """A flat name -> tensor dict from any supported checkpoint format.
+
+    use_ema: when the checkpoint stores EMA weights (`ema_state_dict`, written by this project's
+    training), return those as the autoencoder weights; None means "when present".
+    """
+    path = resolve_checkpoint_path(path)
+    if path.is_dir():
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise CheckpointError(f"{path} is a directory without {WEIGHTS_FILE}; expected a save_pretrained directory")
+        path = weights
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types
+            raise CheckpointError(f"{path} is not a readable safetensors file: {error}") from None
+    obj = load_checkpoint_object(path, allow_unsafe_pickle)
+    state = obj.get("state_dict", obj)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} has no state_dict of tensors")
+    has_ema = isinstance(obj.get("ema_state_dict"), dict)
+    if use_ema and not has_ema:
+        raise CheckpointError(f"{path} stores no EMA weights (ema_state_dict)")
+    if has_ema and use_ema is not False:
+        state = {k: v for k, v in state.items() if not _is_autoencoder_key(k)}
+        state.update(obj["ema_state_dict"])
+        logger.info("using the EMA weights stored in %s", path)
+    return dict(state)
+
+
+def _is_autoencoder_key(key: str) -> bool:
+    return key.startswith(TRAINING_PREFIX) or key.split(".", 1)[0] in AUTOENCODER_MODULES
+
+
+def split_state_dict(state: StateDict) -> Tuple[StateDict, StateDict, StateDict]:
+    """(autoencoder, loss, rest): official names for the autoencoder, `loss.` stripped for the loss."""
+    autoencoder, loss, rest = {}, {}, {}
+    for key, value in state.items():
+        if key.startswith(TRAINING_PREFIX):
+            autoencoder[key[len(TRAINING_PREFIX):]] = value
+        elif key.split(".", 1)[0] in AUTOENCODER_MODULES:
+            autoencoder[key] = value
+        elif key.startswith("loss."):
+            loss[key[len("loss."):]] = value
+        else:
+            rest[key] = value
+    return autoencoder, loss, rest
+
+
+__all__ = [
+    "CheckpointError", "CONFIG_FILE", "WEIGHTS_FILE", "AUTOENCODER_MODULES", "IGNORED_OFFICIAL_KEYS",
+    "check_state_dict", "load_autoencoder_state_dict",
+    "load_checkpoint_object", "read_checkpoint_state_dict", "resolve_checkpoint_path", "split_state_dict",
+]
