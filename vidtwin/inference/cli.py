@@ -368,6 +368,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_encode_dataset(args: argparse.Namespace) -> int:
+    from vidtwin.optional import require
+
+    require("pytorch_lightning", "dataset", "encode-dataset")  # it runs on Trainer.predict
     from vidtwin.inference.dataset_plan import ClipSampling, file_fingerprint, list_sources
     from vidtwin.inference.encode_dataset import DatasetJob, check_output, format_summary, run_job
     from vidtwin.inference.latent_file import config_to_dict
