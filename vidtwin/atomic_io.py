@@ -10,16 +10,34 @@ from typing import Iterator, Union
 
 PathLike = Union[str, os.PathLike]
 
+# Most filesystems limit a file name to 255 bytes; mkstemp adds 8 random characters.
+NAME_MAX_BYTES = 255
+_RANDOM_CHARS = 8
+TEMP_MARKER = ".tmp-"
+
+
+def temp_prefix(name: str, suffix: str) -> str:
+    """``.NAME.tmp-`` for a temporary file beside ``name``, with NAME shortened so the result fits 255 bytes.
+
+    The leading dot hides the file, and hidden files are never taken for videos
+    (:func:`vidtwin.data.video_io.is_video_file`), so a temp file left by a killed write is not read
+    back as an input.
+    """
+    room = NAME_MAX_BYTES - _RANDOM_CHARS - len(suffix.encode()) - len(f".{TEMP_MARKER}")
+    shortened = name.encode()[:max(room, 1)].decode(errors="ignore")  # never split a UTF-8 character
+    return f".{shortened}{TEMP_MARKER}"
+
 
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only when the block completes.
 
     suffix: the temporary file's ending, for writers that pick a format from it (".mp4", ".png").
-    The parent directory must exist. On any error the temporary file is removed.
+    The parent directory must exist. On any error the temporary file is removed. The temporary
+    name fits the filesystem's 255-byte limit whenever ``path``'s own name does.
     """
     path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name, suffix), suffix=suffix)
     os.close(handle)
     temp = Path(temp_name)
     try:

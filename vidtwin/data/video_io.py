@@ -32,6 +32,8 @@ from vidtwin.atomic_io import atomic_path
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".wmv")
+# Containers that write_video can fill: WebM and GIF cannot hold its H.264 stream.
+WRITABLE_VIDEO_EXTENSIONS = tuple(e for e in VIDEO_EXTENSIONS if e not in (".webm", ".gif"))
 BACKENDS = ("decord", "pyav")
 BACKEND_ENV_VAR = "VIDTWIN_VIDEO_BACKEND"
 
@@ -56,8 +58,13 @@ class VideoInfo:
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
-    """True when the file name has a known video extension (case-insensitive); the file is not opened."""
-    return str(path).lower().endswith(VIDEO_EXTENSIONS)
+    """True when the file name has a known video extension (case-insensitive); the file is not opened.
+
+    Hidden names (a leading dot) are never videos: they are the temporary files of an unfinished
+    write (see :mod:`vidtwin.atomic_io`) or a system's metadata files (``._clip.mp4``).
+    """
+    name = os.path.basename(os.fspath(path))
+    return not name.startswith(".") and name.lower().endswith(VIDEO_EXTENSIONS)
 
 
 def _decord_available() -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from safetensors.torch import save_file
 from vidtwin.atomic_io import atomic_path
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.tiling import TileGrid
+from vidtwin.models.config import VidTwinConfig
 
 FORMAT_NAME = "vidtwin-latents"
 FORMAT_VERSION = "1"
@@ -174,6 +176,8 @@ def load_latents(path: str | os.PathLike, expected_config: Any | None = None) ->
         LatentFileError: the file is missing, not a VidTwin latent file, or from another config.
     """
     path = Path(path)
+    if path.is_dir():
+        raise LatentFileError(f"latent file {path} is a directory; give a .safetensors file written by `inference.py encode`")
     if not path.is_file():
         raise LatentFileError(f"latent file {path} does not exist")
     try:
@@ -213,10 +217,47 @@ def load_latents(path: str | os.PathLike, expected_config: Any | None = None) ->
         if isinstance(error, LatentFileError):
             raise
         raise LatentFileError(f"latent file {path} has malformed metadata ({error})") from None
-    if encoded.num_clips != encoded.layout.num_clips:
-        raise LatentFileError(
-            f"latent file {path} holds {encoded.num_clips} clips but its metadata needs {encoded.layout.num_clips}"
-        )
+    _check_contents(encoded, path)
     if expected_config is not None:
         encoded.check_config(expected_config, what=f"the latents in {path}")
     return encoded
+
+
+def _check_contents(encoded: EncodedVideo, path: Path) -> None:
+    """Raise :class:`LatentFileError` unless the tensors and metadata of a read file agree with each other."""
+    def bad(problem: str) -> LatentFileError:
+        return LatentFileError(f"latent file {path} is damaged: {problem}; encode the video again")
+
+    if not (math.isfinite(encoded.fps) and encoded.fps > 0):
+        raise bad(f"fps is {encoded.fps}")
+    if encoded.num_frames < 1 or encoded.clip_len < 1:
+        raise bad(f"num_frames is {encoded.num_frames} and clip_len {encoded.clip_len}")
+    try:
+        model_config = VidTwinConfig.from_dict(encoded.config)
+    except (TypeError, ValueError) as error:
+        raise bad(f"its config is not a VidTwin config ({error})") from None
+    if encoded.clip_len != model_config.input_size[0]:
+        raise bad(f"clip_len is {encoded.clip_len} but its config encodes {model_config.input_size[0]} frames")
+    if encoded.spatial == "resize":
+        expected_output, expected_tiles = tuple(model_config.input_size[1:]), 1
+        if encoded.tile_grid is not None:
+            raise bad("it holds a tile grid but spatial is resize")
+    elif encoded.spatial == "tile":
+        grid = encoded.tile_grid
+        if grid is None or (grid.height, grid.width) != tuple(encoded.original_size):
+            raise bad(f"its tile grid does not cover the original size {encoded.original_size}")
+        expected_output, expected_tiles = tuple(encoded.original_size), grid.num_tiles
+    else:
+        raise bad(f"spatial is {encoded.spatial!r}, not resize or tile")
+    if tuple(encoded.output_size) != expected_output:
+        raise bad(f"output size {encoded.output_size} does not match {expected_output}")
+    num_clips = encoded.layout.num_clips
+    for name, per_clip in model_config.latent_shapes().items():
+        tensor = getattr(encoded, name)
+        if tensor.dtype != torch.float32:
+            raise bad(f"{name} is {tensor.dtype}, not torch.float32")
+        expected = (num_clips, expected_tiles, *per_clip)
+        if tuple(tensor.shape) != expected:
+            raise bad(f"{name} has shape {tuple(tensor.shape)}; {encoded.num_frames} frames need {expected}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise bad(f"{name} holds NaN or infinite values")
