@@ -74,7 +74,8 @@ def run_main(prog: str, main: Callable[[], int | None], debug: bool = False,
     """Run ``main`` under the convention above and return the exit code.
 
     failure_types: exceptions that mean the work failed without being a bug or a user error
-    (reported in one line with exit code 1, like :class:`PartialFailure`).
+    (reported in one line with exit code 1, like :class:`PartialFailure`), e.g. an unreadable
+    video met during training, which is a user error before the work starts.
     """
     def report(error: BaseException, code: int) -> int:
         if debug:
@@ -84,10 +85,10 @@ def run_main(prog: str, main: Callable[[], int | None], debug: bool = False,
 
     try:
         return main() or EXIT_OK
+    except (PartialFailure, *failure_types) as error:  # before user errors: the caller's choice wins
+        return report(error, EXIT_FAILURE)
     except user_error_types() as error:
         return report(error, EXIT_USER_ERROR)
-    except (PartialFailure, *failure_types) as error:
-        return report(error, EXIT_FAILURE)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

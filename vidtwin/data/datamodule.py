@@ -23,6 +23,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from ..config import ConfigError
 from .dataset import VideoDataset
 from .demo import demo_train_videos, demo_val_videos
 
@@ -103,7 +104,7 @@ class VideoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
-            raise ValueError("training needs a train section in the data config")
+            raise ConfigError("training needs a train section in the data config")
         return self._loader(self.train_dataset, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:
