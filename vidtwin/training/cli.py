@@ -212,11 +212,12 @@ def _setup_logging() -> None:
     # ModelCheckpoint warns that manual optimization saves the state after the optimizer step;
     # that is what we want (the update is complete when train_step advances).
     warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+    package_logger = logging.getLogger("vidtwin")
+    for handler in list(package_logger.handlers):
+        if getattr(handler, "_vidtwin_cli", False):  # main() ran before in this process, maybe with another stderr
+            package_logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    package_logger = logging.getLogger("vidtwin")
-    if any(getattr(h, "_vidtwin_cli", False) for h in package_logger.handlers):
-        return  # main() ran before in this process
     handler._vidtwin_cli = True
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO if global_rank() == 0 else logging.WARNING)
