@@ -13,9 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vidtwin import ConfigError  # noqa: E402
-from vidtwin.cli_utils import run_cli  # noqa: E402
+from vidtwin.cli_utils import add_debug_flag, run_cli  # noqa: E402
 from vidtwin.config import autoencoder_config_from, load_config  # noqa: E402
+
+PROG = "compression_report.py"
 
 
 def compression_rows(config) -> tuple:
@@ -27,8 +28,9 @@ def compression_rows(config) -> tuple:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="+", help="config YAML(s), merged in order (this project's or the official format)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     config = autoencoder_config_from(load_config(args.config))
     rows, latent_values, input_values = compression_rows(config)
@@ -44,4 +46,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, (ConfigError,))
+    run_cli(main, PROG)
