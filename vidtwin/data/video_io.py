@@ -18,11 +18,13 @@ when complete, so a crash never leaves a half-written video under the final name
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -106,10 +108,30 @@ def _check_file(path: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment: decord's C++ logger prints open failures
+    there ("ERROR opening: ..."), and our VideoReadError already says it in one line."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _decord_reader(path: str):
     import decord
 
-    return decord.VideoReader(path, ctx=decord.cpu(0))
+    with _native_stderr_silenced():
+        return decord.VideoReader(path, ctx=decord.cpu(0))
 
 
 def _decord_batch(reader, path: str, indices: list[int]) -> torch.Tensor:
@@ -230,6 +252,10 @@ def _failure_message(path: str, error: Exception, decord_error: Exception | None
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return text.replace(f"cannot read video {path}: ", "")
 
+    import av
+
+    if isinstance(error, av.FFmpegError):  # FFmpeg's verdict on the file; its errno and repr are noise
+        return f"cannot read video {path}: not a readable video file ({error.strerror or type(error).__name__})"
     message = f"cannot read video {path}: {reason(error)}"
     if decord_error is not None:
         message += f" (decord: {reason(decord_error)})"
