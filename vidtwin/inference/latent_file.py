@@ -45,7 +45,7 @@ RUNTIME_ONLY_FIELDS = frozenset({"attention_backend", "qformer_dropout"})
 
 
 class LatentFileError(ValueError):
-    """A latent file is missing, malformed, or was written with another model config."""
+    """A latent file is missing, malformed, written with another model config, or cannot be written."""
 
 
 def config_to_dict(config: Any) -> dict:
@@ -140,7 +140,11 @@ class EncodedVideo:
 
 
 def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
-    """Write ``encoded`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``encoded`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        LatentFileError: the file cannot be written (full disk, unwritable folder); nothing is left.
+    """
     path = Path(path)
     config_sha256, config_json = config_identity(encoded.config)
     metadata = {
@@ -164,8 +168,11 @@ def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
     tensors = {
         name: getattr(encoded, name).detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES
     }
-    with atomic_path(path) as temp:
-        save_file(tensors, str(temp), metadata=metadata)
+    try:
+        with atomic_path(path) as temp:
+            save_file(tensors, str(temp), metadata=metadata)
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error type
+        raise LatentFileError(f"cannot write latent file {path}: {getattr(error, 'strerror', None) or error}") from None
     return path
 
 
