@@ -13,10 +13,11 @@ Examples (the tiny config runs on a laptop CPU; use configs/vidtwin.yaml with th
         --output a_moves_like_b.mp4
     python inference.py evaluate --config configs/vidtwin.yaml --ckpt vidtwin.ckpt --input videos/ --output eval/ --plots
 
-Every user error (missing or unreadable input, config/checkpoint mismatch, unwritable output,
-latents of another config) ends with one ``error: ...`` line on stderr and exit code 1; nothing is
-left under the output name. With a directory of videos, a bad video is reported and the others
-are still processed; the exit code is 1 if any failed.
+Errors follow vidtwin/cli_utils.py: a user error (missing or unreadable input, an output that is
+an input or exists without --overwrite, config/checkpoint mismatch, unwritable output, latents of
+another config) ends with one ``inference.py: error: ...`` line on stderr and exit code 2, before
+anything is written (see vidtwin/inference/outputs.py). With a directory of videos, a bad video is
+reported and the others are still processed; the exit code is then 1.
 """
 
 from __future__ import annotations
