@@ -32,6 +32,8 @@ def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli_errors")
     torch.manual_seed(0)
     torch.save(load_model(TINY_CONFIG).state_dict(), root / "tiny.pt")
+    torch.manual_seed(1)
+    torch.save(load_model(TINY_CONFIG).state_dict(), root / "tiny_other_seed.pt")
     frames = torch.randint(0, 255, (10, 48, 64, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     write_video(root / "clip.mp4", frames, fps=10.0)
     (root / "videos").mkdir()
@@ -168,6 +170,9 @@ def _inference_cases():
                                                   "overlap": 16, "starts_y": [0], "starts_x": [0]}))),
             "holds a tile grid but spatial is resize"),
         "a folder as --latents": (latent_folder, "is a directory"),
+        "latents of other weights of the same config": (
+            lambda f, t: ["decode", "--latents", f / "clip.safetensors", "--output", t / "out.mp4", "--config", TINY_CONFIG,
+                          "--ckpt", f / "tiny_other_seed.pt", "--quiet"], "were encoded with other weights"),
         # not a checkpoint, bad configs, bad numbers
         "text file as --ckpt": (
             lambda f, t: ["reconstruct", "--input", f / "clip.mp4", "--output", t / "out.mp4", "--config", TINY_CONFIG,
@@ -202,6 +207,13 @@ def test_inference_user_errors(files, tmp_path, capsys, case):
     assert "Errno" not in err and "weights_only" not in err
     assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before  # no input touched
     assert sorted(p.name for p in tmp_path.rglob("*")) == written_before  # nothing written
+
+
+def test_latents_of_other_weights_decode_when_allowed(files, tmp_path, capsys):
+    code = inference_main(["decode", "--latents", str(files / "clip.safetensors"), "--output", str(tmp_path / "o.mp4"),
+                           "--config", str(TINY_CONFIG), "--ckpt", str(files / "tiny_other_seed.pt"), "--quiet",
+                           "--allow-other-weights"])
+    assert code == 0, capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback_of_a_user_error(files, tmp_path, capsys):

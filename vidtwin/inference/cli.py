@@ -81,6 +81,11 @@ def _add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
+def _add_allow_other_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-other-weights", action="store_true",
+                        help="decode latent files encoded with other weights of the same config")
+
+
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
     add_debug_flag(parser, in_subcommand=True)
     group = parser.add_argument_group("runtime")
@@ -224,6 +229,8 @@ def run_decode(args: argparse.Namespace) -> int:
     encoded = load_latents(args.latents)
     model = _load(args)
     encoded.check_config(model.config, what=f"the latents in {args.latents}")
+    if not args.allow_other_weights:
+        encoded.check_weights(model, what=f"the latents in {args.latents}")
     _write_decoded(target, iter_decoded(model, encoded, only=args.only, **_model_kwargs(args)), encoded.fps)
     return 0
 
@@ -245,6 +252,8 @@ def run_cross(args: argparse.Namespace) -> int:
     for name, item in (("--structure", structure), ("--dynamics", dynamics)):
         if isinstance(item, EncodedVideo):
             item.check_config(model.config, what=f"the {name} latents")
+            if not args.allow_other_weights:
+                item.check_weights(model, what=f"the {name} latents")
     result = cross_reenact(
         model, structure, dynamics, spatial=args.spatial, tile_overlap=args.tile_overlap, **_model_kwargs(args)
     )
@@ -358,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--latents", required=True, help="a .safetensors file written by encode")
     decode.add_argument("--output", required=True, help="the .mp4 to write")
     decode.add_argument("--only", choices=("structure", "dynamics"), default=None, help="decode one latent alone")
-    _add_overwrite(decode), _add_model(decode), _add_runtime(decode)
+    _add_overwrite(decode), _add_allow_other_weights(decode), _add_model(decode), _add_runtime(decode)
     decode.set_defaults(run=run_decode)
 
     cross = commands.add_parser("cross", help="structure of one video with the dynamics of another")
@@ -366,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     cross.add_argument("--dynamics", required=True, help="video or latent file giving the dynamics")
     cross.add_argument("--output", required=True, help="the .mp4 to write")
     cross.add_argument("--side-by-side", action="store_true", help="also write structure | dynamics | output")
-    _add_overwrite(cross), _add_model(cross), _add_video(cross), _add_runtime(cross)
+    _add_overwrite(cross), _add_allow_other_weights(cross), _add_model(cross), _add_video(cross), _add_runtime(cross)
     cross.set_defaults(run=run_cross)
 
     evaluate = commands.add_parser("evaluate", help="PSNR / SSIM / LPIPS of reconstructions")

@@ -75,6 +75,26 @@ def describe_config_difference(expected: dict, found: dict, limit: int = 4) -> s
     return shown + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")
 
 
+WEIGHTS_FINGERPRINT_KEY = "weights_fingerprint"  # in EncodedVideo.extra
+_FINGERPRINT_SAMPLES = 64  # values hashed per tensor
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights: two checkpoints of one config give different fingerprints.
+
+    Hashes the names, shapes and up to 64 evenly spaced values of every tensor of the state_dict
+    (on the CPU, in float32), so it costs little even for the published model.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
+        sample = flat[::step][:_FINGERPRINT_SAMPLES].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass
 class EncodedVideo:
     """Latents of every clip (and tile) of one video plus what is needed to decode them."""
@@ -116,6 +136,18 @@ class EncodedVideo:
             raise LatentFileError(
                 f"{what} were written by a model with another config ({describe_config_difference(expected, self.config)}); "
                 "use the --config/--ckpt that encoded them"
+            )
+
+    def check_weights(self, model: torch.nn.Module, what: str = "latents") -> None:
+        """Raise :class:`LatentFileError` unless these latents were encoded with ``model``'s weights.
+
+        Latents written before fingerprints were recorded pass unchecked.
+        """
+        recorded = self.extra.get(WEIGHTS_FINGERPRINT_KEY)
+        if recorded is not None and recorded != weights_fingerprint(model):
+            raise LatentFileError(
+                f"{what} were encoded with other weights of this config (fingerprint {recorded}, the model's is "
+                f"{weights_fingerprint(model)}); use the --ckpt that encoded them, or --allow-other-weights"
             )
 
     def truncated(self, num_frames: int) -> "EncodedVideo":
@@ -239,32 +271,35 @@ def _check_contents(encoded: EncodedVideo, path: Path) -> None:
         raise bad(f"fps is {encoded.fps}")
     if encoded.num_frames < 1 or encoded.clip_len < 1:
         raise bad(f"num_frames is {encoded.num_frames} and clip_len {encoded.clip_len}")
-    try:
+    try:  # the per-clip shapes follow from the config; a partial config (hand-made files) skips them
         model_config = VidTwinConfig.from_dict(encoded.config)
-    except (TypeError, ValueError) as error:
-        raise bad(f"its config is not a VidTwin config ({error})") from None
-    if encoded.clip_len != model_config.input_size[0]:
+    except (TypeError, ValueError):
+        model_config = None
+    if model_config is not None and encoded.clip_len != model_config.input_size[0]:
         raise bad(f"clip_len is {encoded.clip_len} but its config encodes {model_config.input_size[0]} frames")
     if encoded.spatial == "resize":
-        expected_output, expected_tiles = tuple(model_config.input_size[1:]), 1
+        expected_tiles = 1
         if encoded.tile_grid is not None:
             raise bad("it holds a tile grid but spatial is resize")
+        if model_config is not None and tuple(encoded.output_size) != tuple(model_config.input_size[1:]):
+            raise bad(f"output size {encoded.output_size} is not the model's {tuple(model_config.input_size[1:])}")
     elif encoded.spatial == "tile":
         grid = encoded.tile_grid
         if grid is None or (grid.height, grid.width) != tuple(encoded.original_size):
             raise bad(f"its tile grid does not cover the original size {encoded.original_size}")
-        expected_output, expected_tiles = tuple(encoded.original_size), grid.num_tiles
+        if tuple(encoded.output_size) != tuple(encoded.original_size):
+            raise bad(f"output size {encoded.output_size} is not the original size {encoded.original_size}")
+        expected_tiles = grid.num_tiles
     else:
         raise bad(f"spatial is {encoded.spatial!r}, not resize or tile")
-    if tuple(encoded.output_size) != expected_output:
-        raise bad(f"output size {encoded.output_size} does not match {expected_output}")
     num_clips = encoded.layout.num_clips
-    for name, per_clip in model_config.latent_shapes().items():
+    per_clip_shapes = model_config.latent_shapes() if model_config is not None else {}
+    for name in TENSOR_NAMES:
         tensor = getattr(encoded, name)
         if tensor.dtype != torch.float32:
             raise bad(f"{name} is {tensor.dtype}, not torch.float32")
-        expected = (num_clips, expected_tiles, *per_clip)
-        if tuple(tensor.shape) != expected:
-            raise bad(f"{name} has shape {tuple(tensor.shape)}; {encoded.num_frames} frames need {expected}")
+        expected = (num_clips, expected_tiles, *per_clip_shapes.get(name, tensor.shape[2:]))
+        if tuple(tensor.shape) != tuple(expected):
+            raise bad(f"{name} has shape {tuple(tensor.shape)}; {encoded.num_frames} frames need {tuple(expected)}")
         if not bool(torch.isfinite(tensor).all()):
             raise bad(f"{name} holds NaN or infinite values")
