@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidtwin import load_model  # noqa: E402
 from vidtwin.atomic_io import atomic_write_text  # noqa: E402
+from vidtwin.cli_utils import UserError, add_debug_flag, run_cli  # noqa: E402
 from vidtwin.config import autoencoder_config_from  # noqa: E402
 from vidtwin.inference.pipeline import DTYPES, precision_context, resolve_device  # noqa: E402
 from vidtwin.metrics import psnr_per_frame, to_unit_range  # noqa: E402
@@ -233,7 +234,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="model YAML")
     parser.add_argument("--ckpt", default=None, help="checkpoint (optional: random weights time the same)")
     parser.add_argument("--device", default="auto")
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs of one round trip")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops per setting")
     parser.add_argument("--json", default=None, help="write the results here")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     default_threads = torch.get_num_threads()
@@ -325,4 +327,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, "benchmark.py")

@@ -354,6 +354,8 @@ def test_script_user_errors(files, tmp_path):
          "cannot read config"),
         ("compression_report.py", [files / "bad.yaml"], "cannot read config"),
         ("make_meta.py", [tmp_path / "nowhere"], "is not a folder"),
+        ("benchmark.py", ["--config", files / "bad.yaml"], "cannot read config"),
+        ("benchmark_train.py", ["--base", files / "bad.yaml"], "cannot read config"),
     ]
     for script, args, message in cases:
         done = _script(script, *args)
@@ -370,3 +372,17 @@ def test_convert_checkpoint_refuses_to_replace_a_model_and_reports_a_full_disk(f
     done = _script("convert_checkpoint.py", "--config", TINY_CONFIG, "--ckpt", files / "tiny.pt", "--output", full_disk / "m")
     assert_one_line(done.returncode, done.stderr, "convert_checkpoint.py", "No space left on device")
     assert not any(p.name.startswith(".") for p in full_disk.rglob("*"))  # no temporary file left
+
+
+def test_make_meta_on_a_full_disk_leaves_no_folder(files, full_disk, capsys):
+    import importlib.util
+
+    from vidtwin.cli_utils import run_main
+
+    spec = importlib.util.spec_from_file_location("make_meta", REPO / "scripts" / "make_meta.py")
+    make_meta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_meta)
+    output = full_disk / "new" / "sub" / "meta.csv"
+    code = run_main("make_meta.py", lambda: make_meta.main([str(files / "videos"), "--output", str(output)]))
+    assert_one_line(code, capsys.readouterr().err, "make_meta.py", "No space left on device")
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
