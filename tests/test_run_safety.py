@@ -21,6 +21,7 @@ from vidtwin.training.run_dir import (
     check_run_directory,
     claim_run_directory,
     newest_valid_checkpoint,
+    resolve_resume,
 )
 
 
@@ -179,9 +180,13 @@ def test_a_killed_save_leaves_the_previous_checkpoint(tmp_path):
     saved = torch.load(target, weights_only=True)  # whole: either the first save or a later complete one
     update = saved["vidtwin_training"]["train_step"]
     assert saved["weights"].numel() == (10 if update == 0 else 32 * 1024 * 1024)
-    # The torn temporary file is left hidden beside it and is never taken for a checkpoint.
-    assert any(p.name.startswith(".last.ckpt.tmp-") for p in target.parent.iterdir())
+    # The torn temporary file is left hidden beside it, is never taken for a checkpoint, and goes
+    # when the run is resumed.
+    (stale,) = [p for p in target.parent.iterdir() if p.name.startswith(".last.ckpt.tmp-")]
     assert newest_valid_checkpoint(target.parent) == (target, update)
+    (target.parent.parent / "config.yaml").write_text("model: {}\n")
+    assert resolve_resume(str(target.parent.parent)).checkpoint == target
+    assert not stale.exists()
 
 
 def _small_tmpfs(path):

@@ -47,6 +47,11 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
         temp.unlink(missing_ok=True)
 
 
+def is_temp_name(name: str) -> bool:
+    """True for the name of a temporary file of :func:`atomic_path` (one a killed write may leave)."""
+    return name.startswith(".") and TEMP_MARKER in name
+
+
 def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_path(path) as temp:
         temp.write_text(text, encoding="utf-8", newline="")

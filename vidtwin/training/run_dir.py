@@ -15,6 +15,7 @@ A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``checkpoints/``, ``tenso
   full disk) are skipped with a warning, and the one with the most updates wins.
 - **A checkpoint appears whole or not at all.** :class:`AtomicCheckpointIO` writes each one to a
   hidden temporary file beside its final name and renames it into place, on every filesystem.
+  The temporary file of a killed save is deleted when the run is resumed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, Optional
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from ..atomic_io import atomic_path, atomic_write_text
+from ..atomic_io import atomic_path, atomic_write_text, is_temp_name
 from ..cli_utils import UserError
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,18 @@ def newest_valid_checkpoint(folder: Path) -> tuple[Path, int]:
     return best[2], best[0]
 
 
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete the temporary files that killed saves left in ``folder`` (a resumed run's checkpoints).
+
+    Only rank 0 calls this, before training starts: no save of this run can be in flight, and a
+    second run never shares the directory.
+    """
+    stale = [p for p in folder.glob(".*") if p.is_file() and is_temp_name(p.name)] if folder.is_dir() else []
+    for path in stale:
+        logger.warning("removing %s, left by a save that did not finish (%.1f MB)", path, path.stat().st_size / 2**20)
+        path.unlink(missing_ok=True)
+
+
 def resolve_resume(resume: str) -> ResumePoint:
     """The run directory and checkpoint of ``--resume RUN_DIR`` (newest valid checkpoint) or ``--resume FILE.ckpt``."""
     path = Path(resume)
@@ -185,6 +198,8 @@ def resolve_resume(resume: str) -> ResumePoint:
     else:
         raise UserError(f"--resume {resume}: no such run directory or checkpoint")
     logger.info("resuming from %s at update %d", checkpoint, update)
+    if global_rank() == 0:
+        remove_stale_temp_files(run_dir / "checkpoints")
     return ResumePoint(run_dir, checkpoint, update)
 
 
