@@ -386,3 +386,24 @@ def test_make_meta_on_a_full_disk_leaves_no_folder(files, full_disk, capsys):
     code = run_main("make_meta.py", lambda: make_meta.main([str(files / "videos"), "--output", str(output)]))
     assert_one_line(code, capsys.readouterr().err, "make_meta.py", "No space left on device")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_a_bug_in_train_py_is_not_reported_as_a_config_error(tmp_path, capsys, monkeypatch):
+    import vidtwin.training.cli as cli
+
+    def broken(*args, **kwargs):
+        raise TypeError("an internal inconsistency")  # once reported as "a config error"
+
+    monkeypatch.setattr(cli, "build_callbacks", broken)
+    code = train_main(["--logdir", str(tmp_path), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" in err and "train.py: internal error: TypeError" in err
+    assert not [line for line in err.splitlines() if line.startswith("train.py: error:")]
+
+
+def test_unknown_keys_of_an_official_config_are_named(tmp_path, caplog):
+    text = OFFICIAL_CONFIG.read_text().replace("        depth: 2\n", "        depth: 2\n        depht: 3\n", 1)
+    (tmp_path / "official.yaml").write_text(text)
+    with caplog.at_level("WARNING", logger="vidtwin"):
+        load_model(tmp_path / "official.yaml")
+    assert "encoder_config.params has unknown setting(s) depht" in caplog.text
