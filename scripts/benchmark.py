@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vidtwin import load_model  # noqa: E402
 from vidtwin.atomic_io import atomic_write_text  # noqa: E402
-from vidtwin.cli_utils import UserError, add_debug_flag, run_cli  # noqa: E402
+from vidtwin.cli_utils import add_debug_flag, run_cli  # noqa: E402
 from vidtwin.config import autoencoder_config_from  # noqa: E402
 from vidtwin.inference.pipeline import DTYPES, precision_context, resolve_device  # noqa: E402
 from vidtwin.metrics import psnr_per_frame, to_unit_range  # noqa: E402
