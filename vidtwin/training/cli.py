@@ -208,19 +208,16 @@ def build_strategy(config: Any) -> Optional[Any]:
     return _build("lightning.strategy", _section(config.lightning, "strategy"))
 
 
-def _setup_logging() -> None:
+def _setup_logging() -> logging.Handler:
     # ModelCheckpoint warns that manual optimization saves the state after the optimizer step;
     # that is what we want (the update is complete when train_step advances).
     warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
     package_logger = logging.getLogger("vidtwin")
-    for handler in list(package_logger.handlers):
-        if getattr(handler, "_vidtwin_cli", False):  # main() ran before in this process, maybe with another stderr
-            package_logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler._vidtwin_cli = True
     package_logger.addHandler(handler)
     package_logger.setLevel(logging.INFO if global_rank() == 0 else logging.WARNING)
+    return handler
 
 
 # ---------------------------------------------------------------------------- main
@@ -307,12 +304,13 @@ def _training_errors() -> tuple:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run training; returns the process exit code (0, 1 training failed, 2 bad input)."""
     args = parse_args(argv)
-    _setup_logging()
+    handler = _setup_logging()
     run_env = (RUN_NAME_ENV, LAUNCH_ID_ENV, CLAIMED_RUN_ENV)
     previous = {var: os.environ.get(var) for var in run_env}
     try:
         return run_main(PROG, lambda: _run(args), debug=args.debug, failure_types=_training_errors())
-    finally:  # these are for the processes of this run only, not for a later main() in this process
+    finally:  # these are for this run only, not for a later main() in this process
+        logging.getLogger("vidtwin").removeHandler(handler)
         for var, value in previous.items():
             if value is None:
                 os.environ.pop(var, None)
