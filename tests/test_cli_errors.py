@@ -338,6 +338,18 @@ def test_train_on_a_read_only_log_directory(tmp_path, capsys):
         subprocess.run(["umount", str(logs)], check=True)
 
 
+def test_train_on_an_immutable_log_directory(tmp_path, capsys):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    if subprocess.run(["chattr", "+i", str(logs)], capture_output=True).returncode:
+        pytest.skip("cannot make a folder immutable here")
+    try:
+        code = train_main(["--logdir", str(logs), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])
+        assert_one_line(code, capsys.readouterr().err, "train.py", "Operation not permitted")
+    finally:
+        subprocess.run(["chattr", "-i", str(logs)], check=True)
+
+
 # ------------------------------------------------------------------------------- scripts
 def _script(name, *args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
