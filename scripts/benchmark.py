@@ -31,7 +31,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 
 from vidtwin import load_model
 from vidtwin.atomic_io import atomic_write_text
+from vidtwin.cli_utils import add_debug_flag, run_cli
 from vidtwin.config import autoencoder_config_from
 from vidtwin.inference.options import (
     DTYPE_CHOICES,
@@ -240,7 +240,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="model YAML")
     parser.add_argument("--ckpt", default=None, help="checkpoint (optional: random weights time the same)")
     parser.add_argument("--device", default="auto")
@@ -261,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs of one round trip")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops per setting")
     parser.add_argument("--json", default=None, help="write the results here")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     default_threads = torch.get_num_threads()
@@ -343,4 +344,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, "benchmark.py")

@@ -21,16 +21,15 @@ import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
-import torch
-
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidtwin.atomic_io import atomic_write_text
+from vidtwin.cli_utils import UserError, add_debug_flag, run_cli
 from vidtwin.config import ConfigError, instantiate_from_config, load_config
 
 
@@ -91,7 +90,7 @@ def peak_memory_mb(cuda: bool) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="benchmark_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotlist config overrides")
     parser.add_argument("--base", nargs="+", required=True, help="config files, merged in order")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -104,13 +103,13 @@ def main(argv=None) -> int:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--append", action="store_true", help="add to the list of results already in --output")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     args.overrides += [o for o in args.base if "=" in o]
     args.base = [b for b in args.base if "=" not in b]
 
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("benchmark_train.py: error: --device cuda but no CUDA device is visible", file=sys.stderr)
-        return 2
+        raise UserError("--device cuda but no CUDA device is visible")
     if args.threads:
         torch.set_num_threads(args.threads)
     disc_start = 10**9 if args.no_gan else 0
@@ -119,9 +118,8 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.base, overrides)
         module = instantiate_from_config(config.model)
-    except (ConfigError, ValueError) as error:
-        print(f"benchmark_train.py: error: {error}", file=sys.stderr)
-        return 2
+    except (ConfigError, ValueError) as error:  # the config, or a constructor's check of its values
+        raise UserError(str(error)) from None
 
     load_before = round(os.getloadavg()[0], 2)
     updates = args.warmup + args.steps
@@ -172,4 +170,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, "benchmark_train.py")

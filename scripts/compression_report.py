@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import math
 
-from vidtwin import ConfigError
-from vidtwin.cli_utils import run_cli
+from vidtwin.cli_utils import add_debug_flag, run_cli
 from vidtwin.config import autoencoder_config_from, load_config
+
+PROG = "compression_report.py"
 
 
 def compression_rows(config) -> tuple:
@@ -49,8 +50,9 @@ def print_token_report(config) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="+", help="config YAML(s), merged in order (this project's or the official format)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     config = autoencoder_config_from(load_config(args.config))
     rows, latent_values, input_values = compression_rows(config)
@@ -68,4 +70,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    run_cli(main, (ConfigError,))
+    run_cli(main, PROG)

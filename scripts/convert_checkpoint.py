@@ -15,37 +15,45 @@ import argparse
 import logging
 from pathlib import Path
 
-from vidtwin import CheckpointError, ConfigError, load_model
-from vidtwin.cli_utils import run_cli
-from vidtwin.hub import HubDownloadError
+from safetensors import SafetensorError
+
+from vidtwin import load_model
+from vidtwin.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from vidtwin.cli_utils import UserError, add_debug_flag, run_cli
 
 logger = logging.getLogger("convert_checkpoint")
+PROG = "convert_checkpoint.py"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, nargs="+", help="model config YAML(s): this project's or the official format")
     parser.add_argument("--ckpt", required=True, help="official .ckpt, a train.py checkpoint, .safetensors, or hf://owner/name")
     parser.add_argument("--output", required=True, type=Path, help="directory to write")
     parser.add_argument("--no-ema", action="store_true", help="export the raw weights even if the checkpoint stores EMA weights")
     parser.add_argument("--allow-unsafe-pickle", action="store_true", help="allow full unpickling (only for files you trust)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already saved in --output")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.output.exists() and not args.output.is_dir():
-        raise ConfigError(f"output {args.output} exists and is not a directory")
+        raise UserError(f"output {args.output} exists and is not a directory")
+    saved = [args.output / name for name in (WEIGHTS_FILE, CONFIG_FILE) if (args.output / name).exists()]
+    if saved and not args.overwrite:
+        raise UserError(f"{args.output} already holds a saved model ({saved[0].name}); pass --overwrite to replace it")
     model = load_model(args.config, args.ckpt, ema=False if args.no_ema else None,
                        allow_unsafe_pickle=args.allow_unsafe_pickle)
     try:
         model.save_pretrained(args.output)
-    except OSError as error:
-        raise ConfigError(f"cannot write {args.output}: {error}") from None
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error type
+        raise UserError(f"cannot write {args.output}: {error}") from None
     count = sum(p.numel() for p in model.parameters())
     logger.info("wrote %s (%s parameters)", args.output, f"{count:,}")
     return 0
 
 
 if __name__ == "__main__":
-    run_cli(main, (CheckpointError, ConfigError, HubDownloadError))
+    run_cli(main, PROG)

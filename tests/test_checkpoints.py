@@ -180,7 +180,7 @@ def test_convert_script_writes_a_loadable_directory(official_model, tmp_path):
     bad = subprocess.run([*script, "--config", str(REPO / "configs" / "tiny.yaml"), "--ckpt", str(OFFICIAL_CKPT),
                           "--output", str(tmp_path / "bad")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
-    assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("convert_checkpoint.py: error: ") and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
 
 

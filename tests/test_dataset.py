@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from vidtwin.cli_utils import run_main
 from vidtwin.data import TooManyBadVideosError, VideoDataModule, VideoDataset, VideoReadError, collate_clips, read_frames
 from vidtwin.data.dataset import official_clip_indices
 from vidtwin.data.transforms import center_crop, cover_size, preprocess_clip
@@ -279,7 +280,8 @@ def test_make_meta_cli_checks_and_drops_unreadable(video_folder, corrupt_video, 
     assert dataset[1]["path"].endswith("bikes.mp4")
 
     missing = run_make_meta(tmp_path / "nowhere")  # fails before importing the package: fast
-    assert missing.returncode == 1 and "nowhere is not a folder" in missing.stderr and "Traceback" not in missing.stderr
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("make_meta.py: error:") and "nowhere is not a folder" in missing.stderr
 
 
 def test_make_meta_lists_everything_without_check(make_meta, video_folder, corrupt_video, tmp_path, capsys):
@@ -288,11 +290,21 @@ def test_make_meta_lists_everything_without_check(make_meta, video_folder, corru
     assert read_meta(video_folder / "meta.csv") == ["carphone.mp4", "sub/bikes.mp4", "sub/broken.mp4"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert make_meta.main([str(empty)]) == 1
-    assert "no video files" in capsys.readouterr().err
+    assert run_main("make_meta.py", lambda: make_meta.main([str(empty)])) == 2
+    assert "make_meta.py: error: no video files" in capsys.readouterr().err
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     os.symlink(corrupt_video, only_bad / "x.mp4")
-    assert make_meta.main([str(only_bad), "--check"]) == 1
+    assert run_main("make_meta.py", lambda: make_meta.main([str(only_bad), "--check"])) == 2
     assert "none of the 1 video files" in capsys.readouterr().err
     assert not (only_bad / "meta.csv").exists()
+
+
+def test_make_meta_leaves_out_names_the_dataset_would_read_differently(make_meta, video_folder, capsys):
+    # The dataset strips white space from each listed path, so " carphone.mp4" would be read as
+    # carphone.mp4: such a name is reported and left out, with and without --check.
+    os.symlink(video_folder / "carphone.mp4", video_folder / " carphone.mp4")
+    for check in ([], ["--check"]):
+        assert make_meta.main([str(video_folder), *check]) == 0
+        assert read_meta(video_folder / "meta.csv") == ["carphone.mp4", "sub/bikes.mp4"]
+        assert "dropped  carphone.mp4: ' carphone.mp4' begins or ends with white space" in capsys.readouterr().err

@@ -158,8 +158,8 @@ def test_bad_inputs_fail_with_one_line(files, tmp_path, capsys, case, message):
             latents = tmp_path / "nope.safetensors"
         argv[case] = ["decode", "--latents", latents, "--output", output, *model_args(files, "other.pt", files / "other.yaml")]
     code, out, err = run(argv[case], capsys)
-    assert code == 1
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.startswith("inference.py: error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
     # Nothing is written: no output and no temporary file (the output folder may have been created).
@@ -197,11 +197,13 @@ def test_official_format_config_and_checkpoint_from_a_hub_cache(tmp_path):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert probe_video(tmp_path / "out.mp4").num_frames == 9
-    # A real process reports a user error as one line, exit code 1, no traceback.
+    # A real process reports a user error as one line, exit code 2, no traceback.
     command[command.index("hf://microsoft/vidtwin")] = "hf://microsoft/missing-repo"
+    command[command.index(str(tmp_path / "out.mp4"))] = str(tmp_path / "other.mp4")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert [line for line in done.stderr.splitlines() if line.startswith("error:")][0].count("missing-repo") >= 1
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("inference.py: error:")]
+    assert "missing-repo" in line
 
 
 def test_save_pretrained_directory_needs_no_config(files, tmp_path, capsys):

@@ -114,9 +114,9 @@ def test_real_lpips_without_weights_fails_clearly(videos, tmp_path, capsys, empt
     pairs = _pairs_csv(tmp_path, [(videos / "clip.mp4", videos / "clip.mp4")])
     code = main(["evaluate", "--input", str(pairs), "--output", str(tmp_path / "eval"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 1 and "Traceback" not in err
-    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
-    assert "VGG16" in line and "--lpips off" in line
+    assert code == 2 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("inference.py: error:")]
+    assert "VGG16" in line and "--lpips off" in line and "perceptual_weight" not in line  # no training advice
     assert not (tmp_path / "eval" / "metrics.csv").exists()
 
 

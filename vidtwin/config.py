@@ -8,16 +8,20 @@ Two config dialects describe a VidTwin model:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .models.config import VidTwinConfig, config_fields
 
 OFFICIAL_TARGET_SUFFIX = "VidAutoEncoderQformerCompactSymVidVAE"
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -35,8 +39,8 @@ def load_config(paths: Union[str, Path, Sequence[Union[str, Path]]], overrides: 
             raise ConfigError(f"config file not found: {path}")
         try:
             parts.append(OmegaConf.load(path))
-        except (OmegaConfBaseException, ValueError, OSError) as error:  # yaml errors are ValueErrors
-            raise ConfigError(f"cannot read config {path}: {error}") from None
+        except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as error:
+            raise ConfigError(f"cannot read config {path}: {' '.join(str(error).split())}") from None
     overrides = list(overrides)
     for item in overrides:
         if "=" not in item:
@@ -108,6 +112,8 @@ def autoencoder_config_from(config: Any) -> VidTwinConfig:
             return VidTwinConfig.from_dict(params)
         if model and set(model) <= set(config_fields()):
             return VidTwinConfig.from_dict(model)
+    except ConfigError:
+        raise
     except ValueError as error:
         raise ConfigError(f"invalid model config: {error}") from None
     raise ConfigError(
@@ -154,33 +160,83 @@ def translate_official_params(params: dict) -> VidTwinConfig:
             f"temporal_qformer_config.encoder_hidden_size={qformer.get('encoder_hidden_size', 768)} "
             f"must equal the encoder hidden_size {hidden}"
         )
+    _warn_unknown_official_keys(encoder, decoder, qformer)
+    # VidTwinConfig field: (where the official YAML sets it, its value there or the official default)
+    settings = {
+        "input_size": ("encoder_config.params.input_size", _as_tuple(encoder.get("input_size", (1, 32, 32)))),
+        "patch_size": ("encoder_config.params.patch_size", _as_tuple(encoder.get("patch_size", (1, 2, 2)))),
+        "in_channels": ("encoder_config.params.in_channels", encoder.get("in_channels", 3)),
+        "hidden_size": ("encoder_config.params.hidden_size", hidden),
+        "depth": ("encoder_config.params.depth", encoder.get("depth", 12)),
+        "num_heads": ("encoder_config.params.num_heads", encoder.get("num_heads", 8)),
+        "decoder_depth": ("decoder_config.params.depth", decoder.get("depth", 12)),
+        "decoder_num_heads": ("decoder_config.params.num_heads", decoder.get("num_heads", 16)),
+        "mlp_ratio": ("encoder_config.params.mlp_ratio", encoder.get("mlp_ratio", 4.0)),
+        "temporal_causal": ("encoder_config.params.temporal_casual", encoder.get("temporal_casual", True)),
+        "decoder_temporal_causal": ("decoder_config.params.temporal_casual", decoder.get("temporal_casual", True)),
+        "num_queries": ("temporal_qformer_config.params.num_query_tokens", qformer.get("num_query_tokens", 3)),
+        "query_hidden_size": ("temporal_qformer_config.params.query_hidden_size", qformer.get("query_hidden_size", 64)),
+        "qformer_num_layers": ("temporal_qformer_config.params.num_hidden_layers", qformer.get("num_hidden_layers", 6)),
+        "qformer_intermediate_size": ("temporal_qformer_config.params.intermediate_size",
+                                      qformer.get("intermediate_size", 768)),
+        "qformer_num_heads": ("temporal_qformer_config.params.num_attention_heads", qformer.get("num_attention_heads", 8)),
+        "init_ch": ("init_ch", params.get("init_ch", 128)),
+        "cont_num_blocks": ("cont_num_blocks", params.get("cont_num_blocks", 2)),
+        "expect_ch": ("expect_ch", params.get("expect_ch", 4)),
+        "downsample_motion": ("downsample_motion", params.get("downsample_motion", False)),
+        "motion_num_blocks": ("motion_num_blocks", params.get("motion_num_blocks", 2)),
+        "d_dim": ("d_dim", params.get("d_dim", 16)),
+    }
+    defaults = {f.name: f.default for f in dataclasses.fields(VidTwinConfig)}
+    for name, (where, value) in settings.items():  # decoder_* defaults are None: "as the encoder"
+        _check_official_type(where, value, defaults[name] if defaults[name] is not None else defaults[name[8:]])
     try:
-        return VidTwinConfig(
-            input_size=tuple(encoder.get("input_size", (1, 32, 32))),
-            patch_size=tuple(encoder.get("patch_size", (1, 2, 2))),
-            in_channels=encoder.get("in_channels", 3),
-            hidden_size=hidden,
-            depth=encoder.get("depth", 12),
-            num_heads=encoder.get("num_heads", 8),
-            decoder_depth=decoder.get("depth", 12),
-            decoder_num_heads=decoder.get("num_heads", 16),
-            mlp_ratio=encoder.get("mlp_ratio", 4.0),
-            temporal_causal=encoder.get("temporal_casual", True),
-            decoder_temporal_causal=decoder.get("temporal_casual", True),
-            num_queries=qformer.get("num_query_tokens", 3),
-            query_hidden_size=qformer.get("query_hidden_size", 64),
-            qformer_num_layers=qformer.get("num_hidden_layers", 6),
-            qformer_intermediate_size=qformer.get("intermediate_size", 768),
-            qformer_num_heads=qformer.get("num_attention_heads", 8),
-            init_ch=params.get("init_ch", 128),
-            cont_num_blocks=params.get("cont_num_blocks", 2),
-            expect_ch=params.get("expect_ch", 4),
-            downsample_motion=params.get("downsample_motion", False),
-            motion_num_blocks=params.get("motion_num_blocks", 2),
-            d_dim=params.get("d_dim", 16),
-        )
+        return VidTwinConfig(**{name: value for name, (_, value) in settings.items()})
     except ValueError as error:
         raise ConfigError(f"invalid official model config: {error}") from None
+
+
+# The official settings that translate_official_params reads (or refuses), per section.
+_OFFICIAL_TRANSFORMER_KEYS = {"input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads",
+                              "mlp_ratio", "temporal_casual", "enable_flashattn", *_UNSUPPORTED_TRANSFORMER}
+_OFFICIAL_QFORMER_KEYS = {"num_query_tokens", "query_hidden_size", "encoder_hidden_size", "num_hidden_layers",
+                          "intermediate_size", "num_attention_heads"}
+
+
+def _warn_unknown_official_keys(encoder: dict, decoder: dict, qformer: dict) -> None:
+    """Name the settings of the official architecture sections that nothing reads (typos, mostly)."""
+    for section, values, known in (("encoder_config", encoder, _OFFICIAL_TRANSFORMER_KEYS),
+                                   ("decoder_config", decoder, _OFFICIAL_TRANSFORMER_KEYS),
+                                   ("temporal_qformer_config", qformer, _OFFICIAL_QFORMER_KEYS)):
+        unknown = sorted(set(values) - known)
+        if unknown:
+            logger.warning("official config: %s.params has unknown setting(s) %s, ignored; known: %s",
+                           section, ", ".join(unknown), ", ".join(sorted(known)))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def _check_official_type(where: str, value: Any, default: Any) -> None:
+    """Raise ConfigError naming ``where`` unless ``value`` has the kind of the VidTwinConfig default."""
+    def fits(item: Any, example: Any) -> bool:
+        if isinstance(example, bool):
+            return isinstance(item, bool)
+        if isinstance(example, int):
+            return isinstance(item, int) and not isinstance(item, bool)
+        if isinstance(example, float):
+            return isinstance(item, (int, float)) and not isinstance(item, bool)
+        return True
+
+    if isinstance(default, tuple):
+        ok = isinstance(value, tuple) and len(value) == len(default) and all(fits(v, d) for v, d in zip(value, default))
+        kind = f"a list of {len(default)} whole numbers"
+    else:
+        ok = fits(value, default)
+        kind = {bool: "true or false", int: "a whole number", float: "a number"}.get(type(default), "set")
+    if not ok:
+        raise ConfigError(f"official config {where} must be {kind}, got {value!r}")
 
 
 def _as_list(value: Optional[Any]) -> list:

@@ -131,20 +131,33 @@ def _torch_load(path: Union[str, Path], weights_only: bool):
         return torch.load(path, map_location="cpu", weights_only=weights_only)  # legacy (non-zip) format
 
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+_PICKLE_PROTOCOL_MARK = b"\x80"  # the legacy format starts with a pickle
+
+
 def load_checkpoint_object(path: Union[str, Path], allow_unsafe_pickle: bool = False) -> dict:
     """torch.load with `weights_only=True`; full unpickling only with `allow_unsafe_pickle=True`."""
+    not_readable = (f"{path} is not a readable PyTorch checkpoint (damaged, or a file of another kind); "
+                    "give a .ckpt/.pt file, a .safetensors file or a save_pretrained directory")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL_MARK)):
+        raise CheckpointError(not_readable)
     try:
         obj = _torch_load(path, weights_only=not allow_unsafe_pickle)
     except pickle.UnpicklingError as error:
         refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused is None:  # not a pickle torch can read at all
-            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
+        if refused is None:  # torch's text would advise weights_only=False, which is not the fix here
+            raise CheckpointError(not_readable) from None
         raise CheckpointError(
             f"{path} holds a Python object ({refused.group(1)}) that a safe load refuses. "
             "If you trust this file, load it with allow_unsafe_pickle=True (CLI: --allow-unsafe-pickle)"
         ) from None
-    except (RuntimeError, OSError, EOFError) as error:
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {error}") from None
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, AttributeError, ImportError):
+        raise CheckpointError(not_readable) from None  # a torn zip or a damaged pickle
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state_dict or a Lightning checkpoint")
     return obj

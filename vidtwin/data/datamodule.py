@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from ..config import ConfigError
 from ..optional import require
 
 from .dataset import VideoDataset
@@ -106,7 +107,7 @@ class VideoDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.train_dataset is None:
-            raise ValueError("training needs a train section in the data config")
+            raise ConfigError("training needs a train section in the data config")
         return self._loader(self.train_dataset, self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader | list:

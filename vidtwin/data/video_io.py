@@ -21,12 +21,14 @@ crash never leaves a half-written video under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from contextlib import ExitStack
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +38,8 @@ from vidtwin.atomic_io import atomic_path
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif", ".mpg", ".mpeg", ".flv", ".wmv")
+# Containers that write_video can fill: WebM and GIF cannot hold its H.264 stream.
+WRITABLE_VIDEO_EXTENSIONS = tuple(e for e in VIDEO_EXTENSIONS if e not in (".webm", ".gif"))
 BACKENDS = ("decord", "pyav")
 BACKEND_ENV_VAR = "VIDTWIN_VIDEO_BACKEND"
 
@@ -60,8 +64,13 @@ class VideoInfo:
 
 
 def is_video_file(path: str | os.PathLike) -> bool:
-    """True when the file name has a known video extension (case-insensitive); the file is not opened."""
-    return str(path).lower().endswith(VIDEO_EXTENSIONS)
+    """True when the file name has a known video extension (case-insensitive); the file is not opened.
+
+    Hidden names (a leading dot) are never videos: they are the temporary files of an unfinished
+    write (see :mod:`vidtwin.atomic_io`) or a system's metadata files (``._clip.mp4``).
+    """
+    name = os.path.basename(os.fspath(path))
+    return not name.startswith(".") and name.lower().endswith(VIDEO_EXTENSIONS)
 
 
 def _decord_available() -> bool:
@@ -103,10 +112,30 @@ def _check_file(path: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment: decord's C++ logger prints open failures
+    there ("ERROR opening: ..."), and our VideoReadError already says it in one line."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to redirect
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _decord_reader(path: str):
     import decord
 
-    return decord.VideoReader(path, ctx=decord.cpu(0))
+    with _native_stderr_silenced():
+        return decord.VideoReader(path, ctx=decord.cpu(0))
 
 
 def _decord_batch(reader, path: str, indices: list[int]) -> torch.Tensor:
@@ -253,6 +282,10 @@ def _failure_message(path: str, error: Exception, decord_error: Exception | None
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         return text.replace(f"cannot read video {path}: ", "")
 
+    import av
+
+    if isinstance(error, av.FFmpegError):  # FFmpeg's verdict on the file; its errno and repr are noise
+        return f"cannot read video {path}: not a readable video file ({error.strerror or type(error).__name__})"
     message = f"cannot read video {path}: {reason(error)}"
     if decord_error is not None:
         message += f" (decord: {reason(decord_error)})"

@@ -13,10 +13,11 @@ Examples (the tiny config runs on a laptop CPU; use configs/vidtwin.yaml with th
         --output a_moves_like_b.mp4
     python inference.py evaluate --config configs/vidtwin.yaml --ckpt vidtwin.ckpt --input videos/ --output eval/ --plots
 
-Every user error (missing or unreadable input, config/checkpoint mismatch, unwritable output,
-latents of another config) ends with one ``error: ...`` line on stderr and exit code 1; nothing is
-left under the output name. With a directory of videos, a bad video is reported and the others
-are still processed; the exit code is 1 if any failed.
+Errors follow vidtwin/cli_utils.py: a user error (missing or unreadable input, an output that is
+an input or exists without --overwrite, config/checkpoint mismatch, unwritable output, latents of
+another config or other weights) ends with one ``inference.py: error: ...`` line on stderr and exit
+code 2, before anything is written (see vidtwin/inference/outputs.py). With a directory of videos
+(or a dataset), a bad video is reported and the others are still processed; the exit code is then 1.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,14 +33,22 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from vidtwin.checkpoint import CheckpointError, load_model, resolve_checkpoint_path
-from vidtwin.config import ConfigError
-from vidtwin.data.latent_shards import LatentDatasetError
-from vidtwin.data.video_io import VIDEO_EXTENSIONS, VideoReadError, VideoWriter, VideoWriteError, is_video_file, probe_video
-from vidtwin.hub import HubDownloadError
-from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, write_reports
-from vidtwin.inference.latent_file import EncodedVideo, LatentFileError, load_latents, save_latents
+from vidtwin.checkpoint import load_model, resolve_checkpoint_path
+from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main, user_error_types
+from vidtwin.data.video_io import VideoWriter, probe_video
+from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
+from vidtwin.inference.latent_file import EncodedVideo, load_latents, save_latents
 from vidtwin.inference.options import DTYPE_CHOICES, SPATIAL_MODES, InferenceError, InferenceOptions, auto_dtype, resolve_device
+from vidtwin.inference.outputs import (
+    LATENT_SUFFIX,
+    check_targets,
+    check_video_output,
+    check_writable_folder,
+    collect_inputs,
+    output_paths,
+    prepare_output,
+    side_by_side_path,
+)
 from vidtwin.inference.pipeline import (
     cross_latents,
     encode_video,
@@ -51,69 +59,11 @@ from vidtwin.inference.pipeline import (
     to_uint8_frames,
 )
 from vidtwin.inference.sources import load_source
-from vidtwin.losses.lpips import LPIPS, LPIPSWeightsUnavailable, read_lpips_state_dict
+from vidtwin.losses.lpips import LPIPS, VGG16_FILENAME, LPIPSWeightsUnavailable, read_lpips_state_dict
 
 logger = logging.getLogger("vidtwin.inference")
 
-# Errors that are the user's to fix: reported as one line, never as a traceback.
-USER_ERRORS = (
-    InferenceError, LatentFileError, LatentDatasetError, CheckpointError, ConfigError, HubDownloadError,
-    VideoReadError, VideoWriteError, LPIPSWeightsUnavailable,
-)
-LATENT_SUFFIX = ".safetensors"
-
-
-# ----------------------------------------------------------------------------------------------
-# paths
-# ----------------------------------------------------------------------------------------------
-
-
-def collect_inputs(path: str) -> tuple[list[Path], bool]:
-    """``([videos], is_directory)``; a directory yields its video files (top level, sorted)."""
-    source = Path(path)
-    if not source.exists():
-        raise InferenceError(f"input {source} does not exist")
-    if source.is_dir():
-        videos = [p for p in sorted(source.iterdir()) if p.is_file() and is_video_file(p)]
-        if not videos:
-            raise InferenceError(f"input directory {source} contains no video files ({', '.join(VIDEO_EXTENSIONS[:5])}, ...)")
-        return videos, True
-    if not is_video_file(source):
-        raise InferenceError(f"input {source} is not a video file (expected {', '.join(VIDEO_EXTENSIONS)})")
-    return [source], False
-
-
-def prepare_output(path: Path) -> Path:
-    """Create the output's folder and check it can be written, before any work is done."""
-    if path.is_dir():
-        raise InferenceError(f"output {path} is a directory; give a file name")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InferenceError(f"cannot write output {path}: cannot create {path.parent} ({error.strerror or error})") from None
-    if not os.access(path.parent, os.W_OK):
-        raise InferenceError(f"cannot write output {path}: {path.parent} is not writable")
-    return path
-
-
-def output_paths(inputs: list[Path], is_directory: bool, output: str, suffix: str, tag: str) -> list[Path]:
-    """One output per input: ``output`` itself for one input named like a file, else ``output/<stem><tag><suffix>``."""
-    target = Path(output)
-    names_a_file = target.suffix.lower() in ((suffix,) if suffix == LATENT_SUFFIX else VIDEO_EXTENSIONS)
-    if not is_directory and names_a_file:
-        return [prepare_output(target)]
-    if target.exists() and not target.is_dir():
-        raise InferenceError(f"output {target} must be a directory (or a {suffix} file name for a single input)")
-    return [prepare_output(target / f"{p.stem}{tag}{suffix}") for p in inputs]
-
-
-def one_line(error: object) -> str:
-    """An error message on one line (some libraries put details on following lines)."""
-    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-
-
-def side_by_side_path(path: Path) -> Path:
-    return path.with_name(f"{path.stem}_side_by_side{path.suffix}")
+PROG = "inference.py"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +71,22 @@ def side_by_side_path(path: Path) -> Path:
 # ----------------------------------------------------------------------------------------------
 
 
+def _add_directory_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recursive", action="store_true",
+                        help="with a directory --input, also read its sub-folders (kept under --output)")
+
+
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+
+
+def _add_allow_other_weights(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-other-weights", action="store_true",
+                        help="decode latent files encoded with other weights of the same config")
+
+
 def _add_runtime(parser: argparse.ArgumentParser) -> None:
+    add_debug_flag(parser, in_subcommand=True)
     group = parser.add_argument_group("runtime")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available); default auto")
     group.add_argument(
@@ -193,19 +158,31 @@ def _report(target: Path, writer: VideoWriter) -> None:
     print(f"wrote {target} ({writer.num_frames} frames, {width}x{height}, {writer.fps:.3f} fps)")
 
 
-def _for_each(inputs: list[Path], outputs: list, work: Callable[[Path, object], None], quiet: bool) -> int:
-    """Run ``work`` per input; report failures as they happen and return the exit code."""
+def _plan_outputs(args: argparse.Namespace, suffix: str, tag: str, side_by_side: bool = False) -> tuple[list[Path], list[Path], bool]:
+    """``(inputs, outputs, is_directory)`` of reconstruct / encode, checked before any work (see outputs.py)."""
+    inputs, is_directory = collect_inputs(args.input, args.recursive, args.output)
+    outputs = output_paths(inputs, is_directory, args.output, suffix, tag, Path(args.input) if is_directory else None)
+    check_targets(outputs + ([side_by_side_path(o) for o in outputs] if side_by_side else []), inputs, args.overwrite)
+    return inputs, outputs, is_directory
+
+
+def _for_each(inputs: list[Path], outputs: list, work: Callable[[Path, object], None], quiet: bool, is_directory: bool) -> int:
+    """Run ``work`` per input. A single input's error propagates (a user error); in directory mode a
+    failed video is reported as it happens, the others go on, and a summary ends a partial failure."""
+    if not is_directory:
+        work(inputs[0], outputs[0])
+        return 0
     failures = 0
     videos = tqdm(list(zip(inputs, outputs)), desc="videos", unit="video", disable=quiet or len(inputs) < 2, dynamic_ncols=True)
     for source, target in videos:
         try:
             work(source, target)
-        except (VideoReadError, VideoWriteError, InferenceError, LatentFileError) as error:
+        except user_error_types() as error:
             failures += 1
-            tqdm.write(f"error: {one_line(error)}", file=sys.stderr)
-    if failures and len(inputs) > 1:
-        print(f"error: {failures} of {len(inputs)} videos failed", file=sys.stderr)
-    return 1 if failures else 0
+            tqdm.write(f"{PROG}: failed: {one_line(error)}", file=sys.stderr)
+    if failures:
+        raise PartialFailure(f"{failures} of {len(inputs)} videos failed (listed above); the others were written")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -214,8 +191,7 @@ def _for_each(inputs: list[Path], outputs: list, work: Callable[[Path, object], 
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    inputs, is_directory = collect_inputs(args.input)
-    outputs = output_paths(inputs, is_directory, args.output, ".mp4", "_reconstructed")
+    inputs, outputs, is_directory = _plan_outputs(args, ".mp4", "_reconstructed", side_by_side=args.side_by_side)
     if not is_directory:
         probe_video(inputs[0])  # a bad single input fails before the model is loaded
     model = _load(args)
@@ -232,12 +208,11 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     side.write(torch.cat([to_uint8_frames(clip.reference), frames], dim=2))  # (t, H, 2W, 3)
         _report(target, writer)
 
-    return _for_each(inputs, outputs, work, args.quiet)
+    return _for_each(inputs, outputs, work, args.quiet, is_directory)
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    inputs, is_directory = collect_inputs(args.input)
-    outputs = output_paths(inputs, is_directory, args.output, LATENT_SUFFIX, "")
+    inputs, outputs, is_directory = _plan_outputs(args, LATENT_SUFFIX, "")
     if not is_directory:
         probe_video(inputs[0])
     model = _load(args)
@@ -250,7 +225,7 @@ def run_encode(args: argparse.Namespace) -> int:
             raise InferenceError(f"cannot write output {target}: {error.strerror or error}") from None
         print(f"wrote {target} ({encoded.num_clips} clips x {encoded.num_tiles} tiles, {encoded.num_frames} frames)")
 
-    return _for_each(inputs, outputs, work, args.quiet)
+    return _for_each(inputs, outputs, work, args.quiet, is_directory)
 
 
 def open_latents(path: str, video: str | None) -> EncodedVideo:
@@ -268,10 +243,13 @@ def open_latents(path: str, video: str | None) -> EncodedVideo:
 
 
 def run_decode(args: argparse.Namespace) -> int:
+    target = prepare_output(check_video_output(args.output))
+    check_targets([target], [args.latents], args.overwrite)
     encoded = open_latents(args.latents, args.video)
-    target = prepare_output(Path(args.output))
     model = _load(args)
     encoded.check_config(model.config, what=f"the latents in {args.latents}")
+    if not args.allow_other_weights:
+        encoded.check_weights(model, what=f"the latents in {args.latents}")
     with VideoWriter(target, encoded.fps) as writer:
         for clip in iter_decoded(model, encoded, args.options, only=args.only):
             writer.write(to_uint8_frames(clip.output))  # (t, H, W, 3)
@@ -286,14 +264,18 @@ def run_cross(args: argparse.Namespace) -> int:
         probe_video(path)
         return load_source(path, sample_fps=args.options.sample_fps, max_frames=args.options.max_frames)
 
-    structure, dynamics = open_source(args.structure), open_source(args.dynamics)
-    if args.side_by_side and (isinstance(structure, EncodedVideo) or isinstance(dynamics, EncodedVideo)):
+    target = prepare_output(check_video_output(args.output))
+    check_targets([target, side_by_side_path(target)] if args.side_by_side else [target],
+                  [args.structure, args.dynamics], args.overwrite)
+    if args.side_by_side and any(path.lower().endswith(LATENT_SUFFIX) for path in (args.structure, args.dynamics)):
         raise InferenceError("--side-by-side needs --structure and --dynamics to be videos, not latent files")
-    target = prepare_output(Path(args.output))
+    structure, dynamics = open_source(args.structure), open_source(args.dynamics)
     model = _load(args)
     for name, item in (("--structure", structure), ("--dynamics", dynamics)):
         if isinstance(item, EncodedVideo):
             item.check_config(model.config, what=f"the {name} latents")
+            if not args.allow_other_weights:
+                item.check_weights(model, what=f"the {name} latents")
     structure_latents, dynamics_latents = cross_latents(model, structure, dynamics, args.options)
     fps = structure_latents.fps
     with ExitStack() as stack:
@@ -334,14 +316,20 @@ def _lpips_model(args: argparse.Namespace, device: torch.device):
             logger.info("no LPIPS weights in %s (%s); trying the lpips package and the torch hub cache", source, error)
     try:
         return LPIPS.from_sources(state_dict=weights).to(device)
-    except LPIPSWeightsUnavailable as error:
-        raise LPIPSWeightsUnavailable(f"{error} Or evaluate without LPIPS: --lpips off") from None
+    except LPIPSWeightsUnavailable:  # the library's message gives training advice; this is evaluate's
+        cache = Path(torch.hub.get_dir()) / "checkpoints"
+        raise LPIPSWeightsUnavailable(
+            "--lpips vgg needs the ImageNet VGG16 weights, which are not available offline: give --lpips-weights "
+            f"FILE (a checkpoint holding loss.perceptual_loss.*, e.g. the official .ckpt), put {VGG16_FILENAME} "
+            f"into {cache}/, or evaluate without LPIPS: --lpips off"
+        ) from None
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     items = list_eval_items(args.input, args.data_dir)
     output_dir = Path(args.output)
-    prepare_output(output_dir / "summary.json")
+    check_writable_folder(output_dir)
+    check_targets(report_paths(output_dir, items, args.plots), [args.input], args.overwrite)
     needs_model = any(item.reconstruction is None for item in items)
     if needs_model and not args.ckpt:
         raise InferenceError("evaluate reconstructs the videos, so it needs --config and --ckpt (or a CSV with a reconstruction column)")
@@ -351,7 +339,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     all_scores = evaluate_videos(items, model, lpips_model, args.options)
     for scores in all_scores:
         if scores.error:
-            print(f"error: {one_line(scores.error)}", file=sys.stderr)
+            print(f"{PROG}: failed: {one_line(scores.error)}", file=sys.stderr)
     settings = {
         "config": args.config, "ckpt": args.ckpt, "input": args.input, "spatial": args.spatial,
         "tile_overlap": args.tile_overlap, "sample_fps": args.sample_fps, "max_frames": args.max_frames,
@@ -364,7 +352,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     summary = write_reports(all_scores, output_dir, settings, plots=args.plots)
     print(format_table(all_scores, summary))
     print(f"wrote {output_dir / 'metrics.csv'}, {output_dir / 'per_frame.csv'}, {output_dir / 'summary.json'}")
-    return 1 if summary["failed"] else 0
+    if summary["failed"]:
+        raise PartialFailure(f"{len(summary['failed'])} of {len(all_scores)} videos failed (listed above); "
+                             "the reports hold the others")
+    return 0
 
 
 def run_encode_dataset(args: argparse.Namespace) -> int:
@@ -402,8 +393,8 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
         return 0
     print(format_summary(stats, job.output))
     if stats["failures"]:
-        print(f"error: {stats['failures']} of {len(sources)} videos failed; see {job.output / 'failures.csv'}", file=sys.stderr)
-    return 1 if stats["failures"] else 0
+        raise PartialFailure(f"{stats['failures']} of {len(sources)} videos failed; see {job.output / 'failures.csv'}")
+    return 0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,23 +404,26 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="inference.py", description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate.",
+        prog=PROG, description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate, encode-dataset.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more details")
+    add_debug_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     reconstruct = commands.add_parser("reconstruct", help="encode and decode videos; writes mp4s")
     reconstruct.add_argument("--input", required=True, help="a video or a directory of videos")
     reconstruct.add_argument("--output", required=True, help="an .mp4 (single input) or a directory")
     reconstruct.add_argument("--side-by-side", action="store_true", help="also write <output>_side_by_side.mp4: input | output")
-    _add_model(reconstruct), _add_video(reconstruct), _add_runtime(reconstruct)
+    _add_directory_options(reconstruct)
+    _add_overwrite(reconstruct), _add_model(reconstruct), _add_video(reconstruct), _add_runtime(reconstruct)
     reconstruct.set_defaults(run=run_reconstruct)
 
     encode = commands.add_parser("encode", help="write the latents of videos to .safetensors files")
     encode.add_argument("--input", required=True, help="a video or a directory of videos")
     encode.add_argument("--output", required=True, help="a .safetensors file (single input) or a directory")
-    _add_model(encode), _add_video(encode), _add_runtime(encode)
+    _add_directory_options(encode)
+    _add_overwrite(encode), _add_model(encode), _add_video(encode), _add_runtime(encode)
     encode.set_defaults(run=run_encode)
 
     decode = commands.add_parser("decode", help="rebuild a video from a latent file")
@@ -437,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--video", default=None, help="with an encode-dataset folder: the source video to rebuild, as listed in its index.csv")
     decode.add_argument("--output", required=True, help="the .mp4 to write")
     decode.add_argument("--only", choices=("structure", "dynamics"), default=None, help="decode one latent alone")
-    _add_model(decode), _add_runtime(decode)
+    _add_overwrite(decode), _add_allow_other_weights(decode), _add_model(decode), _add_runtime(decode)
     decode.set_defaults(run=run_decode)
 
     cross = commands.add_parser("cross", help="structure of one video with the dynamics of another")
@@ -445,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     cross.add_argument("--dynamics", required=True, help="video or latent file giving the dynamics")
     cross.add_argument("--output", required=True, help="the .mp4 to write")
     cross.add_argument("--side-by-side", action="store_true", help="also write structure | dynamics | output")
-    _add_model(cross), _add_video(cross), _add_runtime(cross)
+    _add_overwrite(cross), _add_allow_other_weights(cross), _add_model(cross), _add_video(cross), _add_runtime(cross)
     cross.set_defaults(run=run_cross)
 
     evaluate = commands.add_parser("evaluate", help="PSNR / SSIM / LPIPS of reconstructions")
@@ -459,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
         "random: random backbone, for code checks only; off: skip LPIPS",
     )
     evaluate.add_argument("--lpips-weights", default=None, help="file holding loss.perceptual_loss.* (e.g. the official .ckpt)")
-    _add_model(evaluate, required=False), _add_video(evaluate), _add_runtime(evaluate)
+    _add_overwrite(evaluate), _add_model(evaluate, required=False), _add_video(evaluate), _add_runtime(evaluate)
     evaluate.set_defaults(run=run_evaluate)
 
     dataset = commands.add_parser("encode-dataset", help="encode a folder or CSV of videos into a sharded latent dataset")
@@ -481,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="autocast precision; auto (default): bf16 where the GPU or CPU runs it natively, else fp16 on GPUs, fp32 on CPUs")
     group.add_argument("--batch-clips", type=int, default=1, metavar="N", help="clips per forward pass")
     group.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_flag(dataset, in_subcommand=True)
     dataset.set_defaults(run=run_encode_dataset)
     return parser
 
@@ -495,19 +490,17 @@ def _quiet_native_decoder_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the exit code of the convention in :mod:`vidtwin.cli_utils`."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if not args.verbose:
         _quiet_native_decoder_logs()
-    try:
+
+    def run() -> int:
         args.options = inference_options(args)
         return args.run(args)
-    except USER_ERRORS as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+
+    return run_main(PROG, run, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -36,17 +38,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vidtwin.atomic_io import atomic_path, atomic_write_text
+from vidtwin.atomic_io import atomic_path, temp_prefix
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.data.video_io import VideoReadError, is_video_file
 from vidtwin.inference.options import InferenceError, InferenceOptions
 from vidtwin.inference.pipeline import frames_to_float, iter_reconstruction, opened_source, to_uint8_frames
 from vidtwin.inference.sources import VideoFileSource
-from vidtwin.metrics import video_metrics
+from vidtwin.metrics import SSIM_WINDOW, video_metrics
 
 logger = logging.getLogger(__name__)
 
 METRICS = ("psnr", "ssim", "lpips")
+REPORT_FILES = ("metrics.csv", "per_frame.csv", "summary.json")
 GRID_FRAMES = 4  # frames shown in each plot's input/output grid
 PAIR_CHUNK_FRAMES = 16  # frames scored at a time in pair mode
 
@@ -106,18 +109,21 @@ def list_eval_items(source: str | os.PathLike, data_dir: str | os.PathLike | Non
     if source.suffix.lower() != ".csv":
         raise InferenceError(f"evaluate --input must be a directory of videos or a .csv list, got {source}")
     root = Path(data_dir) if data_dir is not None else source.parent
-    with open(source, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames:
-            raise InferenceError(f"{source} is empty; expected a header row with a 'path' column")
-        path_column = next((c for c in ("path", "videos") if c in reader.fieldnames), reader.fieldnames[0])
-        items = []
-        for row in reader:
-            if not (row.get(path_column) or "").strip():
-                continue
-            original = root / row[path_column].strip()
-            rec = (row.get("reconstruction") or "").strip()
-            items.append(EvalItem(str(original), str(root / rec) if rec else None))
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise InferenceError(f"{source} is not UTF-8 text (byte {error.start}); save the CSV as UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames:
+        raise InferenceError(f"{source} is empty; expected a header row with a 'path' column")
+    path_column = next((c for c in ("path", "videos") if c in reader.fieldnames), reader.fieldnames[0])
+    items = []
+    for row in reader:
+        if not (row.get(path_column) or "").strip():
+            continue
+        original = root / row[path_column].strip()
+        rec = (row.get("reconstruction") or "").strip()
+        items.append(EvalItem(str(original), str(root / rec) if rec else None))
     if not items:
         raise InferenceError(f"{source} lists no videos")
     return items
@@ -142,6 +148,12 @@ def _accumulate(
     chunks: dict[str, list[np.ndarray]] = {}
     start = 0
     for reference, output in pairs:
+        height, width = reference.shape[-2:]
+        if min(height, width) < SSIM_WINDOW:
+            raise InferenceError(
+                f"{scores.item.path}: frames of {height}x{width} are smaller than SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} "
+                "window; score it with --spatial resize"
+            )
         values = video_metrics(reference[None], output[None], lpips_model)  # metric -> (1, t)
         for name, per_frame in values.items():
             chunks.setdefault(name, []).append(per_frame.reshape(-1))
@@ -256,18 +268,28 @@ def summarize(all_scores: list[VideoScores], settings: dict) -> dict:
     return summary
 
 
-def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, settings: dict, plots: bool = False) -> dict:
-    """Write metrics.csv, per_frame.csv, summary.json (and plots/); return the summary."""
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+def _plot_names(all_scores: list[VideoScores]) -> list[str]:
+    """One plot name per video: its stem, or its file name where stems repeat (``a.mp4``, ``a.mkv``)."""
+    stems = [s.item.name for s in all_scores]
+    return [stem if stems.count(stem) == 1 else Path(s.item.path).name for stem, s in zip(stems, all_scores)]
 
+
+def report_paths(output_dir: str | os.PathLike, items: list[EvalItem], plots: bool = False) -> list[Path]:
+    """Every file that :func:`write_reports` may write for ``items``."""
+    output_dir = Path(output_dir)
+    names = _plot_names([VideoScores(item) for item in items]) if plots else []
+    return [output_dir / name for name in REPORT_FILES] + [output_dir / "plots" / f"{name}.png" for name in names]
+
+
+def _write_report_files(all_scores: list[VideoScores], folder: Path, summary: dict, plots: bool) -> list[Path]:
+    """metrics.csv, per_frame.csv, summary.json and plots/ into ``folder``; returns the paths relative to it."""
     table = io.StringIO()
     writer = csv.writer(table)
     writer.writerow(["video", "path", "frames", "fps", *METRICS, "error"])
     for s in all_scores:
         values = [_format(s.mean(m), 6) if m in s.per_frame else "" for m in METRICS]
         writer.writerow([s.item.name, s.item.path, s.num_frames, f"{s.fps:.3f}", *values, s.error or ""])
-    atomic_write_text(output_dir / "metrics.csv", table.getvalue())
+    (folder / "metrics.csv").write_text(table.getvalue(), encoding="utf-8", newline="")
 
     frames = io.StringIO()
     writer = csv.writer(frames)
@@ -276,14 +298,51 @@ def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, 
         for index in range(s.num_frames):
             row = [_format(float(s.per_frame[m][index]), 6) if m in s.per_frame else "" for m in METRICS]
             writer.writerow([s.item.name, index, *row])
-    atomic_write_text(output_dir / "per_frame.csv", frames.getvalue())
-
-    summary = summarize(all_scores, settings)
-    atomic_write_text(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    (folder / "per_frame.csv").write_text(frames.getvalue(), encoding="utf-8", newline="")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    written = [Path(name) for name in REPORT_FILES]
     if plots:
-        for s in all_scores:
+        for s, name in zip(all_scores, _plot_names(all_scores)):
             if s.error is None:
-                plot_video(s, output_dir / "plots" / f"{s.item.name}.png")
+                plot_video(s, folder / "plots" / f"{name}.png")
+                written.append(Path("plots") / f"{name}.png")
+    return written
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, settings: dict, plots: bool = False) -> dict:
+    """Write metrics.csv, per_frame.csv, summary.json (and plots/); return the summary.
+
+    The set is complete or absent: every file is written into a hidden folder beside
+    ``output_dir`` first, which then becomes ``output_dir`` (or, when that exists, whose files are
+    renamed into it). A failed write (a full disk) leaves nothing and raises ``InferenceError``.
+    """
+    output_dir = Path(output_dir)
+    summary = summarize(all_scores, settings)
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=temp_prefix(output_dir.name, "")))
+        staging.chmod(0o777 & ~_current_umask())  # mkdtemp makes it 0700; the reports are for colleagues too
+    except OSError as error:
+        raise InferenceError(f"cannot write the reports to {output_dir}: {error.strerror or error}") from None
+    try:
+        written = _write_report_files(all_scores, staging, summary, plots)
+        if not output_dir.exists():
+            os.rename(staging, output_dir)
+        else:
+            if len(written) > len(REPORT_FILES):
+                (output_dir / "plots").mkdir(exist_ok=True)
+            for relative in written:
+                os.replace(staging / relative, output_dir / relative)
+    except OSError as error:
+        raise InferenceError(f"cannot write the reports to {output_dir}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return summary
 
 

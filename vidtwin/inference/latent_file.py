@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from safetensors.torch import save_file
 from vidtwin.atomic_io import atomic_path
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.tiling import TileGrid
+from vidtwin.models.config import VidTwinConfig
 from vidtwin.models.regularizers import FSQRegularizer
 
 FORMAT_NAME = "vidtwin-latents"
@@ -62,7 +64,7 @@ TOKEN_DTYPES = ((torch.uint8, 2**8), (torch.uint16, 2**16), (torch.int32, 2**31)
 
 
 class LatentFileError(ValueError):
-    """A latent file is missing, malformed, or was written with another model config."""
+    """A latent file is missing, malformed, written with another model config, or cannot be written."""
 
 
 def config_to_dict(config: Any) -> dict:
@@ -93,6 +95,26 @@ def describe_config_difference(expected: dict, found: dict, limit: int = 4) -> s
     diffs = [f"{k}: file={found.get(k)!r} model={expected.get(k)!r}" for k in keys if expected.get(k) != found.get(k)]
     shown = "; ".join(diffs[:limit])
     return shown + (f"; and {len(diffs) - limit} more" if len(diffs) > limit else "")
+
+
+WEIGHTS_FINGERPRINT_KEY = "weights_fingerprint"  # in EncodedVideo.extra
+_FINGERPRINT_SAMPLES = 64  # values hashed per tensor
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of a model's weights: two checkpoints of one config give different fingerprints.
+
+    Hashes the names, shapes and up to 64 evenly spaced values of every tensor of the state_dict
+    (on the CPU, in float32), so it costs little even for the published model.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
+        sample = flat[::step][:_FINGERPRINT_SAMPLES].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------- tokens
@@ -209,6 +231,18 @@ class EncodedVideo:
                 "use the --config/--ckpt that encoded them"
             )
 
+    def check_weights(self, model: torch.nn.Module, what: str = "latents") -> None:
+        """Raise :class:`LatentFileError` unless these latents were encoded with ``model``'s weights.
+
+        Latents written before fingerprints were recorded pass unchecked.
+        """
+        recorded = self.extra.get(WEIGHTS_FINGERPRINT_KEY)
+        if recorded is not None and recorded != weights_fingerprint(model):
+            raise LatentFileError(
+                f"{what} were encoded with other weights of this config (fingerprint {recorded}, the model's is "
+                f"{weights_fingerprint(model)}); use the --ckpt that encoded them, or --allow-other-weights"
+            )
+
     def truncated(self, num_frames: int) -> "EncodedVideo":
         """The first ``num_frames`` frames (whole clips kept; the last one is trimmed when decoding)."""
         num_frames = min(num_frames, self.num_frames)
@@ -231,7 +265,11 @@ class EncodedVideo:
 
 
 def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
-    """Write ``encoded`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``encoded`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    Raises:
+        LatentFileError: the file cannot be written (full disk, unwritable folder); nothing is left.
+    """
     path = Path(path)
     config_sha256, config_json = config_identity(encoded.config)
     metadata = {
@@ -267,8 +305,11 @@ def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
             except ValueError as error:
                 raise LatentFileError(f"cannot write {path}: {error}") from None
             tensors[name] = tokens.unflatten(0, codes.shape[:2]).contiguous()  # (clips, tiles, *grid)
-    with atomic_path(path) as temp:
-        save_file(tensors, str(temp), metadata=metadata)
+    try:
+        with atomic_path(path) as temp:
+            save_file(tensors, str(temp), metadata=metadata)
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error type
+        raise LatentFileError(f"cannot write latent file {path}: {getattr(error, 'strerror', None) or error}") from None
     return path
 
 
@@ -296,6 +337,8 @@ def load_latents(path: str | os.PathLike, expected_config: Any | None = None) ->
         LatentFileError: the file is missing, not a VidTwin latent file, or from another config.
     """
     path = Path(path)
+    if path.is_dir():
+        raise LatentFileError(f"latent file {path} is a directory; give a .safetensors file written by `inference.py encode`")
     if not path.is_file():
         raise LatentFileError(f"latent file {path} does not exist")
     try:
@@ -336,10 +379,50 @@ def load_latents(path: str | os.PathLike, expected_config: Any | None = None) ->
         if isinstance(error, LatentFileError):
             raise
         raise LatentFileError(f"latent file {path} has malformed metadata ({error})") from None
-    if encoded.num_clips != encoded.layout.num_clips:
-        raise LatentFileError(
-            f"latent file {path} holds {encoded.num_clips} clips but its metadata needs {encoded.layout.num_clips}"
-        )
+    _check_contents(encoded, path)
     if expected_config is not None:
         encoded.check_config(expected_config, what=f"the latents in {path}")
     return encoded
+
+
+def _check_contents(encoded: EncodedVideo, path: Path) -> None:
+    """Raise :class:`LatentFileError` unless the tensors and metadata of a read file agree with each other."""
+    def bad(problem: str) -> LatentFileError:
+        return LatentFileError(f"latent file {path} is damaged: {problem}; encode the video again")
+
+    if not (math.isfinite(encoded.fps) and encoded.fps > 0):
+        raise bad(f"fps is {encoded.fps}")
+    if encoded.num_frames < 1 or encoded.clip_len < 1:
+        raise bad(f"num_frames is {encoded.num_frames} and clip_len {encoded.clip_len}")
+    try:  # the per-clip shapes follow from the config; a partial config (hand-made files) skips them
+        model_config = VidTwinConfig.from_dict(encoded.config)
+    except (TypeError, ValueError):
+        model_config = None
+    if model_config is not None and encoded.clip_len != model_config.input_size[0]:
+        raise bad(f"clip_len is {encoded.clip_len} but its config encodes {model_config.input_size[0]} frames")
+    if encoded.spatial == "resize":
+        expected_tiles = 1
+        if encoded.tile_grid is not None:
+            raise bad("it holds a tile grid but spatial is resize")
+        if model_config is not None and tuple(encoded.output_size) != tuple(model_config.input_size[1:]):
+            raise bad(f"output size {encoded.output_size} is not the model's {tuple(model_config.input_size[1:])}")
+    elif encoded.spatial == "tile":
+        grid = encoded.tile_grid
+        if grid is None or (grid.height, grid.width) != tuple(encoded.original_size):
+            raise bad(f"its tile grid does not cover the original size {encoded.original_size}")
+        if tuple(encoded.output_size) != tuple(encoded.original_size):
+            raise bad(f"output size {encoded.output_size} is not the original size {encoded.original_size}")
+        expected_tiles = grid.num_tiles
+    else:
+        raise bad(f"spatial is {encoded.spatial!r}, not resize or tile")
+    num_clips = encoded.layout.num_clips
+    per_clip_shapes = model_config.latent_shapes() if model_config is not None else {}
+    for name in TENSOR_NAMES:
+        tensor = getattr(encoded, name)
+        if tensor.dtype != torch.float32:
+            raise bad(f"{name} is {tensor.dtype}, not torch.float32")
+        expected = (num_clips, expected_tiles, *per_clip_shapes.get(name, tensor.shape[2:]))
+        if tuple(tensor.shape) != tuple(expected):
+            raise bad(f"{name} has shape {tuple(tensor.shape)}; {encoded.num_frames} frames need {tuple(expected)}")
+        if not bool(torch.isfinite(tensor).all()):
+            raise bad(f"{name} holds NaN or infinite values")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -132,8 +133,8 @@ class InferenceOptions:
             raise InferenceError(f"--batch-clips must be >= 1, got {self.batch_clips}")
         if self.max_frames is not None and self.max_frames < 1:
             raise InferenceError(f"--max-frames must be >= 1, got {self.max_frames}")
-        if self.sample_fps is not None and self.sample_fps <= 0:
-            raise InferenceError(f"--sample-fps must be positive, got {self.sample_fps}")
+        if self.sample_fps is not None and not (math.isfinite(self.sample_fps) and self.sample_fps > 0):
+            raise InferenceError(f"--sample-fps must be a positive number, got {self.sample_fps}")
 
     @classmethod
     def of(cls, options: InferenceOptions | None = None, **overrides) -> InferenceOptions:

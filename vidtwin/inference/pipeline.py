@@ -39,7 +39,13 @@ from tqdm.auto import tqdm
 
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.inference.clips import ClipLayout
-from vidtwin.inference.latent_file import TENSOR_NAMES, EncodedVideo, config_to_dict
+from vidtwin.inference.latent_file import (
+    TENSOR_NAMES,
+    WEIGHTS_FINGERPRINT_KEY,
+    EncodedVideo,
+    config_to_dict,
+    weights_fingerprint,
+)
 from vidtwin.inference.options import (  # noqa: F401  (re-exported: the pipeline's public names)
     DTYPE_CHOICES,
     DTYPES,
@@ -444,6 +450,7 @@ def encode_video(
         config=config_to_dict(model.config),
         tile_grid=plan.tile_grid,
         source=os.path.basename(source.name),
+        extra={WEIGHTS_FINGERPRINT_KEY: weights_fingerprint(model)},  # decode can tell other weights apart
     )
 
 

@@ -140,7 +140,9 @@ def step_checkpoint(dirpath: str, every_n_steps: int, lightning_steps_per_update
     """A ModelCheckpoint writing ``step_XXXXXXXX.ckpt`` and ``last.ckpt`` every ``every_n_steps`` updates.
 
     The interval is translated to Lightning's ``global_step`` (``lightning_steps_per_update`` per
-    update); the file name carries the update count ``train/step``.
+    update); the file name carries the update count ``train/step``. An existing file of the same
+    name is replaced, never versioned: there is one ``last.ckpt`` and it is always the newest
+    (Lightning would otherwise write ``last-v1.ckpt`` beside a ``last.ckpt`` of FinalCheckpoint).
     """
     if every_n_steps < 1:
         raise ValueError(f"checkpoint every_n_steps must be >= 1, got {every_n_steps}")
@@ -152,5 +154,6 @@ def step_checkpoint(dirpath: str, every_n_steps: int, lightning_steps_per_update
         save_top_k=save_top_k,
         save_last=True,
         save_on_train_epoch_end=False,
+        enable_version_counter=False,
         **(extra or {}),
     )

@@ -19,7 +19,11 @@ Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``checkpo
 
 ``lightning.trainer.max_steps`` counts autoencoder updates; it is translated here to Lightning's
 ``global_step``, which advances once per optimizer (twice per update with the discriminator).
-A bad config stops before training with one line on stderr and exit code 2.
+A run directory that already holds a run is refused (``--resume`` it, or ``--overwrite`` it); see
+:mod:`vidtwin.training.run_dir`. Errors follow :mod:`vidtwin.cli_utils`: a bad config or command
+line stops before training with ``train.py: error: ...`` and exit code 2; a run that fails on its
+data or numbers (NaN loss, too many unreadable videos, a full disk) ends with one such line and
+exit code 1; a bug prints its traceback.
 """
 
 from __future__ import annotations
@@ -36,9 +40,20 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..atomic_io import atomic_path
+from ..cli_utils import UserError, add_debug_flag, run_main
+from .run_dir import (
+    CLAIMED_RUN_ENV,
+    LAUNCH_ID_ENV,
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    check_run_directory,
+    claim_run_directory,
+    global_rank,
+    launched_world_size,
+    resolve_resume,
+)
 
-EXIT_CONFIG_ERROR = 2
-EXIT_TRAINING_ERROR = 1
+PROG = "train.py"
 RUN_NAME_ENV = "VIDTWIN_RUN_NAME"
 # Trainer arguments that manual optimization forbids, and where their settings live instead.
 _MANUAL_OPTIMIZATION_KEYS = {
@@ -48,13 +63,13 @@ _MANUAL_OPTIMIZATION_KEYS = {
 }
 
 
-class UsageError(Exception):
+class UsageError(UserError):
     """A problem with the command line or the config: reported in one line, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="train.py",
+        prog=PROG,
         description="Train or fine-tune VidTwin. Configs merge left to right; KEY=VALUE overrides go last.",
     )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -66,13 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run directory name (default: last config's file name + timestamp)")
     parser.add_argument("-s", "--seed", type=int, default=23, help="global seed (default: 23)")
     parser.add_argument("-r", "--resume", default=None, metavar="RUN_DIR_OR_CKPT",
-                        help="continue a run: its directory (uses checkpoints/last.ckpt) or a checkpoint file")
+                        help="continue a run: its directory (uses its newest readable checkpoint) or a checkpoint file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a run directory that already holds a run (deletes its checkpoints and logs)")
     parser.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (needs `pip install wandb`)")
     parser.add_argument("--wandb-project", default="vidtwin", help="W&B project (default: vidtwin)")
     parser.add_argument("--devices", default=None, help="sets lightning.trainer.devices (e.g. 4, or 0,1)")
     parser.add_argument("--num-nodes", type=int, default=None, help="sets lightning.trainer.num_nodes")
     parser.add_argument("--accelerator", default=None, help="sets lightning.trainer.accelerator (cpu, gpu, auto)")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
+    add_debug_flag(parser)
     return parser
 
 
@@ -85,30 +102,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------- run directory
-def _global_rank() -> int:
-    """This process's global rank from the launcher's environment (Lightning reads the same variables)."""
-    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def _launched_world_size() -> int:
-    """Processes started by an outside launcher (torchrun, srun); 1 when Lightning launches them."""
-    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 1
-
-
 def resolve_run_name(args: argparse.Namespace) -> str:
     """A run name that every process of a multi-process run agrees on."""
     if args.name:
+        if args.name in (".", "..") or os.sep in args.name or (os.altsep and os.altsep in args.name):
+            raise UsageError(f"--name {args.name!r} must be a plain folder name; put the parent folder in --logdir")
         return args.name
     if os.environ.get(RUN_NAME_ENV):  # set by rank 0 before Lightning starts the other processes
         return os.environ[RUN_NAME_ENV]
     stem = Path(args.base[-1]).stem if args.base else "run"
-    if _launched_world_size() > 1:
+    if launched_world_size() > 1:
         # Processes started separately cannot share a timestamp: use the launcher's job id.
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
         if not job or job == "none":
@@ -117,36 +120,29 @@ def resolve_run_name(args: argparse.Namespace) -> str:
     return f"{stem}_{datetime.datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}"
 
 
-def resolve_resume(resume: str) -> tuple[Path, Path]:
-    """(run directory, checkpoint file) for ``--resume``."""
-    path = Path(resume)
-    if path.is_dir():
-        ckpt = path / "checkpoints" / "last.ckpt"
-        if not ckpt.is_file():
-            raise UsageError(f"--resume {resume}: no checkpoints/last.ckpt in that directory")
-        return path, ckpt
-    if path.is_file():
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        return run_dir, path
-    raise UsageError(f"--resume {resume}: no such run directory or checkpoint")
-
-
 def save_config_atomic(config: Any, path: Path) -> None:
     from omegaconf import OmegaConf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temp:
-        OmegaConf.save(config, temp)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temp:
+            OmegaConf.save(config, temp)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror or error}; choose another --logdir") from None
 
 
 # ---------------------------------------------------------------------------- building
 def _section(config: Any, name: str) -> dict:
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     node = config.get(name)
     if node is None:
         return {}
-    return OmegaConf.to_container(node, resolve=True)
+    try:
+        return OmegaConf.to_container(node, resolve=True)
+    except OmegaConfBaseException as error:  # e.g. an interpolation that names a missing key
+        raise UsageError(f"{name}: {error}") from None
 
 
 def _build(label: str, node: Any, **extra: Any) -> Any:
@@ -170,6 +166,8 @@ def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
         if value not in (None, 1, 0.0, "norm") or (key == "gradient_clip_val" and value):
             raise UsageError(f"lightning.trainer.{key} is not available with manual optimization; set {where} instead")
     max_steps = trainer_kwargs.get("max_steps")
+    if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)):
+        raise UsageError(f"lightning.trainer.max_steps must be a whole number of updates, got {max_steps!r}")
     if max_steps is not None and max_steps > 0:
         trainer_kwargs["max_steps"] = int(max_steps) * lightning_steps_per_update
     return trainer_kwargs
@@ -230,18 +228,16 @@ def build_strategy(config: Any) -> Optional[Any]:
     return _build("lightning.strategy", _section(config.lightning, "strategy"))
 
 
-def _setup_logging() -> None:
+def _setup_logging() -> logging.Handler:
     # ModelCheckpoint warns that manual optimization saves the state after the optimizer step;
     # that is what we want (the update is complete when train_step advances).
     warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+    package_logger = logging.getLogger("vidtwin")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    package_logger = logging.getLogger("vidtwin")
-    if any(getattr(h, "_vidtwin_cli", False) for h in package_logger.handlers):
-        return  # main() ran before in this process
-    handler._vidtwin_cli = True
     package_logger.addHandler(handler)
-    package_logger.setLevel(logging.INFO if _global_rank() == 0 else logging.WARNING)
+    package_logger.setLevel(logging.INFO if global_rank() == 0 else logging.WARNING)
+    return handler
 
 
 # ---------------------------------------------------------------------------- main
@@ -254,10 +250,13 @@ def prepare(args: argparse.Namespace):
 
     from ..config import load_config
 
-    resume_ckpt = None
+    resume_ckpt, clear_earlier_run = None, False
     bases = list(args.base)
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues a run and --overwrite starts one over; give one of them")
     if args.resume:
-        run_dir, resume_ckpt = resolve_resume(args.resume)
+        resume = resolve_resume(args.resume)
+        run_dir, resume_ckpt = resume.run_dir, resume.checkpoint
         bases = [str(run_dir / "config.yaml")] + bases
         logdir, name = run_dir.parent, run_dir.name
     elif not bases:
@@ -276,6 +275,7 @@ def prepare(args: argparse.Namespace):
         name = resolve_run_name(args)
         logdir = Path(args.logdir)
         run_dir = logdir / name
+        clear_earlier_run = check_run_directory(run_dir, args.overwrite)  # before anything is written
     os.environ[RUN_NAME_ENV] = name  # processes that Lightning starts later reuse this name
     trainer_overrides = {"devices": args.devices, "num_nodes": args.num_nodes, "accelerator": args.accelerator}
     for key, value in trainer_overrides.items():
@@ -283,6 +283,7 @@ def prepare(args: argparse.Namespace):
             OmegaConf.update(config, f"lightning.trainer.{key}", value, force_add=True)
 
     import pytorch_lightning as pl
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from .run_report import RunRecorder, UpdateProgressBar, hide_lightning_stop_line
 
@@ -305,27 +306,16 @@ def prepare(args: argparse.Namespace):
         callbacks.append(UpdateProgressBar())  # counts updates, as max_steps does; no epochs
     loggers = build_loggers(run_dir, name, args.wandb, args.wandb_project)
     try:
-        trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers)
-    except (TypeError, ValueError) as error:
+        trainer = pl.Trainer(**trainer_kwargs, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()])
+    except (TypeError, ValueError, MisconfigurationException) as error:  # the lightning.trainer settings
         raise UsageError(f"lightning.trainer: {error}") from None
-    except Exception as error:  # Lightning's MisconfigurationException and friends
-        raise UsageError(f"lightning.trainer: {type(error).__name__}: {error}") from None
 
-    if _global_rank() == 0:
+    if not args.resume:
+        claim_run_directory(run_dir, clear_earlier_run)
+    if global_rank() == 0:
         save_config_atomic(config, run_dir / "config.yaml")
         logging.getLogger(__name__).info("run directory: %s", run_dir)
     return trainer, module, datamodule, resume_ckpt, run_dir
-
-
-def _config_errors() -> tuple:
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError
-    from ..losses import LPIPSWeightsUnavailable
-
-    from omegaconf.errors import OmegaConfBaseException
-
-    return (UsageError, ConfigError, CheckpointError, LPIPSWeightsUnavailable, OmegaConfBaseException,
-            FileNotFoundError, ValueError, TypeError, ImportError)
 
 
 def _training_errors() -> tuple:
@@ -333,40 +323,31 @@ def _training_errors() -> tuple:
     from .callbacks import NonFiniteStateError
     from .module import NonFiniteLossError
 
-    return (NonFiniteLossError, NonFiniteStateError, TooManyBadVideosError, VideoReadError)
+    return (NonFiniteLossError, NonFiniteStateError, TooManyBadVideosError, VideoReadError, CheckpointWriteError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run training; returns the process exit code (0, 1 training error, 2 bad input)."""
+    """Run training; returns the process exit code (0, 1 training failed, 2 bad input)."""
     args = parse_args(argv)
-    _setup_logging()
-    previous_name = os.environ.get(RUN_NAME_ENV)
+    handler = _setup_logging()
+    run_env = (RUN_NAME_ENV, LAUNCH_ID_ENV, CLAIMED_RUN_ENV)
+    previous = {var: os.environ.get(var) for var in run_env}
     try:
-        return _run(args)
-    finally:  # the name is for the processes of this run only, not for a later main() in this process
-        if previous_name is None:
-            os.environ.pop(RUN_NAME_ENV, None)
-        else:
-            os.environ[RUN_NAME_ENV] = previous_name
+        return run_main(PROG, lambda: _run(args), debug=args.debug, failure_types=_training_errors())
+    finally:  # these are for this run only, not for a later main() in this process
+        logging.getLogger("vidtwin").removeHandler(handler)
+        for var, value in previous.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 def _run(args: argparse.Namespace) -> int:
-    try:
-        trainer, module, datamodule, resume_ckpt, run_dir = prepare(args)
-    except _config_errors() as error:
-        if args.debug:
-            raise
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"train.py: error: {message}", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
+    trainer, module, datamodule, resume_ckpt, run_dir = prepare(args)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None,
                     weights_only=True)
-    except _training_errors() as error:
-        if args.debug:
-            raise
-        print(f"train.py: error: {error}", file=sys.stderr)
-        return EXIT_TRAINING_ERROR
     finally:  # every run that started training, finished, stopped or failed, ends with its summary
         from .run_report import print_run_summary
 

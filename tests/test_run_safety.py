@@ -1,0 +1,222 @@
+"""train.py never mixes two runs, keeps one newest last.ckpt, resumes from the newest readable
+checkpoint, and never leaves a torn checkpoint under its final name (real kills and a full disk)."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+from _training_utils import REPO, micro_overrides, single_thread, tiny_config_files
+from vidtwin.training.cli import main
+from vidtwin.training.run_dir import (
+    CLAIMED_RUN_ENV,
+    LAUNCH_ID_ENV,
+    AtomicCheckpointIO,
+    CheckpointWriteError,
+    check_run_directory,
+    claim_run_directory,
+    newest_valid_checkpoint,
+    resolve_resume,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+def _train(tmp_path, *extra, name="run", resume=None, flags=()):
+    argv = ["--logdir", str(tmp_path), "--seed", "5", *flags]
+    argv += ["--resume", str(resume)] if resume else ["--name", name, "--base", *tiny_config_files()]
+    return main(argv + micro_overrides("lightning.checkpoint.every_n_steps=2", *extra))
+
+
+def _error_line(err):
+    lines = [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _update(path):
+    return torch.load(path, weights_only=True)["vidtwin_training"]["train_step"]
+
+
+def test_an_existing_run_is_refused_then_resumed_or_overwritten(tmp_path, capsys):
+    assert _train(tmp_path, "lightning.trainer.max_steps=2") == 0
+    run = tmp_path / "run"
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()}
+    config_before = (run / "config.yaml").read_text()
+
+    assert _train(tmp_path, "lightning.trainer.max_steps=3", "model.params.learning_rate=1e-5") == 2
+    line = _error_line(capsys.readouterr().err)
+    assert f"python train.py --resume {run}" in line and "--overwrite" in line
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before
+    assert (run / "config.yaml").read_text() == config_before
+
+    # --overwrite starts over: nothing of the first run is left beside the new one.
+    assert _train(tmp_path, "lightning.trainer.max_steps=1", flags=["--overwrite"]) == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert _update(run / "checkpoints" / "last.ckpt") == 1
+
+
+def test_every_rank_takes_the_same_decision(tmp_path, monkeypatch):
+    """Ranks started separately (torchrun, srun) recognise the directory that rank 0 of their own
+    launch claimed; a later launch, or a run from before, is refused on every rank."""
+    for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, "RANK", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
+        monkeypatch.delenv(var, raising=False)
+    launch = {"WORLD_SIZE": "2", "MASTER_ADDR": "node1", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "job7"}
+    run = tmp_path / "run"
+
+    def as_rank(rank, **env):
+        for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV):
+            monkeypatch.delenv(var, raising=False)
+        for var, value in {**launch, **env, "RANK": str(rank)}.items():
+            monkeypatch.setenv(var, value)
+
+    as_rank(1)  # rank 1 before rank 0 has written anything
+    assert check_run_directory(run, overwrite=False) is False
+    as_rank(0)
+    assert check_run_directory(run, overwrite=False) is False
+    claim_run_directory(run, clear=False)
+    (run / "config.yaml").write_text("written by rank 0")
+    as_rank(1)  # rank 1 after rank 0 has written its config: the same launch, so the same decision
+    assert check_run_directory(run, overwrite=False) is False
+
+    for rank in (0, 1):  # the next launch of the same job script
+        as_rank(rank, MASTER_PORT="29501")
+        with pytest.raises(Exception, match="--resume"):
+            check_run_directory(run, overwrite=False)
+        assert check_run_directory(run, overwrite=True) is True
+
+
+def _ddp_command(tmp_path, name, *extra):
+    return [sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", name,
+            "--base", *tiny_config_files(), "--accelerator", "cpu", "--devices", "2",
+            *micro_overrides("lightning.trainer.strategy=ddp", *extra)]
+
+
+def test_two_separately_started_ranks_both_refuse_an_existing_run(tmp_path):
+    run = tmp_path / "run" / "checkpoints"
+    run.mkdir(parents=True)
+    (run.parent / "config.yaml").write_text("model: {}\n")
+    (run / "last.ckpt").write_bytes(b"an earlier run")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
+    env.pop(LAUNCH_ID_ENV, None)
+    ranks = [subprocess.Popen([sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "run",
+                               "--base", *tiny_config_files(), *micro_overrides()],
+                              env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    for rank in ranks:
+        _, err = rank.communicate(timeout=120)
+        assert rank.returncode == 2 and "--resume" in _error_line(err)
+    assert (run / "last.ckpt").read_bytes() == b"an earlier run"
+
+
+def test_one_last_ckpt_always_the_newest_and_resume_says_which(tmp_path, caplog):
+    # Ends before the first interval checkpoint: last.ckpt comes from the final-checkpoint callback.
+    assert _train(tmp_path, "lightning.trainer.max_steps=1") == 0
+    run = tmp_path / "run"
+    with caplog.at_level("INFO", logger="vidtwin"):
+        assert _train(tmp_path, "lightning.trainer.max_steps=3", resume=run) == 0
+    assert "resuming from" in caplog.text and "at update 1" in caplog.text
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step_00000002.ckpt"]  # no last-v1.ckpt
+    assert _update(run / "checkpoints" / "last.ckpt") == 3
+
+    # A truncated last.ckpt is skipped, with a warning, for the newest readable one.
+    data = (run / "checkpoints" / "last.ckpt").read_bytes()
+    (run / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 2])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vidtwin"):
+        assert newest_valid_checkpoint(run / "checkpoints") == (run / "checkpoints" / "step_00000002.ckpt", 2)
+    assert "skipping" in caplog.text and "last.ckpt" in caplog.text
+
+
+def test_resume_without_a_readable_checkpoint_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("model: {}\n")
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 torn")
+    assert main(["--resume", str(run)]) == 2
+    assert "none of its 1 .ckpt files is readable" in _error_line(capsys.readouterr().err)
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")
+    assert main(["--resume", str(video)]) == 2
+    assert "give a run directory or a .ckpt" in _error_line(capsys.readouterr().err)
+
+
+_WRITER = textwrap.dedent("""
+    import sys, torch
+    from vidtwin.training.run_dir import AtomicCheckpointIO
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"vidtwin_training": {"train_step": 0}, "weights": torch.zeros(10)}, sys.argv[1])
+    print("first saved", flush=True)
+    big = torch.randn(32, 1024, 1024)  # 128 MB: the kill lands while it is being written
+    for update in range(1, 1000):
+        io.save_checkpoint({"vidtwin_training": {"train_step": update}, "weights": big}, sys.argv[1])
+""")
+
+
+def test_a_killed_save_leaves_the_previous_checkpoint(tmp_path):
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert writer.stdout.readline().strip() == "first saved"
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith(".last.ckpt") for p in target.parent.iterdir()):
+            assert time.monotonic() < deadline, "the second save never started"
+            time.sleep(0.01)
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+    saved = torch.load(target, weights_only=True)  # whole: either the first save or a later complete one
+    update = saved["vidtwin_training"]["train_step"]
+    assert saved["weights"].numel() == (10 if update == 0 else 32 * 1024 * 1024)
+    # The torn temporary file is left hidden beside it, is never taken for a checkpoint, and goes
+    # when the run is resumed.
+    (stale,) = [p for p in target.parent.iterdir() if p.name.startswith(".last.ckpt.tmp-")]
+    assert newest_valid_checkpoint(target.parent) == (target, update)
+    (target.parent.parent / "config.yaml").write_text("model: {}\n")
+    assert resolve_resume(str(target.parent.parent)).checkpoint == target
+    assert not stale.exists()
+
+
+def _small_tmpfs(path):
+    path.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    mounted = _small_tmpfs(full)
+    if not mounted:  # not allowed to mount here: a write that fails like a full disk does
+        import vidtwin.training.run_dir as run_dir
+
+        real_write = run_dir._WriteErrorRecorder.write
+
+        def write(self, data):
+            if self.handle.tell() + len(data) > 2 * 1024 * 1024:
+                self.handle.write(data[:100])
+                raise OSError(28, "No space left on device")
+            return real_write(self, data)
+
+        monkeypatch.setattr(run_dir._WriteErrorRecorder, "write", write)
+    try:
+        target = full / "last.ckpt"
+        AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(10)}, target)
+        with pytest.raises(CheckpointWriteError, match="No space left on device.*--resume"):
+            AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1024 * 1024)}, target)
+        assert torch.equal(torch.load(target, weights_only=True)["weights"], torch.zeros(10))
+        assert sorted(p.name for p in full.iterdir()) == ["last.ckpt"]  # no temporary file left
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(full)], check=True)

@@ -1,0 +1,174 @@
+"""Where ``inference.py`` reads and writes: input lists, output names, and the checks that keep data safe.
+
+Rules, all checked before any model is loaded or any file is written:
+
+- An output never resolves to an input: not the same path, not the same path written another
+  way, not through a symbolic or hard link (``cross --output`` equal to ``--structure`` or
+  ``--dynamics`` included).
+- An existing file is only replaced with ``--overwrite``. "Ours" is not guessed from a file's
+  name or contents: every existing output needs the flag, whoever wrote it.
+- In directory mode every input gets its own output name: inputs whose stems collide
+  (``a.mp4`` and ``a.mkv``) keep their extension in the name (``a.mkv_reconstructed.mp4``), and
+  with ``--recursive`` the sub-folders of the input folder are kept under the output folder.
+- Directory mode never reads its own results back: the output folder may not be the input
+  folder, an output folder inside the input folder is skipped when listing it, and hidden files
+  (the temporary files of a killed write among them) are never inputs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file
+from vidtwin.inference.options import InferenceError
+
+LATENT_SUFFIX = ".safetensors"
+
+
+def _real(path: Path) -> str:
+    """The path with every symbolic link and ``..`` resolved (the file need not exist)."""
+    return os.path.realpath(path)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return os.path.commonpath([_real(path), _real(folder)]) == _real(folder)
+
+
+def _list_videos(folder: Path, recursive: bool, skip: Path | None) -> list[Path]:
+    """Video files of ``folder`` (sorted; with ``recursive`` also of its sub-folders, except ``skip``)."""
+    if not recursive:
+        return [p for p in sorted(folder.iterdir()) if p.is_file() and is_video_file(p)]
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        if skip is not None:
+            dirs[:] = [d for d in dirs if not _is_within(Path(root) / d, skip)]
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / name for name in files if is_video_file(name))
+    return sorted(found)
+
+
+def collect_inputs(path: str, recursive: bool = False, output: str | None = None) -> tuple[list[Path], bool]:
+    """``([videos], is_directory)``; a directory yields its video files (top level, or all with ``recursive``).
+
+    ``output``: the output folder of directory mode; it may not be the input folder, and is
+    skipped when it lies inside it.
+    """
+    source = Path(path)
+    if not source.exists():
+        raise InferenceError(f"input {source} does not exist")
+    if source.is_dir():
+        skip = Path(output) if output is not None else None
+        if skip is not None and _real(skip) == _real(source):
+            raise InferenceError(
+                f"--output {output} is the input folder: its results would be read back as inputs; choose another folder"
+            )
+        videos = _list_videos(source, recursive, skip)
+        if not videos:
+            where = "or its sub-folders " if recursive else ""
+            raise InferenceError(
+                f"input directory {source} {where}contains no video files ({', '.join(VIDEO_EXTENSIONS[:5])}, ...)"
+            )
+        return videos, True
+    if not is_video_file(source):
+        raise InferenceError(f"input {source} is not a video file (expected {', '.join(VIDEO_EXTENSIONS)})")
+    return [source], False
+
+
+def prepare_output(path: Path) -> Path:
+    """Create the output's folder and check it can be written, before any work is done."""
+    if path.is_dir():
+        raise InferenceError(f"output {path} is a directory; give a file name")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InferenceError(f"cannot write output {path}: cannot create {path.parent} ({error.strerror or error})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InferenceError(f"cannot write output {path}: {path.parent} is not writable")
+    return path
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Check that ``folder`` can be created or written, without creating it (a failed run leaves nothing)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InferenceError(f"cannot write to {folder}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise InferenceError(f"cannot write to {folder}: {existing} is not writable")
+
+
+def check_video_output(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, if its extension names a container that ``write_video`` can write."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE_VIDEO_EXTENSIONS:
+        kind = "cannot hold H.264 video" if path.suffix.lower() in VIDEO_EXTENSIONS else "is not a video file name"
+        raise InferenceError(
+            f"output {path} {kind}; name it .mp4 (or {', '.join(WRITABLE_VIDEO_EXTENSIONS[1:])})"
+        )
+    return path
+
+
+def unique_output_names(inputs: list[Path], root: Path, tag: str, suffix: str) -> list[Path]:
+    """Output paths relative to the output folder, one per input, all different.
+
+    ``<relative folder>/<stem><tag><suffix>``; inputs of one folder whose stems collide keep
+    their extension: ``<name with extension><tag><suffix>``.
+    """
+    relative = [p.relative_to(root) for p in inputs]
+    stems = Counter(r.with_suffix("") for r in relative)
+    names = [r.parent / (f"{r.name}{tag}{suffix}" if stems[r.with_suffix("")] > 1 else f"{r.stem}{tag}{suffix}")
+             for r in relative]
+    repeated = [str(n) for n, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise InferenceError(f"two inputs would both be written to {repeated[0]}; rename one of them")
+    return names
+
+
+def output_paths(inputs: list[Path], is_directory: bool, output: str, suffix: str, tag: str,
+                 input_root: Path | None = None) -> list[Path]:
+    """One output per input: ``output`` itself for one input named like a file, else files under ``output/``."""
+    target = Path(output)
+    names_a_file = target.suffix.lower() in ((suffix,) if suffix == LATENT_SUFFIX else VIDEO_EXTENSIONS)
+    if not is_directory and names_a_file:
+        return [prepare_output(target if suffix == LATENT_SUFFIX else check_video_output(target))]
+    if target.exists() and not target.is_dir():
+        raise InferenceError(f"output {target} must be a directory (or a {suffix} file name for a single input)")
+    root = input_root if input_root is not None else inputs[0].parent
+    return [prepare_output(target / name) for name in unique_output_names(inputs, root, tag, suffix)]
+
+
+def side_by_side_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}_side_by_side{path.suffix}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if _real(a) == _real(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def check_targets(targets: Iterable[Path], sources: Iterable[str | os.PathLike], overwrite: bool) -> None:
+    """Refuse, before any work, an output that is an input, or that exists without ``overwrite``.
+
+    sources: every file the command reads (videos, latent files, a CSV list).
+    """
+    targets, sources = list(targets), [Path(s) for s in sources]
+    existing = []
+    for target in targets:
+        for source in sources:
+            if _same_file(target, source):
+                raise InferenceError(
+                    f"output {target} is the input {source}: writing it would destroy the input; choose another output"
+                )
+        if target.exists() or target.is_symlink():
+            existing.append(target)
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise InferenceError(f"output {existing[0]} already exists{more}; pass --overwrite to replace it")

@@ -1,0 +1,252 @@
+"""The run directory of train.py: who may start a run there, which checkpoint a resume takes, and
+checkpoint files that are never torn.
+
+A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``checkpoints/``, ``tensorboard/`` and
+``samples/``. Three rules keep the runs in it apart and whole:
+
+- **A new run never writes into an existing one.** ``--name`` of a directory that already holds a
+  run is refused with the ``--resume`` command to use instead; ``--overwrite`` deletes that run's
+  files first. Every process of a multi-process launch takes the same decision: the processes
+  that Lightning starts inherit it through the environment, and processes started separately
+  (torchrun, srun) recognise a directory that rank 0 of their own launch has just claimed by the
+  launch identity it wrote into ``.launch`` before anything else.
+- **Resume takes the newest valid checkpoint.** Every ``*.ckpt`` of ``checkpoints/`` is opened
+  (memory-mapped, so only its small header is read); unreadable ones (truncated by a kill or a
+  full disk) are skipped with a warning, and the one with the most updates wins.
+- **A checkpoint appears whole or not at all.** :class:`AtomicCheckpointIO` writes each one to a
+  hidden temporary file beside its final name and renames it into place, on every filesystem.
+  The temporary file of a killed save is deleted when the run is resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from ..atomic_io import atomic_path, atomic_write_text, is_temp_name
+from ..cli_utils import UserError
+
+logger = logging.getLogger(__name__)
+
+LAUNCH_MARKER = ".launch"
+LAUNCH_ID_ENV = "VIDTWIN_LAUNCH_ID"  # one launch's identity, inherited by the processes Lightning starts
+CLAIMED_RUN_ENV = "VIDTWIN_CLAIMED_RUN"  # the run directory this launch's rank 0 has claimed
+# What a run writes into its directory; --overwrite deletes these and nothing else.
+RUN_ENTRIES = ("config.yaml", "checkpoints", "tensorboard", "samples", "wandb", LAUNCH_MARKER)
+# Environment variables that identify one launch of torchrun or srun on every node.
+_LAUNCHER_IDENTITY_VARS = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID",
+                           "TORCHELASTIC_RESTART_COUNT", "MASTER_ADDR", "MASTER_PORT")
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (full disk, read-only folder); the previous one is intact."""
+
+
+def global_rank() -> int:
+    """This process's global rank from the launcher's environment (Lightning reads the same variables)."""
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def launched_world_size() -> int:
+    """Processes started by an outside launcher (torchrun, srun); 1 when Lightning launches them."""
+    for var in ("WORLD_SIZE", "SLURM_NTASKS"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 1
+
+
+def launch_id() -> str:
+    """An identity shared by every process of this launch and different for the next launch."""
+    if os.environ.get(LAUNCH_ID_ENV):
+        return os.environ[LAUNCH_ID_ENV]
+    if launched_world_size() > 1:
+        identity = ";".join(f"{var}={os.environ.get(var, '')}" for var in _LAUNCHER_IDENTITY_VARS)
+    else:
+        identity = uuid.uuid4().hex
+    os.environ[LAUNCH_ID_ENV] = identity
+    return identity
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    checkpoints = run_dir / "checkpoints"
+    return (run_dir / "config.yaml").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def check_run_directory(run_dir: Path, overwrite: bool) -> bool:
+    """Decide, before anything is written, whether a new run may use ``run_dir``.
+
+    Returns whether an earlier run must be deleted first (``overwrite``); raises UserError when
+    ``run_dir`` holds another run and ``overwrite`` is off. Every process decides the same way.
+    """
+    if os.environ.get(CLAIMED_RUN_ENV) == str(run_dir.resolve()):
+        return False  # started by Lightning after rank 0 of this launch claimed the directory
+    marker = run_dir / LAUNCH_MARKER
+    claimed_by_this_launch = marker.is_file() and marker.read_text(encoding="utf-8") == launch_id()
+    if not holds_a_run(run_dir) or claimed_by_this_launch:
+        return False
+    if not overwrite:
+        raise UserError(
+            f"{run_dir} already holds a run; continue it with `python train.py --resume {run_dir}`, "
+            "or start it over with --overwrite (deletes its checkpoints and logs)"
+        )
+    return True
+
+
+def claim_run_directory(run_dir: Path, clear: bool) -> None:
+    """Rank 0 deletes the earlier run (``clear``) and marks ``run_dir`` as this launch's, before writing into it.
+
+    Processes that Lightning starts later inherit the claim through the environment.
+    """
+    if global_rank() == 0:
+        try:
+            if clear:
+                logger.warning("--overwrite: deleting the earlier run in %s", run_dir)
+                for entry in RUN_ENTRIES:
+                    path = run_dir / entry
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink(missing_ok=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / LAUNCH_MARKER, launch_id())
+        except OSError as error:
+            raise UserError(f"cannot write the run directory {run_dir}: {error.strerror or error}; "
+                            "choose another --logdir") from None
+    os.environ[CLAIMED_RUN_ENV] = str(run_dir.resolve())
+
+
+# ---------------------------------------------------------------------------- resume
+@dataclass(frozen=True)
+class ResumePoint:
+    run_dir: Path
+    checkpoint: Path
+    update: int  # autoencoder updates the checkpoint holds (train_step)
+
+
+def _read_update(path: Path) -> int:
+    """The update count stored in a checkpoint; raises when the file is not a whole checkpoint."""
+    from .module import TRAINING_STATE_KEY
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # header only
+    return int(checkpoint[TRAINING_STATE_KEY]["train_step"])
+
+
+def newest_valid_checkpoint(folder: Path) -> tuple[Path, int]:
+    """``(checkpoint, update)`` of the readable checkpoint with the most updates in ``folder``.
+
+    Unreadable files are skipped with a warning; raises UserError when none is readable.
+    """
+    candidates = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith(".") and p.is_file())
+    best: Optional[tuple[int, float, Path]] = None
+    for path in candidates:
+        try:
+            update = _read_update(path)
+        except Exception as error:  # truncated zip, foreign pickle, missing keys: all mean "not usable"
+            logger.warning("skipping %s: not a complete training checkpoint (%s: %s)", path, type(error).__name__,
+                           " ".join(str(error).split())[:200])
+            continue
+        key = (update, path.stat().st_mtime, path)
+        best = key if best is None or key[:2] > best[:2] else best
+    if best is None:
+        found = f"none of its {len(candidates)} .ckpt files is readable" if candidates else "it holds no .ckpt file"
+        raise UserError(f"cannot resume from {folder}: {found}; start a new run with --base")
+    return best[2], best[0]
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete the temporary files that killed saves left in ``folder`` (a resumed run's checkpoints).
+
+    Only rank 0 calls this, before training starts: no save of this run can be in flight, and a
+    second run never shares the directory.
+    """
+    stale = [p for p in folder.glob(".*") if p.is_file() and is_temp_name(p.name)] if folder.is_dir() else []
+    for path in stale:
+        logger.warning("removing %s, left by a save that did not finish (%.1f MB)", path, path.stat().st_size / 2**20)
+        path.unlink(missing_ok=True)
+
+
+def resolve_resume(resume: str) -> ResumePoint:
+    """The run directory and checkpoint of ``--resume RUN_DIR`` (newest valid checkpoint) or ``--resume FILE.ckpt``."""
+    path = Path(resume)
+    if path.is_dir():
+        if not (path / "config.yaml").is_file():
+            raise UserError(f"--resume {resume}: not a run directory of train.py (no config.yaml)")
+        checkpoint, update = newest_valid_checkpoint(path / "checkpoints")
+        run_dir = path
+    elif path.is_file():
+        if path.suffix != ".ckpt":
+            raise UserError(f"--resume {resume}: give a run directory or a .ckpt checkpoint of train.py")
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        if not (run_dir / "config.yaml").is_file():
+            raise UserError(f"--resume {resume}: no config.yaml in {run_dir}, the run directory of that checkpoint")
+        try:
+            checkpoint, update = path, _read_update(path)
+        except Exception as error:  # see newest_valid_checkpoint
+            raise UserError(f"--resume {resume}: not a complete training checkpoint ({type(error).__name__}: "
+                            f"{' '.join(str(error).split())[:200]})") from None
+    else:
+        raise UserError(f"--resume {resume}: no such run directory or checkpoint")
+    logger.info("resuming from %s at update %d", checkpoint, update)
+    if global_rank() == 0:
+        remove_stale_temp_files(run_dir / "checkpoints")
+    return ResumePoint(run_dir, checkpoint, update)
+
+
+# ---------------------------------------------------------------------------- saving
+class _WriteErrorRecorder:
+    """A binary file that remembers the OSError of a failed write: torch.save reports it as a RuntimeError."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+        self.error: Optional[OSError] = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O, writing beside the final path and renaming into place.
+
+    Lightning's own saver copies from /tmp when the log directory is on another filesystem, so a
+    kill mid-copy leaves a torn file under the final name. Here a failed write (a full disk, a
+    read-only folder) keeps the previous checkpoint and raises :class:`CheckpointWriteError`.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Optional[Any] = None) -> None:
+        if storage_options is not None:
+            return super().save_checkpoint(checkpoint, path, storage_options)  # raises: not supported
+        path = Path(path)
+        recorder = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as temp, open(temp, "wb") as handle:
+                recorder = _WriteErrorRecorder(handle)
+                torch.save(checkpoint, recorder)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except (OSError, RuntimeError) as error:
+            cause = recorder.error if recorder is not None and recorder.error is not None else error
+            if not isinstance(cause, OSError):
+                raise
+            raise CheckpointWriteError(
+                f"cannot write checkpoint {path}: {cause.strerror or cause}; the previous checkpoint is kept. "
+                f"Free space (or fix the folder's permissions), then resume with `python train.py --resume {path.parent.parent}`"
+            ) from None
