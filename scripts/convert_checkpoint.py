@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from vidtwin import load_model
-from vidtwin.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from vidtwin.state_dict_io import CONFIG_FILE, WEIGHTS_FILE
 from vidtwin.cli_utils import UserError, add_debug_flag, run_cli
 
 logger = logging.getLogger("convert_checkpoint")

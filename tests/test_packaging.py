@@ -14,7 +14,7 @@ from conftest import REPO, TINY_CONFIG
 tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # Import name -> distribution name, where they differ.
-DISTRIBUTIONS = {"pytorch_lightning": "pytorch-lightning", "skvideo": "scikit-video", "yaml": "pyyaml"}
+DISTRIBUTIONS = {"pytorch_lightning": "pytorch-lightning", "vector_quantize_pytorch": "vector-quantize-pytorch", "skvideo": "scikit-video", "yaml": "pyyaml"}
 
 
 def _requirement_names(requirements):
