@@ -39,6 +39,8 @@ def files(tmp_path_factory):
     (root / "videos" / "clip.mp4").write_bytes((root / "clip.mp4").read_bytes())
     assert inference_main(["encode", "--input", str(root / "clip.mp4"), "--output", str(root / "clip.safetensors"),
                            *model_args(root)]) == 0
+    assert inference_main(["encode-dataset", "--input", str(root / "videos"), "--output", str(root / "dataset"),
+                           "--num-workers", "0", *dataset_args(root)]) == 0
     (root / "notes.txt").write_text("not a checkpoint\n")
     (root / "bad.yaml").write_text("model: [unclosed\n")
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
@@ -47,6 +49,10 @@ def files(tmp_path_factory):
 
 def model_args(root):
     return ["--config", str(TINY_CONFIG), "--ckpt", str(root / "tiny.pt"), "--device", "cpu", "--quiet"]
+
+
+def dataset_args(root):
+    return ["--config", str(TINY_CONFIG), "--ckpt", str(root / "tiny.pt"), "--accelerator", "cpu", "--quiet"]
 
 
 def tampered_latents(files, target, change):
@@ -124,7 +130,43 @@ def _inference_cases():
         return ["evaluate", "--input", f / "videos", "--output", t / "eval", "--lpips-weights", f / "notes.txt",
                 *model_args(f)]
 
+    dataset = lambda *extra: lambda f, t: ["encode-dataset", "--output", t / "latents", *dataset_args(f), *extra]  # noqa: E731
+
+    def dataset_csv(text: bytes, *extra):
+        def setup(f, t):
+            (t / "list.csv").write_bytes(text)
+            return dataset("--input", t / "list.csv", "--data-dir", f, *extra)(f, t)
+        return setup
+
+    def dataset_of_other_sampling(f, t):
+        (t / "latents").mkdir()
+        manifest = json.loads((f / "dataset" / "manifest.json").read_text())
+        manifest["identity"]["sampling"]["sample_fps"] = 5.0
+        (t / "latents" / "manifest.json").write_text(json.dumps(manifest))
+        return dataset("--input", f / "videos")(f, t)
+
+    def dataset_into_a_folder_of_other_files(f, t):
+        (t / "latents").mkdir()
+        (t / "latents" / "notes.txt").write_text("mine")
+        return dataset("--input", f / "videos")(f, t)
+
+    def dataset_under_a_file(f, t):
+        (t / "a_file").write_text("x")
+        return ["encode-dataset", "--input", f / "videos", "--output", t / "a_file" / "latents", *dataset_args(f)]
+
     return {
+        # encode-dataset: bad input before any process starts, and nothing created
+        "encode-dataset missing input": (dataset("--input", "/no/such/folder"), "does not exist"),
+        "encode-dataset folder without videos": (lambda f, t: dataset("--input", (t / "empty").mkdir() or t / "empty")(f, t),
+                                                 "contains no video files"),
+        "encode-dataset CSV without a videos column": (dataset_csv(b"path\nclip.mp4\n"), "no 'videos' column"),
+        "encode-dataset non-UTF-8 CSV": (dataset_csv("videos\nvid\xe9o.mp4\n".encode("latin-1")), "is not a UTF-8"),
+        "encode-dataset unwritable output": (dataset_under_a_file, "cannot write --output"),
+        "encode-dataset mismatched manifest": (dataset_of_other_sampling, "made with another"),
+        "encode-dataset into a folder of other files": (dataset_into_a_folder_of_other_files, "already holds other files"),
+        "encode-dataset --shard-size 0": (dataset("--input", "/no/such/folder", "--shard-size", "0"), "--shard-size must be >= 1"),
+        "decode a dataset without --video": (
+            lambda f, t: ["decode", "--latents", f / "dataset", "--output", t / "out.mp4", *model_args(f)], "pick one with --video"),
         # data loss: an output that is an input
         "reconstruct output is the input": (
             lambda f, t: ["reconstruct", "--input", f / "clip.mp4", "--output", f / "clip.mp4", "--overwrite", *model_args(f)],
@@ -168,7 +210,7 @@ def _inference_cases():
             tamper(set_meta(tile_grid=json.dumps({"height": 48, "width": 64, "tile_height": 64, "tile_width": 64,
                                                   "overlap": 16, "starts_y": [0], "starts_x": [0]}))),
             "holds a tile grid but spatial is resize"),
-        "a folder as --latents": (latent_folder, "is a directory"),
+        "a folder as --latents": (latent_folder, "is a folder but not a latent dataset"),
         "latents of other weights of the same config": (
             lambda f, t: ["decode", "--latents", f / "clip.safetensors", "--output", t / "out.mp4", "--config", TINY_CONFIG,
                           "--ckpt", f / "tiny_other_seed.pt", "--quiet"], "were encoded with other weights"),

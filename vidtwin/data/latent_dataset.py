@@ -13,6 +13,10 @@ Example::
         batch["latents"]                                 # VidTwinLatents, ready for model.decode
         batch["video"], batch["clip"]                    # where each clip came from
 
+A dataset of an FSQ model (``regularizer: fsq``) stores integer tokens: ``item["structure"]`` is then
+``(Q, h_S, w_S)`` int64, ``dataset.codebook`` names the levels of both latents, and a collated batch
+has ``batch["tokens"]`` (:class:`~vidtwin.models.VidTwinTokens`) besides ``batch["latents"]`` (the codes).
+
 Shards are opened lazily, memory-mapped, once per process (DataLoader workers open their own),
 and only the requested clip is copied out of a shard, so opening a dataset of a million clips
 costs reading its index, and memory does not grow with the number of shards read.
@@ -27,6 +31,13 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from torch.utils.data import Dataset
+
+from vidtwin.inference.latent_file import (
+    WEIGHTS_FINGERPRINT_KEY,
+    codebook_levels,
+    stored_tokens_to_codes,
+    unpack_tokens,
+)
 
 from .latent_shards import (
     SHARD_DIR,
@@ -44,11 +55,14 @@ class LatentDataset(Dataset):
     ``ds[i]`` is a dict: ``structure`` ``(d_S, Q, h_S, w_S)``, ``dynamics_x`` ``(d_D, T, w_D)`` and
     ``dynamics_y`` ``(d_D, T, h_D)`` float32 tensors (posterior means); ``video`` (the source as
     given), ``clip`` (the clip number in that video), ``first_frame``, ``num_frames`` (real frames
-    of the clip) and ``fps``.
+    of the clip) and ``fps``. For an FSQ model the three latents are int64 tokens instead, without
+    the channel axis: ``(Q, h_S, w_S)``, ``(T, w_D)`` and ``(T, h_D)``.
 
     Attributes:
         config: the model config (a dict for ``VidTwinConfig(**config)``), to decode the latents.
-        manifest: the whole manifest (checkpoint fingerprint, sampling settings, version).
+        codebook: ``{"structure": levels, "dynamics": levels}`` of an FSQ model's tokens; None for
+            Gaussian latents.
+        manifest: the whole manifest (weights fingerprint, sampling settings, version).
         index: the index as columns (:class:`~vidtwin.data.latent_shards.IndexColumns`).
         videos: the encoded sources, in input order.
         failures: source -> reason, for the videos that could not be read.
@@ -65,6 +79,7 @@ class LatentDataset(Dataset):
             )
         self.manifest = manifest
         self.config: dict = manifest["identity"]["model_config"]
+        self.codebook: dict | None = codebook_levels(self.config)
         self.index = read_index(self.root)
         self.failures = read_failures(self.root)
         self._shards: dict[int, object] = {}  # shard position -> open safe_open handle, per process
@@ -83,6 +98,8 @@ class LatentDataset(Dataset):
         shard, row = int(columns["shard"][index]), int(columns["row"][index])
         handle = self._open(shard)
         item = {name: handle.get_slice(name)[row : row + 1][0] for name in TENSOR_NAMES}  # each without the clip axis
+        if self.codebook is not None:  # stored in the smallest dtype that holds the codebook
+            item = {name: unpack_tokens(tokens) for name, tokens in item.items()}
         item["video"] = self.index.videos[columns["video"][index]]
         for name in ("clip", "first_frame", "num_frames", "fps"):
             item[name] = columns[name][index].item()
@@ -120,27 +137,45 @@ class LatentDataset(Dataset):
         if len(indices) != first["video_clips"]:
             raise LatentDatasetError(f"the latent dataset {self.root} holds {len(indices)} of the {first['video_clips']} clips of {video}")
         items = [self[i] for i in indices]
-        # Each tensor gets a tile axis of length 1: (clips, 1, ...), the layout of a --spatial resize latent file.
-        tensors = {name: torch.stack([item[name] for item in items]).unsqueeze(1) for name in TENSOR_NAMES}
-        sampling = self.manifest["identity"]["sampling"]
+        tensors = {name: torch.stack([item[name] for item in items]) for name in TENSOR_NAMES}  # each (clips, ...)
+        if self.codebook is not None:
+            tensors = {name: stored_tokens_to_codes(name, tokens, self.codebook) for name, tokens in tensors.items()}
+        # Each tensor gets a tile axis of length 1: (clips, 1, C, ...), the layout of a --spatial resize latent file.
+        tensors = {name: tensor.unsqueeze(1) for name, tensor in tensors.items()}
+        identity = self.manifest["identity"]
+        sampling = identity["sampling"]
+        fingerprint = identity.get("weights_fingerprint")
         return EncodedVideo(
             **tensors, fps=first["fps"], num_frames=first["video_frames"], clip_len=sampling["input_size"][0],
             original_size=(first["height"], first["width"]), output_size=tuple(sampling["input_size"][1:]),
             spatial="resize", config=self.config, source=video,
+            extra={WEIGHTS_FINGERPRINT_KEY: fingerprint} if fingerprint else {},
         )
 
 
-def collate_latents(items: list[dict]) -> dict:
+def collate_latents(items: list[dict], codebook: dict | None = None) -> dict:
     """Stack dataset items into ``{"latents": VidTwinLatents, "video": [...], "clip": (B,) ...}``.
 
     ``batch["latents"]`` holds ``structure`` ``(B, d_S, Q, h_S, w_S)``, ``dynamics_x``
     ``(B, d_D, T, w_D)`` and ``dynamics_y`` ``(B, d_D, T, h_D)``: pass it to ``model.decode``.
+    Items of an FSQ dataset (integer tokens) also give ``batch["tokens"]``, a ``VidTwinTokens`` of
+    int64 ``(B, Q, h_S, w_S)``, ``(B, T, w_D)``, ``(B, T, h_D)``; their codes, for ``batch["latents"]``,
+    need the levels: pass ``codebook=dataset.codebook`` (with ``functools.partial``), or leave it
+    out to get the tokens alone.
     """
-    from vidtwin.models import VidTwinLatents
+    from vidtwin.models import VidTwinLatents, VidTwinTokens
 
-    latents = VidTwinLatents(*(torch.stack([item[name] for item in items]) for name in TENSOR_NAMES))
+    stacked = {name: torch.stack([item[name] for item in items]) for name in TENSOR_NAMES}  # each (B, ...)
+    batch: dict = {}
+    if stacked["structure"].is_floating_point():
+        batch["latents"] = VidTwinLatents(*stacked.values())
+    else:
+        batch["tokens"] = VidTwinTokens(*stacked.values())
+        if codebook is not None:
+            batch["latents"] = VidTwinLatents(*(stored_tokens_to_codes(name, tokens, codebook)
+                                                for name, tokens in stacked.items()))
     return {
-        "latents": latents,
+        **batch,
         "video": [item["video"] for item in items],
         "clip": torch.tensor([item["clip"] for item in items]),
         "first_frame": torch.tensor([item["first_frame"] for item in items]),

@@ -235,7 +235,11 @@ def open_latents(path: str, video: str | None) -> EncodedVideo:
             raise InferenceError("--video picks a video of a latent dataset folder; --latents is a file")
         return load_latents(path)
     from vidtwin.data.latent_dataset import LatentDataset
+    from vidtwin.data.latent_shards import MANIFEST
 
+    if not (Path(path) / MANIFEST).is_file():
+        raise InferenceError(f"--latents {path} is a folder but not a latent dataset (no {MANIFEST}); give a .safetensors "
+                             "file written by `inference.py encode`, or a folder written by `inference.py encode-dataset`")
     dataset = LatentDataset(path)
     if video is None:
         raise InferenceError(f"--latents {path} is a latent dataset of {len(dataset.videos)} videos; pick one with --video (e.g. --video {dataset.videos[0]!r})")
@@ -362,9 +366,9 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     from vidtwin.optional import require
 
     require("pytorch_lightning", "dataset", "encode-dataset")  # it runs on Trainer.predict
-    from vidtwin.inference.dataset_plan import ClipSampling, file_fingerprint, list_sources
+    from vidtwin.inference.dataset_plan import ClipSampling, list_sources
     from vidtwin.inference.encode_dataset import DatasetJob, check_output, format_summary, run_job
-    from vidtwin.inference.latent_file import config_to_dict
+    from vidtwin.inference.latent_file import config_to_dict, weights_fingerprint
 
     for option, value, least in (("--shard-size", args.shard_size, 1), ("--num-workers", args.num_workers, 0),
                                  ("--num-nodes", args.num_nodes, 1)):
@@ -379,7 +383,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     sampling = ClipSampling(model.input_size[0], tuple(model.input_size[1:]), options.sample_fps, options.max_frames)
     identity = {
         "model_config": config_to_dict(model.config),
-        "checkpoint_sha256": file_fingerprint(resolve_checkpoint_path(args.ckpt)),
+        "weights_fingerprint": weights_fingerprint(model),  # the same check as a latent file's
         "sampling": sampling.to_dict(),
         "dtype": dtype,
     }

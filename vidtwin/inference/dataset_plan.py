@@ -9,7 +9,6 @@ decoded one clip at a time, so memory does not depend on a video's length.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -93,18 +92,6 @@ def assign_shares(sources: list[VideoSource], world_size: int) -> list[list[Vide
         shares[rank].append(source)
         loads[rank] += max(source.size_bytes, 1)
     return [sorted(share, key=lambda s: s.order) for share in shares]
-
-
-def file_fingerprint(path: str | os.PathLike) -> str:
-    """sha256 of a checkpoint's bytes (for a save_pretrained folder: of its weights file)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ from vidtwin.data.latent_shards import (
     write_shard,
 )
 from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
-from vidtwin.inference.latent_file import describe_config_difference
+from vidtwin.inference.latent_file import describe_config_difference, pack_tokens
 from vidtwin.inference.options import InferenceError, precision_context
 
 logger = logging.getLogger(__name__)
@@ -81,20 +81,21 @@ class DatasetJob:
 # ----------------------------------------------------------------------------------------------
 
 
+# What each identity entry is called in the refusal of a mismatched manifest.
+IDENTITY_WORDS = {"model_config": "model config", "weights_fingerprint": "checkpoint (other weights)",
+                  "sampling": "sampling", "dtype": "--dtype"}
+
+
 def check_output(job: DatasetJob) -> None:
-    """Refuse an output that is a file, not writable, or holds another dataset (unless --overwrite)."""
+    """Refuse an output that is a file, not writable, or holds another dataset (unless --overwrite).
+
+    What is already there is checked before anything is created, so a refused folder is left as it was.
+    """
     output = job.output
     if output.exists() and not output.is_dir():
         raise InferenceError(f"--output {output} is a file; give a folder for the latent dataset")
-    try:
-        (output / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-        probe = output / SHARD_DIR / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise InferenceError(f"cannot write --output {output}: {error.strerror or error}") from None
-    manifest = read_manifest(output)
-    if manifest is None:
+    manifest = read_manifest(output) if output.is_dir() else None
+    if manifest is None and output.is_dir():
         ours = {MANIFEST, INDEX, INDEX_TABLE, FAILURES, SHARD_DIR}
         foreign = sorted(p.name for p in output.iterdir() if p.name not in ours and not p.name.startswith("."))
         if foreign:
@@ -102,19 +103,24 @@ def check_output(job: DatasetJob) -> None:
                 f"--output {output} already holds other files ({', '.join(foreign[:3])}) and no latent dataset; "
                 "give an empty or new folder"
             )
-        return
-    if job.overwrite:
-        return
-    found = manifest.get("identity", {})
-    if found != job.identity:
-        differences = [key for key in sorted(set(found) | set(job.identity)) if found.get(key) != job.identity.get(key)]
-        detail = ", ".join(differences)
-        if "model_config" in differences:
-            detail += f" ({describe_config_difference(job.identity['model_config'], found.get('model_config') or {})})"
-        raise InferenceError(
-            f"--output {output} holds a latent dataset made with another {detail}; "
-            "use the same settings to resume it, another --output, or --overwrite to replace it"
-        )
+    if manifest is not None and not job.overwrite:
+        found = manifest.get("identity", {})
+        if found != job.identity:
+            differences = [key for key in sorted(set(found) | set(job.identity)) if found.get(key) != job.identity.get(key)]
+            detail = ", ".join(IDENTITY_WORDS.get(key, key) for key in differences)
+            if "model_config" in differences:
+                detail += f" ({describe_config_difference(job.identity['model_config'], found.get('model_config') or {})})"
+            raise InferenceError(
+                f"--output {output} holds a latent dataset made with another {detail}; "
+                "use the same settings to resume it, another --output, or --overwrite to replace it"
+            )
+    try:
+        (output / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+        probe = output / SHARD_DIR / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise InferenceError(f"cannot write --output {output}: {error.strerror or error}") from None
 
 
 def clear_dataset(output: Path) -> None:
@@ -169,12 +175,17 @@ class ClipDataModule(pl.LightningDataModule):
 
 
 class LatentEncoder(pl.LightningModule):
-    """Wraps an eval-mode VidTwin: one predict step encodes a batch of clips to posterior means."""
+    """Wraps an eval-mode VidTwin: one predict step encodes a batch of clips to posterior means,
+    or, for an FSQ model, to its integer tokens (in the smallest dtype that holds each codebook)."""
 
     def __init__(self, model: torch.nn.Module, dtype: str):
         super().__init__()
         self.model = model
         self.dtype_name = dtype
+        sizes = model.config.codebook_sizes  # None for Gaussian (kl) latents
+        self.codebook_sizes = None if sizes is None else {
+            "structure": sizes["structure"], "dynamics_x": sizes["dynamics"], "dynamics_y": sizes["dynamics"],
+        }
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         if batch["pixels"] is None:  # a batch of failures and skipped videos only
@@ -182,7 +193,12 @@ class LatentEncoder(pl.LightningModule):
         started = time.perf_counter()
         with precision_context(self.device, self.dtype_name):
             latents = self.model.encode(batch["pixels"])  # posterior means: the model is in eval mode
-        tensors = {name: getattr(latents, name).float().cpu() for name in TENSOR_NAMES}  # each (B, ...)
+        if self.codebook_sizes is None:
+            tensors = {name: getattr(latents, name).float().cpu() for name in TENSOR_NAMES}  # each (B, C, ...)
+        else:  # FSQ codes are exact in bf16 and fp16 (multiples of 1/4 or 1/2), so the indices are too
+            tokens = self.model.latents_to_tokens(latents)
+            tensors = {name: pack_tokens(getattr(tokens, name).cpu(), self.codebook_sizes[name])  # each (B, ...)
+                       for name in TENSOR_NAMES}
         return {"latents": tensors, "model_seconds": time.perf_counter() - started}
 
 
