@@ -1,7 +1,6 @@
 """Training FSQ models: a short run learns and logs codebook use; a KL checkpoint fine-tunes into FSQ.
 (Exact resume of FSQ runs is checked in test_train_cli.py next to the KL one.)"""
 
-import os
 
 import pytest
 import torch
@@ -16,14 +15,12 @@ from _training_utils import (
     tiny_config_files,
     trainer_for,
 )
+from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG
 from vidtwin.checkpoint import CheckpointError
 from vidtwin.config import ConfigError, autoencoder_config_from, load_config
 from vidtwin.models.config import replace
 from vidtwin.training import VidTwinLightningModule
 
-REPO_DATA = os.path.join(os.path.dirname(__file__), "data")
-OFFICIAL_CKPT = os.path.join(REPO_DATA, "tiny_official.ckpt")
-OFFICIAL_CONFIG = os.path.join(REPO_DATA, "tiny_official_config.yaml")
 USAGE_KEYS = tuple(f"train/{name}/{stat}" for name in ("structure", "dynamics_x", "dynamics_y")
                    for stat in ("codebook_usage", "perplexity"))
 

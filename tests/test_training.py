@@ -2,7 +2,6 @@
 keeps NaN weights out of checkpoints, fine-tunes from the official checkpoint, runs in bf16."""
 
 import math
-import os
 import time
 
 import pytest
@@ -17,14 +16,12 @@ from _training_utils import (
     tiny_config_files,
     trainer_for,
 )
+from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG
 from vidtwin.config import autoencoder_config_from, load_config
 from vidtwin.metrics import psnr_per_frame, to_unit_range
 from vidtwin.training import NonFiniteLossError, VidTwinLightningModule
 from vidtwin.training.callbacks import NonFiniteStateError, step_checkpoint
 
-REPO_DATA = os.path.join(os.path.dirname(__file__), "data")
-OFFICIAL_CKPT = os.path.join(REPO_DATA, "tiny_official.ckpt")
-OFFICIAL_CONFIG = os.path.join(REPO_DATA, "tiny_official_config.yaml")
 
 
 @pytest.fixture(autouse=True)

@@ -132,6 +132,7 @@ def best_checkpoint(dirpath: str, monitor: str = "val/rec_loss", top_k: int = 3,
         save_last=False,
         every_n_epochs=1,  # with no step interval: after each validation (mid-epoch ones included)
         save_on_train_epoch_end=False,
+        enable_version_counter=False,  # a name is replaced, never versioned (see step_checkpoint)
     )
 
 
