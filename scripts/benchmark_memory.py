@@ -28,13 +28,14 @@ x 7 columns with the default 64-pixel overlap) instead of the 720 that 48x48 til
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 from fractions import Fraction
 from pathlib import Path
+
+from scripts.bench_report import cpu_name, write_json_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode}: peak RSS at {mode_rows[-1]['frames']} frames is {ratio:.2f}x that at {mode_rows[0]['frames']} "
               f"(target <= {TARGET_RATIO}x): {verdict}")
     import torch
-    from scripts.benchmark_train import cpu_name
 
-    from vidtwin.atomic_io import atomic_write_text
     from vidtwin.data.video_io import resolve_backend
     from vidtwin.inference.options import auto_dtype, cpu_has_native_bf16
 
@@ -195,11 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss": "ru_maxrss of each inference.py process (os.wait4)",
         "results": rows,
     }
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(report, indent=2) + "\n")
-        print(f"wrote {path}")
+    write_json_report(args.json, report)
     return 0
 
 

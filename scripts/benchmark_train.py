@@ -32,6 +32,8 @@ from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli_utils import UserError, add_debug_flag, run_cli
 from vidtwin.config import ConfigError, instantiate_from_config, load_config
 
+from scripts.bench_report import cpu_name
+
 
 class SyntheticClips(Dataset):
     """Random clips (3, T, H, W) in [-1, 1]; fixed per index so every run sees the same data."""
@@ -69,17 +71,6 @@ class StepTimer(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._sync()
         self.times.append(time.perf_counter() - self._start)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_memory_mb(cuda: bool) -> float:
