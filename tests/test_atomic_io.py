@@ -8,6 +8,7 @@ import torch
 
 from vidtwin.atomic_io import atomic_path, atomic_write_text
 from vidtwin.data.video_io import write_video
+from vidtwin.inference.evaluate import EvalItem, VideoScores, write_reports
 
 
 @pytest.fixture
@@ -31,9 +32,13 @@ def test_outputs_get_the_permissions_of_open_under_the_umask(tmp_path, umask, ma
     with atomic_path(tmp_path / "weights.pt") as temp:
         torch.save({"w": torch.zeros(2)}, temp)
     write_video(tmp_path / "clip.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=5.0)
+    # evaluate's report set is staged in a temporary folder (made 0700 by mkdtemp) that becomes the output
+    scores = VideoScores(EvalItem("clip.mp4"), per_frame={"psnr": torch.ones(2).numpy()}, fps=5.0)
+    write_reports([scores], tmp_path / "eval", settings={})
     assert mode(tmp_path / "plain.txt") == expected
-    for name in ("report.json", "weights.pt", "clip.mp4"):
+    for name in ("report.json", "weights.pt", "clip.mp4", "eval/metrics.csv", "eval/summary.json"):
         assert mode(tmp_path / name) == expected, name
+    assert mode(tmp_path / "eval") == 0o777 & ~mask  # a folder, as os.mkdir makes it
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
