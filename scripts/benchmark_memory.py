@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             make_model(mode, cache)
         return 0
-    subprocess.run([sys.executable, __file__, "--prepare", *(argv if argv is not None else sys.argv[1:])], check=True)
+    subprocess.run([sys.executable, "-m", "scripts.benchmark_memory", "--prepare", *(argv if argv is not None else sys.argv[1:])],
+                   check=True, cwd=REPO)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
     env.pop("VIDTWIN_VIDEO_BACKEND", None)
     if args.backend:
@@ -152,9 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     for mode in args.modes:
         config, checkpoint = cache / f"model_{mode}.yaml", cache / f"model_{mode}.pt"
         for length in lengths:
+            output = cache / f"out_{mode}_{length}.mp4"
+            output.unlink(missing_ok=True)  # an earlier run's scratch output; reconstruct never overwrites silently
             command = [
                 sys.executable, str(REPO / "inference.py"), "reconstruct", "--config", str(config), "--ckpt", str(checkpoint),
-                "--input", str(video), "--output", str(cache / f"out_{mode}_{length}.mp4"), "--max-frames", str(length),
+                "--input", str(video), "--output", str(output), "--max-frames", str(length),
                 "--spatial", mode, "--batch-clips", str(args.batch_clips), "--device", "cpu", "--quiet",
             ]
             print(f"{mode} {length} frames ...", flush=True)

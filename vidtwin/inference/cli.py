@@ -219,10 +219,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
     def work(path: Path, target: Path) -> None:
         encoded = encode_video(model, path, args.options)
-        try:
-            save_latents(encoded, target)
-        except OSError as error:
-            raise InferenceError(f"cannot write output {target}: {error.strerror or error}") from None
+        save_latents(encoded, target)  # a failed write (a full disk) is a LatentFileError naming the file
         print(f"wrote {target} ({encoded.num_clips} clips x {encoded.num_tiles} tiles, {encoded.num_frames} frames)")
 
     return _for_each(inputs, outputs, work, args.quiet, is_directory)
