@@ -12,6 +12,14 @@ mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 status=0
 
+# The GPU image lacks omegaconf, PyAV, lpips, scikit-video and vector-quantize-pytorch:
+# scripts/fetch_gpu_wheels.sh puts them into .whl/ beforehand, and the device call carries .whl.
+if compgen -G ".whl/*.whl" > /dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "installing .whl/ failed"; exit 1; }
+    export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
 
