@@ -121,6 +121,18 @@ def test_two_cpu_processes_write_the_same_dataset(one_process, videos, tmp_path)
     assert_same_dataset(one_process, tmp_path / "latents")
 
 
+def test_torchrun_launched_processes_write_the_same_dataset(one_process, videos, tmp_path):
+    # Processes started by a launcher (torchrun here, srun on SLURM), not by Lightning.
+    argv = encode_args(videos, tmp_path / "latents", "--accelerator", "cpu", "--devices", "2", "--num-workers", "0")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(REPO / "inference.py"), *argv], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 1, result.stderr[-3000:]  # torchrun passes on the broken video's exit code
+    assert "Traceback" not in result.stderr
+    assert {path.name.split("-")[1] for path in list_shards(tmp_path / "latents")} == {"r00000", "r00001"}
+    assert_same_dataset(one_process, tmp_path / "latents")
+
+
 def _fingerprints(paths) -> dict:
     return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns) for p in paths}
 
