@@ -27,6 +27,9 @@ from pathlib import Path
 
 from scripts.bench_report import cpu_description, write_json_report
 from scripts.benchmark_memory import make_video
+from vidtwin.cli_utils import PartialFailure, add_debug_flag, run_cli
+
+PROG = "benchmark_dataset.py"
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "tests" / "data" / "tiny_official_config.yaml"
@@ -84,14 +87,14 @@ def run_once(videos: Path, output: Path, args: argparse.Namespace, devices: int)
     sampler.join()
     seconds = time.perf_counter() - started
     if process.returncode != 0:
-        raise SystemExit(f"encode-dataset failed ({process.returncode}):\n{err[-2000:]}")
+        raise PartialFailure(f"encode-dataset failed ({process.returncode}):\n{err[-2000:]}")
     clips = int(re.search(r"(\d+) clips of", out).group(1))
     return {"devices": devices, "seconds": seconds, "clips": clips, "clips_per_s": clips / seconds,
             "peak_rss_sum_mb": peak_sum / 2**20, "peak_rss_largest_mb": peak_max / 2**20, "summary": out.strip()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--ckpt", default=str(DEFAULT_CKPT))
     parser.add_argument("--frames", type=int, nargs="+", default=[200, 2000], help="video lengths to compare")
@@ -101,7 +104,8 @@ def main() -> None:
     parser.add_argument("--batch-clips", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each process")
     parser.add_argument("--json", default=None, help="also write the results here")
-    args = parser.parse_args()
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
 
     results = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -125,7 +129,8 @@ def main() -> None:
         report = {"machine": cpu_description(), "settings": {k: v for k, v in vars(args).items() if k != "json"},
                   "video": "1280x720 H.264, bigbuckbunny looped", "results": results}
         write_json_report(args.json, report)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main, PROG)

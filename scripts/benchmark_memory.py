@@ -36,6 +36,9 @@ from fractions import Fraction
 from pathlib import Path
 
 from scripts.bench_report import cpu_name, write_json_report
+from vidtwin.cli_utils import PartialFailure, add_debug_flag, run_cli  # light: the standard library only
+
+PROG = "benchmark_memory.py"
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +109,7 @@ def measure(command: list[str], env: dict) -> tuple[float, float, str]:
     seconds = time.perf_counter() - start
     stdout, stderr = process.stdout.read(), process.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
+        raise PartialFailure(f"{' '.join(command)} failed:\n{stdout}\n{stderr}")
     return usage.ru_maxrss / 1024, seconds, stdout.strip()
 
 
@@ -121,7 +124,7 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 1000, 2000], help="frames to reconstruct")
     parser.add_argument("--modes", nargs="+", default=["resize", "tile"], choices=tuple(MODELS))
     parser.add_argument("--batch-clips", type=int, default=4)
@@ -132,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="where the looped video and the models are made once")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # the subprocess that makes the inputs
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     lengths = sorted(args.lengths)
     cache = Path(args.cache_dir)
@@ -202,4 +206,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, PROG)
