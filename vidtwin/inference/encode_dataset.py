@@ -330,6 +330,8 @@ def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: st
     # The writer takes each clip's identity from the batch itself, so Lightning's batch indices
     # (which it cannot know for a stream) are not needed.
     warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+    # Lightning's own use of a torch API that newer torch deprecates: nothing for the user to act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy="ddp" if distributed else "auto",
         precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
