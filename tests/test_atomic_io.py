@@ -5,6 +5,7 @@ import stat
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from vidtwin.atomic_io import atomic_path, atomic_write_text
 from vidtwin.data.video_io import write_video
@@ -31,12 +32,14 @@ def test_outputs_get_the_permissions_of_open_under_the_umask(tmp_path, umask, ma
     atomic_write_text(tmp_path / "report.json", "{}")
     with atomic_path(tmp_path / "weights.pt") as temp:
         torch.save({"w": torch.zeros(2)}, temp)
+    with atomic_path(tmp_path / "latents.safetensors") as temp:
+        save_file({"w": torch.zeros(2)}, str(temp))  # safetensors 0.8 replaces the file with a 0600 one
     write_video(tmp_path / "clip.mp4", torch.zeros(2, 16, 16, 3, dtype=torch.uint8), fps=5.0)
     # evaluate's report set is staged in a temporary folder (made 0700 by mkdtemp) that becomes the output
     scores = VideoScores(EvalItem("clip.mp4"), per_frame={"psnr": torch.ones(2).numpy()}, fps=5.0)
     write_reports([scores], tmp_path / "eval", settings={})
     assert mode(tmp_path / "plain.txt") == expected
-    for name in ("report.json", "weights.pt", "clip.mp4", "eval/metrics.csv", "eval/summary.json"):
+    for name in ("report.json", "weights.pt", "latents.safetensors", "clip.mp4", "eval/metrics.csv", "eval/summary.json"):
         assert mode(tmp_path / name) == expected, name
     assert mode(tmp_path / "eval") == 0o777 & ~mask  # a folder, as os.mkdir makes it
 

@@ -48,6 +48,25 @@ def _create_temp_file(directory: Path, prefix: str, suffix: str) -> Path:
     raise FileExistsError(f"cannot create a temporary file in {directory}: {_NAME_ATTEMPTS} names were taken")
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux reports it (os.umask can only swap it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permissions a plain ``open()`` gives a new file under the current umask (0644 under 022)."""
+    return _NEW_FILE_MODE & ~current_umask()
+
+
 @contextmanager
 def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside `path`; it replaces `path` only when the block completes.
@@ -61,6 +80,9 @@ def atomic_path(path: PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     temp = _create_temp_file(path.parent, prefix=temp_prefix(path.name, suffix), suffix=suffix)
     try:
         yield temp
+        # Writers that replace the file themselves (safetensors 0.8 writes a new 0600 file) would
+        # otherwise decide the final permissions.
+        os.chmod(temp, new_file_mode())
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

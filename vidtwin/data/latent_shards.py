@@ -22,13 +22,14 @@ of every run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -99,6 +100,23 @@ def remove_stale_temporaries(root: str | os.PathLike, rank: int) -> int:
     return len(stale)
 
 
+@contextlib.contextmanager
+def _reported_write(path: Path) -> Iterator[None]:
+    """Turn a failed write (a full disk, a folder that became read-only) into one clear error.
+
+    Every file is written under a temporary name and renamed into place, so the failure leaves
+    nothing half-written, and the same command resumes once the cause is fixed.
+    """
+    try:
+        yield
+    except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error type
+        reason = getattr(error, "strerror", None) or str(error)
+        raise LatentDatasetError(
+            f"cannot write {path}: {reason}; fix that (free space, permissions) and run the same command again: "
+            "finished shards are kept"
+        ) from None
+
+
 def write_shard(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], rows: list[dict]) -> None:
     """Write one shard atomically: ``tensors`` (each with ``len(rows)`` entries) and the clips' rows."""
     for name, tensor in tensors.items():
@@ -110,7 +128,7 @@ def write_shard(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], ro
         "rows": json.dumps([[row[column] for column in SHARD_ROW_COLUMNS] for row in rows]),
     }
     path = Path(path)
-    with atomic_path(path) as temp:
+    with _reported_write(path), atomic_path(path) as temp:
         save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temp), metadata=metadata)
 
 
@@ -147,12 +165,14 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
-    atomic_write_text(Path(root) / MANIFEST, json.dumps({"format": FORMAT_NAME, **manifest}, indent=2, sort_keys=True) + "\n")
+    path = Path(root) / MANIFEST
+    with _reported_write(path):
+        atomic_write_text(path, json.dumps({"format": FORMAT_NAME, **manifest}, indent=2, sort_keys=True) + "\n")
 
 
 def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
     columns = list(columns)
-    with atomic_path(path) as temp:
+    with _reported_write(path), atomic_path(path) as temp:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
@@ -193,9 +213,9 @@ def write_index(root: str | os.PathLike, index: IndexColumns) -> None:
     root = Path(root)
     tensors = {name: torch.from_numpy(np.ascontiguousarray(column)) for name, column in index.columns.items()}
     metadata = {"format": FORMAT_NAME, "videos": json.dumps(index.videos), "shards": json.dumps(index.shards)}
-    with atomic_path(root / INDEX_TABLE) as temp:
+    with _reported_write(root / INDEX_TABLE), atomic_path(root / INDEX_TABLE) as temp:
         save_file(tensors, str(temp), metadata=metadata)
-    with atomic_path(root / INDEX) as temp:
+    with _reported_write(root / INDEX), atomic_path(root / INDEX) as temp:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(INDEX_COLUMNS)

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vidtwin.atomic_io import atomic_path, temp_prefix
+from vidtwin.atomic_io import atomic_path, current_umask, temp_prefix
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.data.video_io import VideoReadError, is_video_file
 from vidtwin.inference.options import InferenceError, InferenceOptions
@@ -309,12 +309,6 @@ def _write_report_files(all_scores: list[VideoScores], folder: Path, summary: di
     return written
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, settings: dict, plots: bool = False) -> dict:
     """Write metrics.csv, per_frame.csv, summary.json (and plots/); return the summary.
 
@@ -327,7 +321,7 @@ def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, 
     try:
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=temp_prefix(output_dir.name, "")))
-        staging.chmod(0o777 & ~_current_umask())  # mkdtemp makes it 0700; the reports are for colleagues too
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it 0700; the reports are for colleagues too
     except OSError as error:
         raise InferenceError(f"cannot write the reports to {output_dir}: {error.strerror or error}") from None
     try:
