@@ -175,6 +175,37 @@ def test_a_killed_job_resumes_to_the_uninterrupted_dataset(tmp_path):
     assert_same_dataset(tmp_path / "uninterrupted", tmp_path / "killed")
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 16 KiB tmpfs (four 4 KiB pages): room for the manifest and a few shards, as on a nearly full disk."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_stops_with_one_line_and_the_rerun_finishes(one_process, videos, small_disk, capsys):
+    argv = encode_args(videos, small_disk / "latents", "--num-workers", "0")
+    code = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("inference.py: error: cannot write"), err
+    assert "No space left on device" in err[-1] and "run the same command again" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    written = list_shards(small_disk / "latents")
+    assert written and len(written) < 5  # it stopped part of the way through the 5 shards
+    for path in written:  # what is there under a final name is whole
+        assert len(read_shard_rows(path)) == 3
+    assert not [p for p in (small_disk / "latents" / SHARD_DIR).iterdir() if p.name.startswith(".")]
+    before = _fingerprints(written)
+
+    subprocess.run(["mount", "-o", "remount,size=1m", str(small_disk)], check=True)  # space freed
+    assert main(argv) == 1  # the broken video, as in the uninterrupted run
+    assert {name: value for name, value in _fingerprints(list_shards(small_disk / "latents")).items() if name in before} == before
+    assert_same_dataset(one_process, small_disk / "latents")
+
+
 def test_dataset_reads_back_into_decode(one_process, videos, tmp_path, capsys):
     dataset = LatentDataset(one_process)
     model = load_model(OFFICIAL_CONFIG, OFFICIAL_CKPT)
