@@ -7,6 +7,7 @@ wrong, no traceback, and nothing written. Add a row whenever a new user error is
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -150,6 +151,12 @@ def _inference_cases():
         (t / "latents" / "notes.txt").write_text("mine")
         return dataset("--input", f / "videos")(f, t)
 
+    def dataset_with_a_truncated_shard(f, t):
+        shutil.copytree(f / "dataset", t / "latents")
+        shard = sorted((t / "latents" / "shards").iterdir())[0]
+        shard.write_bytes(shard.read_bytes()[:100])
+        return dataset("--input", f / "videos", "--num-workers", "0")(f, t)
+
     def dataset_under_a_file(f, t):
         (t / "a_file").write_text("x")
         return ["encode-dataset", "--input", f / "videos", "--output", t / "a_file" / "latents", *dataset_args(f)]
@@ -164,6 +171,7 @@ def _inference_cases():
         "encode-dataset unwritable output": (dataset_under_a_file, "cannot write --output"),
         "encode-dataset mismatched manifest": (dataset_of_other_sampling, "made with another"),
         "encode-dataset into a folder of other files": (dataset_into_a_folder_of_other_files, "already holds other files"),
+        "encode-dataset resuming over a truncated shard": (dataset_with_a_truncated_shard, "is unreadable"),
         "encode-dataset --shard-size 0": (dataset("--input", "/no/such/folder", "--shard-size", "0"), "--shard-size must be >= 1"),
         "decode a dataset without --video": (
             lambda f, t: ["decode", "--latents", f / "dataset", "--output", t / "out.mp4", *model_args(f)], "pick one with --video"),

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vidtwin import load_model
 from vidtwin.data.latent_dataset import LatentDataset, collate_latents
-from vidtwin.data.latent_shards import SHARD_DIR, TENSOR_NAMES, list_shards, read_shard_rows
+from vidtwin.data.latent_shards import SHARD_DIR, TENSOR_NAMES, LatentDatasetError, list_shards, read_shard_rows
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
 from vidtwin.inference.cli import main
@@ -232,6 +232,16 @@ def test_dataset_reads_back_into_decode(one_process, videos, tmp_path, capsys):
     assert code == 0
     info = probe_video(target)
     assert (info.num_frames, info.height, info.width, info.fps) == (MAX_FRAMES, 64, 64, 25.0)
+
+
+def test_a_tampered_shard_is_named_when_read(one_process, tmp_path):
+    copy = tmp_path / "latents"
+    shutil.copytree(one_process, copy)
+    shard = list_shards(copy)[0]
+    shard.write_bytes(shard.read_bytes()[:-8])  # truncated: its header promises more bytes than there are
+    dataset = LatentDataset(copy)  # opening reads only the index
+    with pytest.raises(LatentDatasetError, match=rf"shard .*{shard.name} is unreadable .*delete it and run"):
+        dataset[0]
 
 
 def test_bad_inputs_fail_with_one_line(videos, one_process, tmp_path, capsys):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
 from vidtwin.inference.latent_file import (
@@ -111,7 +111,12 @@ class LatentDataset(Dataset):
             path = self.root / SHARD_DIR / self.index.shards[shard]
             if not path.is_file():
                 raise LatentDatasetError(f"{path} is listed in the index but missing; run encode-dataset again to rebuild it")
-            handle = self._shards[shard] = safe_open(str(path), framework="pt", device="cpu")
+            try:
+                handle = self._shards[shard] = safe_open(str(path), framework="pt", device="cpu")
+            except (SafetensorError, OSError) as error:
+                raise LatentDatasetError(
+                    f"shard {path} is unreadable ({error}); delete it and run the same encode-dataset command again"
+                ) from None
         return handle
 
     def __getstate__(self) -> dict:
