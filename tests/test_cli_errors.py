@@ -400,6 +400,20 @@ def test_train_on_an_immutable_log_directory(tmp_path, capsys):
         subprocess.run(["chattr", "-i", str(logs)], check=True)
 
 
+def test_encode_dataset_into_an_immutable_folder(files, tmp_path, capsys):
+    # Immutable, because root (the test machines' user) writes into read-only folders anyway.
+    shutil.copytree(files / "dataset", tmp_path / "latents")
+    if subprocess.run(["chattr", "+i", str(tmp_path / "latents")], capture_output=True).returncode:
+        pytest.skip("cannot make a folder immutable here")
+    try:
+        for output in (tmp_path / "latents", tmp_path / "latents" / "new"):  # resuming a dataset, and a new one
+            code = inference_main(["encode-dataset", "--input", str(files / "videos"), "--output", str(output),
+                                   *dataset_args(files)])
+            assert_one_line(code, capsys.readouterr().err, "inference.py", "Operation not permitted")
+    finally:
+        subprocess.run(["chattr", "-i", str(tmp_path / "latents")], check=True)
+
+
 # ------------------------------------------------------------------------------- scripts
 def _script(name, *args, cwd=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
