@@ -1,5 +1,7 @@
 """Shared fixtures: paths to the recorded official reference data and small models."""
 
+import contextlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,19 @@ OFFICIAL_CONFIG = DATA / "tiny_official_config.yaml"
 OFFICIAL_IO = DATA / "tiny_io.safetensors"
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 PUBLISHED_CONFIG = REPO / "configs" / "vidtwin.yaml"
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str):
+    """Mount a tmpfs of ``size`` (e.g. "16k") on a new ``folder``: a disk that fills up for real.
+    Skips the test where mounting is not allowed."""
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
 
 
 @torch.no_grad()

