@@ -36,7 +36,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from vidtwin.atomic_io import atomic_path, atomic_write_text
+from vidtwin.atomic_io import atomic_path
 
 FORMAT_NAME = "vidtwin-latent-dataset"
 FORMAT_VERSION = 1
@@ -101,14 +101,15 @@ def remove_stale_temporaries(root: str | os.PathLike, rank: int) -> int:
 
 
 @contextlib.contextmanager
-def _reported_write(path: Path) -> Iterator[None]:
-    """Turn a failed write (a full disk, a folder that became read-only) into one clear error.
-
-    Every file is written under a temporary name and renamed into place, so the failure leaves
-    nothing half-written, and the same command resumes once the cause is fixed.
+def _atomic_dataset_file(path: Path) -> Iterator[Path]:
+    """:func:`~vidtwin.atomic_io.atomic_path` for the dataset's files, with a failed write (a full
+    disk, a folder that became read-only) turned into one clear error. The file is written under a
+    temporary name and renamed into place, so the failure leaves nothing half-written, and the same
+    command resumes once the cause is fixed.
     """
     try:
-        yield
+        with atomic_path(path) as temp:
+            yield temp
     except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error type
         reason = getattr(error, "strerror", None) or str(error)
         raise LatentDatasetError(
@@ -128,7 +129,7 @@ def write_shard(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], ro
         "rows": json.dumps([[row[column] for column in SHARD_ROW_COLUMNS] for row in rows]),
     }
     path = Path(path)
-    with _reported_write(path), atomic_path(path) as temp:
+    with _atomic_dataset_file(path) as temp:
         save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temp), metadata=metadata)
 
 
@@ -165,14 +166,13 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
-    path = Path(root) / MANIFEST
-    with _reported_write(path):
-        atomic_write_text(path, json.dumps({"format": FORMAT_NAME, **manifest}, indent=2, sort_keys=True) + "\n")
+    with _atomic_dataset_file(Path(root) / MANIFEST) as temp:
+        temp.write_text(json.dumps({"format": FORMAT_NAME, **manifest}, indent=2, sort_keys=True) + "\n", encoding="utf-8", newline="")
 
 
 def _write_csv(path: Path, columns: Iterable[str], rows: Iterable[dict]) -> None:
     columns = list(columns)
-    with _reported_write(path), atomic_path(path) as temp:
+    with _atomic_dataset_file(path) as temp:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
@@ -213,9 +213,9 @@ def write_index(root: str | os.PathLike, index: IndexColumns) -> None:
     root = Path(root)
     tensors = {name: torch.from_numpy(np.ascontiguousarray(column)) for name, column in index.columns.items()}
     metadata = {"format": FORMAT_NAME, "videos": json.dumps(index.videos), "shards": json.dumps(index.shards)}
-    with _reported_write(root / INDEX_TABLE), atomic_path(root / INDEX_TABLE) as temp:
+    with _atomic_dataset_file(root / INDEX_TABLE) as temp:
         save_file(tensors, str(temp), metadata=metadata)
-    with _reported_write(root / INDEX), atomic_path(root / INDEX) as temp:
+    with _atomic_dataset_file(root / INDEX) as temp:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(INDEX_COLUMNS)

@@ -54,7 +54,7 @@ from vidtwin.data.latent_shards import (
     write_shard,
 )
 from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
-from vidtwin.inference.latent_file import describe_config_difference, pack_tokens
+from vidtwin.inference.latent_file import codebook_levels, codes_to_stored_tokens, describe_config_difference
 from vidtwin.inference.options import InferenceError, precision_context
 
 logger = logging.getLogger(__name__)
@@ -182,10 +182,7 @@ class LatentEncoder(pl.LightningModule):
         super().__init__()
         self.model = model
         self.dtype_name = dtype
-        sizes = model.config.codebook_sizes  # None for Gaussian (kl) latents
-        self.codebook_sizes = None if sizes is None else {
-            "structure": sizes["structure"], "dynamics_x": sizes["dynamics"], "dynamics_y": sizes["dynamics"],
-        }
+        self.codebook = codebook_levels(model.config)  # None for Gaussian (kl) latents
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         if batch["pixels"] is None:  # a batch of failures and skipped videos only
@@ -193,11 +190,10 @@ class LatentEncoder(pl.LightningModule):
         started = time.perf_counter()
         with precision_context(self.device, self.dtype_name):
             latents = self.model.encode(batch["pixels"])  # posterior means: the model is in eval mode
-        if self.codebook_sizes is None:
+        if self.codebook is None:
             tensors = {name: getattr(latents, name).float().cpu() for name in TENSOR_NAMES}  # each (B, C, ...)
-        else:  # FSQ codes are exact in bf16 and fp16 (multiples of 1/4 or 1/2), so the indices are too
-            tokens = self.model.latents_to_tokens(latents)
-            tensors = {name: pack_tokens(getattr(tokens, name).cpu(), self.codebook_sizes[name])  # each (B, ...)
+        else:  # FSQ codes are exact in bf16 and fp16 (multiples of 1/4 or 1/2), so the tokens are too
+            tensors = {name: codes_to_stored_tokens(name, getattr(latents, name), self.codebook)  # each (B, ...)
                        for name in TENSOR_NAMES}
         return {"latents": tensors, "model_seconds": time.perf_counter() - started}
 
