@@ -27,7 +27,8 @@ import sys
 from tqdm import tqdm
 
 from vidtwin.atomic_io import atomic_path  # light: no model code
-from vidtwin.cli_utils import UserError, add_debug_flag, run_cli
+from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.errors import UserError
 
 PROG = "make_meta.py"
 

@@ -1,8 +1,8 @@
 """The one command-line convention of every entry point (train.py, inference.py, scripts/*.py).
 
 - A user error (bad arguments, config, paths, inputs) prints ``PROG: error: MESSAGE`` on one line
-  of stderr and exits with 2, without a traceback. Only the exception types listed by
-  :func:`user_error_types` count as user errors: each is raised by this package for bad input.
+  of stderr and exits with 2, without a traceback. Only subclasses of
+  :class:`vidtwin.errors.UserError` count as user errors: each is raised by this package for bad input.
 - A failure of the work itself that is not a bug (some videos of a folder failed, training
   stopped on a NaN loss) prints its summary and exits with 1.
 - Any other exception is a bug: its traceback is printed, then ``PROG: internal error: ...``,
@@ -19,34 +19,16 @@ import sys
 import traceback
 from typing import Callable, NoReturn
 
+from .errors import UserError
+
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the work failed (partly, or by a bug); the summary or traceback says which
 EXIT_USER_ERROR = 2  # what the user gave cannot be used; argparse uses the same code
 EXIT_INTERRUPTED = 130
 
 
-class UserError(Exception):
-    """A problem with what the user gave (arguments, paths, files); reported in one line, exit 2."""
-
-
 class PartialFailure(Exception):
     """Part of the work failed and was reported already; the message is the summary (exit 1)."""
-
-
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Every exception type that this package raises for bad user input (imported on first use)."""
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data.latent_shards import LatentDatasetError
-    from .data.video_io import VideoReadError, VideoWriteError
-    from .hub import HubDownloadError
-    from .inference.latent_file import LatentFileError
-    from .inference.options import InferenceError
-    from .losses.lpips import LPIPSWeightsUnavailable
-    from .optional import MissingOptionalDependency
-
-    return (UserError, ConfigError, CheckpointError, HubDownloadError, InferenceError, LatentFileError,
-            LatentDatasetError, VideoReadError, VideoWriteError, LPIPSWeightsUnavailable, MissingOptionalDependency)
 
 
 def one_line(error: object) -> str:
@@ -89,7 +71,7 @@ def run_main(prog: str, main: Callable[[], int | None], debug: bool = False,
         return main() or EXIT_OK
     except (PartialFailure, *failure_types) as error:  # before user errors: the caller's choice wins
         return report(error, EXIT_FAILURE)
-    except user_error_types() as error:
+    except UserError as error:
         return report(error, EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

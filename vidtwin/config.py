@@ -18,13 +18,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .errors import UserError
 from .models.config import VidTwinConfig, config_fields
 
 OFFICIAL_TARGET_SUFFIX = "VidAutoEncoderQformerCompactSymVidVAE"
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A config that cannot be used; the message says what is wrong and where."""
 
 

@@ -28,6 +28,7 @@ from typing import Optional, Tuple, Union
 from huggingface_hub import ModelHubMixin
 
 from .atomic_io import atomic_path, atomic_write_text
+from .errors import UserError
 from .state_dict_io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError
 
 HF_PREFIX = "hf://"
@@ -38,7 +39,7 @@ FORMAT_VERSION = 1
 _REPO_ID = re.compile(r"[\w.-]+/[\w.-]+(@[^/\s]+)?")
 
 
-class HubDownloadError(RuntimeError):
+class HubDownloadError(RuntimeError, UserError):
     """The checkpoint could not be fetched from the Hub (or found in its cache when offline)."""
 
 

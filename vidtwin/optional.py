@@ -16,8 +16,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import UserError
 
-class MissingOptionalDependency(ImportError):
+
+class MissingOptionalDependency(ImportError, UserError):
     """An optional package is not installed; the message says which extra installs it."""
 
 

@@ -20,6 +20,8 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple, Union
 import torch
 from safetensors.torch import load_file
 
+from .errors import UserError
+
 logger = logging.getLogger(__name__)
 
 StateDict = Dict[str, torch.Tensor]
@@ -48,7 +50,7 @@ _IGNORED = re.compile("|".join(f"(?:{pattern})" for pattern in IGNORED_OFFICIAL_
 _POSITION_BUFFERS = re.compile(r"(encoder|decoder)\.pos_embed(_temporal)?")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ValueError, UserError):
     """A checkpoint that cannot be loaded; the message names the file or the keys."""
 
 

@@ -37,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vidtwin.atomic_io import atomic_path
+from vidtwin.errors import UserError
 
 FORMAT_NAME = "vidtwin-latent-dataset"
 FORMAT_VERSION = 1
@@ -62,7 +63,7 @@ INDEX_COLUMNS = (*SHARD_ROW_COLUMNS, "shard", "row")
 _SHARD_PATTERN = re.compile(r"^shard-r(\d{5})-(\d{6})\.safetensors$")
 
 
-class LatentDatasetError(ValueError):
+class LatentDatasetError(ValueError, UserError):
     """A latent dataset directory is missing, incomplete or unreadable; the message says which file."""
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from vidtwin.atomic_io import atomic_path
+from vidtwin.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +45,11 @@ BACKENDS = ("decord", "pyav")
 BACKEND_ENV_VAR = "VIDTWIN_VIDEO_BACKEND"
 
 
-class VideoReadError(RuntimeError):
+class VideoReadError(RuntimeError, UserError):
     """A video file is missing, is not a video, has no frames, or cannot be decoded."""
 
 
-class VideoWriteError(OSError):
+class VideoWriteError(OSError, UserError):
     """A video file cannot be written (directory not writable, encoder failure, ...)."""
 
 

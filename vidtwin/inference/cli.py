@@ -34,8 +34,9 @@ import torch
 from tqdm.auto import tqdm
 
 from vidtwin.checkpoint import load_model, resolve_checkpoint_path
-from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main, user_error_types
+from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main
 from vidtwin.data.video_io import VideoWriter, probe_video
+from vidtwin.errors import UserError
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
 from vidtwin.inference.latent_file import EncodedVideo, load_latents, save_latents
 from vidtwin.inference.options import DTYPE_CHOICES, SPATIAL_MODES, InferenceError, InferenceOptions, auto_dtype, resolve_device
@@ -177,7 +178,7 @@ def _for_each(inputs: list[Path], outputs: list, work: Callable[[Path, object], 
     for source, target in videos:
         try:
             work(source, target)
-        except user_error_types() as error:
+        except UserError as error:
             failures += 1
             tqdm.write(f"{PROG}: failed: {one_line(error)}", file=sys.stderr)
     if failures:

@@ -40,6 +40,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from vidtwin.atomic_io import atomic_path
+from vidtwin.errors import UserError
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.tiling import TileGrid
 from vidtwin.models.config import VidTwinConfig
@@ -63,7 +64,7 @@ FSQ_TOKENS = "fsq_tokens"
 TOKEN_DTYPES = ((torch.uint8, 2**8), (torch.uint16, 2**16), (torch.int32, 2**31), (torch.int64, 2**63))
 
 
-class LatentFileError(ValueError):
+class LatentFileError(ValueError, UserError):
     """A latent file is missing, malformed, written with another model config, or cannot be written."""
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -27,7 +29,7 @@ DTYPE_CHOICES = ("auto", *DTYPES)
 SPATIAL_MODES = ("resize", "tile")
 
 
-class InferenceError(ValueError):
+class InferenceError(ValueError, UserError):
     """A request that cannot be served (bad option, incompatible inputs); the message says why."""
 
 

@@ -31,6 +31,7 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from ..errors import UserError
 from ..state_dict_io import check_state_dict, read_checkpoint_state_dict
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
 
-class LPIPSWeightsUnavailable(RuntimeError):
+class LPIPSWeightsUnavailable(RuntimeError, UserError):
     """The VGG16 backbone (or the LPIPS linear weights) could not be found without downloading."""
 
 

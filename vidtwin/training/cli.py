@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..atomic_io import atomic_path
-from ..cli_utils import UserError, add_debug_flag, run_main
+from ..cli_utils import add_debug_flag, run_main
+from ..errors import UserError
 from .run_dir import (
     CLAIMED_RUN_ENV,
     LAUNCH_ID_ENV,

@@ -32,7 +32,7 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..atomic_io import atomic_path, atomic_write_text, is_temp_name
-from ..cli_utils import UserError
+from ..errors import UserError
 
 logger = logging.getLogger(__name__)
 
