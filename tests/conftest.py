@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the recorded official reference data and small models."""
 
 import contextlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -16,17 +17,40 @@ TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 PUBLISHED_CONFIG = REPO / "configs" / "vidtwin.yaml"
 
 
-@contextlib.contextmanager
-def small_tmpfs(folder: Path, size: str):
-    """Mount a tmpfs of ``size`` (e.g. "16k") on a new ``folder``: a disk that fills up for real.
-    Skips the test where mounting is not allowed."""
+NEEDS_ROOT_TO_MOUNT = "mounting a tmpfs needs root (CAP_SYS_ADMIN): run the tests as root to cover this case"
+NEEDS_ROOT_FOR_CHATTR = ("making a folder immutable (chattr +i) needs root and a filesystem with that attribute: "
+                         "run the tests as root to cover this case")
+
+
+def mount_tmpfs(folder: Path, size: str, read_only: bool = False) -> bool:
+    """Mount a tmpfs of ``size`` (e.g. "16k") on a new ``folder``; False where mounting is not allowed."""
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
+    options = f"ro,size={size}" if read_only else f"size={size}"
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size: str, read_only: bool = False):
+    """A tmpfs of ``size`` mounted on a new ``folder`` for the block: a disk that fills up for real
+    (or refuses every write, ``read_only``). Skips the test where mounting is not allowed."""
+    if not mount_tmpfs(folder, size, read_only):
+        pytest.skip(NEEDS_ROOT_TO_MOUNT)
     try:
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+@contextlib.contextmanager
+def immutable_folder(folder: Path):
+    """``folder`` made immutable for the block (``chattr +i``): even root cannot write into it, where
+    a read-only mode would not stop root. Skips the test where the attribute cannot be set."""
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip(NEEDS_ROOT_FOR_CHATTR)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
 @torch.no_grad()
@@ -51,6 +75,45 @@ def outputs_in_official_layout(model, x, x2) -> dict:
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+    yield
+
+
+# What the CPU reports decides what dtype="auto" runs: bf16 where the CPU has native bf16
+# instructions, fp32 elsewhere. Tests that compare default-dtype runs at fp32 tolerances would then
+# pass on one machine and fail on the next, so every test sees a CPU without native bf16, except
+# those marked cpu_dtype_choice, which test that choice with the capabilities they stub.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cpu_dtype_choice: tests what dtype='auto' picks on each CPU; sees the real "
+                                       "(or VIDTWIN_TEST_CPU_BF16-forced) capabilities instead of a bf16-less CPU")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forced_cpu_capabilities():
+    """VIDTWIN_TEST_CPU_BF16=native|none makes torch report a CPU with or without native bf16 for the
+    whole run, so that one machine can show that the suite passes on both kinds of CPU. Processes
+    that a test starts see the real CPU; export ATEN_CPU_CAPABILITY=avx2 as well to make them
+    (and this process) run as on a CPU without AVX-512."""
+    forced = os.environ.get("VIDTWIN_TEST_CPU_BF16", "")
+    if not forced:
+        yield
+        return
+    if forced not in ("native", "none"):
+        raise pytest.UsageError(f"VIDTWIN_TEST_CPU_BF16 must be 'native' or 'none', not {forced!r}")
+    native = forced == "native"
+    real_capabilities = torch.cpu.get_capabilities()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cpu, "get_capabilities",
+                      lambda: {**real_capabilities, "avx512_bf16": native, "amx_bf16": native})
+        patch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512" if native else "AVX2")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _cpu_without_native_bf16(request, monkeypatch):
+    if request.node.get_closest_marker("cpu_dtype_choice") is None:
+        from vidtwin.inference import options
+
+        monkeypatch.setattr(options, "cpu_has_native_bf16", lambda: False)
     yield
 
 

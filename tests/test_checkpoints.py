@@ -167,7 +167,9 @@ def test_hub_failure_is_a_clear_error(tmp_path):
     code = "from vidtwin import load_model; load_model(%r, 'hf://microsoft/vidtwin')" % str(OFFICIAL_CONFIG)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "cannot get checkpoints/vidtwin_structure_7_7_8_dynamics_7_8.ckpt from the Hugging Face repo microsoft/vidtwin" in result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in last_line and str(tmp_path / "empty") in last_line
+    assert "checkpoints/vidtwin_structure_7_7_8_dynamics_7_8.ckpt of the Hugging Face repo microsoft/vidtwin" in last_line
 
 
 def test_convert_script_writes_a_loadable_directory(official_model, tmp_path):

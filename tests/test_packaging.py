@@ -11,10 +11,14 @@ from vidtwin.optional import MissingOptionalDependency, require
 
 from conftest import REPO, TINY_CONFIG
 
-tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
-PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 # Import name -> distribution name, where they differ.
 DISTRIBUTIONS = {"pytorch_lightning": "pytorch-lightning", "vector_quantize_pytorch": "vector-quantize-pytorch", "skvideo": "scikit-video", "yaml": "pyyaml"}
+
+
+def pyproject() -> dict:
+    """pyproject.toml, parsed; the tests that read it skip on Python 3.10, which has no tomllib."""
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python 3.11's tomllib")
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
 
 
 def _requirement_names(requirements):
@@ -40,7 +44,7 @@ def _module_level_imports(path):
 
 
 def test_core_dependencies_cover_the_imports_of_everything_but_training():
-    core = _requirement_names(PYPROJECT["project"]["dependencies"])
+    core = _requirement_names(pyproject()["project"]["dependencies"])
     optional_stacks = {"pytorch-lightning", "tensorboard", "matplotlib", "scikit-video", "lpips"}
     assert not core & optional_stacks, "the core install must not pull the training, plotting or demo stacks"
     stdlib = set(sys.stdlib_module_names)
@@ -54,7 +58,7 @@ def test_core_dependencies_cover_the_imports_of_everything_but_training():
 
 
 def test_extras_name_the_optional_stacks_and_test_pulls_them_all():
-    extras = PYPROJECT["project"]["optional-dependencies"]
+    extras = pyproject()["project"]["optional-dependencies"]
     assert "pytorch-lightning" in _requirement_names(extras["train"])
     assert "tensorboard" in _requirement_names(extras["train"])
     assert _requirement_names(extras["dataset"]) == {"pytorch-lightning"}

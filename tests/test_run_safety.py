@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from _training_utils import REPO, micro_overrides, single_thread, tiny_config_files
+from conftest import mount_tmpfs
 from vidtwin.training.cli import main
 from vidtwin.training.run_dir import (
     CLAIMED_RUN_ENV,
@@ -189,15 +190,9 @@ def test_a_killed_save_leaves_the_previous_checkpoint(tmp_path):
     assert not stale.exists()
 
 
-def _small_tmpfs(path):
-    path.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)], capture_output=True)
-    return done.returncode == 0
-
-
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     full = tmp_path / "full"
-    mounted = _small_tmpfs(full)
+    mounted = mount_tmpfs(full, "2m")
     if not mounted:  # not allowed to mount here: a write that fails like a full disk does
         import vidtwin.training.run_dir as run_dir
 

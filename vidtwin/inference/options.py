@@ -53,12 +53,17 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when torch reports AVX512-BF16 or AMX-BF16 instructions on this CPU."""
+    """True when the CPU has AVX512-BF16 or AMX-BF16 instructions and torch may use them.
+
+    ``ATEN_CPU_CAPABILITY=avx2`` (or ``default``) limits torch to older kernels, as on a CPU
+    without AVX-512; the choice follows it, so that the setting and the log never disagree.
+    """
     get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.6
     if get_capabilities is None:
         return False
     capabilities = get_capabilities()
-    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    hardware = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def auto_dtype(device: torch.device) -> tuple[str, str]:
@@ -71,7 +76,8 @@ def auto_dtype(device: torch.device) -> tuple[str, str]:
         capability = torch.backends.cpu.get_cpu_capability()
         if cpu_has_native_bf16():
             return "bf16", f"the CPU has native bf16 instructions (torch CPU capability {capability})"
-        return "fp32", f"the CPU has no native bf16 instructions (torch CPU capability {capability}); emulated bf16 is slower than fp32"
+        return "fp32", (f"torch uses no native bf16 instructions here (torch CPU capability {capability}); "
+                        "emulated bf16 is slower than fp32")
     return "fp32", f"no reduced precision is chosen automatically on {device.type}"
 
 

@@ -13,7 +13,6 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from ..hub import VidTwinHubMixin
 from .config import VidTwinConfig
 from .qformer import TemporalQFormer
 from .regularizers import build_regularizer, entropy_loss_weight_at
@@ -79,15 +78,13 @@ def _stride2_convs(channels: int, count: int, grow: bool) -> Tuple[nn.Sequential
     return nn.Sequential(*layers), channels
 
 
-class VidTwin(nn.Module, VidTwinHubMixin):
+class VidTwin(nn.Module):
     """Video autoencoder with decoupled structure and dynamics latents.
 
     Build with a `VidTwinConfig` or its fields as keyword arguments. Videos are (B, 3, T, H, W) in
-    [-1, 1] with (T, H, W) == `input_size`. `save_pretrained`, `from_pretrained`, `push_to_hub` and
-    `from_checkpoint` come from `vidtwin.hub.VidTwinHubMixin`.
+    [-1, 1] with (T, H, W) == `input_size`. Loading and saving live in `vidtwin.checkpoint`;
+    `from_pretrained`, `save_pretrained` and `push_to_hub` below are its familiar entry points.
     """
-
-    config_class = VidTwinConfig
 
     def __init__(self, config: Optional[VidTwinConfig] = None, **kwargs) -> None:
         super().__init__()
@@ -307,6 +304,28 @@ class VidTwin(nn.Module, VidTwinHubMixin):
         """Encode then decode. Returns (reconstruction, latents); see :meth:`regularization_log`."""
         latents = self.encode(video, sample=sample)
         return self.decode(latents), latents
+
+    # ------------------------------------------------------------------ loading and saving
+    # The implementations live in vidtwin.checkpoint, which builds this class from files; it is
+    # imported when one of these is called, so that the model code imports no loader.
+    @classmethod
+    def from_pretrained(cls, name_or_path, **kwargs) -> "VidTwin":
+        """A `save_pretrained` folder, Hub repo id or `hf://` reference; see `vidtwin.checkpoint.from_pretrained`."""
+        from ..checkpoint import from_pretrained
+
+        return from_pretrained(name_or_path, **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """`config.json`, `model.safetensors` and a model card; see `vidtwin.checkpoint.save_pretrained`."""
+        from ..checkpoint import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload this model to the Hub repo `repo_id`; see `vidtwin.checkpoint.push_to_hub`."""
+        from ..checkpoint import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
     # ------------------------------------------------------------------ checks
     def _check_video(self, video: torch.Tensor) -> None:
