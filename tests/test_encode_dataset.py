@@ -19,12 +19,12 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, DistributedSampler
 
 from vidtwin import load_model
-from vidtwin.data.latent_dataset import LatentDataset, collate_latents
-from vidtwin.data.latent_shards import SHARD_DIR, TENSOR_NAMES, LatentDatasetError, list_shards, read_shard_rows
+from vidtwin.latents.dataset import LatentDataset, collate_latents
+from vidtwin.latents.shards import SHARD_DIR, TENSOR_NAMES, LatentDatasetError, list_shards, read_shard_rows
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
 from vidtwin.inference.cli import main
-from vidtwin.inference.latent_file import save_latents
+from vidtwin.latents.latent_file import save_latents
 from vidtwin.models import VidTwinLatents
 
 from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)

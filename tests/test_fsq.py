@@ -12,7 +12,7 @@ from vidtwin.config import autoencoder_config_from
 from vidtwin.data.video_io import read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
 from vidtwin.inference.cli import main
-from vidtwin.inference.latent_file import (
+from vidtwin.latents.latent_file import (
     LatentFileError,
     config_identity,
     config_to_dict,

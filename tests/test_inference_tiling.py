@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from vidtwin.inference.clips import ClipLayout, merge_clips, split_clips
-from vidtwin.inference.latent_file import EncodedVideo, LatentFileError, config_identity, load_latents, save_latents
+from vidtwin.latents.latent_file import EncodedVideo, LatentFileError, config_identity, load_latents, save_latents
 from vidtwin.inference.tiling import (
     axis_weights,
     crossfade_width,

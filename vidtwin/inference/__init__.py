@@ -5,7 +5,7 @@ The command line (``python inference.py --help``) is a thin layer over these fun
 
 from vidtwin.inference.clips import ClipLayout, merge_clips, split_clips
 from vidtwin.inference.evaluate import EvalItem, VideoScores, evaluate_videos, list_eval_items, write_reports
-from vidtwin.inference.latent_file import EncodedVideo, LatentFileError, config_identity, load_latents, save_latents
+from vidtwin.latents.latent_file import EncodedVideo, LatentFileError, config_identity, load_latents, save_latents
 from vidtwin.inference.options import InferenceError, InferenceOptions, resolve_device
 from vidtwin.inference.pipeline import (
     VideoResult,

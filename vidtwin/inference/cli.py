@@ -38,7 +38,7 @@ from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main
 from vidtwin.data.video_io import VideoWriter, probe_video
 from vidtwin.errors import UserError
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
-from vidtwin.inference.latent_file import EncodedVideo, load_latents, save_latents
+from vidtwin.latents.latent_file import EncodedVideo, load_latents, save_latents
 from vidtwin.inference.options import DTYPE_CHOICES, SPATIAL_MODES, InferenceError, InferenceOptions, auto_dtype, resolve_device
 from vidtwin.inference.outputs import (
     LATENT_SUFFIX,
@@ -232,8 +232,8 @@ def open_latents(path: str, video: str | None) -> EncodedVideo:
         if video is not None:
             raise InferenceError("--video picks a video of a latent dataset folder; --latents is a file")
         return load_latents(path)
-    from vidtwin.data.latent_dataset import LatentDataset
-    from vidtwin.data.latent_shards import MANIFEST
+    from vidtwin.latents.dataset import LatentDataset
+    from vidtwin.latents.shards import MANIFEST
 
     if not (Path(path) / MANIFEST).is_file():
         raise InferenceError(f"--latents {path} is a folder but not a latent dataset (no {MANIFEST}); give a .safetensors "
@@ -366,7 +366,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     require("pytorch_lightning", "dataset", "encode-dataset")  # it runs on Trainer.predict
     from vidtwin.inference.dataset_plan import ClipSampling, list_sources
     from vidtwin.inference.encode_dataset import DatasetJob, check_output, format_summary, run_job
-    from vidtwin.inference.latent_file import config_to_dict, weights_fingerprint
+    from vidtwin.latents.latent_file import config_to_dict, weights_fingerprint
 
     for option, value, least in (("--shard-size", args.shard_size, 1), ("--num-workers", args.num_workers, 0),
                                  ("--num-nodes", args.num_nodes, 1)):

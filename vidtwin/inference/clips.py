@@ -11,45 +11,11 @@ frames and build float clips one batch at a time.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 
+from vidtwin.latents.layout import ClipLayout  # the layout record lives with the latent formats that store it
 
-@dataclass(frozen=True)
-class ClipLayout:
-    """How ``num_frames`` frames are cut into clips of ``clip_len`` frames."""
-
-    num_frames: int  # frames of the (sampled) video, N
-    clip_len: int  # frames per model input, T
-
-    def __post_init__(self) -> None:
-        if self.clip_len < 1:
-            raise ValueError(f"clip_len must be >= 1, got {self.clip_len}")
-        if self.num_frames < 1:
-            raise ValueError(f"a video needs at least one frame, got {self.num_frames}")
-
-    @property
-    def num_clips(self) -> int:
-        return math.ceil(self.num_frames / self.clip_len)
-
-    @property
-    def num_padding_frames(self) -> int:
-        """Repeated frames appended to the last clip."""
-        return self.num_clips * self.clip_len - self.num_frames
-
-    def clip_frame_indices(self, clip_index: int) -> list[int]:
-        """Source frame index of each of the ``clip_len`` frames of one clip (last frame repeated)."""
-        if not 0 <= clip_index < self.num_clips:
-            raise IndexError(f"clip {clip_index} out of range for {self.num_clips} clips")
-        start = clip_index * self.clip_len
-        return [min(start + offset, self.num_frames - 1) for offset in range(self.clip_len)]
-
-    def valid_frames(self, clip_index: int) -> int:
-        """How many leading frames of a clip are real frames (the rest are padding)."""
-        start = clip_index * self.clip_len
-        return min(self.clip_len, self.num_frames - start)
+__all__ = ["ClipLayout", "merge_clips", "split_clips"]
 
 
 def split_clips(video: torch.Tensor, clip_len: int) -> torch.Tensor:

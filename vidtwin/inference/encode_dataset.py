@@ -11,7 +11,7 @@ Resuming: finished shards are never rewritten, and a rerun of the same command e
 clips that no finished shard holds, so a job killed at any moment ends, after a rerun, with the
 dataset an uninterrupted run writes. A manifest written by another model, checkpoint or sampling
 is refused unless ``--overwrite`` is given. The file layout is described in
-:mod:`vidtwin.data.latent_shards`.
+:mod:`vidtwin.latents.shards`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import vidtwin
-from vidtwin.data.latent_shards import (
+from vidtwin.latents.shards import (
     FAILURES,
     INDEX,
     INDEX_COLUMNS,
@@ -54,7 +54,7 @@ from vidtwin.data.latent_shards import (
     write_shard,
 )
 from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
-from vidtwin.inference.latent_file import codebook_levels, codes_to_stored_tokens, describe_config_difference
+from vidtwin.latents.latent_file import codebook_levels, codes_to_stored_tokens, describe_config_difference
 from vidtwin.inference.options import InferenceError, precision_context
 
 logger = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.inference.clips import ClipLayout
-from vidtwin.inference.latent_file import (
+from vidtwin.latents.latent_file import (
     TENSOR_NAMES,
     WEIGHTS_FINGERPRINT_KEY,
     EncodedVideo,
@@ -419,7 +419,7 @@ def encode_video(
     and keywords as in :func:`reconstruct_video`.
 
     Returns:
-        :class:`~vidtwin.inference.latent_file.EncodedVideo`; write it with ``save_latents``.
+        :class:`~vidtwin.latents.latent_file.EncodedVideo`; write it with ``save_latents``.
     """
     options = InferenceOptions.of(options, **option_overrides)
     with opened_source(video, options, fps) as source:

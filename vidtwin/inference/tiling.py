@@ -15,11 +15,12 @@ inside the (padded) frame and the actual overlap is at least the requested one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
+
+from vidtwin.latents.layout import TileGrid  # the grid record lives with the latent formats that store it
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -80,46 +81,6 @@ def axis_weights(starts: list[int], tile: int, overlap: int) -> torch.Tensor:
         if index + 1 < len(starts):
             weights[index] *= 1.0 - handed_over(positions, centres[index])
     return weights.float()
-
-
-@dataclass(frozen=True)
-class TileGrid:
-    """The tiles covering one frame size; stored in latent files so decoding can blend them."""
-
-    height: int  # frame height before padding
-    width: int  # frame width before padding
-    tile_height: int
-    tile_width: int
-    overlap: int  # requested minimum overlap in pixels (both axes)
-    starts_y: tuple[int, ...]
-    starts_x: tuple[int, ...]
-
-    @property
-    def padded_height(self) -> int:
-        return max(self.height, self.tile_height)
-
-    @property
-    def padded_width(self) -> int:
-        return max(self.width, self.tile_width)
-
-    @property
-    def num_tiles(self) -> int:
-        return len(self.starts_y) * len(self.starts_x)
-
-    def origins(self) -> list[tuple[int, int]]:
-        """``(y0, x0)`` of every tile, row-major (the order tiles are batched and stored in)."""
-        return [(y0, x0) for y0 in self.starts_y for x0 in self.starts_x]
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["starts_y"], data["starts_x"] = list(self.starts_y), list(self.starts_x)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TileGrid":
-        fields = dict(data)
-        fields["starts_y"], fields["starts_x"] = tuple(fields["starts_y"]), tuple(fields["starts_x"])
-        return cls(**fields)
 
 
 def make_tile_grid(height: int, width: int, tile_size: tuple[int, int], overlap: int) -> TileGrid:

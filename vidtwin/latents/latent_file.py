@@ -21,7 +21,7 @@ back into the exact codes, so an :class:`EncodedVideo` always holds float latent
 requires) holds everything ``decode`` needs without the source video: the config identity
 (``config_sha256`` and the config itself as JSON), ``fps``, ``num_frames``, ``clip_len``,
 ``num_clips``, ``original_height``/``original_width``, ``output_height``/``output_width``,
-``spatial`` and, for tiles, ``tile_grid`` (JSON of :class:`~vidtwin.inference.tiling.TileGrid`).
+``spatial`` and, for tiles, ``tile_grid`` (JSON of :class:`~vidtwin.latents.layout.TileGrid`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ from safetensors.torch import save_file
 
 from vidtwin.atomic_io import atomic_path
 from vidtwin.errors import UserError
-from vidtwin.inference.clips import ClipLayout
-from vidtwin.inference.tiling import TileGrid
+from vidtwin.latents.layout import ClipLayout, TileGrid
 from vidtwin.models.config import VidTwinConfig
 from vidtwin.models.regularizers import FSQRegularizer
 

@@ -32,14 +32,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
-from vidtwin.inference.latent_file import (
+from vidtwin.latents.latent_file import (
     WEIGHTS_FINGERPRINT_KEY,
     codebook_levels,
     stored_tokens_to_codes,
     unpack_tokens,
 )
 
-from .latent_shards import (
+from .shards import (
     SHARD_DIR,
     TENSOR_NAMES,
     LatentDatasetError,
@@ -63,7 +63,7 @@ class LatentDataset(Dataset):
         codebook: ``{"structure": levels, "dynamics": levels}`` of an FSQ model's tokens; None for
             Gaussian latents.
         manifest: the whole manifest (weights fingerprint, sampling settings, version).
-        index: the index as columns (:class:`~vidtwin.data.latent_shards.IndexColumns`).
+        index: the index as columns (:class:`~vidtwin.latents.shards.IndexColumns`).
         videos: the encoded sources, in input order.
         failures: source -> reason, for the videos that could not be read.
     """
@@ -133,9 +133,9 @@ class LatentDataset(Dataset):
         return sorted(indices.tolist(), key=lambda i: self.index.columns["clip"][i])
 
     def encoded_video(self, video: str):
-        """All clips of one source video as an :class:`~vidtwin.inference.latent_file.EncodedVideo`,
+        """All clips of one source video as an :class:`~vidtwin.latents.latent_file.EncodedVideo`,
         which ``decode_latents`` (and ``inference.py decode``) turns back into the video."""
-        from vidtwin.inference.latent_file import EncodedVideo
+        from vidtwin.latents.latent_file import EncodedVideo
 
         indices = self.clips_of(video)
         first = self.index.row(indices[0])
