@@ -13,6 +13,7 @@ import math
 
 from vidtwin.cli_utils import add_debug_flag, run_cli
 from vidtwin.config import autoencoder_config_from, load_config
+from vidtwin.models.regularizers import regularizer_class
 
 PROG = "compression_report.py"
 
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     print(f"{'total':<12} {'':<22} {latent_values:>10,}")
     print(f"compression: {100 * latent_values / input_values:.3f}% of the input's values "
           f"({input_values / latent_values:.0f}x fewer)")
-    if config.regularizer == "fsq":
+    if regularizer_class(config).has_tokens:
         print_token_report(config)
     return 0
 

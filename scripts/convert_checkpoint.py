@@ -18,9 +18,9 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from vidtwin import load_model
-from vidtwin.state_dict_io import CONFIG_FILE, WEIGHTS_FILE
 from vidtwin.cli_utils import add_debug_flag, run_cli
 from vidtwin.errors import UserError
+from vidtwin.hub import CONFIG_FILE, WEIGHTS_FILE
 
 logger = logging.getLogger("convert_checkpoint")
 PROG = "convert_checkpoint.py"

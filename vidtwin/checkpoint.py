@@ -23,13 +23,13 @@ import torch
 from .atomic_io import atomic_path, atomic_write_text
 from .config import ConfigError, autoencoder_config_from
 from .hub import (
-    OFFICIAL_CHECKPOINT_FILE, download_checkpoint, is_hub_reference, is_repo_id, model_card, parse_hub_reference,
+    CONFIG_FILE, OFFICIAL_CHECKPOINT_FILE, WEIGHTS_FILE, download_checkpoint, is_hub_reference, is_repo_id, model_card, parse_hub_reference,
     resolve_repo, upload_folder,
 )
 from .models.config import VidTwinConfig
 from .models.vidtwin_ae import VidTwin
 from .state_dict_io import (
-    CONFIG_FILE, IGNORED_OFFICIAL_KEYS, WEIGHTS_FILE, CheckpointError, load_autoencoder_state_dict,
+    IGNORED_OFFICIAL_KEYS, CheckpointError, load_autoencoder_state_dict,
     load_checkpoint_object, read_checkpoint_state_dict, resolve_checkpoint_path, split_state_dict,
 )
 

@@ -24,7 +24,10 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from .errors import UserError
-from .state_dict_io import CONFIG_FILE, WEIGHTS_FILE
+
+# The two files of a save_pretrained folder, on disk and in a Hub repo.
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
 
 HF_PREFIX = "hf://"
 OFFICIAL_REPO_ID = "microsoft/vidtwin"

@@ -21,19 +21,20 @@ import torch
 from safetensors.torch import load_file
 
 from .errors import UserError
+from .hub import CONFIG_FILE, WEIGHTS_FILE, is_hub_reference, resolve_hub_reference
 
 logger = logging.getLogger(__name__)
 
 StateDict = Dict[str, torch.Tensor]
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
-# First components of the official autoencoder's keys (everything in the Lightning module but `loss.`).
+# First components of the autoencoder's keys: the official ones (everything in its Lightning module
+# but `loss.`), and the regularizers', whose weights (none yet: Gaussian and FSQ have none) must reach
+# checkpoints and fine-tuning like any other part of the model rather than be filed as unknown.
 AUTOENCODER_MODULES = (
     "encoder", "decoder", "temporal_qformer", "conv_in", "content_downsample_blocks", "bottle_down",
     "bottle_up", "content_upsample_blocks", "conv_out", "cont_emb", "motion_head", "motion_emb",
-    "downsample_motion_module", "up_motion",
+    "downsample_motion_module", "up_motion", "structure_regularizer", "dynamics_regularizer",
 )
 TRAINING_PREFIX = "autoencoder."
 
@@ -114,8 +115,6 @@ def load_autoencoder_state_dict(model: torch.nn.Module, state: Mapping[str, torc
 # ---------------------------------------------------------------------------- reading files
 def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
     """A local path for `path`, downloading `hf://` references first (see `vidtwin.hub`)."""
-    from .hub import is_hub_reference, resolve_hub_reference
-
     if is_hub_reference(str(path)):
         return resolve_hub_reference(str(path))
     path = Path(path)

@@ -43,7 +43,7 @@ from vidtwin.atomic_io import atomic_path
 from vidtwin.errors import UserError
 from vidtwin.latents.layout import ClipLayout, TileGrid
 from vidtwin.models.config import VidTwinConfig
-from vidtwin.models.regularizers import FSQRegularizer
+from vidtwin.models.regularizers import FSQRegularizer, regularizer_class
 
 FORMAT_NAME = "vidtwin-latents"
 FORMAT_VERSION = "1"
@@ -54,9 +54,24 @@ RUNTIME_ONLY_FIELDS = frozenset({
     "attention_backend", "qformer_dropout", "entropy_loss_weight", "entropy_loss_annealing_steps",
     "entropy_loss_annealing_factor", "commitment_loss_weight",
 })
-# Fields added after files were first written: left out at these values, so the configs (and
-# config_sha256) of files written before them stay what they were.
-LEFT_OUT_AT_DEFAULT = {"regularizer": "kl", "structure_levels": None, "dynamics_levels": None}
+# The config fields of the first latent files. A field added to VidTwinConfig after them is left
+# out of a config's identity while it has its default value, so the configs (and config_sha256) of
+# files written before the field stay what they were: a new field needs a default, nothing else.
+FIRST_FORMAT_FIELDS = frozenset({
+    "cont_num_blocks", "d_dim", "decoder_depth", "decoder_num_heads", "decoder_temporal_causal", "depth",
+    "downsample_motion", "expect_ch", "hidden_size", "in_channels", "init_ch", "input_size", "mlp_ratio",
+    "motion_num_blocks", "num_heads", "num_queries", "patch_size", "qformer_intermediate_size", "qformer_num_heads",
+    "qformer_num_layers", "query_hidden_size", "temporal_causal",
+})
+
+
+def _later_field_defaults() -> dict:
+    """Default (JSON) values of the VidTwinConfig fields added after the first latent files."""
+    defaults = json.loads(json.dumps(VidTwinConfig().to_dict(), default=str))
+    return {key: value for key, value in defaults.items() if key not in FIRST_FORMAT_FIELDS}
+
+
+LEFT_OUT_AT_DEFAULT = _later_field_defaults()
 FLOAT_LATENTS = "float"
 FSQ_TOKENS = "fsq_tokens"
 # Integer dtypes for tokens, smallest first, with the number of codes each holds.
@@ -119,11 +134,10 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 # ---------------------------------------------------------------------------------------- tokens
 def codebook_levels(config: Any) -> dict | None:
-    """``{"structure": [...], "dynamics": [...]}``: the FSQ levels of a model config; None for kl."""
+    """How a model config's latents are stored: None for float latents, else the levels of its
+    integer tokens, ``{"structure": [...], "dynamics": [...]}`` (its regularizer's ``stored_codebook``)."""
     plain = config_to_dict(config)
-    if plain.get("regularizer", "kl") != "fsq":
-        return None
-    return {"structure": list(plain["structure_levels"]), "dynamics": list(plain["dynamics_levels"])}
+    return regularizer_class(plain).stored_codebook(plain)
 
 
 def token_dtype(codebook_size: int) -> torch.dtype:

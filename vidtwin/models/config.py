@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple
 
 ATTENTION_BACKENDS = ("sdpa", "flash")
-REGULARIZERS = ("kl", "fsq")
+REGULARIZERS = ("kl", "fsq")  # the kinds of vidtwin.models.regularizers.REGULARIZERS (checked by a test)
+# The three latents of a clip, in the order every tensor tuple, file and dataset uses.
+LATENT_NAMES = ("structure", "dynamics_x", "dynamics_y")
 
 
 @dataclass

@@ -1,28 +1,43 @@
 """The latent regularizers: what turns a bottleneck head's output into a latent.
 
 ``regularizer: kl`` (the published model) reads the head output as a diagonal Gaussian; ``fsq``
-quantizes it with finite scalar quantization (Mentzer et al., 2023) into integer tokens. Both are
-modules with the same call, chosen by :func:`build_regularizer`; neither has weights, so the
-choice never changes a state_dict.
+quantizes it with finite scalar quantization (Mentzer et al., 2023) into integer tokens.
+
+Every regularizer implements :class:`LatentRegularizer`, and the rest of the package asks it
+instead of testing the config's string: the head channels it needs, the latents' extra fields
+(``kl`` or ``quantization``), the loss terms, whether latents are discrete tokens, tokens to and
+from codes, and how latent files and datasets store them (:meth:`LatentRegularizer.stored_codebook`).
+:data:`REGULARIZERS` maps each config value to its class. To add one:
+
+- subclass :class:`LatentRegularizer` and add it to :data:`REGULARIZERS` (and its name to
+  ``vidtwin.models.config.REGULARIZERS``, which the config checks without importing torch);
+- give any new config field a default: latent files identify their model by a hash of the config,
+  and fields added later are left out of it at their default (``vidtwin.latents.latent_file``),
+  so files written before the field still match;
+- weights of a regularizer live under ``structure_regularizer.`` / ``dynamics_regularizer.``,
+  which ``vidtwin.state_dict_io.AUTOENCODER_MODULES`` lists, so that checkpoints and fine-tuning
+  keep them.
 
 FSQ is ``vector_quantize_pytorch.FSQ``: per channel, ``tanh`` bounds the value to ``L_i`` levels
 and a straight-through ``round`` picks one; a token's index is ``sum_i digit_i * prod(levels[:i])``
 with ``digit_i`` in ``0..L_i-1``, codes are ``(digit_i - L_i // 2) / (L_i // 2)`` in [-1, 1]: the
 layout and bounding of VidTok's ``FSQRegularizer``. :class:`FSQRegularizer` adds what VidTok has
-on top: the entropy loss (annealed by the training module) and the commitment loss.
+on top: the entropy loss (annealed by the training module) and the commitment loss. The package
+is imported when an FSQ regularizer is built, so that code which only reads float latents does
+not pay for it.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
-from vector_quantize_pytorch import FSQ
 
+from .config import LATENT_NAMES
 from .distributions import DiagonalGaussian
 
 # VidTok's constants: the softmax over codes uses logits 2 * inv_temperature * <z, code>, and the
@@ -31,11 +46,64 @@ ENTROPY_INV_TEMPERATURE = 100.0
 ENTROPY_DIVERSITY_GAMMA = 1.0
 
 
-class GaussianRegularizer(nn.Module):
-    """Diagonal Gaussian latents (``regularizer: kl``): the head gives mean and log-variance."""
+class LatentRegularizer(nn.Module):
+    """What every regularizer answers; see the module docstring for how to add one."""
+
+    #: the config value (``regularizer: <kind>``)
+    kind: ClassVar[str]
+    #: latents are discrete tokens: tokenize/detokenize work, files and datasets store integers
+    has_tokens: ClassVar[bool] = False
 
     def head_channels(self, latent_channels: int) -> int:
         """Channels the bottleneck head must produce for a latent of ``latent_channels``."""
+        raise NotImplementedError
+
+    def forward(self, head: torch.Tensor, sample: bool,
+                generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """head (B, head_channels, ...) -> (latent (B, C, ...), log of this latent's statistics)."""
+        raise NotImplementedError
+
+    def latent_fields(self, logs: Mapping[str, Dict[str, torch.Tensor]], batch_size: int) -> dict:
+        """The extra fields of ``VidTwinLatents`` (``kl``, ``quantization``) from the three latents' logs."""
+        raise NotImplementedError
+
+    def loss_terms(self, latents, config, step: int) -> Dict[str, torch.Tensor]:
+        """The regularization terms of ``latents`` for the loss at training update ``step``, by name."""
+        raise NotImplementedError
+
+    def metrics(self, latents) -> Dict[str, torch.Tensor]:
+        """What to log about ``latents`` on a validation batch (unprefixed names)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config, latent: str) -> "LatentRegularizer":
+        """The regularizer of ``latent`` ("structure" or "dynamics") for a ``VidTwinConfig``."""
+        raise NotImplementedError
+
+    @classmethod
+    def stored_codebook(cls, config: Mapping) -> Optional[dict]:
+        """How latent files and datasets store this regularizer's latents: None for float latents,
+        else ``{"structure": levels, "dynamics": levels}`` of integer tokens. ``config`` is a plain
+        dict of a model config, as latent files record it."""
+        return None
+
+    def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"{self.kind} latents are continuous and have no token indices")
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"{self.kind} latents are continuous and have no token indices")
+
+
+class GaussianRegularizer(LatentRegularizer):
+    """Diagonal Gaussian latents (``regularizer: kl``): the head gives mean and log-variance."""
+
+    kind = "kl"
+
+    @classmethod
+    def from_config(cls, config, latent: str) -> "GaussianRegularizer":
+        return cls()
+
+    def head_channels(self, latent_channels: int) -> int:
         return 2 * latent_channels
 
     def forward(self, moments: torch.Tensor, sample: bool,
@@ -45,8 +113,20 @@ class GaussianRegularizer(nn.Module):
         latent = posterior.sample(generator) if sample else posterior.mode()
         return latent, {"kl_sum": posterior.kl_sum()}
 
+    def latent_fields(self, logs, batch_size: int) -> dict:
+        """``kl``: the official KL term, every posterior's KL summed over all elements, over B."""
+        return {"kl": sum(log["kl_sum"] for log in logs.values()) / batch_size}
 
-class FSQRegularizer(nn.Module):
+    def loss_terms(self, latents, config, step: int) -> Dict[str, torch.Tensor]:
+        if latents.kl is None:
+            raise ValueError("latents carry no KL term: pass the output of encode")
+        return {"kl_loss": latents.kl}
+
+    def metrics(self, latents) -> Dict[str, torch.Tensor]:
+        return {"kl_loss": latents.kl.detach().float()}
+
+
+class FSQRegularizer(LatentRegularizer):
     """Finite scalar quantization of channel-first latents (``regularizer: fsq``).
 
     Args:
@@ -56,8 +136,13 @@ class FSQRegularizer(nn.Module):
         commitment_loss: compute the commitment loss in training mode.
     """
 
+    kind = "fsq"
+    has_tokens = True
+
     def __init__(self, levels: Sequence[int], entropy_loss: bool = False, commitment_loss: bool = False) -> None:
         super().__init__()
+        from vector_quantize_pytorch import FSQ  # imported here: several seconds, needed by FSQ models only
+
         self.levels = tuple(int(v) for v in levels)
         self.fsq = FSQ(levels=list(self.levels))
         self.codebook_size = math.prod(self.levels)
@@ -70,6 +155,39 @@ class FSQRegularizer(nn.Module):
     @property
     def token_dim(self) -> int:
         return len(self.levels)
+
+    @classmethod
+    def from_config(cls, config, latent: str) -> "FSQRegularizer":
+        levels = config.structure_levels if latent == "structure" else config.dynamics_levels
+        return cls(levels, entropy_loss=config.entropy_loss_weight > 0, commitment_loss=config.commitment_loss_weight > 0)
+
+    @classmethod
+    def stored_codebook(cls, config: Mapping) -> Optional[dict]:
+        return {"structure": list(config["structure_levels"]), "dynamics": list(config["dynamics_levels"])}
+
+    def latent_fields(self, logs, batch_size: int) -> dict:
+        """``quantization``: each latent's codebook statistics and losses, keyed "structure/perplexity", ..."""
+        return {"quantization": {f"{name}/{key}": value for name, log in logs.items() for key, value in log.items()}}
+
+    def loss_terms(self, latents, config, step: int) -> Dict[str, torch.Tensor]:
+        """``{"aux_loss", "entropy_loss", "commitment_loss"}``, each summed over the three latents, with
+        ``aux_loss = w_entropy(step) * entropy_loss + commitment_loss_weight * commitment_loss`` as
+        VidTok's FSQRegularizer (the entropy weight anneals, see :func:`entropy_loss_weight_at`)."""
+        if latents.quantization is None:
+            raise ValueError("latents carry no FSQ statistics: pass the output of encode")
+        zero = latents.structure.new_zeros((), dtype=torch.float32)
+        terms = {}
+        for term in ("entropy_loss", "commitment_loss"):
+            values = [latents.quantization[f"{name}/{term}"] for name in LATENT_NAMES
+                      if f"{name}/{term}" in latents.quantization]
+            terms[term] = sum(values) if values else zero
+        aux = (entropy_loss_weight_at(config, step) * terms["entropy_loss"]
+               + config.commitment_loss_weight * terms["commitment_loss"])
+        return {"aux_loss": aux, **terms}
+
+    def metrics(self, latents) -> Dict[str, torch.Tensor]:
+        """Codebook use on the batch (the aux losses are training-only)."""
+        return {key: value.float() for key, value in latents.quantization.items()}
 
     # ------------------------------------------------------------------ codes <-> indices
     def codes_to_indices(self, codes: torch.Tensor) -> torch.Tensor:
@@ -156,13 +274,19 @@ def entropy_loss_weight_at(config, step: int) -> float:
     return start - (step / config.entropy_loss_annealing_steps) * (start - final)
 
 
-def build_regularizer(config, latent: str) -> nn.Module:
+REGULARIZERS: Dict[str, type] = {cls.kind: cls for cls in (GaussianRegularizer, FSQRegularizer)}
+
+
+def regularizer_class(config) -> type:
+    """The :class:`LatentRegularizer` subclass of a ``VidTwinConfig`` or a plain config dict."""
+    kind = config.get("regularizer", "kl") if isinstance(config, Mapping) else config.regularizer
+    return REGULARIZERS[kind]
+
+
+def build_regularizer(config, latent: str) -> LatentRegularizer:
     """The regularizer of ``latent`` ("structure" or "dynamics") for a ``VidTwinConfig``."""
-    if config.regularizer == "kl":
-        return GaussianRegularizer()
-    levels = config.structure_levels if latent == "structure" else config.dynamics_levels
-    return FSQRegularizer(levels, entropy_loss=config.entropy_loss_weight > 0,
-                          commitment_loss=config.commitment_loss_weight > 0)
+    return regularizer_class(config).from_config(config, latent)
 
 
-__all__ = ["GaussianRegularizer", "FSQRegularizer", "build_regularizer", "entropy_loss_weight_at"]
+__all__ = ["LatentRegularizer", "GaussianRegularizer", "FSQRegularizer", "REGULARIZERS", "build_regularizer",
+           "entropy_loss_weight_at", "regularizer_class"]

@@ -1,7 +1,7 @@
 """The VidTwin autoencoder: one encoder, two latents (structure and dynamics), one decoder.
 
 Module names are the official checkpoint's, so an official state_dict loads without renaming
-(see `vidtwin.checkpoint` for the few official tensors that are never used).
+(`vidtwin.state_dict_io.IGNORED_OFFICIAL_KEYS` lists the few official tensors that are never used).
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .config import VidTwinConfig
+from .config import LATENT_NAMES, VidTwinConfig
 from .qformer import TemporalQFormer
-from .regularizers import build_regularizer, entropy_loss_weight_at
+from .regularizers import build_regularizer
 from .st_transformer import STTDecoder, STTEncoder
 
 DECODE_PARTS = (None, "structure", "dynamics")
-LATENT_NAMES = ("structure", "dynamics_x", "dynamics_y")
 
 
 @dataclass
@@ -174,11 +173,7 @@ class VidTwin(nn.Module):
         outputs = [regularizer(head, sample, generator) for regularizer, head in zip(regularizers, heads)]
         latents = [latent for latent, _ in outputs]
         logs = dict(zip(LATENT_NAMES, (log for _, log in outputs)))
-        if self.config.regularizer == "kl":
-            kl = sum(log["kl_sum"] for log in logs.values()) / video.shape[0]
-            return VidTwinLatents(*latents, kl=kl)
-        quantization = {f"{name}/{key}": value for name, log in logs.items() for key, value in log.items()}
-        return VidTwinLatents(*latents, quantization=quantization)
+        return VidTwinLatents(*latents, **self.structure_regularizer.latent_fields(logs, video.shape[0]))
 
     # ------------------------------------------------------------------ tokens (fsq)
     def tokenize(self, video: torch.Tensor) -> VidTwinTokens:
@@ -210,7 +205,7 @@ class VidTwin(nn.Module):
         return self.structure_regularizer if name == "structure" else self.dynamics_regularizer
 
     def _require_tokens(self, what: str) -> None:
-        if self.config.regularizer != "fsq":
+        if not self.structure_regularizer.has_tokens:
             raise ValueError(
                 f"{what} needs an FSQ model (regularizer: fsq); this model has Gaussian (kl) latents, "
                 "which are continuous: use encode/decode"
@@ -219,25 +214,10 @@ class VidTwin(nn.Module):
     def regularization_log(self, latents: VidTwinLatents, step: int) -> Dict[str, torch.Tensor]:
         """The regularization terms of ``latents`` for the loss, by name, at training update ``step``.
 
-        kl: ``{"kl_loss"}``. fsq: ``{"aux_loss", "entropy_loss", "commitment_loss"}``, each summed
-        over the three latents, with ``aux_loss = w_entropy(step) * entropy_loss +
-        commitment_loss_weight * commitment_loss`` as VidTok's FSQRegularizer (the entropy weight
-        anneals, see :func:`vidtwin.models.regularizers.entropy_loss_weight_at`).
+        kl: ``{"kl_loss"}``. fsq: ``{"aux_loss", "entropy_loss", "commitment_loss"}``; see each
+        regularizer's ``loss_terms`` (:mod:`vidtwin.models.regularizers`).
         """
-        if latents.kl is not None:
-            return {"kl_loss": latents.kl}
-        if latents.quantization is None:
-            raise ValueError("latents carry neither a KL term nor FSQ statistics: pass the output of encode")
-        zero = latents.structure.new_zeros((), dtype=torch.float32)
-        terms = {}
-        for term in ("entropy_loss", "commitment_loss"):
-            values = [latents.quantization[f"{name}/{term}"] for name in LATENT_NAMES
-                      if f"{name}/{term}" in latents.quantization]
-            terms[term] = sum(values) if values else zero
-        config = self.config
-        aux = (entropy_loss_weight_at(config, step) * terms["entropy_loss"]
-               + config.commitment_loss_weight * terms["commitment_loss"])
-        return {"aux_loss": aux, **terms}
+        return self.structure_regularizer.loss_terms(latents, self.config, step)
 
     def _structure_head(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, _, _, grid_h, grid_w = tokens.shape

@@ -35,6 +35,7 @@ from pytorch_lightning.utilities import rank_zero_info
 from ..config import ConfigError, instantiate_from_config
 from ..metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit_range
 from ..models import VidTwin, VidTwinConfig
+from ..models.regularizers import regularizer_class
 from .callbacks import assert_finite_state
 from .ema import EMA
 from .finetune import freeze_parameters, initialise_from_checkpoint, perceptual_state_dict, read_init_state_dict
@@ -411,10 +412,7 @@ class VidTwinLightningModule(pl.LightningModule):
             "val/rec_loss": log["val/rec_loss"].float(),
             "val/ssim": ssim_per_frame(unit_rec, unit_video, compute_dtype=torch.float32).mean().float(),
         }
-        if latents.kl is not None:
-            metrics["val/kl_loss"] = latents.kl.detach().float()
-        else:  # FSQ: codebook use on the validation batch (the aux losses are training-only)
-            metrics.update({f"val/{k}": v.float() for k, v in latents.quantization.items()})
+        metrics.update({f"val/{k}": v for k, v in self.autoencoder.structure_regularizer.metrics(latents).items()})
         lpips = self._validation_lpips()
         if lpips is not None:
             metrics["val/lpips"] = lpips_per_frame(reconstruction_c, video_c, lpips).mean()
@@ -477,7 +475,7 @@ def _check_regularization_weights(config: VidTwinConfig, loss: Any) -> None:
     """FSQ aux losses reach the objective only through the loss's ``aux_loss`` weight: refuse a
     config that switches them on but would silently drop them (e.g. a KL config's weights)."""
     weights = getattr(loss, "regularization_weights", None)
-    if config.regularizer != "fsq" or weights is None:
+    if not regularizer_class(config).has_tokens or weights is None:
         return
     if (config.entropy_loss_weight > 0 or config.commitment_loss_weight > 0) and "aux_loss" not in weights:
         raise ConfigError(
