@@ -172,3 +172,53 @@ def test_unreadable_files_raise_naming_the_file(tmp_path, corrupt_video, backend
 def test_is_video_file():
     assert is_video_file("a/b/clip.MP4") and is_video_file("x.webm") and is_video_file("x.mpeg")
     assert not is_video_file("meta.csv") and not is_video_file("mp4")
+
+
+# ------------------------------------------------------------------------------------------ folder listings
+def _folder_with_links(root, loops):
+    """videos/{a.mp4, sub/b.mp4} with ``loops`` links back to the top (``loop0 -> .``, ...), a link
+    from the sub-folder back up (``sub/up -> ..``) and a second name for the sub-folder."""
+    folder = root / "videos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.mp4").write_bytes(b"a")
+    (folder / "sub" / "b.mp4").write_bytes(b"b")
+    for i in range(loops):
+        os.symlink(".", folder / f"loop{i}")
+    os.symlink("..", folder / "sub" / "up")
+    os.symlink("sub", folder / "also_sub")  # sorts before sub: sub is still listed under its own name
+    return folder
+
+
+def _listings():
+    """Every listing of a folder's videos: training's, inference's folder inputs, encode-dataset's, make_meta's."""
+    import importlib
+
+    from vidtwin.data.dataset import list_videos
+    from vidtwin.inference.dataset_plan import list_sources
+    from vidtwin.inference.outputs import collect_inputs
+
+    def relative(folder, paths):
+        return sorted(os.path.relpath(p, folder) for p in paths)
+
+    return {
+        "list_video_files": lambda folder: relative(folder, video_io.list_video_files(folder)),
+        "training data_dir": lambda folder: relative(folder, list_videos(data_dir=str(folder))),
+        "inference --recursive": lambda folder: relative(folder, collect_inputs(str(folder), recursive=True)[0]),
+        "encode-dataset": lambda folder: sorted(source.name for source in list_sources(str(folder))),
+        "make_meta": lambda folder: importlib.import_module("scripts.make_meta").find_videos(str(folder)),
+    }
+
+
+@pytest.mark.parametrize("loops", [1, 2])
+@pytest.mark.parametrize("listing", list(_listings()))
+def test_folder_listings_walk_each_real_folder_once(tmp_path, loops, listing):
+    """One link loop listed each video up to 41 times (until ELOOP); two made the walk exponential."""
+    import threading
+
+    folder = _folder_with_links(tmp_path, loops)
+    result = []
+    walker = threading.Thread(target=lambda: result.append(_listings()[listing](folder)), daemon=True)
+    walker.start()
+    walker.join(timeout=60)
+    assert not walker.is_alive(), f"listing {folder} with {loops} link loop(s) did not finish"
+    assert result == [["a.mp4", os.path.join("sub", "b.mp4")]]

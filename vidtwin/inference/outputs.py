@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
-from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file
+from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file, list_video_files
 from vidtwin.inference.options import InferenceError
 
 LATENT_SUFFIX = ".safetensors"
@@ -31,23 +31,6 @@ LATENT_SUFFIX = ".safetensors"
 def _real(path: Path) -> str:
     """The path with every symbolic link and ``..`` resolved (the file need not exist)."""
     return os.path.realpath(path)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    return os.path.commonpath([_real(path), _real(folder)]) == _real(folder)
-
-
-def _list_videos(folder: Path, recursive: bool, skip: Path | None) -> list[Path]:
-    """Video files of ``folder`` (sorted; with ``recursive`` also of its sub-folders, except ``skip``)."""
-    if not recursive:
-        return [p for p in sorted(folder.iterdir()) if p.is_file() and is_video_file(p)]
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        if skip is not None:
-            dirs[:] = [d for d in dirs if not _is_within(Path(root) / d, skip)]
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / name for name in files if is_video_file(name))
-    return sorted(found)
 
 
 def collect_inputs(path: str, recursive: bool = False, output: str | None = None) -> tuple[list[Path], bool]:
@@ -65,7 +48,7 @@ def collect_inputs(path: str, recursive: bool = False, output: str | None = None
             raise InferenceError(
                 f"--output {output} is the input folder: its results would be read back as inputs; choose another folder"
             )
-        videos = _list_videos(source, recursive, skip)
+        videos = [Path(p) for p in list_video_files(source, recursive, skip)]
         if not videos:
             where = "or its sub-folders " if recursive else ""
             raise InferenceError(
