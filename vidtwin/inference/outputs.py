@@ -10,6 +10,8 @@ Rules, all checked before any model is loaded or any file is written:
 - In directory mode every input gets its own output name: inputs whose stems collide
   (``a.mp4`` and ``a.mkv``) keep their extension in the name (``a.mkv_reconstructed.mp4``), and
   with ``--recursive`` the sub-folders of the input folder are kept under the output folder.
+- Two runs never write one output at once: each output name is claimed when its work starts
+  (:func:`claim_outputs`), and a run that finds it claimed stops in one line.
 - Directory mode never reads its own results back: the output folder may not be the input
   folder, an output folder inside the input folder is skipped when listing it, and hidden files
   (the temporary files of a killed write among them) are never inputs.
@@ -19,8 +21,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable
+
+from vidtwin.atomic_io import ClaimHeld, claimed
 
 from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file, list_video_files
 from vidtwin.inference.options import InferenceError
@@ -155,3 +160,25 @@ def check_targets(targets: Iterable[Path], sources: Iterable[str | os.PathLike],
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise InferenceError(f"output {existing[0]} already exists{more}; pass --overwrite to replace it")
+
+
+def claim_outputs(claims: ExitStack, targets: Iterable[Path], sources: Iterable[str | os.PathLike], overwrite: bool) -> None:
+    """Claim every target for this process until ``claims`` closes, after :func:`check_targets`.
+
+    A target claimed by another run (``inference.py`` writing the same output) is one
+    InferenceError naming that run. The targets are checked again once claimed: a run that
+    finished between the first check and the claim has written its output by then.
+    """
+    targets, sources = list(targets), list(sources)
+    check_targets(targets, sources, overwrite)
+    for target in targets:
+        try:
+            claims.enter_context(claimed(target))
+        except ClaimHeld as held:
+            raise InferenceError(
+                f"output {target} is being written by another run ({held.holder or 'holder unknown'}, claim file "
+                f"{held.claim.name}); wait for it to end or choose another output"
+            ) from None
+        except OSError as error:
+            raise InferenceError(f"cannot write output {target}: {error.strerror or error}") from None
+    check_targets(targets, sources, overwrite)
