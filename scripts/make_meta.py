@@ -42,16 +42,10 @@ def _video_io():
 
 
 def find_videos(directory: str) -> list[str]:
-    """Paths (relative to ``directory``, '/'-separated) of every video file under it, sorted."""
-    is_video_file = _video_io().is_video_file
-    found = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs.sort()
-        for name in files:
-            if is_video_file(name):
-                relative = os.path.relpath(os.path.join(root, name), directory)
-                found.append(relative.replace(os.sep, "/"))
-    return sorted(found)
+    """Paths (relative to ``directory``, '/'-separated) of every video file under it, sorted; linked
+    folders are followed, each real folder once (see vidtwin.data.video_io.list_video_files)."""
+    paths = _video_io().list_video_files(directory)
+    return sorted(os.path.relpath(path, directory).replace(os.sep, "/") for path in paths)
 
 
 def check_videos(directory: str, relative_paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

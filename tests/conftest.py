@@ -136,3 +136,26 @@ def tiny_model():
     from vidtwin import load_model
 
     return load_model(TINY_CONFIG)
+
+
+def rotated_copy(source: Path, target: Path, degrees: int, hflip: bool = False) -> Path:
+    """A copy of the MP4 ``source`` whose display matrix shows it turned ``degrees`` counter-clockwise
+    (then mirrored left-right with ``hflip``), as phones record portrait videos.
+
+    The frames stay as stored: only the track header's matrix changes, as FFmpeg's muxer writes it
+    (16.16 fixed point, big-endian), so any PyAV version can make it.
+    """
+    import math
+    import struct
+
+    data = bytearray(Path(source).read_bytes())
+    box = data.index(b"tkhd")
+    matrix_at = box + 4 + (40 if data[box + 4] == 0 else 52)  # after version, flags, times, ids, layer, volume
+    cos, sin = round(math.cos(math.radians(degrees))), round(math.sin(math.radians(degrees)))
+    a, b, c, d = cos, -sin, sin, cos  # FFmpeg's counter-clockwise rotation
+    if hflip:
+        a, c = -a, -c
+    matrix = [a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30]
+    data[matrix_at:matrix_at + 36] = struct.pack(">9i", *matrix)
+    Path(target).write_bytes(bytes(data))
+    return Path(target)

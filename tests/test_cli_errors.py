@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import ExitStack
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vidtwin import load_model
+from vidtwin.atomic_io import claimed
 from vidtwin.data.video_io import write_video
 from vidtwin.inference.cli import main as inference_main
 from vidtwin.training.cli import main as train_main
@@ -83,6 +85,9 @@ def assert_one_line(code, err, prog, message, expected_code=2):
 
 
 # ------------------------------------------------------------------------------- inference.py
+claims = ExitStack()  # output names a case's setup claims, as another run would; released after the case
+
+
 def _inference_cases():
     """id -> (setup(files, tmp) -> argv, expected message)."""
     decode = lambda latents: lambda f, t: ["decode", "--latents", latents(f, t), "--output", t / "out.mp4", *model_args(f)]  # noqa: E731
@@ -98,6 +103,10 @@ def _inference_cases():
     def existing_output(f, t):
         (t / "out.mp4").write_bytes(b"somebody's file")
         return ["reconstruct", "--input", f / "clip.mp4", "--output", t / "out.mp4", *model_args(f)]
+
+    def output_being_written(f, t):
+        claims.enter_context(claimed(t / "out.mp4"))  # as a running inference.py holds it (released after the test)
+        return ["decode", "--latents", f / "clip.safetensors", "--output", t / "out.mp4", *model_args(f)]
 
     def output_folder_is_input_folder(f, t):
         (t / "clip.mp4").write_bytes((f / "clip.mp4").read_bytes())
@@ -201,6 +210,7 @@ def _inference_cases():
             lambda f, t: ["cross", "--structure", f / "clip.mp4", "--dynamics", f / "clip.mp4",
                           "--output", f / "clip.mp4", *model_args(f)], "is the input"),
         "an existing file without --overwrite": (existing_output, "already exists; pass --overwrite"),
+        "an output another run is writing": (output_being_written, "is being written by another run (pid"),
         "directory output is the input folder": (output_folder_is_input_folder, "is the input folder"),
         "existing reports without --overwrite": (existing_reports, "already exists; pass --overwrite"),
         # half-done work
@@ -267,14 +277,16 @@ INFERENCE_CASES = _inference_cases()
 def test_inference_user_errors(files, tmp_path, capsys, case):
     setup, message = INFERENCE_CASES[case]
     before = {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()}
-    argv = [str(a) for a in setup(files, tmp_path)]
-    written_before = sorted(p.name for p in tmp_path.rglob("*"))
-    code = inference_main(argv)
+    with claims:
+        argv = [str(a) for a in setup(files, tmp_path)]
+        written_before = sorted(p.name for p in tmp_path.rglob("*"))
+        code = inference_main(argv)
+        written_after = sorted(p.name for p in tmp_path.rglob("*"))
     err = capsys.readouterr().err
     assert_one_line(code, err, "inference.py", message)
     assert "Errno" not in err and "weights_only" not in err
     assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before  # no input touched
-    assert sorted(p.name for p in tmp_path.rglob("*")) == written_before  # nothing written
+    assert written_after == written_before  # nothing written
 
 
 def test_latents_of_other_weights_decode_when_allowed(files, tmp_path, capsys):

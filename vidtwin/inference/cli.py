@@ -45,6 +45,7 @@ from vidtwin.inference.outputs import (
     check_targets,
     check_video_output,
     check_writable_folder,
+    claim_outputs,
     collect_inputs,
     output_paths,
     prepare_output,
@@ -159,25 +160,42 @@ def _report(target: Path, writer: VideoWriter) -> None:
     print(f"wrote {target} ({writer.num_frames} frames, {width}x{height}, {writer.fps:.3f} fps)")
 
 
+def _with_side_by_side(outputs: list[Path], side_by_side: bool) -> list[Path]:
+    return outputs + ([side_by_side_path(o) for o in outputs] if side_by_side else [])
+
+
 def _plan_outputs(args: argparse.Namespace, suffix: str, tag: str, side_by_side: bool = False) -> tuple[list[Path], list[Path], bool]:
-    """``(inputs, outputs, is_directory)`` of reconstruct / encode, checked before any work (see outputs.py)."""
+    """``(inputs, outputs, is_directory)`` of reconstruct / encode, checked before any work (see outputs.py).
+
+    A single output is claimed here, before the model loads; a folder's outputs are claimed one
+    video at a time by :func:`_for_each`.
+    """
     inputs, is_directory = collect_inputs(args.input, args.recursive, args.output)
     outputs = output_paths(inputs, is_directory, args.output, suffix, tag, Path(args.input) if is_directory else None)
-    check_targets(outputs + ([side_by_side_path(o) for o in outputs] if side_by_side else []), inputs, args.overwrite)
+    targets = _with_side_by_side(outputs, side_by_side)
+    if is_directory:
+        check_targets(targets, inputs, args.overwrite)
+    else:
+        claim_outputs(args.claims, targets, inputs, args.overwrite)
     return inputs, outputs, is_directory
 
 
-def _for_each(inputs: list[Path], outputs: list, work: Callable[[Path, object], None], quiet: bool, is_directory: bool) -> int:
+def _for_each(args: argparse.Namespace, inputs: list[Path], outputs: list, work: Callable[[Path, object], None],
+              is_directory: bool, side_by_side: bool = False) -> int:
     """Run ``work`` per input. A single input's error propagates (a user error); in directory mode a
-    failed video is reported as it happens, the others go on, and a summary ends a partial failure."""
+    failed video is reported as it happens, the others go on, and a summary ends a partial failure.
+    In directory mode each video's outputs are claimed while its work runs."""
     if not is_directory:
         work(inputs[0], outputs[0])
         return 0
     failures = 0
-    videos = tqdm(list(zip(inputs, outputs)), desc="videos", unit="video", disable=quiet or len(inputs) < 2, dynamic_ncols=True)
+    videos = tqdm(list(zip(inputs, outputs)), desc="videos", unit="video", disable=args.quiet or len(inputs) < 2,
+                  dynamic_ncols=True)
     for source, target in videos:
         try:
-            work(source, target)
+            with ExitStack() as claims:
+                claim_outputs(claims, _with_side_by_side([target], side_by_side), [source], args.overwrite)
+                work(source, target)
         except UserError as error:
             failures += 1
             tqdm.write(f"{PROG}: failed: {one_line(error)}", file=sys.stderr)
@@ -209,7 +227,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                     side.write(torch.cat([to_uint8_frames(clip.reference), frames], dim=2))  # (t, H, 2W, 3)
         _report(target, writer)
 
-    return _for_each(inputs, outputs, work, args.quiet, is_directory)
+    return _for_each(args, inputs, outputs, work, is_directory, side_by_side=args.side_by_side)
 
 
 def run_encode(args: argparse.Namespace) -> int:
@@ -223,7 +241,7 @@ def run_encode(args: argparse.Namespace) -> int:
         save_latents(encoded, target)  # a failed write (a full disk) is a LatentFileError naming the file
         print(f"wrote {target} ({encoded.num_clips} clips x {encoded.num_tiles} tiles, {encoded.num_frames} frames)")
 
-    return _for_each(inputs, outputs, work, args.quiet, is_directory)
+    return _for_each(args, inputs, outputs, work, is_directory)
 
 
 def open_latents(path: str, video: str | None) -> EncodedVideo:
@@ -246,7 +264,7 @@ def open_latents(path: str, video: str | None) -> EncodedVideo:
 
 def run_decode(args: argparse.Namespace) -> int:
     target = prepare_output(check_video_output(args.output))
-    check_targets([target], [args.latents], args.overwrite)
+    claim_outputs(args.claims, [target], [args.latents], args.overwrite)
     encoded = open_latents(args.latents, args.video)
     model = _load(args)
     encoded.check_config(model.config, what=f"the latents in {args.latents}")
@@ -267,8 +285,8 @@ def run_cross(args: argparse.Namespace) -> int:
         return load_source(path, sample_fps=args.options.sample_fps, max_frames=args.options.max_frames)
 
     target = prepare_output(check_video_output(args.output))
-    check_targets([target, side_by_side_path(target)] if args.side_by_side else [target],
-                  [args.structure, args.dynamics], args.overwrite)
+    claim_outputs(args.claims, _with_side_by_side([target], args.side_by_side), [args.structure, args.dynamics],
+                  args.overwrite)
     if args.side_by_side and any(path.lower().endswith(LATENT_SUFFIX) for path in (args.structure, args.dynamics)):
         raise InferenceError("--side-by-side needs --structure and --dynamics to be videos, not latent files")
     structure, dynamics = open_source(args.structure), open_source(args.dynamics)
@@ -500,7 +518,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         args.options = inference_options(args)
-        return args.run(args)
+        with ExitStack() as claims:  # output names claimed for the whole command (see outputs.claim_outputs)
+            args.claims = claims
+            return args.run(args)
 
     return run_main(PROG, run, debug=args.debug)
 

@@ -10,6 +10,8 @@ Rules, all checked before any model is loaded or any file is written:
 - In directory mode every input gets its own output name: inputs whose stems collide
   (``a.mp4`` and ``a.mkv``) keep their extension in the name (``a.mkv_reconstructed.mp4``), and
   with ``--recursive`` the sub-folders of the input folder are kept under the output folder.
+- Two runs never write one output at once: each output name is claimed when its work starts
+  (:func:`claim_outputs`), and a run that finds it claimed stops in one line.
 - Directory mode never reads its own results back: the output folder may not be the input
   folder, an output folder inside the input folder is skipped when listing it, and hidden files
   (the temporary files of a killed write among them) are never inputs.
@@ -19,10 +21,13 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable
 
-from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file
+from vidtwin.atomic_io import ClaimHeld, claimed
+
+from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file, list_video_files
 from vidtwin.inference.options import InferenceError
 
 LATENT_SUFFIX = ".safetensors"
@@ -31,23 +36,6 @@ LATENT_SUFFIX = ".safetensors"
 def _real(path: Path) -> str:
     """The path with every symbolic link and ``..`` resolved (the file need not exist)."""
     return os.path.realpath(path)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    return os.path.commonpath([_real(path), _real(folder)]) == _real(folder)
-
-
-def _list_videos(folder: Path, recursive: bool, skip: Path | None) -> list[Path]:
-    """Video files of ``folder`` (sorted; with ``recursive`` also of its sub-folders, except ``skip``)."""
-    if not recursive:
-        return [p for p in sorted(folder.iterdir()) if p.is_file() and is_video_file(p)]
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        if skip is not None:
-            dirs[:] = [d for d in dirs if not _is_within(Path(root) / d, skip)]
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / name for name in files if is_video_file(name))
-    return sorted(found)
 
 
 def collect_inputs(path: str, recursive: bool = False, output: str | None = None) -> tuple[list[Path], bool]:
@@ -65,7 +53,7 @@ def collect_inputs(path: str, recursive: bool = False, output: str | None = None
             raise InferenceError(
                 f"--output {output} is the input folder: its results would be read back as inputs; choose another folder"
             )
-        videos = _list_videos(source, recursive, skip)
+        videos = [Path(p) for p in list_video_files(source, recursive, skip)]
         if not videos:
             where = "or its sub-folders " if recursive else ""
             raise InferenceError(
@@ -172,3 +160,25 @@ def check_targets(targets: Iterable[Path], sources: Iterable[str | os.PathLike],
     if existing and not overwrite:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
         raise InferenceError(f"output {existing[0]} already exists{more}; pass --overwrite to replace it")
+
+
+def claim_outputs(claims: ExitStack, targets: Iterable[Path], sources: Iterable[str | os.PathLike], overwrite: bool) -> None:
+    """Claim every target for this process until ``claims`` closes, after :func:`check_targets`.
+
+    A target claimed by another run (``inference.py`` writing the same output) is one
+    InferenceError naming that run. The targets are checked again once claimed: a run that
+    finished between the first check and the claim has written its output by then.
+    """
+    targets, sources = list(targets), list(sources)
+    check_targets(targets, sources, overwrite)
+    for target in targets:
+        try:
+            claims.enter_context(claimed(target))
+        except ClaimHeld as held:
+            raise InferenceError(
+                f"output {target} is being written by another run ({held.holder or 'holder unknown'}, claim file "
+                f"{held.claim.name}); wait for it to end or choose another output"
+            ) from None
+        except OSError as error:
+            raise InferenceError(f"cannot write output {target}: {error.strerror or error}") from None
+    check_targets(targets, sources, overwrite)
