@@ -27,6 +27,8 @@ from _training_utils import micro_overrides, tiny_config_files
 from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, immutable_folder, small_tmpfs
 from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 
+TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
+
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
@@ -44,6 +46,11 @@ def files(tmp_path_factory):
                            *model_args(root)]) == 0
     assert inference_main(["encode-dataset", "--input", str(root / "videos"), "--output", str(root / "dataset"),
                            "--num-workers", "0", *dataset_args(root)]) == 0
+    torch.manual_seed(0)
+    torch.save(load_model(TINY_FSQ_CONFIG).state_dict(), root / "tiny_fsq.pt")
+    assert inference_main(["encode", "--input", str(root / "clip.mp4"), "--output", str(root / "tokens.safetensors"),
+                           "--config", str(TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"), "--device", "cpu",
+                           "--quiet"]) == 0
     (root / "notes.txt").write_text("not a checkpoint\n")
     (root / "bad.yaml").write_text("model: [unclosed\n")
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
@@ -58,9 +65,10 @@ def dataset_args(root):
     return ["--config", str(TINY_CONFIG), "--ckpt", str(root / "tiny.pt"), "--accelerator", "cpu", "--quiet"]
 
 
-def tampered_latents(files, target, change):
-    """A copy of clip.safetensors with ``change(tensors, metadata)`` applied."""
-    with safe_open(str(files / "clip.safetensors"), framework="pt") as reader:
+def tampered_latents(files, target, change, source="clip.safetensors"):
+    """A copy of ``source`` (clip.safetensors: float latents; tokens.safetensors: FSQ tokens) with
+    ``change(tensors, metadata)`` applied."""
+    with safe_open(str(files / source), framework="pt") as reader:
         metadata = dict(reader.metadata())
         tensors = {name: reader.get_tensor(name) for name in reader.keys()}
     change(tensors, metadata)
@@ -92,6 +100,8 @@ def _inference_cases():
     """id -> (setup(files, tmp) -> argv, expected message)."""
     decode = lambda latents: lambda f, t: ["decode", "--latents", latents(f, t), "--output", t / "out.mp4", *model_args(f)]  # noqa: E731
     tamper = lambda change: decode(lambda f, t: tampered_latents(f, t / "bad.safetensors", change))  # noqa: E731
+    tamper_tokens = lambda change: decode(  # noqa: E731
+        lambda f, t: tampered_latents(f, t / "bad.safetensors", change, source="tokens.safetensors"))
 
     def same_file_spelled_differently(f, t):
         return ["reconstruct", "--input", f / "clip.mp4", "--output", f / "." / ".." / f.name / "clip.mp4", *model_args(f)]
@@ -241,6 +251,14 @@ def _inference_cases():
             tamper(set_meta(tile_grid=json.dumps({"height": 48, "width": 64, "tile_height": 64, "tile_width": 64,
                                                   "overlap": 16, "starts_y": [0], "starts_x": [0]}))),
             "holds a tile grid but spatial is resize"),
+        # tampered FSQ token files: the damaged tensor is named
+        "float tokens": (tamper_tokens(set_tensor("dynamics_x", lambda x: x.float())),
+                         "dynamics_x is torch.float32, not integer FSQ tokens"),
+        "bool tokens": (tamper_tokens(set_tensor("structure", lambda x: x.int() > 0)), "structure is torch.bool, not integer FSQ tokens"),
+        "tokens outside the codebook": (tamper_tokens(set_tensor("dynamics_y", lambda x: x.int() + 1000)),
+                                        "dynamics_y holds tokens in"),
+        "tokens without a tile axis": (tamper_tokens(set_tensor("structure", lambda x: x.flatten().contiguous())),
+                                       "structure has shape"),
         "a folder as --latents": (latent_folder, "is a folder but not a latent dataset"),
         "latents of other weights of the same config": (
             lambda f, t: ["decode", "--latents", f / "clip.safetensors", "--output", t / "out.mp4", "--config", TINY_CONFIG,

@@ -382,14 +382,17 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     from vidtwin.optional import require
 
     require("pytorch_lightning", "dataset", "encode-dataset")  # it runs on Trainer.predict
-    from vidtwin.inference.dataset_plan import ClipSampling, list_sources
-    from vidtwin.inference.encode_dataset import DatasetJob, check_output, format_summary, run_job
+    from vidtwin.inference.dataset_lock import launch_rank, output_lock
+    from vidtwin.inference.dataset_plan import ClipSampling, check_launcher, list_sources, parse_devices
+    from vidtwin.inference.encode_dataset import DatasetJob, EncodingStopped, check_output, format_summary, run_job
     from vidtwin.latents.latent_file import config_to_dict, weights_fingerprint
 
     for option, value, least in (("--shard-size", args.shard_size, 1), ("--num-workers", args.num_workers, 0),
                                  ("--num-nodes", args.num_nodes, 1)):
         if value < least:
             raise InferenceError(f"{option} must be >= {least}, got {value}")
+    devices = parse_devices(args.devices)
+    check_launcher(args.num_nodes)
     sources = list_sources(args.input, args.data_dir)
     options = args.options
     # Lightning puts the model on the accelerator; the precision is chosen for that device type.
@@ -408,7 +411,14 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
         batch_clips=options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
     )
     check_output(job)
-    stats = run_job(job, model, dtype, args.accelerator, args.devices, args.num_nodes)
+    try:
+        with output_lock(job.output):
+            stats = run_job(job, model, dtype, args.accelerator, devices, args.num_nodes)
+    except EncodingStopped as stopped:
+        if launch_rank() == 0:  # one line for the job, not one per rank
+            print(f"{PROG}: stopped by {stopped}: the shards finished so far are kept in {job.output}; "
+                  "run the same command again to resume", file=sys.stderr, flush=True)
+        return 128 + stopped.signum  # as a process killed by the signal reports it: 143 for SIGTERM
     if not stats:  # ranks other than 0 report nothing
         return 0
     print(format_summary(stats, job.output))
@@ -488,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-frames", type=int, default=None, help="use at most this many (sampled) frames per video")
     group = dataset.add_argument_group("processes")
     group.add_argument("--accelerator", default="auto", choices=("cpu", "gpu", "cuda", "auto"), help="default auto")
-    group.add_argument("--devices", default="1", help="processes per node (GPUs, or CPU processes); default 1")
+    group.add_argument("--devices", default="1", help="processes per node (GPUs, or CPU processes), 'auto', or GPU ids such as 0,1; default 1")
     group.add_argument("--num-nodes", type=int, default=1, help="nodes (launch with torchrun or srun); default 1")
     group.add_argument("--num-workers", type=int, default=2, help="video-decoding DataLoader workers per process; default 2")
     group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,

@@ -23,6 +23,7 @@ from vidtwin.data.transforms import preprocess_clip
 from vidtwin.data.video_io import FrameReader, VideoReadError, probe_video, sample_indices
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.options import InferenceError
+from vidtwin.latents.shards import source_fingerprint
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,42 @@ def _size(path: str) -> int:
         return 0
 
 
+def parse_devices(text: str) -> int | str:
+    """``--devices``: a number of processes per node (>= 1), ``auto``, ``-1`` (all GPUs) or GPU
+    ids such as ``0,1``; as Lightning takes it. Raises :class:`InferenceError` for anything else."""
+    text = str(text).strip()
+    if text in ("auto", "-1"):
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    ids = text.rstrip(",").split(",")
+    if "," in text and all(part.strip().isdigit() for part in ids):
+        return text
+    raise InferenceError(f"--devices must be a number of processes per node (1 or more), 'auto', or GPU ids such as 0,1; got {text!r}")
+
+
+def check_launcher(num_nodes: int) -> None:
+    """Refuse ``--num-nodes`` above 1 in a process that no multi-node launcher started.
+
+    Lightning alone starts the processes of one node and then waits for the other nodes' forever;
+    torchrun (RANK, WORLD_SIZE), srun (SLURM_NTASKS), LSF, MPI, or a hand-made launch that sets
+    NODE_RANK on each node, start them.
+    """
+    if num_nodes <= 1:
+        return
+    env = os.environ
+    from lightning_fabric.plugins.environments import LSFEnvironment, SLURMEnvironment
+
+    launched = (("RANK" in env and "WORLD_SIZE" in env) or "NODE_RANK" in env or "OMPI_COMM_WORLD_SIZE" in env
+                or SLURMEnvironment.detect() or LSFEnvironment.detect())
+    if not launched:
+        raise InferenceError(
+            f"--num-nodes {num_nodes} needs a launcher that starts this command on every node (torchrun --nnodes "
+            f"{num_nodes} ..., or srun), and none started it (no RANK/WORLD_SIZE, SLURM or NODE_RANK in the environment); "
+            "see 'Many processes, GPUs and nodes' in docs/datasets.md"
+        )
+
+
 def assign_shares(sources: list[VideoSource], world_size: int) -> list[list[VideoSource]]:
     """Split the videos into ``world_size`` disjoint shares of about equal total file size.
 
@@ -119,7 +156,8 @@ class ClipStream(IterableDataset):
     With DataLoader workers, worker ``k`` of ``W`` decodes videos ``k, k + W, ...`` of the share, so
     decoding overlaps the model. Items are dicts (see :func:`collate_clip_items`):
 
-    - a clip: ``pixels`` float32 ``(3, T, h, w)`` in [-1, 1] and ``row`` (the shard row);
+    - a clip: ``pixels`` float32 ``(3, T, h, w)`` in [-1, 1] and ``row`` (the shard row, and
+      ``source``: the video's :func:`~vidtwin.latents.shards.source_fingerprint`);
     - a failure: ``failure`` ``(video name, reason)`` for a video that could not be read;
     - ``video_done``: True on the last item of a video; ``decode_seconds``: time spent decoding.
     """
@@ -143,6 +181,10 @@ class ClipStream(IterableDataset):
             yield {"video_done": True, "decode_seconds": 0.0}
             return
         try:
+            try:  # what the video is now, before its frames are read: recorded in the shards of its clips
+                source = source_fingerprint(video.path)
+            except OSError:
+                source = None  # probing it reports why it cannot be read
             info = probe_video(video.path)
             sampled = sample_indices(info.num_frames, info.fps, sampling.sample_fps, num_samples=sampling.max_frames)
             stride = sampled[1] - sampled[0] if len(sampled) > 1 else 1
@@ -158,7 +200,7 @@ class ClipStream(IterableDataset):
                         "video": video.name, "clip": clip, "first_frame": wanted[position][0],
                         "num_frames": layout.valid_frames(clip), "fps": info.fps / stride,
                         "video_frames": layout.num_frames, "video_clips": layout.num_clips,
-                        "height": info.height, "width": info.width,
+                        "height": info.height, "width": info.width, "source": source,
                     }
                     now = time.perf_counter()
                     yield {"pixels": pixels, "row": row, "video_done": position == len(todo) - 1,

@@ -10,8 +10,15 @@ marks the manifest complete. All ranks must see the same output folder (a shared
 Resuming: finished shards are never rewritten, and a rerun of the same command encodes only the
 clips that no finished shard holds, so a job killed at any moment ends, after a rerun, with the
 dataset an uninterrupted run writes. A manifest written by another model, checkpoint or sampling
-is refused unless ``--overwrite`` is given. The file layout is described in
-:mod:`vidtwin.latents.shards`.
+is refused unless ``--overwrite`` is given. A shard's clips count only while the video they came
+from is still the one its shard recorded: a replaced video is encoded again and its old clips
+are left out of the index. The file layout is described in :mod:`vidtwin.latents.shards`.
+
+Stopping: SIGTERM (sent by SLURM and Kubernetes before they kill a job) and SIGUSR1 (SLURM's
+warning before a requeue) stop every rank at its next safe point, after the batch in hand: the
+clips encoded so far are written as a last shard, and the command exits with ``128 + signal``
+(143 for SIGTERM) and a line saying how to resume. A rank that dies (a peer process) is
+reported in one line by the others, without gloo's traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,6 +41,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import vidtwin
+from vidtwin.cli_utils import PartialFailure
+from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
+from vidtwin.inference.options import InferenceError, precision_context
+from vidtwin.latents.latent_file import codebook_levels, codes_to_stored_tokens, describe_config_difference
 from vidtwin.latents.shards import (
     FAILURES,
     INDEX,
@@ -42,20 +55,20 @@ from vidtwin.latents.shards import (
     SHARD_ROW_COLUMNS,
     TENSOR_NAMES,
     IndexColumns,
+    check_manifest,
+    identity_digest,
     list_shards,
     next_shard_sequence,
     read_manifest,
-    read_shard_rows,
+    read_shard_info,
     remove_stale_temporaries,
+    same_source,
     shard_name,
     write_failures,
     write_index,
     write_manifest,
     write_shard,
 )
-from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
-from vidtwin.latents.latent_file import codebook_levels, codes_to_stored_tokens, describe_config_difference
-from vidtwin.inference.options import InferenceError, precision_context
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +87,91 @@ class DatasetJob:
     overwrite: bool = False
     progress: bool = True
     stats: dict = field(default_factory=dict)  # filled on rank 0 at the end (see ShardWriter)
+    stop: "StopSignals" = field(default_factory=lambda: StopSignals())
+
+    @property
+    def dataset_id(self) -> str:
+        """What each shard records of its dataset (:func:`~vidtwin.latents.shards.identity_digest`)."""
+        return identity_digest(self.identity)
+
+    def path_of(self, video: str) -> str | None:
+        if not hasattr(self, "_paths"):
+            self._paths = {source.name: source.path for source in self.sources}
+        return self._paths.get(video)
+
+
+class EncodingStopped(Exception):
+    """A stop signal arrived; every clip encoded so far is in a finished shard."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """Records SIGTERM and SIGUSR1 so that the work stops at its next safe point instead of at once.
+
+    Lightning's own SIGTERM handler broadcasts to the other ranks from inside the handler, which
+    blocks or fails with gloo's "Connection closed by peer" once a rank is gone, and its predict
+    loop ignores the signal; so ours replaces it once the Trainer has installed it. On the
+    process that launched Lightning's other ranks, the signal is passed on to them.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.children: list = []  # Lightning's launched ranks (subprocess.Popen), on their launcher
+        self._previous: dict = {}
+
+    def install(self, children: list | None = None) -> None:
+        if children is not None:
+            self.children = children
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for signum in self.SIGNALS:
+                previous = signal.signal(signum, self._handle)
+                self._previous.setdefault(signum, previous)
+
+    def restore(self) -> None:
+        """Put back the handlers found before the first :meth:`install`."""
+        if threading.current_thread() is threading.main_thread():
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if first:
+            for child in self.children:
+                if child.poll() is None:
+                    child.send_signal(signum)
+
+    def dead_peer(self) -> str | None:
+        """A description of a launched rank that died (non-zero exit), if any."""
+        for rank, child in enumerate(self.children, start=1):
+            code = child.poll()
+            if code not in (None, 0, 128 + signal.SIGTERM, 128 + signal.SIGUSR1):
+                how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+                return f"rank {rank}, pid {child.pid}, {how}"
+        return None
+
+    def wait_for_children(self, timeout: float = 300.0) -> None:
+        """Let the other ranks write their last shards before this process exits."""
+        deadline = time.monotonic() + timeout
+        for child in self.children:
+            try:
+                child.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001  (a rank that does not stop is killed by Lightning's teardown)
+                pass
+
+
+def peer_died(output: Path, who: str = "") -> PartialFailure:
+    """The one-line failure of a rank whose peer process died."""
+    return PartialFailure(
+        f"a peer process of this encode-dataset job died{f' ({who})' if who else ''}; the shards finished so far are kept "
+        f"in {output}: run the same command again to resume"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -95,6 +193,8 @@ def check_output(job: DatasetJob) -> None:
     if output.exists() and not output.is_dir():
         raise InferenceError(f"--output {output} is a file; give a folder for the latent dataset")
     manifest = read_manifest(output) if output.is_dir() else None
+    if manifest is not None and not job.overwrite:
+        check_manifest(manifest, output)
     if manifest is None and output.is_dir():
         ours = {MANIFEST, INDEX, INDEX_TABLE, FAILURES, SHARD_DIR}
         foreign = sorted(p.name for p in output.iterdir() if p.name not in ours and not p.name.startswith("."))
@@ -152,13 +252,16 @@ class ClipDataModule(pl.LightningDataModule):
                 clear_dataset(job.output)
             write_manifest(job.output, {"identity": job.identity, "status": "running", "version": vidtwin.__version__,
                                         "sources": len(job.sources)})
-        strategy.barrier()  # nobody reads the shards before rank 0 has cleared them
+        try:
+            strategy.barrier()  # nobody reads the shards before rank 0 has cleared them
+        except RuntimeError:  # gloo's "Connection closed by peer" and its kin
+            raise peer_died(job.output) from None
         rank, world = self.trainer.global_rank, self.trainer.world_size
         remove_stale_temporaries(job.output, rank)
         done: dict[str, set[int]] = {}
         clips_of_video: dict[str, int] = {}
-        for shard in list_shards(job.output):
-            for row in read_shard_rows(shard):
+        for _, rows in current_rows(job, report=self.trainer.global_rank == 0):
+            for _, row in rows:
                 done.setdefault(row["video"], set()).add(row["clip"])
                 clips_of_video[row["video"]] = row["video_clips"]
         finished = {name for name, clips in done.items() if len(clips) >= clips_of_video[name]}
@@ -170,8 +273,43 @@ class ClipDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(
             self.stream, batch_size=self.job.batch_clips, num_workers=self.job.num_workers,
-            collate_fn=collate_clip_items, pin_memory=False,
+            collate_fn=collate_clip_items, pin_memory=False, worker_init_fn=_leave_stop_signals_to_the_rank,
         )
+
+
+def _leave_stop_signals_to_the_rank(worker_id: int) -> None:
+    """DataLoader workers ignore the stop signals (SLURM sends them to every process of a job):
+    their rank stops at its next safe point and then ends them."""
+    for signum in StopSignals.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def current_rows(job: DatasetJob, changed: set[str] | None = None, report: bool = False) -> list[tuple[Path, list[tuple[int, dict]]]]:
+    """Each finished shard with the ``(position in the shard, row)`` pairs that still count: those
+    of a video that is still the file its shard recorded. Rows of a video replaced since are left
+    out (its name is added to ``changed``; ``report`` logs it), so that its clips are encoded again
+    and never mixed with the new ones.
+    """
+    verdicts: dict[tuple[str, str], bool] = {}  # (video, recorded fingerprint) -> still the same file
+    result = []
+    for shard in list_shards(job.output):
+        info = read_shard_info(shard, dataset=job.dataset_id)  # refuses a shard of another dataset
+        kept = []
+        for position, row in enumerate(info.rows):
+            video, recorded = row["video"], info.sources.get(row["video"])
+            key = (video, repr(recorded))
+            if key not in verdicts:
+                path = job.path_of(video)
+                verdicts[key] = path is None or same_source(recorded, path)  # another input's rows stay unused
+                if not verdicts[key]:
+                    if report:
+                        logger.warning("%s changed since its clips in %s were encoded: it is encoded again", video, shard.name)
+                    if changed is not None:
+                        changed.add(video)
+            if verdicts[key]:
+                kept.append((position, row))
+        result.append((shard, kept))
+    return result
 
 
 class LatentEncoder(pl.LightningModule):
@@ -218,6 +356,18 @@ class ShardWriter(BasePredictionWriter):
         label = "videos" if trainer.world_size == 1 else f"rank 0 of {trainer.world_size}: videos"
         self.bar = tqdm(total=len(datamodule.share), initial=datamodule.finished_videos, desc=label, unit="video",
                         disable=not self.job.progress or self.rank != 0, dynamic_ncols=True)
+        # Replace the SIGTERM handler the Trainer has just installed (see StopSignals).
+        self.job.stop.install(children=getattr(trainer.strategy.launcher, "procs", None))
+        self._stop_if_asked()
+
+    def _stop_if_asked(self) -> None:
+        """The safe point: on a stop signal, write what is buffered as a last shard and stop."""
+        if self.job.stop.signum is None:
+            return
+        if self.rows:
+            self._flush(len(self.rows))
+        self.bar.close()
+        raise EncodingStopped(self.job.stop.signum)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         self.timing["decode"] += batch["decode_seconds"]
@@ -238,13 +388,17 @@ class ShardWriter(BasePredictionWriter):
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         self.bar.update(batch["videos_done"])
         self.bar.set_postfix(clips=self.clips, clips_per_s=f"{self.clips / elapsed:.1f}", refresh=False)
+        self._stop_if_asked()
 
     def _flush(self, count: int) -> None:
         """Write the first ``count`` buffered clips as the next shard of this rank."""
         stacked = {name: torch.cat(parts) for name, parts in self.tensors.items()}  # each (buffered, ...)
+        rows = self.rows[:count]
+        sources = {row["video"]: row["source"] for row in rows if row.get("source") is not None}
         write_shard(
             self.job.output / SHARD_DIR / shard_name(self.rank, self.sequence),
-            {name: tensor[:count] for name, tensor in stacked.items()}, self.rows[:count],
+            {name: tensor[:count] for name, tensor in stacked.items()}, rows,
+            dataset=self.job.dataset_id, sources=sources,
         )
         self.sequence += 1
         self.rows = self.rows[count:]
@@ -255,7 +409,13 @@ class ShardWriter(BasePredictionWriter):
             self._flush(len(self.rows))
         self.bar.close()
         mine = {"failures": self.failures, "clips": self.clips, **self.timing}
-        every_rank = _gather(mine, trainer.world_size)  # also waits for every rank's last shard
+        try:
+            every_rank = _gather(mine, trainer.world_size)  # also waits for every rank's last shard
+        except RuntimeError:  # gloo's "Connection closed by peer": another rank is gone
+            if self.job.stop.signum is not None:  # it stopped on the signal this rank got too
+                raise EncodingStopped(self.job.stop.signum) from None
+            raise peer_died(self.job.output, self.job.stop.dead_peer() or "") from None
+        self._stop_if_asked()  # a signal that came while waiting for the others
         if trainer.global_rank == 0:
             failures = {name: reason for stats in every_rank for name, reason in stats["failures"].items()}
             self.job.stats = merge_dataset(self.job, failures)
@@ -282,16 +442,18 @@ def merge_dataset(job: DatasetJob, failures: dict[str, str]) -> dict:
     dataset of millions of clips merges in bounded, modest memory.
     """
     order = {source.name: source.order for source in job.sources}
+    failures = dict(failures)
+    changed: set[str] = set()
+    shards = current_rows(job, changed)  # without the rows of videos replaced since they were encoded
     failed_orders = {order[name] for name in failures if name in order}
-    shards = list_shards(job.output)
     parts: list[dict[str, np.ndarray]] = []
-    for position, shard in enumerate(shards):
-        rows = read_shard_rows(shard)
+    for position, (shard, kept) in enumerate(shards):
+        rows = [row for _, row in kept]
         part = {name: np.asarray([row[name] for row in rows], dtype=np.float64 if name == "fps" else np.int64)
                 for name in SHARD_ROW_COLUMNS if name != "video"}
         part["video"] = np.asarray([order.get(row["video"], -1) for row in rows], dtype=np.int64)  # -1: not in this input
         part["shard"] = np.full(len(rows), position, dtype=np.int64)
-        part["row"] = np.arange(len(rows), dtype=np.int64)
+        part["row"] = np.asarray([row_position for row_position, _ in kept], dtype=np.int64)
         parts.append(part)
     columns = {name: np.concatenate([part[name] for part in parts]) if parts else np.zeros(0, np.int64) for name in INDEX_COLUMNS}
     keep = (columns["video"] >= 0) & ~np.isin(columns["video"], list(failed_orders))
@@ -306,9 +468,19 @@ def merge_dataset(job: DatasetJob, failures: dict[str, str]) -> dict:
     expected = np.zeros(len(names), dtype=np.int64)
     expected[columns["video"]] = columns["video_clips"]
     incomplete = [names[i] for i in np.flatnonzero(counts != expected)]
-    if incomplete:
+    replaced = [name for name in incomplete if name in changed]  # replaced again while this run encoded it
+    if replaced:
+        keep = ~np.isin(columns["video"], [names.index(name) for name in replaced])
+        columns = {name: column[keep] for name, column in columns.items()}
+        present, columns["video"] = np.unique(columns["video"], return_inverse=True)
+        names = [names[i] for i in present.tolist()]
+    # A video replaced after this run read it has no current clips at all, or only some.
+    for name in sorted(changed - set(names) - set(failures)):
+        if name in order:
+            failures[name] = f"{name} changed while it was being encoded; run the same command again to encode it"
+    if set(incomplete) - set(replaced):
         raise RuntimeError(f"clips missing from the shards of {incomplete[:3]} after all ranks finished")
-    write_index(job.output, IndexColumns(names, [shard.name for shard in shards], columns))
+    write_index(job.output, IndexColumns(names, [shard.name for shard, _ in shards], columns))
     failed = {name: failures[name] for name in sorted(failures, key=lambda name: order.get(name, -1))}
     write_failures(job.output, failed)
     summary = {"clips": len(columns["clip"]), "videos": len(names), "failures": len(failed)}
@@ -319,7 +491,8 @@ def merge_dataset(job: DatasetJob, failures: dict[str, str]) -> dict:
 
 def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: str, devices, num_nodes: int) -> dict:
     """Encode the dataset described by ``job``; returns the summary (on rank 0; empty elsewhere)."""
-    world = (int(devices) if str(devices).isdigit() else 1) * num_nodes
+    per_node = devices if isinstance(devices, int) else len(devices.rstrip(",").split(",")) if "," in str(devices) else 1
+    world = per_node * num_nodes
     distributed = world > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -334,7 +507,17 @@ def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: st
         enable_model_summary=False, use_distributed_sampler=False, callbacks=[ShardWriter(job)],
     )
     datamodule = ClipDataModule(job)
-    trainer.predict(LatentEncoder(model, dtype), datamodule=datamodule, return_predictions=False)
+    job.stop.install()  # from here on a stop signal waits for the next safe point
+    try:
+        trainer.predict(LatentEncoder(model, dtype), datamodule=datamodule, return_predictions=False)
+    except EncodingStopped:
+        job.stop.wait_for_children()  # their last shards, before the launcher exits
+        dead = job.stop.dead_peer()
+        if dead is not None:  # Lightning's launcher sends SIGTERM when one of its ranks dies
+            raise peer_died(job.output, dead) from None
+        raise
+    finally:
+        job.stop.restore()
     return job.stats if trainer.global_rank == 0 else {}
 
 
@@ -348,4 +531,4 @@ def format_summary(stats: dict, output: Path) -> str:
     )
 
 
-__all__ = ["DatasetJob", "check_output", "run_job", "merge_dataset", "format_summary"]
+__all__ = ["DatasetJob", "EncodingStopped", "check_output", "run_job", "merge_dataset", "format_summary"]

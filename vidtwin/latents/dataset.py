@@ -20,10 +20,17 @@ has ``batch["tokens"]`` (:class:`~vidtwin.models.VidTwinTokens`) besides ``batch
 Shards are opened lazily, memory-mapped, once per process (DataLoader workers open their own),
 and only the requested clip is copied out of a shard, so opening a dataset of a million clips
 costs reading its index, and memory does not grow with the number of shards read.
+
+Nothing read is trusted blindly: the index may name only files of ``shards/``; a shard must
+record this dataset's identity (shards written before identities were recorded pass) and hold
+tensors of the dtype and shape the model config gives; every clip read is checked for NaN and
+infinite values (``check_values=False`` skips that; ``scripts/benchmark_dataset.py --read`` shows
+its cost) and, for tokens, for values outside the codebook.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -36,17 +43,25 @@ from vidtwin.latents.latent_file import (
     WEIGHTS_FINGERPRINT_KEY,
     codebook_levels,
     stored_tokens_to_codes,
+    token_dtype,
     unpack_tokens,
 )
+from vidtwin.models.config import VidTwinConfig
 
 from .shards import (
-    SHARD_DIR,
     TENSOR_NAMES,
     LatentDatasetError,
+    check_manifest,
+    identity_digest,
     read_failures,
     read_index,
     read_manifest,
+    read_shard_info,
+    shard_path,
 )
+
+# safetensors' names of the dtypes a shard may hold
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.uint8: "U8", torch.uint16: "U16", torch.int32: "I32", torch.int64: "I64"}
 
 
 class LatentDataset(Dataset):
@@ -66,10 +81,20 @@ class LatentDataset(Dataset):
         index: the index as columns (:class:`~vidtwin.latents.shards.IndexColumns`).
         videos: the encoded sources, in input order.
         failures: source -> reason, for the videos that could not be read.
+
+    Args:
+        root: the dataset folder written by ``inference.py encode-dataset``.
+        check_values: check every clip read for NaN and infinite values (float latents); the
+            cost is small beside reading the clip (``scripts/benchmark_dataset.py --read``).
+
+    Raises:
+        LatentDatasetError: the folder is not a finished dataset, or a file of it is damaged or
+            from another dataset; the message names the file.
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, check_values: bool = True):
         self.root = Path(root)
+        self.check_values = check_values
         manifest = read_manifest(self.root)
         if manifest is None:
             raise LatentDatasetError(f"{self.root} is not a latent dataset (no manifest.json); write one with `inference.py encode-dataset`")
@@ -77,12 +102,32 @@ class LatentDataset(Dataset):
             raise LatentDatasetError(
                 f"{self.root} is an unfinished latent dataset (status {manifest.get('status')!r}); run the same encode-dataset command again to finish it"
             )
+        check_manifest(manifest, self.root)
         self.manifest = manifest
         self.config: dict = manifest["identity"]["model_config"]
         self.codebook: dict | None = codebook_levels(self.config)
         self.index = read_index(self.root)
+        self._shard_paths = [shard_path(self.root, name) for name in self.index.shards]
         self.failures = read_failures(self.root)
+        self._identity = identity_digest(manifest["identity"])
+        self._expected = self._expected_tensors()
         self._shards: dict[int, object] = {}  # shard position -> open safe_open handle, per process
+
+    def _expected_tensors(self) -> dict[str, tuple[str, tuple | None]]:
+        """Latent name -> (safetensors dtype, per-clip shape or None where the config gives none)."""
+        try:
+            model_config = VidTwinConfig.from_dict(self.config)
+        except (TypeError, ValueError):  # a config of an older or hand-made dataset: dtypes only
+            model_config = None
+        if self.codebook is None:
+            shapes = model_config.latent_shapes() if model_config else {}
+            return {name: ("F32", shapes.get(name)) for name in TENSOR_NAMES}
+        shapes = model_config.token_shapes() if model_config else {}
+        return {name: (_SAFETENSORS_DTYPES[token_dtype(self._codebook_size(name))], shapes.get(name))
+                for name in TENSOR_NAMES}
+
+    def _codebook_size(self, name: str) -> int:
+        return math.prod(self.codebook["structure" if name == "structure" else "dynamics"])
 
     @property
     def videos(self) -> list[str]:
@@ -100,24 +145,59 @@ class LatentDataset(Dataset):
         item = {name: handle.get_slice(name)[row : row + 1][0] for name in TENSOR_NAMES}  # each without the clip axis
         if self.codebook is not None:  # stored in the smallest dtype that holds the codebook
             item = {name: unpack_tokens(tokens) for name, tokens in item.items()}
+            for name, tokens in item.items():  # int64 now: min and max work for every stored dtype
+                if int(tokens.min()) < 0 or int(tokens.max()) >= self._codebook_size(name):
+                    raise self._damaged(shard, f"{name} of row {row} holds tokens outside the codebook's "
+                                               f"[0, {self._codebook_size(name)})")
+        elif self.check_values:
+            for name, latent in item.items():
+                if not bool(torch.isfinite(latent).all()):
+                    raise self._damaged(shard, f"{name} of row {row} holds NaN or infinite values")
         item["video"] = self.index.videos[columns["video"][index]]
         for name in ("clip", "first_frame", "num_frames", "fps"):
             item[name] = columns[name][index].item()
         return item
 
+    def _damaged(self, shard: int, problem: str) -> LatentDatasetError:
+        return LatentDatasetError(
+            f"shard {self._shard_paths[shard]} is damaged: {problem}; delete it and run the same encode-dataset "
+            "command again to encode its clips again"
+        )
+
     def _open(self, shard: int):
         handle = self._shards.get(shard)
         if handle is None:
-            path = self.root / SHARD_DIR / self.index.shards[shard]
+            path = self._shard_paths[shard]
             if not path.is_file():
                 raise LatentDatasetError(f"{path} is listed in the index but missing; run encode-dataset again to rebuild it")
+            info = read_shard_info(path, dataset=self._identity)  # refuses a shard of another dataset
             try:
-                handle = self._shards[shard] = safe_open(str(path), framework="pt", device="cpu")
+                handle = safe_open(str(path), framework="pt", device="cpu")
             except (SafetensorError, OSError) as error:
                 raise LatentDatasetError(
                     f"shard {path} is unreadable ({error}); delete it and run the same encode-dataset command again"
                 ) from None
+            self._check_tensors(shard, handle, len(info.rows))
+            self._shards[shard] = handle
         return handle
+
+    def _check_tensors(self, shard: int, handle, num_rows: int) -> None:
+        """Refuse a shard whose tensors are missing, or of another dtype or shape than the config gives."""
+        present = set(handle.keys())
+        for name, (dtype, clip_shape) in self._expected.items():
+            if name not in present:
+                raise self._damaged(shard, f"it has no {name} tensor")
+            tensor = handle.get_slice(name)
+            found_dtype, shape = tensor.get_dtype(), tuple(tensor.get_shape())
+            if found_dtype != dtype:
+                raise self._damaged(shard, f"{name} is {found_dtype}, not {dtype}")
+            expected = (num_rows, *(clip_shape if clip_shape is not None else shape[1:]))
+            if shape != tuple(expected):
+                raise self._damaged(shard, f"{name} has shape {shape}, not {tuple(expected)} ({num_rows} clips)")
+        rows = self.index.columns["row"][self.index.columns["shard"] == shard]
+        if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= num_rows):
+            raise LatentDatasetError(f"the index of {self.root} names rows that shard {self._shard_paths[shard]} does not "
+                                     "hold; run the same encode-dataset command again to rewrite it")
 
     def __getstate__(self) -> dict:
         # Open shard handles belong to one process: a DataLoader worker opens its own.

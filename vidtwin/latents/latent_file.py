@@ -148,16 +148,21 @@ def token_dtype(codebook_size: int) -> torch.dtype:
     raise ValueError(f"a codebook of {codebook_size} codes does not fit in int64")
 
 
+def is_token_dtype(dtype: torch.dtype) -> bool:
+    """Whether tokens may be stored in ``dtype``: an integer type; bool is not (it holds only 0 and 1)."""
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
 def pack_tokens(indices: torch.Tensor, codebook_size: int) -> torch.Tensor:
     """Integer token indices -> the same values in ``token_dtype(codebook_size)``, for storage."""
-    if indices.is_floating_point() or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size)):
+    if not is_token_dtype(indices.dtype) or (indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= codebook_size)):
         raise ValueError(f"tokens must be integers in [0, {codebook_size})")
     return indices.to(token_dtype(codebook_size))
 
 
 def unpack_tokens(stored: torch.Tensor) -> torch.Tensor:
-    """Stored tokens (any integer dtype) -> int64 indices."""
-    if stored.is_floating_point():
+    """Stored tokens (any integer dtype but bool) -> int64 indices."""
+    if not is_token_dtype(stored.dtype):
         raise ValueError(f"stored tokens must have an integer dtype, got {stored.dtype}")
     return stored.to(torch.int64)
 
@@ -339,9 +344,26 @@ def _float_latents(tensors: dict, metadata: dict, config: dict, path: Path) -> d
         raise LatentFileError(f"latent file {path} is corrupt: its codebook does not match its config")
     codes = {}
     for name, tokens in tensors.items():
+        _check_tokens(name, tokens, codebook, path)
         flat = stored_tokens_to_codes(name, tokens.flatten(0, 1), codebook)  # (clips*tiles, C, *grid)
         codes[name] = flat.unflatten(0, tokens.shape[:2])  # (clips, tiles, C, *grid)
     return codes
+
+
+def _check_tokens(name: str, tokens: torch.Tensor, codebook: dict, path: Path) -> None:
+    """Raise :class:`LatentFileError` naming tensor ``name`` unless it holds tokens of ``codebook``
+    laid out ``(clips, tiles, *grid)``; their exact grid is checked with the codes they turn into."""
+    def bad(problem: str) -> LatentFileError:
+        return LatentFileError(f"latent file {path} is damaged: {name} {problem}; encode the video again")
+
+    if not is_token_dtype(tokens.dtype):
+        raise bad(f"is {tokens.dtype}, not integer FSQ tokens")
+    if tokens.dim() < 3:
+        raise bad(f"has shape {tuple(tokens.shape)}, not (clips, tiles, *grid)")
+    codebook_size = math.prod(_levels_of(name, codebook))
+    values = tokens.to(torch.int64)  # torch has no min() of uint16
+    if values.numel() and (int(values.min()) < 0 or int(values.max()) >= codebook_size):
+        raise bad(f"holds tokens in [{int(values.min())}, {int(values.max())}], outside the codebook's [0, {codebook_size})")
 
 
 def load_latents(path: str | os.PathLike, expected_config: Any | None = None) -> EncodedVideo:

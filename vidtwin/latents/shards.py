@@ -13,7 +13,12 @@ A latent dataset is a directory::
 
 A shard holds at most ``--shard-size`` clips: the tensors ``structure`` ``(N, d_S, Q, h_S, w_S)``,
 ``dynamics_x`` ``(N, d_D, T, w_D)`` and ``dynamics_y`` ``(N, d_D, T, h_D)`` (float32, the posterior
-means), and in its metadata the rows that say which clip each entry is (``SHARD_ROW_COLUMNS``).
+means), and in its metadata the rows that say which clip each entry is (``SHARD_ROW_COLUMNS``),
+the digest of its dataset's identity (:func:`identity_digest`), so that a shard copied in from
+another dataset is refused, and what each of its source videos was when it was read
+(:func:`source_fingerprint`), so that the clips of a video that
+was replaced since are never mixed with the new one's. Shards written before these two fields
+existed have neither and are taken as they are.
 Each shard is written to a hidden temporary name in ``shards/`` and renamed into place, so a
 shard under its final name is always complete, and it is never rewritten: a resumed job only
 adds shards. The index and failures files are derived from the shards and rewritten at the end
@@ -24,10 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -69,6 +75,28 @@ class LatentDatasetError(ValueError, UserError):
 
 def shard_name(rank: int, sequence: int) -> str:
     return f"shard-r{rank:05d}-{sequence:06d}.safetensors"
+
+
+def shard_path(root: str | os.PathLike, name: str) -> Path:
+    """``root/shards/name`` for a shard name read from an index; refuses any other name.
+
+    Only names this module writes are accepted (no folders, no ``..``, no absolute paths), so a
+    damaged or hostile index cannot make a reader open, or a message name, a file outside the
+    dataset's ``shards/`` folder.
+    """
+    if not isinstance(name, str) or not _SHARD_PATTERN.match(name):
+        raise LatentDatasetError(
+            f"the index of {root} names a shard {str(name)[:80]!r} that is not a file of its {SHARD_DIR}/ folder; "
+            "the index is damaged: run the same encode-dataset command again to rewrite it"
+        )
+    return Path(root) / SHARD_DIR / name
+
+
+def identity_digest(identity: Mapping) -> str:
+    """A short digest of a manifest's ``identity`` (model config, weights, sampling, dtype): what
+    each shard records of the dataset it belongs to."""
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
 
 
 def list_shards(root: str | os.PathLike) -> list[Path]:
@@ -119,8 +147,13 @@ def _atomic_dataset_file(path: Path) -> Iterator[Path]:
         ) from None
 
 
-def write_shard(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], rows: list[dict]) -> None:
-    """Write one shard atomically: ``tensors`` (each with ``len(rows)`` entries) and the clips' rows."""
+def write_shard(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], rows: list[dict],
+                dataset: str | None = None, sources: Mapping[str, dict] | None = None) -> None:
+    """Write one shard atomically: ``tensors`` (each with ``len(rows)`` entries) and the clips' rows.
+
+    ``dataset`` is the :func:`identity_digest` of the dataset's identity; ``sources`` maps each
+    video of ``rows`` to what that video was when its clips were read (size, mtime, hashes).
+    """
     for name, tensor in tensors.items():
         if tensor.shape[0] != len(rows):
             raise ValueError(f"shard tensor {name} has {tensor.shape[0]} entries for {len(rows)} rows")
@@ -129,22 +162,86 @@ def write_shard(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], ro
         "columns": json.dumps(SHARD_ROW_COLUMNS),
         "rows": json.dumps([[row[column] for column in SHARD_ROW_COLUMNS] for row in rows]),
     }
+    if dataset is not None:
+        metadata["dataset"] = dataset
+    if sources is not None:
+        metadata["sources"] = json.dumps(dict(sources), sort_keys=True)
     path = Path(path)
     with _atomic_dataset_file(path) as temp:
         save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, str(temp), metadata=metadata)
 
 
-def read_shard_rows(path: str | os.PathLike) -> list[dict]:
-    """The rows of a shard (its metadata only; no tensor is read)."""
+_HASHED_BYTES = 2**20  # of each end of a source video
+
+
+def source_fingerprint(path: str | os.PathLike) -> dict:
+    """What a source video is now: ``{"size", "mtime_ns", "sha256"}``, the digest covering its size
+    and its first and last MB. Raises OSError when it cannot be read.
+
+    Reading 2 MB costs little beside decoding the video, and tells a replaced video (a new
+    recording under the same name) from the one whose clips a shard holds.
+    """
+    with open(path, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        digest = hashlib.sha256(str(stat.st_size).encode())
+        digest.update(handle.read(_HASHED_BYTES))
+        if stat.st_size > _HASHED_BYTES:
+            handle.seek(max(_HASHED_BYTES, stat.st_size - _HASHED_BYTES))
+            digest.update(handle.read(_HASHED_BYTES))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()[:32]}
+
+
+def same_source(recorded: dict | None, path: str | os.PathLike) -> bool:
+    """Whether the video at ``path`` is still the one ``recorded`` (a :func:`source_fingerprint`).
+
+    The same size and mtime are taken as the same video without reading it, as make and rsync do;
+    otherwise the hashes decide (a copy with a new mtime is still the same video). A shard written
+    before fingerprints were recorded (``recorded`` None) is taken as it is.
+    """
+    if recorded is None:
+        return True
+    try:
+        stat = os.stat(path)
+        if (stat.st_size, stat.st_mtime_ns) == (recorded.get("size"), recorded.get("mtime_ns")):
+            return True
+        return stat.st_size == recorded.get("size") and source_fingerprint(path)["sha256"] == recorded.get("sha256")
+    except OSError:  # gone or unreadable: its clips cannot be trusted to be of what the input names now
+        return False
+
+
+@dataclass
+class ShardInfo:
+    """What a shard's metadata says: its rows, its dataset and its source videos (no tensor is read)."""
+
+    rows: list[dict]
+    dataset: str | None  # identity_digest of its dataset; None in shards written before it was recorded
+    sources: dict[str, dict] = field(default_factory=dict)  # video -> source_fingerprint; {} in older shards
+
+
+def read_shard_info(path: str | os.PathLike, dataset: str | None = None) -> ShardInfo:
+    """The metadata of a shard; with ``dataset`` (an :func:`identity_digest`), also refuse a shard
+    that records another dataset."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
             metadata = reader.metadata() or {}
         if metadata.get("format") != FORMAT_NAME:
             raise LatentDatasetError(f"{path} is not a shard of a VidTwin latent dataset")
         columns = json.loads(metadata["columns"])
-        return [dict(zip(columns, values)) for values in json.loads(metadata["rows"])]
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        info = ShardInfo([dict(zip(columns, values)) for values in json.loads(metadata["rows"])],
+                         metadata.get("dataset"), json.loads(metadata.get("sources") or "{}"))
+    except (SafetensorError, OSError, KeyError, TypeError, json.JSONDecodeError) as error:
         raise LatentDatasetError(f"shard {path} is unreadable ({error}); delete it and run encode-dataset again") from None
+    if dataset is not None and info.dataset is not None and info.dataset != dataset:
+        raise LatentDatasetError(
+            f"shard {path} belongs to another latent dataset (made with other settings); "
+            f"move it out of {Path(path).parent} and run the same encode-dataset command again"
+        )
+    return info
+
+
+def read_shard_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of a shard (its metadata only; no tensor is read)."""
+    return read_shard_info(path).rows
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,6 +261,32 @@ def read_manifest(root: str | os.PathLike) -> dict | None:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise LatentDatasetError(f"{path} is not the manifest of a VidTwin latent dataset")
     return manifest
+
+
+def check_manifest(manifest: dict, root: str | os.PathLike) -> None:
+    """Raise :class:`LatentDatasetError` unless ``manifest`` has the identity a reader and a resume
+    rely on: a model config, and sampling whose ``input_size`` is that config's ``[T, h, w]``."""
+    path = Path(root) / MANIFEST
+
+    def damaged(problem: str) -> LatentDatasetError:
+        return LatentDatasetError(
+            f"{path} is damaged ({problem}); write the dataset again with encode-dataset --overwrite, or use another --output"
+        )
+
+    identity = manifest.get("identity")
+    if not isinstance(identity, dict):
+        raise damaged("it has no identity")
+    config, sampling = identity.get("model_config"), identity.get("sampling")
+    if not isinstance(config, dict):
+        raise damaged("its identity has no model_config")
+    if not isinstance(sampling, dict):
+        raise damaged("its identity has no sampling")
+    size = sampling.get("input_size")
+    if not (isinstance(size, list) and len(size) == 3 and all(type(n) is int and n > 0 for n in size)):
+        raise damaged(f"sampling.input_size is {size!r}, not [frames, height, width]")
+    expected = config.get("input_size")
+    if expected is not None and list(expected) != size:
+        raise damaged(f"sampling.input_size is {size} but the model config's input_size is {list(expected)}")
 
 
 def write_manifest(root: str | os.PathLike, manifest: dict) -> None:
