@@ -122,13 +122,23 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
+class UpdateCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose file names can use ``{train/step}``: the module's update counter
+    (``train_step`` of the training contract), whether or not the module logs it."""
+
+    def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["train/step"] = torch.tensor(float(trainer.lightning_module.train_step))
+        return candidates
+
+
 def best_checkpoint(dirpath: str, monitor: str = "val/rec_loss", top_k: int = 3, mode: str = "min") -> ModelCheckpoint:
     """A ModelCheckpoint that runs after every validation and keeps the ``top_k`` best checkpoints
     by ``monitor`` (the official policy: the best 3 by ``val/rec_loss``), named
     ``best_step_XXXXXXXX.ckpt`` after the update count."""
     if top_k < 1:
         raise ValueError(f"checkpoint top_k must be >= 1, got {top_k}")
-    return ModelCheckpoint(
+    return UpdateCheckpoint(
         dirpath=dirpath,
         filename="best_step_{train/step:08.0f}",
         auto_insert_metric_name=False,
@@ -153,7 +163,7 @@ def step_checkpoint(dirpath: str, every_n_steps: int, lightning_steps_per_update
     """
     if every_n_steps < 1:
         raise ValueError(f"checkpoint every_n_steps must be >= 1, got {every_n_steps}")
-    return ModelCheckpoint(
+    return UpdateCheckpoint(
         dirpath=dirpath,
         filename="step_{train/step:08.0f}",
         auto_insert_metric_name=False,

@@ -468,9 +468,9 @@ def _run(args: argparse.Namespace) -> int:
         if not is_peer_failure(error, trainer.world_size):
             raise
         raise PeerProcessDied(
-            f"another process of this run died (rank {trainer.global_rank} of {trainer.world_size} lost it: "
-            f"{type(error).__name__}); stop the remaining processes, then resume with "
-            f"`python train.py --resume {run.run_dir}`") from None
+            f"a peer process of this {trainer.world_size}-process run died (rank {trainer.global_rank} lost its "
+            f"connection); once no process of the run is left, resume with `python train.py --resume {run.run_dir}`"
+        ) from None
     finally:  # every run that started training, finished, stopped or failed, ends with its summary
         from .run_report import print_run_summary
 

@@ -96,8 +96,11 @@ class TrainingModule(pl.LightningModule):
         """
         return None
 
-    def summary_commands(self, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
-        """Ready commands that use the run's checkpoint, shown by the run summary: label -> command."""
+    def summary_commands(self, run_dir: Path, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
+        """Ready commands that use the run's checkpoint, shown by the run summary: label -> command.
+
+        ``config_path`` is the run's newest merged config, ``checkpoint`` its newest checkpoint.
+        """
         return {}
 
     # ------------------------------------------------------------------ checkpoints

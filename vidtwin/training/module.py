@@ -451,13 +451,13 @@ class VidTwinLightningModule(TrainingModule):
         video = batch["video"][:max_samples]  # (b, 3, T, H, W)
         return {"input": video, "reconstruction": self.reconstruct(video).to(video.dtype)}
 
-    def summary_commands(self, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
+    def summary_commands(self, run_dir: Path, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
         """A ready ``inference.py reconstruct`` command on a video of the run's own data."""
         from .run_report import example_video
 
         q = shlex.quote
         video = example_video(datamodule) or "VIDEO.mp4"
-        output = config_path.parent / "reconstructions"
+        output = run_dir / "reconstructions"
         return {"reconstruct": f"python inference.py reconstruct --config {q(str(config_path))} "
                                f"--ckpt {q(str(checkpoint))} --input {q(video)} --output {q(str(output))}"}
 

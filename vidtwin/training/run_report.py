@@ -229,7 +229,7 @@ def run_summary(outcome: RunOutcome, run_dir: Path, record: Optional[RunRecorder
         lines.append(f"  best checkpoint: {best_checkpoint.best_model_path}")
     lines.append(f"  TensorBoard:     tensorboard --logdir {q(str(run_dir / 'tensorboard'))}")
     if last is not None and hasattr(module, "summary_commands"):
-        commands = module.summary_commands(config_path or run_dir / "config.yaml", last, datamodule)
+        commands = module.summary_commands(run_dir, config_path or run_dir / "config.yaml", last, datamodule)
         lines += [f"  {label + ':':<16} {command}" for label, command in commands.items()]
     return "\n".join(lines)
 

@@ -107,7 +107,7 @@ class StopOnSignal(pl.Callback):
             return
         logger.warning("%s received: writing %s at update %d and stopping", signal.Signals(received).name,
                        self.checkpoint_path, pl_module.train_step)
-        trainer.save_checkpoint(self.checkpoint_path)
+        trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # with optimizer and loop state
         raise StoppedBySignal(received, pl_module.train_step, self.checkpoint_path)
 
 
