@@ -15,7 +15,7 @@ def test_two_process_cpu_ddp(tmp_path):
     record.mkdir()
     command = [
         sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "ddp",
-        "--base", *tiny_config_files(), "--accelerator", "cpu", "--devices", "2",
+        "--base", *tiny_config_files(), "--accelerator", "cpu", "--devices", "2", "--allow-any-target",
         *micro_overrides("lightning.trainer.strategy=ddp", "lightning.trainer.max_steps=2",
                          "model.params.loss.params.disc_start=1",
                          # Two different clips: the distributed sampler gives each rank its own, so
