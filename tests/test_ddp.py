@@ -8,6 +8,8 @@ import sys
 import torch
 
 from _training_utils import REPO, micro_overrides, tiny_config_files
+from vidtwin.training.cli import RUN_NAME_ENV
+from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 
 
 def test_two_process_cpu_ddp(tmp_path):
@@ -24,6 +26,8 @@ def test_two_process_cpu_ddp(tmp_path):
                          f"lightning.callbacks.ranks={{target: _training_utils.WorldSizeRecorder, params: {{directory: {record}}}}}"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, RUN_NAME_ENV):  # left by an in-process prepare() of another test
+        env.pop(var, None)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 
