@@ -13,8 +13,12 @@ import pytest
 import torch
 
 from _training_utils import REPO, micro_overrides, tiny_config_files
+from vidtwin.training.cli import RUN_NAME_ENV
+from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+# Without the launch identity that an in-process prepare() of another test may leave behind.
+ENV = {var: value for var, value in os.environ.items() if var not in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, RUN_NAME_ENV)}
+ENV.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
 def _start(tmp_path, *extra):
