@@ -8,6 +8,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from vidtwin.training.contract import TrainingModule
+
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 
@@ -146,3 +148,36 @@ def single_thread():
             torch.set_num_threads(self.previous)
 
     return _Ctx()
+
+
+class StubModule(TrainingModule):
+    """The smallest model that train.py can train: one learnable gain that maps each clip to its half.
+
+    It uses nothing but the training contract (automatic optimization: the contract counts updates).
+    """
+
+    monitored_metric = "val/loss"
+
+    def __init__(self, learning_rate: float = 0.1):
+        super().__init__()
+        self.learning_rate = learning_rate
+        self.gain = torch.nn.Parameter(torch.ones(()))
+
+    def _loss(self, batch):
+        video = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
+        return ((self.gain * video - 0.5 * video) ** 2).mean()
+
+    def training_step(self, batch, batch_idx):
+        loss = self._loss(batch)
+        self.log("loss", loss, prog_bar=True, batch_size=len(batch["video"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self._loss(batch), batch_size=len(batch["video"]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.learning_rate)
+
+    def training_samples(self, batch, max_samples):
+        video = batch["video"][:max_samples]
+        return {"input": video, "halved": (self.gain * video).detach()}

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -396,7 +397,35 @@ def _train_cases():
         (t / "bad.yaml").write_text("model: [unclosed\n")
         return ["--base", t / "bad.yaml"]
 
+    def foreign_target(t):  # a config from elsewhere that would run a command
+        (t / "evil.yaml").write_text(f"model: {{target: os.system, params: {{command: 'touch {t}/ran'}}}}\n")
+        return ["--base", *tiny_config_files(), t / "evil.yaml"]
+
+    def foreign_target_in_a_run(t):  # a run directory copied from someone else, resumed
+        (t / "run" / "checkpoints").mkdir(parents=True)
+        config = OmegaConf.load(TINY_CONFIG)
+        config.lightning.callbacks.x = {"target": "os.system", "params": {"command": f"touch {t}/ran"}}
+        OmegaConf.save(config, t / "run" / "config.yaml")
+        torch.save({"vidtwin_training": {"train_step": 1}, "state_dict": {}}, t / "run" / "checkpoints" / "last.ckpt")
+        return ["--resume", t / "run"]
+
+    def resume_into_a_changed_model(t):
+        assert train_main(["--logdir", str(t), "--name", "run", "--base", *tiny_config_files(),
+                           *micro_overrides("lightning.trainer.max_steps=1")]) == 0
+        return ["--resume", t / "run", "model.params.autoencoder.mlp_ratio=2.0"]
+
     return {
+        "target outside the allowed packages": (foreign_target, "model.target: 'os.system' is outside the packages"),
+        "target outside the allowed packages, in a resumed run": (
+            foreign_target_in_a_run, "lightning.callbacks.x.target: 'os.system' is outside the packages"),
+        "callback that is not a Callback": (
+            lambda t: ["--base", *tiny_config_files(), "lightning.callbacks.x={target: torch.nn.Identity}"],
+            "lightning.callbacks.x: torch.nn.Identity is not a Lightning Callback"),
+        "model that is not a TrainingModule": (
+            lambda t: ["--base", *tiny_config_files(), "model.target=torch.nn.Identity"],
+            "model: torch.nn.Identity is not a vidtwin.training.TrainingModule"),
+        "resume into a changed model": (
+            resume_into_a_changed_model, "does not load into the changed config (model.params.autoencoder.mlp_ratio"),
         "existing run": (existing_run, "already holds a run; continue it with `python train.py --resume"),
         "resume a video": (resume_a_video, "give a run directory or a .ckpt"),
         "truncated resume checkpoint": (truncated_resume_checkpoint, "none of its 1 .ckpt files is readable"),

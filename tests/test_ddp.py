@@ -8,6 +8,8 @@ import sys
 import torch
 
 from _training_utils import REPO, micro_overrides, tiny_config_files
+from vidtwin.training.cli import RUN_NAME_ENV
+from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 
 
 def test_two_process_cpu_ddp(tmp_path):
@@ -15,7 +17,7 @@ def test_two_process_cpu_ddp(tmp_path):
     record.mkdir()
     command = [
         sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "ddp",
-        "--base", *tiny_config_files(), "--accelerator", "cpu", "--devices", "2",
+        "--base", *tiny_config_files(), "--accelerator", "cpu", "--devices", "2", "--allow-any-target",
         *micro_overrides("lightning.trainer.strategy=ddp", "lightning.trainer.max_steps=2",
                          "model.params.loss.params.disc_start=1",
                          # Two different clips: the distributed sampler gives each rank its own, so
@@ -24,6 +26,8 @@ def test_two_process_cpu_ddp(tmp_path):
                          f"lightning.callbacks.ranks={{target: _training_utils.WorldSizeRecorder, params: {{directory: {record}}}}}"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, RUN_NAME_ENV):  # left by an in-process prepare() of another test
+        env.pop(var, None)
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -100,6 +100,9 @@ def test_stopped_and_failed_runs_say_so(tmp_path):
     assert "last checkpoint: none written" in text and "no validation ran" in text
     assert "reconstruct:" not in text  # nothing to reconstruct with
     (run / "checkpoints" / "step_00000005.ckpt").write_bytes(b"")
-    text = run_summary(failed, run, recorder, datamodule=None)
+    from vidtwin.training import VidTwinLightningModule
+
+    autoencoder = SimpleNamespace(summary_commands=lambda *a: VidTwinLightningModule.summary_commands(None, *a))
+    text = run_summary(failed, run, recorder, datamodule=None, module=autoencoder)
     command = next(line for line in text.splitlines() if "reconstruct:" in line)
     assert str(Path(run / "checkpoints" / "step_00000005.ckpt")) in command and "--input VIDEO.mp4" in command

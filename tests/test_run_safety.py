@@ -21,7 +21,9 @@ from vidtwin.training.run_dir import (
     CheckpointWriteError,
     check_run_directory,
     claim_run_directory,
+    config_history,
     newest_valid_checkpoint,
+    remove_stale_temp_files,
     resolve_resume,
 )
 
@@ -119,6 +121,50 @@ def test_two_separately_started_ranks_both_refuse_an_existing_run(tmp_path):
     assert (run / "last.ckpt").read_bytes() == b"an earlier run"
 
 
+def _snapshot(folder):
+    return {str(p): (p.stat().st_mtime_ns, p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_a_resume_that_does_not_fit_changes_nothing_and_each_resume_keeps_its_config(tmp_path, capsys):
+    from vidtwin import load_model
+    from vidtwin.config import load_config
+
+    assert _train(tmp_path, "lightning.trainer.max_steps=2") == 0
+    run = tmp_path / "run"
+    stale = run / "checkpoints" / ".last.ckpt.tmp-killed"  # left by a killed save
+    stale.write_bytes(b"torn")
+    before = _snapshot(run)
+
+    # The checkpoint does not load into a model of another size: one line naming the changed key,
+    # and the run directory is exactly as it was, so the run still resumes and loads.
+    assert _train(tmp_path, "lightning.trainer.max_steps=3", "model.params.autoencoder.mlp_ratio=2.0", resume=run) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "model.params.autoencoder.mlp_ratio: (unset) -> 2.0" in line and "weights change shape" in line
+    assert _snapshot(run) == before
+    load_model(run / "config.yaml", run / "checkpoints" / "last.ckpt")
+
+    # Resumes that fit: config.yaml stays the first config, each resume's merged config is kept,
+    # and the next resume starts from the newest one.
+    assert _train(tmp_path, "lightning.trainer.max_steps=3", "model.params.learning_rate=1e-5", resume=run) == 0
+    assert not stale.exists()
+    assert (run / "config.yaml").read_bytes() == before[str(run / "config.yaml")][1]
+    assert _train(tmp_path, "lightning.trainer.max_steps=4", resume=run) == 0
+    history = config_history(run)
+    assert [p.relative_to(run).as_posix() for p in history] == ["config.yaml", "configs/resume-1.yaml",
+                                                                 "configs/resume-2.yaml"]
+    assert [load_config(p).model.params.learning_rate for p in history[1:]] == [1e-5, 1e-5]
+    assert [load_config(p).lightning.trainer.max_steps for p in history] == [2, 3, 4]
+    assert _update(run / "checkpoints" / "last.ckpt") == 4
+
+
+def test_default_run_names_differ_within_one_second():
+    from vidtwin.training.cli import parse_args, resolve_run_name
+
+    args = parse_args(["--base", *tiny_config_files()])
+    first, second = resolve_run_name(args), resolve_run_name(args)
+    assert first != second and first.startswith("tiny_") and second.startswith("tiny_")
+
+
 def test_one_last_ckpt_always_the_newest_and_resume_says_which(tmp_path, caplog):
     # Ends before the first interval checkpoint: last.ckpt comes from the final-checkpoint callback.
     assert _train(tmp_path, "lightning.trainer.max_steps=1") == 0
@@ -187,6 +233,8 @@ def test_a_killed_save_leaves_the_previous_checkpoint(tmp_path):
     assert newest_valid_checkpoint(target.parent) == (target, update)
     (target.parent.parent / "config.yaml").write_text("model: {}\n")
     assert resolve_resume(str(target.parent.parent)).checkpoint == target
+    assert stale.exists()  # nothing in the run changes before the resume has been checked
+    remove_stale_temp_files(target.parent)  # what train.py does then
     assert not stale.exists()
 
 

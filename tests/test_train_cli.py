@@ -129,7 +129,8 @@ def test_corrupt_video_is_skipped_counted_and_strict_names_it(tmp_path, capsys):
 
     args = parse_args(["--logdir", str(tmp_path), "--name", "skip", "--base", *tiny_config_files(),
                                       *micro_overrides(*folder)])
-    trainer, module, datamodule, _, _ = prepare(args)
+    run = prepare(args)
+    trainer, module, datamodule = run.trainer, run.module, run.datamodule
     trainer.fit(module, datamodule=datamodule)
     assert module.train_step == 3  # training went on with the readable video
     assert datamodule.train_dataset.bad_files == [str(data / "broken.mp4")]

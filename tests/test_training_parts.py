@@ -158,11 +158,11 @@ def test_sample_grids_put_inputs_above_reconstructions():
     video = torch.full((2, 3, 4, 8, 6), -1.0)  # black inputs
     reconstruction = torch.ones(2, 3, 4, 8, 6)  # white reconstructions
     reconstruction[1, :, 3] = 0.0  # clip 1, frame 3 is grey
-    grid = _frames_grid(video, reconstruction)
+    grid = _frames_grid([video, reconstruction])
     assert grid.shape == (3, 2 * 2 * 8, 4 * 6)
     assert grid[:, 0:8].max() == 0 and grid[:, 8:16].min() == 1  # clip 0: input row, then reconstruction row
     assert torch.allclose(grid[:, 24:32, 18:24], torch.tensor(0.5))  # clip 1 reconstruction, frame 3
-    frames = _side_by_side_video(video, reconstruction)
+    frames = _side_by_side_video([video, reconstruction])
     assert frames.shape == (4, 2 * 8, 2 * 6, 3) and frames.dtype == torch.uint8
     assert frames[0, :, :6].max() == 0 and frames[0, :, 6:].min() == 255
     assert frames[3, 8:, 6:].unique().tolist() == [128]

@@ -1,12 +1,15 @@
-"""Training VidTwin with PyTorch Lightning: the LightningModule, schedules, EMA, callbacks, fine-tuning.
+"""Training with PyTorch Lightning: the training contract, VidTwin's LightningModule, schedules, EMA,
+callbacks, fine-tuning.
 
-Entry point: ``python train.py --base configs/tiny.yaml`` (see docs/training.md).
+Entry point: ``python train.py --base configs/tiny.yaml`` (see docs/training.md). ``train.py``
+trains any :class:`TrainingModule` (see :mod:`vidtwin.training.contract`).
 """
 
 from ..optional import require
 
 require("pytorch_lightning", "train", "training")
 
-from .module import EMA_STATE_KEY, TRAINING_STATE_KEY, NonFiniteLossError, VidTwinLightningModule
+from .contract import TRAINING_STATE_KEY, TrainingModule
+from .module import EMA_STATE_KEY, NonFiniteLossError, VidTwinLightningModule
 
-__all__ = ["VidTwinLightningModule", "NonFiniteLossError", "EMA_STATE_KEY", "TRAINING_STATE_KEY"]
+__all__ = ["TrainingModule", "VidTwinLightningModule", "NonFiniteLossError", "EMA_STATE_KEY", "TRAINING_STATE_KEY"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -32,32 +32,36 @@ def assert_finite_state(state_dict: Mapping[str, torch.Tensor], step: int) -> No
             )
 
 
-def _frames_grid(video: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """Inputs above reconstructions, one row per clip and one column per frame.
+def _frames_grid(videos: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The K videos one above the other for each clip, one column per frame.
 
-    video, reconstruction: (B, 3, T, H, W) in [-1, 1]. Returns (3, 2*B*H, T*W) float in [0, 1].
+    videos: K tensors (B, 3, T, H, W) in [-1, 1]. Returns (3, B*K*H, T*W) float in [0, 1].
     """
-    pairs = torch.stack([video, reconstruction], dim=1)  # (B, 2, 3, T, H, W)
-    b, two, c, t, h, w = pairs.shape
-    grid = pairs.permute(2, 0, 1, 4, 3, 5).reshape(c, b * two * h, t * w)  # (3, 2*B*H, T*W)
+    rows = torch.stack(list(videos), dim=1)  # (B, K, 3, T, H, W)
+    b, k, c, t, h, w = rows.shape
+    grid = rows.permute(2, 0, 1, 4, 3, 5).reshape(c, b * k * h, t * w)  # (3, B*K*H, T*W)
     return ((grid.float() + 1) / 2).clamp(0, 1)
 
 
-def _side_by_side_video(video: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    """Input | reconstruction side by side, clips stacked vertically, as uint8 (T, B*H, 2*W, 3)."""
-    pairs = torch.stack([video, reconstruction], dim=1)  # (B, 2, 3, T, H, W)
-    b, two, c, t, h, w = pairs.shape
-    frames = pairs.permute(3, 0, 4, 1, 5, 2).reshape(t, b * h, two * w, c)  # (T, B*H, 2*W, 3)
+def _side_by_side_video(videos: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The K videos side by side, clips stacked vertically, as uint8 (T, B*H, K*W, 3).
+
+    videos: K tensors (B, 3, T, H, W) in [-1, 1].
+    """
+    columns = torch.stack(list(videos), dim=1)  # (B, K, 3, T, H, W)
+    b, k, c, t, h, w = columns.shape
+    frames = columns.permute(3, 0, 4, 1, 5, 2).reshape(t, b * h, k * w, c)  # (T, B*H, K*W, 3)
     return (((frames.float() + 1) / 2).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 class VideoGridLogger(pl.Callback):
-    """Every ``every_n_steps`` updates, reconstruct the first clips of the training batch and log them.
+    """Every ``every_n_steps`` updates, log the videos that the module shows for the training batch.
 
-    Writes a frame grid (inputs above reconstructions) to TensorBoard as the image
-    ``samples/train`` and, with ``save_videos``, an mp4 (input | reconstruction) to
-    ``<default_root_dir>/samples/step_XXXXXXXX.mp4``. Uses the EMA weights when EMA is on.
-    Runs on the global-rank-zero process only.
+    The module names them (:meth:`TrainingModule.training_samples`; the autoencoder gives
+    input and reconstruction, with the EMA weights when EMA is on). Writes a frame grid (the
+    videos one above the other) to TensorBoard as the image ``samples/train`` and, with
+    ``save_videos``, an mp4 (the videos side by side) to
+    ``<default_root_dir>/samples/step_XXXXXXXX.mp4``. Runs on the global-rank-zero process only.
     """
 
     def __init__(self, every_n_steps: int = 500, max_samples: int = 2, save_videos: bool = True,
@@ -82,19 +86,21 @@ class VideoGridLogger(pl.Callback):
         if not trainer.is_global_zero or not self._due(step):
             return
         self._last_logged = step
-        video = batch["video"][: self.max_samples]  # (b, 3, T, H, W)
-        reconstruction = pl_module.reconstruct(video).to(video.dtype)  # (b, 3, T, H, W)
-        video, reconstruction = video.detach().cpu().float(), reconstruction.detach().cpu().float()
+        with torch.no_grad():
+            samples = pl_module.training_samples(batch, self.max_samples)
+        if not samples:
+            return
+        videos = [video.detach().cpu().float() for video in samples.values()]  # K x (b, 3, T, H, W)
         for lg in trainer.loggers:
             experiment = getattr(lg, "experiment", None)
             if hasattr(experiment, "add_image"):  # TensorBoard
-                experiment.add_image("samples/train", _frames_grid(video, reconstruction), global_step=step)
+                experiment.add_image("samples/train", _frames_grid(videos), global_step=step)
         if self.save_videos:
             from ..data.video_io import VideoWriteError, write_video
 
             path = Path(trainer.default_root_dir) / "samples" / f"step_{step:08d}.mp4"
             try:
-                write_video(path, _side_by_side_video(video, reconstruction), fps=self.fps)
+                write_video(path, _side_by_side_video(videos), fps=self.fps)
             except VideoWriteError as error:  # a sample video is not worth stopping the run for
                 logger.warning("could not write the sample video %s: %s", path, error)
 
@@ -116,13 +122,23 @@ class FinalCheckpoint(pl.Callback):
         trainer.save_checkpoint(self.path, weights_only=False)
 
 
+class UpdateCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose file names can use ``{train/step}``: the module's update counter
+    (``train_step`` of the training contract), whether or not the module logs it."""
+
+    def _monitor_candidates(self, trainer: pl.Trainer) -> dict[str, torch.Tensor]:
+        candidates = super()._monitor_candidates(trainer)
+        candidates["train/step"] = torch.tensor(float(trainer.lightning_module.train_step))
+        return candidates
+
+
 def best_checkpoint(dirpath: str, monitor: str = "val/rec_loss", top_k: int = 3, mode: str = "min") -> ModelCheckpoint:
     """A ModelCheckpoint that runs after every validation and keeps the ``top_k`` best checkpoints
     by ``monitor`` (the official policy: the best 3 by ``val/rec_loss``), named
     ``best_step_XXXXXXXX.ckpt`` after the update count."""
     if top_k < 1:
         raise ValueError(f"checkpoint top_k must be >= 1, got {top_k}")
-    return ModelCheckpoint(
+    return UpdateCheckpoint(
         dirpath=dirpath,
         filename="best_step_{train/step:08.0f}",
         auto_insert_metric_name=False,
@@ -147,7 +163,7 @@ def step_checkpoint(dirpath: str, every_n_steps: int, lightning_steps_per_update
     """
     if every_n_steps < 1:
         raise ValueError(f"checkpoint every_n_steps must be >= 1, got {every_n_steps}")
-    return ModelCheckpoint(
+    return UpdateCheckpoint(
         dirpath=dirpath,
         filename="step_{train/step:08.0f}",
         auto_insert_metric_name=False,

@@ -12,10 +12,15 @@ Examples::
     # continue a run exactly where it stopped
     python train.py --resume logs/tiny_2025-01-01T12-00-00
 
-Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``checkpoints/``
-(``last.ckpt`` and ``step_XXXXXXXX.ckpt``, or ``best_step_XXXXXXXX.ckpt`` with
-``lightning.checkpoint.keep: official``), ``tensorboard/`` and ``samples/``, and ends with a summary
-(see ``vidtwin.training.run_report``).
+Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``configs/resume-N.yaml``
+(the merged config of each resume), ``checkpoints/`` (``last.ckpt`` and ``step_XXXXXXXX.ckpt``, or
+``best_step_XXXXXXXX.ckpt`` with ``lightning.checkpoint.keep: official``), ``tensorboard/`` and
+``samples/``, and ends with a summary (see ``vidtwin.training.run_report``).
+
+``model.target`` may name any :class:`vidtwin.training.contract.TrainingModule`. A config is code:
+its targets are imported and called, so only targets under :data:`ALLOWED_TARGET_PREFIXES` are
+accepted unless ``--allow-any-target`` is given. SIGTERM and SIGUSR1 stop the run at the next
+update boundary with a checkpoint (see :mod:`vidtwin.training.signals`).
 
 ``lightning.trainer.max_steps`` counts autoencoder updates; it is translated here to Lightning's
 ``global_step``, which advances once per optimizer (twice per update with the discriminator).
@@ -34,8 +39,10 @@ import datetime
 import importlib.util
 import logging
 import os
+import secrets
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -47,10 +54,14 @@ from .run_dir import (
     LAUNCH_ID_ENV,
     AtomicCheckpointIO,
     CheckpointWriteError,
+    RecordResumeConfig,
+    check_resume_fits,
     check_run_directory,
     claim_run_directory,
+    config_history,
     global_rank,
     launched_world_size,
+    remove_stale_temp_files,
     resolve_resume,
 )
 
@@ -62,6 +73,10 @@ _MANUAL_OPTIMIZATION_KEYS = {
     "gradient_clip_val": "model.params.grad_clip",
     "gradient_clip_algorithm": "model.params.grad_clip (always the global norm)",
 }
+# Packages whose classes a config may name as `target` without --allow-any-target: a config is
+# code (train.py imports and calls its targets), and a config from elsewhere must not run a command.
+ALLOWED_TARGET_PREFIXES = ("vidtwin.", "torch.", "lightning.", "pytorch_lightning.", "lightning_fabric.",
+                           "tensorboard.", "tensorboardX.", "wandb.")
 
 
 class UsageError(UserError):
@@ -79,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config files, merged in order")
     parser.add_argument("-l", "--logdir", default="logs", help="parent folder of the run directories (default: logs)")
     parser.add_argument("-n", "--name", default=None,
-                        help="run directory name (default: last config's file name + timestamp)")
+                        help="run directory name (default: last config's file name + timestamp + random suffix)")
     parser.add_argument("-s", "--seed", type=int, default=23, help="global seed (default: 23)")
     parser.add_argument("-r", "--resume", default=None, metavar="RUN_DIR_OR_CKPT",
                         help="continue a run: its directory (uses its newest readable checkpoint) or a checkpoint file")
@@ -90,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--devices", default=None, help="sets lightning.trainer.devices (e.g. 4, or 0,1)")
     parser.add_argument("--num-nodes", type=int, default=None, help="sets lightning.trainer.num_nodes")
     parser.add_argument("--accelerator", default=None, help="sets lightning.trainer.accelerator (cpu, gpu, auto)")
+    parser.add_argument("--allow-any-target", action="store_true",
+                        help="let the config import any `target:` (by default only vidtwin., torch., lightning., "
+                             "pytorch_lightning. and the logger packages); a config is code: use only for configs you trust")
     add_debug_flag(parser)
     return parser
 
@@ -118,7 +136,8 @@ def resolve_run_name(args: argparse.Namespace) -> str:
         if not job or job == "none":
             raise UsageError("a multi-process launch needs --name (or run under SLURM / torchrun --rdzv-id)")
         return f"{stem}_{job}"
-    return f"{stem}_{datetime.datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}"
+    # The random suffix keeps apart two runs started in the same second.
+    return f"{stem}_{datetime.datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}_{secrets.token_hex(2)}"
 
 
 def save_config_atomic(config: Any, path: Path) -> None:
@@ -159,6 +178,42 @@ def _build(label: str, node: Any, **extra: Any) -> Any:
         raise UsageError(message if message.startswith(label) else f"{label}: {message}") from None
 
 
+def _targets(node: Any, where: str = "") -> list[tuple[str, str]]:
+    """``(dotted path, target)`` of every ``target:`` string in a plain config tree."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key == "target" and isinstance(value, str):
+                found.append((path, value))
+            else:
+                found += _targets(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _targets(value, f"{where}[{index}]")
+    return found
+
+
+def check_targets(config: Any, source: str) -> None:
+    """Refuse, before anything is built, a ``target`` outside :data:`ALLOWED_TARGET_PREFIXES`.
+
+    Names without a dot (``warmup_cosine``) are never imported and pass. ``source`` says where
+    the config came from, for the message.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        tree = OmegaConf.to_container(config, resolve=True)
+    except OmegaConfBaseException as error:  # e.g. an interpolation that names a missing key
+        raise UsageError(f"the config does not resolve: {error}") from None
+    for where, target in _targets(tree):
+        if "." in target and not target.strip().startswith(ALLOWED_TARGET_PREFIXES):
+            allowed = ", ".join(ALLOWED_TARGET_PREFIXES)
+            raise UsageError(f"{where}: {target!r} is outside the packages a config may import ({allowed}); "
+                             f"a config is code: pass --allow-any-target only if you trust {source}")
+
+
 def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
     """pl.Trainer keyword arguments from ``lightning.trainer`` with ``max_steps`` translated."""
     trainer_kwargs = _section(config.get("lightning", {}) or {}, "trainer")
@@ -177,13 +232,18 @@ def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
 CHECKPOINT_POLICIES = ("all", "official")
 
 
-def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int) -> list:
+def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int,
+                    monitored_metric: Optional[str] = "val/rec_loss") -> list:
     """Checkpointing (``lightning.checkpoint``), then the callbacks of ``lightning.callbacks``.
 
     ``lightning.checkpoint.keep``: ``all`` (default) writes ``step_XXXXXXXX.ckpt`` and ``last.ckpt``
     every ``every_n_steps`` updates; ``official`` keeps the official policy, the best 3 checkpoints
-    by ``val/rec_loss`` (after each validation) plus ``last.ckpt`` every ``every_n_steps`` updates.
+    by the module's ``monitored_metric`` (``val/rec_loss``, after each validation) plus ``last.ckpt``
+    every ``every_n_steps`` updates. A ``lightning.callbacks`` entry that is not a Lightning
+    Callback is refused.
     """
+    import pytorch_lightning as pl
+
     from .callbacks import FinalCheckpoint, best_checkpoint, step_checkpoint
 
     lightning = config.get("lightning", {}) or {}
@@ -200,11 +260,18 @@ def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int)
         FinalCheckpoint(ckpt_dir),
     ]
     if policy == "official":
-        callbacks.append(best_checkpoint(ckpt_dir, monitor="val/rec_loss", top_k=3, mode="min"))
+        if monitored_metric is None:
+            raise UsageError("lightning.checkpoint.keep: official ranks checkpoints by a validation metric, "
+                             "and the model declares none (monitored_metric); use keep: all")
+        callbacks.append(best_checkpoint(ckpt_dir, monitor=monitored_metric, top_k=3, mode="min"))
     for name, node in _section(lightning, "callbacks").items():
         if node is None:  # a callback switched off by an override (lightning.callbacks.NAME=null)
             continue
-        callbacks.append(_build(f"lightning.callbacks.{name}", node))
+        callback = _build(f"lightning.callbacks.{name}", node)
+        if not isinstance(callback, pl.Callback):
+            raise UsageError(f"lightning.callbacks.{name}: {node.get('target')} is not a Lightning Callback "
+                             f"(it built a {type(callback).__name__})")
+        callbacks.append(callback)
     return callbacks
 
 
@@ -242,26 +309,52 @@ def _setup_logging() -> logging.Handler:
 
 
 # ---------------------------------------------------------------------------- main
-def prepare(args: argparse.Namespace):
-    """Everything up to ``trainer.fit``: returns (trainer, module, datamodule, resume checkpoint, run dir).
+@dataclass
+class PreparedRun:
+    """What :func:`prepare` builds: everything ``trainer.fit`` needs, and where the run lives."""
 
-    Raises UsageError (or the config / checkpoint / LPIPS errors of the library) for bad input.
+    trainer: Any
+    module: Any
+    datamodule: Any
+    run_dir: Path
+    resume_checkpoint: Optional[Path]
+    stop_on_signal: Any  # the StopOnSignal callback
+
+
+def _check_module(module: Any, target: Any) -> None:
+    from .contract import TrainingModule
+
+    if not isinstance(module, TrainingModule):
+        raise UsageError(f"model: {target} is not a vidtwin.training.TrainingModule; train.py trains "
+                         "LightningModules that subclass it (see docs/training.md, 'Training another model')")
+
+
+def prepare(args: argparse.Namespace) -> PreparedRun:
+    """Everything up to ``trainer.fit``.
+
+    Raises UsageError (or the config / checkpoint / LPIPS errors of the library) for bad input,
+    before anything is written into the run directory: for a resume, that includes a checkpoint
+    that does not load into the new config.
     """
     from omegaconf import OmegaConf
 
     from ..config import load_config
 
-    resume_ckpt, clear_earlier_run = None, False
+    resume, clear_earlier_run = None, False
     bases = list(args.base)
     if args.resume and args.overwrite:
         raise UsageError("--resume continues a run and --overwrite starts one over; give one of them")
     if args.resume:
         resume = resolve_resume(args.resume)
-        run_dir, resume_ckpt = resume.run_dir, resume.checkpoint
-        bases = [str(run_dir / "config.yaml")] + bases
+        run_dir = resume.run_dir
+        run_config_path = config_history(run_dir)[-1]  # the newest merged config of the run
+        bases = [str(run_config_path)] + bases
         logdir, name = run_dir.parent, run_dir.name
+        source = f"the run's {run_config_path}" + (f" and {', '.join(args.base)}" if args.base else "")
     elif not bases:
         raise UsageError("give --base CONFIG.yaml (e.g. configs/tiny.yaml) or --resume RUN_DIR")
+    else:
+        source = ", ".join(bases)
     if args.wandb and importlib.util.find_spec("wandb") is None:
         raise UsageError("--wandb needs the wandb package: pip install wandb")
 
@@ -272,6 +365,8 @@ def prepare(args: argparse.Namespace):
     for section in ("model", "data"):
         if config.get(section) is None:
             raise UsageError(f"the config has no {section} section (configs: {', '.join(bases)})")
+    if not args.allow_any_target:
+        check_targets(config, source)
     if not args.resume:
         name = resolve_run_name(args)
         logdir = Path(args.logdir)
@@ -287,14 +382,18 @@ def prepare(args: argparse.Namespace):
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from .run_report import RunRecorder, UpdateProgressBar, hide_lightning_stop_line
+    from .signals import StopOnSignal
 
     hide_lightning_stop_line()  # it counts global_step; the run summary says why the run ended
     pl.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = _build("data", config.data)
     model_node = copy.deepcopy(config.model)
-    if resume_ckpt is not None and model_node.get("params", {}).get("ckpt_path"):
+    if resume is not None and model_node.get("params", {}).get("ckpt_path"):
         model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights
     module = _build("model", model_node)
+    _check_module(module, model_node.get("target"))
+    if resume is not None:  # before anything in the run directory changes
+        check_resume_fits(module, resume, load_config([run_config_path]), config)
 
     steps_per_update = module.lightning_steps_per_update
     trainer_kwargs = build_trainer_kwargs(config, steps_per_update)
@@ -302,7 +401,11 @@ def prepare(args: argparse.Namespace):
     strategy = build_strategy(config)
     if strategy is not None:
         trainer_kwargs["strategy"] = strategy
-    callbacks = build_callbacks(config, run_dir, steps_per_update) + [RunRecorder()]
+    stop_on_signal = StopOnSignal(str(run_dir / "checkpoints" / "last.ckpt"))
+    callbacks = build_callbacks(config, run_dir, steps_per_update, module.monitored_metric)
+    callbacks += [RunRecorder(), stop_on_signal]
+    if resume is not None:  # recorded once the checkpoint is restored, beside the earlier configs
+        callbacks.append(RecordResumeConfig(run_dir, config))
     if trainer_kwargs.get("enable_progress_bar", True):
         callbacks.append(UpdateProgressBar())  # counts updates, as max_steps does; no epochs
     loggers = build_loggers(run_dir, name, args.wandb, args.wandb_project)
@@ -311,24 +414,29 @@ def prepare(args: argparse.Namespace):
     except (TypeError, ValueError, MisconfigurationException) as error:  # the lightning.trainer settings
         raise UsageError(f"lightning.trainer: {error}") from None
 
-    if not args.resume:
+    if resume is None:
         claim_run_directory(run_dir, clear_earlier_run)
+        if global_rank() == 0:
+            save_config_atomic(config, run_dir / "config.yaml")
+    elif global_rank() == 0:
+        remove_stale_temp_files(run_dir / "checkpoints")
     if global_rank() == 0:
-        save_config_atomic(config, run_dir / "config.yaml")
         logging.getLogger(__name__).info("run directory: %s", run_dir)
-    return trainer, module, datamodule, resume_ckpt, run_dir
+    return PreparedRun(trainer, module, datamodule, run_dir, resume.checkpoint if resume else None, stop_on_signal)
 
 
 def _training_errors() -> tuple:
     from ..data import TooManyBadVideosError, VideoReadError
     from .callbacks import NonFiniteStateError
     from .module import NonFiniteLossError
+    from .signals import PeerProcessDied
 
-    return (NonFiniteLossError, NonFiniteStateError, TooManyBadVideosError, VideoReadError, CheckpointWriteError)
+    return (NonFiniteLossError, NonFiniteStateError, TooManyBadVideosError, VideoReadError, CheckpointWriteError,
+            PeerProcessDied)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run training; returns the process exit code (0, 1 training failed, 2 bad input)."""
+    """Run training; returns the process exit code (0, 1 training failed, 2 bad input, 128 + N stopped by signal N)."""
     args = parse_args(argv)
     handler = _setup_logging()
     run_env = (RUN_NAME_ENV, LAUNCH_ID_ENV, CLAIMED_RUN_ENV)
@@ -345,14 +453,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    trainer, module, datamodule, resume_ckpt, run_dir = prepare(args)
+    from .signals import PeerProcessDied, StoppedBySignal, is_peer_failure
+
+    run = prepare(args)
+    trainer, resume_ckpt = run.trainer, run.resume_checkpoint
+    stopped: Optional[StoppedBySignal] = None
+    run.stop_on_signal.install()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None,
+        trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None,
                     weights_only=True)
+    except StoppedBySignal as stop:
+        stopped = stop
+    except Exception as error:
+        if not is_peer_failure(error, trainer.world_size):
+            raise
+        raise PeerProcessDied(
+            f"a peer process of this {trainer.world_size}-process run died (rank {trainer.global_rank} lost its "
+            f"connection); once no process of the run is left, resume with `python train.py --resume {run.run_dir}`"
+        ) from None
     finally:  # every run that started training, finished, stopped or failed, ends with its summary
         from .run_report import print_run_summary
 
-        print_run_summary(trainer, module, datamodule, run_dir)
+        run.stop_on_signal.uninstall()
+        print_run_summary(trainer, run.module, run.datamodule, run.run_dir, config_history(run.run_dir)[-1])
+    if stopped is not None:
+        if trainer.is_global_zero:
+            print(f"{PROG}: stopped by {stopped.signal_name} at update {stopped.update} ({stopped.checkpoint} "
+                  f"written); resume with `python train.py --resume {run.run_dir}`", file=sys.stderr, flush=True)
+        return stopped.exit_code
     return 0
 
 

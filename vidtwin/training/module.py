@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 from contextlib import contextmanager, nullcontext
-from typing import Any, Iterator, Optional, Sequence
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info
@@ -37,6 +38,7 @@ from ..metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit_r
 from ..models import VidTwin, VidTwinConfig
 from ..models.regularizers import regularizer_class
 from .callbacks import assert_finite_state
+from .contract import TRAINING_STATE_KEY, TrainingModule
 from .ema import EMA
 from .finetune import freeze_parameters, initialise_from_checkpoint, perceptual_state_dict, read_init_state_dict
 from .schedulers import build_lr_schedule
@@ -45,7 +47,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"target": "torch.optim.AdamW", "params": {"betas": [0.0, 0.9], "weight_decay": 1e-4}}
 EMA_STATE_KEY = "ema_state_dict"
-TRAINING_STATE_KEY = "vidtwin_training"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -56,8 +57,11 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
-class VidTwinLightningModule(pl.LightningModule):
+class VidTwinLightningModule(TrainingModule):
     """Trains a :class:`vidtwin.VidTwin` with :class:`vidtwin.losses.VidTwinLoss`.
+
+    The first user of the training contract (:class:`vidtwin.training.contract.TrainingModule`):
+    manual optimization, so it counts ``train_step`` itself and declares its accumulation window.
 
     Args:
         autoencoder: ``VidTwinConfig`` fields (the model architecture).
@@ -80,6 +84,8 @@ class VidTwinLightningModule(pl.LightningModule):
         max_nonfinite_steps: consecutive skipped (non-finite) updates that stop training.
         allow_unsafe_pickle: allow full unpickling of ``ckpt_path`` (trusted files only).
     """
+
+    monitored_metric = "val/rec_loss"  # the official checkpoint metric
 
     def __init__(
         self,
@@ -174,6 +180,11 @@ class VidTwinLightningModule(pl.LightningModule):
     def lightning_steps_per_update(self) -> int:
         """How far Lightning's ``global_step`` advances per update (one per optimizer stepped)."""
         return 2 if self.discriminator_parameters() else 1
+
+    @property
+    def update_in_progress(self) -> bool:
+        """True between the batches of one accumulation window (its gradients are not checkpointed)."""
+        return self._micro_batch != 0
 
     def _make_optimizer(self, params: list) -> torch.optim.Optimizer:
         config = dict(self.optimizer_config)
@@ -433,28 +444,39 @@ class VidTwinLightningModule(pl.LightningModule):
             self.autoencoder.train(was_training)
         return reconstruction
 
+    def training_samples(self, batch: dict, max_samples: int) -> Mapping[str, torch.Tensor]:
+        """The first clips of a training batch and their reconstructions, (b, 3, T, H, W) in [-1, 1]."""
+        video = batch["video"][:max_samples]  # (b, 3, T, H, W)
+        return {"input": video, "reconstruction": self.reconstruct(video).to(video.dtype)}
+
+    def summary_commands(self, run_dir: Path, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
+        """A ready ``inference.py reconstruct`` command on a video of the run's own data."""
+        from .run_report import example_video
+
+        q = shlex.quote
+        video = example_video(datamodule) or "VIDEO.mp4"
+        output = run_dir / "reconstructions"
+        return {"reconstruct": f"python inference.py reconstruct --config {q(str(config_path))} "
+                               f"--ckpt {q(str(checkpoint))} --input {q(video)} --output {q(str(output))}"}
+
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.ema is not None and self.ema.is_swapped_in:
             raise RuntimeError("a checkpoint was requested while EMA weights were swapped in")
         # Refuse to write NaN/inf weights: the last good checkpoint must stay the newest one on disk.
         assert_finite_state(checkpoint["state_dict"], self.train_step)
-        checkpoint[TRAINING_STATE_KEY] = {
-            "train_step": self.train_step,
-            "nonfinite_total": self.nonfinite_total,
-            "lightning_steps_per_update": self.lightning_steps_per_update,
-        }
+        super().on_save_checkpoint(checkpoint)  # train_step, lightning_steps_per_update
+        checkpoint[TRAINING_STATE_KEY]["nonfinite_total"] = self.nonfinite_total
         if self.ema is not None:
             checkpoint[EMA_STATE_KEY] = self.ema.export_state_dict(self.autoencoder)
             checkpoint[TRAINING_STATE_KEY]["ema_num_updates"] = self.ema.num_updates
             checkpoint[TRAINING_STATE_KEY]["ema_decay"] = self.ema.decay
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)  # train_step
         state = checkpoint.get(TRAINING_STATE_KEY)
         if state is None:
-            logger.warning("checkpoint has no %s entry: training counters start at 0", TRAINING_STATE_KEY)
             return
-        self.train_step = int(state["train_step"])
         self.nonfinite_total = int(state.get("nonfinite_total", 0))
         self.nonfinite_streak = 0
         self._micro_batch = 0  # gradients of a partial accumulation window are not saved

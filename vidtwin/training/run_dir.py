@@ -1,8 +1,8 @@
 """The run directory of train.py: who may start a run there, which checkpoint a resume takes, and
 checkpoint files that are never torn.
 
-A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``checkpoints/``, ``tensorboard/`` and
-``samples/``. Three rules keep the runs in it apart and whole:
+A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``configs/``, ``checkpoints/``,
+``tensorboard/`` and ``samples/``. Four rules keep the runs in it apart and whole:
 
 - **A new run never writes into an existing one.** ``--name`` of a directory that already holds a
   run is refused with the ``--resume`` command to use instead; ``--overwrite`` deletes that run's
@@ -13,6 +13,11 @@ A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``checkpoints/``, ``tenso
 - **Resume takes the newest valid checkpoint.** Every ``*.ckpt`` of ``checkpoints/`` is opened
   (memory-mapped, so only its small header is read); unreadable ones (truncated by a kill or a
   full disk) are skipped with a warning, and the one with the most updates wins.
+- **A resume that does not fit changes nothing.** The checkpoint must load into the module of the
+  new config before anything in the directory changes; a mismatch is one line naming the config
+  keys that changed. ``config.yaml`` stays the config the run started with; each resume's merged
+  config is kept as ``configs/resume-N.yaml`` once its checkpoint is restored, and a resume starts
+  from the newest of them (:func:`config_history`).
 - **A checkpoint appears whole or not at all.** :class:`AtomicCheckpointIO` writes each one to a
   hidden temporary file beside its final name and renames it into place, on every filesystem.
   The temporary file of a killed save is deleted when the run is resumed.
@@ -28,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -40,7 +46,8 @@ LAUNCH_MARKER = ".launch"
 LAUNCH_ID_ENV = "VIDTWIN_LAUNCH_ID"  # one launch's identity, inherited by the processes Lightning starts
 CLAIMED_RUN_ENV = "VIDTWIN_CLAIMED_RUN"  # the run directory this launch's rank 0 has claimed
 # What a run writes into its directory; --overwrite deletes these and nothing else.
-RUN_ENTRIES = ("config.yaml", "checkpoints", "tensorboard", "samples", "wandb", LAUNCH_MARKER)
+RUN_ENTRIES = ("config.yaml", "configs", "checkpoints", "tensorboard", "samples", "wandb", LAUNCH_MARKER)
+RESUME_CONFIGS = "configs"  # configs/resume-N.yaml: the merged config of the N-th resume
 # Environment variables that identify one launch of torchrun or srun on every node.
 _LAUNCHER_IDENTITY_VARS = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID",
                            "TORCHELASTIC_RESTART_COUNT", "MASTER_ADDR", "MASTER_PORT")
@@ -136,7 +143,7 @@ class ResumePoint:
 
 def _read_update(path: Path) -> int:
     """The update count stored in a checkpoint; raises when the file is not a whole checkpoint."""
-    from .module import TRAINING_STATE_KEY
+    from .contract import TRAINING_STATE_KEY
 
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # header only
     return int(checkpoint[TRAINING_STATE_KEY]["train_step"])
@@ -198,9 +205,96 @@ def resolve_resume(resume: str) -> ResumePoint:
     else:
         raise UserError(f"--resume {resume}: no such run directory or checkpoint")
     logger.info("resuming from %s at update %d", checkpoint, update)
-    if global_rank() == 0:
-        remove_stale_temp_files(run_dir / "checkpoints")
     return ResumePoint(run_dir, checkpoint, update)
+
+
+# ---------------------------------------------------------------------------- configs of a run
+def _resume_number(path: Path) -> int:
+    number = path.stem.removeprefix("resume-")
+    return int(number) if number.isdigit() else -1
+
+
+def config_history(run_dir: Path) -> list[Path]:
+    """The run's merged configs, oldest first: ``config.yaml``, then ``configs/resume-N.yaml`` by N."""
+    resumes = [p for p in (run_dir / RESUME_CONFIGS).glob("resume-*.yaml") if _resume_number(p) >= 0]
+    return [run_dir / "config.yaml"] + sorted(resumes, key=_resume_number)
+
+
+class RecordResumeConfig(pl.Callback):
+    """Rank 0 writes the resume's merged config to ``configs/resume-N.yaml`` when training starts,
+    i.e. once Lightning has restored the checkpoint (weights, optimizers) into it: a resume that
+    fails before never becomes the config that the next ``--resume`` starts from."""
+
+    def __init__(self, run_dir: Path, config: Any) -> None:
+        super().__init__()
+        self.run_dir = Path(run_dir)
+        self.config = config
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        from .cli import save_config_atomic
+
+        number = max([_resume_number(p) for p in config_history(self.run_dir)[1:]], default=0) + 1
+        save_config_atomic(self.config, self.run_dir / RESUME_CONFIGS / f"resume-{number}.yaml")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: node}
+
+
+def changed_config_keys(before: Any, after: Any) -> list[str]:
+    """``key: old -> new`` for every setting that differs between two configs (OmegaConf or plain)."""
+    from omegaconf import OmegaConf
+
+    def plain(config: Any) -> dict:
+        return OmegaConf.to_container(config, resolve=False) if OmegaConf.is_config(config) else dict(config)
+
+    old, new = _flatten(plain(before)), _flatten(plain(after))
+    missing = "(unset)"
+    return [f"{key}: {old.get(key, missing)} -> {new.get(key, missing)}"
+            for key in sorted(set(old) | set(new)) if old.get(key, missing) != new.get(key, missing)]
+
+
+def _shape(tensor: Any) -> tuple:
+    return tuple(tensor.shape) if hasattr(tensor, "shape") else ()
+
+
+def check_resume_fits(module: torch.nn.Module, resume: ResumePoint, run_config: Any, config: Any) -> None:
+    """Raise UserError, in one line, when the checkpoint of ``resume`` does not load into ``module``.
+
+    ``module`` is built from the resume's merged ``config``; ``run_config`` is the run's newest
+    config, so that the message names the settings that changed (e.g. a model size override).
+    """
+    checkpoint = torch.load(resume.checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    saved = checkpoint.get("state_dict", {})
+    expected = module.state_dict()
+    strict = getattr(module, "strict_loading", True)
+    missing = [k for k in expected if k not in saved] if strict else []
+    unused = [k for k in saved if k not in expected] if strict else []
+    reshaped = [k for k in expected if k in saved and _shape(saved[k]) != _shape(expected[k])]
+    if not (missing or unused or reshaped):
+        return
+    problems = []
+    if reshaped:
+        key = reshaped[0]
+        problems.append(f"{len(reshaped)} weights change shape (e.g. {key}: {list(_shape(saved[key]))} in the "
+                        f"checkpoint, {list(_shape(expected[key]))} now)")
+    if missing:
+        problems.append(f"{len(missing)} weights are not in the checkpoint (e.g. {missing[0]})")
+    if unused:
+        problems.append(f"{len(unused)} checkpoint weights have no place (e.g. {unused[0]})")
+    changed = [c for c in changed_config_keys(run_config, config) if c.startswith("model.")]
+    what = f"the changed config ({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''})" if changed \
+        else "the run's config"
+    raise UserError(f"--resume {resume.run_dir}: {resume.checkpoint.name} does not load into {what}: "
+                    f"{', '.join(problems)}; nothing in {resume.run_dir} was changed. Resume without those "
+                    "changes, or start a new run from these weights with --base and model.params.ckpt_path")
 
 
 # ---------------------------------------------------------------------------- saving

@@ -2,9 +2,11 @@
 
 Lightning counts ``global_step`` once per optimizer (twice per update with the discriminator) and
 shows epochs, which a ``max_steps`` run does not have ("Epoch 37/-2"). Here the progress bar counts
-autoencoder updates, as the configs do (``lightning.trainer.max_steps``), and every run that started
-training ends with a summary: the run directory, the last checkpoint, the best validation metric,
-the TensorBoard command and a ready ``inference.py reconstruct`` command.
+updates, as the configs do (``lightning.trainer.max_steps``), and every run that started training
+ends with a summary: the run directory, the last checkpoint, the best value of the module's
+``monitored_metric``, the TensorBoard command and the module's ready commands (the autoencoder's:
+``inference.py reconstruct``). Only the members of :class:`vidtwin.training.contract.TrainingModule`
+are used, so any model that follows the contract gets the same progress and summary.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.callbacks.progress import ProgressBar
 from tqdm.auto import tqdm
 
+from .signals import StoppedBySignal
+
 # Lightning's own end line counts global_step (e.g. "`max_steps=1200` reached" for 600 updates).
 _LIGHTNING_STOP_LINE = "`Trainer.fit` stopped:"
 # Progress-bar entries that the bar itself already shows.
 _HIDDEN_METRICS = ("v_num", "train/step")
-MONITORED = "val/rec_loss"  # the official checkpoint metric; lower is better
 
 
 class HideLightningStopLine(logging.Filter):
@@ -58,7 +61,7 @@ def _format_value(value: Any) -> str:
 
 
 class UpdateProgressBar(ProgressBar):
-    """A progress bar over the run's autoencoder updates (``pl_module.train_step``), with the
+    """A progress bar over the run's updates (``pl_module.train_step``), with the
     progress-bar metrics (loss, rec, val/psnr) as its postfix, and a transient bar per validation.
     Shown by the global-rank-zero process only."""
 
@@ -119,11 +122,12 @@ class UpdateProgressBar(ProgressBar):
 
 class RunRecorder(pl.Callback):
     """Records what the summary reports: when training started, the validation metrics (the latest,
-    and the best by ``val/rec_loss``), and the exception that ended the run, if one did."""
+    and the best by the module's ``monitored_metric``), and the exception that ended the run, if one did."""
 
     def __init__(self) -> None:
         super().__init__()
         self.started: Optional[float] = None  # time.monotonic() at fit start
+        self.monitored: Optional[str] = None  # the module's monitored_metric; lower is better
         self.latest: dict = {}
         self.best: dict = {}
         self.best_update: Optional[int] = None
@@ -131,15 +135,16 @@ class RunRecorder(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.started = time.monotonic()
+        self.monitored = getattr(pl_module, "monitored_metric", None)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self.monitored is None:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if MONITORED not in metrics:
+        if self.monitored not in metrics:
             return
         self.latest = metrics
-        if not self.best or metrics[MONITORED] < self.best[MONITORED]:
+        if not self.best or metrics[self.monitored] < self.best[self.monitored]:
             self.best, self.best_update = metrics, int(pl_module.train_step)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: Any, exception: BaseException) -> None:
@@ -152,6 +157,8 @@ class RunRecorder(pl.Callback):
         error = self.exception
         if isinstance(error, KeyboardInterrupt):
             return RunOutcome("stopped", "interrupted (Ctrl+C)", updates, seconds)
+        if isinstance(error, StoppedBySignal):
+            return RunOutcome("stopped", f"{error.signal_name} received, checkpoint written", updates, seconds)
         if error is not None:
             message = " ".join(str(error).split()) or type(error).__name__
             message = message if len(message) <= 200 else message[:197] + "..."
@@ -189,7 +196,7 @@ def _last_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     return written[-1] if written else None
 
 
-def _example_video(datamodule: Any) -> Optional[str]:
+def example_video(datamodule: Any) -> Optional[str]:
     """A video of the run's own data (validation first), so that the command runs as printed."""
     for name in ("val_dataset", "train_dataset"):
         paths = getattr(getattr(datamodule, name, None), "paths", None)
@@ -199,40 +206,48 @@ def _example_video(datamodule: Any) -> Optional[str]:
 
 
 def run_summary(outcome: RunOutcome, run_dir: Path, record: Optional[RunRecorder] = None,
-                best_checkpoint: Optional[ModelCheckpoint] = None, datamodule: Any = None) -> str:
-    """The closing summary of a run, as printed by train.py (several lines, no trailing newline)."""
+                best_checkpoint: Optional[ModelCheckpoint] = None, datamodule: Any = None, module: Any = None,
+                config_path: Optional[Path] = None) -> str:
+    """The closing summary of a run, as printed by train.py (several lines, no trailing newline).
+
+    ``module.summary_commands`` (see the training contract) adds its commands once a checkpoint
+    exists; ``config_path`` is the run's newest config (default ``run_dir/config.yaml``).
+    """
     q = shlex.quote
     lines = [f"run {outcome.status}: {outcome.reason}, {outcome.updates} updates in {_duration(outcome.seconds)}",
              f"  run directory:   {run_dir}"]
     last = _last_checkpoint(run_dir / "checkpoints")
     lines.append(f"  last checkpoint: {last if last is not None else 'none written'}")
-    if record is not None and record.best:
-        others = ", ".join(f"{k} {_format_value(v)}" for k, v in record.best.items() if k != MONITORED)
-        lines.append(f"  best {MONITORED}: {_format_value(record.best[MONITORED])} at update {record.best_update}"
+    monitored = record.monitored if record is not None else None
+    if record is not None and record.best and monitored is not None:
+        others = ", ".join(f"{k} {_format_value(v)}" for k, v in record.best.items() if k != monitored)
+        lines.append(f"  best {monitored}: {_format_value(record.best[monitored])} at update {record.best_update}"
                      + (f" ({others})" if others else ""))
     else:
         lines.append("  best metric:     no validation ran")
     if best_checkpoint is not None and best_checkpoint.best_model_path:
         lines.append(f"  best checkpoint: {best_checkpoint.best_model_path}")
     lines.append(f"  TensorBoard:     tensorboard --logdir {q(str(run_dir / 'tensorboard'))}")
-    if last is not None:
-        video = _example_video(datamodule) or "VIDEO.mp4"
-        lines.append(f"  reconstruct:     python inference.py reconstruct --config {q(str(run_dir / 'config.yaml'))} "
-                     f"--ckpt {q(str(last))} --input {q(video)} --output {q(str(run_dir / 'reconstructions'))}")
+    if last is not None and hasattr(module, "summary_commands"):
+        commands = module.summary_commands(run_dir, config_path or run_dir / "config.yaml", last, datamodule)
+        lines += [f"  {label + ':':<16} {command}" for label, command in commands.items()]
     return "\n".join(lines)
 
 
-def print_run_summary(trainer: pl.Trainer, module: Any, datamodule: Any, run_dir: Path, stream=None) -> None:
+def print_run_summary(trainer: pl.Trainer, module: Any, datamodule: Any, run_dir: Path,
+                      config_path: Optional[Path] = None, stream=None) -> None:
     """Print the summary of a run that started training (global rank zero only); nothing otherwise."""
     recorder = next((c for c in trainer.callbacks if isinstance(c, RunRecorder)), None)
     if recorder is None or recorder.started is None or not trainer.is_global_zero:
         return
-    best = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor == MONITORED), None)
-    text = run_summary(recorder.outcome(trainer, module), run_dir, recorder, best, datamodule)
+    monitored = recorder.monitored
+    best = next((c for c in trainer.callbacks
+                 if isinstance(c, ModelCheckpoint) and monitored is not None and c.monitor == monitored), None)
+    text = run_summary(recorder.outcome(trainer, module), run_dir, recorder, best, datamodule, module, config_path)
     print(text, file=stream or sys.stdout, flush=True)
 
 
 __all__ = [
     "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line",
-    "planned_updates",
+    "planned_updates", "example_video",
 ]

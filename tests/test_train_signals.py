@@ -1,0 +1,91 @@
+"""What clusters do to a real train.py process: SIGTERM or SIGUSR1 before a kill (the run stops at
+the next update with a checkpoint of it, exits 128 + N and says how to resume), and a peer process
+of a multi-process run that dies (the other one says so in one line)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from _training_utils import REPO, micro_overrides, tiny_config_files
+from vidtwin.training.cli import RUN_NAME_ENV
+from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
+
+# Without the launch identity that an in-process prepare() of another test may leave behind.
+ENV = {var: value for var, value in os.environ.items() if var not in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, RUN_NAME_ENV)}
+ENV.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+
+def _start(tmp_path, *extra):
+    command = [sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "run",
+               "--base", *tiny_config_files(), *extra,
+               *micro_overrides("lightning.trainer.max_steps=100000", "lightning.checkpoint.every_n_steps=1")]
+    return subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path: Path, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+def _update(path):
+    return torch.load(path, weights_only=True)["vidtwin_training"]["train_step"]
+
+
+def _children(pid):
+    """Child process ids, from /proc (the processes that Lightning starts for the other ranks)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, signum):
+    process = _start(tmp_path)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _wait_for(checkpoints / "step_00000002.ckpt", process)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum, err[-3000:]  # 143 for SIGTERM, as a shell reports a kill
+    (line,) = [line for line in err.splitlines() if line.startswith("train.py: stopped")]
+    assert f"stopped by {signal.Signals(signum).name} at update " in line
+    assert f"resume with `python train.py --resume {tmp_path / 'run'}`" in line
+    assert "Traceback" not in err
+    assert f"run stopped: {signal.Signals(signum).name} received, checkpoint written" in out
+
+    # last.ckpt holds the update the signal interrupted: nothing after the newest periodic checkpoint is lost.
+    stopped_at = int(line.split(" at update ")[1].split()[0])
+    newest_periodic = max(_update(p) for p in checkpoints.glob("step_*.ckpt"))
+    assert _update(checkpoints / "last.ckpt") == stopped_at >= newest_periodic >= 2
+
+    resumed = subprocess.run([sys.executable, str(REPO / "train.py"), "--resume", str(tmp_path / "run"),
+                              *micro_overrides(f"lightning.trainer.max_steps={stopped_at + 1}")],
+                             env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"at update {stopped_at}" in resumed.stderr
+    assert _update(checkpoints / "last.ckpt") == stopped_at + 1
+
+
+@pytest.mark.parametrize("killed", ["rank 1", "rank 0"])
+def test_a_dead_peer_process_is_named_in_one_line(tmp_path, killed):
+    process = _start(tmp_path, "--accelerator", "cpu", "--devices", "2", "lightning.trainer.strategy=ddp")
+    _wait_for(tmp_path / "run" / "checkpoints" / "step_00000001.ckpt", process)
+    (child,) = _children(process.pid)  # rank 1, started by Lightning
+    os.kill(child if killed == "rank 1" else process.pid, signal.SIGKILL)
+    # The survivor's stderr is the same pipe: communicate() returns when both processes have ended.
+    _, err = process.communicate(timeout=300)
+    (line,) = [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    assert "a peer process of this 2-process run died" in line
+    assert f"resume with `python train.py --resume {tmp_path / 'run'}`" in line
+    assert "Traceback" not in err and "internal error" not in err
+    if killed == "rank 1":
+        assert process.returncode == 1
