@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from vidtwin import load_model
 from vidtwin.data.video_io import write_video
-from vidtwin.fvd.features import FeatureAccumulator, i3d_features
+from vidtwin.fvd.features import i3d_features
 from vidtwin.fvd.protocol import ClipProtocol, FVDError
 from vidtwin.fvd.stats import FeatureStats, frechet_distance, fvd_of
 from vidtwin.fvd.weights import WEIGHTS_FILENAME, WEIGHTS_URL, find_weights, load_i3d
@@ -147,35 +147,37 @@ def _reference():
         return tensors, reader.metadata()
 
 
-def test_features_and_fvd_equal_the_recorded_cd_fvd_reference(i3d):
-    reference, metadata = _reference()
-    assert i3d["digest"] == metadata["weights_digest"], "the seeded random weights changed; re-record the reference"
+@pytest.fixture(scope="module")
+def our_features(i3d):
+    """This package's I3D features of the parity clips, loaded from the weights file as the commands do."""
     model, fingerprint = load_i3d(i3d["weights"])
     assert len(fingerprint["sha256"]) == 64
-    stats = {}
-    for name in ("real", "fake"):
-        features = i3d_features(model, i3d[name])  # (4, 400)
+    return {name: i3d_features(model, i3d[name]) for name in ("real", "fake")}  # each (4, 400)
+
+
+def _fvd_of_features(features):
+    stats = {name: FeatureStats(400) for name in features}
+    for name, values in features.items():
+        stats[name].add(values)
+    return fvd_of(stats["real"], stats["fake"])
+
+
+def test_features_and_fvd_equal_the_recorded_cd_fvd_reference(i3d, our_features):
+    reference, metadata = _reference()
+    assert i3d["digest"] == metadata["weights_digest"], "the seeded random weights changed; re-record the reference"
+    for name, features in our_features.items():
         torch.testing.assert_close(features, reference[f"{name}_features"], rtol=1e-4, atol=1e-4)
-        accumulator = FeatureAccumulator(model, batch_clips=3)  # batches of another size than cd-fvd's
-        for clip in i3d[name]:
-            accumulator.add(clip)
-        accumulator.flush()
-        stats[name] = accumulator.stats
-    assert features.std(dim=0).mean() > 0.1  # calibrated BatchNorm: the logits vary from clip to clip
+        assert features.std(dim=0).mean() > 0.1  # calibrated BatchNorm: the logits vary from clip to clip
     recorded = reference["fvd"].item()
     assert recorded > 10
-    assert fvd_of(stats["real"], stats["fake"]) == pytest.approx(recorded, rel=PARITY_RTOL)
+    assert _fvd_of_features(our_features) == pytest.approx(recorded, rel=PARITY_RTOL)
 
 
-def test_fvd_equals_cd_fvd_run_live(i3d):
+def test_fvd_equals_cd_fvd_run_live(i3d, our_features):
     cdfvd = pytest.importorskip("cdfvd.fvd", reason="cd-fvd is not installed; the recorded reference is checked above")
     evaluator = cdfvd.cdfvd("i3d", ckpt_path=str(i3d["weights"]), device="cpu", n_real="full", n_fake="full")
     expected = evaluator.compute_fvd(i3d["real"].numpy(), i3d["fake"].numpy())
-    model, _ = load_i3d(i3d["weights"])
-    real, fake = FeatureStats(400), FeatureStats(400)
-    real.add(i3d_features(model, i3d["real"]))
-    fake.add(i3d_features(model, i3d["fake"]))
-    assert fvd_of(real, fake) == pytest.approx(float(expected), rel=PARITY_RTOL)
+    assert _fvd_of_features(our_features) == pytest.approx(float(expected), rel=PARITY_RTOL)
 
 
 # ------------------------------------------------------------------------------- the commands
