@@ -104,6 +104,7 @@ def video_set_statistics(video_set: VideoSet, protocol: ClipProtocol, model: tor
             with FrameReader(path) as reader:
                 for start in starts:
                     accumulator.add(_prepare(reader.read(protocol.clip_indices(start)), protocol.resolution))  # (T, H, W, 3)
-                    bar.update(1)
+                    bar.update(accumulator.stats.count - bar.n)  # clips whose features are in the sums
         accumulator.flush()
+        bar.update(accumulator.stats.count - bar.n)
     return accumulator.stats
