@@ -112,6 +112,7 @@ def _load_real_stats(path: str, weights: dict, protocol: ClipProtocol) -> tuple[
 
 def _write_json(path: Path, report: dict) -> None:
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".json") as temp:
             temp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except OSError as error:
@@ -132,8 +133,6 @@ def run_fvd(args: argparse.Namespace, options: InferenceOptions) -> dict:
     """``inference.py fvd``: checks, real statistics, fake statistics, the report; returns the report."""
     protocol = _protocol(args)
     _check_outputs(args)
-    if options.batch_clips < 1:
-        raise FVDError(f"--batch-clips must be >= 1, got {options.batch_clips}")
     device = resolve_device(args.device)
     model, weights = load_i3d(find_weights(args.fvd_weights), device)
     progress = options.progress

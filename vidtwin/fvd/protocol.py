@@ -98,7 +98,7 @@ class ClipProtocol:
             "frames_per_clip": self.frames,
             "frame_stride": self.stride,
             "clips_per_video": self.clips_per_video,
-            "clip_starts": self.clip_starts if self.clips_per_video > 1 else "the first frame",
+            "clip_starts": "the first frame" if self.clips_per_video == 1 and self.clip_starts == "even" else self.clip_starts,
             "seed": self.seed,
             "resolution_before_i3d": "native (as decoded)" if self.resolution is None else f"{self.resolution}x{self.resolution}",
             "crop": "none" if self.resolution is None else

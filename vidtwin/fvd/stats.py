@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -77,6 +78,7 @@ class FeatureStats:
         tensors = {"count": np.array([self.count], dtype=np.int64), "sum": self.total, "sum_outer": self.total_outer}
         metadata = {"format": STATS_FORMAT, "version": STATS_VERSION, "protocol": json.dumps(protocol, sort_keys=True)}
         try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path, suffix=".safetensors") as temp:
                 save_file(tensors, str(temp), metadata=metadata)
         except OSError as error:
