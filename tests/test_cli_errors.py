@@ -21,6 +21,10 @@ from safetensors.torch import save_file
 from vidtwin import load_model
 from vidtwin.atomic_io import claimed
 from vidtwin.data.video_io import write_video
+from vidtwin.fvd.i3d import InceptionI3d
+from vidtwin.fvd.protocol import ClipProtocol
+from vidtwin.fvd.stats import FeatureStats
+from vidtwin.fvd.weights import WEIGHTS_FILENAME, file_sha256
 from vidtwin.inference.cli import main as inference_main
 from vidtwin.training.cli import main as train_main
 
@@ -53,9 +57,20 @@ def files(tmp_path_factory):
                            "--config", str(TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"), "--device", "cpu",
                            "--quiet"]) == 0
     (root / "notes.txt").write_text("not a checkpoint\n")
+    make_fvd_files(root / "fvd")
     (root / "bad.yaml").write_text("model: [unclosed\n")
     (root / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     return root
+
+
+def make_fvd_files(folder):
+    """Untrained I3D weights in the standard layout (no test here runs them), and real statistics of another protocol."""
+    folder.mkdir()
+    torch.save(InceptionI3d().state_dict(), folder / WEIGHTS_FILENAME)
+    identity = {"weights_sha256": file_sha256(folder / WEIGHTS_FILENAME), **ClipProtocol(frames=12).comparable_fields()}
+    stats = FeatureStats(400)
+    stats.add(torch.randn(3, 400))
+    stats.save(folder / "real_12_frames.safetensors", {"identity": identity})
 
 
 def model_args(root):
@@ -194,7 +209,38 @@ def _inference_cases():
         (t / "a_file").write_text("x")
         return ["encode-dataset", "--input", f / "videos", "--output", t / "a_file" / "latents", *dataset_args(f)]
 
+    fvd = lambda *extra: lambda f, t: ["fvd", "--fake", f / "videos", "--device", "cpu", "--quiet", *extra]  # noqa: E731
+    i3d = lambda f: f / "fvd" / WEIGHTS_FILENAME  # noqa: E731
+
+    def existing_fvd_report(f, t):
+        (t / "fvd.json").write_text("an earlier report")
+        return fvd("--real", f / "videos", "--fvd-weights", i3d(f), "--output", t / "fvd.json")(f, t)
+
     return {
+        # FVD: weights, sets, protocol and statistics are checked before any video is decoded
+        "fvd weights file missing": (lambda f, t: fvd("--real", f / "videos", "--fvd-weights", t / "i3d.pt")(f, t),
+                                     f"FVD needs the I3D weights {WEIGHTS_FILENAME}"),
+        "fvd text file as weights": (lambda f, t: fvd("--real", f / "videos", "--fvd-weights", f / "notes.txt")(f, t),
+                                     "are not a readable PyTorch state dict"),
+        "fvd VidTwin checkpoint as weights": (lambda f, t: fvd("--real", f / "videos", "--fvd-weights", f / "tiny.pt")(f, t),
+                                              "do not fit the I3D network"),
+        "fvd set of one clip": (lambda f, t: fvd("--real", f / "videos", "--fvd-weights", i3d(f), "--frames", "9")(f, t),
+                                "gives 1 clip(s); FVD fits a Gaussian to each set and needs at least 2"),
+        "fvd videos shorter than a clip": (lambda f, t: fvd("--real", f / "videos", "--fvd-weights", i3d(f))(f, t),
+                                           "has 10 frames, fewer than the 16"),
+        "fvd --frames 4": (lambda f, t: fvd("--real", f / "videos", "--frames", "4")(f, t), "--frames must be >= 9"),
+        "fvd existing report without --overwrite": (existing_fvd_report, "already exists; pass --overwrite"),
+        "fvd --real-stats of another protocol": (
+            lambda f, t: fvd("--real-stats", f / "fvd" / "real_12_frames.safetensors", "--fvd-weights", i3d(f))(f, t),
+            "was computed with frames_per_clip 12, this run uses 16"),
+        "fvd text file as --real-stats": (lambda f, t: fvd("--real-stats", f / "notes.txt", "--fvd-weights", i3d(f))(f, t),
+                                          "is not a statistics file"),
+        "fvd --save-real-stats with --real-stats": (
+            lambda f, t: fvd("--real-stats", f / "notes.txt", "--save-real-stats", t / "s.safetensors")(f, t),
+            "with --real-stats there is nothing new to save"),
+        "evaluate --fvd on videos shorter than a clip": (
+            lambda f, t: ["evaluate", "--input", f / "videos", "--output", t / "eval", "--lpips", "off", "--fvd",
+                          "--fvd-weights", i3d(f), *model_args(f)], "--fvd: video"),
         # encode-dataset: bad input before any process starts, and nothing created
         "encode-dataset missing input": (dataset("--input", "/no/such/folder"), "does not exist"),
         "encode-dataset folder without videos": (lambda f, t: dataset("--input", (t / "empty").mkdir() or t / "empty")(f, t),
@@ -335,6 +381,15 @@ def test_a_bug_is_not_reported_as_a_user_error(files, tmp_path, capsys, monkeypa
     assert code == 1 and "Traceback" in err
     assert "inference.py: internal error: ValueError: an internal inconsistency" in err
     assert not [line for line in err.splitlines() if line.startswith("inference.py: error:")]
+
+
+def test_fvd_without_weights_in_any_cache_names_the_file_and_downloads_nothing(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    code = inference_main(["fvd", "--real", str(files / "videos"), "--fake", str(files / "videos"), "--quiet"])
+    err = capsys.readouterr().err
+    assert_one_line(code, err, "inference.py", f"FVD needs the I3D weights {WEIGHTS_FILENAME}, published at https://")
+    assert "nothing is downloaded" in err and not (tmp_path / "torch").exists() and not (tmp_path / "hub").exists()
 
 
 def test_a_too_small_video_fails_alone_in_evaluate(files, tmp_path, capsys):

@@ -12,6 +12,7 @@ Examples (the tiny config runs on a laptop CPU; use configs/vidtwin.yaml with th
     python inference.py cross --config configs/vidtwin.yaml --ckpt vidtwin.ckpt --structure a.mp4 --dynamics b.mp4 \\
         --output a_moves_like_b.mp4
     python inference.py evaluate --config configs/vidtwin.yaml --ckpt vidtwin.ckpt --input videos/ --output eval/ --plots
+    python inference.py fvd --real ucf101/ --fake samples/ --output fvd.json --fvd-weights i3d_pretrained_400.pt
 
 Errors follow vidtwin/cli_utils.py: a user error (missing or unreadable input, an output that is
 an input or exists without --overwrite, config/checkpoint mismatch, unwritable output, latents of
@@ -37,6 +38,7 @@ from vidtwin.checkpoint import load_model, resolve_checkpoint_path
 from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main
 from vidtwin.data.video_io import VideoWriter, probe_video
 from vidtwin.errors import UserError
+from vidtwin.fvd.command import add_evaluate_fvd_arguments, add_fvd_arguments, prepare_reconstruction_fvd, run_fvd
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
 from vidtwin.latents.latent_file import EncodedVideo, load_latents, save_latents
 from vidtwin.inference.options import DTYPE_CHOICES, SPATIAL_MODES, InferenceError, InferenceOptions, auto_dtype, resolve_device
@@ -354,9 +356,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if needs_model and not args.ckpt:
         raise InferenceError("evaluate reconstructs the videos, so it needs --config and --ckpt (or a CSV with a reconstruction column)")
     device = resolve_device(args.device)
+    fvd = prepare_reconstruction_fvd(args, [item.path for item in items], args.options, device)  # checked before any work
     model = _load(args) if needs_model else None
     lpips_model = _lpips_model(args, device)
-    all_scores = evaluate_videos(items, model, lpips_model, args.options)
+    all_scores = evaluate_videos(items, model, lpips_model, args.options, fvd)
+    fvd_result = fvd.result(args.input) if fvd is not None else None
     for scores in all_scores:
         if scores.error:
             print(f"{PROG}: failed: {one_line(scores.error)}", file=sys.stderr)
@@ -369,12 +373,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     if args.lpips == "random":
         settings["lpips_note"] = "random VGG backbone: a code check, not a perceptual metric"
-    summary = write_reports(all_scores, output_dir, settings, plots=args.plots)
+    summary = write_reports(all_scores, output_dir, settings, plots=args.plots, fvd=fvd_result)
     print(format_table(all_scores, summary))
+    if fvd_result is not None:
+        protocol = fvd_result["protocol"]
+        print(f"rFVD {fvd_result['fvd']:.4f} over {protocol['real_clips']} clips of {protocol['frames_per_clip']} frames "
+              "(protocol in summary.json)")
     print(f"wrote {output_dir / 'metrics.csv'}, {output_dir / 'per_frame.csv'}, {output_dir / 'summary.json'}")
     if summary["failed"]:
         raise PartialFailure(f"{len(summary['failed'])} of {len(all_scores)} videos failed (listed above); "
                              "the reports hold the others")
+    return 0
+
+
+def run_fvd_command(args: argparse.Namespace) -> int:
+    run_fvd(args, args.options)  # vidtwin/fvd/command.py: checks, statistics, report
     return 0
 
 
@@ -434,7 +447,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate, encode-dataset.",
+        prog=PROG, description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate, encode-dataset, fvd.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more details")
@@ -483,8 +496,13 @@ def build_parser() -> argparse.ArgumentParser:
         "random: random backbone, for code checks only; off: skip LPIPS",
     )
     evaluate.add_argument("--lpips-weights", default=None, help="file holding loss.perceptual_loss.* (e.g. the official .ckpt)")
+    add_evaluate_fvd_arguments(evaluate)
     _add_overwrite(evaluate), _add_model(evaluate, required=False), _add_video(evaluate), _add_runtime(evaluate)
     evaluate.set_defaults(run=run_evaluate)
+
+    fvd = commands.add_parser("fvd", help="Frechet Video Distance between two sets of videos, with its protocol")
+    add_fvd_arguments(fvd)
+    fvd.set_defaults(run=run_fvd_command)
 
     dataset = commands.add_parser("encode-dataset", help="encode a folder or CSV of videos into a sharded latent dataset")
     dataset.add_argument("--input", required=True, help="a folder (searched recursively) or a meta CSV with a 'videos' column")

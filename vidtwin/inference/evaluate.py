@@ -17,7 +17,9 @@ Two sources of reconstructions:
 
 Outputs in ``output_dir``: ``metrics.csv`` (one row per video), ``per_frame.csv``, ``summary.json``
 (means and the settings used) and, with ``plots=True``, ``plots/<name>.png`` (per-frame PSNR curve
-above a grid of input/output frames).
+above a grid of input/output frames). With a :class:`~vidtwin.fvd.reconstruction.ReconstructionFVD`
+the chunks are also cut into FVD clips, and the set's reconstruction FVD and its protocol join
+summary.json and a last row of metrics.csv.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -46,12 +48,16 @@ from vidtwin.inference.pipeline import frames_to_float, iter_reconstruction, ope
 from vidtwin.inference.sources import VideoFileSource
 from vidtwin.metrics import SSIM_WINDOW, video_metrics
 
+if TYPE_CHECKING:
+    from vidtwin.fvd.reconstruction import ReconstructionFVD
+
 logger = logging.getLogger(__name__)
 
 METRICS = ("psnr", "ssim", "lpips")
 REPORT_FILES = ("metrics.csv", "per_frame.csv", "summary.json")
 GRID_FRAMES = 4  # frames shown in each plot's input/output grid
 PAIR_CHUNK_FRAMES = 16  # frames scored at a time in pair mode
+FVD_ROW = "(all videos)"  # the metrics.csv row that holds the set's FVD
 
 
 @dataclass
@@ -143,8 +149,9 @@ def _accumulate(
     pairs: Iterable[tuple[torch.Tensor, torch.Tensor]],
     lpips_model: Callable | None,
     grid_positions: list[int],
+    fvd: ReconstructionFVD | None = None,
 ) -> None:
-    """Score ``(reference, output)`` chunks ``(3, t, H, W)`` in [-1, 1], in frame order."""
+    """Score ``(reference, output)`` chunks ``(3, t, H, W)`` in [-1, 1], in frame order; ``fvd`` gets them too."""
     chunks: dict[str, list[np.ndarray]] = {}
     start = 0
     for reference, output in pairs:
@@ -155,6 +162,8 @@ def _accumulate(
                 "window; score it with --spatial resize"
             )
         values = video_metrics(reference[None], output[None], lpips_model)  # metric -> (1, t)
+        if fvd is not None:
+            fvd.add(reference, output)
         for name, per_frame in values.items():
             chunks.setdefault(name, []).append(per_frame.reshape(-1))
         count = reference.shape[1]
@@ -196,18 +205,20 @@ def score_video(
     model: torch.nn.Module | None,
     lpips_model: Callable | None,
     options: InferenceOptions | None = None,
+    fvd: ReconstructionFVD | None = None,
     **option_overrides,
 ) -> VideoScores:
     """Per-frame metrics of one video, read and scored clip by clip.
 
-    ``options`` and keywords as in :func:`~vidtwin.inference.pipeline.reconstruct_video`.
-    Raises VideoReadError / InferenceError for a bad video.
+    ``options`` and keywords as in :func:`~vidtwin.inference.pipeline.reconstruct_video`. ``fvd``
+    (after its ``start_video``) receives every scored chunk. Raises VideoReadError /
+    InferenceError for a bad video.
     """
     options = InferenceOptions.of(options, **option_overrides)
     scores = VideoScores(item)
     if item.reconstruction is not None:
         pairs, scores.fps, num_frames = _pairs_from_files(item, options)
-        _accumulate(scores, pairs, lpips_model, _grid_positions(num_frames))
+        _accumulate(scores, pairs, lpips_model, _grid_positions(num_frames), fvd)
         return scores
     if model is None:
         raise InferenceError(f"{item.path} has no reconstruction listed, so --config and --ckpt are needed")
@@ -215,7 +226,7 @@ def score_video(
         scores.fps = source.fps
         results = iter_reconstruction(model, source, options)
         pairs = ((r.reference, r.output) for r in results)
-        _accumulate(scores, pairs, lpips_model, _grid_positions(source.num_frames))
+        _accumulate(scores, pairs, lpips_model, _grid_positions(source.num_frames), fvd)
     return scores
 
 
@@ -224,16 +235,24 @@ def evaluate_videos(
     model: torch.nn.Module | None = None,
     lpips_model: Callable | None = None,
     options: InferenceOptions | None = None,
+    fvd: ReconstructionFVD | None = None,
     **option_overrides,
 ) -> list[VideoScores]:
-    """Score every item; a video that fails is kept with its ``error`` and the others continue."""
+    """Score every item; a video that fails is kept with its ``error`` and the others continue.
+
+    ``fvd`` accumulates reconstruction FVD statistics over the videos scored to the end.
+    """
     options = InferenceOptions.of(options, **option_overrides)
     all_scores = []
     for item in tqdm(items, desc="videos", unit="video", disable=not options.progress or len(items) < 2, dynamic_ncols=True):
+        if fvd is not None:
+            fvd.start_video()
         try:
-            all_scores.append(score_video(item, model, lpips_model, options))
+            all_scores.append(score_video(item, model, lpips_model, options, fvd))
         except (VideoReadError, InferenceError) as error:
             all_scores.append(VideoScores(item, error=str(error)))
+        if fvd is not None:
+            fvd.end_video(scored=all_scores[-1].error is None)
     return all_scores
 
 
@@ -253,8 +272,8 @@ def _json_number(value: float) -> float | str | None:
     return "inf" if math.isinf(value) else value
 
 
-def summarize(all_scores: list[VideoScores], settings: dict) -> dict:
-    """Means over videos (of per-video means) and over all frames, plus the settings used."""
+def summarize(all_scores: list[VideoScores], settings: dict, fvd: dict | None = None) -> dict:
+    """Means over videos (of per-video means) and over all frames, the set's FVD if given, and the settings."""
     scored = [s for s in all_scores if s.error is None]
     metrics = [m for m in METRICS if any(m in s.per_frame for s in scored)]
     summary: dict = {"videos": len(all_scores), "videos_scored": len(scored), "frames": sum(s.num_frames for s in scored)}
@@ -263,6 +282,9 @@ def summarize(all_scores: list[VideoScores], settings: dict) -> dict:
         every_frame = np.concatenate([s.per_frame[metric] for s in scored])
         summary[f"{metric}_mean_over_videos"] = _json_number(float(np.mean(per_video)))
         summary[f"{metric}_mean_over_frames"] = _json_number(float(np.mean(every_frame)))
+    if fvd is not None:
+        summary["fvd"] = fvd["fvd"]
+        summary["fvd_protocol"] = fvd["protocol"]
     summary["failed"] = [{"video": s.item.path, "error": s.error} for s in all_scores if s.error]
     summary["settings"] = settings
     return summary
@@ -285,10 +307,13 @@ def _write_report_files(all_scores: list[VideoScores], folder: Path, summary: di
     """metrics.csv, per_frame.csv, summary.json and plots/ into ``folder``; returns the paths relative to it."""
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["video", "path", "frames", "fps", *METRICS, "error"])
+    with_fvd = "fvd" in summary  # one number for the whole set: its own column, filled on a last row
+    writer.writerow(["video", "path", "frames", "fps", *METRICS, "error", *(["fvd"] if with_fvd else [])])
     for s in all_scores:
         values = [_format(s.mean(m), 6) if m in s.per_frame else "" for m in METRICS]
-        writer.writerow([s.item.name, s.item.path, s.num_frames, f"{s.fps:.3f}", *values, s.error or ""])
+        writer.writerow([s.item.name, s.item.path, s.num_frames, f"{s.fps:.3f}", *values, s.error or "", *([""] if with_fvd else [])])
+    if with_fvd:
+        writer.writerow([FVD_ROW, "", summary["frames"], "", *[""] * len(METRICS), "", _format(summary["fvd"], 6)])
     (folder / "metrics.csv").write_text(table.getvalue(), encoding="utf-8", newline="")
 
     frames = io.StringIO()
@@ -309,15 +334,20 @@ def _write_report_files(all_scores: list[VideoScores], folder: Path, summary: di
     return written
 
 
-def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, settings: dict, plots: bool = False) -> dict:
+def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, settings: dict, plots: bool = False,
+                  fvd: dict | None = None) -> dict:
     """Write metrics.csv, per_frame.csv, summary.json (and plots/); return the summary.
+
+    ``fvd`` (``{"fvd", "protocol"}`` of :class:`~vidtwin.fvd.reconstruction.ReconstructionFVD`)
+    goes into summary.json as ``fvd`` and ``fvd_protocol``, and into metrics.csv as an ``fvd``
+    column filled on a last row named ``(all videos)``.
 
     The set is complete or absent: every file is written into a hidden folder beside
     ``output_dir`` first, which then becomes ``output_dir`` (or, when that exists, whose files are
     renamed into it). A failed write (a full disk) leaves nothing and raises ``InferenceError``.
     """
     output_dir = Path(output_dir)
-    summary = summarize(all_scores, settings)
+    summary = summarize(all_scores, settings, fvd)
     try:
         output_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=temp_prefix(output_dir.name, "")))

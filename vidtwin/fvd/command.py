@@ -1,0 +1,204 @@
+"""The command-line side of FVD: ``inference.py fvd`` and the ``--fvd`` options of ``inference.py evaluate``.
+
+Everything the user gave is checked before any video is decoded: the protocol's numbers, the
+outputs (an existing file needs ``--overwrite``; an output may not be an input), the weights
+(found, readable, of the I3D network), saved statistics (same weights and protocol), and every
+video's length. Then the real set (unless its statistics are loaded), then the fake set, each with
+a progress bar. The FVD and its protocol are printed, and written as JSON with ``--output``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from vidtwin.atomic_io import atomic_path
+from vidtwin.cli_utils import add_debug_flag
+from vidtwin.data.video_io import VideoReadError, probe_video, sample_indices
+from vidtwin.inference.options import InferenceOptions, resolve_device
+from vidtwin.inference.outputs import check_targets, check_writable_folder
+
+from .protocol import CLIP_STARTS, ClipProtocol, FVDError, protocol_report
+from .reconstruction import ReconstructionFVD
+from .stats import FeatureStats, fvd_of
+from .video_sets import check_clip_count, plan_video_set, video_set_statistics
+from .weights import WEIGHTS_FILENAME, find_weights, load_i3d
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_CLIPS = 8
+
+
+def _weights_help() -> str:
+    return f"the I3D weights file ({WEIGHTS_FILENAME}); default: looked up in the torch hub and Hugging Face caches"
+
+
+# ----------------------------------------------------------------------------------------------
+# inference.py fvd
+# ----------------------------------------------------------------------------------------------
+
+
+def add_fvd_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``inference.py fvd``."""
+    real = parser.add_mutually_exclusive_group(required=True)
+    real.add_argument("--real", help="the real videos: a folder (searched recursively) or a CSV with a 'videos' column")
+    real.add_argument("--real-stats", metavar="FILE", help="real statistics saved by an earlier --save-real-stats")
+    parser.add_argument("--fake", required=True, help="the generated videos: a folder or a CSV with a 'videos' column")
+    parser.add_argument("--data-dir", default=None, help="root of the CSVs' relative paths (default: each CSV's folder)")
+    parser.add_argument("--real-split", default=None, metavar="TEXT",
+                        help="name of the real split, recorded in the report (e.g. 'UCF-101 train, all 3 splits')")
+    parser.add_argument("--output", default=None, metavar="JSON", help="write the report (fvd, protocol) to this file")
+    parser.add_argument("--save-real-stats", default=None, metavar="FILE", help="save the real set's statistics for reuse")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output / --save-real-stats files that exist")
+    parser.add_argument("--fvd-weights", default=None, metavar="FILE", help=_weights_help())
+    group = parser.add_argument_group("protocol (recorded in the report)")
+    group.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
+    group.add_argument("--stride", type=int, default=1, help="take every N-th frame within a clip (default 1)")
+    group.add_argument("--clips-per-video", type=int, default=1, help="clips per video (default 1, from the first frame)")
+    group.add_argument("--clip-starts", choices=CLIP_STARTS, default="even",
+                       help="with several clips per video: evenly spread or random starts (default even)")
+    group.add_argument("--seed", type=int, default=0, help="seed of random clip starts (default 0)")
+    group.add_argument("--resolution", type=int, default=None, metavar="PX",
+                       help="resize (short side) and center-crop frames to PXxPX before I3D's own resize to 224 "
+                       "(e.g. the generator's training resolution); default: frames as decoded")
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default); I3D runs in fp32")
+    group.add_argument("--batch-clips", type=int, default=DEFAULT_BATCH_CLIPS, metavar="N", help="clips per I3D forward pass (default 8)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_debug_flag(parser, in_subcommand=True)
+    parser.set_defaults(dtype="fp32")  # the shared runtime options; I3D features are always fp32
+
+
+def _protocol(args: argparse.Namespace) -> ClipProtocol:
+    return ClipProtocol(frames=args.frames, stride=args.stride, clips_per_video=args.clips_per_video,
+                        clip_starts=args.clip_starts, seed=args.seed, resolution=args.resolution)
+
+
+def _check_outputs(args: argparse.Namespace) -> list[Path]:
+    targets = [Path(p) for p in (args.output, args.save_real_stats) if p is not None]
+    if args.save_real_stats and args.real_stats:
+        raise FVDError("--save-real-stats saves statistics computed from --real videos; with --real-stats there is nothing new to save")
+    if len(targets) == 2 and os.path.abspath(targets[0]) == os.path.abspath(targets[1]):
+        raise FVDError(f"--output and --save-real-stats are the same file {targets[0]}; give two names")
+    for target in targets:
+        if target.is_dir():
+            raise FVDError(f"output {target} is a directory; give a file name")
+        check_writable_folder(target.parent)
+    inputs = [p for p in (args.real, args.fake, args.real_stats) if p is not None]
+    check_targets(targets, inputs, args.overwrite)
+    return targets
+
+
+def _stats_identity(weights: dict, protocol: ClipProtocol) -> dict:
+    return {"weights_sha256": weights["sha256"], **protocol.comparable_fields()}
+
+
+def _load_real_stats(path: str, weights: dict, protocol: ClipProtocol) -> tuple[FeatureStats, dict]:
+    stats, saved = FeatureStats.load(path)
+    expected = _stats_identity(weights, protocol)
+    identity = saved.get("identity", {})
+    for key, value in expected.items():
+        if identity.get(key) != value:
+            raise FVDError(f"--real-stats {path} was computed with {key} {identity.get(key)!r}, this run uses {value!r}; "
+                           "recompute them with --real and --save-real-stats")
+    check_clip_count(stats.count, f"--real-stats {path}")
+    return stats, saved.get("real", {"source": path, "clips": stats.count})
+
+
+def _write_json(path: Path, report: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".json") as temp:
+            temp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise FVDError(f"cannot write the report {path}: {error.strerror or error}") from None
+
+
+def format_report(report: dict) -> str:
+    """``FVD value`` and the protocol, one ``key: value`` line each."""
+    lines = [f"FVD {report['fvd']:.4f}"]
+    for key, value in report["protocol"].items():
+        if key in ("real", "fake", "weights"):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+def run_fvd(args: argparse.Namespace, options: InferenceOptions) -> dict:
+    """``inference.py fvd``: checks, real statistics, fake statistics, the report; returns the report."""
+    protocol = _protocol(args)
+    _check_outputs(args)
+    device = resolve_device(args.device)
+    model, weights = load_i3d(find_weights(args.fvd_weights), device)
+    progress = options.progress
+    if args.real_stats:
+        real_stats, real_info = _load_real_stats(args.real_stats, weights, protocol)
+        real_set = None
+    else:
+        real_set = plan_video_set(args.real, "--real", protocol, args.data_dir, progress)
+    fake_set = plan_video_set(args.fake, "--fake", protocol, args.data_dir, progress)
+    if real_set is not None:
+        real_stats = video_set_statistics(real_set, protocol, model, options.batch_clips, progress)
+        real_info = {**real_set.describe(), "split": args.real_split or "not given"}
+        if args.save_real_stats:
+            real_stats.save(args.save_real_stats, {"identity": _stats_identity(weights, protocol), "real": real_info,
+                                                   "protocol": protocol.to_dict(), "weights": weights})
+            print(f"wrote {args.save_real_stats} ({real_stats.count} real clips)")
+    elif args.real_split:
+        real_info = {**real_info, "split": args.real_split}
+    fake_stats = video_set_statistics(fake_set, protocol, model, options.batch_clips, progress)
+    report = {"fvd": fvd_of(real_stats, fake_stats),
+              "protocol": protocol_report(protocol, weights, {**real_info, "clips": real_stats.count}, fake_set.describe())}
+    print(format_report(report))
+    if args.output:
+        _write_json(Path(args.output), report)
+        print(f"wrote {args.output}")
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# inference.py evaluate --fvd
+# ----------------------------------------------------------------------------------------------
+
+
+def add_evaluate_fvd_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--fvd`` and its options on ``inference.py evaluate``."""
+    group = parser.add_argument_group("reconstruction FVD")
+    group.add_argument("--fvd", action="store_true", help="also compute the FVD of the reconstructions against the inputs")
+    group.add_argument("--fvd-weights", default=None, metavar="FILE", help=_weights_help())
+    group.add_argument("--fvd-frames", type=int, default=16, metavar="N", help="frames per FVD clip (default 16)")
+    group.add_argument("--fvd-stride", type=int, default=1, metavar="N", help="frame stride within an FVD clip (default 1)")
+
+
+def _sampled_frame_count(path: str, options: InferenceOptions) -> int | None:
+    """Frames of a video after the evaluation's sampling; None for a video that cannot be read (it fails alone later)."""
+    try:
+        info = probe_video(path)
+    except VideoReadError:
+        return None
+    return len(sample_indices(info.num_frames, info.fps, options.sample_fps, num_samples=options.max_frames))
+
+
+def prepare_reconstruction_fvd(args: argparse.Namespace, paths: list[str], options: InferenceOptions,
+                               device: torch.device) -> ReconstructionFVD | None:
+    """With ``--fvd``: the checked protocol, every video long enough for a clip, and I3D loaded; else None."""
+    if not args.fvd:
+        return None
+    protocol = ClipProtocol(frames=args.fvd_frames, stride=args.fvd_stride)
+    weights_path = find_weights(args.fvd_weights)
+    clips = 0
+    for path in paths:
+        frames = _sampled_frame_count(path, options)
+        if frames is None:
+            continue
+        if frames < protocol.span:
+            raise FVDError(f"--fvd: video {path} {protocol.too_short(frames)} (--fvd-frames, --fvd-stride)")
+        clips += frames // protocol.span
+    check_clip_count(clips, f"--fvd on {args.input}")
+    model, weights = load_i3d(weights_path, device)
+    return ReconstructionFVD(model, weights, protocol, batch_clips=DEFAULT_BATCH_CLIPS)

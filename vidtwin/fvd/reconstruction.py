@@ -1,0 +1,88 @@
+"""Reconstruction FVD (rFVD): the input clips of a set of videos against their reconstructions.
+
+``inference.py evaluate --fvd`` feeds each video's (model-space input, reconstruction) chunks to
+:class:`ReconstructionFVD` as they are scored. Both streams are quantized to uint8 (what a written
+video holds), cut into every consecutive, non-overlapping clip of ``frames`` frames at ``stride``
+(a remainder shorter than one clip is left out), and their I3D features folded into two running
+statistics. A video's clips count only once it was scored to the end, so a video that fails part
+way leaves no trace in the FVD.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from vidtwin.inference.pipeline import to_uint8_frames
+
+from .features import FeatureAccumulator
+from .i3d import NUM_CLASSES
+from .protocol import ClipProtocol, FVDError, protocol_report
+from .stats import FeatureStats, fvd_of
+from .video_sets import check_clip_count
+
+logger = logging.getLogger(__name__)
+
+
+class _ClipCutter:
+    """Frames in, clips out: buffers a stream of frames and cuts consecutive clips of a protocol's span."""
+
+    def __init__(self, protocol: ClipProtocol, accumulator: FeatureAccumulator):
+        self.protocol, self.accumulator = protocol, accumulator
+        self.buffer: list[torch.Tensor] = []  # uint8 (t, H, W, 3) chunks, fewer than one span in all
+
+    def add(self, frames: torch.Tensor) -> None:
+        self.buffer.append(frames)
+        held = torch.cat(self.buffer)  # (n, H, W, 3)
+        span = self.protocol.span
+        while held.shape[0] >= span:
+            self.accumulator.add(held[: span : self.protocol.stride])  # (frames, H, W, 3)
+            held = held[span:]
+        self.buffer = [held]
+
+
+class ReconstructionFVD:
+    """Running rFVD statistics over videos; ``start_video`` / ``add`` / ``end_video`` per video."""
+
+    def __init__(self, model: torch.nn.Module, weights: dict, protocol: ClipProtocol, batch_clips: int = 8):
+        if protocol.clips_per_video != 1 or protocol.resolution is not None:
+            raise FVDError("reconstruction FVD takes every clip of the model-space frames; clips_per_video and resolution do not apply")
+        self.model, self.weights, self.protocol, self.batch_clips = model, weights, protocol, batch_clips
+        self.real, self.fake = FeatureStats(NUM_CLASSES), FeatureStats(NUM_CLASSES)
+        self.videos = 0
+        self._video: tuple[_ClipCutter, _ClipCutter] | None = None
+
+    def start_video(self) -> None:
+        self._video = tuple(_ClipCutter(self.protocol, FeatureAccumulator(self.model, self.batch_clips)) for _ in range(2))
+
+    def add(self, reference: torch.Tensor, output: torch.Tensor) -> None:
+        """One chunk of a video: model-space input and reconstruction, float ``(3, t, H, W)`` in [-1, 1]."""
+        real, fake = self._video
+        real.add(to_uint8_frames(reference))  # (t, H, W, 3)
+        fake.add(to_uint8_frames(output))
+
+    def end_video(self, scored: bool) -> None:
+        """Count the video's clips when it was ``scored`` to the end; drop them otherwise."""
+        video, self._video = self._video, None
+        if not scored or video is None:
+            return
+        for cutter, total in zip(video, (self.real, self.fake)):
+            cutter.accumulator.flush()
+            total.merge(cutter.accumulator.stats)
+        self.videos += 1
+
+    def result(self, source: str) -> dict | None:
+        """``{"fvd": value, "protocol": {...}}`` over the videos counted so far; None (and a warning) under 2 clips."""
+        try:
+            check_clip_count(self.real.count, f"the scored reconstructions of {source}")
+        except FVDError as error:  # videos failed after the checks; their PSNR/SSIM reports are still written
+            logger.warning("no FVD: %s", error)
+            return None
+        sets = {"source": source, "videos": self.videos, "clips": self.real.count}
+        protocol = protocol_report(self.protocol, self.weights, {**sets, "what": "model-space input clips"},
+                                   {**sets, "what": "their reconstructions"})
+        protocol["clips_per_video"] = "every consecutive, non-overlapping clip (a shorter remainder is left out)"
+        protocol["clip_starts"] = "0, span, 2 span, ... of each video"
+        protocol["resolution_before_i3d"] = "the model's input size (the evaluated frames)"
+        return {"fvd": fvd_of(self.real, self.fake), "protocol": protocol}
