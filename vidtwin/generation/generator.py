@@ -156,14 +156,14 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
         """
         parameter = next(self.parameters())
         device, dtype = device or parameter.device, dtype or parameter.dtype
+        if labels is not None and self.config.num_classes == 0:
+            raise GeneratorSampleError("this generator is unconditional (no classes); sample without labels")
         if labels is None:
             if num_samples is None:
                 raise GeneratorSampleError("give labels or num_samples")
             labels = torch.full((num_samples,), self.null_label, dtype=torch.long)
         labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
         self._check_labels(labels)
-        if self.config.num_classes == 0 and bool((labels != self.null_label).any()):
-            raise GeneratorSampleError("this generator is unconditional (no classes); sample without labels")
         labels = labels.to(device)
         random = torch.Generator(device="cpu")
         if seed is not None:

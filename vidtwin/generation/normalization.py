@@ -86,7 +86,9 @@ class LatentNormalization:
         means of a latent dataset. The iterable is consumed once (a generator or a DataLoader works).
         """
         moments = {name: _RunningMoments() for name in LATENT_NAMES}
-        for batch in tqdm(batches, desc="latent statistics", unit="batch", disable=not progress):
+        # One iterator, made here: tqdm.auto calls iter() on what it wraps as well as iterating it,
+        # which would start a DataLoader's workers twice.
+        for batch in tqdm(iter(batches), desc="latent statistics", unit="batch", disable=not progress):
             for name, values in latent_dict(batch).items():
                 if not values.is_floating_point():
                     raise NormalizationError(f"{name} holds {values.dtype} values; normalization is for continuous latents")
