@@ -9,7 +9,7 @@ Clips come from a folder of generated mp4 files named ``<digit>-<direction>_<ind
 
 - **digit**: in every frame, a window of the digit's size around the ink's centroid is averaged
   down to 8x8 and classified by a support-vector classifier trained on the *training* digit images
-  of the data set (rendered the same way, with the window jittered by up to 2 px); the clip's digit
+  of the data set (rendered the same way, with the window also shifted 2 px each way); the clip's digit
   is the majority over its frames;
 - **direction**: the slope of the ink's centroid across the frames (least squares), on the axis
   where it moves most; a clip whose digit moves less than 0.25 px per frame has no direction.
@@ -46,7 +46,7 @@ from vidtwin.errors import UserError
 PROG = "check_generation.py"
 INK_THRESHOLD = 0.15  # gray level (of 1) below which a pixel is background
 MIN_SPEED = 0.25  # px per frame: slower is "no motion"
-JITTER = (-2, 0, 2)  # px: crop offsets the classifier trains on, for centroids that are a little off
+JITTER = ((0, 0), (-2, 0), (2, 0), (0, -2), (0, 2))  # px: window offsets the classifier trains on, for centroids a little off
 GENERATED_NAME = re.compile(r"(?P<digit>\d)-(?P<direction>up|down|left|right)_\d+\.mp4")
 
 
@@ -130,10 +130,9 @@ class DigitChecker:
         for index in self.settings["images"]["train"]:
             frame = ink(render_clip(render_sprite(images[index], size), np.array([[start, start]]), frame_size))[0]
             (cx, cy), = centroids(frame[None])
-            for dx in JITTER:
-                for dy in JITTER:
-                    features.append(window_features(frame, (cx + dx, cy + dy), size))
-                    labels.append(int(digits[index]))
+            for dx, dy in JITTER:
+                features.append(window_features(frame, (cx + dx, cy + dy), size))
+                labels.append(int(digits[index]))
         return SVC(C=10.0, gamma="scale").fit(np.stack(features), np.asarray(labels))
 
     def read(self, frames: np.ndarray) -> Tuple[Optional[int], Optional[str]]:
