@@ -21,6 +21,10 @@ from vidtwin.generation import (
 from vidtwin.generation import transformer as transformer_module
 from vidtwin.state_dict_io import CheckpointError
 
+from conftest import REPO
+
+PUBLISHED_CONFIG = REPO / "configs" / "vidtwin.yaml"
+
 # Odd grids everywhere: 7x7 structure with patch 2, 5 query frames, 9 frames, dynamics of lengths 7 and 5.
 ODD_SHAPES = {"structure": (3, 5, 7, 7), "dynamics_x": (2, 9, 7), "dynamics_y": (2, 9, 5)}
 
@@ -315,3 +319,18 @@ def test_flops_formula_matches_the_counted_forward_pass(monkeypatch):
     groups = [(group.num_tokens, group.token_dim) for group in generator.packing.groups]
     expected = transformer_flops(generator.packing.num_tokens, groups, 64, 3, 128)
     assert counter.get_total_flops() == expected
+
+
+def test_compression_report_prints_the_generators_tokens_and_flops_beside_other_tokenizers(capsys):
+    from scripts.compression_report import main
+
+    main([str(PUBLISHED_CONFIG), "--compare-tokenizers"])
+    out = capsys.readouterr().out
+    # Published latents with patch 2: structure 8 x 4 x 4 = 128 tokens, dynamics image 16 x 14 -> 8 x 7 = 56.
+    assert "generator dit-flops (6 layers, 8 heads, hidden 512, FFN 2048): 184 tokens per clip" in out
+    assert "VidTok 4x8x8 (16 ch)                392" in out
+    assert "SD-VAE 8x8 per frame (4 ch)       1,568" in out
+    assert "the paper's \"4-8x fewer FLOPs\": does not hold for every tokenizer here" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(PUBLISHED_CONFIG), "--generator", "huge"])
+    assert exit_info.value.code == 2
