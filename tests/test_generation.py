@@ -278,6 +278,12 @@ def test_save_pretrained_round_trips_strictly(tmp_path):
     second = loaded.sample([0, 2], steps=2, seed=3, progress=False)
     assert all(torch.equal(first[name], second[name]) for name in first)
 
+    # The statistics travel in the state dict too (a Lightning checkpoint holds no config.json).
+    fresh = LatentGenerator(GeneratorConfig.from_dict({**generator.config.to_dict(), "normalization": None}))
+    assert fresh.normalization.mean["structure"][0] == 0.0
+    fresh.load_state_dict(generator.state_dict())
+    assert fresh.normalization == generator.normalization
+
     weights = load_file(str(tmp_path / "gen" / "model.safetensors"))
     weights.pop("tokens.type_embedding")
     weights["extra.weight"] = torch.zeros(1)

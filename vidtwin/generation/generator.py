@@ -30,7 +30,7 @@ from ..hub import download_checkpoint, is_hub_reference, is_repo_id, parse_hub_r
 from ..state_dict_io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_state_dict, read_checkpoint_state_dict
 from .config import GeneratorConfig, GeneratorConfigError
 from .flow import flow_matching_loss, guided_velocity, logit_normal_times, solve_flow
-from .normalization import LatentNormalization
+from .normalization import LatentNormalization, LatentScaler
 from .packing import LatentPacking, PackedTokenEmbedding
 from .transformer import ConditionedTransformer
 
@@ -86,16 +86,24 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
         self.tokens = PackedTokenEmbedding(self.packing, config.hidden_size)
         self.transformer = ConditionedTransformer(config.hidden_size, config.depth, config.num_heads, config.mlp_ratio,
                                                   config.num_classes)
-        self.normalization = (LatentNormalization.from_dict(config.normalization) if config.normalization is not None
-                              else LatentNormalization.identity(self.packing.latent_shapes))
+        stats = (LatentNormalization.from_dict(config.normalization) if config.normalization is not None
+                 else LatentNormalization.identity(self.packing.latent_shapes))
+        # Buffers, so that any state dict carries the statistics; config.normalization is their
+        # initial value, brought up to date by set_normalization and save_pretrained.
+        self.scaler = LatentScaler(stats)
 
     @property
     def null_label(self) -> int:
         return self.config.num_classes
 
+    @property
+    def normalization(self) -> LatentNormalization:
+        """The latent statistics in use (a copy; change them with :meth:`set_normalization`)."""
+        return self.scaler.stats
+
     def set_normalization(self, normalization: LatentNormalization) -> None:
-        """Use these statistics from now on, and keep them in the config (and so in checkpoints)."""
-        self.normalization = normalization
+        """Use these statistics from now on; they go into the state dict and the saved config."""
+        self.scaler.set(normalization)
         self.config.normalization = normalization.to_dict()
 
     # ------------------------------------------------------------------------ the network
@@ -116,7 +124,7 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
         is replaced by the null label (classifier-free guidance). generator: the random source of
         times, noise and dropout, on the latents' device (None: torch's global one).
         """
-        data = self.packing.pack(self.normalization.normalize(latents))  # [(B, N_S, D_S), (B, N_D, D_D)]
+        data = self.packing.pack(self.scaler.normalize(latents))  # [(B, N_S, D_S), (B, N_D, D_D)]
         batch, device, dtype = data[0].shape[0], data[0].device, data[0].dtype
         labels = self._training_labels(labels, batch, device, generator)
         t = logit_normal_times(batch, self.config.time_logit_mean, self.config.time_logit_std, device, dtype, generator)
@@ -175,7 +183,7 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
             return guided_velocity(self.velocity, x, t, labels, self.null_label, guidance)
 
         packed = solve_flow(velocity, noise, steps, method, progress)
-        return self.normalization.denormalize(self.packing.unpack(packed))
+        return self.scaler.denormalize(self.packing.unpack(packed))
 
     # ------------------------------------------------------------------------ files
     def save_pretrained(self, save_directory: Union[str, Path], *, repo_id: Optional[str] = None, push_to_hub: bool = False,
@@ -190,6 +198,7 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
         weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         with atomic_path(directory / WEIGHTS_FILE) as temp:
             save_file(weights, str(temp), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
+        self.config.normalization = self.normalization.to_dict()  # the buffers may have been loaded since
         config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generator": self.config.to_dict()}
         atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
         card = directory / "README.md"

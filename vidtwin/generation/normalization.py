@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import UserError
@@ -106,28 +107,13 @@ class LatentNormalization:
             for name in LATENT_NAMES
         )
 
-    def _per_channel(self, name: str, values: torch.Tensor, which: Dict[str, List[float]]) -> torch.Tensor:
-        channels = values.shape[1]
-        if len(which[name]) != channels:
-            raise NormalizationError(f"{name} has {channels} channels but its statistics have {len(which[name])}")
-        shape = (1, channels) + (1,) * (values.dim() - 2)
-        return torch.tensor(which[name], dtype=values.dtype, device=values.device).reshape(shape)  # (1, C, 1, ...)
-
     def normalize(self, latents) -> Dict[str, torch.Tensor]:
         """Latents in the autoencoder's scale -> each channel with mean 0 and std 1 (over the data)."""
-        out = {}
-        for name, values in latent_dict(latents).items():
-            std = self._per_channel(name, values, self.std).clamp_min(MIN_STD)
-            out[name] = (values - self._per_channel(name, values, self.mean)) / std
-        return out
+        return LatentScaler(self).normalize(latents)
 
     def denormalize(self, latents) -> Dict[str, torch.Tensor]:
         """The inverse of :meth:`normalize`: back to the autoencoder's scale, what ``decode`` takes."""
-        out = {}
-        for name, values in latent_dict(latents).items():
-            std = self._per_channel(name, values, self.std).clamp_min(MIN_STD)
-            out[name] = values * std + self._per_channel(name, values, self.mean)
-        return out
+        return LatentScaler(self).denormalize(latents)
 
     def to_dict(self) -> dict:
         return {"mean": {k: list(v) for k, v in self.mean.items()}, "std": {k: list(v) for k, v in self.std.items()}}
@@ -142,4 +128,49 @@ class LatentNormalization:
         return stats
 
 
-__all__ = ["LatentNormalization", "NormalizationError", "MIN_STD"]
+class LatentScaler(nn.Module):
+    """The statistics as buffers (``structure_mean``, ``structure_std``, ... float64, one value per
+    channel), so that every state dict (a Lightning checkpoint too) carries them with the weights.
+
+    ``normalize`` / ``denormalize`` return latents of the input's dtype.
+    """
+
+    def __init__(self, stats: LatentNormalization):
+        super().__init__()
+        for name in LATENT_NAMES:
+            self.register_buffer(f"{name}_mean", torch.tensor(stats.mean[name], dtype=torch.float64))
+            self.register_buffer(f"{name}_std", torch.tensor(stats.std[name], dtype=torch.float64))
+
+    @property
+    def stats(self) -> LatentNormalization:
+        """The current statistics, as plain lists."""
+        return LatentNormalization(mean={name: getattr(self, f"{name}_mean").tolist() for name in LATENT_NAMES},
+                                   std={name: getattr(self, f"{name}_std").tolist() for name in LATENT_NAMES})
+
+    def set(self, stats: LatentNormalization) -> None:
+        for name in LATENT_NAMES:
+            for kind, values in (("mean", stats.mean[name]), ("std", stats.std[name])):
+                buffer = getattr(self, f"{name}_{kind}")
+                if len(values) != buffer.numel():
+                    raise NormalizationError(f"{name} has {buffer.numel()} channels but the new statistics have {len(values)}")
+                buffer.copy_(torch.tensor(values, dtype=buffer.dtype))
+
+    def _per_channel(self, name: str, kind: str, values: torch.Tensor) -> torch.Tensor:
+        buffer = getattr(self, f"{name}_{kind}")
+        if buffer.numel() != values.shape[1]:
+            raise NormalizationError(f"{name} has {values.shape[1]} channels but its statistics have {buffer.numel()}")
+        # In the latents' dtype: the statistics follow the data, they do not set the precision.
+        return buffer.to(values.dtype).reshape((1, -1) + (1,) * (values.dim() - 2))  # (1, C, 1, ...)
+
+    def normalize(self, latents) -> Dict[str, torch.Tensor]:
+        """Latents in the autoencoder's scale -> each channel with mean 0 and std 1 (over the data)."""
+        return {name: (values - self._per_channel(name, "mean", values)) / self._per_channel(name, "std", values).clamp_min(MIN_STD)
+                for name, values in latent_dict(latents).items()}
+
+    def denormalize(self, latents) -> Dict[str, torch.Tensor]:
+        """The inverse of :meth:`normalize`: back to the autoencoder's scale, what ``decode`` takes."""
+        return {name: values * self._per_channel(name, "std", values).clamp_min(MIN_STD) + self._per_channel(name, "mean", values)
+                for name, values in latent_dict(latents).items()}
+
+
+__all__ = ["LatentNormalization", "LatentScaler", "NormalizationError", "MIN_STD"]
