@@ -42,6 +42,7 @@ from scripts.make_moving_digits import (
 from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli_utils import add_debug_flag, run_cli
 from vidtwin.errors import UserError
+from vidtwin.optional import require
 
 PROG = "check_generation.py"
 INK_THRESHOLD = 0.15  # gray level (of 1) below which a pixel is background
@@ -121,8 +122,7 @@ class DigitChecker:
         self.classifier = self._train()
 
     def _train(self):
-        from sklearn.svm import SVC
-
+        svm = require("sklearn.svm", "demo", "the Moving Digits checker's digit classifier")
         images, digits = load_digit_images()
         size, frame_size = self.settings["digit_size"], self.settings["frame_size"]
         start = (frame_size - size) // 2
@@ -133,7 +133,7 @@ class DigitChecker:
             for dx, dy in JITTER:
                 features.append(window_features(frame, (cx + dx, cy + dy), size))
                 labels.append(int(digits[index]))
-        return SVC(C=10.0, gamma="scale").fit(np.stack(features), np.asarray(labels))
+        return svm.SVC(C=10.0, gamma="scale").fit(np.stack(features), np.asarray(labels))
 
     def read(self, frames: np.ndarray) -> Tuple[Optional[int], Optional[str]]:
         """uint8 (F, H, W, 3) -> (digit or None, direction or None)."""

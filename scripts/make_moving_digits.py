@@ -39,6 +39,7 @@ from tqdm import tqdm
 from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli_utils import add_debug_flag, run_cli
 from vidtwin.errors import UserError
+from vidtwin.optional import require
 
 PROG = "make_moving_digits.py"
 # Screen axes: x to the right, y downwards.
@@ -63,9 +64,8 @@ def class_names() -> list:
 
 def load_digit_images():
     """(images (1797, 8, 8) float in [0, 1], digits (1797,) int)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    datasets = require("sklearn.datasets", "demo", "Moving Digits (the handwritten digits of scikit-learn)")
+    digits = datasets.load_digits()
     return digits.images / 16.0, digits.target.astype(int)
 
 

@@ -346,7 +346,7 @@ def test_size_presets_include_the_papers_generator_and_the_flops_stand_in():
 def test_flops_formula_matches_the_counted_forward_pass(monkeypatch):
     from torch.utils.flop_counter import FlopCounterMode
 
-    def explicit_attention(q, k, v):  # the counter does not see inside the CPU SDPA kernel
+    def explicit_attention(q, k, v, attn_mask=None):  # the counter does not see inside the CPU SDPA kernel
         return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v
 
     monkeypatch.setattr(transformer_module.F, "scaled_dot_product_attention", explicit_attention)
@@ -372,3 +372,21 @@ def test_compression_report_prints_the_generators_tokens_and_flops_beside_other_
     with pytest.raises(SystemExit) as exit_info:
         main([str(PUBLISHED_CONFIG), "--generator", "huge"])
     assert exit_info.value.code == 2
+
+
+def test_an_attention_mask_keeps_tokens_from_seeing_the_masked_ones():
+    """For models that need one (a causal world model): tokens 0-3 may not see tokens 4-7."""
+    from vidtwin.generation.transformer import GeneratorBlock
+
+    torch.manual_seed(0)
+    block = GeneratorBlock(32, 4, 2.0)
+    torch.nn.init.normal_(block.modulation[1].weight, std=0.1)  # open the zero-initialized gates
+    mask = torch.ones(8, 8, dtype=torch.bool)
+    mask[:4, 4:] = False
+    x, condition = torch.randn(2, 8, 32), torch.randn(2, 32)
+    changed = x.clone()
+    changed[:, 4:] = torch.randn(2, 4, 32)  # not a constant shift, which the LayerNorm would remove
+    out, out_changed = block(x, condition, mask), block(changed, condition, mask)
+    assert torch.allclose(out[:, :4], out_changed[:, :4], atol=1e-6)
+    assert not torch.allclose(out[:, 4:], out_changed[:, 4:])
+    assert not torch.allclose(block(x, condition)[:, :4], block(changed, condition)[:, :4])

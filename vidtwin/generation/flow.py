@@ -17,13 +17,15 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import UserError
+
 SAMPLERS = ("euler", "heun")
 
 # velocity(x_groups, t (B,), labels (B,)) -> velocity per group, same shapes as x_groups
 VelocityFn = Callable[[List[torch.Tensor], torch.Tensor, torch.Tensor], List[torch.Tensor]]
 
 
-class SamplerError(ValueError):
+class SamplerError(ValueError, UserError):
     """Sampler settings that cannot be used."""
 
 

@@ -3,14 +3,16 @@
 Each block modulates its two LayerNorms (attention, MLP) with a shift and a scale, and gates each
 residual branch, all six vectors regressed from the sum of the time and class embeddings by a
 zero-initialized linear layer, so every block starts as the identity (adaLN-Zero). Attention is
-one ``F.scaled_dot_product_attention`` call over the whole packed sequence (no mask: the sequence
-has no padding tokens; padded values inside a patch are handled by the loss). No dtype casts:
+one ``F.scaled_dot_product_attention`` call over the whole packed sequence: the generator needs
+no mask (the sequence has no padding tokens; padded values inside a patch are left out of the
+loss), and a model that does (a causal world model) passes ``attention_mask``. No dtype casts:
 precision belongs to the caller (autocast or ``model.to(dtype)``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -61,11 +63,12 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, N, C); attention_mask: bool (N, N) or (B, 1, N, N), True where a query may attend."""
         batch, tokens, channels = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, channels // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, C / heads)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N, C / heads)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, heads, N, C / heads)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))  # (B, N, C)
 
 
@@ -83,10 +86,10 @@ class GeneratorBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """x (B, N, C), condition (B, C) -> (B, N, C)."""
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x (B, N, C), condition (B, C) -> (B, N, C); attention_mask as in :class:`Attention`."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(condition).chunk(6, dim=-1)  # each (B, C)
-        x = x + gate_a[:, None] * self.attn(modulate(self.norm1(x), shift_a, scale_a))
+        x = x + gate_a[:, None] * self.attn(modulate(self.norm1(x), shift_a, scale_a), attention_mask)
         return x + gate_m[:, None] * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
