@@ -221,6 +221,17 @@ def test_heun_is_exact_where_euler_is_not_on_a_linear_velocity():
     assert torch.allclose(solve_flow(velocity, start, steps=4, method="euler", progress=False)[0], torch.full((1, 2, 2), 0.75))
 
 
+def test_classes_are_named_or_numbered():
+    generator = tiny_generator(class_names=["3-left", "3-right", "7-up"])
+    assert generator.class_labels(["7-up", 0, "1"]) == [2, 0, 1]
+    with pytest.raises(GeneratorSampleError, match=r"unknown class '9-down'; known classes: 3-left, 3-right, 7-up"):
+        generator.class_labels(["9-down"])
+    with pytest.raises(GeneratorSampleError, match=r"unknown class '3'; known classes: 3-left"):
+        generator.class_labels([3])
+    with pytest.raises(GeneratorSampleError, match="unconditional"):
+        tiny_generator(num_classes=0).class_labels(["a"])
+
+
 def test_sampling_names_bad_labels():
     with pytest.raises(GeneratorSampleError, match=r"class labels must be in \[0, 3\)"):
         tiny_generator().sample([5], steps=1, progress=False)

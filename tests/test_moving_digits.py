@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from scripts.check_generation import DigitChecker, clips_from_csv, direction_of, ink, centroids, main as check_main
+from scripts.check_generation import Clip, DigitChecker, centroids, clips_from_csv, decoupling_score, direction_of, ink
+from scripts.check_generation import main as check_main
 from scripts.make_moving_digits import ACTIONS, DIRECTIONS, class_names, make_moving_digits, render_clip, render_sprite
 from scripts.make_moving_digits import load_digit_images
 from vidtwin.data.video_io import read_video
@@ -112,6 +113,20 @@ def test_the_checker_reads_what_a_clip_shows_not_what_it_is_named(checker):
     moving_up = render_clip(sprite, np.array([[16, 30 - 2 * i] for i in range(16)]), 64)
     assert checker.read(moving_up) == (labels[val_index], "up")
     assert checker.read(np.zeros((16, 64, 64, 3), np.uint8)) == (None, None)
+
+
+def test_decoupling_counts_digits_from_the_structure_source_and_motion_from_the_dynamics_source(checker):
+    images, labels = load_digit_images()
+    first, second = checker.settings["images"]["val"][:1], checker.settings["images"]["val"][-1:]
+    digit_a, digit_b = int(labels[first[0]]), int(labels[second[0]])
+    assert digit_a != digit_b
+    structure_source, dynamics_source = Clip(None, digit_a, "left"), Clip(None, digit_b, "down")
+    down = np.array([[16, 2 + 2 * i] for i in range(16)])
+    faithful = render_clip(render_sprite(images[first[0]], 32), down, 64)  # a's digit, b's motion
+    copied = render_clip(render_sprite(images[second[0]], 32), down, 64)  # b's clip: structure ignored
+    score = decoupling_score(checker, [(faithful, structure_source, dynamics_source),
+                                       (copied, structure_source, dynamics_source)])
+    assert score == {"pairs": 2, "digit_from_structure": 0.5, "direction_from_dynamics": 1.0, "decoupled": 0.5}
 
 
 def test_check_generation_scores_a_folder_of_generated_clips(digits, checker, tmp_path, capsys, monkeypatch):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import torch
 from huggingface_hub import ModelHubMixin
@@ -146,6 +146,27 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
                 f"class labels must be in [0, {self.config.num_classes}) ({self.config.num_classes} means no class); "
                 f"got {labels.tolist()}"
             )
+
+    def class_labels(self, classes: Sequence[Union[int, str]]) -> List[int]:
+        """Class names (``config.class_names``) or indices (ints or digit strings) -> label indices.
+
+        An unknown name or an index out of range raises GeneratorSampleError naming the known classes.
+        """
+        names = self.config.class_names or []
+        labels = []
+        for value in classes:
+            text = str(value).strip()
+            if text in names:
+                labels.append(names.index(text))
+            elif text.lstrip("-").isdigit() and 0 <= int(text) < self.config.num_classes:
+                labels.append(int(text))
+            else:
+                known = (", ".join(names[:12]) + (f" ... ({len(names)} in all)" if len(names) > 12 else "")
+                         if names else f"indices 0 to {self.config.num_classes - 1}")
+                if self.config.num_classes == 0:
+                    known = "none: this generator is unconditional"
+                raise GeneratorSampleError(f"unknown class {text!r}; known classes: {known}")
+        return labels
 
     # ------------------------------------------------------------------------ sampling
     @torch.no_grad()
