@@ -103,7 +103,7 @@ def print_generator_report(config, preset: str, compare: bool) -> None:
     rows = [("VidTwin (this config)", tokens, gflops)]
     for name, channels, grid in OTHER_TOKENIZERS:
         rows.append((name, *generator_cost(tokenizer_groups(channels, grid), preset)))
-    print(f"the same generator on other tokenizers' latents of one 16x224x224 clip, patch 2 in every dimension:")
+    print("the same generator on other tokenizers' latents of one 16x224x224 clip, patch 2 in every dimension:")
     print(f"{'latents':<30} {'tokens':>8} {'GFLOPs':>9} {'VidTwin is':>13}")
     for name, count, cost in rows:
         ratio = "" if name.startswith("VidTwin") else f"{cost / gflops:.1f}x fewer"
