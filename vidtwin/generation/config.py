@@ -1,0 +1,91 @@
+"""The generator's settings: one typed config, and the size presets in one dict."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ..errors import UserError
+
+# Width and depth of the transformer. Patch sizes are the config's own (default below) unless a
+# preset names them, as the stand-in DiT of the paper's FLOPs comparison does.
+GENERATOR_SIZES: Dict[str, Dict[str, Any]] = {
+    # CPU tests and the Moving Digits demo.
+    "tiny": dict(depth=2, hidden_size=64, num_heads=4, mlp_ratio=4.0),
+    "small": dict(depth=6, hidden_size=256, num_heads=4, mlp_ratio=4.0),
+    # The DiT the paper uses to compare tokenizers' FLOPs: 6 layers, 8 heads, hidden 512, FFN 2048,
+    # patch 2 in every dimension (the joined dynamics image is one frame, so its patch is 2 x 2).
+    "dit-flops": dict(depth=6, hidden_size=512, num_heads=8, mlp_ratio=4.0,
+                      structure_patch_size=[2, 2, 2], dynamics_patch_size=[2, 2]),
+    # The paper's UCF-101 generator: 18 layers, hidden 1152 (heads and patch are ours: the paper gives neither).
+    "paper": dict(depth=18, hidden_size=1152, num_heads=16, mlp_ratio=4.0,
+                  structure_patch_size=[2, 2, 2], dynamics_patch_size=[2, 2]),
+}
+
+# `configs/tiny.yaml`'s latents: structure (4, 4, 4, 4), dynamics (4, 8, 4) twice.
+TINY_LATENT_SHAPES = {"structure": [4, 4, 4, 4], "dynamics_x": [4, 8, 4], "dynamics_y": [4, 8, 4]}
+
+
+class GeneratorConfigError(ValueError, UserError):
+    """A generator setting that cannot be used; the message names it."""
+
+
+@dataclass
+class GeneratorConfig:
+    """Every setting of :class:`~vidtwin.generation.LatentGenerator`, with its default."""
+
+    # Per-clip latent shapes of the autoencoder (`VidTwinConfig.latent_shapes()`):
+    # structure (d_S, Q, h_S, w_S), dynamics_x (d_D, T, w_D), dynamics_y (d_D, T, h_D).
+    latent_shapes: Dict[str, List[int]] = field(default_factory=lambda: {k: list(v) for k, v in TINY_LATENT_SHAPES.items()})
+    structure_patch_size: List[int] = field(default_factory=lambda: [1, 2, 2])  # over (Q, h_S, w_S)
+    dynamics_patch_size: List[int] = field(default_factory=lambda: [2, 2])  # over (T, w_D + h_D)
+    hidden_size: int = 64  # transformer width
+    depth: int = 2  # transformer blocks
+    num_heads: int = 4  # attention heads; hidden_size must be a multiple
+    mlp_ratio: float = 4.0  # MLP width / hidden_size
+    num_classes: int = 0  # 0: unconditional only; else labels in [0, num_classes)
+    class_names: Optional[List[str]] = None  # names of the classes, in label order (from the latent dataset)
+    class_dropout: float = 0.1  # share of training samples whose class is dropped (classifier-free guidance)
+    time_logit_mean: float = 0.0  # training times t = sigmoid(N(mean, std)): logit-normal
+    time_logit_std: float = 1.0
+    normalization: Optional[dict] = None  # LatentNormalization.to_dict(); None: no scaling
+
+    def __post_init__(self):
+        self.latent_shapes = {k: [int(n) for n in v] for k, v in dict(self.latent_shapes).items()}
+        self.structure_patch_size = [int(n) for n in self.structure_patch_size]
+        self.dynamics_patch_size = [int(n) for n in self.dynamics_patch_size]
+        if sorted(self.latent_shapes) != ["dynamics_x", "dynamics_y", "structure"]:
+            raise GeneratorConfigError(f"latent_shapes needs structure, dynamics_x and dynamics_y; got {sorted(self.latent_shapes)}")
+        if self.hidden_size % self.num_heads != 0:
+            raise GeneratorConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise GeneratorConfigError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
+        if self.num_classes < 0:
+            raise GeneratorConfigError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.class_names is not None:
+            self.class_names = [str(name) for name in self.class_names]
+            if len(self.class_names) != self.num_classes or len(set(self.class_names)) != self.num_classes:
+                raise GeneratorConfigError(f"class_names must be {self.num_classes} distinct names, got {len(self.class_names)}")
+
+    @classmethod
+    def from_preset(cls, size: str, **settings) -> "GeneratorConfig":
+        """A config of one of GENERATOR_SIZES, with any other setting given."""
+        if size not in GENERATOR_SIZES:
+            raise GeneratorConfigError(f"unknown generator size {size!r}; known: {', '.join(GENERATOR_SIZES)}")
+        return cls.from_dict({**GENERATOR_SIZES[size], **settings})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "GeneratorConfig":
+        """Build from a plain dict; unknown keys are an error that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise GeneratorConfigError(f"unknown generator setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+__all__ = ["GENERATOR_SIZES", "GeneratorConfig", "GeneratorConfigError", "TINY_LATENT_SHAPES"]

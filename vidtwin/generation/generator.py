@@ -1,0 +1,290 @@
+"""The class-conditional flow-matching generator of VidTwin latents.
+
+    from vidtwin.generation import GeneratorConfig, LatentGenerator, LatentNormalization
+
+    config = GeneratorConfig.from_preset("tiny", latent_shapes=autoencoder.config.latent_shapes(), num_classes=40,
+                                         normalization=LatentNormalization.fit(batches).to_dict())
+    generator = LatentGenerator(config)
+    loss = generator.training_loss(batch["latents"], batch["label"])      # latents in the autoencoder's scale
+    latents = generator.sample([3, 3, 7], steps=50, guidance=2.0, seed=0)  # dict of the three latents
+    video = autoencoder.decode(VidTwinLatents(**latents))
+
+This module is the one place where the latent normalization is applied (in ``training_loss``) and
+inverted (in ``sample``): callers always see latents in the autoencoder's own scale.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import torch
+from huggingface_hub import ModelHubMixin
+from torch import nn
+
+from ..atomic_io import atomic_path, atomic_write_text
+from ..errors import UserError
+from ..hub import download_checkpoint, is_hub_reference, is_repo_id, parse_hub_reference
+from ..state_dict_io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_state_dict, read_checkpoint_state_dict
+from .config import GeneratorConfig, GeneratorConfigError
+from .flow import flow_matching_loss, guided_velocity, logit_normal_times, solve_flow
+from .normalization import LatentNormalization, LatentScaler
+from .packing import LatentPacking, PackedTokenEmbedding
+from .transformer import ConditionedTransformer
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "vidtwin-generator"
+FORMAT_VERSION = 1
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 2.0  # ours; the paper samples its DDPM generator with guidance 5
+
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# VidTwin latent generator
+
+A class-conditional flow-matching transformer over the latents of a
+[VidTwin](https://arxiv.org/abs/2412.17726) video autoencoder ({{ depth }} blocks, width {{ hidden }},
+{{ tokens }} tokens per clip, {{ classes }} classes). Decode its samples with the autoencoder it was trained on.
+
+```python
+from vidtwin.generation import LatentGenerator
+
+generator = LatentGenerator.from_pretrained("{{ repo_id }}")
+latents = generator.sample([0, 1], steps=50, guidance=2.0, seed=0)
+```
+
+## Config
+
+```json
+{{ config_json }}
+```
+"""
+
+
+class GeneratorSampleError(ValueError, UserError):
+    """A sampling request that cannot be served (labels out of range, a class-less model asked for a class)."""
+
+
+class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_card_template=MODEL_CARD,
+                      tags=["video", "vidtwin", "latent-generator", "flow-matching"]):
+    """Flow-matching transformer over packed VidTwin latents (see :mod:`vidtwin.generation`).
+
+    Latents in and out are dicts (or ``VidTwinLatents``) of ``structure`` ``(B, d_S, Q, h_S, w_S)``,
+    ``dynamics_x`` ``(B, d_D, T, w_D)`` and ``dynamics_y`` ``(B, d_D, T, h_D)``, in the autoencoder's
+    scale. Labels are int64 ``(B,)`` in ``[0, num_classes)``; ``num_classes`` itself means "no class".
+    """
+
+    def __init__(self, config: Optional[GeneratorConfig] = None):
+        super().__init__()
+        self.config = config = config or GeneratorConfig()
+        self.packing = LatentPacking(config.latent_shapes, config.structure_patch_size, config.dynamics_patch_size)
+        self.tokens = PackedTokenEmbedding(self.packing, config.hidden_size)
+        self.transformer = ConditionedTransformer(config.hidden_size, config.depth, config.num_heads, config.mlp_ratio,
+                                                  config.num_classes)
+        stats = (LatentNormalization.from_dict(config.normalization) if config.normalization is not None
+                 else LatentNormalization.identity(self.packing.latent_shapes))
+        # Buffers, so that any state dict carries the statistics; config.normalization is their
+        # initial value, brought up to date by set_normalization and save_pretrained.
+        self.scaler = LatentScaler(stats)
+
+    @property
+    def null_label(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def normalization(self) -> LatentNormalization:
+        """The latent statistics in use (a copy; change them with :meth:`set_normalization`)."""
+        return self.scaler.stats
+
+    def set_normalization(self, normalization: LatentNormalization) -> None:
+        """Use these statistics from now on; they go into the state dict and the saved config."""
+        self.scaler.set(normalization)
+        self.config.normalization = normalization.to_dict()
+
+    # ------------------------------------------------------------------------ the network
+    def velocity(self, x: Sequence[torch.Tensor], t: torch.Tensor, labels: torch.Tensor):
+        """Packed noisy latents ``[(B, N_S, D_S), (B, N_D, D_D)]`` at times t ``(B,)`` -> velocities, same shapes."""
+        hidden = self.transformer(self.tokens.embed(x), t, labels)  # (B, N, hidden)
+        return self.tokens.project(hidden)
+
+    def forward(self, x, t, labels):
+        return self.velocity(x, t, labels)
+
+    # ------------------------------------------------------------------------ training
+    def training_loss(self, latents, labels: Optional[torch.Tensor] = None,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """The flow-matching loss of a batch of latents in the autoencoder's scale (a scalar).
+
+        labels: ``(B,)`` int64, or None to train unconditionally. A share ``class_dropout`` of them
+        is replaced by the null label (classifier-free guidance). generator: the random source of
+        times, noise and dropout, on the latents' device (None: torch's global one).
+        """
+        data = self.packing.pack(self.scaler.normalize(latents))  # [(B, N_S, D_S), (B, N_D, D_D)]
+        batch, device, dtype = data[0].shape[0], data[0].device, data[0].dtype
+        labels = self._training_labels(labels, batch, device, generator)
+        t = logit_normal_times(batch, self.config.time_logit_mean, self.config.time_logit_std, device, dtype, generator)
+        noise = [torch.randn(part.shape, device=device, dtype=dtype, generator=generator) for part in data]
+        masks = self.packing.valid_mask(device)
+        return flow_matching_loss(self.velocity, data, labels, t, noise, masks)
+
+    def _training_labels(self, labels, batch: int, device, generator) -> torch.Tensor:
+        if labels is None or self.config.num_classes == 0:
+            return torch.full((batch,), self.null_label, dtype=torch.long, device=device)
+        labels = torch.as_tensor(labels, device=device).long()
+        self._check_labels(labels)
+        dropped = torch.rand(batch, device=device, generator=generator) < self.config.class_dropout
+        return torch.where(dropped, torch.full_like(labels, self.null_label), labels)
+
+    def _check_labels(self, labels: torch.Tensor) -> None:
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > self.null_label):
+            raise GeneratorSampleError(
+                f"class labels must be in [0, {self.config.num_classes}) ({self.config.num_classes} means no class); "
+                f"got {labels.tolist()}"
+            )
+
+    def class_labels(self, classes: Sequence[Union[int, str]]) -> List[int]:
+        """Class names (``config.class_names``) or indices (ints or digit strings) -> label indices.
+
+        An unknown name or an index out of range raises GeneratorSampleError naming the known classes.
+        """
+        names = self.config.class_names or []
+        labels = []
+        for value in classes:
+            text = str(value).strip()
+            if text in names:
+                labels.append(names.index(text))
+            elif text.lstrip("-").isdigit() and 0 <= int(text) < self.config.num_classes:
+                labels.append(int(text))
+            else:
+                known = (", ".join(names[:12]) + (f" ... ({len(names)} in all)" if len(names) > 12 else "")
+                         if names else f"indices 0 to {self.config.num_classes - 1}")
+                if self.config.num_classes == 0:
+                    known = "none: this generator is unconditional"
+                raise GeneratorSampleError(f"unknown class {text!r}; known classes: {known}")
+        return labels
+
+    # ------------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def sample(self, labels: Union[Sequence[int], torch.Tensor, None] = None, num_samples: Optional[int] = None,
+               steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE, method: str = "euler",
+               seed: Optional[int] = 0, progress: bool = True, device=None, dtype=None) -> Dict[str, torch.Tensor]:
+        """Generate latents, in the autoencoder's scale, ready for its ``decode``.
+
+        labels: one class per sample; None for ``num_samples`` unconditional samples.
+        guidance: classifier-free guidance scale (1: the conditional model alone; 0: the
+            unconditional model alone; ignored for unconditional samples). method: "euler" or "heun".
+        seed: the same seed gives the same latents (the noise is drawn on the CPU, so also on any
+            device); None draws from torch's global generator.
+        device, dtype: of the noise and the returned latents (default: the model's parameters').
+        Returns ``{"structure": (B, d_S, Q, h_S, w_S), "dynamics_x": (B, d_D, T, w_D), "dynamics_y": (B, d_D, T, h_D)}``.
+        """
+        parameter = next(self.parameters())
+        device, dtype = device or parameter.device, dtype or parameter.dtype
+        if labels is not None and self.config.num_classes == 0:
+            raise GeneratorSampleError("this generator is unconditional (no classes); sample without labels")
+        if labels is None:
+            if num_samples is None:
+                raise GeneratorSampleError("give labels or num_samples")
+            labels = torch.full((num_samples,), self.null_label, dtype=torch.long)
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        self._check_labels(labels)
+        labels = labels.to(device)
+        random = torch.Generator(device="cpu")
+        if seed is not None:
+            random.manual_seed(seed)
+        noise = [torch.randn(len(labels), group.num_tokens, group.token_dim, generator=random if seed is not None else None)
+                 .to(device=device, dtype=dtype) for group in self.packing.groups]
+
+        def velocity(x, t):
+            return guided_velocity(self.velocity, x, t, labels, self.null_label, guidance)
+
+        packed = solve_flow(velocity, noise, steps, method, progress)
+        return self.scaler.denormalize(self.packing.unpack(packed))
+
+    # ------------------------------------------------------------------------ files
+    def save_pretrained(self, save_directory: Union[str, Path], *, repo_id: Optional[str] = None, push_to_hub: bool = False,
+                        model_card_kwargs: Optional[dict] = None, **push_to_hub_kwargs):
+        """Write ``config.json`` (the config with its latent statistics), ``model.safetensors`` and
+        a model card ``README.md`` (kept if present), each file complete or absent; with
+        ``push_to_hub=True`` also upload them to ``repo_id`` (default: the folder's name)."""
+        from safetensors.torch import save_file
+
+        directory = Path(save_directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_FILE) as temp:
+            save_file(weights, str(temp), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
+        self.config.normalization = self.normalization.to_dict()  # the buffers may have been loaded since
+        config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generator": self.config.to_dict()}
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
+        card = directory / "README.md"
+        if not card.exists():
+            atomic_write_text(card, str(self.generate_model_card(repo_id=repo_id or "OWNER/NAME", **(model_card_kwargs or {}))))
+        if push_to_hub:
+            return self.push_to_hub(repo_id or directory.name, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
+        return None
+
+    def generate_model_card(self, *args, **kwargs):
+        from huggingface_hub import ModelCard
+
+        info = self._hub_mixin_info
+        fields = dict(depth=self.config.depth, hidden=self.config.hidden_size, tokens=self.packing.num_tokens,
+                      classes=self.config.num_classes, config_json=json.dumps(self.config.to_dict(), indent=2))
+        return ModelCard.from_template(card_data=info.model_card_data, template_str=info.model_card_template,
+                                       **{**fields, **kwargs})
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device="cpu", revision: Optional[str] = None,
+                        cache_dir: Optional[str] = None) -> "LatentGenerator":
+        """Load a ``save_pretrained`` folder, a Hub repo id (``owner/name[@revision]``) or an
+        ``hf://owner/name[@revision]`` reference, with strict key checking, in eval mode."""
+        local = Path(str(name_or_path))
+        if local.is_dir():
+            directory = local
+        elif is_hub_reference(str(name_or_path)) or is_repo_id(str(name_or_path)):
+            repo_id, pinned, _ = parse_hub_reference(str(name_or_path))
+            directory = download_checkpoint(repo_id, CONFIG_FILE, revision or pinned, cache_dir).parent
+            if download_checkpoint(repo_id, WEIGHTS_FILE, revision or pinned, cache_dir).parent != directory:
+                raise CheckpointError(f"{repo_id}: {CONFIG_FILE} and {WEIGHTS_FILE} came from different revisions")
+        else:
+            raise CheckpointError(f"{name_or_path} is neither a save_pretrained directory nor a Hub repo id (owner/name)")
+        model = cls(read_generator_config(directory))
+        state = read_checkpoint_state_dict(directory)
+        try:
+            check_state_dict(state, model.state_dict(), "checkpoint", "the generator config")
+        except CheckpointError as error:
+            raise CheckpointError(f"{name_or_path}: {error}") from None
+        model.load_state_dict(state, strict=True)
+        return model.to(device).eval()
+
+
+def read_generator_config(directory: Union[str, Path]) -> GeneratorConfig:
+    """The :class:`GeneratorConfig` stored in a ``save_pretrained`` folder's ``config.json``."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; expected a generator save_pretrained directory")
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict) or values.get("format") != FORMAT_NAME or "generator" not in values:
+        raise CheckpointError(f"{path} is not a VidTwin generator config (format {FORMAT_NAME!r}); "
+                              "is it an autoencoder's folder? Load that with VidTwin.from_pretrained")
+    try:
+        return GeneratorConfig.from_dict(values["generator"])
+    except (GeneratorConfigError, TypeError) as error:
+        raise CheckpointError(f"{path}: {error}") from None
+
+
+def sample(generator: LatentGenerator, labels=None, **options) -> Dict[str, torch.Tensor]:
+    """``generator.sample(labels, **options)``: see :meth:`LatentGenerator.sample`."""
+    return generator.sample(labels, **options)
+
+
+__all__ = ["LatentGenerator", "GeneratorSampleError", "read_generator_config", "sample", "DEFAULT_STEPS",
+           "DEFAULT_GUIDANCE", "FORMAT_NAME"]
