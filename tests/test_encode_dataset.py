@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vidtwin import load_model
 from vidtwin.latents.dataset import LatentDataset, collate_latents
-from vidtwin.latents.shards import SHARD_DIR, TENSOR_NAMES, LatentDatasetError, list_shards, read_shard_rows
+from vidtwin.latents.shards import LATENT_NAMES, SHARD_DIR, LatentDatasetError, list_shards, read_shard_rows
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
 from vidtwin.inference.cli import main
@@ -304,12 +304,12 @@ def test_fsq_model_writes_tokens_and_the_dataset_returns_them(videos, tmp_path, 
         assert reader.get_tensor("structure").dtype == torch.uint16  # 1,000 codes: the smallest dtype that holds them
     encoded = encode_video(model, videos / "sub" / "deeper" / "small.mp4", dtype="fp32")  # codes, (clips, 1, C, ...)
     assert len(dataset) == encoded.num_clips == 3
-    expected = model.latents_to_tokens(VidTwinLatents(*(getattr(encoded, name)[:, 0] for name in TENSOR_NAMES)))
+    expected = model.latents_to_tokens(VidTwinLatents(*(getattr(encoded, name)[:, 0] for name in LATENT_NAMES)))
     for index in range(len(dataset)):
         item = dataset[index]
         assert item["structure"].dtype == torch.int64
         assert item["structure"].shape == model.config.token_shapes()["structure"]  # (Q, h_S, w_S)
-        for name in TENSOR_NAMES:
+        for name in LATENT_NAMES:
             assert torch.equal(item[name], getattr(expected, name)[index]), name
 
     batch = collate_latents([dataset[0], dataset[1]], codebook=dataset.codebook)

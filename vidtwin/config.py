@@ -80,7 +80,8 @@ def instantiate_from_config(config: Any, **extra: Any) -> Any:
         raise ConfigError(f"cannot build {config['target']}: {error}") from None
 
 
-def _plain(node: Any) -> Any:
+def plain_container(node: Any) -> Any:
+    """Plain dicts and lists (interpolations resolved) for an OmegaConf node; anything else as is."""
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 
 
@@ -96,7 +97,7 @@ def autoencoder_config_from(config: Any) -> VidTwinConfig:
         isinstance(config, (list, tuple)) and config and all(isinstance(p, (str, Path)) for p in config)
     ):
         config = load_config(config)
-    config = _plain(config)
+    config = plain_container(config)
     if not isinstance(config, dict):
         raise ConfigError(f"expected a mapping for the model config, got {type(config).__name__}")
     model = config.get("model", config)

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LATENT_NAMES = ("structure", "dynamics_x", "dynamics_y")
+from ..models.config import LATENT_NAMES
+
 GROUP_NAMES = ("structure", "dynamics")
 
 

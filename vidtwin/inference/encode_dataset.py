@@ -53,7 +53,6 @@ from vidtwin.latents.shards import (
     MANIFEST,
     SHARD_DIR,
     SHARD_ROW_COLUMNS,
-    TENSOR_NAMES,
     IndexColumns,
     check_manifest,
     identity_digest,
@@ -69,6 +68,7 @@ from vidtwin.latents.shards import (
     write_manifest,
     write_shard,
 )
+from vidtwin.models.config import LATENT_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -327,12 +327,12 @@ class LatentEncoder(pl.LightningModule):
             return {"latents": None, "model_seconds": 0.0}
         started = time.perf_counter()
         with precision_context(self.device, self.dtype_name):
-            latents = self.model.encode(batch["pixels"])  # posterior means: the model is in eval mode
+            latents = self.model.encode(batch["pixels"])  # posterior means or FSQ codes: the model is in eval mode
         if self.codebook is None:
-            tensors = {name: getattr(latents, name).float().cpu() for name in TENSOR_NAMES}  # each (B, C, ...)
+            tensors = {name: getattr(latents, name).float().cpu() for name in LATENT_NAMES}  # each (B, C, ...)
         else:  # FSQ codes are exact in bf16 and fp16 (multiples of 1/4 or 1/2), so the tokens are too
             tensors = {name: codes_to_stored_tokens(name, getattr(latents, name), self.codebook)  # each (B, ...)
-                       for name in TENSOR_NAMES}
+                       for name in LATENT_NAMES}
         return {"latents": tensors, "model_seconds": time.perf_counter() - started}
 
 
@@ -347,7 +347,7 @@ class ShardWriter(BasePredictionWriter):
         self.rank = trainer.global_rank
         self.sequence = next_shard_sequence(self.job.output, self.rank)
         self.rows: list[dict] = []
-        self.tensors: dict[str, list[torch.Tensor]] = {name: [] for name in TENSOR_NAMES}
+        self.tensors: dict[str, list[torch.Tensor]] = {name: [] for name in LATENT_NAMES}
         self.failures: dict[str, str] = {}
         self.clips = 0
         self.timing = {"decode": 0.0, "model": 0.0}
@@ -380,7 +380,7 @@ class ShardWriter(BasePredictionWriter):
                 logger.warning("%s", reason)
         if prediction["latents"] is not None:
             self.rows.extend(batch["rows"])
-            for name in TENSOR_NAMES:
+            for name in LATENT_NAMES:
                 self.tensors[name].append(prediction["latents"][name])
             self.clips += len(batch["rows"])
         while len(self.rows) >= self.job.shard_size:

@@ -8,7 +8,8 @@ per tile (``spatial="tile"``: native resolution, see :mod:`vidtwin.inference.til
 length. Model inputs are batched ``batch_clips`` at a time, run under ``torch.inference_mode`` and,
 for bf16/fp16 (``dtype="auto"`` picks what the hardware runs natively, see
 :mod:`vidtwin.inference.options`), under ``torch.autocast`` on the model's device; the modules
-themselves never cast. Latents are the posterior means (an eval-mode model is deterministic), and
+themselves never cast. Latents are the posterior means of a Gaussian (kl) model or the quantized
+codes of an FSQ model (an eval-mode model is deterministic either way), and
 every result is returned as float32 on the CPU.
 
 Every function takes its settings as an :class:`InferenceOptions` object, as keywords, or both
@@ -40,7 +41,6 @@ from tqdm.auto import tqdm
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.latents.latent_file import (
-    TENSOR_NAMES,
     WEIGHTS_FINGERPRINT_KEY,
     EncodedVideo,
     config_to_dict,
@@ -58,6 +58,7 @@ from vidtwin.inference.options import (  # noqa: F401  (re-exported: the pipelin
 )
 from vidtwin.inference.sources import FrameSource, SourceVideo, VideoFileSource, load_source  # noqa: F401
 from vidtwin.inference.tiling import TileGrid, blend_tiles, iter_tiles, make_tile_grid
+from vidtwin.models.config import LATENT_NAMES
 from vidtwin.models.vidtwin_ae import DECODE_PARTS
 
 logger = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def iter_reconstruction(
     only: str | None = None,
     **option_overrides,
 ) -> Iterator[ClipResult]:
-    """Reconstruct a video clip by clip (encode, then decode the posterior means).
+    """Reconstruct a video clip by clip (encode, then decode the latents: posterior means or FSQ codes).
 
     ``source`` is already sampled (see :func:`load_source`), so only the options' ``spatial``,
     ``tile_overlap``, ``batch_clips``, ``dtype`` and ``progress`` apply. Frames are read as the
@@ -413,7 +414,7 @@ def encode_video(
     fps: float | None = None,
     **option_overrides,
 ) -> EncodedVideo:
-    """Structure and dynamics latents (posterior means) of every clip (and tile) of a video.
+    """Structure and dynamics latents (posterior means, or FSQ codes) of every clip (and tile) of a video.
 
     Frames are read and encoded clip by clip; only the latents accumulate. ``video``, ``options``
     and keywords as in :func:`reconstruct_video`.
@@ -432,7 +433,7 @@ def encode_video(
 
         def encode(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
             latents = model.encode(batch)
-            return tuple(getattr(latents, name) for name in TENSOR_NAMES)
+            return tuple(getattr(latents, name) for name in LATENT_NAMES)
 
         bar = _progress(plan, f"encode {os.path.basename(source.name)}", options.progress)
         with bar:

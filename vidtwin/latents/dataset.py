@@ -46,10 +46,9 @@ from vidtwin.latents.latent_file import (
     token_dtype,
     unpack_tokens,
 )
-from vidtwin.models.config import VidTwinConfig
+from vidtwin.models.config import LATENT_NAMES, VidTwinConfig
 
 from .shards import (
-    TENSOR_NAMES,
     LatentDatasetError,
     check_manifest,
     identity_digest,
@@ -121,10 +120,10 @@ class LatentDataset(Dataset):
             model_config = None
         if self.codebook is None:
             shapes = model_config.latent_shapes() if model_config else {}
-            return {name: ("F32", shapes.get(name)) for name in TENSOR_NAMES}
+            return {name: ("F32", shapes.get(name)) for name in LATENT_NAMES}
         shapes = model_config.token_shapes() if model_config else {}
         return {name: (_SAFETENSORS_DTYPES[token_dtype(self._codebook_size(name))], shapes.get(name))
-                for name in TENSOR_NAMES}
+                for name in LATENT_NAMES}
 
     def _codebook_size(self, name: str) -> int:
         return math.prod(self.codebook["structure" if name == "structure" else "dynamics"])
@@ -142,7 +141,7 @@ class LatentDataset(Dataset):
         columns = self.index.columns
         shard, row = int(columns["shard"][index]), int(columns["row"][index])
         handle = self._open(shard)
-        item = {name: handle.get_slice(name)[row : row + 1][0] for name in TENSOR_NAMES}  # each without the clip axis
+        item = {name: handle.get_slice(name)[row : row + 1][0] for name in LATENT_NAMES}  # each without the clip axis
         if self.codebook is not None:  # stored in the smallest dtype that holds the codebook
             item = {name: unpack_tokens(tokens) for name, tokens in item.items()}
             for name, tokens in item.items():  # int64 now: min and max work for every stored dtype
@@ -222,7 +221,7 @@ class LatentDataset(Dataset):
         if len(indices) != first["video_clips"]:
             raise LatentDatasetError(f"the latent dataset {self.root} holds {len(indices)} of the {first['video_clips']} clips of {video}")
         items = [self[i] for i in indices]
-        tensors = {name: torch.stack([item[name] for item in items]) for name in TENSOR_NAMES}  # each (clips, ...)
+        tensors = {name: torch.stack([item[name] for item in items]) for name in LATENT_NAMES}  # each (clips, ...)
         if self.codebook is not None:
             tensors = {name: stored_tokens_to_codes(name, tokens, self.codebook) for name, tokens in tensors.items()}
         # Each tensor gets a tile axis of length 1: (clips, 1, C, ...), the layout of a --spatial resize latent file.
@@ -250,7 +249,7 @@ def collate_latents(items: list[dict], codebook: dict | None = None) -> dict:
     """
     from vidtwin.models import VidTwinLatents, VidTwinTokens
 
-    stacked = {name: torch.stack([item[name] for item in items]) for name in TENSOR_NAMES}  # each (B, ...)
+    stacked = {name: torch.stack([item[name] for item in items]) for name in LATENT_NAMES}  # each (B, ...)
     batch: dict = {}
     if stacked["structure"].is_floating_point():
         batch["latents"] = VidTwinLatents(*stacked.values())

@@ -42,12 +42,11 @@ from safetensors.torch import save_file
 from vidtwin.atomic_io import atomic_path
 from vidtwin.errors import UserError
 from vidtwin.latents.layout import ClipLayout, TileGrid
-from vidtwin.models.config import VidTwinConfig
+from vidtwin.models.config import LATENT_NAMES, VidTwinConfig
 from vidtwin.models.regularizers import FSQRegularizer, regularizer_class
 
 FORMAT_NAME = "vidtwin-latents"
 FORMAT_VERSION = "1"
-TENSOR_NAMES = ("structure", "dynamics_x", "dynamics_y")
 # Config fields that choose how the same function is computed (or only matter in training), so
 # latents stay valid across them: an sdpa-encoded file decodes with flash attention and back.
 RUNTIME_ONLY_FIELDS = frozenset({
@@ -312,12 +311,12 @@ def save_latents(encoded: EncodedVideo, path: str | os.PathLike) -> Path:
     codebook = codebook_levels(encoded.config)
     if codebook is None:
         tensors = {
-            name: getattr(encoded, name).detach().to("cpu", torch.float32).contiguous() for name in TENSOR_NAMES
+            name: getattr(encoded, name).detach().to("cpu", torch.float32).contiguous() for name in LATENT_NAMES
         }
     else:
         metadata.update({"latent_kind": FSQ_TOKENS, "codebook": json.dumps(codebook)})
         tensors = {}
-        for name in TENSOR_NAMES:
+        for name in LATENT_NAMES:
             codes = getattr(encoded, name)  # (clips, tiles, C, *grid)
             try:
                 tokens = codes_to_stored_tokens(name, codes.flatten(0, 1), codebook)  # (clips*tiles, *grid)
@@ -382,10 +381,10 @@ def load_latents(path: str | os.PathLike, expected_config: Any | None = None) ->
             metadata = reader.metadata() or {}
             if metadata.get("format") != FORMAT_NAME:
                 raise LatentFileError(f"{path} is not a VidTwin latent file (write one with `inference.py encode`)")
-            missing = [name for name in TENSOR_NAMES if name not in reader.keys()]
+            missing = [name for name in LATENT_NAMES if name not in reader.keys()]
             if missing:
                 raise LatentFileError(f"latent file {path} lacks the tensors {missing}")
-            tensors = {name: reader.get_tensor(name) for name in TENSOR_NAMES}
+            tensors = {name: reader.get_tensor(name) for name in LATENT_NAMES}
     except (SafetensorError, OSError, json.JSONDecodeError) as error:
         raise LatentFileError(f"{path} is not a readable latent file ({error})") from None
     if metadata.get("format_version") != FORMAT_VERSION:
@@ -453,7 +452,7 @@ def _check_contents(encoded: EncodedVideo, path: Path) -> None:
         raise bad(f"spatial is {encoded.spatial!r}, not resize or tile")
     num_clips = encoded.layout.num_clips
     per_clip_shapes = model_config.latent_shapes() if model_config is not None else {}
-    for name in TENSOR_NAMES:
+    for name in LATENT_NAMES:
         tensor = getattr(encoded, name)
         if tensor.dtype != torch.float32:
             raise bad(f"{name} is {tensor.dtype}, not torch.float32")

@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 
 from vidtwin.atomic_io import atomic_path
 from vidtwin.errors import UserError
+from vidtwin.models.config import LATENT_NAMES
 
 FORMAT_NAME = "vidtwin-latent-dataset"
 FORMAT_VERSION = 1
@@ -52,7 +53,6 @@ INDEX = "index.csv"
 INDEX_TABLE = "index.safetensors"
 FAILURES = "failures.csv"
 SHARD_DIR = "shards"
-TENSOR_NAMES = ("structure", "dynamics_x", "dynamics_y")
 # What a shard records of each of its clips, in this order.
 SHARD_ROW_COLUMNS = (
     "video",  # the source video as given (CSV entry, or path relative to the input folder)

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_info
 
-from ..config import ConfigError, instantiate_from_config
+from ..config import ConfigError, instantiate_from_config, plain_container
 from ..metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit_range
 from ..models import VidTwin, VidTwinConfig
 from ..models.regularizers import regularizer_class
@@ -51,10 +50,6 @@ EMA_STATE_KEY = "ema_state_dict"
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive updates had a non-finite loss or gradient."""
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 class VidTwinLightningModule(TrainingModule):
@@ -107,8 +102,8 @@ class VidTwinLightningModule(TrainingModule):
         allow_unsafe_pickle: bool = False,
     ) -> None:
         super().__init__()
-        autoencoder, loss = _plain(autoencoder), _plain(loss)
-        optimizer = _plain(optimizer) if optimizer is not None else DEFAULT_OPTIMIZER
+        autoencoder, loss = plain_container(autoencoder), plain_container(loss)
+        optimizer = plain_container(optimizer) if optimizer is not None else DEFAULT_OPTIMIZER
         self.save_hyperparameters()
         if int(grad_accumulation) < 1:
             raise ConfigError(f"grad_accumulation must be >= 1, got {grad_accumulation}")
@@ -144,8 +139,8 @@ class VidTwinLightningModule(TrainingModule):
 
         self.learning_rate = float(learning_rate)
         self.optimizer_config = optimizer
-        self.lr_scheduler_g = _plain(lr_scheduler_g)
-        self.lr_scheduler_d = _plain(lr_scheduler_d)
+        self.lr_scheduler_g = plain_container(lr_scheduler_g)
+        self.lr_scheduler_d = plain_container(lr_scheduler_d)
         self.grad_accumulation = int(grad_accumulation)
         self.grad_clip = grad_clip
         self.sample_posterior = bool(sample_posterior)
