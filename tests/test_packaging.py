@@ -104,7 +104,8 @@ def test_a_core_install_encodes_and_decodes_without_the_optional_stacks():
 
 @pytest.mark.parametrize("module", ["vidtwin.training.cli", "vidtwin.inference.cli", "scripts.make_meta",
                                     "scripts.convert_checkpoint", "scripts.compression_report", "scripts.benchmark",
-                                    "scripts.benchmark_train", "scripts.benchmark_memory", "scripts.benchmark_dataset"])
+                                    "scripts.benchmark_train", "scripts.benchmark_memory", "scripts.benchmark_dataset",
+                                    "scripts.benchmark_fvd"])
 def test_every_tool_runs_as_a_module(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
