@@ -238,6 +238,9 @@ def _inference_cases():
         "fvd --save-real-stats with --real-stats": (
             lambda f, t: fvd("--real-stats", f / "notes.txt", "--save-real-stats", t / "s.safetensors")(f, t),
             "with --real-stats there is nothing new to save"),
+        "evaluate --fvd-frames 8": (
+            lambda f, t: ["evaluate", "--input", f / "videos", "--output", t / "eval", "--lpips", "off", "--fvd",
+                          "--fvd-frames", "8", *model_args(f)], "--fvd-frames must be >= 9"),
         "evaluate --fvd on videos shorter than a clip": (
             lambda f, t: ["evaluate", "--input", f / "videos", "--output", t / "eval", "--lpips", "off", "--fvd",
                           "--fvd-weights", i3d(f), *model_args(f)], "--fvd: video"),

@@ -189,7 +189,10 @@ def prepare_reconstruction_fvd(args: argparse.Namespace, paths: list[str], optio
     """With ``--fvd``: the checked protocol, every video long enough for a clip, and I3D loaded; else None."""
     if not args.fvd:
         return None
-    protocol = ClipProtocol(frames=args.fvd_frames, stride=args.fvd_stride)
+    try:
+        protocol = ClipProtocol(frames=args.fvd_frames, stride=args.fvd_stride)
+    except FVDError as error:  # name evaluate's own options
+        raise FVDError(str(error).replace("--frames", "--fvd-frames").replace("--stride", "--fvd-stride")) from None
     weights_path = find_weights(args.fvd_weights)
     clips = 0
     for path in paths:

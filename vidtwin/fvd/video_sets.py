@@ -67,7 +67,7 @@ def plan_video_set(source: str, option: str, protocol: ClipProtocol, data_dir: s
     if Path(source).is_file() and Path(source).suffix.lower() != ".csv":
         raise FVDError(f"{option} {source} must be a folder of videos or a .csv list with a 'videos' column")
     try:
-        listed = list_sources(source, data_dir)
+        listed = list_sources(source, data_dir if Path(source).is_file() else None)  # --data-dir is the CSVs' root
     except InferenceError as error:
         raise FVDError(f"{option}: {error}") from None
     video_set = VideoSet(option, source)
