@@ -38,9 +38,8 @@ from vidtwin.checkpoint import load_model, resolve_checkpoint_path
 from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main
 from vidtwin.data.video_io import VideoWriter, probe_video
 from vidtwin.errors import UserError
-from vidtwin.fvd.command import add_evaluate_fvd_arguments, add_fvd_arguments, prepare_reconstruction_fvd, run_fvd
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
-from vidtwin.latents.latent_file import EncodedVideo, load_latents, save_latents
+from vidtwin.inference.fvd_command import add_evaluate_fvd_arguments, add_fvd_arguments, prepare_reconstruction_fvd, run_fvd
 from vidtwin.inference.options import DTYPE_CHOICES, SPATIAL_MODES, InferenceError, InferenceOptions, auto_dtype, resolve_device
 from vidtwin.inference.outputs import (
     LATENT_SUFFIX,
@@ -63,6 +62,7 @@ from vidtwin.inference.pipeline import (
     to_uint8_frames,
 )
 from vidtwin.inference.sources import load_source
+from vidtwin.latents.latent_file import EncodedVideo, load_latents, save_latents
 from vidtwin.losses.lpips import LPIPS, VGG16_FILENAME, LPIPSWeightsUnavailable, read_lpips_state_dict
 
 logger = logging.getLogger("vidtwin.inference")
@@ -387,7 +387,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_fvd_command(args: argparse.Namespace) -> int:
-    run_fvd(args, args.options)  # vidtwin/fvd/command.py: checks, statistics, report
+    run_fvd(args, args.options)  # vidtwin/inference/fvd_command.py: checks, statistics, report
     return 0
 
 

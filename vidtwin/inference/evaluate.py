@@ -17,7 +17,7 @@ Two sources of reconstructions:
 
 Outputs in ``output_dir``: ``metrics.csv`` (one row per video), ``per_frame.csv``, ``summary.json``
 (means and the settings used) and, with ``plots=True``, ``plots/<name>.png`` (per-frame PSNR curve
-above a grid of input/output frames). With a :class:`~vidtwin.fvd.reconstruction.ReconstructionFVD`
+above a grid of input/output frames). With a :class:`~vidtwin.inference.fvd_reconstruction.ReconstructionFVD`
 the chunks are also cut into FVD clips, and the set's reconstruction FVD and its protocol join
 summary.json and a last row of metrics.csv.
 """
@@ -49,7 +49,7 @@ from vidtwin.inference.sources import VideoFileSource
 from vidtwin.metrics import SSIM_WINDOW, video_metrics
 
 if TYPE_CHECKING:
-    from vidtwin.fvd.reconstruction import ReconstructionFVD
+    from vidtwin.inference.fvd_reconstruction import ReconstructionFVD
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +338,7 @@ def write_reports(all_scores: list[VideoScores], output_dir: str | os.PathLike, 
                   fvd: dict | None = None) -> dict:
     """Write metrics.csv, per_frame.csv, summary.json (and plots/); return the summary.
 
-    ``fvd`` (``{"fvd", "protocol"}`` of :class:`~vidtwin.fvd.reconstruction.ReconstructionFVD`)
+    ``fvd`` (``{"fvd", "protocol"}`` of :class:`~vidtwin.inference.fvd_reconstruction.ReconstructionFVD`)
     goes into summary.json as ``fvd`` and ``fvd_protocol``, and into metrics.csv as an ``fvd``
     column filled on a last row named ``(all videos)``.
 

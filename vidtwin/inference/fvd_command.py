@@ -20,14 +20,13 @@ import torch
 from vidtwin.atomic_io import atomic_path
 from vidtwin.cli_utils import add_debug_flag
 from vidtwin.data.video_io import VideoReadError, probe_video, sample_indices
+from vidtwin.fvd.protocol import CLIP_STARTS, ClipProtocol, FVDError, protocol_report
+from vidtwin.fvd.stats import FeatureStats, fvd_of
+from vidtwin.fvd.weights import WEIGHTS_FILENAME, find_weights, load_i3d
+from vidtwin.inference.fvd_reconstruction import ReconstructionFVD
+from vidtwin.inference.fvd_sets import check_clip_count, plan_video_set, video_set_statistics
 from vidtwin.inference.options import InferenceOptions, resolve_device
 from vidtwin.inference.outputs import check_targets, check_writable_folder
-
-from .protocol import CLIP_STARTS, ClipProtocol, FVDError, protocol_report
-from .reconstruction import ReconstructionFVD
-from .stats import FeatureStats, fvd_of
-from .video_sets import check_clip_count, plan_video_set, video_set_statistics
-from .weights import WEIGHTS_FILENAME, find_weights, load_i3d
 
 logger = logging.getLogger(__name__)
 

@@ -14,13 +14,12 @@ import logging
 
 import torch
 
+from vidtwin.fvd.features import FeatureAccumulator
+from vidtwin.fvd.i3d import NUM_CLASSES
+from vidtwin.fvd.protocol import ClipProtocol, FVDError, protocol_report
+from vidtwin.fvd.stats import FeatureStats, fvd_of
+from vidtwin.inference.fvd_sets import check_clip_count
 from vidtwin.inference.pipeline import to_uint8_frames
-
-from .features import FeatureAccumulator
-from .i3d import NUM_CLASSES
-from .protocol import ClipProtocol, FVDError, protocol_report
-from .stats import FeatureStats, fvd_of
-from .video_sets import check_clip_count
 
 logger = logging.getLogger(__name__)
 

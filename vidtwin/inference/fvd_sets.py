@@ -19,14 +19,13 @@ from tqdm.auto import tqdm
 
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.data.video_io import FrameReader, probe_video
+from vidtwin.fvd.features import FeatureAccumulator
+from vidtwin.fvd.i3d import NUM_CLASSES
+from vidtwin.fvd.protocol import ClipProtocol, FVDError
+from vidtwin.fvd.stats import FeatureStats
 from vidtwin.inference.dataset_plan import list_sources
 from vidtwin.inference.options import InferenceError
 from vidtwin.inference.pipeline import to_uint8_frames
-
-from .features import FeatureAccumulator
-from .i3d import NUM_CLASSES
-from .protocol import ClipProtocol, FVDError
-from .stats import FeatureStats
 
 logger = logging.getLogger(__name__)
 
