@@ -127,8 +127,9 @@ def _add_video(parser: argparse.ArgumentParser) -> None:
 
 
 def inference_options(args: argparse.Namespace) -> InferenceOptions:
-    """The options of every step, built (and checked) once from the command line."""
-    return InferenceOptions(
+    """The options of every step, built (and checked) once from the command line, before any model
+    loads, with ``--dtype auto`` resolved for the device the command runs on (said once on stderr)."""
+    options = InferenceOptions(
         sample_fps=getattr(args, "sample_fps", None),
         max_frames=getattr(args, "max_frames", None),
         spatial=getattr(args, "spatial", "resize"),
@@ -137,24 +138,30 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
         dtype=args.dtype,
         progress=not args.quiet,
     )
+    if options.dtype != "auto":
+        return options
+    device = _run_device(args)
+    dtype, reason = auto_dtype(device)
+    if not args.quiet:
+        print(f"dtype auto: {dtype} on {device.type} ({reason})", file=sys.stderr)
+    return dataclasses.replace(options, dtype=dtype)
+
+
+def _run_device(args: argparse.Namespace) -> torch.device:
+    """The device type the model runs on: ``--device``, or for encode-dataset the one that Lightning
+    puts the model on (``--accelerator``)."""
+    accelerator = getattr(args, "accelerator", None)
+    if accelerator is None:
+        return resolve_device(args.device)
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if on_gpu else "cpu")
 
 
 def _load(args: argparse.Namespace) -> torch.nn.Module:
     device = resolve_device(args.device)
     model = load_model(args.config, args.ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
     logger.info("loaded %s on %s (%.1fM parameters)", args.ckpt, device, sum(p.numel() for p in model.parameters()) / 1e6)
-    args.options = dataclasses.replace(args.options, dtype=_concrete_dtype(args, device))
     return model
-
-
-def _concrete_dtype(args: argparse.Namespace, device: torch.device) -> str:
-    """The precision to run on ``device``; what ``--dtype auto`` picked is said once on stderr."""
-    if args.options.dtype != "auto":
-        return args.options.dtype
-    dtype, reason = auto_dtype(device)
-    if not args.quiet:
-        print(f"dtype auto: {dtype} on {device.type} ({reason})", file=sys.stderr)
-    return dtype
 
 
 def _report(target: Path, writer: VideoWriter) -> None:
@@ -408,9 +415,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     check_launcher(args.num_nodes)
     sources = list_sources(args.input, args.data_dir)
     options = args.options
-    # Lightning puts the model on the accelerator; the precision is chosen for that device type.
-    on_gpu = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
-    dtype = _concrete_dtype(args, torch.device("cuda" if on_gpu else "cpu"))
+    dtype = options.dtype  # concrete: resolved for the accelerator's device type (inference_options)
     model = load_model(args.config, args.ckpt, device="cpu", allow_unsafe_pickle=args.allow_unsafe_pickle)
     sampling = ClipSampling(model.input_size[0], tuple(model.input_size[1:]), options.sample_fps, options.max_frames)
     identity = {
