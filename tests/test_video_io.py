@@ -196,6 +196,7 @@ def _listings():
     import importlib
 
     from vidtwin.data.dataset import list_videos
+    from vidtwin.data.folders import list_video_files
     from vidtwin.inference.dataset_plan import list_sources
     from vidtwin.inference.outputs import collect_inputs
 
@@ -203,7 +204,7 @@ def _listings():
         return sorted(os.path.relpath(p, folder) for p in paths)
 
     return {
-        "list_video_files": lambda folder: relative(folder, video_io.list_video_files(folder)),
+        "list_video_files": lambda folder: relative(folder, list_video_files(folder)),
         "training data_dir": lambda folder: relative(folder, list_videos(data_dir=str(folder))),
         "inference --recursive": lambda folder: relative(folder, collect_inputs(str(folder), recursive=True)[0]),
         "encode-dataset": lambda folder: sorted(source.name for source in list_sources(str(folder))),
