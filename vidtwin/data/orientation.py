@@ -63,8 +63,13 @@ def orientation_from_display_matrix(matrix: Sequence[int]) -> Orientation:
     if scale and near_zero(a) and near_zero(d):
         # Transposed: the displayed column is c * (source row), the displayed row b * (source column).
         return Orientation(True, b < 0, c < 0)
-    logger.warning("display matrix %s is not a quarter turn; frames are read as stored", list(matrix))
+    _warn_once(f"a display matrix that is not a quarter turn ({[int(v) for v in matrix]}) is ignored: frames are read as stored")
     return UPRIGHT
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    logger.warning(message)  # a reader looks the matrix up once per read: say it once per process
 
 
 def stream_orientation(stream, first_frame) -> Orientation:
