@@ -157,7 +157,8 @@ def _take_claim(path: Path, claim: Path) -> int:
             handle = os.open(claim, os.O_RDWR | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
         except FileExistsError:
             if fcntl is None:  # no way to tell a live holder from a dead one
-                raise ClaimHeld(path, claim, "another process, or one that was killed (delete the claim file if none runs)") from None
+                who = "another process, or one that was killed: delete the claim file if none runs"
+                raise ClaimHeld(path, claim, who) from None
             try:
                 handle = os.open(claim, os.O_RDWR)
             except FileNotFoundError:  # released in between: try again

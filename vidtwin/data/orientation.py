@@ -57,13 +57,17 @@ def orientation_from_display_matrix(matrix: Sequence[int]) -> Orientation:
     """
     a, b, c, d = (int(matrix[i]) for i in (0, 1, 3, 4))
     scale = max(abs(a), abs(b), abs(c), abs(d))
-    near_zero = lambda v: abs(v) * 1000 < scale  # noqa: E731
+
+    def near_zero(value: int) -> bool:
+        return abs(value) * 1000 < scale
+
     if scale and near_zero(b) and near_zero(c):
         return Orientation(False, d < 0, a < 0)
     if scale and near_zero(a) and near_zero(d):
         # Transposed: the displayed column is c * (source row), the displayed row b * (source column).
         return Orientation(True, b < 0, c < 0)
-    _warn_once(f"a display matrix that is not a quarter turn ({[int(v) for v in matrix]}) is ignored: frames are read as stored")
+    _warn_once(f"a display matrix that is not a quarter turn ({[int(v) for v in matrix]}) is ignored: "
+               "frames are read as stored")
     return UPRIGHT
 
 
