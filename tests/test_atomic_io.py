@@ -74,3 +74,21 @@ def test_claims_of_the_longest_names_fit_and_stay_apart(tmp_path):
     with claimed(tmp_path / names[0]), claimed(tmp_path / names[1]):
         assert all(len(name.encode()) <= 255 for name in os.listdir(tmp_path)) and len(os.listdir(tmp_path)) == 2
     assert os.listdir(tmp_path) == []
+
+
+def test_claims_where_the_filesystem_has_no_locks(tmp_path, monkeypatch):
+    """Some network filesystems refuse flock: the O_EXCL creation alone is then the claim."""
+    import errno
+
+    import vidtwin.atomic_io as atomic_io
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(atomic_io.fcntl, "flock", no_locks)
+    with claimed(tmp_path / "out.mp4"):
+        assert (tmp_path / ".out.mp4.claim").read_text().startswith(f"pid {os.getpid()} on host")
+        with pytest.raises(ClaimHeld, match="delete the claim file if none runs"):
+            with claimed(tmp_path / "out.mp4"):
+                pass
+    assert os.listdir(tmp_path) == []
