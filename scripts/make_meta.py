@@ -43,8 +43,10 @@ def _video_io():
 
 def find_videos(directory: str) -> list[str]:
     """Paths (relative to ``directory``, '/'-separated) of every video file under it, sorted; linked
-    folders are followed, each real folder once (see vidtwin.data.video_io.list_video_files)."""
-    paths = _video_io().list_video_files(directory)
+    folders are followed, each real folder once (see vidtwin.data.folders.list_video_files)."""
+    from vidtwin.data.folders import list_video_files
+
+    paths = list_video_files(directory)
     return sorted(os.path.relpath(path, directory).replace(os.sep, "/") for path in paths)
 
 

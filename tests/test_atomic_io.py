@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from vidtwin.atomic_io import atomic_path, atomic_write_text
+from vidtwin.atomic_io import ClaimHeld, atomic_path, atomic_write_text, claim_path, claimed
 from vidtwin.data.video_io import write_video
 from vidtwin.inference.evaluate import EvalItem, VideoScores, write_reports
 
@@ -52,3 +52,43 @@ def test_a_failed_write_leaves_nothing(tmp_path):
             raise RuntimeError("interrupted")
     assert (tmp_path / "keep.txt").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_a_claim_has_one_holder_and_leaves_nothing_behind(tmp_path):
+    target = tmp_path / "out.mp4"
+    with claimed(target):
+        with pytest.raises(ClaimHeld, match=f"out.mp4 is claimed by pid {os.getpid()} on host"):
+            with claimed(target):
+                pass
+        assert os.listdir(tmp_path) == [".out.mp4.claim"] and not target.exists()  # the final name is never touched
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(KeyboardInterrupt):
+        with claimed(target):
+            raise KeyboardInterrupt  # Ctrl-C inside the block releases the claim too
+    assert os.listdir(tmp_path) == []
+
+
+def test_claims_of_the_longest_names_fit_and_stay_apart(tmp_path):
+    names = ["x" * 240 + "a" * 11 + ".mp4", "x" * 240 + "b" * 11 + ".mp4"]  # 255 bytes each, a common beginning
+    assert claim_path(tmp_path / names[0]) != claim_path(tmp_path / names[1])
+    with claimed(tmp_path / names[0]), claimed(tmp_path / names[1]):
+        assert all(len(name.encode()) <= 255 for name in os.listdir(tmp_path)) and len(os.listdir(tmp_path)) == 2
+    assert os.listdir(tmp_path) == []
+
+
+def test_claims_where_the_filesystem_has_no_locks(tmp_path, monkeypatch):
+    """Some network filesystems refuse flock: the O_EXCL creation alone is then the claim."""
+    import errno
+
+    import vidtwin.atomic_io as atomic_io
+
+    def no_locks(*args):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(atomic_io.fcntl, "flock", no_locks)
+    with claimed(tmp_path / "out.mp4"):
+        assert (tmp_path / ".out.mp4.claim").read_text().startswith(f"pid {os.getpid()} on host")
+        with pytest.raises(ClaimHeld, match="delete the claim file if none runs"):
+            with claimed(tmp_path / "out.mp4"):
+                pass
+    assert os.listdir(tmp_path) == []

@@ -323,3 +323,22 @@ def test_fsq_model_writes_tokens_and_the_dataset_returns_them(videos, tmp_path, 
     assert main(["decode", *fsq, "--latents", str(save_latents(encoded, tmp_path / "small.safetensors")),
                  "--output", str(direct), "--quiet"]) == 0
     assert torch.equal(read_video(target)[0], read_video(direct)[0])
+
+
+def test_a_rotated_phone_video_is_encoded_as_it_is_shown(tmp_path):
+    """The index recorded the displayed size (decord's probe) while the clips were encoded from the
+    stored frames (PyAV): the latents of a portrait video were those of its landscape frames."""
+    from conftest import rotated_copy
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    rotated_copy(CARPHONE, folder / "portrait.mp4", -90)  # stored 176x144, shown 144x176
+    assert main(encode_args(folder, tmp_path / "latents", "--num-workers", "0", "--max-frames", 8)) == 0
+    dataset = LatentDataset(tmp_path / "latents")
+    stored, fps = read_video(CARPHONE, max_frames=8, backend="pyav")  # (8, 144, 176, 3)
+    shown = torch.rot90(stored, -1, dims=(1, 2))  # (8, 176, 144, 3): a quarter turn clockwise
+    expected = encode_video(load_model(OFFICIAL_CONFIG, OFFICIAL_CKPT), shown, fps=fps, dtype="fp32")
+    item = dataset[0]
+    assert len(dataset) == 1 and (dataset.index.row(0)["height"], dataset.index.row(0)["width"]) == (176, 144)
+    for part in ("structure", "dynamics_x", "dynamics_y"):
+        torch.testing.assert_close(item[part], getattr(expected, part)[0, 0], atol=1e-5, rtol=0)

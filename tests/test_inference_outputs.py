@@ -151,7 +151,6 @@ def test_a_claim_left_by_a_killed_run_is_taken_over(tmp_path, caplog):
     holder.wait(timeout=60)
     assert (tmp_path / ".clip_rec.mp4.claim").exists()
     with caplog.at_level("WARNING", logger="vidtwin"):
-        assert main(["encode", "--input", str(source), "--output", str(tmp_path / "clip.safetensors"), *_model_args(tmp_path)]) == 0
         assert main(["reconstruct", "--input", str(source), "--output", str(output), *_model_args(tmp_path)]) == 0
     assert f"taking over the claim on {output} left by pid {holder.pid} on host" in caplog.text
     assert probe_video(output).num_frames == 6 and not (tmp_path / ".clip_rec.mp4.claim").exists()

@@ -196,6 +196,7 @@ def _listings():
     import importlib
 
     from vidtwin.data.dataset import list_videos
+    from vidtwin.data.folders import list_video_files
     from vidtwin.inference.dataset_plan import list_sources
     from vidtwin.inference.outputs import collect_inputs
 
@@ -203,7 +204,7 @@ def _listings():
         return sorted(os.path.relpath(p, folder) for p in paths)
 
     return {
-        "list_video_files": lambda folder: relative(folder, video_io.list_video_files(folder)),
+        "list_video_files": lambda folder: relative(folder, list_video_files(folder)),
         "training data_dir": lambda folder: relative(folder, list_videos(data_dir=str(folder))),
         "inference --recursive": lambda folder: relative(folder, collect_inputs(str(folder), recursive=True)[0]),
         "encode-dataset": lambda folder: sorted(source.name for source in list_sources(str(folder))),
@@ -285,3 +286,23 @@ def test_a_rotated_phone_video_probes_in_portrait(tmp_path):
         info = probe_video(path, backend=backend)
         assert (info.height, info.width) == (176, 144)
     assert np.array_equal(read_frames(path, [10]).numpy(), np.rot90(stored, -1, axes=(1, 2)))
+
+
+def test_old_rotate_tags_and_odd_matrices(caplog):
+    """Files of older tools carry a `rotate` tag (degrees clockwise) instead of a display matrix."""
+    from types import SimpleNamespace
+
+    from vidtwin.data.orientation import UPRIGHT, orientation_from_display_matrix, stream_orientation
+
+    def quarter_turn(degrees):  # FFmpeg's counter-clockwise display matrix, 16.16 fixed point
+        cos, sin = round(np.cos(np.radians(degrees))), round(np.sin(np.radians(degrees)))
+        return [cos << 16, -sin << 16, 0, sin << 16, cos << 16, 0, 0, 0, 1 << 30]
+
+    no_side_data = SimpleNamespace(side_data=[])
+    for clockwise in (90, 180, 270):
+        tagged = stream_orientation(SimpleNamespace(metadata={"rotate": str(clockwise)}), no_side_data)
+        assert tagged == orientation_from_display_matrix(quarter_turn(-clockwise)) != UPRIGHT
+    assert stream_orientation(SimpleNamespace(metadata={}), no_side_data) == UPRIGHT
+    with caplog.at_level("WARNING", logger="vidtwin"):
+        assert orientation_from_display_matrix([46341, -46341, 0, 46341, 46341, 0, 0, 0, 1 << 30]) == UPRIGHT  # 45 degrees
+    assert "not a quarter turn" in caplog.text

@@ -3,6 +3,7 @@ claiming a file name so that two processes never write it at once."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -113,6 +114,7 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 # claims: one writer per file name
 # ----------------------------------------------------------------------------------------------
 CLAIM_SUFFIX = ".claim"
+_NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # flock on a filesystem that has no locks
 
 
 class ClaimHeld(FileExistsError):
@@ -151,47 +153,63 @@ def _holder(handle: int) -> str:
 
 def _take_claim(path: Path, claim: Path) -> int:
     """Open and lock ``claim``; return its descriptor. Raises ClaimHeld while a live process holds it."""
+    unknown_liveness = "another process, or a killed one: delete the claim file if none runs"
     for _ in range(_NAME_ATTEMPTS):
         left_behind = False
         try:
             handle = os.open(claim, os.O_RDWR | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
         except FileExistsError:
             if fcntl is None:  # no way to tell a live holder from a dead one
-                raise ClaimHeld(path, claim, "another process, or one that was killed (delete the claim file if none runs)") from None
+                raise ClaimHeld(path, claim, unknown_liveness) from None
             try:
                 handle = os.open(claim, os.O_RDWR)
             except FileNotFoundError:  # released in between: try again
                 continue
             left_behind = True
-        if fcntl is None:
-            return handle
-        try:
-            # The lock, not the file, is the claim: the system releases it when its holder dies.
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _holder(handle)
-            os.close(handle)
-            raise ClaimHeld(path, claim, holder) from None
-        except BaseException:
-            os.close(handle)
-            raise
-        try:  # the holder may have released (removed) the file between our open and our lock
-            current = os.path.samestat(os.fstat(handle), os.stat(claim))
-        except FileNotFoundError:
-            current = False
-        if not current:
-            os.close(handle)
+        if fcntl is not None and not _lock(handle, path, claim, left_behind, unknown_liveness):
             continue
-        if left_behind:
-            logger.warning("taking over the claim on %s left by %s, which ended without releasing it",
-                           path, _holder(handle) or "a process")
         try:
             os.ftruncate(handle, 0)
             os.pwrite(handle, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
-        except OSError:  # a full disk: the lock still holds; only the message loses the holder's name
+        except OSError:  # a full disk: the claim still holds; only the message loses the holder's name
             pass
         return handle
     raise ClaimHeld(path, claim, "processes that keep claiming and releasing it")
+
+
+def _lock(handle: int, path: Path, claim: Path, left_behind: bool, unknown_liveness: str) -> bool:
+    """flock the open claim file: True when it is ours, False (closed) when it was released meanwhile.
+
+    The lock, not the file, is the claim: the system releases it when its holder dies, so a claim
+    file that opens but is not locked was left by a killed process and is taken over.
+    """
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(handle)
+        os.close(handle)
+        raise ClaimHeld(path, claim, holder) from None
+    except OSError as error:
+        if error.errno in _NO_LOCKS and not left_behind:
+            return True  # a filesystem without locks: the O_EXCL creation alone is the claim
+        os.close(handle)
+        if error.errno in _NO_LOCKS:
+            raise ClaimHeld(path, claim, unknown_liveness) from None
+        raise
+    except BaseException:
+        os.close(handle)
+        raise
+    try:  # the holder may have released (removed) the file between our open and our lock
+        current = os.path.samestat(os.fstat(handle), os.stat(claim))
+    except FileNotFoundError:
+        current = False
+    if not current:
+        os.close(handle)
+        return False
+    if left_behind:
+        logger.warning("taking over the claim on %s left by %s, which ended without releasing it",
+                       path, _holder(handle) or "a process")
+    return True
 
 
 @contextmanager

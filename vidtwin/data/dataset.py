@@ -38,7 +38,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .transforms import preprocess_clip
-from .video_io import VIDEO_EXTENSIONS, VideoInfo, VideoReadError, list_video_files, probe_video, read_frames, sample_indices, sampling_stride
+from .folders import list_video_files
+from .video_io import VIDEO_EXTENSIONS, VideoInfo, VideoReadError, probe_video, read_frames, sample_indices, sampling_stride
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _list_from_meta(meta_path: str, data_dir: str) -> list[str]:
 
 
 def list_folder_videos(data_dir: str) -> list[str]:
-    """Every video file under ``data_dir``, sorted (see :func:`~vidtwin.data.video_io.list_video_files`:
+    """Every video file under ``data_dir``, sorted (see :func:`~vidtwin.data.folders.list_video_files`:
     linked folders are followed, each real folder once; hidden folders are not searched)."""
     return list_video_files(data_dir)
 

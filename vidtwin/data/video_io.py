@@ -10,10 +10,10 @@ the read is retried once with PyAV: decord 0.6 mis-decodes some valid files (for
 width of 48 comes back with 4 channels), and a training run should not lose those videos.
 
 Frames come out as players show them: the rotation metadata that phones write (a display matrix,
-or the ``rotate`` tag of older files) is applied, so a portrait phone video is read, probed and
-written back in portrait. PyAV applies it here (:class:`Orientation`); decord applies quarter turns
-but fails on half turns and ignores mirroring, so rotated files are read with PyAV (an explicit
-decord choice fails on them in one line).
+or the ``rotate`` tag of older files) is applied (:mod:`vidtwin.data.orientation`), so a portrait
+phone video is read, probed and written back in portrait. PyAV applies it here; decord applies
+quarter turns but fails on half turns and ignores mirroring, so rotated files are read with PyAV
+(an explicit decord choice fails on them in one line).
 
 Every decoding problem surfaces as :class:`VideoReadError` naming the file and the reason. Nothing
 here ever substitutes black frames for a video that cannot be read.
@@ -28,7 +28,6 @@ crash never leaves a half-written video under the final name.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 from contextlib import ExitStack
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from vidtwin.atomic_io import atomic_path
+from vidtwin.data.orientation import UPRIGHT, Orientation, file_orientation, stream_orientation
 from vidtwin.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -83,56 +83,6 @@ def is_video_file(path: str | os.PathLike) -> bool:
     """
     name = os.path.basename(os.fspath(path))
     return not name.startswith(".") and name.lower().endswith(VIDEO_EXTENSIONS)
-
-
-def _directory_identity(path: str) -> tuple[int, int]:
-    """(device, inode) of the directory ``path`` names, through any symbolic links."""
-    status = os.stat(path)
-    return status.st_dev, status.st_ino
-
-
-def _is_within(path: str, folder: str) -> bool:
-    real_folder = os.path.realpath(folder)
-    return os.path.commonpath([os.path.realpath(path), real_folder]) == real_folder
-
-
-def list_video_files(folder: str | os.PathLike, recursive: bool = True, skip: str | os.PathLike | None = None) -> list[str]:
-    """Paths of the video files in ``folder`` (with ``recursive``, also in its sub-folders), sorted.
-
-    Symbolic links to folders are followed, but each real folder is listed once: a link back to a
-    folder already listed (a loop such as ``a -> .``, or a second link to the same folder) is
-    skipped, so a loop neither repeats videos nor makes the walk endless. A folder reachable by
-    its own name and through a link is listed under its own name. Hidden folders (a leading dot)
-    are not searched, as hidden files are never videos (:func:`is_video_file`). ``skip``: a folder
-    (an output folder inside the input folder) that is left out with everything under it.
-    """
-    folder = os.fspath(folder)
-    if not recursive:
-        names = sorted(os.listdir(folder))
-        return [os.path.join(folder, n) for n in names if is_video_file(n) and os.path.isfile(os.path.join(folder, n))]
-    skip = os.fspath(skip) if skip is not None else None
-    # Folders walked or about to be walked. Every sub-folder of a level is registered before any
-    # of them is entered (os.walk enters them depth first), real folders before links.
-    seen = {_directory_identity(folder)}
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        kept = []
-        for name in sorted(dirs, key=lambda d: (os.path.islink(os.path.join(root, d)), d)):
-            path = os.path.join(root, name)
-            if name.startswith(".") or (skip is not None and _is_within(path, skip)):
-                continue
-            try:
-                identity = _directory_identity(path)
-            except OSError:  # vanished, or a link into a folder we may not enter: nothing to list
-                continue
-            if identity in seen:
-                logger.info("not listing %s again: it is a folder already listed (a symbolic link)", path)
-                continue
-            seen.add(identity)
-            kept.append(name)
-        dirs[:] = sorted(kept)
-        found.extend(os.path.join(root, name) for name in files if is_video_file(name))
-    return sorted(found)
 
 
 def _decord_available() -> bool:
@@ -227,90 +177,8 @@ def _read_decord(path: str, indices: list[int]) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# Display orientation (rotation metadata)
+# Rotation metadata (see vidtwin.data.orientation)
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Orientation:
-    """How to turn decoded frames into what a player shows: transpose, then mirror.
-
-    Phones store frames as the sensor sees them and record a display matrix (or, in older files,
-    a ``rotate`` tag) that players apply. A quarter turn is a transpose plus one flip.
-    """
-
-    transpose: bool = False  # swap rows and columns: (H, W) -> (W, H)
-    flip_rows: bool = False  # upside down, after the transpose
-    flip_cols: bool = False  # left-right mirror, after the transpose
-
-    def apply(self, image: np.ndarray) -> np.ndarray:
-        """(H, W, C) -> the displayed (H', W', C), contiguous; (W, H, C) when transposed."""
-        if self.transpose:
-            image = image.transpose(1, 0, 2)  # (H, W, C) -> (W, H, C)
-        if self.flip_rows:
-            image = image[::-1]
-        if self.flip_cols:
-            image = image[:, ::-1]
-        return np.ascontiguousarray(image)
-
-
-UPRIGHT = Orientation()
-_QUARTER_TURNS_CLOCKWISE = {  # a `rotate` tag (degrees clockwise) -> its orientation
-    0: UPRIGHT, 90: Orientation(True, False, True), 180: Orientation(False, True, True), 270: Orientation(True, True, False),
-}
-
-
-def orientation_from_display_matrix(matrix: Sequence[int]) -> Orientation:
-    """The orientation a player applies for FFmpeg's display matrix (9 int32, ``AV_PKT_DATA_DISPLAYMATRIX``).
-
-    The matrix maps a source pixel (column p, row q) to the displayed (a*p + c*q, b*p + d*q) with
-    ``a, b, c, d = matrix[0], matrix[1], matrix[3], matrix[4]``; translation only places the
-    picture. Matrices that are not a multiple of a quarter turn (possibly mirrored) are rare and
-    would need resampling: they are logged and the frames are read as stored.
-    """
-    a, b, c, d = (int(matrix[i]) for i in (0, 1, 3, 4))
-    scale = max(abs(a), abs(b), abs(c), abs(d))
-    near_zero = lambda v: abs(v) * 1000 < scale  # noqa: E731
-    if scale and near_zero(b) and near_zero(c):
-        return Orientation(False, d < 0, a < 0)
-    if scale and near_zero(a) and near_zero(d):
-        # Transposed: the displayed column is c * (source row), the displayed row b * (source column).
-        return Orientation(True, b < 0, c < 0)
-    logger.warning("display matrix %s is not a quarter turn; frames are read as stored", list(matrix))
-    return UPRIGHT
-
-
-def _stream_orientation(stream, first_frame) -> Orientation:
-    """The orientation of a PyAV stream: the display matrix of its first decoded frame (FFmpeg 7
-    attaches it to every frame), else the ``rotate`` tag of older FFmpeg builds, else upright."""
-    for side_data in first_frame.side_data:
-        if getattr(side_data.type, "name", str(side_data.type)).endswith("DISPLAYMATRIX"):
-            return orientation_from_display_matrix(np.frombuffer(bytes(side_data), dtype=np.int32)[:9])
-    tag = (stream.metadata or {}).get("rotate")
-    try:
-        return _QUARTER_TURNS_CLOCKWISE.get(int(tag) % 360, UPRIGHT) if tag is not None else UPRIGHT
-    except ValueError:
-        return UPRIGHT
-
-
-def file_orientation(path: str | os.PathLike) -> Orientation:
-    """The display orientation of a video file, read with PyAV from its first frame.
-
-    Cached per version of the file (its real path, size and modification time), so that the
-    decord reads of a training run look each file up once per process.
-    """
-    path = os.fspath(path)
-    status = os.stat(path)
-    return _cached_file_orientation(os.path.realpath(path), status.st_size, status.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=4096)
-def _cached_file_orientation(real_path: str, size: int, mtime_ns: int) -> Orientation:
-    import av
-
-    with av.open(real_path) as container:
-        stream = container.streams.video[0]
-        return _stream_orientation(stream, next(container.decode(stream)))
 
 
 def _decord_can_read(path: str, automatic: bool) -> bool:
@@ -398,7 +266,7 @@ class _PyAVCursor:
                     ) from None
                 self.frames_decoded = self._index + 1
                 if self._orientation is None:
-                    self._orientation = _stream_orientation(self._stream, frame)
+                    self._orientation = stream_orientation(self._stream, frame)
                 # (H, W, 3) as displayed: rotation metadata applied
                 self._array = self._orientation.apply(frame.to_ndarray(format="rgb24")) if self._index == wanted else None
             arrays.append(self._array)

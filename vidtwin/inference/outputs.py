@@ -27,7 +27,8 @@ from typing import Iterable
 
 from vidtwin.atomic_io import ClaimHeld, claimed
 
-from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file, list_video_files
+from vidtwin.data.folders import list_video_files
+from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file
 from vidtwin.inference.options import InferenceError
 
 LATENT_SUFFIX = ".safetensors"
