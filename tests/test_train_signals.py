@@ -89,3 +89,23 @@ def test_a_dead_peer_process_is_named_in_one_line(tmp_path, killed):
     assert "Traceback" not in err and "internal error" not in err
     if killed == "rank 1":
         assert process.returncode == 1
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_update(tmp_path):
+    # Kubernetes signals only the container's first process: rank 0 here.
+    process = _start(tmp_path, "--accelerator", "cpu", "--devices", "2", "lightning.trainer.strategy=ddp")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _wait_for(checkpoints / "step_00000001.ckpt", process)
+    (child,) = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("train.py: stopped by SIGTERM at update ")]
+    stopped_at = int(line.split(" at update ")[1].split()[0])
+    assert _update(checkpoints / "last.ckpt") == stopped_at
+    # Both ranks stopped at that update (each says so), and rank 1 is gone too.
+    assert err.count(f"stopping on SIGTERM: writing {checkpoints / 'last.ckpt'} at update {stopped_at}") == 2
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "rank 1 did not stop"
+        time.sleep(0.1)

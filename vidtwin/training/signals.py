@@ -105,7 +105,7 @@ class StopOnSignal(pl.Callback):
             received = int(trainer.strategy.reduce(flag, reduce_op="max"))
         if not received:
             return
-        logger.warning("%s received: writing %s at update %d and stopping", signal.Signals(received).name,
+        logger.warning("stopping on %s: writing %s at update %d", signal.Signals(received).name,
                        self.checkpoint_path, pl_module.train_step)
         trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # with optimizer and loop state
         raise StoppedBySignal(received, pl_module.train_step, self.checkpoint_path)
