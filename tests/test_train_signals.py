@@ -21,11 +21,14 @@ ENV = {var: value for var, value in os.environ.items() if var not in (LAUNCH_ID_
 ENV.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
-def _start(tmp_path, *extra):
+def _start(tmp_path, *extra, overrides=()):
+    """train.py in a session of its own, so that a signal can go to its whole process group."""
     command = [sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "run",
                "--base", *tiny_config_files(), *extra,
-               *micro_overrides("lightning.trainer.max_steps=100000", "lightning.checkpoint.every_n_steps=1")]
-    return subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               *micro_overrides("lightning.trainer.max_steps=100000", "lightning.checkpoint.every_n_steps=1",
+                                *overrides)]
+    return subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _wait_for(path: Path, process, timeout=300):
@@ -50,10 +53,11 @@ def _children(pid):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, signum):
-    process = _start(tmp_path)
+    # With a data-loading worker; SLURM signals every process of the job, workers included.
+    process = _start(tmp_path, overrides=["data.params.num_workers=1"])
     checkpoints = tmp_path / "run" / "checkpoints"
     _wait_for(checkpoints / "step_00000002.ckpt", process)
-    process.send_signal(signum)
+    os.killpg(process.pid, signum)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signum, err[-3000:]  # 143 for SIGTERM, as a shell reports a kill
     (line,) = [line for line in err.splitlines() if line.startswith("train.py: stopped")]

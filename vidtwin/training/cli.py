@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", default=None, help="sets lightning.trainer.accelerator (cpu, gpu, auto)")
     parser.add_argument("--allow-any-target", action="store_true",
                         help="let the config import any `target:` (by default only vidtwin., torch., lightning., "
-                             "pytorch_lightning. and the logger packages); a config is code: use only for configs you trust")
+                             "pytorch_lightning. and the logger packages); a config is code: use only for configs "
+                             "you trust")
     add_debug_flag(parser)
     return parser
 

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # Messages of the distributed backends when another process of the run has gone away.
-_PEER_GONE_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+_PEER_GONE_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                       "NCCL communicator was aborted")
 
 
 class StoppedBySignal(Exception):
