@@ -465,9 +465,10 @@ def _is_state_mismatch(error: Exception) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .signals import PeerProcessDied, StoppedBySignal, is_peer_failure
+    from .signals import PeerProcessDied, StoppedBySignal, is_peer_failure, protect_data_workers
 
     run = prepare(args)
+    protect_data_workers(run.datamodule)
     trainer, resume_ckpt = run.trainer, run.resume.checkpoint if run.resume else None
     stopped: Optional[StoppedBySignal] = None
     run.stop_on_signal.install()
