@@ -142,6 +142,13 @@ def test_a_resume_that_does_not_fit_changes_nothing_and_each_resume_keeps_its_co
     assert "model.params.autoencoder.mlp_ratio: (unset) -> 2.0" in line and "weights change shape" in line
     assert _snapshot(run) == before
     load_model(run / "config.yaml", run / "checkpoints" / "last.ckpt")
+    # The weights fit but the optimizer states do not (another set of trainable parameters):
+    # Lightning finds it while it restores, before any checkpoint or config is written.
+    assert _train(tmp_path, "lightning.trainer.max_steps=3", "model.params.freeze=[^decoder]", resume=run) == 2
+    line = _error_line(capsys.readouterr().err)
+    assert "model.params.freeze: (unset) -> ['^decoder']" in line and "parameter group" in line
+    logs_aside = lambda snapshot: {k: v for k, v in snapshot.items() if "tensorboard" not in k}  # noqa: E731
+    assert logs_aside(_snapshot(run)) == logs_aside(before)
 
     # Resumes that fit: config.yaml stays the first config, each resume's merged config is kept,
     # and the next resume starts from the newest one.

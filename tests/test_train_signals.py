@@ -21,11 +21,14 @@ ENV = {var: value for var, value in os.environ.items() if var not in (LAUNCH_ID_
 ENV.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
-def _start(tmp_path, *extra):
+def _start(tmp_path, *extra, overrides=()):
+    """train.py in a session of its own, so that a signal can go to its whole process group."""
     command = [sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "run",
                "--base", *tiny_config_files(), *extra,
-               *micro_overrides("lightning.trainer.max_steps=100000", "lightning.checkpoint.every_n_steps=1")]
-    return subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               *micro_overrides("lightning.trainer.max_steps=100000", "lightning.checkpoint.every_n_steps=1",
+                                *overrides)]
+    return subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _wait_for(path: Path, process, timeout=300):
@@ -50,10 +53,11 @@ def _children(pid):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, signum):
-    process = _start(tmp_path)
+    # With a data-loading worker; SLURM signals every process of the job, workers included.
+    process = _start(tmp_path, overrides=["data.params.num_workers=1"])
     checkpoints = tmp_path / "run" / "checkpoints"
     _wait_for(checkpoints / "step_00000002.ckpt", process)
-    process.send_signal(signum)
+    os.killpg(process.pid, signum)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signum, err[-3000:]  # 143 for SIGTERM, as a shell reports a kill
     (line,) = [line for line in err.splitlines() if line.startswith("train.py: stopped")]
@@ -89,3 +93,23 @@ def test_a_dead_peer_process_is_named_in_one_line(tmp_path, killed):
     assert "Traceback" not in err and "internal error" not in err
     if killed == "rank 1":
         assert process.returncode == 1
+
+
+def test_a_signal_to_one_process_stops_every_process_at_the_same_update(tmp_path):
+    # Kubernetes signals only the container's first process: rank 0 here.
+    process = _start(tmp_path, "--accelerator", "cpu", "--devices", "2", "lightning.trainer.strategy=ddp")
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _wait_for(checkpoints / "step_00000001.ckpt", process)
+    (child,) = _children(process.pid)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 143, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("train.py: stopped by SIGTERM at update ")]
+    stopped_at = int(line.split(" at update ")[1].split()[0])
+    assert _update(checkpoints / "last.ckpt") == stopped_at
+    # Both ranks stopped at that update (each says so), and rank 1 is gone too.
+    assert err.count(f"stopping on SIGTERM: writing {checkpoints / 'last.ckpt'} at update {stopped_at}") == 2
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
+        assert time.monotonic() < deadline, "rank 1 did not stop"
+        time.sleep(0.1)

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..atomic_io import atomic_path
-from ..cli_utils import add_debug_flag, run_main
+from ..cli_utils import add_debug_flag, one_line, run_main
 from ..errors import UserError
 from .run_dir import (
     CLAIMED_RUN_ENV,
@@ -61,8 +61,9 @@ from .run_dir import (
     config_history,
     global_rank,
     launched_world_size,
-    remove_stale_temp_files,
+    model_changes,
     resolve_resume,
+    resume_mismatch,
 )
 
 PROG = "train.py"
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--accelerator", default=None, help="sets lightning.trainer.accelerator (cpu, gpu, auto)")
     parser.add_argument("--allow-any-target", action="store_true",
                         help="let the config import any `target:` (by default only vidtwin., torch., lightning., "
-                             "pytorch_lightning. and the logger packages); a config is code: use only for configs you trust")
+                             "pytorch_lightning. and the logger packages); a config is code: use only for configs "
+                             "you trust")
     add_debug_flag(parser)
     return parser
 
@@ -317,7 +319,9 @@ class PreparedRun:
     module: Any
     datamodule: Any
     run_dir: Path
-    resume_checkpoint: Optional[Path]
+    resume: Optional[Any]  # the ResumePoint of --resume
+    resume_changes: list  # the model settings that the resume changes ("key: old -> new")
+    resume_record: Optional[Any]  # the RecordResumeConfig callback of a resume
     stop_on_signal: Any  # the StopOnSignal callback
 
 
@@ -392,8 +396,9 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
         model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights
     module = _build("model", model_node)
     _check_module(module, model_node.get("target"))
+    changes = model_changes(load_config([run_config_path]), config) if resume is not None else []
     if resume is not None:  # before anything in the run directory changes
-        check_resume_fits(module, resume, load_config([run_config_path]), config)
+        check_resume_fits(module, resume, changes)
 
     steps_per_update = module.lightning_steps_per_update
     trainer_kwargs = build_trainer_kwargs(config, steps_per_update)
@@ -404,8 +409,10 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     stop_on_signal = StopOnSignal(str(run_dir / "checkpoints" / "last.ckpt"))
     callbacks = build_callbacks(config, run_dir, steps_per_update, module.monitored_metric)
     callbacks += [RunRecorder(), stop_on_signal]
+    record = None
     if resume is not None:  # recorded once the checkpoint is restored, beside the earlier configs
-        callbacks.append(RecordResumeConfig(run_dir, config))
+        record = RecordResumeConfig(run_dir, config)
+        callbacks.append(record)
     if trainer_kwargs.get("enable_progress_bar", True):
         callbacks.append(UpdateProgressBar())  # counts updates, as max_steps does; no epochs
     loggers = build_loggers(run_dir, name, args.wandb, args.wandb_project)
@@ -418,11 +425,9 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
         claim_run_directory(run_dir, clear_earlier_run)
         if global_rank() == 0:
             save_config_atomic(config, run_dir / "config.yaml")
-    elif global_rank() == 0:
-        remove_stale_temp_files(run_dir / "checkpoints")
     if global_rank() == 0:
         logging.getLogger(__name__).info("run directory: %s", run_dir)
-    return PreparedRun(trainer, module, datamodule, run_dir, resume.checkpoint if resume else None, stop_on_signal)
+    return PreparedRun(trainer, module, datamodule, run_dir, resume, changes, record, stop_on_signal)
 
 
 def _training_errors() -> tuple:
@@ -452,11 +457,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 os.environ[var] = value
 
 
+def _is_state_mismatch(error: Exception) -> bool:
+    """Whether ``error`` is torch refusing a saved state (optimizer, module) that does not fit."""
+    text = str(error)
+    return isinstance(error, (ValueError, RuntimeError, KeyError)) and (
+        "state dict" in text or "state_dict" in text or "parameter group" in text)
+
+
 def _run(args: argparse.Namespace) -> int:
-    from .signals import PeerProcessDied, StoppedBySignal, is_peer_failure
+    from .signals import PeerProcessDied, StoppedBySignal, is_peer_failure, protect_data_workers
 
     run = prepare(args)
-    trainer, resume_ckpt = run.trainer, run.resume_checkpoint
+    protect_data_workers(run.datamodule)
+    trainer, resume_ckpt = run.trainer, run.resume.checkpoint if run.resume else None
     stopped: Optional[StoppedBySignal] = None
     run.stop_on_signal.install()
     try:
@@ -465,6 +478,9 @@ def _run(args: argparse.Namespace) -> int:
     except StoppedBySignal as stop:
         stopped = stop
     except Exception as error:
+        if run.resume_record is not None and not run.resume_record.restored and _is_state_mismatch(error):
+            # The optimizer states (e.g. after a changed `freeze`): Lightning restores them after the weights.
+            raise resume_mismatch(run.resume, run.resume_changes, one_line(error)[:300]) from None
         if not is_peer_failure(error, trainer.world_size):
             raise
         raise PeerProcessDied(

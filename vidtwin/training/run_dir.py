@@ -174,8 +174,8 @@ def newest_valid_checkpoint(folder: Path) -> tuple[Path, int]:
 def remove_stale_temp_files(folder: Path) -> None:
     """Delete the temporary files that killed saves left in ``folder`` (a resumed run's checkpoints).
 
-    Only rank 0 calls this, before training starts: no save of this run can be in flight, and a
-    second run never shares the directory.
+    Only rank 0 calls this, when a resumed run starts training: no save of this run can be in
+    flight yet, and a second run never shares the directory.
     """
     stale = [p for p in folder.glob(".*") if p.is_file() and is_temp_name(p.name)] if folder.is_dir() else []
     for path in stale:
@@ -223,18 +223,22 @@ def config_history(run_dir: Path) -> list[Path]:
 class RecordResumeConfig(pl.Callback):
     """Rank 0 writes the resume's merged config to ``configs/resume-N.yaml`` when training starts,
     i.e. once Lightning has restored the checkpoint (weights, optimizers) into it: a resume that
-    fails before never becomes the config that the next ``--resume`` starts from."""
+    fails before never becomes the config that the next ``--resume`` starts from. The temporary
+    files of killed saves go at the same point."""
 
     def __init__(self, run_dir: Path, config: Any) -> None:
         super().__init__()
         self.run_dir = Path(run_dir)
         self.config = config
+        self.restored = False  # whether Lightning has restored the whole checkpoint
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.restored = True
         if not trainer.is_global_zero:
             return
         from .cli import save_config_atomic
 
+        remove_stale_temp_files(self.run_dir / "checkpoints")
         number = max([_resume_number(p) for p in config_history(self.run_dir)[1:]], default=0) + 1
         save_config_atomic(self.config, self.run_dir / RESUME_CONFIGS / f"resume-{number}.yaml")
 
@@ -265,11 +269,25 @@ def _shape(tensor: Any) -> tuple:
     return tuple(tensor.shape) if hasattr(tensor, "shape") else ()
 
 
-def check_resume_fits(module: torch.nn.Module, resume: ResumePoint, run_config: Any, config: Any) -> None:
-    """Raise UserError, in one line, when the checkpoint of ``resume`` does not load into ``module``.
+def model_changes(run_config: Any, config: Any) -> list[str]:
+    """The ``model.`` settings that a resume's merged ``config`` changes in the run's newest config."""
+    return [change for change in changed_config_keys(run_config, config) if change.startswith("model.")]
 
-    ``module`` is built from the resume's merged ``config``; ``run_config`` is the run's newest
-    config, so that the message names the settings that changed (e.g. a model size override).
+
+def resume_mismatch(resume: ResumePoint, changes: list[str], problem: str) -> UserError:
+    """The one-line error of a checkpoint that does not load into a resume's config."""
+    what = f"the changed config ({'; '.join(changes[:6])}{'; ...' if len(changes) > 6 else ''})" if changes \
+        else "the run's config"
+    return UserError(f"--resume {resume.run_dir}: {resume.checkpoint.name} does not load into {what}: {problem}; "
+                     f"no checkpoint or config in {resume.run_dir} was changed. Resume without those changes, or "
+                     "start a new run from these weights with --base and model.params.ckpt_path")
+
+
+def check_resume_fits(module: torch.nn.Module, resume: ResumePoint, changes: list[str]) -> None:
+    """Raise UserError, in one line, when the weights of ``resume``'s checkpoint do not fit ``module``.
+
+    ``module`` is built from the resume's merged config; ``changes`` (:func:`model_changes`) are
+    named in the message. Lightning checks the optimizer states when it restores them.
     """
     checkpoint = torch.load(resume.checkpoint, map_location="cpu", weights_only=True, mmap=True)
     saved = checkpoint.get("state_dict", {})
@@ -289,12 +307,7 @@ def check_resume_fits(module: torch.nn.Module, resume: ResumePoint, run_config: 
         problems.append(f"{len(missing)} weights are not in the checkpoint (e.g. {missing[0]})")
     if unused:
         problems.append(f"{len(unused)} checkpoint weights have no place (e.g. {unused[0]})")
-    changed = [c for c in changed_config_keys(run_config, config) if c.startswith("model.")]
-    what = f"the changed config ({'; '.join(changed[:6])}{'; ...' if len(changed) > 6 else ''})" if changed \
-        else "the run's config"
-    raise UserError(f"--resume {resume.run_dir}: {resume.checkpoint.name} does not load into {what}: "
-                    f"{', '.join(problems)}; nothing in {resume.run_dir} was changed. Resume without those "
-                    "changes, or start a new run from these weights with --base and model.params.ckpt_path")
+    raise resume_mismatch(resume, changes, ", ".join(problems))
 
 
 # ---------------------------------------------------------------------------- saving

@@ -9,7 +9,8 @@ loses nothing: the checkpoint holds the update the signal interrupted.
 
 Lightning's own SIGTERM handling is replaced while training runs: it raises a ``SystemExit``
 subclass that ends the run with exit code 0 and no checkpoint, and it runs a collective inside the
-signal handler.
+signal handler. DataLoader workers ignore both signals (:func:`protect_data_workers`): SLURM signals
+them too, and torch's workers die on SIGTERM, which would fail the run before its checkpoint.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 # Messages of the distributed backends when another process of the run has gone away.
-_PEER_GONE_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+_PEER_GONE_MESSAGES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+                       "NCCL communicator was aborted")
 
 
 class StoppedBySignal(Exception):
@@ -59,6 +61,53 @@ def is_peer_failure(error: BaseException, world_size: int) -> bool:
         return False
     text = str(error)
     return any(message in text for message in _PEER_GONE_MESSAGES)
+
+
+class _IgnoreStopSignals:
+    """A DataLoader ``worker_init_fn`` that makes a worker ignore SIGTERM and SIGUSR1, then runs the original.
+
+    SLURM signals every process of a job, DataLoader workers included. torch's workers die on
+    SIGTERM, and the main process then fails at once ("DataLoader worker ... is killed by signal")
+    instead of stopping at the update boundary. The main process decides when to stop; a worker
+    still ends with it (torch's workers exit when their parent is gone).
+    """
+
+    def __init__(self, worker_init_fn: Any = None) -> None:
+        self.worker_init_fn = worker_init_fn
+
+    def __call__(self, worker_id: int) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        if self.worker_init_fn is not None:
+            self.worker_init_fn(worker_id)
+
+
+def _protect(loaders: Any) -> Any:
+    """Give every DataLoader in ``loaders`` (a loader, or a list / dict of them) the signal-ignoring worker init."""
+    if isinstance(loaders, torch.utils.data.DataLoader):
+        if not isinstance(loaders.worker_init_fn, _IgnoreStopSignals):
+            loaders.worker_init_fn = _IgnoreStopSignals(loaders.worker_init_fn)
+    elif isinstance(loaders, (list, tuple)):
+        for loader in loaders:
+            _protect(loader)
+    elif isinstance(loaders, dict):
+        for loader in loaders.values():
+            _protect(loader)
+    return loaders
+
+
+def protect_data_workers(datamodule: Any) -> None:
+    """Make the DataLoaders that ``datamodule`` builds from now on keep their workers alive on SIGTERM and SIGUSR1."""
+    for hook in ("train_dataloader", "val_dataloader"):
+        build = getattr(datamodule, hook, None)
+        if build is None or getattr(build, "_protects_workers", False):
+            continue
+
+        def protected(build=build):
+            return _protect(build())
+
+        protected._protects_workers = True
+        setattr(datamodule, hook, protected)
 
 
 class StopOnSignal(pl.Callback):
@@ -105,10 +154,11 @@ class StopOnSignal(pl.Callback):
             received = int(trainer.strategy.reduce(flag, reduce_op="max"))
         if not received:
             return
-        logger.warning("%s received: writing %s at update %d and stopping", signal.Signals(received).name,
+        logger.warning("stopping on %s: writing %s at update %d", signal.Signals(received).name,
                        self.checkpoint_path, pl_module.train_step)
         trainer.save_checkpoint(self.checkpoint_path, weights_only=False)  # with optimizer and loop state
         raise StoppedBySignal(received, pl_module.train_step, self.checkpoint_path)
 
 
-__all__ = ["StopOnSignal", "StoppedBySignal", "PeerProcessDied", "is_peer_failure", "STOP_SIGNALS"]
+__all__ = ["StopOnSignal", "StoppedBySignal", "PeerProcessDied", "is_peer_failure", "protect_data_workers",
+           "STOP_SIGNALS"]
