@@ -46,7 +46,7 @@ def _module_level_imports(path):
 
 def test_core_dependencies_cover_the_imports_of_everything_but_training():
     core = _requirement_names(pyproject()["project"]["dependencies"])
-    optional_stacks = {"pytorch-lightning", "tensorboard", "matplotlib", "scikit-video", "lpips"}
+    optional_stacks = {"pytorch-lightning", "tensorboard", "matplotlib", "scikit-video", "scikit-learn", "lpips"}
     assert not core & optional_stacks, "the core install must not pull the training, plotting or demo stacks"
     stdlib = set(sys.stdlib_module_names)
     # Lightning-only modules: the training datamodule and encode-dataset (the `dataset` extra).
@@ -63,7 +63,7 @@ def test_extras_name_the_optional_stacks_and_test_pulls_them_all():
     assert "pytorch-lightning" in _requirement_names(extras["train"])
     assert "tensorboard" in _requirement_names(extras["train"])
     assert _requirement_names(extras["dataset"]) == {"pytorch-lightning"}
-    assert _requirement_names(extras["demo"]) == {"scikit-video"}
+    assert _requirement_names(extras["demo"]) == {"scikit-video", "scikit-learn"}
     assert _requirement_names(extras["plots"]) == {"matplotlib"}
     assert any(r.startswith("vidtwin[") and all(x in r for x in ("train", "demo", "plots")) for r in extras["test"])
     assert not (REPO / "setup.py").exists()
