@@ -10,8 +10,7 @@ import torch
 
 from vidtwin.training.contract import TrainingModule
 
-REPO = Path(__file__).resolve().parents[1]
-TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+from conftest import REPO, TINY_CONFIG
 
 
 def tiny_config_files() -> list[str]:

@@ -130,6 +130,21 @@ def _real_bf16_detection_for_the_dtype_choice(request, monkeypatch):
     yield
 
 
+# A module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`.
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a test module with one intra-op thread, then restore the previous setting.
+
+    On a 2-core machine that also runs other work, two OpenMP threads stall on each other's
+    barriers: small ops became 30-80x slower. One thread keeps these tests fast and their timing
+    stable; the code under test is the same.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def empty_torch_home(tmp_path, monkeypatch):
     """A torch hub cache without the VGG16 file, so that LPIPS cannot find ImageNet weights."""

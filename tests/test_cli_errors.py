@@ -30,7 +30,8 @@ from vidtwin.training.cli import main as train_main
 
 from _training_utils import micro_overrides, tiny_config_files
 from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, immutable_folder, small_tmpfs
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
 

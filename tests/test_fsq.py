@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_CONFIG
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 from vidtwin import VidTwin, VidTwinTokens, load_model
 from vidtwin.config import autoencoder_config_from
 from vidtwin.data.video_io import read_video, write_video
@@ -22,6 +21,8 @@ from vidtwin.latents.latent_file import (
 )
 from vidtwin.models.config import VidTwinConfig, replace
 from vidtwin.models.regularizers import FSQRegularizer, entropy_loss_weight_at
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
 LEVELS = (8, 5, 3, 4)

@@ -24,7 +24,8 @@ from vidtwin.inference.cli import main
 
 import fvd_reference
 from conftest import TINY_CONFIG
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 PARITY_RTOL = 1e-3  # the bound; measured: features bit-identical, FVD 3e-8 relative
 

@@ -13,8 +13,9 @@ from vidtwin.inference import reconstruct_video
 from vidtwin.inference.cli import main
 from vidtwin.metrics import video_metrics
 
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 from conftest import TINY_CONFIG
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ from vidtwin.inference.cli import main
 from vidtwin.inference.options import auto_dtype, precision_context
 
 from conftest import TINY_CONFIG
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
-pytestmark = pytest.mark.cpu_dtype_choice  # these tests stub the CPU themselves (see conftest.py)
+# These tests stub the CPU themselves, and run with one OpenMP thread (see conftest.py).
+pytestmark = [pytest.mark.cpu_dtype_choice, pytest.mark.usefixtures("one_torch_thread")]
 
 
 def stub_cpu(monkeypatch, capability="AVX512", **flags):

