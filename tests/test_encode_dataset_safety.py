@@ -134,8 +134,8 @@ def test_a_replaced_video_is_encoded_again_and_never_mixed(tmp_path, caplog):
     _pattern_video(folder / "a.mp4", 36, 3.0)  # 5 clips
     with caplog.at_level("WARNING", logger="vidtwin"):
         assert main(argv) == 0
-    assert "a.mp4 changed since its clips" in caplog.text
     _assert_holds_the_video_now(output, folder, "a.mp4")
+    assert "a.mp4 changed since its clips" in caplog.text
     assert {name: data for name, data in ((p.name, p.read_bytes()) for p in list_shards(output)) if name in first_shards} \
         == first_shards  # finished shards are never rewritten
 
@@ -243,3 +243,24 @@ def test_a_dead_peer_process_is_reported_in_one_line(many_videos, uninterrupted,
 
     assert main(encode_args(many_videos, output, "--num-workers", "0")) == 0
     assert_same_dataset(uninterrupted, output)
+
+
+# ---------------------------------------------------------------------------------------------- older datasets
+OLD_DATASET = REPO / "tests" / "data" / "latent_dataset_f10a1ce"  # written by main at f10a1ce: no dataset, no sources
+
+
+def test_a_dataset_written_before_these_records_opens_decodes_and_resumes(tmp_path, capsys):
+    dataset = LatentDataset(OLD_DATASET)
+    assert dataset.videos == ["small.mp4"] and len(dataset) == 2
+    assert all(torch.isfinite(dataset[i]["structure"]).all() for i in range(len(dataset)))
+    target = tmp_path / "small.mp4"
+    assert main(["decode", *MODEL, "--latents", str(OLD_DATASET), "--video", "small.mp4", "--output", str(target), "--quiet"]) == 0
+
+    copy = tmp_path / "latents"
+    shutil.copytree(OLD_DATASET, copy)
+    (tmp_path / "videos").mkdir()
+    _pattern_video(tmp_path / "videos" / "small.mp4", 12, 1.0)
+    before = {path.name: path.read_bytes() for path in list_shards(copy)}
+    assert main(encode_args(tmp_path / "videos", copy, "--num-workers", "0")) == 0, capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in list_shards(copy)} == before  # nothing to encode again
+    assert_same_dataset(OLD_DATASET, copy)
