@@ -23,6 +23,7 @@ reported in one line by the others, without gloo's traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -94,10 +95,10 @@ class DatasetJob:
         """What each shard records of its dataset (:func:`~vidtwin.latents.shards.identity_digest`)."""
         return identity_digest(self.identity)
 
-    def path_of(self, video: str) -> str | None:
-        if not hasattr(self, "_paths"):
-            self._paths = {source.name: source.path for source in self.sources}
-        return self._paths.get(video)
+    @functools.cached_property
+    def source_paths(self) -> dict[str, str]:
+        """Video name as given -> its path."""
+        return {source.name: source.path for source in self.sources}
 
 
 class EncodingStopped(Exception):
@@ -133,7 +134,14 @@ class StopSignals:
                 self._previous.setdefault(signum, previous)
 
     def restore(self) -> None:
-        """Put back the handlers found before the first :meth:`install`."""
+        """Put back the handlers found before the first :meth:`install`.
+
+        Not on the launcher of other ranks: Lightning's watcher of its ranks sends it SIGTERM a
+        few seconds after one of them exits with a non-zero code (143 too), and the default
+        handler would end it before it has said why it stopped; the process ends soon anyway.
+        """
+        if self.children:
+            return
         if threading.current_thread() is threading.main_thread():
             for signum, previous in self._previous.items():
                 signal.signal(signum, previous)
@@ -299,7 +307,7 @@ def current_rows(job: DatasetJob, changed: set[str] | None = None, report: bool 
             video, recorded = row["video"], info.sources.get(row["video"])
             key = (video, repr(recorded))
             if key not in verdicts:
-                path = job.path_of(video)
+                path = job.source_paths.get(video)
                 verdicts[key] = path is None or same_source(recorded, path)  # another input's rows stay unused
                 if not verdicts[key]:
                     if report:
