@@ -379,6 +379,14 @@ def test_an_index_naming_files_outside_the_dataset_asks_to_delete_nothing(files,
     assert "delete" not in err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_encode_dataset_on_gpus_of_a_machine_without_one(files, tmp_path, capsys):
+    code = inference_main(["encode-dataset", "--input", str(files / "videos"), "--output", str(tmp_path / "latents"),
+                           "--config", str(TINY_CONFIG), "--ckpt", str(files / "tiny.pt"), "--accelerator", "gpu", "--quiet"])
+    assert_one_line(code, capsys.readouterr().err, "inference.py", "--accelerator gpu: no GPU is available here")
+    assert not (tmp_path / "latents").exists()  # no empty folder left behind
+
+
 def test_latents_of_other_weights_decode_when_allowed(files, tmp_path, capsys):
     code = inference_main(["decode", "--latents", str(files / "clip.safetensors"), "--output", str(tmp_path / "o.mp4"),
                            "--config", str(TINY_CONFIG), "--ckpt", str(files / "tiny_other_seed.pt"), "--quiet",
