@@ -8,9 +8,15 @@ their DataLoader workers) every 20 ms, and reports the peak of the sum and the l
 process, the wall time and clips/s. Memory that stays flat from 200 to 2,000 frames shows that
 no process holds a whole video.
 
+With ``--read``, it measures reading instead: a latent dataset of ``--clips`` clips of the published
+model's latent shapes (random values, written as encode-dataset writes them) is read back with
+``LatentDataset`` in random order, clip by clip, with and without the NaN check of every clip
+(``check_values``), and the table gives the time per clip and what the check adds.
+
 Example::
 
     python -m scripts.benchmark_dataset --json docs/benchmarks_dataset_cpu.json
+    python -m scripts.benchmark_dataset --read --json docs/benchmarks_dataset_read_cpu.json
 """
 
 from __future__ import annotations
@@ -93,6 +99,65 @@ def run_once(videos: Path, output: Path, args: argparse.Namespace, devices: int)
             "peak_rss_sum_mb": peak_sum / 2**20, "peak_rss_largest_mb": peak_max / 2**20, "summary": out.strip()}
 
 
+def make_read_dataset(root: Path, num_clips: int, shard_size: int) -> None:
+    """A finished latent dataset of ``num_clips`` random clips of the published model's latent shapes."""
+    import numpy as np
+    import torch
+
+    from vidtwin.latents.latent_file import config_to_dict
+    from vidtwin.latents.shards import (INDEX_COLUMNS, SHARD_DIR, IndexColumns, identity_digest, shard_name,
+                                        write_index, write_manifest, write_shard)
+    from vidtwin.models.config import VidTwinConfig
+
+    config = VidTwinConfig()  # the published model: 16x224x224 clips
+    identity = {"model_config": config_to_dict(config), "weights_fingerprint": "benchmark", "dtype": "fp32",
+                "sampling": {"input_size": list(config.input_size), "sample_fps": None, "max_frames": None, "spatial": "resize"}}
+    generator = torch.Generator().manual_seed(0)
+    (root / SHARD_DIR).mkdir(parents=True)
+    columns: dict[str, list] = {name: [] for name in INDEX_COLUMNS}
+    shards = []
+    for sequence, first in enumerate(range(0, num_clips, shard_size)):
+        count = min(shard_size, num_clips - first)
+        rows = [{"video": 0, "clip": first + i, "first_frame": 16 * (first + i), "num_frames": 16, "fps": 25.0,
+                 "video_frames": 16 * num_clips, "video_clips": num_clips, "height": 224, "width": 224} for i in range(count)]
+        tensors = {name: torch.randn((count, *shape), generator=generator) for name, shape in config.latent_shapes().items()}
+        shards.append(shard_name(0, sequence))
+        write_shard(root / SHARD_DIR / shards[-1], tensors, rows, dataset=identity_digest(identity))
+        for i, row in enumerate(rows):
+            for name, value in {**row, "shard": sequence, "row": i}.items():
+                columns[name].append(value)
+    arrays = {name: np.asarray(values, dtype=np.float64 if name == "fps" else np.int64) for name, values in columns.items()}
+    write_index(root, IndexColumns(["video.mp4"], shards, arrays))
+    write_manifest(root, {"identity": identity, "status": "complete", "sources": 1, "clips": num_clips, "videos": 1, "failures": 0})
+
+
+def read_benchmark(args: argparse.Namespace) -> list[dict]:
+    """Seconds per clip read with and without the NaN check, best of ``--repeats`` passes in random order."""
+    import torch
+
+    from vidtwin.latents.dataset import LatentDataset
+
+    torch.set_num_threads(args.threads)
+    results = []
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "latents"
+        make_read_dataset(root, args.clips, args.shard_size)
+        order = torch.randperm(args.clips, generator=torch.Generator().manual_seed(1)).tolist()
+        for check in (False, True):
+            dataset = LatentDataset(root, check_values=check)
+            for index in order:  # open every shard and warm the page cache first
+                dataset[index]
+            best = float("inf")
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                for index in order:
+                    dataset[index]
+                best = min(best, time.perf_counter() - started)
+            results.append({"check_values": check, "clips": args.clips, "seconds": best, "us_per_clip": 1e6 * best / args.clips})
+    results[1]["check_cost_percent"] = 100 * (results[1]["seconds"] / results[0]["seconds"] - 1)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
@@ -104,8 +169,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-clips", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each process")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--read", action="store_true", help="measure LatentDataset reads with and without the NaN check")
+    parser.add_argument("--clips", type=int, default=8192, help="with --read: clips of the dataset read")
+    parser.add_argument("--shard-size", type=int, default=4096, help="with --read: clips per shard")
+    parser.add_argument("--repeats", type=int, default=3, help="with --read: passes over the dataset; the best counts")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if args.read:
+        results = read_benchmark(args)
+        print(f"{'NaN check':>9} {'clips':>6} {'seconds':>8} {'us/clip':>8} {'cost':>6}")
+        for r in results:
+            cost = f"{r['check_cost_percent']:+.0f}%" if "check_cost_percent" in r else ""
+            print(f"{'on' if r['check_values'] else 'off':>9} {r['clips']:>6} {r['seconds']:>8.2f} {r['us_per_clip']:>8.1f} {cost:>6}")
+        write_json_report(args.json, {"machine": cpu_description(), "settings": {k: v for k, v in vars(args).items() if k != "json"},
+                                      "latents": "published model shapes, float32, random", "results": results})
+        return 0
 
     results = []
     with tempfile.TemporaryDirectory() as scratch:

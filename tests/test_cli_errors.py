@@ -8,6 +8,7 @@ wrong, no traceback, and nothing written. Add a row whenever a new user error is
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -57,6 +58,11 @@ def files(tmp_path_factory):
     assert inference_main(["encode", "--input", str(root / "clip.mp4"), "--output", str(root / "tokens.safetensors"),
                            "--config", str(TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"), "--device", "cpu",
                            "--quiet"]) == 0
+    assert inference_main(["encode-dataset", "--input", str(root / "videos"), "--output", str(root / "dataset_other_weights"),
+                           "--num-workers", "0", *dataset_args(root, "tiny_other_seed.pt")]) == 0
+    assert inference_main(["encode-dataset", "--input", str(root / "videos"), "--output", str(root / "token_dataset"),
+                           "--num-workers", "0", "--config", str(TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"),
+                           "--accelerator", "cpu", "--quiet"]) == 0
     (root / "notes.txt").write_text("not a checkpoint\n")
     make_fvd_files(root / "fvd")
     (root / "bad.yaml").write_text("model: [unclosed\n")
@@ -78,8 +84,40 @@ def model_args(root):
     return ["--config", str(TINY_CONFIG), "--ckpt", str(root / "tiny.pt"), "--device", "cpu", "--quiet"]
 
 
-def dataset_args(root):
-    return ["--config", str(TINY_CONFIG), "--ckpt", str(root / "tiny.pt"), "--accelerator", "cpu", "--quiet"]
+def dataset_args(root, ckpt="tiny.pt"):
+    return ["--config", str(TINY_CONFIG), "--ckpt", str(root / ckpt), "--accelerator", "cpu", "--quiet"]
+
+
+def tampered_dataset(files, target, source="dataset", shard=None, manifest=None, index_shards=None):
+    """A copy of a latent dataset of ``files`` at ``target`` with its first shard's tensors changed by
+    ``shard(tensors)``, its manifest by ``manifest(dict)``, or its index's shard names by ``index_shards(names)``."""
+    shutil.copytree(files / source, target)
+    if shard is not None:
+        path = sorted((target / "shards").iterdir())[0]
+        with safe_open(str(path), framework="pt") as reader:
+            metadata = dict(reader.metadata())
+            tensors = {name: reader.get_tensor(name) for name in reader.keys()}
+        shard(tensors)
+        save_file(tensors, str(path), metadata=metadata)
+    if manifest is not None:
+        content = json.loads((target / "manifest.json").read_text())
+        manifest(content)
+        (target / "manifest.json").write_text(json.dumps(content))
+    if index_shards is not None:
+        with safe_open(str(target / "index.safetensors"), framework="pt") as reader:
+            metadata = dict(reader.metadata())
+            tensors = {name: reader.get_tensor(name) for name in reader.keys()}
+        metadata["shards"] = json.dumps(index_shards(json.loads(metadata["shards"])))
+        save_file(tensors, str(target / "index.safetensors"), metadata=metadata)
+    return target
+
+
+def swap_first_shard(files, target):
+    """The dataset with its shard replaced by the shard of the same name of a dataset of other weights."""
+    shutil.copytree(files / "dataset", target)
+    name = sorted((target / "shards").iterdir())[0].name
+    shutil.copy(files / "dataset_other_weights" / "shards" / name, target / "shards" / name)
+    return target
 
 
 def tampered_latents(files, target, change, source="clip.safetensors"):
@@ -210,6 +248,28 @@ def _inference_cases():
         (t / "a_file").write_text("x")
         return ["encode-dataset", "--input", f / "videos", "--output", t / "a_file" / "latents", *dataset_args(f)]
 
+    def decode_dataset(source="dataset", **changes):
+        return lambda f, t: ["decode", "--latents", tampered_dataset(f, t / "latents", source, **changes), "--video", "clip.mp4",
+                             "--output", t / "out.mp4", *model_args(f)]
+
+    def resume_dataset(**changes):
+        return lambda f, t: dataset("--input", f / "videos")(f, t) if tampered_dataset(f, t / "latents", **changes) else None
+
+    def set_tensor_of_shard(name, make):
+        return lambda tensors: tensors.update({name: make(tensors[name])})
+
+    def drop_identity(manifest):
+        del manifest["identity"]
+
+    def edit_input_size(manifest):
+        manifest["identity"]["sampling"]["input_size"] = [8, 64]
+
+    def dataset_being_written(f, t):
+        shutil.copytree(f / "dataset", t / "latents")
+        holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": 0}  # a live process: this one
+        (t / "latents" / ".encode-dataset.lock").write_text(json.dumps(holder))
+        return dataset("--input", f / "videos")(f, t)
+
     fvd = lambda *extra: lambda f, t: ["fvd", "--fake", f / "videos", "--device", "cpu", "--quiet", *extra]  # noqa: E731
     i3d = lambda f: f / "fvd" / WEIGHTS_FILENAME  # noqa: E731
 
@@ -245,6 +305,39 @@ def _inference_cases():
         "evaluate --fvd on videos shorter than a clip": (
             lambda f, t: ["evaluate", "--input", f / "videos", "--output", t / "eval", "--lpips", "off", "--fvd",
                           "--fvd-weights", i3d(f), *model_args(f)], "--fvd: video"),
+        # datasets: a reader trusts nothing it reads
+        "decode a dataset with a shard of another dataset": (
+            lambda f, t: ["decode", "--latents", swap_first_shard(f, t / "latents"), "--video", "clip.mp4",
+                          "--output", t / "out.mp4", *model_args(f)], "belongs to another latent dataset"),
+        "decode a dataset with a float16 shard": (
+            decode_dataset(shard=set_tensor_of_shard("structure", lambda x: x.half())), "structure is F16, not F32"),
+        "decode a dataset with a wrongly shaped shard": (
+            decode_dataset(shard=set_tensor_of_shard("dynamics_y", lambda x: x[..., :-1].contiguous())), "dynamics_y has shape"),
+        "decode a dataset with NaN latents": (
+            decode_dataset(shard=set_tensor_of_shard("dynamics_x", lambda x: x.index_fill(0, torch.tensor([1]), float("nan")))),
+            "dynamics_x of row 1 holds NaN or infinite values"),
+        "decode a token dataset with tokens outside the codebook": (
+            decode_dataset("token_dataset", shard=set_tensor_of_shard("structure", lambda x: x.int().add(1000).to(x.dtype))),
+            "structure of row 0 holds tokens outside the codebook"),
+        "decode a dataset whose index names ../..": (
+            decode_dataset(index_shards=lambda names: ["../../" + names[0]]), "is not a file of its shards/ folder"),
+        "decode a dataset whose index names /etc/passwd": (
+            decode_dataset(index_shards=lambda names: ["/etc/passwd"]), "is not a file of its shards/ folder"),
+        "decode a dataset whose manifest has no identity": (decode_dataset(manifest=drop_identity), "has no identity"),
+        "decode a dataset with an edited sampling.input_size": (decode_dataset(manifest=edit_input_size),
+                                                                "sampling.input_size is [8, 64]"),
+        "encode-dataset resuming a manifest without identity": (resume_dataset(manifest=drop_identity), "has no identity"),
+        "encode-dataset resuming an edited sampling.input_size": (resume_dataset(manifest=edit_input_size),
+                                                                  "sampling.input_size is [8, 64]"),
+        "encode-dataset resuming over a shard of another dataset": (
+            lambda f, t: dataset("--input", f / "videos")(f, t) if swap_first_shard(f, t / "latents") else None,
+            "belongs to another latent dataset"),
+        "encode-dataset into a folder another job is writing": (dataset_being_written,
+                                                                f"is being written by another encode-dataset job (pid {os.getpid()}"),
+        "encode-dataset --devices 0": (lambda f, t: dataset("--input", f / "videos", "--devices", "0")(f, t), "--devices must be"),
+        "encode-dataset --devices abc": (lambda f, t: dataset("--input", f / "videos", "--devices", "abc")(f, t), "--devices must be"),
+        "encode-dataset --num-nodes 2 without a launcher": (
+            lambda f, t: dataset("--input", f / "videos", "--num-nodes", "2")(f, t), "--num-nodes 2 needs a launcher"),
         # encode-dataset: bad input before any process starts, and nothing created
         "encode-dataset missing input": (dataset("--input", "/no/such/folder"), "does not exist"),
         "encode-dataset folder without videos": (lambda f, t: dataset("--input", (t / "empty").mkdir() or t / "empty")(f, t),
@@ -356,6 +449,24 @@ def test_inference_user_errors(files, tmp_path, capsys, case):
     assert "Errno" not in err and "weights_only" not in err
     assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before  # no input touched
     assert written_after == written_before  # nothing written
+
+
+@pytest.mark.parametrize("outside", ["../../etc/passwd", "/etc/passwd"])
+def test_an_index_naming_files_outside_the_dataset_asks_to_delete_nothing(files, tmp_path, capsys, outside):
+    dataset = tampered_dataset(files, tmp_path / "latents", index_shards=lambda names: [outside])
+    code = inference_main(["decode", "--latents", str(dataset), "--video", "clip.mp4", "--output", str(tmp_path / "o.mp4"),
+                           *model_args(files)])
+    err = capsys.readouterr().err
+    assert_one_line(code, err, "inference.py", "the index is damaged")
+    assert "delete" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_encode_dataset_on_gpus_of_a_machine_without_one(files, tmp_path, capsys):
+    code = inference_main(["encode-dataset", "--input", str(files / "videos"), "--output", str(tmp_path / "latents"),
+                           "--config", str(TINY_CONFIG), "--ckpt", str(files / "tiny.pt"), "--accelerator", "gpu", "--quiet"])
+    assert_one_line(code, capsys.readouterr().err, "inference.py", "--accelerator gpu: no GPU is available here")
+    assert not (tmp_path / "latents").exists()  # no empty folder left behind
 
 
 def test_latents_of_other_weights_decode_when_allowed(files, tmp_path, capsys):

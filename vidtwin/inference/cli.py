@@ -403,7 +403,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
     require("pytorch_lightning", "dataset", "encode-dataset")  # it runs on Trainer.predict
     from vidtwin.inference.dataset_lock import launch_rank, output_lock
-    from vidtwin.inference.dataset_plan import ClipSampling, check_launcher, list_sources, parse_devices
+    from vidtwin.inference.dataset_plan import ClipSampling, check_accelerator, check_launcher, list_sources, parse_devices
     from vidtwin.inference.encode_dataset import DatasetJob, EncodingStopped, check_output, format_summary, run_job
     from vidtwin.latents.latent_file import config_to_dict, weights_fingerprint
 
@@ -412,6 +412,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
         if value < least:
             raise InferenceError(f"{option} must be >= {least}, got {value}")
     devices = parse_devices(args.devices)
+    check_accelerator(args.accelerator, devices)
     check_launcher(args.num_nodes)
     sources = list_sources(args.input, args.data_dir)
     options = args.options

@@ -94,6 +94,20 @@ def parse_devices(text: str) -> int | str:
     raise InferenceError(f"--devices must be a number of processes per node (1 or more), 'auto', or GPU ids such as 0,1; got {text!r}")
 
 
+def check_accelerator(accelerator: str, devices: int | str) -> None:
+    """Refuse GPUs that this machine does not have, before anything is written (Lightning would
+    stop later with an internal error and leave an empty output folder)."""
+    import torch
+
+    if accelerator not in ("gpu", "cuda"):
+        return
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not available:
+        raise InferenceError(f"--accelerator {accelerator}: no GPU is available here; use --accelerator cpu (or auto)")
+    if isinstance(devices, int) and devices > available:
+        raise InferenceError(f"--devices {devices}: this machine has {available} GPU(s); use at most {available}")
+
+
 def check_launcher(num_nodes: int) -> None:
     """Refuse ``--num-nodes`` above 1 in a process that no multi-node launcher started.
 

@@ -23,10 +23,12 @@ reported in one line by the others, without gloo's traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import warnings
@@ -94,10 +96,10 @@ class DatasetJob:
         """What each shard records of its dataset (:func:`~vidtwin.latents.shards.identity_digest`)."""
         return identity_digest(self.identity)
 
-    def path_of(self, video: str) -> str | None:
-        if not hasattr(self, "_paths"):
-            self._paths = {source.name: source.path for source in self.sources}
-        return self._paths.get(video)
+    @functools.cached_property
+    def source_paths(self) -> dict[str, str]:
+        """Video name as given -> its path."""
+        return {source.name: source.path for source in self.sources}
 
 
 class EncodingStopped(Exception):
@@ -114,7 +116,10 @@ class StopSignals:
     Lightning's own SIGTERM handler broadcasts to the other ranks from inside the handler, which
     blocks or fails with gloo's "Connection closed by peer" once a rank is gone, and its predict
     loop ignores the signal; so ours replaces it once the Trainer has installed it. On the
-    process that launched Lightning's other ranks, the signal is passed on to them.
+    process that launched Lightning's other ranks, the signal is passed on to them, and this
+    class also watches them (:meth:`adopt`), in place of Lightning's watcher, which SIGKILLs the
+    launcher a few seconds after any rank exits with a non-zero code, 143 included, before it
+    could say why.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -124,9 +129,16 @@ class StopSignals:
         self.children: list = []  # Lightning's launched ranks (subprocess.Popen), on their launcher
         self._previous: dict = {}
 
-    def install(self, children: list | None = None) -> None:
-        if children is not None:
-            self.children = children
+    def adopt(self, launcher) -> None:
+        """Watch the ranks that Lightning's ``launcher`` started (none on other ranks) instead of Lightning."""
+        self.children = list(getattr(launcher, "procs", None) or [])
+        if not self.children:
+            return
+        for thread in threading.enumerate():  # lightning_fabric's _ChildProcessObserver
+            if thread.name == "child-process-observer" and hasattr(thread, "_run"):
+                thread._run = lambda: True  # its next look ends it without killing anyone
+
+    def install(self) -> None:
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
             for signum in self.SIGNALS:
                 previous = signal.signal(signum, self._handle)
@@ -157,13 +169,22 @@ class StopSignals:
         return None
 
     def wait_for_children(self, timeout: float = 300.0) -> None:
-        """Let the other ranks write their last shards before this process exits."""
+        """Let the other ranks write their last shards before this process exits; a rank still
+        running after ``timeout`` seconds (stuck in a collective with a dead peer) is killed."""
         deadline = time.monotonic() + timeout
         for child in self.children:
             try:
                 child.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except Exception:  # noqa: BLE001  (a rank that does not stop is killed by Lightning's teardown)
-                pass
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def stop_children(self) -> None:
+        """Ask the ranks still running to stop at their next safe point, and wait for them."""
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        self.wait_for_children(timeout=120.0)
 
 
 def peer_died(output: Path, who: str = "") -> PartialFailure:
@@ -299,7 +320,7 @@ def current_rows(job: DatasetJob, changed: set[str] | None = None, report: bool 
             video, recorded = row["video"], info.sources.get(row["video"])
             key = (video, repr(recorded))
             if key not in verdicts:
-                path = job.path_of(video)
+                path = job.source_paths.get(video)
                 verdicts[key] = path is None or same_source(recorded, path)  # another input's rows stay unused
                 if not verdicts[key]:
                     if report:
@@ -356,18 +377,25 @@ class ShardWriter(BasePredictionWriter):
         label = "videos" if trainer.world_size == 1 else f"rank 0 of {trainer.world_size}: videos"
         self.bar = tqdm(total=len(datamodule.share), initial=datamodule.finished_videos, desc=label, unit="video",
                         disable=not self.job.progress or self.rank != 0, dynamic_ncols=True)
-        # Replace the SIGTERM handler the Trainer has just installed (see StopSignals).
-        self.job.stop.install(children=getattr(trainer.strategy.launcher, "procs", None))
+        # Replace the SIGTERM handler the Trainer has just installed, and its watcher of the ranks (see StopSignals).
+        self.job.stop.adopt(trainer.strategy.launcher)
+        self.job.stop.install()
         self._stop_if_asked()
 
     def _stop_if_asked(self) -> None:
-        """The safe point: on a stop signal, write what is buffered as a last shard and stop."""
-        if self.job.stop.signum is None:
+        """The safe point: on a stop signal, or when a rank this process launched died, write what
+        is buffered as a last shard and stop."""
+        stop = self.job.stop
+        dead = stop.dead_peer()
+        if stop.signum is None and dead is None:
             return
         if self.rows:
             self._flush(len(self.rows))
         self.bar.close()
-        raise EncodingStopped(self.job.stop.signum)
+        if dead is not None:
+            stop.stop_children()  # the others stop at their safe points and keep their shards
+            raise peer_died(self.job.output, dead)
+        raise EncodingStopped(stop.signum)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         self.timing["decode"] += batch["decode_seconds"]
@@ -513,7 +541,7 @@ def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: st
     except EncodingStopped:
         job.stop.wait_for_children()  # their last shards, before the launcher exits
         dead = job.stop.dead_peer()
-        if dead is not None:  # Lightning's launcher sends SIGTERM when one of its ranks dies
+        if dead is not None:  # a rank died rather than stopped
             raise peer_died(job.output, dead) from None
         raise
     finally:
