@@ -10,7 +10,7 @@ import torch
 
 from vidtwin.training.contract import TrainingModule
 
-from conftest import REPO, TINY_CONFIG
+from conftest import TINY_CONFIG
 
 
 def tiny_config_files() -> list[str]:

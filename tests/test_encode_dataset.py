@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vidtwin import load_model
 from vidtwin.latents.dataset import LatentDataset, collate_latents
-from vidtwin.latents.shards import LATENT_NAMES, SHARD_DIR, LatentDatasetError, list_shards, read_shard_rows
+from vidtwin.latents.shards import SHARD_DIR, LatentDatasetError, list_shards, read_shard_rows
+from vidtwin.models.config import LATENT_NAMES
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
 from vidtwin.inference.cli import main

@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
-from _training_utils import REPO, micro_overrides, single_thread, tiny_config_files
-from conftest import mount_tmpfs
+from _training_utils import micro_overrides, single_thread, tiny_config_files
+from conftest import REPO, mount_tmpfs
 from vidtwin.training.cli import main
 from vidtwin.training.run_dir import (
     CLAIMED_RUN_ENV,

@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from _training_utils import FSQ_MICRO, REPO, carphone_path, micro_overrides, single_thread, tiny_config_files
+from _training_utils import FSQ_MICRO, carphone_path, micro_overrides, single_thread, tiny_config_files
+from conftest import REPO
 from vidtwin import load_model
 from vidtwin.training.cli import main
 

@@ -44,7 +44,6 @@ from safetensors.torch import save_file
 
 from vidtwin.atomic_io import atomic_path
 from vidtwin.errors import UserError
-from vidtwin.models.config import LATENT_NAMES
 
 FORMAT_NAME = "vidtwin-latent-dataset"
 FORMAT_VERSION = 1

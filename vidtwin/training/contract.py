@@ -36,6 +36,8 @@ from typing import Any, Mapping, Optional
 import pytorch_lightning as pl
 import torch
 
+from ..config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 TRAINING_STATE_KEY = "vidtwin_training"
@@ -74,18 +76,22 @@ class TrainingModule(pl.LightningModule):
         super().optimizer_step(*args, **kwargs)
         self.train_step += 1
 
+    #: Batches per update: more than 1 where the module accumulates gradients itself.
+    batches_per_update: int = 1
+
     def total_updates(self) -> int:
         """The run's length in updates, from ``max_steps`` or else the epochs' batches.
 
-        Raises ValueError for a run without either bound.
+        Raises ConfigError for a run without either bound (a cosine schedule needs the length).
         """
         trainer = self.trainer
         if trainer.max_steps is not None and trainer.max_steps > 0:
             return math.ceil(trainer.max_steps / self.lightning_steps_per_update)
         batches = trainer.estimated_stepping_batches
         if not math.isfinite(batches):
-            raise ValueError("the run has no length: set lightning.trainer.max_steps or max_epochs")
-        return max(int(batches), 1)
+            raise ConfigError("the run has no length, which a cosine schedule needs: set lightning.trainer.max_steps "
+                              "or max_epochs")
+        return max(int(batches) // self.batches_per_update, 1)
 
     # ------------------------------------------------------------------ what the run shows
     def training_samples(self, batch: Any, max_samples: int) -> Optional[Mapping[str, torch.Tensor]]:

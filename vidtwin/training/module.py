@@ -23,7 +23,6 @@ counter does not advance); ``max_nonfinite_steps`` skipped updates in a row rais
 from __future__ import annotations
 
 import logging
-import math
 import shlex
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -200,15 +199,9 @@ class VidTwinLightningModule(TrainingModule):
         )
         return optimizers
 
-    def total_updates(self) -> int:
-        """Length of the run in updates, for schedules that need it (cosine)."""
-        trainer = self.trainer
-        if trainer.max_steps is not None and trainer.max_steps > 0:
-            return math.ceil(trainer.max_steps / self.lightning_steps_per_update)
-        batches = trainer.estimated_stepping_batches
-        if not math.isfinite(batches):
-            raise ConfigError("the cosine schedule needs a bounded run: set trainer.max_steps or total_steps")
-        return max(int(batches) // self.grad_accumulation, 1)
+    @property
+    def batches_per_update(self) -> int:
+        return self.grad_accumulation
 
     def official_total_updates(self) -> int:
         """The official cosine length: batches of a single-process training loader x max_epochs.
