@@ -213,7 +213,7 @@ class EncodedVideo:
     original_size: tuple[int, int]  # (H, W) of the source frames
     output_size: tuple[int, int]  # (H, W) of decoded frames: the model's (resize) or original (tile)
     spatial: str  # "resize" or "tile"
-    config: dict  # model.config.to_dict() of the encoding model
+    config: dict  # config_to_dict(model.config) of the encoding model: its identity, without runtime-only fields
     tile_grid: TileGrid | None = None
     source: str = ""  # file name of the source video, for messages only
     extra: dict = field(default_factory=dict)
