@@ -23,7 +23,17 @@ from vidtwin.inference.latent_file import (
 from vidtwin.models.config import VidTwinConfig, replace
 from vidtwin.models.regularizers import FSQRegularizer, entropy_loss_weight_at
 
-TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
+# configs/tiny_fsq.yaml is an overlay on configs/tiny.yaml.
+TINY_FSQ_CONFIG = [TINY_CONFIG, REPO / "configs" / "tiny_fsq.yaml"]
+
+
+def _merged_fsq_config(path):
+    """The tiny FSQ config merged into one file, for the one-file ``--config`` of inference.py."""
+    from omegaconf import OmegaConf
+    from vidtwin.config import load_config
+
+    OmegaConf.save(load_config([str(p) for p in TINY_FSQ_CONFIG]), path)
+    return path
 LEVELS = (8, 5, 3, 4)
 
 
@@ -225,10 +235,11 @@ def test_token_file_round_trip_and_codebook_check(fsq_model, tmp_path):
 def test_cli_encode_tokens_then_decode(fsq_model, tmp_path, capsys):
     torch.save(fsq_model.state_dict(), tmp_path / "fsq.pt")
     other = tmp_path / "other_levels.yaml"
-    other.write_text(TINY_FSQ_CONFIG.read_text().replace("dynamics_levels: [8, 5, 5, 5]", "dynamics_levels: [5, 5, 5, 5]"))
+    merged = _merged_fsq_config(tmp_path / "tiny_fsq_merged.yaml")
+    other.write_text(merged.read_text().replace("dynamics_levels:\n      - 8\n", "dynamics_levels:\n      - 5\n"))
     torch.save(VidTwin(autoencoder_config_from(other)).state_dict(), tmp_path / "other.pt")
     video = _small_video(tmp_path / "small.mp4")
-    args = ["--config", TINY_FSQ_CONFIG, "--ckpt", tmp_path / "fsq.pt", "--device", "cpu", "--quiet"]
+    args = ["--config", merged, "--ckpt", tmp_path / "fsq.pt", "--device", "cpu", "--quiet"]
 
     def run(*argv):
         code = main([str(a) for a in argv])

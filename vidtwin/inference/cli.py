@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from vidtwin.checkpoint import load_model, resolve_checkpoint_path
 from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main
+from vidtwin.cpu_threads import apply_cpu_thread_policy
 from vidtwin.data.video_io import VideoWriter, probe_video
 from vidtwin.errors import UserError
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
@@ -138,6 +139,10 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
 
 def _load(args: argparse.Namespace) -> torch.nn.Module:
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        choice = apply_cpu_thread_policy(loader_workers=int(getattr(args, "num_workers", 0) or 0))
+        if not (getattr(args, "quiet", False) or args.verbose):  # --verbose shows the same line through logging
+            print(choice.describe(), file=sys.stderr)
     model = load_model(args.config, args.ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
     logger.info("loaded %s on %s (%.1fM parameters)", args.ckpt, device, sum(p.numel() for p in model.parameters()) / 1e6)
     args.options = dataclasses.replace(args.options, dtype=_concrete_dtype(args, device))
@@ -154,9 +159,13 @@ def _concrete_dtype(args: argparse.Namespace, device: torch.device) -> str:
     return dtype
 
 
-def _report(target: Path, writer: VideoWriter) -> None:
+def _report(target: Path, writer: VideoWriter, side: VideoWriter | None = None) -> None:
     height, width = writer.size
-    print(f"wrote {target} ({writer.num_frames} frames, {width}x{height}, {writer.fps:.3f} fps)")
+    line = f"wrote {target} ({writer.num_frames} frames, {width}x{height}, {writer.fps:.3f} fps)"
+    if side is not None:
+        side_height, side_width = side.size
+        line += f" and {side_by_side_path(target)} ({side_width}x{side_height}, side by side)"
+    print(line)
 
 
 def _plan_outputs(args: argparse.Namespace, suffix: str, tag: str, side_by_side: bool = False) -> tuple[list[Path], list[Path], bool]:
@@ -207,7 +216,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 writer.write(frames)
                 if side is not None:
                     side.write(torch.cat([to_uint8_frames(clip.reference), frames], dim=2))  # (t, H, 2W, 3)
-        _report(target, writer)
+        _report(target, writer, side)
 
     return _for_each(inputs, outputs, work, args.quiet, is_directory)
 
@@ -294,7 +303,7 @@ def run_cross(args: argparse.Namespace) -> int:
             if side is not None:
                 inputs = [next(panel)[: frames.shape[0]] for panel in panels]  # each (t, H, W, 3)
                 side.write(torch.cat([*inputs, frames], dim=2))  # (t, H, 3W, 3)
-    _report(target, writer)
+    _report(target, writer, side)
     return 0
 
 
@@ -445,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     cross.set_defaults(run=run_cross)
 
     evaluate = commands.add_parser("evaluate", help="PSNR / SSIM / LPIPS of reconstructions")
-    evaluate.add_argument("--input", required=True, help="a directory of videos, or a CSV (path[,reconstruction])")
+    evaluate.add_argument("--input", required=True, help="a video, a directory of videos, or a CSV (path[,reconstruction])")
     evaluate.add_argument("--output", required=True, help="directory for metrics.csv, per_frame.csv, summary.json")
     evaluate.add_argument("--data-dir", default=None, help="root for relative paths in the CSV (default: its folder)")
     evaluate.add_argument("--plots", action="store_true", help="also write plots/<video>.png")

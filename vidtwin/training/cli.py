@@ -286,11 +286,13 @@ def prepare(args: argparse.Namespace):
     import pytorch_lightning as pl
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
-    from .run_report import RunRecorder, UpdateProgressBar, hide_lightning_stop_line
+    from ..cpu_threads import apply_cpu_thread_policy
+    from .run_report import RunRecorder, UpdateProgressBar, quiet_lightning
 
-    hide_lightning_stop_line()  # it counts global_step; the run summary says why the run ended
+    quiet_lightning()  # Lightning's stop line (it counts global_step), tips and warnings a user cannot act on
     pl.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = _build("data", config.data)
+    apply_cpu_thread_policy(loader_workers=int(getattr(datamodule, "num_workers", 0) or 0))
     model_node = copy.deepcopy(config.model)
     if resume_ckpt is not None and model_node.get("params", {}).get("ckpt_path"):
         model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -44,6 +46,40 @@ def hide_lightning_stop_line() -> None:
         target.addFilter(HideLightningStopLine())
 
 
+# Lightning's advertisement for its cloud logger, printed when a Trainer is built without it.
+_LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
+# The model summary's FLOPs line ("0         Total Flops"): Lightning counts FLOPs only for a module
+# with an example_input_array, which this one does not have.
+_ZERO_FLOPS_LINE = re.compile(r"^\s*0\s+Total Flops\s*$", re.IGNORECASE)
+
+
+class HideLightningNoise(logging.Filter):
+    """Drops Lightning's litlogger tip and the model summary's zero "Total Flops" line (it never
+    counts FLOPs for this module), keeping the rest of the summary."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.getMessage())
+        if message.lstrip().startswith(_LITLOGGER_TIP):
+            return False
+        lines = message.splitlines()
+        kept = [line for line in lines if not _ZERO_FLOPS_LINE.match(line)]
+        if len(kept) != len(lines):
+            record.msg, record.args = "\n".join(kept), None
+        return True
+
+
+def quiet_lightning() -> None:
+    """Hide what a training run prints that tells its user nothing: Lightning's stop line (the run
+    summary says why the run ended), its litlogger tip, a zero "Total Flops" line, and the deprecation warning
+    that Lightning's own ``_pytree`` module triggers in newer torch (nothing a user can act on)."""
+    hide_lightning_stop_line()
+    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.callbacks.model_summary"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, HideLightningNoise) for f in target.filters):
+            target.addFilter(HideLightningNoise())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def planned_updates(trainer: pl.Trainer, module: Any) -> Optional[int]:
     """The run's length in updates, or None when it is not bounded (no max_steps and no max_epochs)."""
     try:
@@ -59,7 +95,7 @@ def _format_value(value: Any) -> str:
 
 class UpdateProgressBar(ProgressBar):
     """A progress bar over the run's autoencoder updates (``pl_module.train_step``), with the
-    progress-bar metrics (loss, rec, val/psnr) as its postfix, and a transient bar per validation.
+    progress-bar metrics (rec, psnr, val/psnr) as its postfix, and a transient bar per validation.
     Shown by the global-rank-zero process only."""
 
     def __init__(self) -> None:
@@ -233,6 +269,6 @@ def print_run_summary(trainer: pl.Trainer, module: Any, datamodule: Any, run_dir
 
 
 __all__ = [
-    "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line",
+    "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line", "quiet_lightning",
     "planned_updates",
 ]

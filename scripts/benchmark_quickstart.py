@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Quick-start benchmark: wall time and held-out quality of ``python train.py --base configs/tiny.yaml``.
+
+Runs the quick start as a user does (a fresh ``train.py`` process, its default data, schedules and
+checkpoints), then scores the trained model on the held-out carphone clip with
+``inference.py evaluate`` twice: ``--spatial resize`` (the model's 64x64 view) and ``--spatial
+tile`` (native 176x144, blended 64x64 tiles). Optionally under a stand-in load: ``--load N`` starts N
+busy processes (one core each) before training and stops them after, as other work on a laptop.
+
+    python -m scripts.benchmark_quickstart                                 # the quick start, as shipped
+    python -m scripts.benchmark_quickstart --load 2 --threads 1 2 auto --updates 100 \\
+        --output docs/benchmarks_threads_cpu.json                          # thread policies under load
+
+``--threads auto`` leaves ``OMP_NUM_THREADS`` unset, so train.py chooses (vidtwin.cpu_threads);
+a number sets ``OMP_NUM_THREADS``. ``--updates`` shortens the run (``lightning.trainer.max_steps``).
+Prints a table and writes the numbers as JSON (``--output``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vidtwin.atomic_io import atomic_write_text
+from vidtwin.cli_utils import add_debug_flag, run_cli
+
+from scripts.bench_report import cpu_name
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _busy_loop() -> None:  # pragma: no cover - runs in the stand-in load processes
+    while True:
+        pass
+
+
+class StandInLoad:
+    """``count`` processes that each keep one core busy, for as long as the context is open."""
+
+    def __init__(self, count: int):
+        self.count, self.processes = count, []
+
+    def __enter__(self) -> "StandInLoad":
+        context = multiprocessing.get_context("spawn")
+        self.processes = [context.Process(target=_busy_loop, daemon=True) for _ in range(self.count)]
+        for process in self.processes:
+            process.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.join()
+
+
+def _environment(threads: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env.pop("OMP_NUM_THREADS", None)
+    if threads != "auto":
+        env["OMP_NUM_THREADS"] = threads
+    return env
+
+
+def _evaluate(run_dir: Path, spatial: str, env: dict) -> float:
+    """Mean PSNR (dB) of the held-out carphone clip, as ``inference.py evaluate`` reports it."""
+    from vidtwin.data.demo import demo_val_videos
+
+    output = run_dir / f"evaluate_{spatial}"
+    command = [sys.executable, str(REPO / "inference.py"), "evaluate", "--config", str(run_dir / "config.yaml"),
+               "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--input", demo_val_videos()[0],
+               "--output", str(output), "--spatial", spatial, "--lpips", "off", "--quiet", "--overwrite"]
+    subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    return float(json.loads((output / "summary.json").read_text())["psnr_mean_over_frames"])
+
+
+def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, overrides: list[str]) -> dict:
+    env = _environment(threads)
+    name = f"quickstart_threads-{threads}_load-{load}"
+    command = [sys.executable, str(REPO / "train.py"), "--base", str(REPO / "configs" / "tiny.yaml"),
+               "--logdir", str(workdir), "--name", name, "--overwrite", *overrides]
+    if updates:
+        command.append(f"lightning.trainer.max_steps={updates}")
+    with StandInLoad(load):
+        time.sleep(2 if load else 0)  # let the load reach the cores
+        load_before = os.getloadavg()[0]
+        started = time.perf_counter()
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        load_after = os.getloadavg()[0]
+    if result.returncode != 0:
+        raise RuntimeError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    chosen = re.search(r"torch CPU threads: (\d+)", result.stderr)
+    run_dir = workdir / name
+    return {
+        "threads_setting": threads, "threads_used": int(chosen.group(1)) if chosen else None,
+        "stand_in_load": load, "updates": updates, "overrides": overrides, "wall_s": round(wall, 1),
+        "psnr_resize_db": round(_evaluate(run_dir, "resize", env), 2),
+        "psnr_tile_db": round(_evaluate(run_dir, "tile", env), 2),
+        "load_average_1min_before": round(load_before, 2), "load_average_1min_after": round(load_after, 2),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmark_quickstart.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotlist overrides for train.py")
+    parser.add_argument("--threads", nargs="+", default=["auto"], help="thread settings to compare: auto or a number")
+    parser.add_argument("--load", nargs="+", type=int, default=[0], help="stand-in busy processes to compare (e.g. 0 2)")
+    parser.add_argument("--updates", type=int, default=None, help="shorten the run to this many updates")
+    parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
+    parser.add_argument("--output", default=None, help="write the results as JSON here")
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+
+    records = []
+    with tempfile.TemporaryDirectory(prefix="quickstart_") as temporary:
+        workdir = Path(args.workdir or temporary)
+        for load in args.load:
+            for threads in args.threads:
+                record = run_quickstart(workdir, threads, load, args.updates, args.overrides)
+                record.update(cpu=cpu_name(), cores=os.cpu_count())
+                records.append(record)
+                print(json.dumps(record), flush=True)
+
+    header = ["load", "threads", "used", "updates", "wall (s)", "PSNR resize", "PSNR tile", "load avg before/after"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
+    for r in records:
+        print(f"| {r['stand_in_load']} | {r['threads_setting']} | {r['threads_used']} | {r['updates'] or 'config'} | "
+              f"{r['wall_s']} | {r['psnr_resize_db']} dB | {r['psnr_tile_db']} dB | "
+              f"{r['load_average_1min_before']} / {r['load_average_1min_after']} |")
+    if args.output:
+        output = Path(args.output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output, json.dumps(records, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, "benchmark_quickstart.py")
