@@ -7,10 +7,12 @@ checkpoints), then scores the trained model on the held-out carphone clip with
 tile`` (native 176x144, blended 64x64 tiles). Optionally under a stand-in load: ``--load N`` starts N
 busy processes (one core each) before training and stops them after, as other work on a laptop.
 
-    python -m scripts.benchmark_quickstart                                 # the quick start, as shipped
+    python -m scripts.benchmark_quickstart --picture docs/quickstart_carphone.png   # the quick start, as shipped
     python -m scripts.benchmark_quickstart --load 2 --threads 1 2 auto --updates 100 \\
         --output docs/benchmarks_threads_cpu.json                          # thread policies under load
 
+``--picture`` also writes a PNG of one held-out frame, input beside reconstruction, as
+``inference.py reconstruct --spatial tile --side-by-side`` writes it (from the first run).
 ``--threads auto`` leaves ``OMP_NUM_THREADS`` unset, so train.py chooses (vidtwin.cpu_threads);
 a number sets ``OMP_NUM_THREADS``. ``--updates`` shortens the run (``lightning.trainer.max_steps``).
 Prints a table and writes the numbers as JSON (``--output``).
@@ -25,11 +27,13 @@ import os
 import re
 import subprocess
 import sys
+import struct
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
-from vidtwin.atomic_io import atomic_write_text
+from vidtwin.atomic_io import atomic_path, atomic_write_text
 from vidtwin.cli_utils import add_debug_flag, run_cli
 
 from scripts.bench_report import cpu_name
@@ -82,6 +86,35 @@ def _evaluate(run_dir: Path, spatial: str, env: dict) -> float:
     return float(json.loads((output / "summary.json").read_text())["psnr_mean_over_frames"])
 
 
+def write_png(path: Path, image) -> None:
+    """An RGB uint8 image (H, W, 3) as a PNG file (zlib only: no imaging library needed)."""
+    height, width, _ = image.shape
+    rows = b"".join(b"\x00" + image[row].contiguous().numpy().tobytes() for row in range(height))  # filter 0 per row
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
+    with atomic_path(path, suffix=".png") as temp:
+        temp.write_bytes(png)
+
+
+def write_picture(run_dir: Path, env: dict, path: Path, frame: int) -> None:
+    """Frame ``frame`` of the held-out clip, input | reconstruction at native size (tile mode), as a PNG."""
+    from vidtwin.data.demo import demo_val_videos
+    from vidtwin.data.video_io import read_frames
+
+    output = run_dir / "carphone_tile.mp4"
+    command = [sys.executable, str(REPO / "inference.py"), "reconstruct", "--config", str(run_dir / "config.yaml"),
+               "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"), "--input", demo_val_videos()[0],
+               "--output", str(output), "--spatial", "tile", "--side-by-side", "--quiet", "--overwrite"]
+    subprocess.run(command, check=True, env=env, capture_output=True, text=True)
+    (image,) = read_frames(output.with_name(f"{output.stem}_side_by_side.mp4"), [frame])  # (H, 2W, 3) uint8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_png(path, image)
+
+
 def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, overrides: list[str]) -> dict:
     env = _environment(threads)
     name = f"quickstart_threads-{threads}_load-{load}"
@@ -100,7 +133,9 @@ def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, 
         raise RuntimeError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
     chosen = re.search(r"torch CPU threads: (\d+)", result.stderr)
     run_dir = workdir / name
+    summary = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     return {
+        "run_dir": str(run_dir), "summary": summary,
         "threads_setting": threads, "threads_used": int(chosen.group(1)) if chosen else None,
         "stand_in_load": load, "updates": updates, "overrides": overrides, "wall_s": round(wall, 1),
         "psnr_resize_db": round(_evaluate(run_dir, "resize", env), 2),
@@ -117,6 +152,8 @@ def main(argv=None) -> int:
     parser.add_argument("--updates", type=int, default=None, help="shorten the run to this many updates")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    parser.add_argument("--picture", default=None, help="write a PNG of a held-out frame, input | reconstruction")
+    parser.add_argument("--picture-frame", type=int, default=60, help="which carphone frame (default 60)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
 
@@ -127,6 +164,8 @@ def main(argv=None) -> int:
             for threads in args.threads:
                 record = run_quickstart(workdir, threads, load, args.updates, args.overrides)
                 record.update(cpu=cpu_name(), cores=os.cpu_count())
+                if args.picture and not records:
+                    write_picture(Path(record["run_dir"]), _environment(threads), Path(args.picture), args.picture_frame)
                 records.append(record)
                 print(json.dumps(record), flush=True)
 
