@@ -22,10 +22,13 @@ def test_the_choice_is_applied_and_said(monkeypatch, caplog):
     monkeypatch.setattr(cpu_threads, "available_cores", lambda: 2)
     monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores: 1.8)
     try:
+        torch.set_num_threads(2)
         with caplog.at_level("INFO", logger="vidtwin.cpu_threads"):
             choice = apply_cpu_thread_policy(loader_workers=0)
         assert choice.threads == torch.get_num_threads() == 1
         assert "torch CPU threads: 1 of 2 cores (0 loader workers, 1.8 cores busy with other work" in caplog.text
+        monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores: 0.0)
+        assert apply_cpu_thread_policy(loader_workers=0).threads == 1  # never raised above what was set
     finally:
         torch.set_num_threads(before)
 

@@ -63,7 +63,8 @@ def choose_cpu_threads(cores: int, loader_workers: int = 0, busy_cores: float = 
 
 
 def apply_cpu_thread_policy(loader_workers: int = 0) -> ThreadChoice:
-    """Set ``torch.set_num_threads`` by :func:`choose_cpu_threads`, unless ``OMP_NUM_THREADS`` is set.
+    """Set ``torch.set_num_threads`` by :func:`choose_cpu_threads` (never above its current value),
+    unless ``OMP_NUM_THREADS`` is set.
 
     Call it once, before the first parallel torch operation. Logs the choice (INFO) and returns it.
     """
@@ -72,7 +73,9 @@ def apply_cpu_thread_policy(loader_workers: int = 0) -> ThreadChoice:
         choice = ThreadChoice(torch.get_num_threads(), cores, loader_workers, 0.0, from_env=True)
     else:
         busy = busy_cores_now(cores)
-        choice = ThreadChoice(choose_cpu_threads(cores, loader_workers, busy), cores, loader_workers, busy, from_env=False)
+        # Never more than torch has already (a caller that set fewer threads, e.g. a test, knows why).
+        threads = min(choose_cpu_threads(cores, loader_workers, busy), torch.get_num_threads())
+        choice = ThreadChoice(threads, cores, loader_workers, busy, from_env=False)
         torch.set_num_threads(choice.threads)
     logger.info(choice.describe())
     return choice

@@ -287,7 +287,7 @@ def prepare(args: argparse.Namespace):
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from ..cpu_threads import apply_cpu_thread_policy
-    from .run_report import RunRecorder, UpdateProgressBar, quiet_lightning
+    from .run_report import ModelSummaryWithoutFlops, RunRecorder, UpdateProgressBar, quiet_lightning
 
     quiet_lightning()  # Lightning's stop line (it counts global_step), tips and warnings a user cannot act on
     pl.seed_everything(args.seed, workers=True, verbose=False)
@@ -305,6 +305,8 @@ def prepare(args: argparse.Namespace):
     if strategy is not None:
         trainer_kwargs["strategy"] = strategy
     callbacks = build_callbacks(config, run_dir, steps_per_update) + [RunRecorder()]
+    if trainer_kwargs.get("enable_model_summary", True):
+        callbacks.append(ModelSummaryWithoutFlops())  # in place of Lightning's, whose FLOPs are always 0
     if trainer_kwargs.get("enable_progress_bar", True):
         callbacks.append(UpdateProgressBar())  # counts updates, as max_steps does; no epochs
     loggers = build_loggers(run_dir, name, args.wandb, args.wandb_project)

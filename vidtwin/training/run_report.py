@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary
 from pytorch_lightning.callbacks.progress import ProgressBar
+from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 from tqdm.auto import tqdm
 
 # Lightning's own end line counts global_step (e.g. "`max_steps=1200` reached" for 600 updates).
@@ -46,37 +47,46 @@ def hide_lightning_stop_line() -> None:
         target.addFilter(HideLightningStopLine())
 
 
-# Lightning's advertisement for its cloud logger, printed when a Trainer is built without it.
-_LITLOGGER_TIP = "💡 Tip: For seamless cloud logging"
-# The model summary's FLOPs line ("0         Total Flops"): Lightning counts FLOPs only for a module
-# with an example_input_array, which this one does not have.
+# Lines Lightning prints while building a Trainer that tell a user nothing: the advertisement for
+# its cloud logger, and that it will not add the model summary that we add ourselves.
+_LIGHTNING_CHATTER = ("💡 Tip: For seamless cloud logging", "Trainer already configured with model summary callbacks")
+# The plain model summary's FLOPs line ("0         Total Flops").
 _ZERO_FLOPS_LINE = re.compile(r"^\s*0\s+Total Flops\s*$", re.IGNORECASE)
 
 
-class HideLightningNoise(logging.Filter):
-    """Drops Lightning's litlogger tip and the model summary's zero "Total Flops" line (it never
-    counts FLOPs for this module), keeping the rest of the summary."""
+class HideLightningChatter(logging.Filter):
+    """Drops Lightning's litlogger tip and its note on the model summary callback (_LIGHTNING_CHATTER)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.getMessage())
-        if message.lstrip().startswith(_LITLOGGER_TIP):
-            return False
-        lines = message.splitlines()
-        kept = [line for line in lines if not _ZERO_FLOPS_LINE.match(line)]
-        if len(kept) != len(lines):
-            record.msg, record.args = "\n".join(kept), None
-        return True
+        return not str(record.getMessage()).lstrip().startswith(_LIGHTNING_CHATTER)
+
+
+class ModelSummaryWithoutFlops(ModelSummary):
+    """Lightning's model summary (a plain-text table, also without the ``rich`` package) minus its
+    FLOPs column and total, which are always 0 here: Lightning counts FLOPs only for a module with
+    an ``example_input_array``."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        if not total_flops:
+            summary_data = [(name, column) for name, column in summary_data if name != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+                                      total_flops, *summary_data)
+        if not total_flops:
+            table = "\n".join(line for line in table.splitlines() if not _ZERO_FLOPS_LINE.match(line))
+        logging.getLogger("pytorch_lightning.callbacks.model_summary").info("\n" + table)
 
 
 def quiet_lightning() -> None:
     """Hide what a training run prints that tells its user nothing: Lightning's stop line (the run
-    summary says why the run ended), its litlogger tip, a zero "Total Flops" line, and the deprecation warning
-    that Lightning's own ``_pytree`` module triggers in newer torch (nothing a user can act on)."""
+    summary says why the run ended), its litlogger tip, and the deprecation warning that Lightning's
+    own ``_pytree`` module triggers in newer torch (nothing a user can act on). The zero FLOPs of
+    the model summary are :class:`ModelSummaryWithoutFlops`'s business."""
     hide_lightning_stop_line()
-    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.callbacks.model_summary"):
-        target = logging.getLogger(name)
-        if not any(isinstance(f, HideLightningNoise) for f in target.filters):
-            target.addFilter(HideLightningNoise())
+    target = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, HideLightningChatter) for f in target.filters):
+        target.addFilter(HideLightningChatter())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
@@ -269,6 +279,6 @@ def print_run_summary(trainer: pl.Trainer, module: Any, datamodule: Any, run_dir
 
 
 __all__ = [
-    "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line", "quiet_lightning",
+    "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line", "quiet_lightning", "ModelSummaryWithoutFlops",
     "planned_updates",
 ]
