@@ -115,7 +115,8 @@ def write_picture(run_dir: Path, env: dict, path: Path, frame: int) -> None:
     write_png(path, image)
 
 
-def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, overrides: list[str]) -> dict:
+def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, overrides: list[str],
+                   score: bool = True) -> dict:
     env = _environment(threads)
     name = f"quickstart_threads-{threads}_load-{load}"
     command = [sys.executable, str(REPO / "train.py"), "--base", str(REPO / "configs" / "tiny.yaml"),
@@ -138,10 +139,14 @@ def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, 
         "run_dir": str(run_dir), "summary": summary,
         "threads_setting": threads, "threads_used": int(chosen.group(1)) if chosen else None,
         "stand_in_load": load, "updates": updates, "overrides": overrides, "wall_s": round(wall, 1),
-        "psnr_resize_db": round(_evaluate(run_dir, "resize", env), 2),
-        "psnr_tile_db": round(_evaluate(run_dir, "tile", env), 2),
+        "psnr_resize_db": round(_evaluate(run_dir, "resize", env), 2) if score else None,
+        "psnr_tile_db": round(_evaluate(run_dir, "tile", env), 2) if score else None,
         "load_average_1min_before": round(load_before, 2), "load_average_1min_after": round(load_after, 2),
     }
+
+
+def _db(value) -> str:
+    return "-" if value is None else f"{value} dB"
 
 
 def main(argv=None) -> int:
@@ -150,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", nargs="+", default=["auto"], help="thread settings to compare: auto or a number")
     parser.add_argument("--load", nargs="+", type=int, default=[0], help="stand-in busy processes to compare (e.g. 0 2)")
     parser.add_argument("--updates", type=int, default=None, help="shorten the run to this many updates")
+    parser.add_argument("--no-score", action="store_true", help="time the runs only (no evaluate)")
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temporary folder)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--picture", default=None, help="write a PNG of a held-out frame, input | reconstruction")
@@ -162,7 +168,7 @@ def main(argv=None) -> int:
         workdir = Path(args.workdir or temporary)
         for load in args.load:
             for threads in args.threads:
-                record = run_quickstart(workdir, threads, load, args.updates, args.overrides)
+                record = run_quickstart(workdir, threads, load, args.updates, args.overrides, score=not args.no_score)
                 record.update(cpu=cpu_name(), cores=os.cpu_count())
                 if args.picture and not records:
                     write_picture(Path(record["run_dir"]), _environment(threads), Path(args.picture), args.picture_frame)
@@ -174,7 +180,7 @@ def main(argv=None) -> int:
     print("|" + " --- |" * len(header))
     for r in records:
         print(f"| {r['stand_in_load']} | {r['threads_setting']} | {r['threads_used']} | {r['updates'] or 'config'} | "
-              f"{r['wall_s']} | {r['psnr_resize_db']} dB | {r['psnr_tile_db']} dB | "
+              f"{r['wall_s']} | {_db(r['psnr_resize_db'])} | {_db(r['psnr_tile_db'])} | "
               f"{r['load_average_1min_before']} / {r['load_average_1min_after']} |")
     if args.output:
         output = Path(args.output)
