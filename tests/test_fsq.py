@@ -24,7 +24,17 @@ from vidtwin.models.regularizers import FSQRegularizer, entropy_loss_weight_at
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
-TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
+# configs/tiny_fsq.yaml is an overlay on configs/tiny.yaml.
+TINY_FSQ_CONFIG = [TINY_CONFIG, REPO / "configs" / "tiny_fsq.yaml"]
+
+
+def _merged_fsq_config(path):
+    """The tiny FSQ config merged into one file, for the one-file ``--config`` of inference.py."""
+    from omegaconf import OmegaConf
+    from vidtwin.config import load_config
+
+    OmegaConf.save(load_config([str(p) for p in TINY_FSQ_CONFIG]), path)
+    return path
 LEVELS = (8, 5, 3, 4)
 
 
@@ -142,8 +152,8 @@ def test_tokens_detokenize_and_decode_equal_encode_decode(fsq_model):
         latents = fsq_model.encode(video)
         tokens = fsq_model.tokenize(video)
         assert isinstance(tokens, VidTwinTokens)
-        assert tokens.structure.shape == (2, 4, 4, 4)  # (B, Q, h_S, w_S)
-        assert tokens.dynamics_x.shape == (2, 8, 4) and tokens.dynamics_y.shape == (2, 8, 4)  # (B, T, w_D), (B, T, h_D)
+        assert tokens.structure.shape == (2, 8, 16, 16)  # (B, Q, h_S, w_S)
+        assert tokens.dynamics_x.shape == (2, 8, 8) and tokens.dynamics_y.shape == (2, 8, 8)  # (B, T, w_D), (B, T, h_D)
         for name in ("structure", "dynamics_x", "dynamics_y"):
             values = getattr(tokens, name)
             assert values.dtype == torch.int64 and 0 <= int(values.min()) and int(values.max()) < 1000
@@ -161,11 +171,14 @@ def test_tokenize_on_a_kl_model_fails_clearly(tiny_model):
 
 
 def test_fsq_model_has_the_kl_model_parameter_names(fsq_model, tiny_model):
-    # Same names, so a KL checkpoint fine-tunes into an FSQ model; only the bottleneck shapes differ.
+    # Same names, so a KL checkpoint fine-tunes into an FSQ model; only the bottleneck shapes differ:
+    # the heads (two outputs per KL channel, one per FSQ channel) and, since the tiny KL structure
+    # latent has 8 channels and the FSQ one 4, the first layer after it.
     fsq_state, kl_state = fsq_model.state_dict(), tiny_model.state_dict()
     assert fsq_state.keys() == kl_state.keys()
     differing = sorted(k for k in kl_state if kl_state[k].shape != fsq_state[k].shape)
-    assert differing == ["bottle_down.bias", "bottle_down.weight", "motion_head.bias", "motion_head.weight"]
+    assert differing == ["bottle_down.bias", "bottle_down.weight", "bottle_up.0.weight", "motion_head.bias",
+                         "motion_head.weight"]
 
 
 def test_training_mode_gives_differentiable_aux_losses():
@@ -208,7 +221,7 @@ def test_token_file_round_trip_and_codebook_check(fsq_model, tmp_path):
     with safe_open(str(path), framework="pt") as reader:
         assert reader.metadata()["latent_kind"] == "fsq_tokens"
         assert reader.get_tensor("structure").dtype == torch.uint16  # 1,000 codes
-        assert reader.get_tensor("structure").shape == (2, 1, 4, 4, 4)  # (clips, tiles, Q, h_S, w_S)
+        assert reader.get_tensor("structure").shape == (2, 1, 8, 16, 16)  # (clips, tiles, Q, h_S, w_S)
     loaded = load_latents(path, expected_config=fsq_model.config)
     for name in ("structure", "dynamics_x", "dynamics_y"):
         assert torch.equal(getattr(loaded, name), getattr(encoded, name)), name
@@ -226,10 +239,11 @@ def test_token_file_round_trip_and_codebook_check(fsq_model, tmp_path):
 def test_cli_encode_tokens_then_decode(fsq_model, tmp_path, capsys):
     torch.save(fsq_model.state_dict(), tmp_path / "fsq.pt")
     other = tmp_path / "other_levels.yaml"
-    other.write_text(TINY_FSQ_CONFIG.read_text().replace("dynamics_levels: [8, 5, 5, 5]", "dynamics_levels: [5, 5, 5, 5]"))
+    merged = _merged_fsq_config(tmp_path / "tiny_fsq_merged.yaml")
+    other.write_text(merged.read_text().replace("dynamics_levels:\n      - 8\n", "dynamics_levels:\n      - 5\n"))
     torch.save(VidTwin(autoencoder_config_from(other)).state_dict(), tmp_path / "other.pt")
     video = _small_video(tmp_path / "small.mp4")
-    args = ["--config", TINY_FSQ_CONFIG, "--ckpt", tmp_path / "fsq.pt", "--device", "cpu", "--quiet"]
+    args = ["--config", merged, "--ckpt", tmp_path / "fsq.pt", "--device", "cpu", "--quiet"]
 
     def run(*argv):
         code = main([str(a) for a in argv])

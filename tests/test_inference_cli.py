@@ -54,6 +54,7 @@ def test_reconstruct_bikes_in_both_spatial_modes(files, tmp_path, capsys):
     resized, tiled = tmp_path / "resize.mp4", tmp_path / "tile.mp4"
     code, out, _ = run(["reconstruct", "--input", BIKES, "--output", resized, "--side-by-side", "--batch-clips", "8", *model_args(files)], capsys)
     assert code == 0 and "250 frames" in out
+    assert f"and {tmp_path / 'resize_side_by_side.mp4'} (128x64, side by side)" in out  # the wrote line names both files
     info = probe_video(resized)
     assert (info.num_frames, info.height, info.width, info.fps) == (250, 64, 64, 25.0)
     side = probe_video(tmp_path / "resize_side_by_side.mp4")
@@ -102,8 +103,8 @@ def test_partial_decode_and_cross(files, tmp_path, capsys):
     assert code == 0
     assert torch.equal(read_video(tmp_path / "self.mp4")[0], read_video(tmp_path / "rec.mp4")[0])
 
-    code, _, _ = run(["cross", "--structure", video, "--dynamics", BIKES, "--max-frames", "9", "--side-by-side", "--output", tmp_path / "sbs.mp4", *model_args(files)], capsys)
-    assert code == 0
+    code, out, _ = run(["cross", "--structure", video, "--dynamics", BIKES, "--max-frames", "9", "--side-by-side", "--output", tmp_path / "sbs.mp4", *model_args(files)], capsys)
+    assert code == 0 and f"and {tmp_path / 'sbs_side_by_side.mp4'} (192x64, side by side)" in out
     assert read_video(tmp_path / "sbs_side_by_side.mp4")[0].shape == (9, 64, 192, 3)
 
 

@@ -58,6 +58,22 @@ def test_a_video_against_itself_is_perfect(videos, tmp_path, capsys):
     assert "clip" in capsys.readouterr().out
 
 
+def test_one_video_is_evaluated_as_a_folder_of_one(videos, tmp_path, capsys):
+    model = ["--config", str(TINY_CONFIG), "--ckpt", str(videos / "tiny.pt"), "--device", "cpu", "--dtype", "fp32"]
+    one, folder = tmp_path / "one", tmp_path / "folder"
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "clip.mp4").write_bytes((videos / "clip.mp4").read_bytes())
+    for source, output in ((videos / "clip.mp4", one), (alone, folder)):
+        code = main(["evaluate", "--input", str(source), "--output", str(output), "--lpips", "off", "--quiet", *model])
+        assert code == 0
+    def scores(output):  # the rows without the path, which names the copy
+        return [{key: value for key, value in row.items() if key != "path"} for row in _csv_rows(output / "metrics.csv")]
+
+    assert scores(one) == scores(folder)
+    assert [row["video"] for row in scores(one)] == ["clip"] and float(scores(one)[0]["psnr"]) > 0
+
+
 def test_a_known_perturbation_matches_skimage(videos, tmp_path, capsys):
     pairs = _pairs_csv(tmp_path, [(videos / "clip.mp4", videos / "clip_perturbed.mp4")])
     assert main(["evaluate", "--input", str(pairs), "--output", str(tmp_path / "eval"), "--lpips", "random", "--quiet"]) == 0

@@ -56,7 +56,7 @@ def test_tiny_config_learns_a_real_clip(tmp_path):
     print(f"{updates} updates in {time.time() - started:.0f}s: L1 {loss_before:.3f} -> {loss_after:.3f}, "
           f"PSNR {psnr_before:.2f} -> {psnr_after:.2f} dB")
     assert module.train_step == updates
-    # Measured: L1 0.62 -> 0.20, PSNR 8.3 -> 16.6 dB (+8.2 dB). Asserted with headroom.
+    # Measured: L1 0.65 -> 0.20, PSNR 8.1 -> 16.5 dB (+8.4 dB), 36 s on a busy 2-core CPU. Asserted with headroom.
     assert loss_after < 0.7 * loss_before
     assert psnr_after > psnr_before + 3.0
 

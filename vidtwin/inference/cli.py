@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from vidtwin.checkpoint import load_model, resolve_checkpoint_path
 from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main
+from vidtwin.cpu_threads import apply_cpu_thread_policy
 from vidtwin.data.video_io import VideoWriter, probe_video
 from vidtwin.errors import UserError
 from vidtwin.inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
@@ -159,14 +160,22 @@ def _run_device(args: argparse.Namespace) -> torch.device:
 
 def _load(args: argparse.Namespace) -> torch.nn.Module:
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        choice = apply_cpu_thread_policy(loader_workers=int(getattr(args, "num_workers", 0) or 0))
+        if not (getattr(args, "quiet", False) or args.verbose):  # --verbose shows the same line through logging
+            print(choice.describe(), file=sys.stderr)
     model = load_model(args.config, args.ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
     logger.info("loaded %s on %s (%.1fM parameters)", args.ckpt, device, sum(p.numel() for p in model.parameters()) / 1e6)
     return model
 
 
-def _report(target: Path, writer: VideoWriter) -> None:
+def _report(target: Path, writer: VideoWriter, side: VideoWriter | None = None) -> None:
     height, width = writer.size
-    print(f"wrote {target} ({writer.num_frames} frames, {width}x{height}, {writer.fps:.3f} fps)")
+    line = f"wrote {target} ({writer.num_frames} frames, {width}x{height}, {writer.fps:.3f} fps)"
+    if side is not None:
+        side_height, side_width = side.size
+        line += f" and {side_by_side_path(target)} ({side_width}x{side_height}, side by side)"
+    print(line)
 
 
 def _with_side_by_side(outputs: list[Path], side_by_side: bool) -> list[Path]:
@@ -234,7 +243,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
                 writer.write(frames)
                 if side is not None:
                     side.write(torch.cat([to_uint8_frames(clip.reference), frames], dim=2))  # (t, H, 2W, 3)
-        _report(target, writer)
+        _report(target, writer, side)
 
     return _for_each(args, inputs, outputs, work, is_directory, side_by_side=args.side_by_side)
 
@@ -321,7 +330,7 @@ def run_cross(args: argparse.Namespace) -> int:
             if side is not None:
                 inputs = [next(panel)[: frames.shape[0]] for panel in panels]  # each (t, H, W, 3)
                 side.write(torch.cat([*inputs, frames], dim=2))  # (t, H, 3W, 3)
-    _report(target, writer)
+    _report(target, writer, side)
     return 0
 
 
@@ -492,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     cross.set_defaults(run=run_cross)
 
     evaluate = commands.add_parser("evaluate", help="PSNR / SSIM / LPIPS of reconstructions")
-    evaluate.add_argument("--input", required=True, help="a directory of videos, or a CSV (path[,reconstruction])")
+    evaluate.add_argument("--input", required=True, help="a video, a directory of videos, or a CSV (path[,reconstruction])")
     evaluate.add_argument("--output", required=True, help="directory for metrics.csv, per_frame.csv, summary.json")
     evaluate.add_argument("--data-dir", default=None, help="root for relative paths in the CSV (default: its folder)")
     evaluate.add_argument("--plots", action="store_true", help="also write plots/<video>.png")

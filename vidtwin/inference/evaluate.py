@@ -98,7 +98,7 @@ class VideoScores:
 
 
 def list_eval_items(source: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> list[EvalItem]:
-    """Videos of a directory (sorted, top level) or the rows of a CSV.
+    """One video file, the videos of a directory (sorted, top level) or the rows of a CSV.
 
     A CSV names the original in a column ``path`` or ``videos`` (the official meta files) or else
     its first column, and optionally an existing reconstruction in ``reconstruction``. Relative
@@ -112,8 +112,10 @@ def list_eval_items(source: str | os.PathLike, data_dir: str | os.PathLike | Non
         return items
     if not source.is_file():
         raise InferenceError(f"input {source} does not exist")
+    if is_video_file(source):
+        return [EvalItem(str(source))]
     if source.suffix.lower() != ".csv":
-        raise InferenceError(f"evaluate --input must be a directory of videos or a .csv list, got {source}")
+        raise InferenceError(f"evaluate --input must be a video, a directory of videos or a .csv list, got {source}")
     root = Path(data_dir) if data_dir is not None else source.parent
     try:
         text = source.read_text(encoding="utf-8")

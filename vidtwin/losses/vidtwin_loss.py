@@ -222,9 +222,14 @@ class VidTwinLoss(nn.Module):
             loss = nll_loss + d_weight * disc_factor * g_loss
         else:
             # The GAN term is multiplied by 0 before disc_start: compute g_loss for the log only and
-            # skip both the adaptive-weight gradients and the backward pass through D.
-            with torch.no_grad():
-                g_loss = -self.discriminator(reconstructions).mean()
+            # skip both the adaptive-weight gradients and the backward pass through D. Without any
+            # GAN (disc_factor 0) skip D altogether: its forward pass would cost more than a tiny
+            # autoencoder's whole update, for a logged number that means nothing.
+            if self.disc_factor > 0:
+                with torch.no_grad():
+                    g_loss = -self.discriminator(reconstructions).mean()
+            else:
+                g_loss = torch.zeros((), device=inputs.device)
             d_weight = torch.zeros((), device=inputs.device)
             loss = nll_loss
 

@@ -385,12 +385,14 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     import pytorch_lightning as pl
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
-    from .run_report import RunRecorder, UpdateProgressBar, hide_lightning_stop_line
+    from ..cpu_threads import apply_cpu_thread_policy
+    from .run_report import ModelSummaryWithoutFlops, RunRecorder, UpdateProgressBar, quiet_lightning
     from .signals import StopOnSignal
 
-    hide_lightning_stop_line()  # it counts global_step; the run summary says why the run ended
+    quiet_lightning()  # Lightning's stop line (it counts global_step), tips and warnings a user cannot act on
     pl.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = _build("data", config.data)
+    apply_cpu_thread_policy(loader_workers=int(getattr(datamodule, "num_workers", 0) or 0))
     model_node = copy.deepcopy(config.model)
     if resume is not None and model_node.get("params", {}).get("ckpt_path"):
         model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights
@@ -409,6 +411,8 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     stop_on_signal = StopOnSignal(str(run_dir / "checkpoints" / "last.ckpt"))
     callbacks = build_callbacks(config, run_dir, steps_per_update, module.monitored_metric)
     callbacks += [RunRecorder(), stop_on_signal]
+    if trainer_kwargs.get("enable_model_summary", True):
+        callbacks.append(ModelSummaryWithoutFlops())  # in place of Lightning's, whose FLOPs are always 0
     record = None
     if resume is not None:  # recorded once the checkpoint is restored, beside the earlier configs
         record = RecordResumeConfig(run_dir, config)

@@ -271,6 +271,7 @@ class VidTwinLightningModule(TrainingModule):
         ae_loss, log = self.loss(regularization_log, video, reconstruction, 0, self.train_step,
                                  last_layer=self.autoencoder.get_last_layer(), split="train")
         log.update(_quantization_log(latents, regularization_log, "train"))
+        log["train/psnr"] = _batch_psnr(video, reconstruction)
         finite = self._all_finite(ae_loss)
         if finite:
             self.manual_backward(ae_loss * scale)
@@ -379,8 +380,12 @@ class VidTwinLightningModule(TrainingModule):
             log["train/bad_videos"] = float(self._bad_video_count())
         self.log_dict(log, on_step=True, on_epoch=False)
         self.log("train/step", float(self.train_step), on_step=True, on_epoch=False, prog_bar=True)
-        self.log("loss", ae_loss.detach().float(), on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        # The progress bar shows what a person can judge: the L1 error (pixels in [-1, 1]) and the PSNR
+        # of this batch. The objective itself (train/total_loss, logged above) is the negative
+        # log-likelihood sum(L1 / exp(logvar) + logvar) per frame with a learned log-variance: it goes
+        # negative and keeps falling as logvar shrinks, so its value says little about quality.
         self.log("rec", log["train/rec_loss"], on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        self.log("psnr", log["train/psnr"], on_step=True, on_epoch=False, prog_bar=True, logger=False)
 
     # ------------------------------------------------------------------ validation
     def _validation_lpips(self):
@@ -479,6 +484,14 @@ class VidTwinLightningModule(TrainingModule):
         if self._reset_ema_after_load:
             self.ema = EMA(self.autoencoder, self.ema.decay)
             self._reset_ema_after_load = False
+
+
+def _batch_psnr(video: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
+    """Mean per-frame PSNR (dB) of a training batch, both (B, 3, T, H, W) in [-1, 1]; no gradient."""
+    with torch.no_grad():
+        reference = to_unit_range(video.float().clamp(-1, 1))
+        output = to_unit_range(reconstruction.detach().float().clamp(-1, 1))
+        return psnr_per_frame(output, reference, max_value=100.0).mean().float()
 
 
 def _check_regularization_weights(config: VidTwinConfig, loss: Any) -> None:

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import ModelCheckpoint, ModelSummary
 from pytorch_lightning.callbacks.progress import ProgressBar
+from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 from tqdm.auto import tqdm
 
 from .signals import StoppedBySignal
@@ -47,6 +50,49 @@ def hide_lightning_stop_line() -> None:
         target.addFilter(HideLightningStopLine())
 
 
+# Lines Lightning prints while building a Trainer that tell a user nothing: the advertisement for
+# its cloud logger, and that it will not add the model summary that we add ourselves.
+_LIGHTNING_CHATTER = ("💡 Tip: For seamless cloud logging", "Trainer already configured with model summary callbacks")
+# The plain model summary's FLOPs line ("0         Total Flops").
+_ZERO_FLOPS_LINE = re.compile(r"^\s*0\s+Total Flops\s*$", re.IGNORECASE)
+
+
+class HideLightningChatter(logging.Filter):
+    """Drops Lightning's litlogger tip and its note on the model summary callback (_LIGHTNING_CHATTER)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).lstrip().startswith(_LIGHTNING_CHATTER)
+
+
+class ModelSummaryWithoutFlops(ModelSummary):
+    """Lightning's model summary (a plain-text table, also without the ``rich`` package) minus its
+    FLOPs column and total, which are always 0 here: Lightning counts FLOPs only for a module with
+    an ``example_input_array``."""
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        if not total_flops:
+            summary_data = [(name, column) for name, column in summary_data if name != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes,
+                                      total_flops, *summary_data)
+        if not total_flops:
+            table = "\n".join(line for line in table.splitlines() if not _ZERO_FLOPS_LINE.match(line))
+        logging.getLogger("pytorch_lightning.callbacks.model_summary").info("\n" + table)
+
+
+def quiet_lightning() -> None:
+    """Hide what a training run prints that tells its user nothing: Lightning's stop line (the run
+    summary says why the run ended), its litlogger tip, and the deprecation warning that Lightning's
+    own ``_pytree`` module triggers in newer torch (nothing a user can act on). The zero FLOPs of
+    the model summary are :class:`ModelSummaryWithoutFlops`'s business."""
+    hide_lightning_stop_line()
+    target = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, HideLightningChatter) for f in target.filters):
+        target.addFilter(HideLightningChatter())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def planned_updates(trainer: pl.Trainer, module: Any) -> Optional[int]:
     """The run's length in updates, or None when it is not bounded (no max_steps and no max_epochs)."""
     try:
@@ -62,7 +108,7 @@ def _format_value(value: Any) -> str:
 
 class UpdateProgressBar(ProgressBar):
     """A progress bar over the run's updates (``pl_module.train_step``), with the
-    progress-bar metrics (loss, rec, val/psnr) as its postfix, and a transient bar per validation.
+    progress-bar metrics (rec, psnr, val/psnr) as its postfix, and a transient bar per validation.
     Shown by the global-rank-zero process only."""
 
     def __init__(self) -> None:
@@ -249,5 +295,5 @@ def print_run_summary(trainer: pl.Trainer, module: Any, datamodule: Any, run_dir
 
 __all__ = [
     "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line",
-    "planned_updates", "example_video",
+    "quiet_lightning", "ModelSummaryWithoutFlops", "planned_updates", "example_video",
 ]
