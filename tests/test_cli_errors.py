@@ -34,7 +34,7 @@ from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, immutable_folder, small
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
-TINY_FSQ_CONFIG = REPO / "configs" / "tiny_fsq.yaml"
+TINY_FSQ_CONFIG = [REPO / "configs" / "tiny.yaml", REPO / "configs" / "tiny_fsq.yaml"]  # an overlay on tiny.yaml
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +56,12 @@ def files(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(load_model(TINY_FSQ_CONFIG).state_dict(), root / "tiny_fsq.pt")
     assert inference_main(["encode", "--input", str(root / "clip.mp4"), "--output", str(root / "tokens.safetensors"),
-                           "--config", str(TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"), "--device", "cpu",
+                           "--config", *map(str, TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"), "--device", "cpu",
                            "--quiet"]) == 0
     assert inference_main(["encode-dataset", "--input", str(root / "videos"), "--output", str(root / "dataset_other_weights"),
                            "--num-workers", "0", *dataset_args(root, "tiny_other_seed.pt")]) == 0
     assert inference_main(["encode-dataset", "--input", str(root / "videos"), "--output", str(root / "token_dataset"),
-                           "--num-workers", "0", "--config", str(TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"),
+                           "--num-workers", "0", "--config", *map(str, TINY_FSQ_CONFIG), "--ckpt", str(root / "tiny_fsq.pt"),
                            "--accelerator", "cpu", "--quiet"]) == 0
     (root / "notes.txt").write_text("not a checkpoint\n")
     make_fvd_files(root / "fvd")

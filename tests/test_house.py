@@ -149,11 +149,11 @@ def test_every_config_regularizer_has_an_implementation():
         assert issubclass(cls, LatentRegularizer) and cls.kind == kind
 
 
-@pytest.mark.parametrize("config_path", ["configs/tiny.yaml", "configs/tiny_fsq.yaml"])
-def test_the_model_asks_its_regularizer(config_path):
+@pytest.mark.parametrize("config_files", [["tiny.yaml"], ["tiny.yaml", "tiny_fsq.yaml"]])
+def test_the_model_asks_its_regularizer(config_files):
     from vidtwin import load_model
 
-    model = load_model(REPO / config_path)
+    model = load_model([REPO / "configs" / name for name in config_files])
     regularizer = model.structure_regularizer
     video = torch.rand(2, 3, *model.config.input_size) * 2 - 1
     latents = model.encode(video)
@@ -190,7 +190,7 @@ def test_regularizer_weights_are_kept_as_autoencoder_weights():
 # ------------------------------------------------------------------------------- files of earlier code
 @pytest.mark.parametrize("kind, config, ckpt", [
     ("kl", OFFICIAL_CONFIG, OFFICIAL_CKPT),
-    ("fsq", REPO / "configs" / "tiny_fsq.yaml", LEGACY / "tiny_fsq.pt"),
+    ("fsq", LEGACY / "tiny_fsq_config.yaml", LEGACY / "tiny_fsq.pt"),
 ])
 def test_latent_files_and_datasets_of_earlier_code_still_read(kind, config, ckpt):
     from vidtwin import load_model

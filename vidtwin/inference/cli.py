@@ -106,8 +106,9 @@ def _add_runtime(parser: argparse.ArgumentParser) -> None:
 def _add_model(parser: argparse.ArgumentParser, required: bool = True) -> None:
     group = parser.add_argument_group("model")
     group.add_argument(
-        "--config", default=None,
-        help="model YAML (this project's or the official format); not needed for a save_pretrained directory",
+        "--config", default=None, nargs="+", metavar="YAML",
+        help="model YAML (this project's or the official format); several are merged in order, e.g. "
+             "configs/tiny.yaml configs/tiny_fsq.yaml; not needed for a save_pretrained directory",
     )
     group.add_argument(
         "--ckpt", required=required,
