@@ -398,6 +398,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     from vidtwin.inference.dataset_lock import launch_rank, output_lock
     from vidtwin.inference.dataset_plan import ClipSampling, check_launcher, list_sources, parse_devices
     from vidtwin.inference.encode_dataset import DatasetJob, EncodingStopped, check_output, format_summary, run_job
+    from vidtwin.latents.labels import read_labels
     from vidtwin.latents.latent_file import config_to_dict, weights_fingerprint
 
     for option, value, least in (("--shard-size", args.shard_size, 1), ("--num-workers", args.num_workers, 0),
@@ -407,6 +408,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     devices = parse_devices(args.devices)
     check_launcher(args.num_nodes)
     sources = list_sources(args.input, args.data_dir)
+    labels = read_labels(args.input, [source.name for source in sources], args.label_column, args.labels_from_folders)
     options = args.options
     # Lightning puts the model on the accelerator; the precision is chosen for that device type.
     on_gpu = args.accelerator in ("gpu", "cuda") or (args.accelerator == "auto" and torch.cuda.is_available())
@@ -422,6 +424,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     job = DatasetJob(
         sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
         batch_clips=options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
+        labels=labels.to_manifest() if labels is not None else None,
     )
     check_output(job)
     try:
@@ -510,6 +513,10 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--output", required=True, help="the latent dataset folder (created; rerun to resume)")
     dataset.add_argument("--shard-size", type=int, default=4096, metavar="CLIPS", help="clips per shard file (default 4096)")
     dataset.add_argument("--overwrite", action="store_true", help="replace a latent dataset made with other settings")
+    dataset.add_argument("--label-column", default=None, metavar="NAME",
+                         help="record each video's class from this column of the CSV --input (see docs/datasets.md)")
+    dataset.add_argument("--labels-from-folders", action="store_true",
+                         help="record each video's class as its first folder under the folder --input (as ImageFolder)")
     _add_model(dataset)
     group = dataset.add_argument_group("video")
     group.add_argument("--sample-fps", type=float, default=None, help="keep every round(fps / F)-th frame (official sampling)")
