@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 
 from ..config import ConfigError
 from ..generation import GeneratorConfig, LatentGenerator, LatentNormalization
+from ..generation.files import CHECKPOINT_KEY
 from ..latents.dataset import LatentDataset, collate_latents
 from ..models.config import VidTwinConfig
 from .contract import TRAINING_STATE_KEY, TrainingModule
@@ -41,8 +42,9 @@ from .module import EMA_STATE_KEY, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
-#: Checkpoint entry: {"config": GeneratorConfig dict, "autoencoder": {"config", "ckpt"} or None}.
-GENERATOR_CHECKPOINT_KEY = "vidtwin_generator"
+#: Checkpoint entry: {"config": GeneratorConfig dict, "autoencoder": {"config", "ckpt"} or None},
+#: which vidtwin.generation.files reads back.
+GENERATOR_CHECKPOINT_KEY = CHECKPOINT_KEY
 NORMALIZATION_CHOICES = ("fit", "none")
 
 
