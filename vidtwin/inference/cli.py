@@ -391,6 +391,12 @@ def run_fvd_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_generate_command(args: argparse.Namespace) -> int:
+    from vidtwin.inference.generate import run_generate
+
+    return run_generate(args)  # vidtwin/inference/generate.py: checks, sampling, decoding, files
+
+
 def run_encode_dataset(args: argparse.Namespace) -> int:
     from vidtwin.optional import require
 
@@ -450,7 +456,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate, encode-dataset, fvd.",
+        prog=PROG, description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate, encode-dataset, fvd, generate.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more details")
@@ -532,6 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--quiet", action="store_true", help="no progress bar")
     add_debug_flag(dataset, in_subcommand=True)
     dataset.set_defaults(run=run_encode_dataset)
+
+    generate = commands.add_parser("generate", help="sample videos from a trained latent generator")
+    from vidtwin.inference.generate import add_generate_arguments
+
+    add_generate_arguments(generate)
+    _add_overwrite(generate), _add_model(generate, required=False), _add_runtime(generate)
+    generate.set_defaults(run=run_generate_command, batch_clips=16)  # samples per batch: small latents
     return parser
 
 
