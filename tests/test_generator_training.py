@@ -11,7 +11,7 @@ from vidtwin.latents.dataset import LatentDataset
 from vidtwin.training.cli import main
 
 from _training_utils import single_thread
-from conftest import TINY_CONFIG
+from conftest import REPO, TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset
 
 
@@ -96,3 +96,16 @@ def test_an_unlabelled_dataset_needs_conditional_false(files, tmp_path, capsys):
     assert "has no class labels" in capsys.readouterr().err
     assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config),
                  "model.params.conditional=false", "lightning.trainer.max_steps=1"]) == 0
+
+
+@pytest.mark.parametrize("name", ["tiny_digits", "ucf101"])
+def test_the_shipped_generator_configs_build_on_a_latent_dataset(files, name):
+    from _training_utils import build
+    from vidtwin.config import load_config
+
+    config = load_config([str(REPO / "configs" / "generator" / f"{name}.yaml")],
+                         [f"data.params.root={files / 'latents'}", f"model.params.autoencoder.config={TINY_CONFIG}",
+                          f"model.params.autoencoder.ckpt={files / 'tiny.pt'}"])
+    module, datamodule = build(config)
+    assert module.generator.config.class_names == CLASSES and len(datamodule.dataset) == 12
+    assert module.generator.config.depth == {"tiny_digits": 4, "ucf101": 18}[name]
