@@ -432,7 +432,88 @@ def _inference_cases():
     }
 
 
-INFERENCE_CASES = _inference_cases()
+def _generator_folder(f, t, name="gen", num_classes=2, autoencoder=True):
+    """A save_pretrained generator of configs/tiny.yaml's latents (classes cat, dog), recording tiny.pt."""
+    from vidtwin.generation import GeneratorConfig, LatentGenerator
+
+    names = ["cat", "dog"][:num_classes] or None
+    generator = LatentGenerator(GeneratorConfig(num_classes=num_classes, class_names=names))
+    generator.autoencoder_files = {"config": str(TINY_CONFIG), "ckpt": str(f / "tiny.pt")} if autoencoder else None
+    generator.save_pretrained(t / name)
+    return t / name
+
+
+def _generation_cases():
+    """id -> (setup, message) of `generate` and of encode-dataset's label options."""
+    def generate(*extra, **folder):
+        return lambda f, t: ["generate", "--generator", _generator_folder(f, t, **folder), "--output", t / "samples",
+                             "--steps", "1", "--device", "cpu", "--quiet", *extra]
+
+    def other_autoencoder(f, t):
+        other = t / "frames16.yaml"
+        other.write_text(TINY_CONFIG.read_text().replace("input_size: [8, 64, 64]", "input_size: [16, 64, 64]"))
+        torch.save(load_model(other).state_dict(), t / "frames16.pt")
+        return generate("--all-classes", "--config", other, "--ckpt", t / "frames16.pt")(f, t)
+
+    def existing_sample(f, t):
+        (t / "samples").mkdir()
+        (t / "samples" / "cat_000.mp4").write_bytes(b"an earlier sample")
+        return generate("--class", "cat")(f, t)
+
+    def output_is_a_file(f, t):
+        (t / "samples").write_bytes(b"not a folder")
+        return generate("--all-classes")(f, t)
+
+    def autoencoder_as_generator(f, t):
+        load_model(TINY_CONFIG, f / "tiny.pt").save_pretrained(t / "ae")
+        return ["generate", "--generator", t / "ae", "--all-classes", "--output", t / "samples", "--quiet"]
+
+    def labelled(csv_text, *label_args, input_csv=True):
+        def setup(f, t):
+            (t / "meta.csv").write_text(csv_text)
+            source = t / "meta.csv" if input_csv else f / "videos"
+            return ["encode-dataset", "--input", source, "--data-dir", f / "videos", "--output", t / "latents",
+                    *dataset_args(f), *label_args] if input_csv else [
+                    "encode-dataset", "--input", source, "--output", t / "latents", *dataset_args(f), *label_args]
+        return setup
+
+    return {
+        "generate: unknown class": (generate("--class", "bird"), "unknown class 'bird'; known classes: cat, dog"),
+        "generate: nothing asked for": (generate(), "say what to generate: --class NAME"),
+        "generate: --class and --all-classes": (generate("--class", "cat", "--all-classes"),
+                                                "give one of --class, --all-classes and --unconditional"),
+        "generate: a class of an unconditional generator": (generate("--class", "cat", num_classes=0),
+                                                            "this generator is unconditional"),
+        "generate: latents of another autoencoder": (other_autoencoder,
+                                                     "the generator makes latents the autoencoder cannot decode"),
+        "generate: no autoencoder recorded or given": (generate("--all-classes", autoencoder=False),
+                                                       "this generator records no autoencoder"),
+        "generate: --config without --ckpt": (generate("--all-classes", "--config", TINY_CONFIG), "give its weights with --ckpt"),
+        "generate: missing generator": (lambda f, t: ["generate", "--generator", t / "nowhere", "--all-classes",
+                                                      "--output", t / "samples"], "does not exist"),
+        "generate: an autoencoder's folder as --generator": (autoencoder_as_generator, "is not a VidTwin generator config"),
+        "generate: --num 0": (generate("--all-classes", "--num", "0"), "--num must be >= 1"),
+        "generate: --steps 0": (generate("--all-classes", "--steps", "0"), "--steps must be >= 1"),
+        "generate: existing sample": (existing_sample, "already exists; pass --overwrite"),
+        "generate: --output is a file": (output_is_a_file, "is a file; give a folder"),
+        "labels: --label-column of a folder input": (labelled("", "--label-column", "kind", input_csv=False),
+                                                     "--label-column reads a column of a meta CSV"),
+        "labels: --labels-from-folders of a CSV": (labelled("videos\nclip.mp4\n", "--labels-from-folders"),
+                                                   "--labels-from-folders takes classes from the sub-folders"),
+        "labels: both options": (labelled("videos\nclip.mp4\n", "--labels-from-folders", "--label-column", "kind"),
+                                 "not both"),
+        "labels: a column the CSV lacks": (labelled("videos,kind\nclip.mp4,a\n", "--label-column", "class"),
+                                           "--label-column 'class' is not a column of"),
+        "labels: a video without a class": (labelled("videos,kind\nclip.mp4,\n", "--label-column", "kind"),
+                                            "row 2 (clip.mp4) has no value in its 'kind' column"),
+        "labels: a video with two classes": (labelled("videos,kind\nclip.mp4,a\nclip.mp4,b\n", "--label-column", "kind"),
+                                             "lists clip.mp4 twice, with the classes 'a' and 'b'"),
+        "labels: a video outside any class folder": (labelled("", "--labels-from-folders", input_csv=False),
+                                                     "clip.mp4 lies directly in it"),
+    }
+
+
+INFERENCE_CASES = {**_inference_cases(), **_generation_cases()}
 
 
 @pytest.mark.parametrize("case", list(INFERENCE_CASES))
@@ -667,6 +748,7 @@ def test_script_user_errors(files, tmp_path):
         ("convert_checkpoint.py", ["--config", files / "bad.yaml", "--ckpt", files / "tiny.pt", "--output", tmp_path / "a"],
          "cannot read config"),
         ("compression_report.py", [files / "bad.yaml"], "cannot read config"),
+        ("compression_report.py", [TINY_CONFIG, "--generator", "huge"], "unknown --generator 'huge'"),
         ("make_meta.py", [tmp_path / "nowhere"], "is not a folder"),
         ("benchmark.py", ["--config", files / "bad.yaml"], "cannot read config"),
         ("benchmark_train.py", ["--base", files / "bad.yaml"], "cannot read config"),
@@ -675,6 +757,41 @@ def test_script_user_errors(files, tmp_path):
         done = _script(script, *args)
         assert_one_line(done.returncode, done.stderr, script, message)
     assert not (tmp_path / "a").exists()
+
+
+def test_moving_digits_script_user_errors(tmp_path, capsys):
+    data = tmp_path / "digits"
+    done = _script("make_moving_digits.py", data, "--train-per-class", 1, "--val-per-class", 1)
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "settings_only").mkdir()
+    shutil.copy(data / "digits.json", tmp_path / "settings_only" / "digits.json")
+    (tmp_path / "no_clips").mkdir()
+    (tmp_path / "notes.txt").write_text("not clips")
+    (tmp_path / "other.csv").write_text("videos,caption\na.mp4,x\n")
+    new = tmp_path / "new"
+    cases = [
+        ("make_moving_digits.py", [new, "--digit-size", 4], "--digit-size must be between 8 and the frame size 64"),
+        ("make_moving_digits.py", [new, "--speed", 9], "travels 135 px, more than the 32 px the frame leaves it"),
+        ("make_moving_digits.py", [new, "--game", "--speed", 20], "does not fit in the frame"),
+        ("make_moving_digits.py", [new, "--train-per-class", 0], "must all be >= 1"),
+        ("make_moving_digits.py", [data], "already holds files; pass --overwrite"),
+        ("make_moving_digits.py", [tmp_path / "notes.txt"], "exists and is not a folder"),
+        ("check_generation.py", [tmp_path / "no_clips", "--data", data], "holds no clips named <digit>-<direction>_<index>.mp4"),
+        ("check_generation.py", [tmp_path / "notes.txt", "--data", data], "is neither a folder of generated clips nor"),
+        ("check_generation.py", [tmp_path / "other.csv", "--data", data], "is not a Moving Digits CSV"),
+        ("check_generation.py", [data / "val.csv", "--data", tmp_path / "no_clips"], "has no digits.json"),
+        ("check_generation.py", [data / "train.csv", "--data", tmp_path / "settings_only"], "has no val.csv for the ceiling"),
+    ]
+    import importlib
+
+    from vidtwin.cli_utils import run_main
+
+    for script, args, message in cases:  # in this process: a subprocess per row costs seconds of imports
+        main = importlib.import_module(f"scripts.{script[:-3]}").main
+        code = run_main(script, lambda: main([str(a) for a in args]))
+        assert_one_line(code, capsys.readouterr().err, script, message)
+    assert not new.exists()
+    assert (tmp_path / "notes.txt").read_text() == "not clips"
 
 
 def test_convert_checkpoint_refuses_to_replace_a_model_and_reports_a_full_disk(files, tmp_path, full_disk):

@@ -1,6 +1,7 @@
 """The latent generator (vidtwin.generation): packing, training signal, sampler, normalization, files."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -401,3 +402,21 @@ def test_an_attention_mask_keeps_tokens_from_seeing_the_masked_ones():
     assert torch.allclose(out[:, :4], out_changed[:, :4], atol=1e-6)
     assert not torch.allclose(out[:, 4:], out_changed[:, 4:])
     assert not torch.allclose(block(x, condition)[:, :4], block(changed, condition)[:, :4])
+
+
+def test_the_generator_loads_and_saves_through_its_files_module_not_a_mixin(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from vidtwin.generation import files
+
+    assert not isinstance(tiny_generator(), huggingface_hub.ModelHubMixin)
+    generator = with_random_weights(tiny_generator())
+    generator.save_pretrained(tmp_path / "gen")
+    card = (tmp_path / "gen" / "README.md").read_text()
+    assert "library_name: vidtwin" in card and 'LatentGenerator.from_pretrained("OWNER/NAME")' in card
+    uploads = []
+    monkeypatch.setattr(files, "upload_folder", lambda folder, repo_id, **kw: uploads.append(
+        (sorted(p.name for p in Path(folder).iterdir()), repo_id, kw)) or "https://hub/commit")
+    assert generator.push_to_hub("lab/gen", private=True) == "https://hub/commit"
+    assert uploads == [(["README.md", "config.json", "model.safetensors"], "lab/gen",
+                        {"private": True, "commit_message": "Upload VidTwin latent generator"})]

@@ -4,15 +4,17 @@
 - :mod:`.transformer`: blocks with adaLN-Zero conditioning on time and class;
 - :mod:`.flow`: the flow-matching loss and the ODE sampler with classifier-free guidance;
 - :mod:`.normalization`: per-latent, per-channel statistics, applied and inverted in one place;
-- :mod:`.generator`: :class:`LatentGenerator`, which ties them together, with ``save_pretrained`` /
-  ``from_pretrained``.
+- :mod:`.generator`: :class:`LatentGenerator`, which ties them together;
+- :mod:`.files`: loading (``save_pretrained`` folders, Hub repos, ``train.py`` checkpoints and run
+  directories) and saving, behind ``LatentGenerator.from_pretrained`` / ``save_pretrained`` / ``push_to_hub``.
 
 No Lightning and no autoencoder code is imported here: sampling latents needs neither.
 """
 
 from .config import GENERATOR_SIZES, GeneratorConfig, GeneratorConfigError
 from .flow import SAMPLERS, SamplerError, flow_matching_loss, guided_velocity, logit_normal_times, solve_flow
-from .generator import DEFAULT_GUIDANCE, DEFAULT_STEPS, GeneratorSampleError, LatentGenerator, read_generator_config, sample
+from .files import load_generator, read_generator_config
+from .generator import DEFAULT_GUIDANCE, DEFAULT_STEPS, GeneratorSampleError, LatentGenerator, sample
 from .normalization import LatentNormalization, NormalizationError
 from .packing import LATENT_NAMES, LatentPacking, PackedTokenEmbedding, latent_dict
 from .transformer import ConditionedTransformer, transformer_flops
@@ -20,6 +22,6 @@ from .transformer import ConditionedTransformer, transformer_flops
 __all__ = [
     "GENERATOR_SIZES", "GeneratorConfig", "GeneratorConfigError", "SAMPLERS", "SamplerError", "flow_matching_loss",
     "guided_velocity", "logit_normal_times", "solve_flow", "DEFAULT_GUIDANCE", "DEFAULT_STEPS", "GeneratorSampleError",
-    "LatentGenerator", "read_generator_config", "sample", "LatentNormalization", "NormalizationError", "LATENT_NAMES",
+    "LatentGenerator", "load_generator", "read_generator_config", "sample", "LatentNormalization", "NormalizationError", "LATENT_NAMES",
     "LatentPacking", "PackedTokenEmbedding", "latent_dict", "ConditionedTransformer", "transformer_flops",
 ]

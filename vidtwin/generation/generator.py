@@ -15,20 +15,14 @@ inverted (in ``sample``): callers always see latents in the autoencoder's own sc
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
-from huggingface_hub import ModelHubMixin
 from torch import nn
 
-from ..atomic_io import atomic_path, atomic_write_text
 from ..errors import UserError
-from ..hub import download_checkpoint, is_hub_reference, is_repo_id, parse_hub_reference
-from ..state_dict_io import CONFIG_FILE, WEIGHTS_FILE, CheckpointError, check_state_dict, read_checkpoint_state_dict
-from .config import GeneratorConfig, GeneratorConfigError
+from .config import GeneratorConfig
 from .flow import flow_matching_loss, guided_velocity, logit_normal_times, solve_flow
 from .normalization import LatentNormalization, LatentScaler
 from .packing import LatentPacking, PackedTokenEmbedding
@@ -36,42 +30,14 @@ from .transformer import ConditionedTransformer
 
 logger = logging.getLogger(__name__)
 
-FORMAT_NAME = "vidtwin-generator"
-FORMAT_VERSION = 1
 DEFAULT_STEPS = 50
 DEFAULT_GUIDANCE = 2.0  # ours; the paper samples its DDPM generator with guidance 5
-
-MODEL_CARD = """---
-{{ card_data }}
----
-
-# VidTwin latent generator
-
-A class-conditional flow-matching transformer over the latents of a
-[VidTwin](https://arxiv.org/abs/2412.17726) video autoencoder ({{ depth }} blocks, width {{ hidden }},
-{{ tokens }} tokens per clip, {{ classes }} classes). Decode its samples with the autoencoder it was trained on.
-
-```python
-from vidtwin.generation import LatentGenerator
-
-generator = LatentGenerator.from_pretrained("{{ repo_id }}")
-latents = generator.sample([0, 1], steps=50, guidance=2.0, seed=0)
-```
-
-## Config
-
-```json
-{{ config_json }}
-```
-"""
-
 
 class GeneratorSampleError(ValueError, UserError):
     """A sampling request that cannot be served (labels out of range, a class-less model asked for a class)."""
 
 
-class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_card_template=MODEL_CARD,
-                      tags=["video", "vidtwin", "latent-generator", "flow-matching"]):
+class LatentGenerator(nn.Module):
     """Flow-matching transformer over packed VidTwin latents (see :mod:`vidtwin.generation`).
 
     Latents in and out are dicts (or ``VidTwinLatents``) of ``structure`` ``(B, d_S, Q, h_S, w_S)``,
@@ -91,6 +57,8 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
         # Buffers, so that any state dict carries the statistics; config.normalization is their
         # initial value, brought up to date by set_normalization and save_pretrained.
         self.scaler = LatentScaler(stats)
+        # The autoencoder it was trained with ({"config", "ckpt"}), when its files say: for `generate`.
+        self.autoencoder_files: Optional[dict] = None
 
     @property
     def null_label(self) -> int:
@@ -207,78 +175,25 @@ class LatentGenerator(nn.Module, ModelHubMixin, library_name="vidtwin", model_ca
         return self.scaler.denormalize(self.packing.unpack(packed))
 
     # ------------------------------------------------------------------------ files
-    def save_pretrained(self, save_directory: Union[str, Path], *, repo_id: Optional[str] = None, push_to_hub: bool = False,
-                        model_card_kwargs: Optional[dict] = None, **push_to_hub_kwargs):
-        """Write ``config.json`` (the config with its latent statistics), ``model.safetensors`` and
-        a model card ``README.md`` (kept if present), each file complete or absent; with
-        ``push_to_hub=True`` also upload them to ``repo_id`` (default: the folder's name)."""
-        from safetensors.torch import save_file
-
-        directory = Path(save_directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(directory / WEIGHTS_FILE) as temp:
-            save_file(weights, str(temp), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
-        self.config.normalization = self.normalization.to_dict()  # the buffers may have been loaded since
-        config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generator": self.config.to_dict()}
-        atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
-        card = directory / "README.md"
-        if not card.exists():
-            atomic_write_text(card, str(self.generate_model_card(repo_id=repo_id or "OWNER/NAME", **(model_card_kwargs or {}))))
-        if push_to_hub:
-            return self.push_to_hub(repo_id or directory.name, model_card_kwargs=model_card_kwargs, **push_to_hub_kwargs)
-        return None
-
-    def generate_model_card(self, *args, **kwargs):
-        from huggingface_hub import ModelCard
-
-        info = self._hub_mixin_info
-        fields = dict(depth=self.config.depth, hidden=self.config.hidden_size, tokens=self.packing.num_tokens,
-                      classes=self.config.num_classes, config_json=json.dumps(self.config.to_dict(), indent=2))
-        return ModelCard.from_template(card_data=info.model_card_data, template_str=info.model_card_template,
-                                       **{**fields, **kwargs})
-
+    # Thin entry points: loading and saving live in vidtwin.generation.files (imported when called).
     @classmethod
-    def from_pretrained(cls, name_or_path, device="cpu", revision: Optional[str] = None,
-                        cache_dir: Optional[str] = None) -> "LatentGenerator":
-        """Load a ``save_pretrained`` folder, a Hub repo id (``owner/name[@revision]``) or an
-        ``hf://owner/name[@revision]`` reference, with strict key checking, in eval mode."""
-        local = Path(str(name_or_path))
-        if local.is_dir():
-            directory = local
-        elif is_hub_reference(str(name_or_path)) or is_repo_id(str(name_or_path)):
-            repo_id, pinned, _ = parse_hub_reference(str(name_or_path))
-            directory = download_checkpoint(repo_id, CONFIG_FILE, revision or pinned, cache_dir).parent
-            if download_checkpoint(repo_id, WEIGHTS_FILE, revision or pinned, cache_dir).parent != directory:
-                raise CheckpointError(f"{repo_id}: {CONFIG_FILE} and {WEIGHTS_FILE} came from different revisions")
-        else:
-            raise CheckpointError(f"{name_or_path} is neither a save_pretrained directory nor a Hub repo id (owner/name)")
-        model = cls(read_generator_config(directory))
-        state = read_checkpoint_state_dict(directory)
-        try:
-            check_state_dict(state, model.state_dict(), "checkpoint", "the generator config")
-        except CheckpointError as error:
-            raise CheckpointError(f"{name_or_path}: {error}") from None
-        model.load_state_dict(state, strict=True)
-        return model.to(device).eval()
+    def from_pretrained(cls, name_or_path, **kwargs) -> "LatentGenerator":
+        """A ``save_pretrained`` folder, Hub repo id or ``hf://`` reference; see :func:`vidtwin.generation.files.from_pretrained`."""
+        from .files import from_pretrained
 
+        return from_pretrained(name_or_path, **kwargs)
 
-def read_generator_config(directory: Union[str, Path]) -> GeneratorConfig:
-    """The :class:`GeneratorConfig` stored in a ``save_pretrained`` folder's ``config.json``."""
-    path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; expected a generator save_pretrained directory")
-    try:
-        values = json.loads(path.read_text())
-    except ValueError as error:
-        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict) or values.get("format") != FORMAT_NAME or "generator" not in values:
-        raise CheckpointError(f"{path} is not a VidTwin generator config (format {FORMAT_NAME!r}); "
-                              "is it an autoencoder's folder? Load that with VidTwin.from_pretrained")
-    try:
-        return GeneratorConfig.from_dict(values["generator"])
-    except (GeneratorConfigError, TypeError) as error:
-        raise CheckpointError(f"{path}: {error}") from None
+    def save_pretrained(self, save_directory, **kwargs):
+        """``config.json``, ``model.safetensors`` and a model card; see :func:`vidtwin.generation.files.save_pretrained`."""
+        from .files import save_pretrained
+
+        return save_pretrained(self, save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload this generator to the Hub repo ``repo_id``; see :func:`vidtwin.generation.files.push_to_hub`."""
+        from .files import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
 
 
 def sample(generator: LatentGenerator, labels=None, **options) -> Dict[str, torch.Tensor]:
@@ -286,5 +201,4 @@ def sample(generator: LatentGenerator, labels=None, **options) -> Dict[str, torc
     return generator.sample(labels, **options)
 
 
-__all__ = ["LatentGenerator", "GeneratorSampleError", "read_generator_config", "sample", "DEFAULT_STEPS",
-           "DEFAULT_GUIDANCE", "FORMAT_NAME"]
+__all__ = ["LatentGenerator", "GeneratorSampleError", "sample", "DEFAULT_STEPS", "DEFAULT_GUIDANCE"]

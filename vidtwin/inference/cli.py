@@ -408,6 +408,12 @@ def run_fvd_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_generate_command(args: argparse.Namespace) -> int:
+    from vidtwin.inference.generate import run_generate
+
+    return run_generate(args)  # vidtwin/inference/generate.py: checks, sampling, decoding, files
+
+
 def run_encode_dataset(args: argparse.Namespace) -> int:
     from vidtwin.optional import require
 
@@ -415,6 +421,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     from vidtwin.inference.dataset_lock import launch_rank, output_lock
     from vidtwin.inference.dataset_plan import ClipSampling, check_accelerator, check_launcher, list_sources, parse_devices
     from vidtwin.inference.encode_dataset import DatasetJob, EncodingStopped, check_output, format_summary, run_job
+    from vidtwin.latents.labels import read_labels
     from vidtwin.latents.latent_file import config_to_dict, weights_fingerprint
 
     for option, value, least in (("--shard-size", args.shard_size, 1), ("--num-workers", args.num_workers, 0),
@@ -425,6 +432,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     check_accelerator(args.accelerator, devices)
     check_launcher(args.num_nodes)
     sources = list_sources(args.input, args.data_dir)
+    labels = read_labels(args.input, [source.name for source in sources], args.label_column, args.labels_from_folders)
     options = args.options
     dtype = options.dtype  # concrete: resolved for the accelerator's device type (inference_options)
     model = load_model(args.config, args.ckpt, device="cpu", allow_unsafe_pickle=args.allow_unsafe_pickle)
@@ -438,6 +446,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     job = DatasetJob(
         sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
         batch_clips=options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
+        labels=labels.to_manifest() if labels is not None else None,
     )
     check_output(job)
     try:
@@ -463,7 +472,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate, encode-dataset, fvd.",
+        prog=PROG, description="VidTwin inference: reconstruct, encode, decode, cross-reenact, evaluate, encode-dataset, fvd, generate.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more details")
@@ -526,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     dataset.add_argument("--output", required=True, help="the latent dataset folder (created; rerun to resume)")
     dataset.add_argument("--shard-size", type=int, default=4096, metavar="CLIPS", help="clips per shard file (default 4096)")
     dataset.add_argument("--overwrite", action="store_true", help="replace a latent dataset made with other settings")
+    dataset.add_argument("--label-column", default=None, metavar="NAME",
+                         help="record each video's class from this column of the CSV --input (see docs/datasets.md)")
+    dataset.add_argument("--labels-from-folders", action="store_true",
+                         help="record each video's class as its first folder under the folder --input (as ImageFolder)")
     _add_model(dataset)
     group = dataset.add_argument_group("video")
     group.add_argument("--sample-fps", type=float, default=None, help="keep every round(fps / F)-th frame (official sampling)")
@@ -541,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--quiet", action="store_true", help="no progress bar")
     add_debug_flag(dataset, in_subcommand=True)
     dataset.set_defaults(run=run_encode_dataset)
+
+    generate = commands.add_parser("generate", help="sample videos from a trained latent generator")
+    from vidtwin.inference.generate import add_generate_arguments
+
+    add_generate_arguments(generate)
+    _add_overwrite(generate), _add_model(generate, required=False), _add_runtime(generate)
+    generate.set_defaults(run=run_generate_command, batch_clips=16)  # samples per batch: small latents
     return parser
 
 

@@ -89,6 +89,7 @@ class DatasetJob:
     overwrite: bool = False
     progress: bool = True
     stats: dict = field(default_factory=dict)  # filled on rank 0 at the end (see ShardWriter)
+    labels: dict | None = None  # ClassLabels.to_manifest(): recorded in the finished manifest, not the identity
     stop: "StopSignals" = field(default_factory=lambda: StopSignals())
 
     @property
@@ -512,8 +513,9 @@ def merge_dataset(job: DatasetJob, failures: dict[str, str]) -> dict:
     failed = {name: failures[name] for name in sorted(failures, key=lambda name: order.get(name, -1))}
     write_failures(job.output, failed)
     summary = {"clips": len(columns["clip"]), "videos": len(names), "failures": len(failed)}
+    labels = {"labels": job.labels} if job.labels is not None else {}  # shards hold none: a rerun may relabel
     write_manifest(job.output, {"identity": job.identity, "status": "complete", "version": vidtwin.__version__,
-                                "sources": len(job.sources), **summary})
+                                "sources": len(job.sources), **summary, **labels})
     return summary
 
 

@@ -48,6 +48,7 @@ from vidtwin.latents.latent_file import (
 )
 from vidtwin.models.config import LATENT_NAMES, VidTwinConfig
 
+from .labels import ClassLabels
 from .shards import (
     LatentDatasetError,
     check_manifest,
@@ -71,11 +72,15 @@ class LatentDataset(Dataset):
     given), ``clip`` (the clip number in that video), ``first_frame``, ``num_frames`` (real frames
     of the clip) and ``fps``. For an FSQ model the three latents are int64 tokens instead, without
     the channel axis: ``(Q, h_S, w_S)``, ``(T, w_D)`` and ``(T, h_D)``.
+    A dataset encoded with labels (``--label-column`` / ``--labels-from-folders``) also gives
+    ``label``, the int class of the clip's video, an index into ``classes``.
 
     Attributes:
         config: the model config (a dict for ``VidTwinConfig(**config)``), to decode the latents.
         codebook: ``{"structure": levels, "dynamics": levels}`` of an FSQ model's tokens; None for
             Gaussian latents.
+        classes: the class names in label order; None for a dataset encoded without labels.
+        labels: the :class:`~vidtwin.latents.labels.ClassLabels` of the manifest, or None.
         manifest: the whole manifest (weights fingerprint, sampling settings, version).
         index: the index as columns (:class:`~vidtwin.latents.shards.IndexColumns`).
         videos: the encoded sources, in input order.
@@ -111,6 +116,9 @@ class LatentDataset(Dataset):
         self._identity = identity_digest(manifest["identity"])
         self._expected = self._expected_tensors()
         self._shards: dict[int, object] = {}  # shard position -> open safe_open handle, per process
+        self.labels = ClassLabels.from_manifest(manifest, str(self.root / "manifest.json"))
+        self.classes: list[str] | None = self.labels.classes if self.labels is not None else None
+        self._video_labels = self._labels_by_video_position()
 
     def _expected_tensors(self) -> dict[str, tuple[str, tuple | None]]:
         """Latent name -> (safetensors dtype, per-clip shape or None where the config gives none)."""
@@ -124,6 +132,22 @@ class LatentDataset(Dataset):
         shapes = model_config.token_shapes() if model_config else {}
         return {name: (_SAFETENSORS_DTYPES[token_dtype(self._codebook_size(name))], shapes.get(name))
                 for name in LATENT_NAMES}
+
+    def _labels_by_video_position(self) -> np.ndarray | None:
+        """(videos,) int64: the label of each index video (datasets without labels: None)."""
+        if self.labels is None:
+            return None
+        missing = [video for video in self.index.videos if video not in self.labels.videos]
+        if missing:
+            raise LatentDatasetError(f"{self.root}: its manifest records no class for {missing[0]} "
+                                     f"(and {len(missing) - 1} more); encode the dataset again with its labels")
+        return np.asarray([self.labels.videos[video] for video in self.index.videos], dtype=np.int64)
+
+    def clip_labels(self) -> np.ndarray | None:
+        """(clips,) int64: the label of every clip in index order, or None without labels."""
+        if self._video_labels is None:
+            return None
+        return self._video_labels[self.index.columns["video"]]
 
     def _codebook_size(self, name: str) -> int:
         return math.prod(self.codebook["structure" if name == "structure" else "dynamics"])
@@ -156,6 +180,8 @@ class LatentDataset(Dataset):
                     problem = "NaN or infinite values" if not bool(torch.isfinite(latent).all()) else "values too large to be latents"
                     raise self._damaged(shard, f"{name} of row {row} holds {problem}")
         item["video"] = self.index.videos[columns["video"][index]]
+        if self._video_labels is not None:
+            item["label"] = int(self._video_labels[columns["video"][index]])
         for name in ("clip", "first_frame", "num_frames", "fps"):
             item[name] = columns[name][index].item()
         return item
@@ -248,7 +274,7 @@ def collate_latents(items: list[dict], codebook: dict | None = None) -> dict:
     Items of an FSQ dataset (integer tokens) also give ``batch["tokens"]``, a ``VidTwinTokens`` of
     int64 ``(B, Q, h_S, w_S)``, ``(B, T, w_D)``, ``(B, T, h_D)``; their codes, for ``batch["latents"]``,
     need the levels: pass ``codebook=dataset.codebook`` (with ``functools.partial``), or leave it
-    out to get the tokens alone.
+    out to get the tokens alone. Items with labels give ``batch["label"]``, int64 ``(B,)``.
     """
     from vidtwin.models import VidTwinLatents, VidTwinTokens
 
@@ -261,6 +287,8 @@ def collate_latents(items: list[dict], codebook: dict | None = None) -> dict:
         if codebook is not None:
             batch["latents"] = VidTwinLatents(*(stored_tokens_to_codes(name, tokens, codebook)
                                                 for name, tokens in stacked.items()))
+    if "label" in items[0]:
+        batch["label"] = torch.tensor([item["label"] for item in items], dtype=torch.long)  # (B,)
     return {
         **batch,
         "video": [item["video"] for item in items],

@@ -1,0 +1,111 @@
+"""train.py trains the latent generator: statistics fitted in one pass before the first update,
+sample videos per class decoded by the recorded autoencoder, a checkpoint that names both, and a
+resume that continues exactly where an uninterrupted run goes."""
+
+import pytest
+import torch
+
+from vidtwin import load_model
+from vidtwin.generation import LatentNormalization
+from vidtwin.latents.dataset import LatentDataset
+from vidtwin.training.cli import main
+
+from _training_utils import single_thread
+from conftest import REPO, TINY_CONFIG
+from generation_helpers import CLASSES, generator_config, write_labelled_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generator_training")
+    torch.manual_seed(0)
+    torch.save(load_model(TINY_CONFIG).state_dict(), root / "tiny.pt")
+    write_labelled_dataset(root / "latents", root / "tiny.pt")
+    return root
+
+
+def _state(path):
+    checkpoint = torch.load(path, weights_only=True)
+    return checkpoint
+
+
+def test_the_generator_trains_resumes_exactly_and_records_its_autoencoder(files, tmp_path, capsys):
+    config = generator_config(tmp_path / "gen.yaml", files / "latents", files / "tiny.pt")
+    logs = tmp_path / "logs"
+    argv = ["--logdir", str(logs), "--seed", "5"]
+    assert main([*argv, "--name", "straight", "--base", str(config), "lightning.trainer.max_steps=4"]) == 0
+    assert main([*argv, "--name", "split", "--base", str(config)]) == 0
+    run = logs / "split"
+    out = capsys.readouterr().out
+    assert f"python inference.py generate --generator {run} --all-classes" in out  # the summary's command
+
+    checkpoint = _state(run / "checkpoints" / "last.ckpt")
+    entry = checkpoint["vidtwin_generator"]
+    assert entry["autoencoder"] == {"config": str(TINY_CONFIG), "ckpt": str(files / "tiny.pt")}
+    assert entry["config"]["class_names"] == CLASSES and entry["config"]["num_classes"] == 3
+    # The statistics were fitted on the dataset before training and travel in the checkpoint.
+    dataset = LatentDataset(files / "latents")
+    expected = LatentNormalization.fit([{name: torch.stack([dataset[i][name] for i in range(len(dataset))])
+                                         for name in ("structure", "dynamics_x", "dynamics_y")}])
+    assert entry["config"]["normalization"]["std"]["structure"] == pytest.approx(expected.std["structure"])
+    assert checkpoint["state_dict"]["generator.scaler.structure_std"].tolist() == pytest.approx(expected.std["structure"])
+    # Sample videos: one per shown class, side by side, with the autoencoder's clip size.
+    from vidtwin.data.video_io import probe_video
+
+    info = probe_video(run / "samples" / "step_00000002.mp4")
+    assert (info.width, info.height) == (2 * 64, 64)
+
+    assert main([*argv, "--resume", str(run), "lightning.trainer.max_steps=4"]) == 0
+    resumed, straight = _state(run / "checkpoints" / "last.ckpt"), _state(logs / "straight" / "checkpoints" / "last.ckpt")
+    assert resumed["vidtwin_training"]["train_step"] == straight["vidtwin_training"]["train_step"] == 4
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    for key, value in straight["ema_state_dict"].items():
+        assert torch.equal(resumed["ema_state_dict"][key], value), key
+    assert not torch.equal(resumed["state_dict"]["generator.tokens.inputs.0.weight"],
+                           checkpoint["state_dict"]["generator.tokens.inputs.0.weight"])
+
+
+def test_a_dataset_of_another_autoencoder_is_refused_in_one_line(files, tmp_path, capsys):
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY_CONFIG.read_text().replace("input_size: [8, 64, 64]", "input_size: [16, 64, 64]"))
+    config = generator_config(tmp_path / "gen.yaml", files / "latents", None,
+                              autoencoder={"config": str(other), "ckpt": str(files / "tiny.pt")})
+    assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config)]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    assert "makes latents of shapes" in line and "name the autoencoder that encoded it" in line
+    assert not (tmp_path / "logs").exists()
+
+
+def test_an_unlabelled_dataset_needs_conditional_false(files, tmp_path, capsys):
+    import json
+    import shutil
+
+    shutil.copytree(files / "latents", tmp_path / "latents")
+    manifest = json.loads((tmp_path / "latents" / "manifest.json").read_text())
+    del manifest["labels"]
+    (tmp_path / "latents" / "manifest.json").write_text(json.dumps(manifest))
+    config = generator_config(tmp_path / "gen.yaml", tmp_path / "latents", None)
+    assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config)]) == 2
+    assert "has no class labels" in capsys.readouterr().err
+    assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config),
+                 "model.params.conditional=false", "lightning.trainer.max_steps=1"]) == 0
+
+
+@pytest.mark.parametrize("name", ["tiny_digits", "ucf101"])
+def test_the_shipped_generator_configs_build_on_a_latent_dataset(files, name):
+    from _training_utils import build
+    from vidtwin.config import load_config
+
+    config = load_config([str(REPO / "configs" / "generator" / f"{name}.yaml")],
+                         [f"data.params.root={files / 'latents'}", f"model.params.autoencoder.config={TINY_CONFIG}",
+                          f"model.params.autoencoder.ckpt={files / 'tiny.pt'}"])
+    module, datamodule = build(config)
+    assert module.generator.config.class_names == CLASSES and len(datamodule.dataset) == 12
+    assert module.generator.config.depth == {"tiny_digits": 4, "ucf101": 18}[name]
