@@ -14,7 +14,8 @@ from vidtwin.training.cli import main as train_main
 
 from conftest import TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
 @pytest.fixture(scope="module")

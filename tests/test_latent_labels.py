@@ -14,7 +14,8 @@ from vidtwin.latents.dataset import LatentDataset, collate_latents
 from vidtwin.latents.labels import class_order
 
 from conftest import DATA, TINY_CONFIG
-from inference_helpers import one_torch_thread  # noqa: F401  (autouse fixture: one OpenMP thread)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 # class folder -> videos in it
 LAYOUT = {"walk": ["a.mp4", "b.mp4"], "10": ["c.mp4"], "2": ["d.mp4"]}
