@@ -279,6 +279,7 @@ def print_run_summary(trainer: pl.Trainer, module: Any, datamodule: Any, run_dir
 
 
 __all__ = [
-    "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line", "quiet_lightning", "ModelSummaryWithoutFlops",
+    "UpdateProgressBar", "RunRecorder", "RunOutcome", "run_summary", "print_run_summary", "hide_lightning_stop_line",
+    "quiet_lightning", "ModelSummaryWithoutFlops",
     "planned_updates",
 ]
