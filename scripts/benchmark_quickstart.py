@@ -25,9 +25,9 @@ import json
 import multiprocessing
 import os
 import re
+import struct
 import subprocess
 import sys
-import struct
 import tempfile
 import time
 import zlib
