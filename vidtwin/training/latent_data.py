@@ -13,9 +13,6 @@ uninterrupted run sees; under DDP each process takes its share of that order.
 
 from __future__ import annotations
 
-import os
-from typing import Optional
-
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -57,11 +54,6 @@ class LatentDataModule(pl.LightningDataModule):
                                      drop_last=False)
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           collate_fn=collate_latents, drop_last=self.drop_last, persistent_workers=self.num_workers > 0)
-
-    def statistics_loader(self, batch_size: Optional[int] = None) -> DataLoader:
-        """Every clip once, in index order: the pass that fits the latent statistics."""
-        return DataLoader(self.dataset, batch_size=batch_size or max(self.batch_size, 256), shuffle=False,
-                          num_workers=min(self.num_workers, os.cpu_count() or 1), collate_fn=collate_latents)
 
 
 __all__ = ["LatentDataModule"]
