@@ -437,7 +437,8 @@ def _generator_folder(f, t, name="gen", num_classes=2, autoencoder=True):
     from vidtwin.generation import GeneratorConfig, LatentGenerator
 
     names = ["cat", "dog"][:num_classes] or None
-    generator = LatentGenerator(GeneratorConfig(num_classes=num_classes, class_names=names))
+    shapes = {name: list(shape) for name, shape in load_model(TINY_CONFIG).config.latent_shapes().items()}
+    generator = LatentGenerator(GeneratorConfig(num_classes=num_classes, class_names=names, latent_shapes=shapes))
     generator.autoencoder_files = {"config": str(TINY_CONFIG), "ckpt": str(f / "tiny.pt")} if autoencoder else None
     generator.save_pretrained(t / name)
     return t / name

@@ -24,6 +24,8 @@ from vidtwin.state_dict_io import CheckpointError
 
 from conftest import REPO
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 PUBLISHED_CONFIG = REPO / "configs" / "vidtwin.yaml"
 
 # Odd grids everywhere: 7x7 structure with patch 2, 5 query frames, 9 frames, dynamics of lengths 7 and 5.

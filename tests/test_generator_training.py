@@ -14,6 +14,8 @@ from _training_utils import single_thread
 from conftest import REPO, TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -13,7 +13,7 @@ from vidtwin import load_model
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference.cli import main
 
-from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG
+from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO, TINY_CONFIG
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
@@ -51,8 +51,10 @@ def model_args(files, ckpt="tiny.pt", config=TINY_CONFIG):
 
 
 def test_reconstruct_bikes_in_both_spatial_modes(files, tmp_path, capsys):
+    # The official-format tiny model (16x16 patches): a whole 250-frame video in both modes, cheaply.
+    official = model_args(files, ckpt=OFFICIAL_CKPT, config=OFFICIAL_CONFIG)
     resized, tiled = tmp_path / "resize.mp4", tmp_path / "tile.mp4"
-    code, out, _ = run(["reconstruct", "--input", BIKES, "--output", resized, "--side-by-side", "--batch-clips", "8", *model_args(files)], capsys)
+    code, out, _ = run(["reconstruct", "--input", BIKES, "--output", resized, "--side-by-side", "--batch-clips", "8", *official], capsys)
     assert code == 0 and "250 frames" in out
     assert f"and {tmp_path / 'resize_side_by_side.mp4'} (128x64, side by side)" in out  # the wrote line names both files
     info = probe_video(resized)
@@ -60,7 +62,7 @@ def test_reconstruct_bikes_in_both_spatial_modes(files, tmp_path, capsys):
     side = probe_video(tmp_path / "resize_side_by_side.mp4")
     assert (side.num_frames, side.height, side.width) == (250, 64, 128)
 
-    code, _, _ = run(["reconstruct", "--input", BIKES, "--output", tiled, "--spatial", "tile", "--batch-clips", "32", *model_args(files)], capsys)
+    code, _, _ = run(["reconstruct", "--input", BIKES, "--output", tiled, "--spatial", "tile", "--batch-clips", "32", *official], capsys)
     assert code == 0
     info = probe_video(tiled)
     assert (info.num_frames, info.height, info.width, info.fps) == (250, 272, 640, 25.0)

@@ -17,6 +17,8 @@ from vidtwin.data.video_io import read_video
 
 from conftest import REPO
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 
 def read_csv(path):
     with open(path, newline="") as handle:

@@ -23,7 +23,8 @@ GENERATOR_SIZES: Dict[str, Dict[str, Any]] = {
                   structure_patch_size=[2, 2, 2], dynamics_patch_size=[2, 2]),
 }
 
-# `configs/tiny.yaml`'s latents: structure (4, 4, 4, 4), dynamics (4, 8, 4) twice.
+# The default latent shapes, small for tests: a 4-query, 4-channel model of 8x64x64 clips with 8x8
+# patches: structure (4, 4, 4, 4), dynamics (4, 8, 4) twice. Real use takes them from the dataset.
 TINY_LATENT_SHAPES = {"structure": [4, 4, 4, 4], "dynamics_x": [4, 8, 4], "dynamics_y": [4, 8, 4]}
 
 
