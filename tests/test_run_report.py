@@ -1,5 +1,6 @@
 """What train.py shows: progress counted in updates, and the summary that ends every run."""
 
+import logging
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
@@ -32,6 +33,9 @@ def _forget_cli_log_handler():
 def test_a_finished_run_ends_with_a_summary_whose_reconstruct_command_runs(tmp_path, capfd, caplog):
     # capfd and caplog: Lightning's log handlers hold the stderr of their import time, which capsys
     # cannot see, and pytest collects log records apart from the output.
+    # Lightning's INFO records as in a fresh train.py process: an encode-dataset run earlier in this
+    # process (another test) lowers Lightning's logger to WARNING, as its own command wants.
+    caplog.set_level(logging.INFO, logger="pytorch_lightning")
     shown = ("lightning.trainer.enable_progress_bar=false", "lightning.trainer.enable_model_summary=false")
     overrides = [o for o in micro_overrides() if o not in shown]
     code = main(["--logdir", str(tmp_path), "--name", "run", "--base", *tiny_config_files(), *overrides,
