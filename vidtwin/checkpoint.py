@@ -22,15 +22,13 @@ import torch
 
 from .atomic_io import atomic_path, atomic_write_text
 from .config import ConfigError, autoencoder_config_from
-from .hub import (
-    CONFIG_FILE, OFFICIAL_CHECKPOINT_FILE, WEIGHTS_FILE, download_checkpoint, is_hub_reference, is_repo_id, model_card, parse_hub_reference,
-    resolve_repo, upload_folder,
-)
+from .hub import CONFIG_FILE, OFFICIAL_CHECKPOINT_FILE, WEIGHTS_FILE, download_checkpoint, model_card, upload_folder
 from .models.config import VidTwinConfig
 from .models.vidtwin_ae import VidTwin
 from .state_dict_io import (
     IGNORED_OFFICIAL_KEYS, CheckpointError, load_autoencoder_state_dict,
-    load_checkpoint_object, read_checkpoint_state_dict, resolve_checkpoint_path, split_state_dict,
+    load_checkpoint_object, read_checkpoint_state_dict, resolve_checkpoint_path, resolve_pretrained_location,
+    split_state_dict,
 )
 
 # `config.json` of a save_pretrained folder: {"format": FORMAT_NAME, "format_version": N, "autoencoder": {...}}.
@@ -84,14 +82,7 @@ def from_pretrained(name_or_path: Union[str, Path], device: Union[str, torch.dev
     in this project's format loads with its own `config.json`; a repo that holds the official
     Lightning file loads it with `config` (default: the published architecture).
     """
-    local = Path(str(name_or_path))
-    if local.is_dir():
-        path = local
-    elif is_hub_reference(str(name_or_path)) or is_repo_id(str(name_or_path)):
-        repo_id, pinned, filename = parse_hub_reference(str(name_or_path))
-        path = resolve_repo(repo_id, revision or pinned, filename, cache_dir)
-    else:
-        raise CheckpointError(f"{name_or_path} is neither a save_pretrained directory nor a Hub repo id (owner/name)")
+    path = resolve_pretrained_location(name_or_path, revision, cache_dir)
     if config is None and not path.is_dir():
         config = VidTwinConfig()  # the official file of a repo: the published architecture
     return load_model(config, path, device=device, allow_unsafe_pickle=allow_unsafe_pickle)

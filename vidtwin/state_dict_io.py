@@ -21,7 +21,9 @@ import torch
 from safetensors.torch import load_file
 
 from .errors import UserError
-from .hub import CONFIG_FILE, WEIGHTS_FILE, is_hub_reference, resolve_hub_reference
+from .hub import (
+    CONFIG_FILE, WEIGHTS_FILE, is_hub_reference, is_repo_id, parse_hub_reference, resolve_hub_reference, resolve_repo,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +123,20 @@ def resolve_checkpoint_path(path: Union[str, Path]) -> Path:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     return path
+
+
+def resolve_pretrained_location(name_or_path: Union[str, Path], revision: Optional[str] = None,
+                                cache_dir: Optional[str] = None) -> Path:
+    """The local path of what a ``from_pretrained`` call names: a local folder (which wins over a
+    repo id of the same spelling), else a Hub repo id or ``hf://`` reference, fetched through the
+    Hub cache (a ``save_pretrained`` folder, or the repo's official Lightning file)."""
+    local = Path(str(name_or_path))
+    if local.is_dir():
+        return local
+    if is_hub_reference(str(name_or_path)) or is_repo_id(str(name_or_path)):
+        repo_id, pinned, filename = parse_hub_reference(str(name_or_path))
+        return resolve_repo(repo_id, revision or pinned, filename, cache_dir)
+    raise CheckpointError(f"{name_or_path} is neither a save_pretrained directory nor a Hub repo id (owner/name)")
 
 
 def _torch_load(path: Union[str, Path], weights_only: bool):

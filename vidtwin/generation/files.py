@@ -21,8 +21,8 @@ from typing import Optional, Union
 import torch
 
 from ..atomic_io import atomic_path, atomic_write_text
-from ..hub import CONFIG_FILE, WEIGHTS_FILE, is_hub_reference, is_repo_id, parse_hub_reference, resolve_repo, upload_folder
-from ..state_dict_io import CheckpointError, check_state_dict, read_checkpoint_state_dict
+from ..hub import CONFIG_FILE, WEIGHTS_FILE, is_hub_reference, is_repo_id, parse_hub_reference, upload_folder
+from ..state_dict_io import CheckpointError, check_state_dict, read_checkpoint_state_dict, resolve_pretrained_location
 from .config import GeneratorConfig, GeneratorConfigError
 from .generator import LatentGenerator
 
@@ -140,16 +140,10 @@ def from_pretrained(name_or_path, device="cpu", revision: Optional[str] = None,
                     cache_dir: Optional[str] = None) -> LatentGenerator:
     """Load a ``save_pretrained`` folder, a Hub repo id (``owner/name[@revision]``) or an
     ``hf://owner/name[@revision]`` reference, with strict key checking, in eval mode."""
-    local = Path(str(name_or_path))
-    if local.is_dir():
-        directory = local
-    elif is_hub_reference(str(name_or_path)) or is_repo_id(str(name_or_path)):
-        repo_id, pinned, filename = parse_hub_reference(str(name_or_path))
-        directory = resolve_repo(repo_id, revision or pinned, filename, cache_dir)
-        if not directory.is_dir():
-            raise CheckpointError(f"{repo_id} holds no generator ({CONFIG_FILE} + {WEIGHTS_FILE})")
-    else:
-        raise CheckpointError(f"{name_or_path} is neither a save_pretrained directory nor a Hub repo id (owner/name)")
+    directory = resolve_pretrained_location(name_or_path, revision, cache_dir)
+    if not directory.is_dir():  # the repo offered a single (official autoencoder) file
+        repo_id = parse_hub_reference(str(name_or_path))[0]
+        raise CheckpointError(f"{repo_id} holds no generator ({CONFIG_FILE} + {WEIGHTS_FILE})")
     values = _read_config_json(directory)
     state = read_checkpoint_state_dict(directory)
     return _loaded(_config_of(values, directory / CONFIG_FILE), state, name_or_path, values.get("autoencoder"), device)

@@ -17,11 +17,14 @@ of earlier versions continue with the same averages.
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 
 class EMA:
@@ -105,6 +108,15 @@ class EMA:
             value = self.shadow.get(name, tensor)
             out[name] = value.detach().to(device="cpu", dtype=tensor.dtype).clone()
         return out
+
+    def load_from_checkpoint(self, checkpoint: dict, key: str, num_updates: int) -> bool:
+        """Restore the average saved under ``checkpoint[key]``; False (with a warning) when the
+        checkpoint has none, and the caller restarts the average from the loaded weights."""
+        if key not in checkpoint:
+            logger.warning("checkpoint has no EMA weights: the EMA restarts from the current weights")
+            return False
+        self.load_shadow(checkpoint[key], num_updates)
+        return True
 
     def load_shadow(self, state_dict: dict[str, torch.Tensor], num_updates: int) -> None:
         """Restore the average from an ``export_state_dict`` result (as saved in a checkpoint)."""

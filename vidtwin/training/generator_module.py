@@ -273,11 +273,8 @@ class GeneratorLightningModule(TrainingModule):
         self.statistics_ready = bool(state.get("statistics_ready", True))  # the buffers come with the weights
         self.noise_seed = state.get("noise_seed", self.noise_seed)
         if self.ema is not None:
-            if EMA_STATE_KEY in checkpoint:
-                self.ema.load_shadow(checkpoint[EMA_STATE_KEY], state.get("ema_num_updates", 0))
-            else:
-                logger.warning("checkpoint has no EMA weights: the EMA restarts from the current weights")
-                self._reset_ema_after_load = True
+            self._reset_ema_after_load = not self.ema.load_from_checkpoint(
+                checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
 
 
 __all__ = ["GeneratorLightningModule", "GENERATOR_CHECKPOINT_KEY", "dataset_latent_shapes", "read_normalization"]

@@ -474,11 +474,8 @@ class VidTwinLightningModule(TrainingModule):
         self.nonfinite_streak = 0
         self._micro_batch = 0  # gradients of a partial accumulation window are not saved
         if self.ema is not None:
-            if EMA_STATE_KEY in checkpoint:
-                self.ema.load_shadow(checkpoint[EMA_STATE_KEY], state.get("ema_num_updates", 0))
-            else:
-                logger.warning("checkpoint has no EMA weights: the EMA restarts from the current weights")
-                self._reset_ema_after_load = True
+            self._reset_ema_after_load = not self.ema.load_from_checkpoint(
+                checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
 
     def on_train_start(self) -> None:
         if self._reset_ema_after_load:
