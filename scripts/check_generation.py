@@ -17,7 +17,14 @@ Clips come from a folder of generated mp4 files named ``<digit>-<direction>_<ind
 The report gives both accuracies against chance (10% and 25%) and, as the ceiling, the same
 checker's accuracies on the real validation clips of the data set (digit images it never trained on).
 ``decoupling_score`` measures cross-reenacted clips: the share whose digit follows the structure
-source and whose direction follows the dynamics source.
+source and whose direction follows the dynamics source. With ``--config`` and ``--ckpt`` (the
+autoencoder), the checker measures it on the clips given: ``--pairs`` seeded pairs of clips that
+differ in both digit and direction, each cross-reenacted as ``inference.py cross`` does (the
+structure of the first clip with the dynamics of the second)::
+
+    python -m scripts.check_generation samples/ --data data/moving_digits \
+        --config logs/digits_ae/config.yaml --ckpt logs/digits_ae/checkpoints/last.ckpt
+
 ``--json FILE`` also writes the figures (atomically).
 """
 
@@ -186,6 +193,35 @@ def decoupling_score(checker: DigitChecker, crossed: Sequence[Tuple[np.ndarray, 
             "direction_from_dynamics": direction_hits / count, "decoupled": both / count}
 
 
+def crossing_pairs(clips: Sequence[Clip], count: int, seed: int = 0) -> List[Tuple[Clip, Clip]]:
+    """``count`` seeded (structure source, dynamics source) pairs that differ in digit and direction."""
+    rng = np.random.default_rng(seed)
+    candidates = [(a, b) for a in clips for b in clips if a.digit != b.digit and a.direction != b.direction]
+    if not candidates:
+        raise CheckGenerationError("the decoupling score needs clips that differ in both digit and direction")
+    chosen = rng.choice(len(candidates), size=min(count, len(candidates)), replace=False)
+    return [candidates[i] for i in sorted(chosen)]
+
+
+def cross_reenacted(config: Path, ckpt: Path, pairs: Sequence[Tuple[Clip, Clip]], progress: bool = True):
+    """``(frames, structure_source, dynamics_source)`` per pair, decoded by the autoencoder as
+    ``inference.py cross`` decodes: the structure latents of the first clip with the dynamics
+    latents of the second (posterior means, the model's own clip size)."""
+    import torch
+
+    from vidtwin.checkpoint import load_model
+    from vidtwin.inference import cross_reenact
+    from vidtwin.inference.pipeline import to_uint8_frames
+
+    model = load_model(str(config), str(ckpt))
+    crossed = []
+    with torch.inference_mode():
+        for structure, dynamics in tqdm(pairs, desc="cross-reenacting", unit="pair", disable=not progress):
+            video = cross_reenact(model, str(structure.path), str(dynamics.path)).video  # (3, N, H, W)
+            crossed.append((to_uint8_frames(video).numpy(), structure, dynamics))  # frames (N, H, W, 3)
+    return crossed
+
+
 def clips_from_folder(folder: Path) -> List[Clip]:
     clips = []
     for path in sorted(folder.glob("*.mp4")):
@@ -213,13 +249,18 @@ def load_clips(source: Path) -> List[Clip]:
     raise CheckGenerationError(f"{source} is neither a folder of generated clips nor a Moving Digits CSV")
 
 
-def report(figures: dict, ceiling: Optional[dict]) -> str:
+def report(figures: dict, ceiling: Optional[dict], decoupling: Optional[dict] = None) -> str:
     lines = [f"{'':<22} {'generated':>10} {'chance':>8} {'real (ceiling)':>15}"]
     for key, name, chance in (("digit_accuracy", "digit accuracy", 0.10), ("direction_accuracy", "direction accuracy", 0.25)):
         real = f"{100 * ceiling[key]:.1f}%" if ceiling else "-"
         lines.append(f"{name:<22} {100 * figures[key]:>9.1f}% {100 * chance:>7.0f}% {real:>15}")
     clips = f"{figures['clips']} clips" + (f"; ceiling on {ceiling['clips']} real validation clips" if ceiling else "")
-    return "\n".join(lines + [clips])
+    lines.append(clips)
+    if decoupling is not None:
+        lines.append(f"decoupling on {decoupling['pairs']} cross-reenacted pairs: digit from the structure source "
+                     f"{100 * decoupling['digit_from_structure']:.1f}%, direction from the dynamics source "
+                     f"{100 * decoupling['direction_from_dynamics']:.1f}%, both {100 * decoupling['decoupled']:.1f}%")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -229,8 +270,17 @@ def main(argv=None) -> int:
                         help="the Moving Digits folder (settings, training digits, val.csv); default data/moving_digits")
     parser.add_argument("--no-ceiling", action="store_true", help="skip scoring the real validation clips")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="the autoencoder's config: with --ckpt, also measure the decoupling score on the clips")
+    parser.add_argument("--ckpt", type=Path, default=None, help="the autoencoder's checkpoint (with --config)")
+    parser.add_argument("--pairs", type=int, default=80, help="cross-reenacted pairs for the decoupling score (default 80)")
+    parser.add_argument("--seed", type=int, default=0, help="of the choice of pairs (default 0)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
+    if (args.config is None) != (args.ckpt is None):
+        raise CheckGenerationError("the decoupling score needs both --config and --ckpt of the autoencoder")
+    if args.pairs < 1:
+        raise CheckGenerationError(f"--pairs must be at least 1, got {args.pairs}")
     clips = load_clips(args.clips)
     checker = DigitChecker(args.data)
     figures = checker.score(clips)
@@ -240,9 +290,14 @@ def main(argv=None) -> int:
         if not val_csv.is_file():
             raise CheckGenerationError(f"{args.data} has no val.csv for the ceiling; pass --no-ceiling to skip it")
         ceiling = checker.score(clips_from_csv(val_csv))
-    print(report(figures, ceiling))
+    decoupling = None
+    if args.config is not None:
+        pairs = crossing_pairs(clips, args.pairs, args.seed)
+        decoupling = decoupling_score(checker, cross_reenacted(args.config, args.ckpt, pairs))
+    print(report(figures, ceiling, decoupling))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps({"generated": figures, "real_validation": ceiling}, indent=2))
+        atomic_write_text(args.json, json.dumps({"generated": figures, "real_validation": ceiling,
+                                                 "decoupling": decoupling}, indent=2))
     return 0
 
 

@@ -782,6 +782,7 @@ def test_moving_digits_script_user_errors(tmp_path, capsys):
         ("check_generation.py", [tmp_path / "other.csv", "--data", data], "is not a Moving Digits CSV"),
         ("check_generation.py", [data / "val.csv", "--data", tmp_path / "no_clips"], "has no digits.json"),
         ("check_generation.py", [data / "train.csv", "--data", tmp_path / "settings_only"], "has no val.csv for the ceiling"),
+        ("check_generation.py", [data / "val.csv", "--data", data, "--config", "x.yaml"], "needs both --config and --ckpt"),
     ]
     import importlib
 

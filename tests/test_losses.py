@@ -218,6 +218,18 @@ def test_generator_loss_matches_hand_computation(perceptual_weight):
     assert last_layer.grad is not None and torch.isfinite(last_layer.grad).all()
 
 
+def test_squared_pixel_loss_option_and_its_check():
+    loss_fn = VidTwinLoss(disc_start=100, perceptual_weight=0.0, logvar_init=0.2, pixel_loss="l2")
+    x, rec, last_layer = toy_reconstruction()
+    frames_x, frames_rec = fold(x), fold(rec)
+    nll = ((frames_x - frames_rec).square() / math.exp(0.2) + 0.2).sum() / frames_x.shape[0]
+    loss, log = loss_fn({}, x, rec, 0, global_step=0, last_layer=last_layer)
+    assert torch.allclose(loss, nll, rtol=1e-6)
+    assert torch.allclose(log["train/rec_loss"], (frames_x - frames_rec).square().mean())
+    with pytest.raises(ValueError, match="pixel_loss must be 'l1'"):
+        VidTwinLoss(disc_start=0, perceptual_weight=0.0, pixel_loss="huber")
+
+
 def test_adaptive_weight_hand_computation_and_clamp():
     loss_fn = VidTwinLoss(disc_start=0, perceptual_weight=0.0, disc_weight=0.5)
     last = torch.nn.Parameter(torch.randn(4, 5))

@@ -66,8 +66,12 @@ class VidTwinLoss(nn.Module):
     Args (official YAML names):
         disc_start: generator step from which the GAN terms are switched on.
         logvar_init: initial value of the scalar log-variance.
-        pixelloss_weight: weight of the L1 term. The official code stores but never applies it, so
+        pixelloss_weight: weight of the pixel term. The official code stores but never applies it, so
             only the default 1.0 reproduces the official objective.
+        pixel_loss: "l1" (the official objective) or "l2" (squared error). L1 pulls each pixel
+            towards its median, so on clips that are mostly one flat colour (a digit on a dark
+            background) predicting the background is where it settles first; the squared error's
+            gradient grows with the error and reaches the few bright pixels sooner.
         disc_num_layers, disc_in_channels: PatchGAN depth and input channels.
         disc_factor: GAN weight once active (0 disables the GAN entirely).
         disc_weight: multiplier of the adaptive GAN weight.
@@ -92,6 +96,7 @@ class VidTwinLoss(nn.Module):
         disc_start: int,
         logvar_init: float = 0.0,
         pixelloss_weight: float = 1.0,
+        pixel_loss: str = "l1",
         disc_num_layers: int = 3,
         disc_in_channels: int = 3,
         disc_factor: float = 1.0,
@@ -110,6 +115,8 @@ class VidTwinLoss(nn.Module):
         super().__init__()
         if disc_loss not in ("hinge", "vanilla"):
             raise ValueError(f"disc_loss must be 'hinge' or 'vanilla', got {disc_loss!r}")
+        if pixel_loss not in ("l1", "l2"):
+            raise ValueError(f"pixel_loss must be 'l1' (the official objective) or 'l2', got {pixel_loss!r}")
         if disc_type != "2d":
             raise ValueError(f"disc_type must be '2d' (the per-frame PatchGAN VidTwin uses), got {disc_type!r}")
         if dims not in (2, 3):
@@ -118,6 +125,7 @@ class VidTwinLoss(nn.Module):
         self.dims = dims
         self.disc_start = int(disc_start)
         self.pixel_weight = float(pixelloss_weight)
+        self.pixel_loss = pixel_loss
         self.perceptual_weight = float(perceptual_weight)
         self.disc_factor = float(disc_factor)
         self.discriminator_weight = float(disc_weight)
@@ -201,7 +209,8 @@ class VidTwinLoss(nn.Module):
         inputs = self._fold_frames(inputs, "inputs")  # (N, C, H, W), N = B*T
         reconstructions = self._fold_frames(reconstructions, "reconstructions")  # (N, C, H, W)
 
-        rec_loss = (inputs - reconstructions).abs()  # (N, C, H, W)
+        difference = inputs - reconstructions  # (N, C, H, W)
+        rec_loss = difference.abs() if self.pixel_loss == "l1" else difference.square()
         if self.pixel_weight != 1.0:
             rec_loss = self.pixel_weight * rec_loss
         if self.perceptual_loss is not None:
