@@ -97,7 +97,7 @@ def check_action_counts(actions: Mapping[str, str], clip_counts: Mapping[str, in
         if letters is not None and len(letters) != clips:
             raise ActionError(
                 f"{video} has {len(letters)} actions ({letters[:16]}{'...' if len(letters) > 16 else ''}) but "
-                f"{clips} clips are encoded from it; give one letter per clip (see 'Actions' in docs/datasets.md "
+                f"{clips} clips are encoded from it; give one letter per clip (see 'Actions and sequences of clips' in docs/datasets.md "
                 "for lining clips up with --sample-fps and the model's frames per clip)")
 
 
