@@ -7,6 +7,7 @@ lengths, encoded through the real ``inference.py encode-dataset`` by a micro FSQ
 clips, so each clip the command cuts is one action of the game."""
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from scripts.make_moving_digits import make_moving_digits
 from vidtwin import load_model
 from vidtwin.data import collate_latent_sequences as collate_from_data
 from vidtwin.data.video_io import read_video
@@ -22,7 +24,6 @@ from vidtwin.latents import LatentDataset, LatentDatasetError, collate_latent_se
 from vidtwin.latents.actions import action_vocabulary
 from vidtwin.latents.shards import list_shards
 from vidtwin.training import LatentDataModule
-from scripts.make_moving_digits import make_moving_digits
 
 from _training_utils import FSQ_MICRO, micro_config
 from conftest import DATA
@@ -201,3 +202,15 @@ def test_a_rerun_with_another_column_rewrites_the_actions_without_encoding_again
     dataset = LatentDataset(output)
     assert dataset.actions is None and "actions" not in dataset.manifest and "action" not in dataset[0]
     assert "action" not in dataset.index.columns
+
+
+@pytest.mark.parametrize("vocabulary, problem", [(["D", "D", "L", "R"], "is not a list of distinct letters"),
+                                                 (["D"], "holds actions outside its vocabulary of 1")])
+def test_a_damaged_action_vocabulary_is_named(game, tmp_path, vocabulary, problem):
+    output = tmp_path / "tokens"
+    shutil.copytree(game / "tokens", output)
+    manifest = json.loads((output / "manifest.json").read_text())
+    manifest["actions"]["vocabulary"] = vocabulary
+    (output / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LatentDatasetError, match=problem):
+        LatentDataset(output)

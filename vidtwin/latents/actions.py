@@ -22,12 +22,13 @@ from __future__ import annotations
 import csv
 import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 from vidtwin.errors import UserError
+from vidtwin.latents.shards import LatentDatasetError
 
 MANIFEST_KEY = "actions"
 INDEX_COLUMN = "action"
@@ -121,18 +122,31 @@ def manifest_entry(source: str, vocabulary: Sequence[str]) -> dict:
 
 
 def vocabulary_from_manifest(manifest: Mapping, where: str) -> list[str] | None:
-    """The action vocabulary a manifest records, or None for a dataset written without actions."""
+    """The action vocabulary a manifest records, or None for a dataset written without actions.
+    A damaged entry raises :class:`~vidtwin.latents.shards.LatentDatasetError` naming ``where``."""
     entry = manifest.get(MANIFEST_KEY)
     if entry is None:
         return None
     try:
         vocabulary = [str(letter) for letter in entry["vocabulary"]]
     except (KeyError, TypeError) as error:
-        raise ActionError(f"{where}: its actions entry is damaged ({error}); encode the dataset again") from None
-    if not vocabulary or len(set(vocabulary)) != len(vocabulary) or not all(_LETTERS.fullmatch(a) and len(a) == 1 for a in vocabulary):
-        raise ActionError(f"{where}: its action vocabulary {vocabulary!r} is not a list of distinct letters; encode the dataset again")
+        raise LatentDatasetError(f"{where}: its actions entry is damaged ({error}); run the same encode-dataset command "
+                                 "again to rewrite it") from None
+    if len(set(vocabulary)) != len(vocabulary) or not all(len(letter) == 1 and _LETTERS.fullmatch(letter) for letter in vocabulary):
+        raise LatentDatasetError(f"{where}: its action vocabulary {vocabulary[:8]!r} is not a list of distinct letters; "
+                                 "run the same encode-dataset command again to rewrite it")
     return vocabulary
 
 
-__all__ = ["ActionError", "INDEX_COLUMN", "MANIFEST_KEY", "action_vocabulary", "actions_from_csv", "check_action_counts",
-           "clip_action_column", "manifest_entry", "read_actions", "vocabulary_from_manifest"]
+__all__ = [
+    "INDEX_COLUMN",
+    "MANIFEST_KEY",
+    "ActionError",
+    "action_vocabulary",
+    "actions_from_csv",
+    "check_action_counts",
+    "clip_action_column",
+    "manifest_entry",
+    "read_actions",
+    "vocabulary_from_manifest",
+]

@@ -59,7 +59,7 @@ from vidtwin.latents.latent_file import (
 from vidtwin.models.config import LATENT_NAMES, VidTwinConfig
 
 from .actions import INDEX_COLUMN as ACTION_COLUMN
-from .actions import ActionError, vocabulary_from_manifest
+from .actions import vocabulary_from_manifest
 from .labels import ClassLabels
 from .shards import (
     LatentDatasetError,
@@ -187,10 +187,10 @@ class LatentDataset(Dataset):
             return None
         column = self.index.columns.get(ACTION_COLUMN)
         if column is None or len(column) != len(self.index):
-            raise ActionError(f"{self.root}: its manifest records actions but its index has no action column; "
+            raise LatentDatasetError(f"{self.root}: its manifest records actions but its index has no action column; "
                               "run the same encode-dataset command again to rewrite the index")
         if len(column) and (int(column.min()) < 0 or int(column.max()) >= len(self.actions)):
-            raise ActionError(f"{self.root}: its index holds actions outside its vocabulary of {len(self.actions)}; "
+            raise LatentDatasetError(f"{self.root}: its index holds actions outside its vocabulary of {len(self.actions)}; "
                               "run the same encode-dataset command again to rewrite the index")
         return column
 
