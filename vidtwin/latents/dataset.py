@@ -188,10 +188,10 @@ class LatentDataset(Dataset):
         column = self.index.columns.get(ACTION_COLUMN)
         if column is None or len(column) != len(self.index):
             raise LatentDatasetError(f"{self.root}: its manifest records actions but its index has no action column; "
-                              "run the same encode-dataset command again to rewrite the index")
+                                     "run the same encode-dataset command again to rewrite the index")
         if len(column) and (int(column.min()) < 0 or int(column.max()) >= len(self.actions)):
             raise LatentDatasetError(f"{self.root}: its index holds actions outside its vocabulary of {len(self.actions)}; "
-                              "run the same encode-dataset command again to rewrite the index")
+                                     "run the same encode-dataset command again to rewrite the index")
         return column
 
     def _windows(self) -> np.ndarray:
