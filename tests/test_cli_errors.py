@@ -469,13 +469,13 @@ def _generation_cases():
         load_model(TINY_CONFIG, f / "tiny.pt").save_pretrained(t / "ae")
         return ["generate", "--generator", t / "ae", "--all-classes", "--output", t / "samples", "--quiet"]
 
-    def labelled(csv_text, *label_args, input_csv=True):
+    def meta_csv_input(csv_text, *options, input_csv=True):  # clip.mp4: 10 frames, 2 clips of tiny.yaml's 8
         def setup(f, t):
             (t / "meta.csv").write_text(csv_text)
             source = t / "meta.csv" if input_csv else f / "videos"
             return ["encode-dataset", "--input", source, "--data-dir", f / "videos", "--output", t / "latents",
-                    *dataset_args(f), *label_args] if input_csv else [
-                    "encode-dataset", "--input", source, "--output", t / "latents", *dataset_args(f), *label_args]
+                    *dataset_args(f), *options] if input_csv else [
+                    "encode-dataset", "--input", source, "--output", t / "latents", *dataset_args(f), *options]
         return setup
 
     return {
@@ -497,20 +497,33 @@ def _generation_cases():
         "generate: --steps 0": (generate("--all-classes", "--steps", "0"), "--steps must be >= 1"),
         "generate: existing sample": (existing_sample, "already exists; pass --overwrite"),
         "generate: --output is a file": (output_is_a_file, "is a file; give a folder"),
-        "labels: --label-column of a folder input": (labelled("", "--label-column", "kind", input_csv=False),
+        "labels: --label-column of a folder input": (meta_csv_input("", "--label-column", "kind", input_csv=False),
                                                      "--label-column reads a column of a meta CSV"),
-        "labels: --labels-from-folders of a CSV": (labelled("videos\nclip.mp4\n", "--labels-from-folders"),
+        "labels: --labels-from-folders of a CSV": (meta_csv_input("videos\nclip.mp4\n", "--labels-from-folders"),
                                                    "--labels-from-folders takes classes from the sub-folders"),
-        "labels: both options": (labelled("videos\nclip.mp4\n", "--labels-from-folders", "--label-column", "kind"),
+        "labels: both options": (meta_csv_input("videos\nclip.mp4\n", "--labels-from-folders", "--label-column", "kind"),
                                  "not both"),
-        "labels: a column the CSV lacks": (labelled("videos,kind\nclip.mp4,a\n", "--label-column", "class"),
+        "labels: a column the CSV lacks": (meta_csv_input("videos,kind\nclip.mp4,a\n", "--label-column", "class"),
                                            "--label-column 'class' is not a column of"),
-        "labels: a video without a class": (labelled("videos,kind\nclip.mp4,\n", "--label-column", "kind"),
+        "labels: a video without a class": (meta_csv_input("videos,kind\nclip.mp4,\n", "--label-column", "kind"),
                                             "row 2 (clip.mp4) has no value in its 'kind' column"),
-        "labels: a video with two classes": (labelled("videos,kind\nclip.mp4,a\nclip.mp4,b\n", "--label-column", "kind"),
+        "labels: a video with two classes": (meta_csv_input("videos,kind\nclip.mp4,a\nclip.mp4,b\n", "--label-column", "kind"),
                                              "lists clip.mp4 twice, with the classes 'a' and 'b'"),
-        "labels: a video outside any class folder": (labelled("", "--labels-from-folders", input_csv=False),
+        "labels: a video outside any class folder": (meta_csv_input("", "--labels-from-folders", input_csv=False),
                                                      "clip.mp4 lies directly in it"),
+        "actions: --actions-column of a folder input": (meta_csv_input("", "--actions-column", "moves", input_csv=False),
+                                                        "--actions-column reads a column of a meta CSV"),
+        "actions: a column the CSV lacks": (meta_csv_input("videos,moves\nclip.mp4,RL\n", "--actions-column", "actions"),
+                                            "--actions-column 'actions' is not a column of"),
+        "actions: a video without actions": (meta_csv_input("videos,moves\nclip.mp4,\n", "--actions-column", "moves"),
+                                             "row 2 (clip.mp4) has no actions in its 'moves' column"),
+        "actions: a letter outside A-Z, a-z, 0-9": (meta_csv_input("videos,moves\nclip.mp4,R-\n", "--actions-column", "moves"),
+                                                    "has the action '-' in 'R-'; an action is one letter"),
+        "actions: a video with two action strings": (
+            meta_csv_input("videos,moves\nclip.mp4,RL\nclip.mp4,LR\n", "--actions-column", "moves"),
+            "lists clip.mp4 twice, with the actions 'RL' and 'LR'"),
+        "actions: more letters than clips": (meta_csv_input("videos,moves\nclip.mp4,RLU\n", "--actions-column", "moves"),
+                                             "clip.mp4 has 3 actions (RLU) but 2 clips are encoded from it"),
     }
 
 

@@ -1,12 +1,12 @@
 """Video reading and writing, clip datasets and the Lightning data module.
 
-``LatentDataset`` and ``collate_latents`` live in :mod:`vidtwin.latents` and are importable from here too.
+``LatentDataset``, ``collate_latents`` and ``collate_latent_sequences`` live in :mod:`vidtwin.latents` and are importable from here too.
 
 ``VideoDataModule`` and ``collate_clips`` are imported on first use, so that tools which only read
 or write videos do not pay for importing pytorch_lightning (several seconds).
 """
 
-from vidtwin.latents import LatentDataset, LatentDatasetError, collate_latents  # kept here, where users import them
+from vidtwin.latents import LatentDataset, LatentDatasetError, collate_latent_sequences, collate_latents  # kept here, where users import them
 
 from .dataset import TooManyBadVideosError, VideoDataset
 from .demo import demo_train_videos, demo_val_videos
@@ -32,6 +32,7 @@ __all__ = [
     "VideoReadError",
     "VideoWriteError",
     "collate_clips",
+    "collate_latent_sequences",
     "collate_latents",
     "demo_train_videos",
     "demo_val_videos",

@@ -419,8 +419,10 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
 
     require("pytorch_lightning", "dataset", "encode-dataset")  # it runs on Trainer.predict
     from vidtwin.inference.dataset_lock import launch_rank, output_lock
-    from vidtwin.inference.dataset_plan import ClipSampling, check_accelerator, check_launcher, list_sources, parse_devices
+    from vidtwin.inference.dataset_plan import (ClipSampling, check_accelerator, check_launcher, count_clips, list_sources,
+                                                parse_devices)
     from vidtwin.inference.encode_dataset import DatasetJob, EncodingStopped, check_output, format_summary, run_job
+    from vidtwin.latents.actions import check_action_counts, read_actions
     from vidtwin.latents.labels import read_labels
     from vidtwin.latents.latent_file import config_to_dict, weights_fingerprint
 
@@ -433,10 +435,13 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
     check_launcher(args.num_nodes)
     sources = list_sources(args.input, args.data_dir)
     labels = read_labels(args.input, [source.name for source in sources], args.label_column, args.labels_from_folders)
+    actions = read_actions(args.input, [source.name for source in sources], args.actions_column)
     options = args.options
     dtype = options.dtype  # concrete: resolved for the accelerator's device type (inference_options)
     model = load_model(args.config, args.ckpt, device="cpu", allow_unsafe_pickle=args.allow_unsafe_pickle)
     sampling = ClipSampling(model.input_size[0], tuple(model.input_size[1:]), options.sample_fps, options.max_frames)
+    if actions is not None:  # one letter per clip, checked before anything is written
+        check_action_counts(actions, count_clips(sources, sampling, progress=options.progress))
     identity = {
         "model_config": config_to_dict(model.config),
         "weights_fingerprint": weights_fingerprint(model),  # the same check as a latent file's
@@ -447,6 +452,7 @@ def run_encode_dataset(args: argparse.Namespace) -> int:
         sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
         batch_clips=options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
         labels=labels.to_manifest() if labels is not None else None,
+        actions=actions, actions_source=f"column {args.actions_column.strip()}" if actions is not None else "",
     )
     check_output(job)
     try:
@@ -539,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="record each video's class from this column of the CSV --input (see docs/datasets.md)")
     dataset.add_argument("--labels-from-folders", action="store_true",
                          help="record each video's class as its first folder under the folder --input (as ImageFolder)")
+    dataset.add_argument("--actions-column", default=None, metavar="NAME",
+                         help="record each clip's action from this column of the CSV --input: one letter per clip "
+                              "(e.g. RRUULDLL for 8 clips; see docs/datasets.md)")
     _add_model(dataset)
     group = dataset.add_argument_group("video")
     group.add_argument("--sample-fps", type=float, default=None, help="keep every round(fps / F)-th frame (official sampling)")

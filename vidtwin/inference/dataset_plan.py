@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
+from tqdm.auto import tqdm
 
 from vidtwin.data.dataset import list_folder_videos, read_meta_videos
 from vidtwin.data.transforms import preprocess_clip
@@ -163,6 +164,26 @@ class ClipSampling:
         return {"input_size": [self.clip_len, *self.size], "sample_fps": self.sample_fps,
                 "max_frames": self.max_frames, "spatial": "resize"}
 
+    def sampled_frames(self, info) -> list[int]:
+        """The source frame numbers kept of a video (``info``: its :func:`probe_video`)."""
+        return sample_indices(info.num_frames, info.fps, self.sample_fps, num_samples=self.max_frames)
+
+    def clip_layout(self, info) -> ClipLayout:
+        """How the kept frames of a video are cut into clips: clip ``k`` holds kept frames ``[k*T, (k+1)*T)``."""
+        return ClipLayout(len(self.sampled_frames(info)), self.clip_len)
+
+
+def count_clips(sources: list[VideoSource], sampling: ClipSampling, progress: bool = False) -> dict[str, int]:
+    """Video name -> the number of clips encode-dataset cuts from it, from each video's header
+    (no frame is decoded). Videos that cannot be read are left out: encoding reports them."""
+    counts = {}
+    for source in tqdm(sources, desc="counting clips", unit="video", disable=not progress or len(sources) < 100):
+        try:
+            counts[source.name] = sampling.clip_layout(probe_video(source.path)).num_clips
+        except VideoReadError:
+            continue
+    return counts
+
 
 class ClipStream(IterableDataset):
     """The clips of one rank's videos, one item per clip, skipping clips already encoded.
@@ -200,9 +221,9 @@ class ClipStream(IterableDataset):
             except OSError:
                 source = None  # probing it reports why it cannot be read
             info = probe_video(video.path)
-            sampled = sample_indices(info.num_frames, info.fps, sampling.sample_fps, num_samples=sampling.max_frames)
+            sampled = sampling.sampled_frames(info)
             stride = sampled[1] - sampled[0] if len(sampled) > 1 else 1
-            layout = ClipLayout(len(sampled), sampling.clip_len)
+            layout = sampling.clip_layout(info)
             todo = [c for c in range(layout.num_clips) if c not in self.done.get(video.name, ())]
             wanted = [[sampled[i] for i in layout.clip_frame_indices(c)] for c in todo]  # source frame numbers per clip
             if not todo:

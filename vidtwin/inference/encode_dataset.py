@@ -46,6 +46,10 @@ import vidtwin
 from vidtwin.cli_utils import PartialFailure
 from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
 from vidtwin.inference.options import InferenceError, precision_context
+from vidtwin.latents.actions import INDEX_COLUMN as ACTION_COLUMN
+from vidtwin.latents.actions import MANIFEST_KEY as ACTIONS_KEY
+from vidtwin.latents.actions import action_vocabulary, clip_action_column
+from vidtwin.latents.actions import manifest_entry as actions_manifest_entry
 from vidtwin.latents.latent_file import codebook_levels, codes_to_stored_tokens, describe_config_difference
 from vidtwin.latents.shards import (
     FAILURES,
@@ -90,6 +94,8 @@ class DatasetJob:
     progress: bool = True
     stats: dict = field(default_factory=dict)  # filled on rank 0 at the end (see ShardWriter)
     labels: dict | None = None  # ClassLabels.to_manifest(): recorded in the finished manifest, not the identity
+    actions: dict[str, str] | None = None  # video -> one action letter per clip: the index's action column
+    actions_source: str = ""  # where the actions came from ("column actions"), for the manifest
     stop: "StopSignals" = field(default_factory=lambda: StopSignals())
 
     @property
@@ -509,13 +515,21 @@ def merge_dataset(job: DatasetJob, failures: dict[str, str]) -> dict:
             failures[name] = f"{name} changed while it was being encoded; run the same command again to encode it"
     if set(incomplete) - set(replaced):
         raise RuntimeError(f"clips missing from the shards of {incomplete[:3]} after all ranks finished")
-    write_index(job.output, IndexColumns(names, [shard.name for shard, _ in shards], columns))
+    extra = {"labels": job.labels} if job.labels is not None else {}  # shards hold none: a rerun may relabel
+    vocabulary = None
+    if job.actions is not None:  # nor actions: a rerun with another --actions-column rewrites them
+        vocabulary = action_vocabulary({name: job.actions[name] for name in names})
+        video_clips = np.zeros(len(names), dtype=np.int64)
+        video_clips[columns["video"]] = columns["video_clips"]
+        columns[ACTION_COLUMN] = clip_action_column(job.actions, vocabulary, names, video_clips.tolist(),
+                                                    columns["video"], columns["clip"])
+        extra[ACTIONS_KEY] = actions_manifest_entry(job.actions_source, vocabulary)
+    write_index(job.output, IndexColumns(names, [shard.name for shard, _ in shards], columns), action_vocabulary=vocabulary)
     failed = {name: failures[name] for name in sorted(failures, key=lambda name: order.get(name, -1))}
     write_failures(job.output, failed)
     summary = {"clips": len(columns["clip"]), "videos": len(names), "failures": len(failed)}
-    labels = {"labels": job.labels} if job.labels is not None else {}  # shards hold none: a rerun may relabel
     write_manifest(job.output, {"identity": job.identity, "status": "complete", "version": vidtwin.__version__,
-                                "sources": len(job.sources), **summary, **labels})
+                                "sources": len(job.sources), **summary, **extra})
     return summary
 
 

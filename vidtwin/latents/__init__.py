@@ -10,12 +10,16 @@ module                          what
 :mod:`.latent_file`             one video's latents in one ``.safetensors`` file (``encode``),
                                 config identity, weights fingerprint, FSQ token packing
 :mod:`.shards`                  a latent dataset's files: shards, manifest, index, failures
-:mod:`.dataset`                 :class:`LatentDataset` and :func:`collate_latents`
+:mod:`.dataset`                 :class:`LatentDataset`, :func:`collate_latents` and
+                                :func:`collate_latent_sequences` (windows of clips)
+:mod:`.labels`                  each video's class (``--label-column``, ``--labels-from-folders``)
+:mod:`.actions`                 each clip's action (``--actions-column``)
 :mod:`.layout`                  :class:`ClipLayout` and :class:`TileGrid`, which latent files record
 ==============================  ==============================================================
 """
 
-from vidtwin.latents.dataset import LatentDataset, collate_latents
+from vidtwin.latents.actions import ActionError
+from vidtwin.latents.dataset import LatentDataset, collate_latent_sequences, collate_latents
 from vidtwin.latents.latent_file import (
     EncodedVideo,
     LatentFileError,
@@ -36,5 +40,5 @@ __all__ = [
     "ClipLayout", "TileGrid",
     "EncodedVideo", "LatentFileError", "config_identity", "save_latents", "load_latents",
     "codebook_levels", "token_dtype", "pack_tokens", "unpack_tokens", "codes_to_stored_tokens", "stored_tokens_to_codes",
-    "LatentDataset", "LatentDatasetError", "collate_latents",
+    "LatentDataset", "LatentDatasetError", "collate_latents", "collate_latent_sequences", "ActionError",
 ]

@@ -17,6 +17,16 @@ A dataset of an FSQ model (``regularizer: fsq``) stores integer tokens: ``item["
 ``(Q, h_S, w_S)`` int64, ``dataset.codebook`` names the levels of both latents, and a collated batch
 has ``batch["tokens"]`` (:class:`~vidtwin.models.VidTwinTokens`) besides ``batch["latents"]`` (the codes).
 
+Sequences of clips, for world models: ``LatentDataset(root, sequence_length=N)`` gives windows of
+``N`` consecutive clips of one video (stride 1; never across two videos), with each clip's action
+when the dataset was encoded with ``--actions-column``::
+
+    dataset = LatentDataset("tokens/", sequence_length=4)
+    item = dataset[0]
+    item["structure"]                                    # (4, Q, h_S, w_S) int64 tokens
+    item["actions"]                                      # (4,) int64, indices into dataset.actions
+    loader = DataLoader(dataset, batch_size=8, collate_fn=collate_latent_sequences)
+
 Shards are opened lazily, memory-mapped, once per process (DataLoader workers open their own),
 and only the requested clip is copied out of a shard, so opening a dataset of a million clips
 costs reading its index, and memory does not grow with the number of shards read.
@@ -48,6 +58,8 @@ from vidtwin.latents.latent_file import (
 )
 from vidtwin.models.config import LATENT_NAMES, VidTwinConfig
 
+from .actions import INDEX_COLUMN as ACTION_COLUMN
+from .actions import vocabulary_from_manifest
 from .labels import ClassLabels
 from .shards import (
     LatentDatasetError,
@@ -73,7 +85,17 @@ class LatentDataset(Dataset):
     of the clip) and ``fps``. For an FSQ model the three latents are int64 tokens instead, without
     the channel axis: ``(Q, h_S, w_S)``, ``(T, w_D)`` and ``(T, h_D)``.
     A dataset encoded with labels (``--label-column`` / ``--labels-from-folders``) also gives
-    ``label``, the int class of the clip's video, an index into ``classes``.
+    ``label``, the int class of the clip's video, an index into ``classes``; one encoded with
+    ``--actions-column`` gives ``action``, an int64 scalar tensor, the index into ``actions`` of the
+    action taken during the clip.
+
+    With ``sequence_length=N``, ``ds[i]`` is a window of ``N`` consecutive clips of one video
+    instead: the three latents stacked on a new leading clip axis (tokens: ``structure``
+    ``(N, Q, h_S, w_S)``, ``dynamics_x`` ``(N, T, w_D)``, ``dynamics_y`` ``(N, T, h_D)`` int64;
+    float latents ``(N, d, ...)``), ``actions`` ``(N,)`` int64 with actions, ``video``,
+    ``first_clip`` (the clip number of its first clip) and ``label`` with labels. Windows start
+    at every clip (stride 1) and never cross a video boundary; a video of fewer than ``N`` clips
+    gives none. ``len(ds)`` is then the number of windows.
 
     Attributes:
         config: the model config (a dict for ``VidTwinConfig(**config)``), to decode the latents.
@@ -81,6 +103,13 @@ class LatentDataset(Dataset):
             Gaussian latents.
         classes: the class names in label order; None for a dataset encoded without labels.
         labels: the :class:`~vidtwin.latents.labels.ClassLabels` of the manifest, or None.
+        actions: the action vocabulary (``["D", "L", "R", "U"]``): action ``i`` is ``actions[i]``;
+            None for a dataset encoded without actions.
+        sequence_length: ``N``, or None for one clip per item.
+        sequence_windows: with ``sequence_length``, an int64 array ``(windows, 2)``: for window
+            ``i``, the dataset clip index of its first clip (its clips are that index and the
+            ``N - 1`` after it, in index order) and its video's position in ``videos``. None
+            without ``sequence_length``.
         manifest: the whole manifest (weights fingerprint, sampling settings, version).
         index: the index as columns (:class:`~vidtwin.latents.shards.IndexColumns`).
         videos: the encoded sources, in input order.
@@ -90,13 +119,18 @@ class LatentDataset(Dataset):
         root: the dataset folder written by ``inference.py encode-dataset``.
         check_values: check every clip read for NaN and infinite values (float latents); the
             cost is small beside reading the clip (``scripts/benchmark_dataset.py --read``).
+        sequence_length: give windows of this many consecutive clips of one video (>= 1) as
+            items; None (default): one clip per item.
 
     Raises:
         LatentDatasetError: the folder is not a finished dataset, or a file of it is damaged or
             from another dataset; the message names the file.
     """
 
-    def __init__(self, root: str | os.PathLike, check_values: bool = True):
+    def __init__(self, root: str | os.PathLike, check_values: bool = True, sequence_length: int | None = None):
+        if sequence_length is not None and (isinstance(sequence_length, bool) or not isinstance(sequence_length, int)
+                                            or sequence_length < 1):
+            raise LatentDatasetError(f"sequence_length must be a whole number >= 1 (clips per window), got {sequence_length!r}")
         self.root = Path(root)
         self.check_values = check_values
         manifest = read_manifest(self.root)
@@ -119,6 +153,10 @@ class LatentDataset(Dataset):
         self.labels = ClassLabels.from_manifest(manifest, str(self.root / "manifest.json"))
         self.classes: list[str] | None = self.labels.classes if self.labels is not None else None
         self._video_labels = self._labels_by_video_position()
+        self.actions: list[str] | None = vocabulary_from_manifest(manifest, str(self.root / "manifest.json"))
+        self._clip_actions = self._action_column()
+        self.sequence_length = sequence_length
+        self.sequence_windows: np.ndarray | None = self._windows() if sequence_length is not None else None
 
     def _expected_tensors(self) -> dict[str, tuple[str, tuple | None]]:
         """Latent name -> (safetensors dtype, per-clip shape or None where the config gives none)."""
@@ -143,6 +181,34 @@ class LatentDataset(Dataset):
                                      f"(and {len(missing) - 1} more); encode the dataset again with its labels")
         return np.asarray([self.labels.videos[video] for video in self.index.videos], dtype=np.int64)
 
+    def _action_column(self) -> np.ndarray | None:
+        """(clips,) int64: each clip's action, checked against the vocabulary (None without actions)."""
+        if self.actions is None:
+            return None
+        column = self.index.columns.get(ACTION_COLUMN)
+        if column is None or len(column) != len(self.index):
+            raise LatentDatasetError(f"{self.root}: its manifest records actions but its index has no action column; "
+                                     "run the same encode-dataset command again to rewrite the index")
+        if len(column) and (int(column.min()) < 0 or int(column.max()) >= len(self.actions)):
+            raise LatentDatasetError(f"{self.root}: its index holds actions outside its vocabulary of {len(self.actions)}; "
+                                     "run the same encode-dataset command again to rewrite the index")
+        return column
+
+    def _windows(self) -> np.ndarray:
+        """(windows, 2) int64: (first clip index, video position) of every window of N consecutive clips."""
+        length, video, clip = self.sequence_length, self.index.columns["video"], self.index.columns["clip"]
+        if len(video) > 1 and not bool(np.all((np.diff(video) > 0) | ((np.diff(video) == 0) & (np.diff(clip) > 0)))):
+            raise LatentDatasetError(f"the index of {self.root} is not in video and clip order; "
+                                     "run the same encode-dataset command again to rewrite it")
+        if len(video) < length:
+            return np.zeros((0, 2), dtype=np.int64)
+        # A window starting at index i holds clips i .. i+N-1: one video, with no clip number missing.
+        first = np.arange(len(video) - length + 1)
+        last = first + length - 1
+        whole = (video[first] == video[last]) & (clip[last] - clip[first] == length - 1)
+        first = first[whole]
+        return np.stack([first, video[first]], axis=1).astype(np.int64)  # (windows, 2)
+
     def clip_labels(self) -> np.ndarray | None:
         """(clips,) int64: the label of every clip in index order, or None without labels."""
         if self._video_labels is None:
@@ -157,11 +223,30 @@ class LatentDataset(Dataset):
         return self.index.videos
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.index) if self.sequence_windows is None else len(self.sequence_windows)
 
     def __getitem__(self, index: int) -> dict:
         if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for a latent dataset of {len(self)} clips")
+            unit = "clips" if self.sequence_windows is None else f"windows of {self.sequence_length} clips"
+            raise IndexError(f"index {index} out of range for a latent dataset of {len(self)} {unit}")
+        if self.sequence_windows is None:
+            return self.clip(index)
+        first, video = (int(value) for value in self.sequence_windows[index])
+        clips = [self.clip(first + offset) for offset in range(self.sequence_length)]
+        item = {name: torch.stack([clip[name] for clip in clips]) for name in LATENT_NAMES}  # each (N, ...)
+        if self._clip_actions is not None:
+            item["actions"] = torch.from_numpy(self._clip_actions[first : first + self.sequence_length].copy())  # (N,)
+        item["video"] = self.index.videos[video]
+        item["first_clip"] = int(self.index.columns["clip"][first])
+        if self._video_labels is not None:
+            item["label"] = int(self._video_labels[video])
+        return item
+
+    def clip(self, index: int) -> dict:
+        """One clip by its index in clip order, whatever ``sequence_length`` is (see the class docstring)."""
+        if not -len(self.index) <= index < len(self.index):
+            raise IndexError(f"clip {index} out of range for a latent dataset of {len(self.index)} clips")
+        index = index % len(self.index)
         columns = self.index.columns
         shard, row = int(columns["shard"][index]), int(columns["row"][index])
         handle = self._open(shard)
@@ -182,6 +267,8 @@ class LatentDataset(Dataset):
         item["video"] = self.index.videos[columns["video"][index]]
         if self._video_labels is not None:
             item["label"] = int(self._video_labels[columns["video"][index]])
+        if self._clip_actions is not None:
+            item["action"] = torch.tensor(int(self._clip_actions[index]), dtype=torch.int64)
         for name in ("clip", "first_frame", "num_frames", "fps"):
             item[name] = columns[name][index].item()
         return item
@@ -249,7 +336,7 @@ class LatentDataset(Dataset):
         first = self.index.row(indices[0])
         if len(indices) != first["video_clips"]:
             raise LatentDatasetError(f"the latent dataset {self.root} holds {len(indices)} of the {first['video_clips']} clips of {video}")
-        items = [self[i] for i in indices]
+        items = [self.clip(i) for i in indices]
         tensors = {name: torch.stack([item[name] for item in items]) for name in LATENT_NAMES}  # each (clips, ...)
         if self.codebook is not None:
             tensors = {name: stored_tokens_to_codes(name, tokens, self.codebook) for name, tokens in tensors.items()}
@@ -274,7 +361,8 @@ def collate_latents(items: list[dict], codebook: dict | None = None) -> dict:
     Items of an FSQ dataset (integer tokens) also give ``batch["tokens"]``, a ``VidTwinTokens`` of
     int64 ``(B, Q, h_S, w_S)``, ``(B, T, w_D)``, ``(B, T, h_D)``; their codes, for ``batch["latents"]``,
     need the levels: pass ``codebook=dataset.codebook`` (with ``functools.partial``), or leave it
-    out to get the tokens alone. Items with labels give ``batch["label"]``, int64 ``(B,)``.
+    out to get the tokens alone. Items with labels give ``batch["label"]``, int64 ``(B,)``, and
+    items with actions ``batch["action"]``, int64 ``(B,)``.
     """
     from vidtwin.models import VidTwinLatents, VidTwinTokens
 
@@ -289,6 +377,8 @@ def collate_latents(items: list[dict], codebook: dict | None = None) -> dict:
                                                 for name, tokens in stacked.items()))
     if "label" in items[0]:
         batch["label"] = torch.tensor([item["label"] for item in items], dtype=torch.long)  # (B,)
+    if "action" in items[0]:
+        batch["action"] = torch.stack([item["action"] for item in items])  # (B,)
     return {
         **batch,
         "video": [item["video"] for item in items],
@@ -297,3 +387,22 @@ def collate_latents(items: list[dict], codebook: dict | None = None) -> dict:
         "num_frames": torch.tensor([item["num_frames"] for item in items]),
         "fps": torch.tensor([item["fps"] for item in items], dtype=torch.float64),
     }
+
+
+def collate_latent_sequences(items: list[dict]) -> dict:
+    """Stack windows of ``LatentDataset(..., sequence_length=N)`` into a batch.
+
+    Returns ``structure`` ``(B, N, ...)``, ``dynamics_x`` ``(B, N, ...)`` and ``dynamics_y``
+    ``(B, N, ...)`` as the items hold them (int64 tokens of an FSQ dataset: ``(B, N, Q, h_S, w_S)``,
+    ``(B, N, T, w_D)``, ``(B, N, T, h_D)``), ``actions`` ``(B, N)`` int64 when the dataset has
+    actions, ``label`` ``(B,)`` int64 when it has labels, ``video`` (a list) and ``first_clip``
+    ``(B,)`` int64.
+    """
+    batch: dict = {name: torch.stack([item[name] for item in items]) for name in LATENT_NAMES}  # each (B, N, ...)
+    if "actions" in items[0]:
+        batch["actions"] = torch.stack([item["actions"] for item in items])  # (B, N)
+    if "label" in items[0]:
+        batch["label"] = torch.tensor([item["label"] for item in items], dtype=torch.long)  # (B,)
+    batch["video"] = [item["video"] for item in items]
+    batch["first_clip"] = torch.tensor([item["first_clip"] for item in items], dtype=torch.long)  # (B,)
+    return batch

@@ -65,6 +65,8 @@ SHARD_ROW_COLUMNS = (
     "width",
 )
 INDEX_COLUMNS = (*SHARD_ROW_COLUMNS, "shard", "row")
+# Columns an index has only when asked for: "action", each clip's action (vidtwin/latents/actions.py).
+OPTIONAL_INDEX_COLUMNS = ("action",)
 _SHARD_PATTERN = re.compile(r"^shard-r(\d{5})-(\d{6})\.safetensors$")
 
 
@@ -310,8 +312,9 @@ def write_failures(root: str | os.PathLike, failures: Mapping[str, str]) -> None
 class IndexColumns:
     """The index held as columns: a million clips take tens of MB, not a dict per clip.
 
-    ``columns`` maps each of INDEX_COLUMNS to a ``(num_clips,)`` array (``fps`` float64, the rest
-    int64); ``video`` and ``shard`` are positions into the ``videos`` and ``shards`` name lists.
+    ``columns`` maps each of INDEX_COLUMNS, and those of OPTIONAL_INDEX_COLUMNS the dataset has, to a
+    ``(num_clips,)`` array (``fps`` float64, the rest int64); ``video`` and ``shard`` are positions
+    into the ``videos`` and ``shards`` name lists, ``action`` into the manifest's action vocabulary.
     Numpy arrays are also shared without copies by forked DataLoader workers, where lists of
     Python objects would be copied page by page.
     """
@@ -330,9 +333,10 @@ class IndexColumns:
         return values
 
 
-def write_index(root: str | os.PathLike, index: IndexColumns) -> None:
+def write_index(root: str | os.PathLike, index: IndexColumns, action_vocabulary: list[str] | None = None) -> None:
     """Write ``index.safetensors`` (the columns, read by LatentDataset in milliseconds) and
-    ``index.csv`` (the same rows as text, for people and pandas)."""
+    ``index.csv`` (the same rows as text, for people and pandas; actions as their letters, from
+    ``action_vocabulary``)."""
     root = Path(root)
     tensors = {name: torch.from_numpy(np.ascontiguousarray(column)) for name, column in index.columns.items()}
     metadata = {"format": FORMAT_NAME, "videos": json.dumps(index.videos), "shards": json.dumps(index.shards)}
@@ -341,11 +345,13 @@ def write_index(root: str | os.PathLike, index: IndexColumns) -> None:
     with _atomic_dataset_file(root / INDEX) as temp:
         with open(temp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(INDEX_COLUMNS)
-            names = {"video": index.videos, "shard": index.shards}
+            header = [*INDEX_COLUMNS, *(name for name in OPTIONAL_INDEX_COLUMNS if name in index.columns)]
+            writer.writerow(header)
+            names = {"video": index.videos, "shard": index.shards, "action": action_vocabulary}
             text_columns = [
-                [names[name][i] for i in index.columns[name].tolist()] if name in names else index.columns[name].tolist()
-                for name in INDEX_COLUMNS
+                [names[name][i] for i in index.columns[name].tolist()] if names.get(name) is not None
+                else index.columns[name].tolist()
+                for name in header
             ]
             writer.writerows(zip(*text_columns))
 
@@ -360,7 +366,9 @@ def read_index(root: str | os.PathLike) -> IndexColumns:
     try:
         with safe_open(str(path), framework="np") as reader:
             metadata = reader.metadata() or {}
-            columns = {name: reader.get_tensor(name) for name in INDEX_COLUMNS}
+            present = set(reader.keys())
+            columns = {name: reader.get_tensor(name) for name in (*INDEX_COLUMNS, *OPTIONAL_INDEX_COLUMNS)
+                       if name in INDEX_COLUMNS or name in present}
         videos, shards = json.loads(metadata["videos"]), json.loads(metadata["shards"])
     except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
         raise LatentDatasetError(f"{path} is unreadable ({error}); run the same encode-dataset command again to rewrite it") from None
