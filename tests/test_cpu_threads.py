@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
+import pytest
 import torch
 
 from vidtwin import cpu_threads
@@ -44,3 +50,41 @@ def test_omp_num_threads_wins(monkeypatch):
         assert choice.describe() == "torch CPU threads: 1 (OMP_NUM_THREADS=1)"
     finally:
         torch.set_num_threads(before)
+
+
+def stat_lines(*cpus) -> str:
+    """A /proc/stat with one line per CPU: (user, idle) ticks each, the other fields 0."""
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
+    lines += [f"cpu{n} {user} 0 0 {idle} 0 0 0 0 0 0" for n, (user, idle) in enumerate(cpus)]
+    return "\n".join(lines + ["intr 1 2 3", "ctxt 5"]) + "\n"
+
+
+def test_busy_cores_are_read_from_the_kernels_counters_over_a_short_sample(monkeypatch, tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text(stat_lines((100, 100), (100, 100)))
+    # While we sleep, CPU 0 is busy for 90 of 100 ticks and CPU 1 for 10 of 100.
+    monkeypatch.setattr(cpu_threads.time, "sleep", lambda s: stat.write_text(stat_lines((190, 110), (110, 190))))
+    monkeypatch.setattr(cpu_threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert abs(cpu_threads.busy_cores_now(2, stat_path=str(stat)) - 1.0) < 1e-9
+    monkeypatch.setattr(cpu_threads.os, "sched_getaffinity", lambda pid: {0})  # a CPU we may not use does not count
+    stat.write_text(stat_lines((100, 100), (100, 100)))
+    assert abs(cpu_threads.busy_cores_now(1, stat_path=str(stat)) - 0.9) < 1e-9
+
+
+def test_without_the_kernels_counters_the_load_average_is_used(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_threads.os, "getloadavg", lambda: (1.4, 0.0, 0.0))
+    assert cpu_threads.busy_cores_now(2, stat_path=str(tmp_path / "missing")) == 1.4
+    assert cpu_threads.busy_cores_now(1, stat_path=str(tmp_path / "missing")) == 1.0
+
+
+def test_a_process_started_a_moment_ago_is_seen_busy():
+    """The 1-minute load average would still be near its old value; the sample sees the new work."""
+    if not os.path.exists(cpu_threads.PROC_STAT):
+        pytest.skip("no /proc/stat on this platform")
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert cpu_threads.busy_cores_now(cpu_threads.available_cores()) >= 0.7
+    finally:
+        busy.kill()
+        busy.wait()
