@@ -206,7 +206,7 @@ class WorldModel(nn.Module):
 
     def masked_loss(self, logits: Sequence[torch.Tensor], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over the masked tokens alone. logits as :meth:`forward` returns them
-        (all clips), targets ``(B, n, N)``, mask ``(B, n, N)`` bool."""
+        (for n clips), targets ``(B, n, N)``, mask ``(B, n, N)`` bool."""
         total = logits[0].new_zeros(())
         for part_logits, part_targets, part_mask in zip(logits, targets.split(self.group_tokens, dim=2),
                                                         mask.split(self.group_tokens, dim=2)):
@@ -235,8 +235,8 @@ class WorldModel(nn.Module):
             context_clips = int(torch.randint(1, upper + 1, (1,), generator=generator, device=packed.device))
         packed, actions = packed[:, -context_clips - 1:], actions[:, -context_clips - 1:]  # (B, c + 1, N), (B, c + 1)
         inputs, mask = self.mask_last_clip(packed, generator)
-        logits = self(inputs, self.window_actions(actions))
-        return self.masked_loss(logits, packed, mask)
+        logits = self(inputs, self.window_actions(actions), last_clip_only=True)  # the context has no loss: no logits
+        return self.masked_loss(logits, packed[:, -1:], mask[:, -1:])
 
     # ------------------------------------------------------------------------ sampling
     @torch.no_grad()
