@@ -18,3 +18,44 @@ def random_windows(config, batch: int = 2, clips: int = 3, seed: int = 0) -> dic
                for name, shape in config.token_shapes.items()}
     windows["actions"] = torch.randint(0, len(config.actions), (batch, clips), generator=random)
     return windows
+
+
+def small_fsq_autoencoder_config(path):
+    """A YAML of a small FSQ autoencoder of 8 frames of 64x64 (tiny.yaml with 8x8 patches, 2
+    queries and 125-code levels): 128 structure tokens (2 x 8 x 8) and 2 x 32 dynamics tokens per clip."""
+    from omegaconf import OmegaConf
+
+    from conftest import REPO
+
+    config = OmegaConf.merge(OmegaConf.load(REPO / "configs" / "tiny.yaml"), OmegaConf.load(REPO / "configs" / "tiny_fsq.yaml"))
+    config.model.params.autoencoder.merge_with({"patch_size": [1, 8, 8], "num_queries": 2,
+                                                "structure_levels": [5, 5, 5], "dynamics_levels": [5, 5, 5]})
+    OmegaConf.save(config, path)
+    return path
+
+
+def make_play_files(root):
+    """An untrained small FSQ autoencoder (``ae.yaml``, ``ae.pt``), a tiny world model that records
+    it (``world/``), a 64x64 start video of 12 frames (``start.mp4``), and videos that cannot start
+    a rollout: 5 frames (``short.mp4``), 48x64 (``small.mp4``)."""
+    from vidtwin import load_model
+    from vidtwin.data.video_io import write_video
+    from vidtwin.generation import WorldModel, WorldModelConfig, save_world_model
+
+    root.mkdir(parents=True, exist_ok=True)
+    config = small_fsq_autoencoder_config(root / "ae.yaml")
+    torch.manual_seed(0)
+    autoencoder = load_model(str(config))
+    torch.save(autoencoder.state_dict(), root / "ae.pt")
+    shapes = {name: list(shape) for name, shape in autoencoder.config.token_shapes().items()}
+    world = WorldModel(WorldModelConfig.from_preset("tiny", hidden_size=32, depth=1, num_heads=2, token_shapes=shapes,
+                                                    decoding_steps=2))
+    world.autoencoder_files = {"config": str(config), "ckpt": str(root / "ae.pt")}
+    save_world_model(world, root / "world")
+    frames = torch.zeros(12, 64, 64, 3, dtype=torch.uint8)
+    for index in range(12):  # a bright square moving right
+        frames[index, 24:40, 8 + 2 * index:24 + 2 * index] = 220
+    write_video(root / "start.mp4", frames, fps=8.0)
+    write_video(root / "short.mp4", frames[:5], fps=8.0)
+    write_video(root / "small.mp4", frames[:, :48], fps=8.0)
+    return root
