@@ -63,3 +63,36 @@ def test_check_world_scores_each_step(files, tmp_path, monkeypatch, capsys):
     assert "action following" in table and "real: following" in table
     for row in figures["steps"]:
         assert 0 <= row["action_following"] <= 1 and row["digit_kept"] in (0.0, 0.5, 1.0)
+
+
+def _has_sequence_windows() -> bool:
+    import inspect
+
+    from vidtwin.latents.dataset import LatentDataset
+
+    return "sequence_length" in inspect.signature(LatentDataset).parameters
+
+
+@pytest.mark.skipif(not _has_sequence_windows(), reason="needs encode-dataset --actions-column and LatentDataset "
+                                                          "windows (the data side of the world model)")
+def test_the_game_pipeline_end_to_end(files, tmp_path, capsys):
+    """Game videos -> encode-dataset --actions-column -> train.py on windows -> play, through the real data interface."""
+    from scripts.make_moving_digits import make_moving_digits
+    from scripts.play import main as play
+    from vidtwin.inference.cli import main as inference
+    from vidtwin.training.cli import main as train
+    from world_helpers import world_training_config
+
+    game = tmp_path / "game"
+    make_moving_digits(game, game=True, num_frames=8, speed=2, clips_per_video=4, train_videos=3, val_videos=1,
+                       progress=False)
+    assert inference(["encode-dataset", "--config", str(files / "ae.yaml"), "--ckpt", str(files / "ae.pt"),
+                      "--input", str(game / "train.csv"), "--actions-column", "actions", "--output", str(tmp_path / "tokens"),
+                      "--sample-fps", "8", "--num-workers", "0", "--accelerator", "cpu", "--quiet"]) == 0
+    config = world_training_config(tmp_path / "world.yaml", tmp_path / "tokens", (files / "ae.yaml", files / "ae.pt"))
+    assert train(["--logdir", str(tmp_path / "logs"), "--name", "world", "--base", str(config),
+                  "data.params.batch_size=3"]) == 0
+    output = tmp_path / "rollout.mp4"
+    assert play([str(tmp_path / "logs" / "world"), "--start", str(game / "val" / "00000.mp4"), "--actions", "RL",
+                 "--output", str(output), "--device", "cpu"]) == 0
+    assert probe_video(output).num_frames == 3 * 8
