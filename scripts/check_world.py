@@ -15,8 +15,9 @@ motion-direction estimator), and per step the table gives:
 - **digit kept**: the share whose digit is still the start digit (from ``val.csv``).
 
 ``--ceiling`` adds the same checker on the real clips 2 to ``1 + length`` of the same videos,
-under their real actions: what a perfect world model would score. ``--json FILE`` also writes the
-figures (atomically).
+under their real actions (``real``), and on those clips encoded to tokens and decoded by the
+autoencoder (``tokens``): what a perfect world model would score, with a perfect and with this
+autoencoder. ``--json FILE`` also writes the figures (atomically).
 """
 
 from __future__ import annotations
@@ -97,16 +98,13 @@ def step_figures(reads: Sequence[Sequence[tuple]], actions: Sequence[str], digit
     return figures
 
 
-def report(figures: List[dict], ceiling: Optional[List[dict]], clips: int) -> str:
-    header = f"{'step':>4} {'action following':>17} {'digit kept':>11}"
-    if ceiling:
-        header += f" {'real: following':>16} {'real: kept':>11}"
-    lines = [header]
+def report(figures: List[dict], ceilings: Optional[dict], clips: int) -> str:
+    """The per-step table: predicted clips, then each ceiling (``{"real": rows, "tokens": rows}``)."""
+    columns = [("", figures)] + [(f"{name}: ", rows) for name, rows in (ceilings or {}).items()]
+    lines = [f"{'step':>4}" + "".join(f" {prefix + 'following':>17} {prefix + 'kept':>12}" for prefix, _ in columns)]
     for index, row in enumerate(figures):
-        line = f"{row['step']:>4} {100 * row['action_following']:>16.1f}% {100 * row['digit_kept']:>10.1f}%"
-        if ceiling:
-            line += f" {100 * ceiling[index]['action_following']:>15.1f}% {100 * ceiling[index]['digit_kept']:>10.1f}%"
-        lines.append(line)
+        lines.append(f"{row['step']:>4}" + "".join(f" {100 * rows[index]['action_following']:>16.1f}% "
+                                                   f"{100 * rows[index]['digit_kept']:>11.1f}%" for _, rows in columns))
     return "\n".join(lines + [f"{clips} rollouts; chance: 25% following, 10% digit"])
 
 
@@ -152,7 +150,7 @@ def main(argv=None) -> int:
         reads += [[checker.read(steps[step][index]) for step in range(args.length)] for index in range(len(steps[0]))]
     digits = [row["digit"] for row in rows]
     figures = step_figures(reads, actions, digits)
-    ceiling = None
+    ceilings = None
     if args.ceiling:
         from vidtwin.data.video_io import read_video
 
@@ -160,18 +158,21 @@ def main(argv=None) -> int:
         usable = [row for row in rows if len(row["actions"]) > args.length]
         if not usable:
             raise CheckWorldError(f"the videos of {args.data / 'val.csv'} have no {args.length + 1} clips for --ceiling")
-        real_reads = []
+        real_reads, token_reads = [], []
         for row in tqdm(usable, desc="real clips", unit="video"):
-            frames = read_video(row["video"])[0].numpy()
-            real_reads.append([checker.read(frames[clip * frames_per_clip:(clip + 1) * frames_per_clip])
-                               for clip in range(1, args.length + 1)])
-        ceiling = step_figures(real_reads, [row["actions"][1:args.length + 1] for row in usable],
-                               [row["digit"] for row in usable])
-    print(report(figures, ceiling, len(rows)))
+            frames = read_video(row["video"])[0][frames_per_clip:(args.length + 1) * frames_per_clip]  # (L * T, H, W, 3)
+            clips = frames.reshape(args.length, frames_per_clip, *frames.shape[1:])  # (L, T, H, W, 3)
+            decoded = player.decode(player.encode(clips)).numpy()  # (L, T, H, W, 3)
+            real_reads.append([checker.read(clip) for clip in clips.numpy()])
+            token_reads.append([checker.read(clip) for clip in decoded])
+        real_actions, real_digits = [row["actions"][1:args.length + 1] for row in usable], [row["digit"] for row in usable]
+        ceilings = {"real": step_figures(real_reads, real_actions, real_digits),
+                    "tokens": step_figures(token_reads, real_actions, real_digits)}
+    print(report(figures, ceilings, len(rows)))
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"world": str(args.world), "rollouts": len(rows), "length": args.length,
                                                  "seed": args.seed, "temperature": args.temperature, "top_k": args.top_k,
-                                                 "steps": figures, "ceiling": ceiling}, indent=2))
+                                                 "steps": figures, "ceiling": ceilings}, indent=2))
     return 0
 
 

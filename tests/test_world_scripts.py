@@ -58,9 +58,9 @@ def test_check_world_scores_each_step(files, tmp_path, monkeypatch, capsys):
                              "--json", str(tmp_path / "out.json"), "--device", "cpu", "--batch", "1"]) == 0
     figures = json.loads((tmp_path / "out.json").read_text())
     assert [row["step"] for row in figures["steps"]] == [1, 2, 3] and figures["rollouts"] == 2
-    assert len(figures["ceiling"]) == 3
+    assert len(figures["ceiling"]["real"]) == len(figures["ceiling"]["tokens"]) == 3
     table = capsys.readouterr().out
-    assert "action following" in table and "real: following" in table
+    assert "following" in table and "real: following" in table and "tokens: kept" in table
     for row in figures["steps"]:
         assert 0 <= row["action_following"] <= 1 and row["digit_kept"] in (0.0, 0.5, 1.0)
 
