@@ -148,8 +148,9 @@ class WorldLightningModule(LatentModelModule):
 
     def summary_commands(self, run_dir: Path, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
         dataset = getattr(datamodule, "dataset", None)
-        videos = getattr(dataset, "videos", None) or ["START.mp4"]
-        return {"play": f"python -m scripts.play {run_dir} --start {videos[0]} --actions RRUULD "
+        # The dataset records videos as its input named them (relative to a meta CSV's folder, for one).
+        start = next((video for video in getattr(dataset, "videos", None) or [] if Path(video).is_file()), "START.mp4")
+        return {"play": f"python -m scripts.play {run_dir} --start {start} --actions RRUULD "
                         f"--output {run_dir / 'rollout.mp4'}"}
 
     # ------------------------------------------------------------------ checkpoints
