@@ -809,6 +809,41 @@ def test_moving_digits_script_user_errors(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "not clips"
 
 
+def test_world_script_user_errors(files, tmp_path, capsys):
+    from world_helpers import make_play_files
+
+    from vidtwin.cli_utils import run_main
+
+    play_files = make_play_files(tmp_path / "play")
+    world, start = play_files / "world", play_files / "start.mp4"
+    (tmp_path / "taken.mp4").write_bytes(b"a video made before")
+    (tmp_path / "no_game").mkdir()
+    out = tmp_path / "out.mp4"
+    cases = [
+        ("play.py", [world, "--start", start, "--actions", "RXR", "--output", out],
+         "unknown action(s) 'X'; this model knows DLRU"),
+        ("play.py", [world, "--start", play_files / "short.mp4", "--actions", "R", "--output", out],
+         "has 5 frames, fewer than one clip of 8"),
+        ("play.py", [world, "--start", play_files / "small.mp4", "--actions", "R", "--output", out],
+         "is 64x48, but the autoencoder's clips are 64x64"),
+        ("play.py", [world, "--start", start, "--actions", "R", "--output", out, "--config", TINY_CONFIG,
+                     "--ckpt", files / "tiny.pt"], "has Gaussian (kl) latents, which have no tokens"),
+        ("play.py", [world, "--start", start, "--actions", "R", "--output", tmp_path / "taken.mp4"],
+         "exists; pass --overwrite to replace it"),
+        ("play.py", [world, "--start", start, "--output", out], "give either --actions"),
+        ("play.py", [tmp_path / "nowhere", "--start", start, "--actions", "R", "--output", out], "does not exist"),
+        ("check_world.py", [world, "--data", tmp_path / "no_game"], "val.csv does not exist"),
+    ]
+    import importlib
+
+    for script, args, message in cases:  # in this process: a subprocess per row costs seconds of imports
+        main = importlib.import_module(f"scripts.{script[:-3]}").main
+        code = run_main(script, lambda: main([str(a) for a in args]))
+        assert_one_line(code, capsys.readouterr().err, script, message)
+    assert not out.exists()
+    assert (tmp_path / "taken.mp4").read_bytes() == b"a video made before"
+
+
 def test_convert_checkpoint_refuses_to_replace_a_model_and_reports_a_full_disk(files, tmp_path, full_disk):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.safetensors").write_bytes(b"a model saved before")

@@ -1,4 +1,9 @@
-"""The generator's settings: one typed config, and the size presets in one dict."""
+"""The settings of the two latent models: one typed config each, and their size presets.
+
+:class:`GeneratorConfig` (the flow-matching generator, sizes in ``GENERATOR_SIZES``) and
+:class:`WorldModelConfig` (the world model over FSQ tokens, sizes in ``WORLD_SIZES``) share the
+preset and dict round trip of :class:`_Settings`.
+"""
 
 from __future__ import annotations
 
@@ -28,13 +33,52 @@ GENERATOR_SIZES: Dict[str, Dict[str, Any]] = {
 TINY_LATENT_SHAPES = {"structure": [4, 4, 4, 4], "dynamics_x": [4, 8, 4], "dynamics_y": [4, 8, 4]}
 
 
+# The world model's transformer (vidtwin.generation.world). Tokens per clip are fixed by the
+# autoencoder (patch 1 over its token grids), so a preset names width and depth only.
+WORLD_SIZES: Dict[str, Dict[str, Any]] = {
+    # CPU tests and the Moving Digits game demo.
+    "tiny": dict(depth=2, hidden_size=64, num_heads=4, mlp_ratio=4.0),
+    "small": dict(depth=6, hidden_size=256, num_heads=4, mlp_ratio=4.0),
+    # A start for real footage with recorded inputs on GPUs (docs/generation.md).
+    "base": dict(depth=12, hidden_size=768, num_heads=12, mlp_ratio=4.0),
+}
+
+
 class GeneratorConfigError(ValueError, UserError):
-    """A generator setting that cannot be used; the message names it."""
+    """A generator or world model setting that cannot be used; the message names it."""
+
+
+class _Settings:
+    """Size presets and the plain-dict round trip of a config dataclass (``SIZES``: its presets)."""
+
+    SIZES: Dict[str, Dict[str, Any]] = {}
+    KIND = "generator"
+
+    @classmethod
+    def from_preset(cls, size: str, **settings):
+        """A config of one of the class's size presets, with any other setting given."""
+        if size not in cls.SIZES:
+            raise GeneratorConfigError(f"unknown {cls.KIND} size {size!r}; known: {', '.join(cls.SIZES)}")
+        return cls.from_dict({**cls.SIZES[size], **settings})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        """Build from a plain dict; unknown keys are an error that names them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise GeneratorConfigError(f"unknown {cls.KIND} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values)
 
 
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(_Settings):
     """Every setting of :class:`~vidtwin.generation.LatentGenerator`, with its default."""
+
+    SIZES = GENERATOR_SIZES
 
     # Per-clip latent shapes of the autoencoder (`VidTwinConfig.latent_shapes()`):
     # structure (d_S, Q, h_S, w_S), dynamics_x (d_D, T, w_D), dynamics_y (d_D, T, h_D).
@@ -69,24 +113,47 @@ class GeneratorConfig:
             if len(self.class_names) != self.num_classes or len(set(self.class_names)) != self.num_classes:
                 raise GeneratorConfigError(f"class_names must be {self.num_classes} distinct names, got {len(self.class_names)}")
 
-    @classmethod
-    def from_preset(cls, size: str, **settings) -> "GeneratorConfig":
-        """A config of one of GENERATOR_SIZES, with any other setting given."""
-        if size not in GENERATOR_SIZES:
-            raise GeneratorConfigError(f"unknown generator size {size!r}; known: {', '.join(GENERATOR_SIZES)}")
-        return cls.from_dict({**GENERATOR_SIZES[size], **settings})
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "GeneratorConfig":
-        """Build from a plain dict; unknown keys are an error that names them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise GeneratorConfigError(f"unknown generator setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values)
+# The default token grids, small for tests: 2 queries of 4x4 structure tokens, 4 frames of 4 + 4
+# dynamics tokens per clip. Real use takes them from the autoencoder (VidTwinConfig.token_shapes()).
+TINY_TOKEN_SHAPES = {"structure": [2, 4, 4], "dynamics_x": [4, 4], "dynamics_y": [4, 4]}
 
 
-__all__ = ["GENERATOR_SIZES", "GeneratorConfig", "GeneratorConfigError", "TINY_LATENT_SHAPES"]
+@dataclass
+class WorldModelConfig(_Settings):
+    """Every setting of :class:`~vidtwin.generation.world.WorldModel`, with its default."""
+
+    SIZES = WORLD_SIZES
+    KIND = "world model"
+
+    # Per-clip token grids of the FSQ autoencoder (VidTwinConfig.token_shapes()): structure
+    # (Q, h_S, w_S), dynamics_x (T, w_D), dynamics_y (T, h_D).
+    token_shapes: Dict[str, List[int]] = field(default_factory=lambda: {k: list(v) for k, v in TINY_TOKEN_SHAPES.items()})
+    structure_levels: List[int] = field(default_factory=lambda: [5, 5, 5])  # FSQ levels: prod(levels) codes
+    dynamics_levels: List[int] = field(default_factory=lambda: [5, 5, 5])
+    actions: List[str] = field(default_factory=lambda: ["D", "L", "R", "U"])  # the action vocabulary, in index order
+    context_clips: int = 2  # K: clips of context before the predicted one (training windows are K + 1 clips)
+    hidden_size: int = 64
+    depth: int = 2
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+    decoding_steps: int = 8  # MaskGIT steps per predicted clip
+
+    def __post_init__(self):
+        self.token_shapes = {k: [int(n) for n in v] for k, v in dict(self.token_shapes).items()}
+        self.structure_levels = [int(n) for n in self.structure_levels]
+        self.dynamics_levels = [int(n) for n in self.dynamics_levels]
+        self.actions = [str(a) for a in self.actions]
+        if sorted(self.token_shapes) != ["dynamics_x", "dynamics_y", "structure"]:
+            raise GeneratorConfigError(f"token_shapes needs structure, dynamics_x and dynamics_y; got {sorted(self.token_shapes)}")
+        if self.hidden_size % self.num_heads != 0:
+            raise GeneratorConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        if not self.actions or len(set(self.actions)) != len(self.actions):
+            raise GeneratorConfigError(f"actions must be distinct and at least one, got {self.actions}")
+        if self.context_clips < 1 or self.decoding_steps < 1:
+            raise GeneratorConfigError(f"context_clips and decoding_steps must be >= 1, got {self.context_clips}, "
+                                       f"{self.decoding_steps}")
+
+
+__all__ = ["GENERATOR_SIZES", "GeneratorConfig", "GeneratorConfigError", "TINY_LATENT_SHAPES", "TINY_TOKEN_SHAPES",
+           "WORLD_SIZES", "WorldModelConfig"]

@@ -1,4 +1,8 @@
-"""Loading and saving the latent generator: the one place that turns its files into a model and back.
+"""Loading and saving the latent models: the one place that turns their files into a model and back.
+
+Two models share these functions, each described by a :class:`ModelFormat`: the latent generator
+(:data:`GENERATOR_FORMAT`, the default everywhere) and the world model (``WORLD_FORMAT`` in
+:mod:`vidtwin.generation.world_files`).
 
 Read: a ``save_pretrained`` folder (``config.json`` + ``model.safetensors``), a Hub repo id
 (``owner/name[@revision]``) or ``hf://`` reference, a checkpoint written by ``train.py``
@@ -16,7 +20,8 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -32,6 +37,26 @@ FORMAT_VERSION = 1
 CHECKPOINT_KEY = "vidtwin_generator"  # {"config": GeneratorConfig dict, "autoencoder": {"config", "ckpt"} or None}
 EMA_KEY = "ema_state_dict"
 STATE_PREFIX = "generator."
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    """How one kind of model is stored: names in ``config.json`` and ``train.py`` checkpoints."""
+
+    name: str  # config.json "format"
+    version: int  # the newest format_version this code reads and writes
+    kind: str  # in messages: "generator", "world model"
+    config_key: str  # config.json entry that holds the model config
+    checkpoint_key: str  # train.py checkpoint entry: {"config": ..., "autoencoder": ...}
+    state_prefix: str  # the training module's attribute holding the model, with a dot
+    config_class: Any  # from_dict(values) -> config
+    build: Callable[[Any], torch.nn.Module]  # config -> model
+    other_hint: str  # what to do when the files hold something else
+
+
+GENERATOR_FORMAT = ModelFormat(FORMAT_NAME, FORMAT_VERSION, "generator", "generator", CHECKPOINT_KEY, STATE_PREFIX,
+                               GeneratorConfig, LatentGenerator,
+                               "is it an autoencoder's folder? Load that with VidTwin.from_pretrained")
 
 MODEL_CARD = """---
 {{ card_data }}
@@ -60,40 +85,39 @@ CARD_TAGS = ["video", "vidtwin", "latent-generator", "flow-matching"]
 
 
 # ---------------------------------------------------------------------------- loading
-def read_generator_config(directory: Union[str, Path]) -> GeneratorConfig:
-    """The :class:`GeneratorConfig` stored in a ``save_pretrained`` folder's ``config.json``."""
-    return _config_of(_read_config_json(directory), Path(directory) / CONFIG_FILE)
+def read_generator_config(directory: Union[str, Path], fmt: ModelFormat = GENERATOR_FORMAT):
+    """The config (a :class:`GeneratorConfig` by default) stored in a ``save_pretrained`` folder's ``config.json``."""
+    return _config_of(_read_config_json(directory, fmt), Path(directory) / CONFIG_FILE, fmt)
 
 
-def _read_config_json(directory: Union[str, Path]) -> dict:
+def _read_config_json(directory: Union[str, Path], fmt: ModelFormat) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; expected a generator save_pretrained directory")
+        raise CheckpointError(f"{directory} has no {CONFIG_FILE}; expected a {fmt.kind} save_pretrained directory")
     try:
         values = json.loads(path.read_text())
     except ValueError as error:
         raise CheckpointError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict) or values.get("format") != FORMAT_NAME or "generator" not in values:
-        raise CheckpointError(f"{path} is not a VidTwin generator config (format {FORMAT_NAME!r}); "
-                              "is it an autoencoder's folder? Load that with VidTwin.from_pretrained")
+    if not isinstance(values, dict) or values.get("format") != fmt.name or fmt.config_key not in values:
+        raise CheckpointError(f"{path} is not a VidTwin {fmt.kind} config (format {fmt.name!r}); {fmt.other_hint}")
     version = values.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > fmt.version:
         raise CheckpointError(f"{path} has format_version {version!r}; this code reads versions up to "
-                              f"{FORMAT_VERSION}: update the vidtwin package to load it")
+                              f"{fmt.version}: update the vidtwin package to load it")
     return values
 
 
-def _config_of(values: dict, where) -> GeneratorConfig:
+def _config_of(values: dict, where, fmt: ModelFormat = GENERATOR_FORMAT):
     try:
-        return GeneratorConfig.from_dict(values["generator"] if "generator" in values else values["config"])
+        return fmt.config_class.from_dict(values[fmt.config_key] if fmt.config_key in values else values["config"])
     except (GeneratorConfigError, TypeError, KeyError, AttributeError) as error:
-        raise CheckpointError(f"{where}: not a generator config ({error})") from None
+        raise CheckpointError(f"{where}: not a {fmt.kind} config ({error})") from None
 
 
-def _loaded(config: GeneratorConfig, state: dict, source, autoencoder: Optional[dict], device) -> LatentGenerator:
-    model = LatentGenerator(config)
+def _loaded(config, state: dict, source, autoencoder: Optional[dict], device, fmt: ModelFormat = GENERATOR_FORMAT):
+    model = fmt.build(config)
     try:
-        check_state_dict(state, model.state_dict(), "checkpoint", "the generator config")
+        check_state_dict(state, model.state_dict(), "checkpoint", f"the {fmt.kind} config")
     except CheckpointError as error:
         raise CheckpointError(f"{source}: {error}") from None
     model.load_state_dict(state, strict=True)
@@ -114,68 +138,72 @@ def newest_run_checkpoint(run_dir: Union[str, Path]) -> Path:
     return steps[-1]
 
 
-def load_training_checkpoint(path: Union[str, Path], device="cpu", ema: Optional[bool] = None) -> LatentGenerator:
-    """A generator from a checkpoint that ``train.py`` wrote: its config and autoencoder record,
-    and its EMA weights when stored (``ema=None``), or the trained weights (``ema=False``)."""
+def load_training_checkpoint(path: Union[str, Path], device="cpu", ema: Optional[bool] = None,
+                             fmt: ModelFormat = GENERATOR_FORMAT):
+    """A model (the generator by default) from a checkpoint that ``train.py`` wrote: its config and
+    autoencoder record, and its EMA weights when stored (``ema=None``), or the trained weights (``ema=False``)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a damaged file or another format: pickle and zip raise many types
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(CHECKPOINT_KEY), dict):
-        raise CheckpointError(f"{path} is not a checkpoint of the latent generator (no {CHECKPOINT_KEY} entry); "
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(fmt.checkpoint_key), dict):
+        raise CheckpointError(f"{path} is not a checkpoint of the latent {fmt.kind} (no {fmt.checkpoint_key} entry); "
                               "an autoencoder's checkpoint goes to --ckpt")
-    entry = checkpoint[CHECKPOINT_KEY]
-    config = _config_of(entry, path)
+    entry = checkpoint[fmt.checkpoint_key]
+    config = _config_of(entry, path, fmt)
     if ema is not False and isinstance(checkpoint.get(EMA_KEY), dict):
         state = dict(checkpoint[EMA_KEY])
     elif ema:
         raise CheckpointError(f"{path} stores no EMA weights ({EMA_KEY})")
     else:
-        state = {key[len(STATE_PREFIX):]: value for key, value in checkpoint.get("state_dict", {}).items()
-                 if key.startswith(STATE_PREFIX)}
-    return _loaded(config, state, path, entry.get("autoencoder"), device)
+        state = {key[len(fmt.state_prefix):]: value for key, value in checkpoint.get("state_dict", {}).items()
+                 if key.startswith(fmt.state_prefix)}
+    return _loaded(config, state, path, entry.get("autoencoder"), device, fmt)
 
 
 def from_pretrained(name_or_path, device="cpu", revision: Optional[str] = None,
-                    cache_dir: Optional[str] = None) -> LatentGenerator:
+                    cache_dir: Optional[str] = None, fmt: ModelFormat = GENERATOR_FORMAT):
     """Load a ``save_pretrained`` folder, a Hub repo id (``owner/name[@revision]``) or an
     ``hf://owner/name[@revision]`` reference, with strict key checking, in eval mode."""
     directory = resolve_pretrained_location(name_or_path, revision, cache_dir)
     if not directory.is_dir():  # the repo offered a single (official autoencoder) file
         repo_id = parse_hub_reference(str(name_or_path))[0]
-        raise CheckpointError(f"{repo_id} holds no generator ({CONFIG_FILE} + {WEIGHTS_FILE})")
-    values = _read_config_json(directory)
+        raise CheckpointError(f"{repo_id} holds no {fmt.kind} ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    values = _read_config_json(directory, fmt)
     state = read_checkpoint_state_dict(directory)
-    return _loaded(_config_of(values, directory / CONFIG_FILE), state, name_or_path, values.get("autoencoder"), device)
+    return _loaded(_config_of(values, directory / CONFIG_FILE, fmt), state, name_or_path, values.get("autoencoder"),
+                   device, fmt)
 
 
-def load_generator(reference: Union[str, Path], device="cpu") -> LatentGenerator:
-    """Any generator reference ``inference.py generate`` takes: a ``train.py`` run directory, one
-    of its checkpoints, a ``save_pretrained`` folder, or a Hub repo id / ``hf://`` reference."""
+def load_generator(reference: Union[str, Path], device="cpu", fmt: ModelFormat = GENERATOR_FORMAT):
+    """Any generator reference ``inference.py generate`` takes (or, with ``fmt``, world model
+    reference): a ``train.py`` run directory, one of its checkpoints, a ``save_pretrained``
+    folder, or a Hub repo id / ``hf://`` reference."""
     path = Path(str(reference))
     if path.is_dir() and (path / "checkpoints").is_dir() and not (path / CONFIG_FILE).is_file():
-        return load_training_checkpoint(newest_run_checkpoint(path), device)
+        return load_training_checkpoint(newest_run_checkpoint(path), device, fmt=fmt)
     if path.is_file():
-        return load_training_checkpoint(path, device)
+        return load_training_checkpoint(path, device, fmt=fmt)
     if path.is_dir() or is_hub_reference(str(reference)) or is_repo_id(str(reference)):
-        return from_pretrained(reference, device)
-    raise CheckpointError(f"generator {reference} does not exist; give a train.py run directory, a checkpoint, "
+        return from_pretrained(reference, device, fmt=fmt)
+    raise CheckpointError(f"{fmt.kind} {reference} does not exist; give a train.py run directory, a checkpoint, "
                           "a save_pretrained folder or a Hub repo id")
 
 
 # ---------------------------------------------------------------------------- saving and sharing
-def write_pretrained(model: LatentGenerator, directory: Union[str, Path]) -> Path:
-    """Write ``config.json`` (the config with its latent statistics, and the autoencoder record)
-    and ``model.safetensors``; each file appears only when complete."""
+def write_pretrained(model, directory: Union[str, Path], fmt: ModelFormat = GENERATOR_FORMAT) -> Path:
+    """Write ``config.json`` (the config, with the generator's latent statistics, and the
+    autoencoder record) and ``model.safetensors``; each file appears only when complete."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS_FILE) as temp:
-        save_file(weights, str(temp), metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)})
-    model.config.normalization = model.normalization.to_dict()  # the buffers may have been loaded since
-    config = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "generator": model.config.to_dict()}
+        save_file(weights, str(temp), metadata={"format": fmt.name, "format_version": str(fmt.version)})
+    if hasattr(model, "normalization"):
+        model.config.normalization = model.normalization.to_dict()  # the buffers may have been loaded since
+    config = {"format": fmt.name, "format_version": fmt.version, fmt.config_key: model.config.to_dict()}
     if getattr(model, "autoencoder_files", None):
         config["autoencoder"] = model.autoencoder_files
     atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
@@ -215,5 +243,5 @@ def push_to_hub(model: LatentGenerator, repo_id: str, *, model_card_kwargs: Opti
         return upload_folder(folder, repo_id, **upload_kwargs)
 
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CHECKPOINT_KEY", "from_pretrained", "load_generator", "load_training_checkpoint",
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "CHECKPOINT_KEY", "GENERATOR_FORMAT", "ModelFormat", "from_pretrained", "load_generator", "load_training_checkpoint",
            "model_card", "newest_run_checkpoint", "push_to_hub", "read_generator_config", "save_pretrained", "write_pretrained"]

@@ -93,34 +93,50 @@ class GeneratorBlock(nn.Module):
         return x + gate_m[:, None] * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
-class ConditionedTransformer(nn.Module):
-    """A stack of :class:`GeneratorBlock` s and a final adaLN-modulated LayerNorm.
+class ModulatedTransformer(nn.Module):
+    """A stack of :class:`GeneratorBlock` s and a final adaLN-modulated LayerNorm, under one
+    condition vector per sample.
+
+    forward(x (B, N, hidden), condition (B, hidden), attention_mask as in :class:`Attention`) -> (B, N, hidden).
+    Linear layers start Xavier-uniform with zero biases, the modulations at zero (adaLN-Zero).
+    """
+
+    def __init__(self, hidden_size: int, depth: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(GeneratorBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        self.final_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear) and "modulation" not in name:
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.zeros_(self.final_modulation[1].weight)
+        nn.init.zeros_(self.final_modulation[1].bias)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, condition, attention_mask)
+        shift, scale = self.final_modulation(condition).chunk(2, dim=-1)  # each (B, hidden)
+        return modulate(self.final_norm(x), shift, scale)
+
+
+class ConditionedTransformer(ModulatedTransformer):
+    """:class:`ModulatedTransformer` conditioned on the flow time and the class.
 
     forward(x (B, N, hidden), t (B,) in [0, 1], labels (B,) int64 in [0, num_classes]) -> (B, N, hidden).
     """
 
     def __init__(self, hidden_size: int, depth: int, num_heads: int, mlp_ratio: float, num_classes: int):
-        super().__init__()
+        super().__init__(hidden_size, depth, num_heads, mlp_ratio)
         self.time_embedding = TimestepEmbedding(hidden_size)
         self.class_embedding = ClassEmbedding(num_classes, hidden_size)
-        self.blocks = nn.ModuleList(GeneratorBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
-        self.final_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
-        nn.init.zeros_(self.final_modulation[1].weight)
-        nn.init.zeros_(self.final_modulation[1].bias)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear) and "modulation" not in name:
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-        nn.init.normal_(self.time_embedding.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.time_embedding.mlp[2].weight, std=0.02)
+        for layer in (self.time_embedding.mlp[0], self.time_embedding.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         condition = self.time_embedding(t) + self.class_embedding(labels)  # (B, hidden)
-        for block in self.blocks:
-            x = block(x, condition)
-        shift, scale = self.final_modulation(condition).chunk(2, dim=-1)  # each (B, hidden)
-        return modulate(self.final_norm(x), shift, scale)
+        return super().forward(x, condition)
 
 
 def transformer_flops(num_tokens: int, token_dims, hidden_size: int, depth: int, mlp_size: int) -> int:
@@ -139,4 +155,4 @@ def transformer_flops(num_tokens: int, token_dims, hidden_size: int, depth: int,
     return embed + heads + depth * (attention + mlp) + conditioning
 
 
-__all__ = ["ConditionedTransformer", "GeneratorBlock", "TimestepEmbedding", "ClassEmbedding", "transformer_flops"]
+__all__ = ["ConditionedTransformer", "ModulatedTransformer", "GeneratorBlock", "TimestepEmbedding", "ClassEmbedding", "transformer_flops"]

@@ -84,19 +84,21 @@ def plan_samples(generator, labels: List[int], num: int, batch_size: int, seed: 
     return samples
 
 
-def resolve_autoencoder(generator, config: Optional[str], ckpt: Optional[str]) -> tuple[Optional[str], str]:
-    """``(config, ckpt)`` of the decoding autoencoder: the command line's, else the generator's record."""
+def resolve_autoencoder(generator, config: Optional[str], ckpt: Optional[str],
+                        what: str = "generator") -> tuple[Optional[str], str]:
+    """``(config, ckpt)`` of the decoding autoencoder: the command line's, else the record of the
+    generator (or of any model with ``autoencoder_files``, named ``what`` in messages)."""
     if ckpt is not None:
         return config, ckpt
     if config is not None:
         raise InferenceError("--config names the autoencoder's architecture; give its weights with --ckpt too")
     recorded = generator.autoencoder_files or {}
     if not recorded.get("ckpt"):
-        raise InferenceError("this generator records no autoencoder; name the one that encoded its training data "
+        raise InferenceError(f"this {what} records no autoencoder; name the one that encoded its training data "
                              "with --config and --ckpt")
     for key in ("config", "ckpt"):
         if recorded.get(key) is not None and not Path(str(recorded[key])).exists():
-            raise InferenceError(f"the autoencoder this generator records ({key} {recorded[key]}) does not exist here; "
+            raise InferenceError(f"the autoencoder this {what} records ({key} {recorded[key]}) does not exist here; "
                                  "name it with --config and --ckpt")
     return recorded.get("config"), recorded["ckpt"]
 

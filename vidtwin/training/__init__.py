@@ -1,5 +1,5 @@
 """Training with PyTorch Lightning: the training contract, VidTwin's LightningModule, the latent
-generator's module and data module, schedules, EMA, callbacks, fine-tuning.
+generator's and the world model's modules and their data module, schedules, EMA, callbacks, fine-tuning.
 
 Entry point: ``python train.py --base configs/tiny.yaml`` (see docs/training.md). ``train.py``
 trains any :class:`TrainingModule` (see :mod:`vidtwin.training.contract`).
@@ -12,7 +12,9 @@ require("pytorch_lightning", "train", "training")
 from .contract import TRAINING_STATE_KEY, TrainingModule
 from .module import EMA_STATE_KEY, NonFiniteLossError, VidTwinLightningModule
 from .generator_module import GENERATOR_CHECKPOINT_KEY, GeneratorLightningModule
+from .world_module import WorldLightningModule
 from .latent_data import LatentDataModule
 
 __all__ = ["TrainingModule", "VidTwinLightningModule", "NonFiniteLossError", "EMA_STATE_KEY", "TRAINING_STATE_KEY",
-           "GeneratorLightningModule", "GENERATOR_CHECKPOINT_KEY", "LatentDataModule"]
+           "GeneratorLightningModule", "GENERATOR_CHECKPOINT_KEY", "LatentDataModule",
+           "WorldLightningModule"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -35,10 +34,9 @@ from ..config import ConfigError
 from ..generation import GeneratorConfig, LatentGenerator, LatentNormalization
 from ..generation.files import CHECKPOINT_KEY
 from ..latents.dataset import LatentDataset, collate_latents
-from ..models.config import VidTwinConfig
-from .contract import TRAINING_STATE_KEY, TrainingModule
-from .ema import EMA
-from .module import EMA_STATE_KEY, NonFiniteLossError
+from .contract import TRAINING_STATE_KEY
+from .latent_module import LatentModelModule, checked_autoencoder, dataset_latent_shapes
+from .module import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -46,32 +44,6 @@ logger = logging.getLogger(__name__)
 #: which vidtwin.generation.files reads back.
 GENERATOR_CHECKPOINT_KEY = CHECKPOINT_KEY
 NORMALIZATION_CHOICES = ("fit", "none")
-
-
-def dataset_latent_shapes(dataset: LatentDataset) -> dict:
-    """Per-clip latent shapes of a latent dataset, from the model config its manifest records."""
-    try:
-        return {name: list(shape) for name, shape in VidTwinConfig.from_dict(dataset.config).latent_shapes().items()}
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"the model config recorded in {dataset.root} is not readable: {error}") from None
-
-
-def autoencoder_latent_shapes(autoencoder: Mapping) -> dict:
-    """Per-clip latent shapes of the autoencoder that ``{"config": ..., "ckpt": ...}`` names."""
-    from ..checkpoint import read_pretrained_config_dict
-    from ..config import autoencoder_config_from
-
-    config, ckpt = autoencoder.get("config"), autoencoder.get("ckpt")
-    if config is None and ckpt is not None and Path(str(ckpt)).is_dir():
-        model_config = VidTwinConfig.from_dict(read_pretrained_config_dict(ckpt))
-    elif config is not None:
-        if not Path(str(config)).is_file():
-            raise ConfigError(f"the autoencoder config {config} does not exist; train the autoencoder first "
-                              "or point model.params.autoencoder.config at its run's config.yaml")
-        model_config = autoencoder_config_from(str(config))
-    else:
-        raise ConfigError("model.params.autoencoder needs config (a YAML) and ckpt, or ckpt as a save_pretrained folder")
-    return {name: list(shape) for name, shape in model_config.latent_shapes().items()}
 
 
 def read_normalization(path: str) -> LatentNormalization:
@@ -86,24 +58,7 @@ def read_normalization(path: str) -> LatentNormalization:
     return LatentNormalization.from_dict(values)
 
 
-class _Decoder:
-    """The autoencoder that decodes sample latents: loaded on first use, never part of the
-    module's state dict or optimizer (a plain object, not an ``nn.Module`` attribute)."""
-
-    def __init__(self, config: Optional[str], ckpt: Optional[str]):
-        self.config, self.ckpt = config, ckpt
-        self.model = None
-
-    def get(self, device: torch.device):
-        if self.model is None:
-            from ..checkpoint import load_model
-
-            self.model = load_model(self.config, self.ckpt, device=device)
-            logger.info("sample videos are decoded by %s", self.ckpt)
-        return self.model.to(device)
-
-
-class GeneratorLightningModule(TrainingModule):
+class GeneratorLightningModule(LatentModelModule):
     """Trains a :class:`~vidtwin.generation.LatentGenerator` on a latent dataset.
 
     Args:
@@ -125,6 +80,8 @@ class GeneratorLightningModule(TrainingModule):
         seed: of each update's noise; None: the run's seed (``train.py --seed``).
     """
 
+    model_attribute = "generator"
+
     def __init__(self, dataset: str, generator: Optional[dict] = None, conditional: bool = True,
                  autoencoder: Optional[dict] = None, normalization: str = "fit", learning_rate: float = 3e-4,
                  weight_decay: float = 0.0, betas: tuple = (0.9, 0.999), warmup_steps: int = 0,
@@ -133,12 +90,7 @@ class GeneratorLightningModule(TrainingModule):
         super().__init__()
         data = LatentDataset(dataset)
         shapes = dataset_latent_shapes(data)
-        if autoencoder is not None:
-            autoencoder = {"config": autoencoder.get("config"), "ckpt": autoencoder.get("ckpt")}
-            found = autoencoder_latent_shapes(autoencoder)
-            if found != shapes:
-                raise ConfigError(f"the autoencoder {autoencoder['ckpt']} makes latents of shapes {found}, but the dataset "
-                                  f"{dataset} holds {shapes}; name the autoencoder that encoded it")
+        autoencoder = checked_autoencoder(autoencoder, shapes, dataset)
         if conditional and data.classes is None:
             raise ConfigError(f"the latent dataset {dataset} has no class labels; encode it with --label-column or "
                               "--labels-from-folders, or train unconditionally with model.params.conditional=false")
@@ -153,26 +105,16 @@ class GeneratorLightningModule(TrainingModule):
         if normalization not in NORMALIZATION_CHOICES and not Path(str(normalization)).is_file():
             raise ConfigError(f"model.params.normalization must be fit, none or an existing JSON file, got {normalization!r}")
         self.generator = LatentGenerator(config)
+        self.setup_training(learning_rate, weight_decay, betas, warmup_steps, grad_clip, ema_decay, seed, autoencoder)
         self.dataset_root = str(dataset)
-        self.autoencoder_files = autoencoder
         self.normalization_source = str(normalization)
-        self.learning_rate, self.weight_decay, self.betas = float(learning_rate), float(weight_decay), tuple(betas)
-        self.warmup_steps, self.grad_clip = int(warmup_steps), grad_clip
-        self.ema = EMA(self.generator, ema_decay) if ema_decay is not None else None
         self.sample_classes, self.sample_steps, self.sample_guidance = int(sample_classes), int(sample_steps), float(sample_guidance)
-        self.noise_seed = seed
         self.statistics_ready = normalization == "none"
-        self._decoder = _Decoder(autoencoder["config"], autoencoder["ckpt"]) if autoencoder else None
-        self._reset_ema_after_load = False
 
     # ------------------------------------------------------------------ statistics
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         # After Lightning restored a resumed checkpoint: its statistics are kept, never refitted.
-        if self.noise_seed is None:
-            self.noise_seed = torch.initial_seed()  # train.py's --seed
-        if self._reset_ema_after_load:
-            self.ema = EMA(self.generator, self.ema.decay)
-            self._reset_ema_after_load = False
         if self.statistics_ready:
             return
         if self.normalization_source == "fit":
@@ -184,42 +126,14 @@ class GeneratorLightningModule(TrainingModule):
         self.statistics_ready = True  # buffers, not parameters: the EMA exports them as they are
 
     # ------------------------------------------------------------------ training
-    def _update_random(self) -> torch.Generator:
-        """The random source of this update: the same for an update number, whether resumed or not."""
-        random = torch.Generator(device=self.device)
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        random.manual_seed((int(self.noise_seed or 0) * 1_000_003 + self.train_step * 1_009 + rank) % (2**63))
-        return random
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labels = batch.get("label") if self.generator.config.num_classes else None
-        loss = self.generator.training_loss(batch["latents"], labels, generator=self._update_random())
+        loss = self.generator.training_loss(batch["latents"], labels, generator=self.update_random())
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"the flow-matching loss is {loss.item()} at update {self.train_step}; "
                                      "lower model.params.learning_rate or set model.params.grad_clip, then resume")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["video"]))
         return loss
-
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.generator.parameters(), lr=self.learning_rate, betas=self.betas,
-                                      weight_decay=self.weight_decay)
-        warmup = self.warmup_steps
-
-        def factor(step: int) -> float:
-            return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        # The module's own setting: train.py refuses lightning.trainer.gradient_clip_val.
-        if self.grad_clip:
-            self.clip_gradients(optimizer, gradient_clip_val=float(self.grad_clip), gradient_clip_algorithm="norm")
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)  # counts the update
-        if self.ema is not None:
-            self.ema.update(self.generator)
 
     # ------------------------------------------------------------------ what the run shows
     def sample_labels(self, per_class: int) -> tuple[list[str], list[int]]:
@@ -240,7 +154,7 @@ class GeneratorLightningModule(TrainingModule):
         names, labels = self.sample_labels(max_samples)
         was_training = self.generator.training
         self.generator.eval()
-        with self.ema.swapped_in(self.generator) if self.ema is not None else nullcontext():
+        with self.ema_weights():
             latents = self.generator.sample(labels if self.generator.config.num_classes else None, num_samples=len(labels),
                                             steps=self.sample_steps, guidance=self.sample_guidance, seed=0, progress=False)
         self.generator.train(was_training)
@@ -256,14 +170,8 @@ class GeneratorLightningModule(TrainingModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state = checkpoint[TRAINING_STATE_KEY]
-        state.update(statistics_ready=self.statistics_ready, noise_seed=self.noise_seed)
-        if self.ema is not None:
-            if self.ema.is_swapped_in:
-                raise RuntimeError("a checkpoint was requested while EMA weights were swapped in")
-            checkpoint[EMA_STATE_KEY] = self.ema.export_state_dict(self.generator)
-            state.update(ema_num_updates=self.ema.num_updates, ema_decay=self.ema.decay)
+        super().on_save_checkpoint(checkpoint)  # counters, noise seed, EMA weights
+        checkpoint[TRAINING_STATE_KEY].update(statistics_ready=self.statistics_ready)
         self.generator.config.normalization = self.generator.normalization.to_dict()
         checkpoint[GENERATOR_CHECKPOINT_KEY] = {"config": self.generator.config.to_dict(), "autoencoder": self.autoencoder_files}
 
@@ -271,10 +179,6 @@ class GeneratorLightningModule(TrainingModule):
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get(TRAINING_STATE_KEY) or {}
         self.statistics_ready = bool(state.get("statistics_ready", True))  # the buffers come with the weights
-        self.noise_seed = state.get("noise_seed", self.noise_seed)
-        if self.ema is not None:
-            self._reset_ema_after_load = not self.ema.load_from_checkpoint(
-                checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
 
 
 __all__ = ["GeneratorLightningModule", "GENERATOR_CHECKPOINT_KEY", "dataset_latent_shapes", "read_normalization"]

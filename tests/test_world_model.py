@@ -1,0 +1,162 @@
+"""The world model (vidtwin.generation.world): no loss on the context, actions that matter,
+deterministic and bounded rollouts, a tiny model that learns, strict files."""
+
+import pytest
+import torch
+
+from vidtwin.errors import UserError
+from vidtwin.generation import WorldModel, WorldModelConfig, WorldModelError, load_world_model, save_world_model
+from vidtwin.state_dict_io import CheckpointError
+
+from world_helpers import random_windows
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
+
+def tiny_model(seed=0, **settings) -> WorldModel:
+    torch.manual_seed(seed)
+    return WorldModel(WorldModelConfig.from_preset("tiny", hidden_size=32, depth=1, num_heads=2, **settings))
+
+
+def test_tokens_pack_per_clip_and_back():
+    model = tiny_model()
+    batch = random_windows(model.config, batch=3, clips=3)
+    packed = model.pack_clips(batch)  # (B, n, N)
+    assert packed.shape == (3, 3, 2 * 4 * 4 + 4 * 8)
+    assert all(torch.equal(value, batch[name]) for name, value in model.unpack_clips(packed).items())
+    with pytest.raises(WorldModelError, match="expected"):
+        model.pack_clips({**batch, "structure": batch["structure"][..., :3]})
+
+
+def test_the_context_and_the_unmasked_tokens_get_no_loss():
+    model = tiny_model()
+    batch = random_windows(model.config, batch=4, clips=3)
+    packed = model.pack_clips(batch)
+    inputs, mask = model.mask_last_clip(packed, torch.Generator().manual_seed(1))
+    assert not mask[:, :-1].any() and mask[:, -1].any() and not mask[:, -1].all(dim=1).all()
+    logits = [part.detach().requires_grad_() for part in model(inputs, model.window_actions(batch["actions"]))]
+    model.masked_loss(logits, packed, mask).backward()
+    for part_logits, part_mask in zip(logits, mask.split(model.group_tokens, dim=2)):
+        gradient_norm = part_logits.grad.abs().sum(dim=-1)  # (B, n, N_g)
+        assert torch.all(gradient_norm[~part_mask] == 0)  # context clips and unmasked tokens
+        assert torch.all(gradient_norm[part_mask] > 0)
+    # The training loss is that loss: the same masks give the same value, whatever the context's targets.
+    random = torch.Generator().manual_seed(1)
+    training = model.training_loss(batch, generator=random, context_clips=2)
+    assert training.item() == pytest.approx(model.masked_loss([p.detach() for p in logits], packed, mask).item(), rel=1e-5)
+
+
+def test_context_clips_do_not_see_the_clip_being_predicted():
+    model = tiny_model()
+    batch = random_windows(model.config, batch=2, clips=3)
+    packed = model.pack_clips(batch)
+    changed = packed.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 125
+    before, after = (model(tokens, batch["actions"]) for tokens in (packed, changed))
+    for old, new in zip(before, after):
+        assert torch.equal(old[:, :-1], new[:, :-1]) and not torch.equal(old[:, -1], new[:, -1])
+
+
+def test_the_action_changes_the_prediction_once_trained():
+    model = tiny_model()
+    windows = random_windows(model.config, batch=4, clips=2)
+    packed = model.pack_clips(windows)[:1]
+
+    def last_logits(action):
+        return model(packed, torch.tensor([[model.no_action, action]]), last_clip_only=True)[0].detach()
+
+    # Zero-initialized (and the adaLN-Zero blocks start as the identity): an untrained model ignores actions.
+    assert torch.equal(last_logits(0), last_logits(1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = model.training_loss(windows, generator=torch.Generator().manual_seed(0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert model.action_embedding.weight.abs().sum() > 0
+    assert not torch.allclose(last_logits(0), last_logits(1))
+
+
+def _action_task(config, batch=8):
+    """Windows whose last clip is all code (action + 1) * 10 in both groups: only the action tells it."""
+    windows = random_windows(config, batch=batch, clips=2, seed=3)
+    windows["actions"][:, 1] = torch.arange(batch) % len(config.actions)
+    code = (windows["actions"][:, 1] + 1) * 10
+    for name in ("structure", "dynamics_x", "dynamics_y"):
+        value = windows[name]
+        value[:, 1] = code.reshape(-1, *[1] * (value.dim() - 2))
+    return windows, code
+
+
+def test_a_tiny_model_overfits_one_batch_and_follows_the_action():
+    model = tiny_model(context_clips=1)
+    windows, code = _action_task(model.config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    random = torch.Generator().manual_seed(0)
+    first = model.training_loss(windows, generator=random).item()
+    for _ in range(60):
+        loss = model.training_loss(windows, generator=random)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.05 * first
+    model.eval()
+    start = {name: windows[name][:, 0] for name in ("structure", "dynamics_x", "dynamics_y")}
+    predicted = model.rollout(start, windows["actions"][:, 1:], temperature=0.0)
+    for name, value in predicted.items():  # (B, 1, ...): every token is the action's code
+        assert torch.equal(value.flatten(1), code[:, None].expand_as(value.flatten(1))), name
+
+
+def test_a_rollout_is_deterministic_for_a_seed():
+    model = tiny_model().eval()
+    start = {name: value[:, 0] for name, value in random_windows(model.config, batch=2, clips=1).items() if name != "actions"}
+    actions = torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])
+    first, again = (model.rollout(start, actions, seed=7, top_k=20) for _ in range(2))
+    other = model.rollout(start, actions, seed=8, top_k=20)
+    assert first["structure"].shape == (2, 4, 2, 4, 4) and first["dynamics_x"].shape == (2, 4, 4, 4)
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not all(torch.equal(first[name], other[name]) for name in first)
+    assert int(first["structure"].max()) < 125 and int(first["structure"].min()) >= 0
+
+
+def test_a_rollout_holds_the_same_tensors_at_step_2_and_step_20():
+    model = tiny_model().eval()
+    start = {name: value[:, 0] for name, value in random_windows(model.config, batch=1, clips=1).items() if name != "actions"}
+    state = model.start(start, seed=0)
+    held = {}
+    for step in range(1, 21):
+        state.step([step % 4])
+        if step in (2, 20):
+            held[step] = [(tensor.shape, tensor.dtype) for tensor in (state.window, state.actions)]
+    assert held[2] == held[20] == [((1, 2, model.tokens_per_clip), torch.int64), ((1, 2), torch.int64)]
+
+
+def test_sampling_settings_and_actions_are_checked():
+    model = tiny_model()
+    assert model.action_indices("RRUD") == [2, 2, 3, 0]
+    with pytest.raises(WorldModelError, match="unknown action.*'X'.*DLRU") as error:
+        model.action_indices("RXR")
+    assert isinstance(error.value, UserError)
+    start = {name: value[:, 0] for name, value in random_windows(model.config, batch=1, clips=1).items() if name != "actions"}
+    with pytest.raises(WorldModelError, match="context_clips"):
+        model.start(start, context_clips=3)
+    with pytest.raises(WorldModelError, match="one action in"):
+        model.start(start).step([4])
+
+
+def test_save_and_load_are_strict_and_keep_the_autoencoder_record(tmp_path):
+    model = tiny_model(actions=["A", "B"])
+    model.autoencoder_files = {"config": "ae.yaml", "ckpt": "ae.ckpt"}
+    save_world_model(model, tmp_path / "world")
+    loaded = load_world_model(tmp_path / "world")
+    assert loaded.config == model.config and loaded.autoencoder_files == model.autoencoder_files
+    assert all(torch.equal(value, loaded.state_dict()[key]) for key, value in model.state_dict().items())
+    config = (tmp_path / "world" / "config.json").read_text()
+    (tmp_path / "world" / "config.json").write_text(config.replace('"hidden_size": 32', '"hidden_size": 64'))
+    with pytest.raises(CheckpointError, match="shape"):
+        load_world_model(tmp_path / "world")
+    with pytest.raises(CheckpointError, match="not a VidTwin world model config"):
+        from vidtwin.generation import GeneratorConfig, LatentGenerator
+
+        LatentGenerator(GeneratorConfig()).save_pretrained(tmp_path / "generator")
+        load_world_model(tmp_path / "generator")

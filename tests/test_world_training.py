@@ -1,0 +1,88 @@
+"""train.py trains the world model: a checkpoint that names its autoencoder and actions, sample
+videos of rollouts, and a resume that continues exactly where an uninterrupted run goes.
+
+The windows come from a stand-in for LatentDataModule(sequence_length=K + 1, tokens=True) laid
+out as the data interface says (tests/world_helpers.py)."""
+
+import pytest
+import torch
+
+import vidtwin.training
+import vidtwin.training.world_module as world_module
+from vidtwin.generation import load_world_model
+from vidtwin.training.cli import main
+
+from _training_utils import single_thread
+from world_helpers import (
+    StandInDataModule, StandInTokenDataset, make_play_files, world_training_config, write_stand_in_dataset,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_stand_in_data(monkeypatch):
+    monkeypatch.setattr(vidtwin.training, "LatentDataModule", StandInDataModule)
+    monkeypatch.setattr(world_module, "LatentDataset", StandInTokenDataset)
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = make_play_files(tmp_path_factory.mktemp("world_training"))
+    write_stand_in_dataset(root / "tokens", root / "ae.yaml")
+    return root
+
+
+def test_the_world_model_trains_resumes_exactly_and_records_its_autoencoder(files, tmp_path, capsys):
+    config = world_training_config(tmp_path / "world.yaml", files / "tokens", (files / "ae.yaml", files / "ae.pt"))
+    logs = tmp_path / "logs"
+    argv = ["--logdir", str(logs), "--seed", "5"]
+    assert main([*argv, "--name", "straight", "--base", str(config), "lightning.trainer.max_steps=6"]) == 0
+    assert main([*argv, "--name", "split", "--base", str(config), "lightning.trainer.max_steps=3"]) == 0
+    run = logs / "split"
+    assert f"python -m scripts.play {run} --start START.mp4 --actions RRUULD" in capsys.readouterr().out
+
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    entry = checkpoint["vidtwin_world_model"]
+    assert entry["autoencoder"] == {"config": str(files / "ae.yaml"), "ckpt": str(files / "ae.pt")}
+    assert entry["config"]["actions"] == ["D", "L", "R", "U"] and entry["config"]["context_clips"] == 2
+    model = load_world_model(run)  # EMA weights, strict keys
+    assert model.autoencoder_files == entry["autoencoder"]
+    assert all(torch.equal(value, checkpoint["ema_state_dict"][key]) for key, value in model.state_dict().items())
+    from vidtwin.data.video_io import probe_video
+
+    info = probe_video(run / "samples" / "step_00000002.mp4")  # real | rollout, 3 clips of 8 frames each
+    assert (info.width, info.height, info.num_frames) == (2 * 64, 64, 3 * 8)
+
+    assert main([*argv, "--resume", str(run), "lightning.trainer.max_steps=6"]) == 0
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    straight = torch.load(logs / "straight" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["vidtwin_training"]["train_step"] == straight["vidtwin_training"]["train_step"] == 6
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+    for key, value in straight["ema_state_dict"].items():
+        assert torch.equal(resumed["ema_state_dict"][key], value), key
+    assert not torch.equal(resumed["state_dict"]["world.heads.0.weight"], checkpoint["state_dict"]["world.heads.0.weight"])
+
+
+def test_windows_of_another_length_than_the_context_are_refused_in_one_line(files, tmp_path, capsys):
+    config = world_training_config(tmp_path / "world.yaml", files / "tokens")
+    assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config),
+                 "data.params.sequence_length=2"]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    assert "sequence_length is 2" in line and "set sequence_length: 3" in line
+
+
+def test_the_shipped_world_config_builds_on_a_token_dataset(files):
+    from _training_utils import build
+    from conftest import REPO
+    from vidtwin.config import load_config
+
+    config = load_config([str(REPO / "configs" / "generator" / "tiny_world.yaml")],
+                         [f"data.params.root={files / 'tokens'}", f"model.params.autoencoder.config={files / 'ae.yaml'}",
+                          f"model.params.autoencoder.ckpt={files / 'ae.pt'}"])
+    module, datamodule = build(config)
+    assert module.world.config.context_clips + 1 == datamodule.sequence_length == 3
+    assert module.world.config.actions == ["D", "L", "R", "U"] and module.world.config.depth == 3

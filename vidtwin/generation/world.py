@@ -1,0 +1,347 @@
+"""An action-conditioned world model over the FSQ tokens of consecutive clips.
+
+    from vidtwin.generation.world import WorldModel, WorldModelConfig
+
+    model = WorldModel(WorldModelConfig.from_preset("tiny", token_shapes=autoencoder.config.token_shapes(),
+                                                    structure_levels=[5, 5, 5], dynamics_levels=[5, 5, 5]))
+    loss = model.training_loss(batch, generator=random)         # windows of K + 1 clips (LatentDataModule)
+    clips = model.rollout(start, actions=[[2, 2, 3]], seed=0)    # three predicted clips of tokens
+
+**Sequence.** Each clip's tokens are packed by :class:`~vidtwin.generation.packing.LatentPacking`
+(FSQ tokens as a channel of 1, patch 1): the structure tokens in (query, row, column) order, then
+the joined dynamics image (``dynamics_x`` then ``dynamics_y`` along the pooled axis). A clip
+becomes ``1 + N`` positions: a separator, then its ``N = N_S + N_D`` tokens. A window of ``n``
+clips is ``n * (1 + N)`` positions. Each token is embedded by its group's table (structure or
+dynamics codes, plus one ``[MASK]`` row each), and gets its group's fixed sin-cos position
+embedding over the group's grid, a learned type embedding per group, and a learned embedding of
+its clip's index in the window.
+
+**Actions.** One action per clip, from ``config.actions`` (single letters, e.g. ``D L R U``): the
+action of clip k is the motion *during* clip k, so it is added to the separator at the start of
+clip k, through a zero-initialized embedding (an untrained model ignores actions, as iVideoGPT
+does). The first clip of a window carries the "no action" row: its motion is already in its
+tokens, and at play time the start clip's action is unknown. Training and rollouts both follow
+this rule, so the model never sees a state it was not trained on.
+
+**Objective: MaskGIT.** Attention is block-causal across clips (a position sees its own clip and
+the clips before it) and bidirectional within a clip. Training masks a share ``cos(pi/2 * u)``,
+``u ~ U(0, 1)``, of the last clip's tokens and scores the masked ones alone (cross-entropy); the
+context clips and the unmasked tokens get no loss. Each batch uses a random context length from
+1 to K, so the model also predicts the first clips of a rollout, whose context is shorter.
+Sampling fills a clip in ``decoding_steps`` forward passes (8 by default): at each step every
+masked token is drawn (temperature, top-k), and the most confident ones are kept, as many as the
+cosine schedule says. Why MaskGIT rather than next-token prediction: a clip of the demo has a few
+hundred tokens, so an autoregressive rollout would cost that many forward passes per clip on a
+CPU, while MaskGIT costs a fixed handful; and the bidirectional context within the clip suits
+tokens that form 2D grids (structure) and motion curves (dynamics) rather than a text-like order.
+
+**Vocabulary.** One softmax over all ``prod(levels)`` codes per group, not factorized per FSQ
+level: the demo's codebooks are small (125 codes for levels ``[5, 5, 5]``), a joint softmax draws
+a coherent code rather than levels drawn independently of each other, and the output heads cost
+little next to attention. Factorizing pays only for codebooks of tens of thousands of codes.
+
+**Conditioning.** The blocks are the generator's adaLN-Zero blocks; their condition vector is a
+learned constant, since the actions are per clip and enter as tokens. The constant keeps the
+adaLN-Zero start (every block the identity) and gives each block a learned norm scale and gate.
+
+**Memory.** :class:`Rollout` keeps the last K clips and their actions, so a rollout of any length
+holds the same tensors; only the clips it returns grow with the length.
+
+Token layouts (int64, values in ``[0, prod(levels))``): ``structure`` ``(B, n, Q, h_S, w_S)``,
+``dynamics_x`` ``(B, n, T, w_D)``, ``dynamics_y`` ``(B, n, T, h_D)`` for n clips; actions
+``(B, n)`` int64 in ``[0, len(config.actions))``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..errors import UserError
+from .config import WorldModelConfig
+from .packing import LatentPacking, latent_dict, sincos_position_embedding
+from .transformer import ModulatedTransformer
+
+
+class WorldModelError(ValueError, UserError):
+    """A request the world model cannot serve (an unknown action, tokens of the wrong shape)."""
+
+
+def cosine_mask_ratio(progress: torch.Tensor) -> torch.Tensor:
+    """MaskGIT's schedule: the share of a clip's tokens still masked at progress in [0, 1]."""
+    return torch.cos(math.pi / 2 * progress)
+
+
+class WorldModel(nn.Module):
+    """MaskGIT transformer over windows of FSQ-token clips with one action per clip (see the module docstring)."""
+
+    def __init__(self, config: Optional[WorldModelConfig] = None):
+        super().__init__()
+        self.config = config = config or WorldModelConfig()
+        shapes = config.token_shapes
+        # FSQ tokens as a channel of 1 and patch 1: packing only orders them (structure, then dynamics).
+        self.packing = LatentPacking({name: [1, *shape] for name, shape in shapes.items()}, [1, 1, 1], [1, 1])
+        self.codebook_sizes = [math.prod(config.structure_levels), math.prod(config.dynamics_levels)]
+        self.group_tokens = [group.num_tokens for group in self.packing.groups]
+        hidden = config.hidden_size
+        # Row codebook_size of each table is [MASK].
+        self.token_embeddings = nn.ModuleList(nn.Embedding(size + 1, hidden) for size in self.codebook_sizes)
+        self.type_embedding = nn.Parameter(torch.zeros(len(self.codebook_sizes), hidden))
+        self.separator = nn.Parameter(torch.zeros(hidden))
+        self.clip_embedding = nn.Embedding(config.context_clips + 1, hidden)
+        # Row len(actions) is "no action" (the first clip of a window).
+        self.action_embedding = nn.Embedding(len(config.actions) + 1, hidden)
+        self.condition = nn.Parameter(torch.zeros(hidden))
+        self.transformer = ModulatedTransformer(hidden, config.depth, config.num_heads, config.mlp_ratio)
+        self.heads = nn.ModuleList(nn.Linear(hidden, size) for size in self.codebook_sizes)
+        for table in (*self.token_embeddings, self.clip_embedding):
+            nn.init.normal_(table.weight, std=0.02)
+        for parameter in (self.type_embedding, self.separator, self.condition):
+            nn.init.normal_(parameter, std=0.02)
+        nn.init.zeros_(self.action_embedding.weight)
+        positions = torch.cat([sincos_position_embedding(group.grid, hidden) for group in self.packing.groups])
+        self.register_buffer("position_embedding", positions, persistent=False)  # (N, hidden), from the config
+        group_of = torch.cat([torch.full((n,), index) for index, n in enumerate(self.group_tokens)])
+        self.register_buffer("group_of_token", group_of, persistent=False)  # (N,) 0 structure, 1 dynamics
+        # Training and `generate` read these; the files record them (vidtwin.generation.world_files).
+        self.autoencoder_files: Optional[dict] = None
+
+    # ------------------------------------------------------------------------ tokens and actions
+    @property
+    def tokens_per_clip(self) -> int:
+        return sum(self.group_tokens)
+
+    @property
+    def no_action(self) -> int:
+        return len(self.config.actions)
+
+    def action_indices(self, letters: str) -> List[int]:
+        """Action letters (``"RRUULD"``) -> indices into ``config.actions``; an unknown letter is an error."""
+        unknown = sorted({letter for letter in letters if letter not in self.config.actions})
+        if unknown:
+            raise WorldModelError(f"unknown action(s) {', '.join(map(repr, unknown))}; this model knows "
+                                  f"{''.join(self.config.actions)} (one letter per clip)")
+        return [self.config.actions.index(letter) for letter in letters]
+
+    def pack_clips(self, tokens) -> torch.Tensor:
+        """Token clips (a mapping or ``VidTwinTokens`` of ``(B, n, ...)``) -> ``(B, n, N)`` int64."""
+        tokens = latent_dict(tokens)
+        batch, clips = tokens["structure"].shape[:2]
+        for name, shape in self.config.token_shapes.items():
+            if tuple(tokens[name].shape[2:]) != tuple(shape) or tokens[name].shape[:2] != (batch, clips):
+                raise WorldModelError(f"{name} tokens have shape {tuple(tokens[name].shape)}, expected "
+                                      f"({batch}, {clips}, {', '.join(map(str, shape))}): the autoencoder differs "
+                                      "from the one this world model was trained with")
+        flat = {name: value.reshape(batch * clips, 1, *value.shape[2:]) for name, value in tokens.items()}  # (B*n, 1, ...)
+        packed = torch.cat(self.packing.pack(flat), dim=1)  # (B*n, N, 1)
+        return packed.reshape(batch, clips, self.tokens_per_clip).long()  # (B, n, N)
+
+    def unpack_clips(self, packed: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``(B, n, N)`` -> ``{"structure": (B, n, Q, h_S, w_S), "dynamics_x": (B, n, T, w_D), "dynamics_y": (B, n, T, h_D)}``."""
+        batch, clips = packed.shape[:2]
+        groups = self.packing.split(packed.reshape(batch * clips, self.tokens_per_clip, 1))  # [(B*n, N_g, 1)]
+        tokens = self.packing.unpack(groups)  # each (B*n, 1, ...)
+        return {name: value.reshape(batch, clips, *value.shape[2:]) for name, value in tokens.items()}
+
+    # ------------------------------------------------------------------------ the network
+    def block_causal_mask(self, clips: int, device=None) -> torch.Tensor:
+        """Bool ``(L, L)``, ``L = clips * (1 + N)``: True where a query may attend (its clip and earlier ones)."""
+        clip_of = torch.arange(clips, device=device).repeat_interleave(1 + self.tokens_per_clip)  # (L,)
+        return clip_of[:, None] >= clip_of[None, :]
+
+    def embed(self, packed: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """packed ``(B, n, N)`` token indices (``[MASK]`` = each group's codebook size), actions
+        ``(B, n)`` (``no_action`` allowed) -> the input sequence ``(B, n * (1 + N), hidden)``."""
+        batch, clips, _ = packed.shape
+        parts = [table(part) + self.type_embedding[index] for index, (table, part)
+                 in enumerate(zip(self.token_embeddings, packed.split(self.group_tokens, dim=2)))]
+        tokens = torch.cat(parts, dim=2) + self.position_embedding  # (B, n, N, hidden)
+        separators = (self.separator + self.action_embedding(actions))[:, :, None]  # (B, n, 1, hidden)
+        sequence = torch.cat([separators, tokens], dim=2)  # (B, n, 1 + N, hidden)
+        sequence = sequence + self.clip_embedding.weight[:clips, None]  # (B, n, 1 + N, hidden)
+        return sequence.reshape(batch, clips * (1 + self.tokens_per_clip), -1)  # (B, L, hidden)
+
+    def forward(self, packed: torch.Tensor, actions: torch.Tensor, last_clip_only: bool = False) -> List[torch.Tensor]:
+        """Logits of every token: ``[(B, n, N_S, V_S), (B, n, N_D, V_D)]`` (``(B, 1, ...)`` with
+        ``last_clip_only``), V the codebook sizes. packed and actions as in :meth:`embed`."""
+        batch, clips, _ = packed.shape
+        if clips > self.config.context_clips + 1:
+            raise WorldModelError(f"a window holds at most {self.config.context_clips + 1} clips, got {clips}")
+        condition = self.condition.expand(batch, -1)  # (B, hidden)
+        hidden = self.transformer(self.embed(packed, actions), condition, self.block_causal_mask(clips, packed.device))
+        hidden = hidden.reshape(batch, clips, 1 + self.tokens_per_clip, -1)[:, :, 1:]  # (B, n, N, hidden): separators dropped
+        if last_clip_only:
+            hidden = hidden[:, -1:]
+        return [head(part) for head, part in zip(self.heads, hidden.split(self.group_tokens, dim=2))]
+
+    def window_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions ``(B, n)`` of a window's clips with the first replaced by "no action" (see the module docstring)."""
+        actions = actions.clone()
+        actions[:, 0] = self.no_action
+        return actions
+
+    # ------------------------------------------------------------------------ training
+    def mask_last_clip(self, packed: torch.Tensor, generator: Optional[torch.Generator] = None):
+        """Mask a cosine-scheduled share of the last clip's tokens.
+
+        packed ``(B, n, N)`` -> (masked input ``(B, n, N)``, bool mask ``(B, n, N)``, True where a
+        token was replaced by ``[MASK]``; always False in the context clips).
+        """
+        batch, clips, count = packed.shape
+        device = packed.device
+        ratio = cosine_mask_ratio(torch.rand(batch, device=device, generator=generator))  # (B,)
+        masked_count = (ratio * count).ceil().clamp(1, count)  # (B,)
+        scores = torch.rand(batch, count, device=device, generator=generator)  # (B, N)
+        rank = scores.argsort(dim=1).argsort(dim=1)  # (B, N): each token's place in a random order
+        last = rank < masked_count[:, None]  # (B, N)
+        mask = torch.zeros_like(packed, dtype=torch.bool)
+        mask[:, -1] = last
+        mask_values = torch.tensor(self.codebook_sizes, device=device)[self.group_of_token]  # (N,)
+        return torch.where(mask, mask_values, packed), mask
+
+    def masked_loss(self, logits: Sequence[torch.Tensor], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the masked tokens alone. logits as :meth:`forward` returns them
+        (for n clips), targets ``(B, n, N)``, mask ``(B, n, N)`` bool."""
+        total = logits[0].new_zeros(())
+        for part_logits, part_targets, part_mask in zip(logits, targets.split(self.group_tokens, dim=2),
+                                                        mask.split(self.group_tokens, dim=2)):
+            losses = F.cross_entropy(part_logits.flatten(0, 2), part_targets.flatten(), reduction="none")  # (B*n*N_g,)
+            total = total + (losses * part_mask.flatten()).sum()
+        return total / mask.sum().clamp(min=1)
+
+    def training_loss(self, batch: Mapping, generator: Optional[torch.Generator] = None,
+                      context_clips: Optional[int] = None) -> torch.Tensor:
+        """The MaskGIT loss of a batch of windows (a scalar).
+
+        batch: ``structure`` ``(B, K + 1, Q, h_S, w_S)``, ``dynamics_x``, ``dynamics_y`` int64
+        tokens and ``actions`` ``(B, K + 1)`` (``collate_latent_sequences``). context_clips: clips of
+        context before the predicted last one (None: drawn from 1 to K with ``generator``).
+        generator: the random source of the context length and the masks (None: torch's global one).
+        """
+        packed = self.pack_clips(batch)  # (B, K + 1, N)
+        actions = batch["actions"].to(packed.device).long()
+        if int(actions.min()) < 0 or int(actions.max()) >= self.no_action:
+            raise WorldModelError(f"actions must lie in [0, {self.no_action}), got values up to {int(actions.max())}")
+        available = packed.shape[1] - 1
+        if available < 1:
+            raise WorldModelError("training windows need at least 2 clips (context and the predicted clip)")
+        if context_clips is None:
+            upper = min(available, self.config.context_clips)
+            context_clips = int(torch.randint(1, upper + 1, (1,), generator=generator, device=packed.device))
+        packed, actions = packed[:, -context_clips - 1:], actions[:, -context_clips - 1:]  # (B, c + 1, N), (B, c + 1)
+        inputs, mask = self.mask_last_clip(packed, generator)
+        logits = self(inputs, self.window_actions(actions), last_clip_only=True)  # the context has no loss: no logits
+        return self.masked_loss(logits, packed[:, -1:], mask[:, -1:])
+
+    # ------------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def predict_clip(self, context: torch.Tensor, context_actions: torch.Tensor, actions: torch.Tensor,
+                     random: torch.Generator, steps: Optional[int] = None, temperature: float = 1.0,
+                     top_k: Optional[int] = None) -> torch.Tensor:
+        """The next clip's tokens ``(B, N)`` after ``context`` ``(B, c, N)`` (1 <= c <= K) whose clips
+        had ``context_actions`` ``(B, c)``, for ``actions`` ``(B,)``. random: a CPU generator (the
+        draws are made on the CPU, so a seed gives the same clip on any device)."""
+        steps = steps or self.config.decoding_steps
+        batch, _, count = context.shape
+        device = context.device
+        mask_values = torch.tensor(self.codebook_sizes, device=device)[self.group_of_token]  # (N,)
+        vocabulary = max(self.codebook_sizes)
+        valid = torch.arange(vocabulary, device=device)[None] < torch.tensor(self.codebook_sizes, device=device)[:, None]
+        valid = valid[self.group_of_token]  # (N, V): the codes of each token's group
+        clip = mask_values.expand(batch, count).clone()  # (B, N), all [MASK]
+        all_actions = self.window_actions(torch.cat([context_actions, actions[:, None]], dim=1).to(device))  # (B, c + 1)
+        for step in range(steps):
+            masked = clip == mask_values  # (B, N)
+            logits = self(torch.cat([context, clip[:, None]], dim=1), all_actions, last_clip_only=True)
+            logits = torch.cat([F.pad(part[:, 0], (0, vocabulary - part.shape[-1]), value=-math.inf) for part in logits],
+                               dim=1)  # (B, N, V): each group's codes, the rest -inf
+            logits = logits.masked_fill(~valid, -math.inf)
+            if top_k is not None and top_k < vocabulary:
+                threshold = logits.topk(top_k, dim=-1).values[..., -1:]  # (B, N, 1)
+                logits = logits.masked_fill(logits < threshold, -math.inf)
+            log_probs = logits.float().log_softmax(dim=-1)
+            if temperature > 0:
+                gumbel = -torch.log(-torch.log(torch.rand(log_probs.shape, generator=random).clamp(1e-20, 1.0)))
+                drawn = (log_probs / temperature + gumbel.to(device)).argmax(dim=-1)  # (B, N)
+            else:
+                drawn = log_probs.argmax(dim=-1)
+            confidence = log_probs.gather(-1, drawn[..., None])[..., 0]  # (B, N)
+            if temperature > 0:  # MaskGIT's annealed noise on the choice of tokens to keep
+                noise = -torch.log(-torch.log(torch.rand(confidence.shape, generator=random).clamp(1e-20, 1.0)))
+                confidence = confidence + temperature * (1 - (step + 1) / steps) * noise.to(device)
+            confidence = confidence.masked_fill(~masked, math.inf)  # tokens already fixed stay
+            still_masked = int(math.floor(count * float(cosine_mask_ratio(torch.tensor((step + 1) / steps)))))
+            candidate = torch.where(masked, drawn, clip)
+            if still_masked > 0:
+                rank = confidence.argsort(dim=1).argsort(dim=1)  # (B, N): 0 = least confident
+                candidate = torch.where(rank < still_masked, mask_values.expand_as(clip), candidate)
+            clip = candidate
+        return clip
+
+    def start(self, start_tokens, context_clips: Optional[int] = None, seed: Optional[int] = 0,
+              steps: Optional[int] = None, temperature: float = 1.0, top_k: Optional[int] = None) -> "Rollout":
+        """A :class:`Rollout` from ``start_tokens`` (a mapping of ``(B, ...)`` one clip or ``(B, n, ...)`` clips)."""
+        return Rollout(self, start_tokens, context_clips, seed, steps, temperature, top_k)
+
+    @torch.no_grad()
+    def rollout(self, start_tokens, actions: Union[torch.Tensor, Sequence[Sequence[int]]], context_clips: Optional[int] = None,
+                seed: Optional[int] = 0, steps: Optional[int] = None, temperature: float = 1.0, top_k: Optional[int] = None,
+                progress: bool = False) -> Dict[str, torch.Tensor]:
+        """Predict one clip per action. actions ``(B, A)`` indices into ``config.actions``.
+
+        Returns the predicted tokens ``{"structure": (B, A, Q, h_S, w_S), ...}``; the same seed gives
+        the same clips. See :class:`Rollout` for the window and the other settings.
+        """
+        actions = torch.as_tensor(actions, dtype=torch.long)
+        state = self.start(start_tokens, context_clips, seed, steps, temperature, top_k)
+        clips = [state.step(actions[:, index]) for index in tqdm(range(actions.shape[1]), desc="rollout", unit="clip",
+                                                                 disable=not progress)]
+        return {name: torch.stack([clip[name] for clip in clips], dim=1) for name in clips[0]} if clips else {}
+
+
+class Rollout:
+    """A rollout in progress: the window of the last ``context_clips`` clips and their actions.
+
+    ``step(actions (B,))`` predicts the next clip, returns its tokens (``{"structure": (B, Q, h_S,
+    w_S), ...}``) and slides the window, so that what a rollout holds does not grow with its
+    length. context_clips: K (None: the model's; at most the model's). The start clips have "no
+    action". seed: of the CPU generator all draws come from (None: a random seed).
+    """
+
+    def __init__(self, model: WorldModel, start_tokens, context_clips: Optional[int] = None, seed: Optional[int] = 0,
+                 steps: Optional[int] = None, temperature: float = 1.0, top_k: Optional[int] = None):
+        limit = model.config.context_clips
+        self.context_clips = limit if context_clips is None else int(context_clips)
+        if not 1 <= self.context_clips <= limit:
+            raise WorldModelError(f"context_clips must be in [1, {limit}] for this model, got {context_clips}")
+        if temperature < 0 or (top_k is not None and top_k < 1):
+            raise WorldModelError(f"temperature must be >= 0 and top_k >= 1, got {temperature} and {top_k}")
+        self.model, self.steps, self.temperature, self.top_k = model, steps, float(temperature), top_k
+        tokens = latent_dict(start_tokens)
+        if tokens["structure"].dim() == len(model.config.token_shapes["structure"]) + 1:  # one clip: (B, ...)
+            tokens = {name: value[:, None] for name, value in tokens.items()}  # (B, 1, ...)
+        device = next(model.parameters()).device
+        self.window = model.pack_clips(tokens).to(device)[:, -self.context_clips:]  # (B, c, N)
+        self.actions = torch.full(self.window.shape[:2], model.no_action, dtype=torch.long, device=device)  # (B, c)
+        self.random = torch.Generator(device="cpu")
+        if seed is None:
+            self.random.seed()
+        else:
+            self.random.manual_seed(int(seed))
+
+    def step(self, actions: Union[torch.Tensor, Sequence[int]]) -> Dict[str, torch.Tensor]:
+        actions = torch.as_tensor(actions, dtype=torch.long, device=self.window.device).reshape(-1)
+        if actions.shape[0] != self.window.shape[0] or int(actions.min()) < 0 or int(actions.max()) >= self.model.no_action:
+            raise WorldModelError(f"give one action in [0, {self.model.no_action}) per rollout, got {actions.tolist()}")
+        clip = self.model.predict_clip(self.window, self.actions, actions, self.random, self.steps, self.temperature, self.top_k)
+        self.window = torch.cat([self.window, clip[:, None]], dim=1)[:, -self.context_clips:]  # (B, <= K, N)
+        self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -self.context_clips:]  # (B, <= K)
+        return {name: value[:, 0] for name, value in self.model.unpack_clips(clip[:, None]).items()}
+
+
+__all__ = ["WorldModel", "WorldModelConfig", "WorldModelError", "Rollout", "cosine_mask_ratio"]

@@ -1,0 +1,179 @@
+"""What the two latent-model training modules share: :class:`LatentModelModule`.
+
+The flow-matching generator (:mod:`.generator_module`) and the world model (:mod:`.world_module`)
+train one ``nn.Module`` (named by :attr:`LatentModelModule.model_attribute`) with AdamW, a linear
+warmup, optional gradient clipping and an EMA of the weights; draw each update's randomness from
+a generator seeded by the run's seed and the update number (so a resume at an epoch boundary is
+exact); decode sample videos with an autoencoder loaded on first use; and store the EMA weights
+and their counters in the checkpoint. Subclasses build their model and write their own
+checkpoint entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from ..latents.dataset import LatentDataset
+from ..models.config import VidTwinConfig
+from .contract import TRAINING_STATE_KEY, TrainingModule
+from .ema import EMA
+from .module import EMA_STATE_KEY
+
+logger = logging.getLogger(__name__)
+
+
+def dataset_model_config(dataset: LatentDataset) -> VidTwinConfig:
+    """The autoencoder config that a latent dataset's manifest records."""
+    try:
+        return VidTwinConfig.from_dict(dataset.config)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"the model config recorded in {dataset.root} is not readable: {error}") from None
+
+
+def dataset_latent_shapes(dataset: LatentDataset) -> dict:
+    """Per-clip latent shapes of a latent dataset, from the model config its manifest records."""
+    return {name: list(shape) for name, shape in dataset_model_config(dataset).latent_shapes().items()}
+
+
+def autoencoder_model_config(autoencoder: Mapping) -> VidTwinConfig:
+    """The config of the autoencoder that ``{"config": ..., "ckpt": ...}`` names."""
+    from ..checkpoint import read_pretrained_config_dict
+    from ..config import autoencoder_config_from
+
+    config, ckpt = autoencoder.get("config"), autoencoder.get("ckpt")
+    if config is None and ckpt is not None and Path(str(ckpt)).is_dir():
+        return VidTwinConfig.from_dict(read_pretrained_config_dict(ckpt))
+    if config is not None:
+        if not Path(str(config)).is_file():
+            raise ConfigError(f"the autoencoder config {config} does not exist; train the autoencoder first "
+                              "or point model.params.autoencoder.config at its run's config.yaml")
+        return autoencoder_config_from(str(config))
+    raise ConfigError("model.params.autoencoder needs config (a YAML) and ckpt, or ckpt as a save_pretrained folder")
+
+
+def autoencoder_latent_shapes(autoencoder: Mapping) -> dict:
+    """Per-clip latent shapes of the autoencoder that ``{"config": ..., "ckpt": ...}`` names."""
+    return {name: list(shape) for name, shape in autoencoder_model_config(autoencoder).latent_shapes().items()}
+
+
+def checked_autoencoder(autoencoder: Optional[Mapping], dataset_shapes: dict, dataset: str) -> Optional[dict]:
+    """``{"config", "ckpt"}`` of the autoencoder, checked to make latents of the dataset's shapes; None stays None."""
+    if autoencoder is None:
+        return None
+    autoencoder = {"config": autoencoder.get("config"), "ckpt": autoencoder.get("ckpt")}
+    found = autoencoder_latent_shapes(autoencoder)
+    if found != dataset_shapes:
+        raise ConfigError(f"the autoencoder {autoencoder['ckpt']} makes latents of shapes {found}, but the dataset "
+                          f"{dataset} holds {dataset_shapes}; name the autoencoder that encoded it")
+    return autoencoder
+
+
+class AutoencoderDecoder:
+    """The autoencoder that decodes sample latents: loaded on first use, never part of the
+    module's state dict or optimizer (a plain object, not an ``nn.Module`` attribute)."""
+
+    def __init__(self, config: Optional[str], ckpt: Optional[str]):
+        self.config, self.ckpt = config, ckpt
+        self.model = None
+
+    def get(self, device: torch.device):
+        if self.model is None:
+            from ..checkpoint import load_model
+
+            self.model = load_model(self.config, self.ckpt, device=device)
+            logger.info("sample videos are decoded by %s", self.ckpt)
+        return self.model.to(device)
+
+
+class LatentModelModule(TrainingModule):
+    """AdamW with warmup, clipping, EMA, seeded updates and checkpoints for one trained model.
+
+    Subclasses set :attr:`model_attribute` (the attribute holding the model; its name is the state
+    dict prefix) and call :meth:`setup_training` once the model exists.
+    """
+
+    model_attribute = "model"
+
+    def setup_training(self, learning_rate: float, weight_decay: float, betas, warmup_steps: int,
+                       grad_clip: Optional[float], ema_decay: Optional[float], seed: Optional[int],
+                       autoencoder: Optional[dict]) -> None:
+        self.learning_rate, self.weight_decay, self.betas = float(learning_rate), float(weight_decay), tuple(betas)
+        self.warmup_steps, self.grad_clip = int(warmup_steps), grad_clip
+        self.ema = EMA(self.trained_model, ema_decay) if ema_decay is not None else None
+        self.noise_seed = seed
+        self.autoencoder_files = autoencoder
+        self._decoder = AutoencoderDecoder(autoencoder["config"], autoencoder["ckpt"]) if autoencoder else None
+        self._reset_ema_after_load = False
+
+    @property
+    def trained_model(self) -> nn.Module:
+        return getattr(self, self.model_attribute)
+
+    def on_fit_start(self) -> None:
+        # After Lightning restored a resumed checkpoint.
+        if self.noise_seed is None:
+            self.noise_seed = torch.initial_seed()  # train.py's --seed
+        if self._reset_ema_after_load:
+            self.ema = EMA(self.trained_model, self.ema.decay)
+            self._reset_ema_after_load = False
+
+    def update_random(self) -> torch.Generator:
+        """The random source of this update: the same for an update number, whether resumed or not."""
+        random = torch.Generator(device=self.device)
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        random.manual_seed((int(self.noise_seed or 0) * 1_000_003 + self.train_step * 1_009 + rank) % (2**63))
+        return random
+
+    def ema_weights(self):
+        """A context in which the model holds its EMA weights (a no-op without EMA)."""
+        return self.ema.swapped_in(self.trained_model) if self.ema is not None else nullcontext()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.trained_model.parameters(), lr=self.learning_rate, betas=self.betas,
+                                      weight_decay=self.weight_decay)
+        warmup = self.warmup_steps
+
+        def factor(step: int) -> float:
+            return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # The module's own setting: train.py refuses lightning.trainer.gradient_clip_val.
+        if self.grad_clip:
+            self.clip_gradients(optimizer, gradient_clip_val=float(self.grad_clip), gradient_clip_algorithm="norm")
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)  # counts the update
+        if self.ema is not None:
+            self.ema.update(self.trained_model)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        state = checkpoint[TRAINING_STATE_KEY]
+        state.update(noise_seed=self.noise_seed)
+        if self.ema is not None:
+            if self.ema.is_swapped_in:
+                raise RuntimeError("a checkpoint was requested while EMA weights were swapped in")
+            checkpoint[EMA_STATE_KEY] = self.ema.export_state_dict(self.trained_model)
+            state.update(ema_num_updates=self.ema.num_updates, ema_decay=self.ema.decay)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get(TRAINING_STATE_KEY) or {}
+        self.noise_seed = state.get("noise_seed", self.noise_seed)
+        if self.ema is not None:
+            self._reset_ema_after_load = not self.ema.load_from_checkpoint(
+                checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
+
+
+__all__ = ["AutoencoderDecoder", "LatentModelModule", "autoencoder_latent_shapes", "autoencoder_model_config",
+           "checked_autoencoder", "dataset_latent_shapes", "dataset_model_config"]
