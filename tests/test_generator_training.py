@@ -111,3 +111,44 @@ def test_the_shipped_generator_configs_build_on_a_latent_dataset(files, name):
     module, datamodule = build(config)
     assert module.generator.config.class_names == CLASSES and len(datamodule.dataset) == 12
     assert module.generator.config.depth == {"tiny_digits": 4, "ucf101": 18}[name]
+
+
+@pytest.mark.parametrize("split", [2, 3, 4])  # mid-epoch, at the epoch boundary, in the next epoch
+def test_a_resume_anywhere_in_an_epoch_continues_with_the_uninterrupted_runs_batches(files, tmp_path, split):
+    """12 clips in batches of 4: three batches per epoch, so a resume lands inside an epoch or at its end."""
+    config = generator_config(tmp_path / "gen.yaml", files / "latents", files / "tiny.pt", max_steps=split)
+    logs = tmp_path / "logs"
+    argv = ["--logdir", str(logs), "--seed", "5", "data.params.batch_size=4"]
+    assert main([*argv, "--name", "straight", "--base", str(config), "lightning.trainer.max_steps=6"]) == 0
+    assert main([*argv, "--name", "split", "--base", str(config)]) == 0
+    assert main(["--logdir", str(logs), "--seed", "5", "--resume", str(logs / "split"), "lightning.trainer.max_steps=6"]) == 0
+    resumed, straight = _state(logs / "split/checkpoints/last.ckpt"), _state(logs / "straight/checkpoints/last.ckpt")
+    assert resumed["vidtwin_training"]["train_step"] == straight["vidtwin_training"]["train_step"] == 6
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+
+def test_the_update_order_stream_is_a_function_of_the_batch_number():
+    from torch.utils.data import DistributedSampler
+
+    from vidtwin.training.latent_data import UpdateOrderSampler
+
+    items = list(range(10))
+
+    def stream(rank, start, drop_last=True, batches=9):
+        sampler = UpdateOrderSampler(items, num_replicas=2, rank=rank, seed=3, batch_size=2, drop_last=drop_last,
+                                     start_batch=start)
+        out = iter(sampler)
+        return [[next(out) for _ in range(2)] for _ in range(batches)]
+
+    whole = stream(0, 0)
+    assert stream(0, 3, batches=6) == whole[3:]  # a resume at batch 3 sees batches 3, 4, ...
+    # Epoch e is DistributedSampler's order for seed + e, cut to whole batches (5 items: 2 batches).
+    reference = DistributedSampler(items, num_replicas=2, rank=0, shuffle=True, seed=3)
+    reference.set_epoch(1)
+    assert sum(whole[2:4], []) == list(reference)[:4]
+    # The two processes share each epoch's items without overlap.
+    first_epoch = sum(whole[:2], []) + sum(stream(1, 0, batches=2), [])
+    assert len(set(first_epoch)) == 8
+    # Without drop_last the partial batch is filled up from the start of its epoch.
+    assert stream(0, 0, drop_last=False, batches=3)[2][1] == stream(0, 0, drop_last=False, batches=1)[0][0]

@@ -65,16 +65,6 @@ def test_check_world_scores_each_step(files, tmp_path, monkeypatch, capsys):
         assert 0 <= row["action_following"] <= 1 and row["digit_kept"] in (0.0, 0.5, 1.0)
 
 
-def _has_sequence_windows() -> bool:
-    import inspect
-
-    from vidtwin.latents.dataset import LatentDataset
-
-    return "sequence_length" in inspect.signature(LatentDataset).parameters
-
-
-@pytest.mark.skipif(not _has_sequence_windows(), reason="needs encode-dataset --actions-column and LatentDataset "
-                                                          "windows (the data side of the world model)")
 def test_the_game_pipeline_end_to_end(files, tmp_path, capsys):
     """Game videos -> encode-dataset --actions-column -> train.py on windows -> play, through the real data interface."""
     from scripts.make_moving_digits import make_moving_digits

@@ -14,17 +14,66 @@ whose batches are :func:`~vidtwin.latents.collate_latent_sequences` dicts: ``str
 ``(B, N, Q, h_S, w_S)``, ``dynamics_x`` ``(B, N, T, w_D)``, ``dynamics_y`` ``(B, N, T, h_D)`` int64
 tokens and ``actions`` ``(B, N)`` int64 when the dataset has actions.
 
-The order is a seeded shuffle per epoch (``seed + epoch``, as ``DistributedSampler`` draws it), the
-same on every run, so a resume at an epoch boundary sees the batches that an uninterrupted run
-sees; under DDP each process takes its share of that order.
+The order is a seeded shuffle per epoch (``seed + epoch``, as ``DistributedSampler`` draws it);
+under DDP each process takes its share of that order. :class:`UpdateOrderSampler` serves it as one
+endless stream of whole batches that starts at the batch of the module's update counter, so a run
+resumed anywhere, in the middle of an epoch too, sees the batches an uninterrupted run sees.
+(Lightning restarts an interrupted epoch from its first batch, which replayed part of the epoch.)
 """
 
 from __future__ import annotations
+
+import math
+from typing import Iterator
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..latents.dataset import LatentDataset, collate_latent_sequences, collate_latents
+
+
+class UpdateOrderSampler(DistributedSampler):
+    """This process's items as an endless stream of whole batches, from batch ``start_batch`` on.
+
+    Epoch ``e`` is ``DistributedSampler``'s order for ``seed + e`` (a permutation, padded to a
+    multiple of the processes, every ``world``-th item from ``rank`` on), cut into whole batches:
+    with ``drop_last`` the items of a last, partial batch are left out; without it that batch is
+    filled up from the start of the same epoch. Batch ``n`` of the stream is therefore a function
+    of ``n`` alone, and a resumed run starts at the batch its update counter says.
+
+    A ``DistributedSampler`` subclass, so that Lightning keeps it under DDP instead of wrapping it;
+    it has no length, so Lightning runs it as an endless loader stopped by ``max_steps``.
+    """
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int, batch_size: int, drop_last: bool,
+                 start_batch: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.batch_size = int(batch_size)
+        share = self.num_samples  # items per process and epoch, after padding
+        self.batches_per_epoch = share // self.batch_size if drop_last else math.ceil(share / self.batch_size)
+        if self.batches_per_epoch < 1:
+            raise ValueError(f"batch_size {batch_size} is larger than the {share} items per process and epoch; "
+                             "lower batch_size or set drop_last: false")
+        self.start_batch = int(start_batch)
+
+    def epoch_items(self, epoch: int) -> list:
+        """This process's items of one epoch, cut or filled up to whole batches."""
+        self.epoch = epoch
+        items = list(super().__iter__())  # DistributedSampler's order for seed + epoch, this rank's share
+        needed = self.batches_per_epoch * self.batch_size
+        return (items * math.ceil(needed / len(items)))[:needed]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Ignored: the stream's position comes from ``start_batch``, not from Lightning's epoch count."""
+
+    def __len__(self) -> int:
+        raise TypeError("an UpdateOrderSampler is endless")
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, batch = divmod(self.start_batch, self.batches_per_epoch)
+        while True:
+            yield from self.epoch_items(epoch)[batch * self.batch_size:]
+            epoch, batch = epoch + 1, 0
 
 
 class LatentDataModule(pl.LightningDataModule):
@@ -71,12 +120,14 @@ class LatentDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        # DistributedSampler also with one process: its order depends on seed + epoch alone.
-        sampler = DistributedSampler(self.dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed,
-                                     drop_last=False)
+        module = trainer.lightning_module if trainer is not None else None
+        # Restored from the checkpoint before Lightning asks for the loader, on a resume.
+        start_batch = int(getattr(module, "train_step", 0)) * int(getattr(module, "batches_per_update", 1))
+        sampler = UpdateOrderSampler(self.dataset, num_replicas=world, rank=rank, seed=self.seed,
+                                     batch_size=self.batch_size, drop_last=self.drop_last, start_batch=start_batch)
         collate = collate_latents if self.sequence_length is None else collate_latent_sequences
         return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          collate_fn=collate, drop_last=self.drop_last, persistent_workers=self.num_workers > 0)
+                          collate_fn=collate, persistent_workers=self.num_workers > 0)
 
 
-__all__ = ["LatentDataModule"]
+__all__ = ["LatentDataModule", "UpdateOrderSampler"]
