@@ -7,6 +7,7 @@ lengths, encoded through the real ``inference.py encode-dataset`` by a micro FSQ
 clips, so each clip the command cuts is one action of the game."""
 
 import csv
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -150,8 +151,11 @@ def test_sequence_batches_stack_windows_and_actions(game):
 
 def test_datamodule_gives_batches_of_token_windows(game):
     datamodule = LatentDataModule(str(game / "tokens"), batch_size=2, sequence_length=WINDOW, tokens=True)
-    batches = list(datamodule.train_dataloader())
-    assert len(batches) == 2  # 5 windows, the last smaller batch left out
+    loader = datamodule.train_dataloader()
+    assert loader.sampler.batches_per_epoch == 2  # 5 windows, the last smaller batch left out
+    batches = list(itertools.islice(loader, 4))  # an endless stream: two epochs
+    first_epoch = {(batch["video"][i], batch["first_clip"][i].item()) for batch in batches[:2] for i in range(2)}
+    assert len(first_epoch) == 4  # four different windows in one epoch
     clip = LatentDataset(game / "tokens")[0]
     for batch in batches:
         assert batch["structure"].shape == (2, WINDOW, *clip["structure"].shape)
