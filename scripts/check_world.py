@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from scripts.check_generation import DigitChecker, centroids, ink
 from scripts.make_moving_digits import ACTIONS, DIRECTIONS
-from scripts.play import PlayError, WorldPlayer, read_start_clip
+from scripts.play import PlayError, WorldPlayer, add_rollout_arguments, read_start_clip
 from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli_utils import add_debug_flag, run_cli
 
@@ -116,14 +116,10 @@ def main(argv=None) -> int:
     parser.add_argument("--num", type=int, default=100, help="held-out start videos (default 100: all of them)")
     parser.add_argument("--length", type=int, default=6, help="actions per rollout (default 6)")
     parser.add_argument("--seed", type=int, default=0, help="of the action strings and the sampling (default 0)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the likeliest codes")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes only")
+    add_rollout_arguments(parser)
     parser.add_argument("--batch", type=int, default=16, help="rollouts at once (default 16)")
     parser.add_argument("--ceiling", action="store_true", help="also score the real clips under their real actions")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--config", default=None, help="autoencoder config (default: the one the world model records)")
-    parser.add_argument("--ckpt", default=None, help="autoencoder checkpoint (default: the one the world model records)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     if min(args.num, args.length, args.batch) < 1:

@@ -202,6 +202,15 @@ def play_interactive(player: WorldPlayer, start: torch.Tensor, seed: int, temper
     return clips
 
 
+def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sampling, autoencoder and device options that play and check_world share."""
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the likeliest codes")
+    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes only")
+    parser.add_argument("--config", default=None, help="autoencoder config (default: the one the world model records)")
+    parser.add_argument("--ckpt", default=None, help="autoencoder checkpoint (default: the one the world model records)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("world", help="the world model: a train.py run directory, checkpoint or saved folder")
@@ -211,11 +220,7 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="the mp4 to write: start clip + predicted clips")
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same rollout (default 0)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the likeliest codes")
-    parser.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes only")
-    parser.add_argument("--config", default=None, help="autoencoder config (default: the one the world model records)")
-    parser.add_argument("--ckpt", default=None, help="autoencoder checkpoint (default: the one the world model records)")
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    add_rollout_arguments(parser)
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.interactive == (args.actions is not None):

@@ -19,7 +19,6 @@ without encoding any clip again.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from vidtwin.errors import UserError
+from vidtwin.latents.labels import read_video_column
 from vidtwin.latents.shards import LatentDatasetError
 
 MANIFEST_KEY = "actions"
@@ -47,29 +47,14 @@ def actions_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence
     A listed video without letters, with a character outside ``[A-Za-z0-9]``, or listed twice with
     two action strings, is an error naming its row.
     """
-    column = column.strip()
-    with open(meta_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [name.strip() for name in (reader.fieldnames or [])]
-        if column not in columns:
-            raise ActionError(f"--actions-column {column!r} is not a column of {meta_path} (columns: {', '.join(columns)})")
-        reader.fieldnames = columns
-        found: dict[str, str] = {}
-        for row_number, row in enumerate(reader, start=2):  # row 1 is the header
-            video = (row.get("videos") or "").strip()
-            if not video:
-                continue
-            letters = (row.get(column) or "").strip()
-            if not letters:
-                raise ActionError(f"{meta_path} row {row_number} ({video}) has no actions in its {column!r} column; "
-                                  "every video needs one letter per clip")
-            if not _LETTERS.fullmatch(letters):
-                bad = next(letter for letter in letters if not _LETTERS.fullmatch(letter))
-                raise ActionError(f"{meta_path} row {row_number} ({video}) has the action {bad!r} in {letters!r}; "
-                                  "an action is one letter of A-Z, a-z or 0-9 per clip")
-            if found.setdefault(video, letters) != letters:
-                raise ActionError(f"{meta_path} lists {video} twice, with the actions {found[video]!r} and {letters!r}")
-    return {video: found[video] for video in videos}
+    def check_letters(letters: str, where: str) -> None:
+        if not _LETTERS.fullmatch(letters):
+            bad = next(letter for letter in letters if not _LETTERS.fullmatch(letter))
+            raise ActionError(f"{where} has the action {bad!r} in {letters!r}; "
+                              "an action is one letter of A-Z, a-z or 0-9 per clip")
+
+    return read_video_column(meta_path, column, videos, option="--actions-column", error=ActionError, empty="actions",
+                             needs="one letter per clip", plural="actions", check=check_letters)
 
 
 def read_actions(input_path: str, videos: Sequence[str], column: str | None) -> dict[str, str] | None:

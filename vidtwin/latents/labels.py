@@ -21,7 +21,7 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from vidtwin.errors import UserError
 
@@ -76,30 +76,47 @@ def class_order(names: set[str]) -> list[str]:
     return sorted(names)
 
 
-def labels_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence[str]) -> ClassLabels:
-    """Each of ``videos`` (entries of the CSV's ``videos`` column) -> its value in ``column``.
+def read_video_column(meta_path: str | os.PathLike, column: str, videos: Sequence[str], *, option: str,
+                      error: type[UserError], empty: str, needs: str, plural: str,
+                      check: Callable[[str, str], None] | None = None) -> dict[str, str]:
+    """Each of ``videos`` (entries of the CSV's ``videos`` column) -> its value in ``column``, for a
+    per-video meta-CSV option (``--label-column``, ``--actions-column``).
 
-    A listed video without a value, or listed twice with two values, is an error naming its row.
+    A listed video without a value, one that ``check(value, where)`` refuses, or one listed twice
+    with two values, is an ``error`` naming its row; ``empty``, ``needs`` and ``plural`` word the
+    messages ("has no {empty} ...; every video needs {needs}", "twice, with the {plural} ...").
     """
     column = column.strip()
     with open(meta_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in (reader.fieldnames or [])]
         if column not in columns:
-            raise LabelError(f"--label-column {column!r} is not a column of {meta_path} (columns: {', '.join(columns)})")
+            raise error(f"{option} {column!r} is not a column of {meta_path} (columns: {', '.join(columns)})")
         reader.fieldnames = columns
-        names: dict[str, str] = {}
+        found: dict[str, str] = {}
         for row_number, row in enumerate(reader, start=2):  # row 1 is the header
             video = (row.get("videos") or "").strip()
             if not video:
                 continue
             value = (row.get(column) or "").strip()
+            where = f"{meta_path} row {row_number} ({video})"
             if not value:
-                raise LabelError(f"{meta_path} row {row_number} ({video}) has no value in its {column!r} column; "
-                                 "every video needs a class")
-            if names.setdefault(video, value) != value:
-                raise LabelError(f"{meta_path} lists {video} twice, with the classes {names[video]!r} and {value!r}")
-    return ClassLabels.from_names(f"column {column}", {video: names[video] for video in videos})
+                raise error(f"{where} has no {empty} in its {column!r} column; every video needs {needs}")
+            if check is not None:
+                check(value, where)
+            if found.setdefault(video, value) != value:
+                raise error(f"{meta_path} lists {video} twice, with the {plural} {found[video]!r} and {value!r}")
+    return {video: found[video] for video in videos}
+
+
+def labels_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence[str]) -> ClassLabels:
+    """Each of ``videos`` (entries of the CSV's ``videos`` column) -> its class in ``column``.
+
+    A listed video without a value, or listed twice with two values, is an error naming its row.
+    """
+    names = read_video_column(meta_path, column, videos, option="--label-column", error=LabelError, empty="value",
+                              needs="a class", plural="classes")
+    return ClassLabels.from_names(f"column {column}", names)
 
 
 def labels_from_folders(videos: Sequence[str]) -> ClassLabels:
