@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from scripts.bench_report import cpu_name, write_json_report
-from scripts.benchmark_memory import measure
-from vidtwin.cli_utils import add_debug_flag, run_cli  # light: the standard library only
+from scripts.benchmark_memory import (
+    add_measured_process_arguments, measure, measured_environment, prepare_inputs_in_subprocess,
+)
+from vidtwin.cli_utils import run_cli  # light: the standard library only
 
 PROG = "benchmark_fvd.py"
 REPO = Path(__file__).resolve().parents[1]
@@ -71,13 +72,8 @@ def format_table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 32], help="videos per set")
-    parser.add_argument("--batch-clips", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the measured processes")
-    parser.add_argument("--cache-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "vidtwin_benchmark_fvd"),
-                        help="where the videos and the weights are made once")
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # the subprocess that makes the inputs
-    add_debug_flag(parser)
+    add_measured_process_arguments(parser, "vidtwin_benchmark_fvd", "where the videos and the weights are made once",
+                                   batch_clips=8)
     args = parser.parse_args(argv)
     sizes = sorted(args.sizes)
     cache = Path(args.cache_dir)
@@ -85,9 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.prepare:
         prepare(sizes, cache)
         return 0
-    subprocess.run([sys.executable, "-m", "scripts.benchmark_fvd", "--prepare", *(argv if argv is not None else sys.argv[1:])],
-                   check=True, cwd=REPO)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    prepare_inputs_in_subprocess("scripts.benchmark_fvd", argv)
+    env = measured_environment(args.threads)
     rows = []
     for size in sizes:
         folder = cache / f"videos_{size}"

@@ -113,6 +113,30 @@ def measure(command: list[str], env: dict) -> tuple[float, float, str]:
     return usage.ru_maxrss / 1024, seconds, stdout.strip()
 
 
+def add_measured_process_arguments(parser: argparse.ArgumentParser, cache_name: str, cache_help: str,
+                                   batch_clips: int) -> None:
+    """The options that the peak-memory benchmarks (this one and ``benchmark_fvd``) share: how the
+    measured processes run, where their inputs are made once, and where the report goes."""
+    parser.add_argument("--batch-clips", type=int, default=batch_clips)
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the measured processes")
+    parser.add_argument("--cache-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), cache_name), help=cache_help)
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # the subprocess that makes the inputs
+    add_debug_flag(parser)
+
+
+def prepare_inputs_in_subprocess(module: str, argv: list[str] | None) -> None:
+    """Make the inputs in a child process (``module --prepare`` with the same options), so that the
+    parent, whose children's peak memory is measured, never holds a model or a video itself."""
+    subprocess.run([sys.executable, "-m", module, "--prepare", *(argv if argv is not None else sys.argv[1:])],
+                   check=True, cwd=REPO)
+
+
+def measured_environment(threads: int) -> dict:
+    """The environment of a measured process: ``threads`` OpenMP threads, the repository importable."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
+
+
 def format_table(rows: list[dict]) -> str:
     lines = [f"{'spatial':<7} {'frames':>6} {'model':>10} {'peak RSS MiB':>12} {'vs shortest':>11} {'time s':>8} {'frames/s':>8}"]
     for row in rows:
@@ -127,15 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[200, 1000, 2000], help="frames to reconstruct")
     parser.add_argument("--modes", nargs="+", default=["resize", "tile"], choices=tuple(MODELS))
-    parser.add_argument("--batch-clips", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of the measured processes")
     parser.add_argument("--backend", choices=("decord", "pyav"), default=None,
                         help="force the video backend of the measured processes ($VIDTWIN_VIDEO_BACKEND); default: automatic")
-    parser.add_argument("--cache-dir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "vidtwin_benchmark_memory"),
-                        help="where the looped video and the models are made once")
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)  # the subprocess that makes the inputs
-    add_debug_flag(parser)
+    add_measured_process_arguments(parser, "vidtwin_benchmark_memory", "where the looped video and the models are made once",
+                                   batch_clips=4)
     args = parser.parse_args(argv)
     lengths = sorted(args.lengths)
     cache = Path(args.cache_dir)
@@ -146,9 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             make_model(mode, cache)
         return 0
-    subprocess.run([sys.executable, "-m", "scripts.benchmark_memory", "--prepare", *(argv if argv is not None else sys.argv[1:])],
-                   check=True, cwd=REPO)
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(REPO)}
+    prepare_inputs_in_subprocess("scripts.benchmark_memory", argv)
+    env = measured_environment(args.threads)
     env.pop("VIDTWIN_VIDEO_BACKEND", None)
     if args.backend:
         env["VIDTWIN_VIDEO_BACKEND"] = args.backend

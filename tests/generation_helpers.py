@@ -57,17 +57,13 @@ def write_labelled_dataset(root: Path, ckpt: Path, clips_per_class: int = 4, see
     return root
 
 
-def generator_config(path: Path, dataset: Path, ckpt: Path | None, max_steps: int = 2, **params) -> Path:
-    """A train.py config of the tiny generator on ``dataset``, decoding samples with ``ckpt``."""
-    model_params = {
-        "dataset": "${data.params.root}", "generator": {"size": "tiny", "hidden_size": 32, "depth": 1, "num_heads": 2},
-        "autoencoder": {"config": str(TINY_CONFIG), "ckpt": str(ckpt)} if ckpt else None,
-        "learning_rate": 3e-3, "warmup_steps": 2, "ema_decay": 0.9, "sample_classes": 2, "sample_steps": 2, **params,
-    }
+def latent_training_config(path: Path, target: str, model_params: dict, data_params: dict, max_steps: int = 2) -> Path:
+    """A train.py config of the latent model ``target`` (the generator's or the world model's
+    Lightning module) on ``LatentDataModule(**data_params)``: ``max_steps`` updates on the CPU, a
+    checkpoint every update and a sample video every second one."""
     config = OmegaConf.create({
-        "model": {"target": "vidtwin.training.GeneratorLightningModule", "params": model_params},
-        "data": {"target": "vidtwin.training.LatentDataModule",
-                 "params": {"root": str(dataset), "batch_size": 12, "num_workers": 0}},
+        "model": {"target": target, "params": model_params},
+        "data": {"target": "vidtwin.training.LatentDataModule", "params": {"batch_size": 12, "num_workers": 0, **data_params}},
         "lightning": {
             "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": max_steps, "log_every_n_steps": 1,
                         "limit_val_batches": 0, "num_sanity_val_steps": 0, "enable_model_summary": False},
@@ -78,3 +74,14 @@ def generator_config(path: Path, dataset: Path, ckpt: Path | None, max_steps: in
     })
     OmegaConf.save(config, path)
     return path
+
+
+def generator_config(path: Path, dataset: Path, ckpt: Path | None, max_steps: int = 2, **params) -> Path:
+    """A train.py config of the tiny generator on ``dataset``, decoding samples with ``ckpt``."""
+    model_params = {
+        "dataset": "${data.params.root}", "generator": {"size": "tiny", "hidden_size": 32, "depth": 1, "num_heads": 2},
+        "autoencoder": {"config": str(TINY_CONFIG), "ckpt": str(ckpt)} if ckpt else None,
+        "learning_rate": 3e-3, "warmup_steps": 2, "ema_decay": 0.9, "sample_classes": 2, "sample_steps": 2, **params,
+    }
+    return latent_training_config(path, "vidtwin.training.GeneratorLightningModule", model_params, {"root": str(dataset)},
+                                  max_steps)

@@ -67,18 +67,12 @@ def test_check_world_scores_each_step(files, tmp_path, monkeypatch, capsys):
 
 def test_the_game_pipeline_end_to_end(files, tmp_path, capsys):
     """Game videos -> encode-dataset --actions-column -> train.py on windows -> play, through the real data interface."""
-    from scripts.make_moving_digits import make_moving_digits
     from scripts.play import main as play
-    from vidtwin.inference.cli import main as inference
     from vidtwin.training.cli import main as train
-    from world_helpers import world_training_config
+    from world_helpers import encode_game_tokens, world_training_config
 
     game = tmp_path / "game"
-    make_moving_digits(game, game=True, num_frames=8, speed=2, clips_per_video=4, train_videos=3, val_videos=1,
-                       progress=False)
-    assert inference(["encode-dataset", "--config", str(files / "ae.yaml"), "--ckpt", str(files / "ae.pt"),
-                      "--input", str(game / "train.csv"), "--actions-column", "actions", "--output", str(tmp_path / "tokens"),
-                      "--sample-fps", "8", "--num-workers", "0", "--accelerator", "cpu", "--quiet"]) == 0
+    encode_game_tokens(files, game, tmp_path / "tokens", train_videos=3)
     config = world_training_config(tmp_path / "world.yaml", tmp_path / "tokens", (files / "ae.yaml", files / "ae.pt"))
     assert train(["--logdir", str(tmp_path / "logs"), "--name", "world", "--base", str(config),
                   "data.params.batch_size=3"]) == 0

@@ -1,29 +1,23 @@
 """train.py trains the world model: a checkpoint that names its autoencoder and actions, sample
 videos of rollouts, and a resume that continues exactly where an uninterrupted run goes.
 
-The windows come from a stand-in for LatentDataModule(sequence_length=K + 1, tokens=True) laid
-out as the data interface says (tests/world_helpers.py)."""
+The windows are Moving Digits game videos encoded by a small FSQ autoencoder through the real
+``encode-dataset --actions-column`` and read by LatentDataModule(sequence_length=K + 1, tokens=True)."""
 
 import pytest
 import torch
 
-import vidtwin.training
-import vidtwin.training.world_module as world_module
 from vidtwin.generation import load_world_model
 from vidtwin.training.cli import main
 
 from _training_utils import single_thread
-from world_helpers import (
-    StandInDataModule, StandInTokenDataset, make_play_files, world_training_config, write_stand_in_dataset,
-)
+from world_helpers import encode_game_tokens, make_play_files, world_training_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_and_stand_in_data(monkeypatch):
-    monkeypatch.setattr(vidtwin.training, "LatentDataModule", StandInDataModule)
-    monkeypatch.setattr(world_module, "LatentDataset", StandInTokenDataset)
+def _one_thread():
     with single_thread():
         yield
 
@@ -31,7 +25,7 @@ def _one_thread_and_stand_in_data(monkeypatch):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = make_play_files(tmp_path_factory.mktemp("world_training"))
-    write_stand_in_dataset(root / "tokens", root / "ae.yaml")
+    encode_game_tokens(root, root / "game", root / "tokens")
     return root
 
 

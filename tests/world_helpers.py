@@ -61,76 +61,25 @@ def make_play_files(root):
     return root
 
 
-# ---------------------------------------------------------------------------- a stand-in token dataset
-# The world model reads windows through LatentDataModule(sequence_length=K + 1, tokens=True) (the
-# data interface of issue 17). Until that side is merged, the training tests put these stand-ins
-# in its place: windows of random tokens with actions, items and batches laid out as the interface
-# says, in the seeded per-epoch order of the real data module.
-class StandInTokenDataset(torch.utils.data.Dataset):
-    """``root/windows.pt`` (written by :func:`write_stand_in_dataset`) as the interface's ``LatentDataset``."""
+def encode_game_tokens(files, game, output, train_videos=6, clips_per_video=4):
+    """Moving Digits game videos in ``game`` (8-frame clips, one action each, and one validation
+    video), encoded into ``output`` by ``files``' small FSQ autoencoder (:func:`make_play_files`)
+    through the real ``encode-dataset --actions-column``: ``train_videos * (clips_per_video - 2)``
+    windows of 3 clips."""
+    from scripts.make_moving_digits import make_moving_digits
+    from vidtwin.inference.cli import main as inference
 
-    def __init__(self, root, sequence_length=None, **_):
-        from pathlib import Path
-
-        stored = torch.load(Path(root) / "windows.pt", weights_only=True)
-        self.root, self.config, self.codebook, self.actions = str(root), stored["config"], stored["codebook"], stored["actions"]
-        self.windows = stored["windows"]
-        self.videos = [f"video_{index}.mp4" for index in range(len(self))]
-        self.sequence_length = sequence_length
-
-    def __len__(self):
-        return len(self.windows["actions"])
-
-    def __getitem__(self, index):
-        item = {name: value[index] for name, value in self.windows.items()}
-        return {**item, "video": self.videos[index], "first_clip": 0}
-
-
-def collate_stand_in(items):
-    batch = {name: torch.stack([item[name] for item in items]) for name in ("structure", "dynamics_x", "dynamics_y", "actions")}
-    return {**batch, "video": [item["video"] for item in items], "first_clip": torch.zeros(len(items), dtype=torch.long)}
-
-
-class StandInDataModule:
-    """Built by train.py in place of ``vidtwin.training.LatentDataModule``."""
-
-    def __new__(cls, root, batch_size=4, num_workers=0, seed=0, sequence_length=None, tokens=False, drop_last=True):
-        import pytorch_lightning as pl
-        from torch.utils.data import DataLoader, DistributedSampler
-
-        class _Module(pl.LightningDataModule):
-            def __init__(self):
-                super().__init__()
-                self.dataset = StandInTokenDataset(root, sequence_length)
-                self.sequence_length = sequence_length
-
-            def train_dataloader(self):
-                sampler = DistributedSampler(self.dataset, num_replicas=1, rank=0, shuffle=True, seed=seed)
-                return DataLoader(self.dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_stand_in,
-                                  drop_last=True)
-
-        return _Module()
-
-
-def write_stand_in_dataset(root, autoencoder_config, windows=12, clips=3, seed=0):
-    """Random token windows of the FSQ autoencoder ``autoencoder_config`` (a YAML), with actions D L R U."""
-    from vidtwin.config import autoencoder_config_from
-    from vidtwin.latents.latent_file import config_to_dict
-
-    config = autoencoder_config_from(str(autoencoder_config))
-    world_config = type("Grids", (), {"token_shapes": {k: list(v) for k, v in config.token_shapes().items()},
-                                      "structure_levels": list(config.structure_levels),
-                                      "dynamics_levels": list(config.dynamics_levels), "actions": ["D", "L", "R", "U"]})
-    root.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": config_to_dict(config), "actions": ["D", "L", "R", "U"],
-                "codebook": {"structure": list(config.structure_levels), "dynamics": list(config.dynamics_levels)},
-                "windows": random_windows(world_config, batch=windows, clips=clips, seed=seed)}, root / "windows.pt")
-    return root
+    make_moving_digits(game, game=True, num_frames=8, speed=2, clips_per_video=clips_per_video,
+                       train_videos=train_videos, val_videos=1, progress=False)
+    assert inference(["encode-dataset", "--config", str(files / "ae.yaml"), "--ckpt", str(files / "ae.pt"),
+                      "--input", str(game / "train.csv"), "--actions-column", "actions", "--output", str(output),
+                      "--sample-fps", "8", "--num-workers", "0", "--accelerator", "cpu", "--quiet"]) == 0
+    return output
 
 
 def world_training_config(path, dataset, autoencoder=None, max_steps=2, **params):
     """A train.py config of a tiny world model on ``dataset``, decoding samples with ``autoencoder`` (config, ckpt)."""
-    from omegaconf import OmegaConf
+    from generation_helpers import latent_training_config
 
     model_params = {
         "dataset": "${data.params.root}", "world": {"size": "tiny", "hidden_size": 32, "depth": 1, "num_heads": 2,
@@ -138,17 +87,5 @@ def world_training_config(path, dataset, autoencoder=None, max_steps=2, **params
         "autoencoder": {"config": str(autoencoder[0]), "ckpt": str(autoencoder[1])} if autoencoder else None,
         "learning_rate": 3e-3, "warmup_steps": 2, "ema_decay": 0.9, **params,
     }
-    config = OmegaConf.create({
-        "model": {"target": "vidtwin.training.WorldLightningModule", "params": model_params},
-        "data": {"target": "vidtwin.training.LatentDataModule",
-                 "params": {"root": str(dataset), "sequence_length": 3, "tokens": True, "batch_size": 12, "num_workers": 0}},
-        "lightning": {
-            "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": max_steps, "log_every_n_steps": 1,
-                        "limit_val_batches": 0, "num_sanity_val_steps": 0, "enable_model_summary": False},
-            "checkpoint": {"every_n_steps": 1},
-            "callbacks": {"samples": {"target": "vidtwin.training.callbacks.VideoGridLogger",
-                                      "params": {"every_n_steps": 2, "max_samples": 1}}},
-        },
-    })
-    OmegaConf.save(config, path)
-    return path
+    return latent_training_config(path, "vidtwin.training.WorldLightningModule", model_params,
+                                  {"root": str(dataset), "sequence_length": 3, "tokens": True}, max_steps)
