@@ -2,7 +2,7 @@
 
 import sys
 
-from vidtwin.inference.cli import main
+from vidtwin.entry_points import inference
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(inference())

@@ -8,7 +8,7 @@
 
 import sys
 
-from vidtwin.training.cli import main
+from vidtwin.entry_points import train
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(train())

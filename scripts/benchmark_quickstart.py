@@ -133,11 +133,13 @@ def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, 
     if result.returncode != 0:
         raise RuntimeError(f"train.py failed ({result.returncode}):\n{result.stderr[-3000:]}")
     chosen = re.search(r"torch CPU threads: (\d+)", result.stderr)
+    waiting = re.search(r"OMP_WAIT_POLICY=(\w+)", result.stderr)  # set by the policy when threads share cores
     run_dir = workdir / name
     summary = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     return {
         "run_dir": str(run_dir), "summary": summary,
         "threads_setting": threads, "threads_used": int(chosen.group(1)) if chosen else None,
+        "wait_policy": waiting.group(1) if waiting else "OpenMP default",
         "stand_in_load": load, "updates": updates, "overrides": overrides, "wall_s": round(wall, 1),
         "psnr_resize_db": round(_evaluate(run_dir, "resize", env), 2) if score else None,
         "psnr_tile_db": round(_evaluate(run_dir, "tile", env), 2) if score else None,
@@ -175,11 +177,12 @@ def main(argv=None) -> int:
                 records.append(record)
                 print(json.dumps(record), flush=True)
 
-    header = ["load", "threads", "used", "updates", "wall (s)", "PSNR resize", "PSNR tile", "load avg before/after"]
+    header = ["load", "threads", "used", "waiting", "updates", "wall (s)", "PSNR resize", "PSNR tile", "load avg before/after"]
     print("| " + " | ".join(header) + " |")
     print("|" + " --- |" * len(header))
     for r in records:
-        print(f"| {r['stand_in_load']} | {r['threads_setting']} | {r['threads_used']} | {r['updates'] or 'config'} | "
+        print(f"| {r['stand_in_load']} | {r['threads_setting']} | {r['threads_used']} | {r['wait_policy']} | "
+              f"{r['updates'] or 'config'} | "
               f"{r['wall_s']} | {_db(r['psnr_resize_db'])} | {_db(r['psnr_tile_db'])} | "
               f"{r['load_average_1min_before']} / {r['load_average_1min_after']} |")
     if args.output:

@@ -14,27 +14,29 @@ from vidtwin import cpu_threads
 from vidtwin.cpu_threads import apply_cpu_thread_policy, choose_cpu_threads
 
 
-def test_threads_are_the_free_cores_and_at_least_one():
+def test_threads_are_the_free_cores_or_every_core_when_none_is_free():
     assert choose_cpu_threads(cores=2) == 2  # idle: every core
-    assert choose_cpu_threads(cores=2, loader_workers=1) == 1
-    assert choose_cpu_threads(cores=2, busy_cores=2.0) == 1  # two busy processes beside us
-    assert choose_cpu_threads(cores=2, loader_workers=4, busy_cores=9.0) == 1
-    assert choose_cpu_threads(cores=16, loader_workers=2, busy_cores=3.4) == 11
+    assert choose_cpu_threads(cores=2, busy_cores=1.0) == 1  # one core taken: stay off it
+    assert choose_cpu_threads(cores=16, busy_cores=3.4) == 13
+    # Nothing free: every thread shares a core alike, so all of them (a fair share of every core).
+    assert choose_cpu_threads(cores=2, busy_cores=2.0) == 2
+    assert choose_cpu_threads(cores=2, busy_cores=9.0) == 2
+    assert choose_cpu_threads(cores=4, busy_cores=3.6) == 4
 
 
 def test_the_choice_is_applied_and_said(monkeypatch, caplog):
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(cpu_threads, "available_cores", lambda: 2)
-    monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores: 1.8)
+    monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores: 1.2)
     try:
         torch.set_num_threads(2)
         with caplog.at_level("INFO", logger="vidtwin.cpu_threads"):
-            choice = apply_cpu_thread_policy(loader_workers=0)
+            choice = apply_cpu_thread_policy()
         assert choice.threads == torch.get_num_threads() == 1
-        assert "torch CPU threads: 1 of 2 cores (0 loader workers, 1.8 cores busy with other work" in caplog.text
+        assert "torch CPU threads: 1 of 2 cores (1.2 cores busy with other work" in caplog.text
         monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores: 0.0)
-        assert apply_cpu_thread_policy(loader_workers=0).threads == 1  # never raised above what was set
+        assert apply_cpu_thread_policy().threads == 1  # never raised above what was set
     finally:
         torch.set_num_threads(before)
 
@@ -45,7 +47,7 @@ def test_omp_num_threads_wins(monkeypatch):
     monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores: 0.0)
     torch.set_num_threads(1)
     try:
-        choice = apply_cpu_thread_policy(loader_workers=0)
+        choice = apply_cpu_thread_policy()
         assert choice.from_env and choice.threads == 1 and torch.get_num_threads() == 1
         assert choice.describe() == "torch CPU threads: 1 (OMP_NUM_THREADS=1)"
     finally:
@@ -88,3 +90,54 @@ def test_a_process_started_a_moment_ago_is_seen_busy():
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_threads_wait_passively_only_when_every_core_is_shared(monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch")  # as in a fresh process, before torch is imported
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(cpu_threads, "_startup_busy_cores", None)  # restored after the test
+    for busy, expected in ((0.0, None), (0.9, None), (1.8, "PASSIVE")):  # idle; one core free; none free
+        monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores, busy=busy: busy)
+        environ = {}
+        assert cpu_threads.prepare_cpu_threads(environ) == expected
+        assert environ == ({"OMP_WAIT_POLICY": "PASSIVE"} if expected else {})
+        assert cpu_threads._startup_busy_cores == busy  # kept for the thread count, so both agree
+    for chosen in ({"GOMP_SPINCOUNT": "0"}, {"OMP_WAIT_POLICY": "active"}, {"OMP_NUM_THREADS": "2"}):
+        environ = dict(chosen)
+        assert cpu_threads.prepare_cpu_threads(environ) is None and environ == chosen
+
+
+def test_the_thread_count_uses_the_sample_taken_before_torch_loaded(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cpu_threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(cpu_threads, "_startup_busy_cores", 1.1)
+    monkeypatch.setattr(cpu_threads, "busy_cores_now", lambda cores: pytest.fail("sampled twice"))
+    try:
+        torch.set_num_threads(2)
+        assert apply_cpu_thread_policy().threads == 1 and cpu_threads._startup_busy_cores is None
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_choosing_the_wait_after_torch_is_loaded_changes_nothing():
+    environ = {}
+    assert "torch" in sys.modules and cpu_threads.prepare_cpu_threads(environ) is None and environ == {}
+
+
+@pytest.mark.parametrize("entry", ["train.py", "inference.py"])
+def test_the_entry_points_sample_the_load_before_torch_loads(entry):
+    """The wait policy works only if it is in the environment when torch loads OpenMP: with every
+    core taken by a busy process, the entry point must have set it before importing torch."""
+    from conftest import REPO
+
+    code = (f"import runpy, sys; sys.argv = [{entry!r}, '--help']\n"
+            "from vidtwin import cpu_threads\n"
+            "cpu_threads.busy_cores_now = lambda cores: float(cores)\n"
+            f"try:\n    runpy.run_path({str(REPO / entry)!r}, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "import os, torch; print(os.environ.get('OMP_WAIT_POLICY'))")
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "PASSIVE"

@@ -1,34 +1,65 @@
-"""How many CPU threads torch uses, chosen for the cores that are actually free.
+"""How many CPU threads torch uses, and how they wait, chosen for the cores that are actually free.
 
-torch's default is one thread per core. That is the fastest choice on an idle machine, and a poor
-one on a busy one: each parallel region waits for its slowest thread, and a thread that shares
-its core with another process waits for the scheduler. Measured on a 2-core machine with two
-busy processes beside the tiny training run (``scripts/benchmark_threads.py``, numbers in
-docs/benchmarks.md), 2 threads were several times slower per update than 1 thread.
+Measured on 2 cores beside two busy processes (``scripts/benchmark_quickstart.py``, numbers in
+docs/benchmarks.md):
 
-The policy (:func:`choose_cpu_threads`): the cores this process may run on, minus the DataLoader
-workers that compete with the main process, minus the cores that other processes keep busy right
-now, and at least 1. An explicit ``OMP_NUM_THREADS`` always wins.
+- **Shared cores.** A parallel region waits for its slowest thread, so a thread on a core that
+  another process keeps busy slows every region. :func:`choose_cpu_threads` takes the cores this
+  process may run on minus the cores other processes keep busy. When no core is free, every thread
+  shares a core alike, and all cores are used: more threads get a larger fair share of the machine.
+  DataLoader workers are not counted against the cores: on a CPU run they mostly wait for the main
+  process (the Moving Digits autoencoder with one worker: 0.26 s per update on 2 threads, 0.38 s on 1).
+- **Spinning.** GNU OpenMP, which torch uses on Linux, keeps a waiting thread spinning for a while
+  before it sleeps. On a shared core the spinning thread burns the share of the core that the thread
+  it waits for needs: torch's defaults took 4.9 s per update there, against 0.8 s with one thread.
+  So when threads share cores, they wait passively (``OMP_WAIT_POLICY=PASSIVE``): 2 passive threads
+  beat 1 thread under that load. Idle, spinning is faster (passive cost a fifth more), so it stays.
+  OpenMP reads the wait policy once, when torch loads it: :func:`prepare_cpu_threads` samples the
+  load and sets it, and ``train.py`` and ``inference.py`` call it before anything imports torch.
 
-"Right now" is a short sample of the kernel's CPU counters (``/proc/stat``, half a second), not the
-1-minute load average: the load average trails a change by a minute, so work started just before
-training (the benchmark's stand-in load, a second run) was not seen and 2 threads were chosen on
-2 taken cores. Where ``/proc/stat`` is missing, the load average is the fallback.
+"Busy right now" is a short sample of the kernel's CPU counters (``/proc/stat``, half a second), not
+the 1-minute load average, which trails a change by a minute; where ``/proc/stat`` is missing, the
+load average is the fallback. An explicit ``OMP_NUM_THREADS`` always wins, and an explicit
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is kept.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
-
-import torch
+from typing import Dict, MutableMapping, Optional, Tuple
 
 logger = logging.getLogger(__name__)
 
 THREADS_ENV = "OMP_NUM_THREADS"
+WAIT_POLICY_ENV = "OMP_WAIT_POLICY"
+SPIN_ENV = "GOMP_SPINCOUNT"
+
+# The busy-core sample that prepare_cpu_threads took before torch loaded, for apply_cpu_thread_policy.
+_startup_busy_cores: Optional[float] = None
+
+
+def prepare_cpu_threads(environ: Optional[MutableMapping[str, str]] = None) -> Optional[str]:
+    """Before torch is imported: sample the busy cores, and when no core is free (all threads will
+    share cores), make OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``).
+
+    Does nothing when ``OMP_NUM_THREADS``, ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is set, or when
+    torch is already loaded (OpenMP has read its settings by then). Returns the wait policy it set, or None.
+    """
+    global _startup_busy_cores
+    environ = os.environ if environ is None else environ
+    chosen = any(environ.get(name, "").strip() for name in (THREADS_ENV, WAIT_POLICY_ENV, SPIN_ENV))
+    if chosen or "torch" in sys.modules:
+        return None
+    cores = available_cores()
+    _startup_busy_cores = busy_cores_now(cores)
+    if choose_cpu_threads(cores, _startup_busy_cores) < cores or _startup_busy_cores < 0.5:
+        return None  # every thread gets a core of its own: spinning waits are the fastest
+    environ[WAIT_POLICY_ENV] = "PASSIVE"
+    return "PASSIVE"
 
 
 @dataclass(frozen=True)
@@ -37,15 +68,16 @@ class ThreadChoice:
 
     threads: int
     cores: int
-    loader_workers: int
     busy_cores: float  # cores kept busy by other processes
     from_env: bool  # OMP_NUM_THREADS was set and is kept
 
     def describe(self) -> str:
         if self.from_env:
             return f"torch CPU threads: {self.threads} ({THREADS_ENV}={os.environ.get(THREADS_ENV)})"
-        return (f"torch CPU threads: {self.threads} of {self.cores} cores ({self.loader_workers} loader workers, "
-                f"{self.busy_cores:.1f} cores busy with other work; set {THREADS_ENV} to choose)")
+        waiting = os.environ.get(WAIT_POLICY_ENV, "").strip()
+        waiting = f", {WAIT_POLICY_ENV}={waiting}" if waiting else ""
+        return (f"torch CPU threads: {self.threads} of {self.cores} cores ({self.busy_cores:.1f} cores busy with other "
+                f"work{waiting}; set {THREADS_ENV} to choose)")
 
 
 def available_cores() -> int:
@@ -103,25 +135,31 @@ def busy_cores_now(cores: int, sample_s: float = BUSY_SAMPLE_S, stat_path: str =
         return 0.0
 
 
-def choose_cpu_threads(cores: int, loader_workers: int = 0, busy_cores: float = 0.0) -> int:
-    """Threads for torch: ``round(cores - loader_workers - busy_cores)``, at least 1."""
-    return max(1, int(round(cores - max(loader_workers, 0) - max(busy_cores, 0.0))))
+def choose_cpu_threads(cores: int, busy_cores: float = 0.0) -> int:
+    """Threads for torch: the free cores, ``round(cores - busy_cores)``; all ``cores`` when none is free."""
+    free = int(round(cores - max(busy_cores, 0.0)))
+    return free if free >= 1 else cores
 
 
-def apply_cpu_thread_policy(loader_workers: int = 0) -> ThreadChoice:
+def apply_cpu_thread_policy() -> ThreadChoice:
     """Set ``torch.set_num_threads`` by :func:`choose_cpu_threads` (never above its current value),
     unless ``OMP_NUM_THREADS`` is set.
 
     Call it once, before the first parallel torch operation. Logs the choice (INFO) and returns it.
     """
+    import torch
+
+    global _startup_busy_cores
     cores = available_cores()
     if os.environ.get(THREADS_ENV, "").strip():
-        choice = ThreadChoice(torch.get_num_threads(), cores, loader_workers, 0.0, from_env=True)
+        choice = ThreadChoice(torch.get_num_threads(), cores, 0.0, from_env=True)
     else:
-        busy = busy_cores_now(cores)
+        # The sample taken before torch loaded, if any, so that the thread count and the wait policy agree.
+        busy = _startup_busy_cores if _startup_busy_cores is not None else busy_cores_now(cores)
+        _startup_busy_cores = None
         # Never more than torch has already (a caller that set fewer threads, e.g. a test, knows why).
-        threads = min(choose_cpu_threads(cores, loader_workers, busy), torch.get_num_threads())
-        choice = ThreadChoice(threads, cores, loader_workers, busy, from_env=False)
+        threads = min(choose_cpu_threads(cores, busy), torch.get_num_threads())
+        choice = ThreadChoice(threads, cores, busy, from_env=False)
         torch.set_num_threads(choice.threads)
     logger.info(choice.describe())
     return choice

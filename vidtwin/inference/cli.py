@@ -162,7 +162,7 @@ def _run_device(args: argparse.Namespace) -> torch.device:
 def _load(args: argparse.Namespace) -> torch.nn.Module:
     device = resolve_device(args.device)
     if device.type == "cpu":
-        choice = apply_cpu_thread_policy(loader_workers=int(getattr(args, "num_workers", 0) or 0))
+        choice = apply_cpu_thread_policy()
         if not (getattr(args, "quiet", False) or args.verbose):  # --verbose shows the same line through logging
             print(choice.describe(), file=sys.stderr)
     model = load_model(args.config, args.ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)

@@ -392,7 +392,7 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     quiet_lightning()  # Lightning's stop line (it counts global_step), tips and warnings a user cannot act on
     pl.seed_everything(args.seed, workers=True, verbose=False)
     datamodule = _build("data", config.data)
-    apply_cpu_thread_policy(loader_workers=int(getattr(datamodule, "num_workers", 0) or 0))
+    apply_cpu_thread_policy()
     model_node = copy.deepcopy(config.model)
     if resume is not None and model_node.get("params", {}).get("ckpt_path"):
         model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights
