@@ -73,6 +73,18 @@ class _Settings:
             raise GeneratorConfigError(f"unknown {cls.KIND} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**values)
 
+    @staticmethod
+    def _three_latents(setting: str, shapes) -> Dict[str, List[int]]:
+        """``shapes`` (a config's grids per latent) as lists of ints, checked to name the three latents."""
+        grids = {key: [int(n) for n in value] for key, value in dict(shapes).items()}
+        if sorted(grids) != ["dynamics_x", "dynamics_y", "structure"]:
+            raise GeneratorConfigError(f"{setting} needs structure, dynamics_x and dynamics_y; got {sorted(grids)}")
+        return grids
+
+    def _check_heads(self) -> None:
+        if self.hidden_size % self.num_heads != 0:
+            raise GeneratorConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+
 
 @dataclass
 class GeneratorConfig(_Settings):
@@ -97,13 +109,10 @@ class GeneratorConfig(_Settings):
     normalization: Optional[dict] = None  # LatentNormalization.to_dict(); None: no scaling
 
     def __post_init__(self):
-        self.latent_shapes = {k: [int(n) for n in v] for k, v in dict(self.latent_shapes).items()}
+        self.latent_shapes = self._three_latents("latent_shapes", self.latent_shapes)
         self.structure_patch_size = [int(n) for n in self.structure_patch_size]
         self.dynamics_patch_size = [int(n) for n in self.dynamics_patch_size]
-        if sorted(self.latent_shapes) != ["dynamics_x", "dynamics_y", "structure"]:
-            raise GeneratorConfigError(f"latent_shapes needs structure, dynamics_x and dynamics_y; got {sorted(self.latent_shapes)}")
-        if self.hidden_size % self.num_heads != 0:
-            raise GeneratorConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        self._check_heads()
         if not 0.0 <= self.class_dropout < 1.0:
             raise GeneratorConfigError(f"class_dropout must be in [0, 1), got {self.class_dropout}")
         if self.num_classes < 0:
@@ -140,14 +149,11 @@ class WorldModelConfig(_Settings):
     decoding_steps: int = 8  # MaskGIT steps per predicted clip
 
     def __post_init__(self):
-        self.token_shapes = {k: [int(n) for n in v] for k, v in dict(self.token_shapes).items()}
+        self.token_shapes = self._three_latents("token_shapes", self.token_shapes)
         self.structure_levels = [int(n) for n in self.structure_levels]
         self.dynamics_levels = [int(n) for n in self.dynamics_levels]
         self.actions = [str(a) for a in self.actions]
-        if sorted(self.token_shapes) != ["dynamics_x", "dynamics_y", "structure"]:
-            raise GeneratorConfigError(f"token_shapes needs structure, dynamics_x and dynamics_y; got {sorted(self.token_shapes)}")
-        if self.hidden_size % self.num_heads != 0:
-            raise GeneratorConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+        self._check_heads()
         if not self.actions or len(set(self.actions)) != len(self.actions):
             raise GeneratorConfigError(f"actions must be distinct and at least one, got {self.actions}")
         if self.context_clips < 1 or self.decoding_steps < 1:
