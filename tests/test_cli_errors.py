@@ -755,6 +755,22 @@ def _script(name, *args, cwd=None):
                           text=True, timeout=300, env=env, cwd=cwd)
 
 
+def assert_script_rows_in_process(cases, capsys):
+    """Each (script, args, message) row run as ``scripts.NAME.main(args)`` under the CLI convention,
+    in this process (a subprocess per row costs seconds of imports): one error line, exit 2."""
+    import importlib
+
+    from vidtwin.cli_utils import run_main
+
+    for script, args, message in cases:
+        main = importlib.import_module(f"scripts.{script[:-3]}").main
+        try:
+            code = run_main(script, lambda: main([str(a) for a in args]))
+        except SystemExit as stop:  # argparse's own errors (an unknown choice) exit 2 from inside main
+            code = stop.code
+        assert_one_line(code, capsys.readouterr().err, script, message)
+
+
 def test_script_user_errors(files, tmp_path, capsys):
     cases = [
         ("convert_checkpoint.py", ["--config", TINY_CONFIG, "--ckpt", files / "notes.txt", "--output", tmp_path / "a"],
@@ -767,20 +783,10 @@ def test_script_user_errors(files, tmp_path, capsys):
         ("benchmark.py", ["--config", files / "bad.yaml"], "cannot read config"),
         ("benchmark_train.py", ["--base", files / "bad.yaml"], "cannot read config"),
     ]
-    import importlib
-
-    from vidtwin.cli_utils import run_main
-
     script, args, message = cases[0]  # one as a real process: the exit status and stderr the shell sees
     done = _script(script, *args)
     assert_one_line(done.returncode, done.stderr, script, message)
-    for script, args, message in cases[1:]:  # the rest in this process: a subprocess per row costs seconds of imports
-        main = importlib.import_module(f"scripts.{script[:-3]}").main
-        try:
-            code = run_main(script, lambda: main([str(a) for a in args]))
-        except SystemExit as stop:  # argparse's own errors (an unknown choice) exit 2 from inside main
-            code = stop.code
-        assert_one_line(code, capsys.readouterr().err, script, message)
+    assert_script_rows_in_process(cases[1:], capsys)
     assert not (tmp_path / "a").exists()
 
 
@@ -808,14 +814,7 @@ def test_moving_digits_script_user_errors(tmp_path, capsys):
         ("check_generation.py", [data / "train.csv", "--data", tmp_path / "settings_only"], "has no val.csv for the ceiling"),
         ("check_generation.py", [data / "val.csv", "--data", data, "--config", "x.yaml"], "needs both --config and --ckpt"),
     ]
-    import importlib
-
-    from vidtwin.cli_utils import run_main
-
-    for script, args, message in cases:  # in this process: a subprocess per row costs seconds of imports
-        main = importlib.import_module(f"scripts.{script[:-3]}").main
-        code = run_main(script, lambda: main([str(a) for a in args]))
-        assert_one_line(code, capsys.readouterr().err, script, message)
+    assert_script_rows_in_process(cases, capsys)
     assert not new.exists()
     assert (tmp_path / "notes.txt").read_text() == "not clips"
 
@@ -823,7 +822,6 @@ def test_moving_digits_script_user_errors(tmp_path, capsys):
 def test_world_script_user_errors(files, tmp_path, capsys):
     from world_helpers import make_play_files
 
-    from vidtwin.cli_utils import run_main
 
     play_files = make_play_files(tmp_path / "play")
     world, start = play_files / "world", play_files / "start.mp4"
@@ -845,12 +843,7 @@ def test_world_script_user_errors(files, tmp_path, capsys):
         ("play.py", [tmp_path / "nowhere", "--start", start, "--actions", "R", "--output", out], "does not exist"),
         ("check_world.py", [world, "--data", tmp_path / "no_game"], "val.csv does not exist"),
     ]
-    import importlib
-
-    for script, args, message in cases:  # in this process: a subprocess per row costs seconds of imports
-        main = importlib.import_module(f"scripts.{script[:-3]}").main
-        code = run_main(script, lambda: main([str(a) for a in args]))
-        assert_one_line(code, capsys.readouterr().err, script, message)
+    assert_script_rows_in_process(cases, capsys)
     assert not out.exists()
     assert (tmp_path / "taken.mp4").read_bytes() == b"a video made before"
 

@@ -10,17 +10,10 @@ from vidtwin.generation import LatentNormalization
 from vidtwin.latents.dataset import LatentDataset
 from vidtwin.training.cli import main
 
-from _training_utils import single_thread
 from conftest import REPO, TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")

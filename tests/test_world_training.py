@@ -10,16 +10,9 @@ import torch
 from vidtwin.generation import load_world_model
 from vidtwin.training.cli import main
 
-from _training_utils import single_thread
 from world_helpers import encode_game_tokens, make_play_files, world_training_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with single_thread():
-        yield
 
 
 @pytest.fixture(scope="module")
