@@ -41,9 +41,11 @@ from scripts.bench_report import cpu_name
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _busy_loop() -> None:  # pragma: no cover - runs in the stand-in load processes
-    while True:
-        pass
+def _busy_loop(parent: int) -> None:  # pragma: no cover - runs in the stand-in load processes
+    # Spin until the benchmark is gone: a kill skips StandInLoad.__exit__, and the load must not outlive it.
+    while os.getppid() == parent:
+        for _ in range(100_000):
+            pass
 
 
 class StandInLoad:
@@ -54,7 +56,7 @@ class StandInLoad:
 
     def __enter__(self) -> "StandInLoad":
         context = multiprocessing.get_context("spawn")
-        self.processes = [context.Process(target=_busy_loop, daemon=True) for _ in range(self.count)]
+        self.processes = [context.Process(target=_busy_loop, args=(os.getpid(),), daemon=True) for _ in range(self.count)]
         for process in self.processes:
             process.start()
         return self

@@ -148,3 +148,37 @@ def test_the_entry_points_sample_the_load_before_torch_loads(entry, command_line
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "PASSIVE"]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads process states from /proc")
+def test_the_benchmarks_stand_in_load_ends_when_the_benchmark_is_killed(tmp_path):
+    """A killed benchmark (SIGKILL skips StandInLoad.__exit__) must not leave busy processes behind."""
+    pids = tmp_path / "pids"
+    script = ("import os, sys, time\n"
+              "from scripts.benchmark_quickstart import StandInLoad\n"
+              "with StandInLoad(2) as load:\n"
+              f"    open({str(pids)!r}, 'w').write(' '.join(str(p.pid) for p in load.processes))\n"
+              "    time.sleep(60)\n")
+    benchmark = subprocess.Popen([sys.executable, "-c", script], cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.exists() and pids.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        load = [int(pid) for pid in pids.read_text().split()]
+        assert len(load) == 2 and all(_running(pid) for pid in load)
+    finally:
+        benchmark.kill()
+        benchmark.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(pid) for pid in load) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(pid) for pid in load), "the stand-in load outlived the killed benchmark"
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, finished but not yet reaped, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
