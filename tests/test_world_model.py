@@ -6,6 +6,7 @@ import torch
 
 from vidtwin.errors import UserError
 from vidtwin.generation import WorldModel, WorldModelConfig, WorldModelError, load_world_model, save_world_model
+from vidtwin.generation.world import digits_to_codes, level_digits
 from vidtwin.state_dict_io import CheckpointError
 
 from world_helpers import random_windows
@@ -88,8 +89,23 @@ def _action_task(config, batch=8):
     return windows, code
 
 
-def test_a_tiny_model_overfits_one_batch_and_follows_the_action():
-    model = tiny_model(context_clips=1)
+def test_level_digits_are_the_fsq_regularizers_levels_of_a_code():
+    from vidtwin.models.regularizers import FSQRegularizer
+
+    levels = [8, 5, 5, 5]
+    indices = torch.arange(1000)
+    digits = level_digits(indices, levels)  # (1000, 4)
+    assert torch.equal(digits_to_codes(list(digits.unbind(-1)), levels), indices)
+    values = FSQRegularizer(levels).indices_to_codes(indices[None])[0]  # (4, 1000) in [-1, 1]
+    for level, size in enumerate(levels):  # each digit is the rank of its channel's value on the level's grid
+        grid = values[level].unique()  # sorted
+        assert len(grid) == size and torch.equal(grid[digits[:, level]], values[level])
+
+
+@pytest.mark.parametrize("factorized", [True, False], ids=["per-level", "one-softmax"])
+def test_a_tiny_model_overfits_one_batch_and_follows_the_action(factorized):
+    model = tiny_model(context_clips=1, factorized_codes=factorized)
+    assert [head.out_features for head in model.heads] == ([15, 15] if factorized else [125, 125])
     windows, code = _action_task(model.config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     random = torch.Generator().manual_seed(0)

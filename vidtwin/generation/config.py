@@ -140,6 +140,7 @@ class WorldModelConfig(_Settings):
     token_shapes: Dict[str, List[int]] = field(default_factory=lambda: {k: list(v) for k, v in TINY_TOKEN_SHAPES.items()})
     structure_levels: List[int] = field(default_factory=lambda: [5, 5, 5])  # FSQ levels: prod(levels) codes
     dynamics_levels: List[int] = field(default_factory=lambda: [5, 5, 5])
+    factorized_codes: bool = False  # one softmax per FSQ level instead of one over all codes (world.py "Vocabulary")
     actions: List[str] = field(default_factory=lambda: ["D", "L", "R", "U"])  # the action vocabulary, in index order
     context_clips: int = 2  # K: clips of context before the predicted one (training windows are K + 1 clips)
     hidden_size: int = 64

@@ -12,7 +12,7 @@
 the joined dynamics image (``dynamics_x`` then ``dynamics_y`` along the pooled axis). A clip
 becomes ``1 + N`` positions: a separator, then its ``N = N_S + N_D`` tokens. A window of ``n``
 clips is ``n * (1 + N)`` positions. Each token is embedded by its group's table (structure or
-dynamics codes, plus one ``[MASK]`` row each), and gets its group's fixed sin-cos position
+dynamics codes, plus one ``[MASK]`` row each; a table per FSQ level with ``factorized_codes``), and gets its group's fixed sin-cos position
 embedding over the group's grid, a learned type embedding per group, and a learned embedding of
 its clip's index in the window.
 
@@ -35,10 +35,15 @@ hundred tokens, so an autoregressive rollout would cost that many forward passes
 CPU, while MaskGIT costs a fixed handful; and the bidirectional context within the clip suits
 tokens that form 2D grids (structure) and motion curves (dynamics) rather than a text-like order.
 
-**Vocabulary.** One softmax over all ``prod(levels)`` codes per group, not factorized per FSQ
-level: the demo's codebooks are small (125 codes for levels ``[5, 5, 5]``), a joint softmax draws
-a coherent code rather than levels drawn independently of each other, and the output heads cost
-little next to attention. Factorizing pays only for codebooks of tens of thousands of codes.
+**Vocabulary.** By default one softmax over all ``prod(levels)`` codes per group, each code with
+its own embedding row. ``factorized_codes: true`` splits each code into its FSQ levels (levels
+``[8, 5, 5, 5]``: 4 digits): the embedding is the sum of one learned row per level, the head has
+one softmax per level (8 + 5 + 5 + 5 logits instead of 1,000), a drawn code's confidence is the sum
+of its levels' log-probabilities, and top-k applies per level. That is what a codebook of tens of
+thousands of codes needs (the published FSQ has 64,000: a joint head would be hidden x 64,000 per
+group, and its logits per token as many). On the demo's 1,000-code codebooks the joint softmax
+stays: after 1,500 updates the factorized model's loss was higher (3.14 against 2.91) and neither
+kept the digit above chance (docs/benchmarks.md, "Moving Digits world model").
 
 **Conditioning.** The blocks are the generator's adaLN-Zero blocks; their condition vector is a
 learned constant, since the actions are per clip and enter as tokens. The constant keeps the
@@ -77,6 +82,28 @@ def cosine_mask_ratio(progress: torch.Tensor) -> torch.Tensor:
     return torch.cos(math.pi / 2 * progress)
 
 
+def level_digits(codes: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
+    """FSQ code indices ``(...)`` -> their digit per level ``(..., len(levels))``.
+
+    The index is mixed-radix with the first level least significant, the order of the FSQ
+    regularizer (vector-quantize-pytorch): ``index = d_0 + L_0 * (d_1 + L_1 * (d_2 + ...))``.
+    """
+    digits, rest = [], codes
+    for size in levels:
+        digits.append(rest % size)
+        rest = torch.div(rest, size, rounding_mode="floor")
+    return torch.stack(digits, dim=-1)
+
+
+def digits_to_codes(digits: Sequence[torch.Tensor], levels: Sequence[int]) -> torch.Tensor:
+    """The inverse of :func:`level_digits`: one ``(...)`` digit tensor per level -> code indices ``(...)``."""
+    codes, basis = torch.zeros_like(digits[0]), 1
+    for digit, size in zip(digits, levels):
+        codes = codes + digit * basis
+        basis *= size
+    return codes
+
+
 class WorldModel(nn.Module):
     """MaskGIT transformer over windows of FSQ-token clips with one action per clip (see the module docstring)."""
 
@@ -86,11 +113,15 @@ class WorldModel(nn.Module):
         shapes = config.token_shapes
         # FSQ tokens as a channel of 1 and patch 1: packing only orders them (structure, then dynamics).
         self.packing = LatentPacking({name: [1, *shape] for name, shape in shapes.items()}, [1, 1, 1], [1, 1])
-        self.codebook_sizes = [math.prod(config.structure_levels), math.prod(config.dynamics_levels)]
+        group_levels = [config.structure_levels, config.dynamics_levels]
+        self.codebook_sizes = [math.prod(levels) for levels in group_levels]
+        # The sub-vocabularies of each group: one per FSQ level, or the whole codebook as one.
+        self.group_factors = [list(levels) if config.factorized_codes else [math.prod(levels)] for levels in group_levels]
         self.group_tokens = [group.num_tokens for group in self.packing.groups]
         hidden = config.hidden_size
-        # Row codebook_size of each table is [MASK].
-        self.token_embeddings = nn.ModuleList(nn.Embedding(size + 1, hidden) for size in self.codebook_sizes)
+        # A table per sub-vocabulary; its last row (index = its size) is [MASK].
+        self.token_embeddings = nn.ModuleList(nn.ModuleList(nn.Embedding(size + 1, hidden) for size in factors)
+                                              for factors in self.group_factors)
         self.type_embedding = nn.Parameter(torch.zeros(len(self.codebook_sizes), hidden))
         self.separator = nn.Parameter(torch.zeros(hidden))
         self.clip_embedding = nn.Embedding(config.context_clips + 1, hidden)
@@ -98,8 +129,9 @@ class WorldModel(nn.Module):
         self.action_embedding = nn.Embedding(len(config.actions) + 1, hidden)
         self.condition = nn.Parameter(torch.zeros(hidden))
         self.transformer = ModulatedTransformer(hidden, config.depth, config.num_heads, config.mlp_ratio)
-        self.heads = nn.ModuleList(nn.Linear(hidden, size) for size in self.codebook_sizes)
-        for table in (*self.token_embeddings, self.clip_embedding):
+        # One head per group: the logits of its sub-vocabularies side by side.
+        self.heads = nn.ModuleList(nn.Linear(hidden, sum(factors)) for factors in self.group_factors)
+        for table in (*(table for tables in self.token_embeddings for table in tables), self.clip_embedding):
             nn.init.normal_(table.weight, std=0.02)
         for parameter in (self.type_embedding, self.separator, self.condition):
             nn.init.normal_(parameter, std=0.02)
@@ -158,8 +190,14 @@ class WorldModel(nn.Module):
         """packed ``(B, n, N)`` token indices (``[MASK]`` = each group's codebook size), actions
         ``(B, n)`` (``no_action`` allowed) -> the input sequence ``(B, n * (1 + N), hidden)``."""
         batch, clips, _ = packed.shape
-        parts = [table(part) + self.type_embedding[index] for index, (table, part)
-                 in enumerate(zip(self.token_embeddings, packed.split(self.group_tokens, dim=2)))]
+        parts = []
+        for index, (tables, part) in enumerate(zip(self.token_embeddings, packed.split(self.group_tokens, dim=2))):
+            factors = self.group_factors[index]
+            masked = part == self.codebook_sizes[index]  # (B, n, N_g)
+            digits = level_digits(part.masked_fill(masked, 0), factors)  # (B, n, N_g, F)
+            digits = torch.where(masked[..., None], torch.tensor(factors, device=part.device), digits)  # [MASK] rows
+            embedded = sum(table(digits[..., factor]) for factor, table in enumerate(tables))  # (B, n, N_g, hidden)
+            parts.append(embedded + self.type_embedding[index])
         tokens = torch.cat(parts, dim=2) + self.position_embedding  # (B, n, N, hidden)
         separators = (self.separator + self.action_embedding(actions))[:, :, None]  # (B, n, 1, hidden)
         sequence = torch.cat([separators, tokens], dim=2)  # (B, n, 1 + N, hidden)
@@ -168,7 +206,8 @@ class WorldModel(nn.Module):
 
     def forward(self, packed: torch.Tensor, actions: torch.Tensor, last_clip_only: bool = False) -> List[torch.Tensor]:
         """Logits of every token: ``[(B, n, N_S, V_S), (B, n, N_D, V_D)]`` (``(B, 1, ...)`` with
-        ``last_clip_only``), V the codebook sizes. packed and actions as in :meth:`embed`."""
+        ``last_clip_only``), V the sum of each group's sub-vocabulary sizes (``group_factors``), the
+        logits of each sub-vocabulary side by side. packed and actions as in :meth:`embed`."""
         batch, clips, _ = packed.shape
         if clips > self.config.context_clips + 1:
             raise WorldModelError(f"a window holds at most {self.config.context_clips + 1} clips, got {clips}")
@@ -205,13 +244,18 @@ class WorldModel(nn.Module):
         return torch.where(mask, mask_values, packed), mask
 
     def masked_loss(self, logits: Sequence[torch.Tensor], targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the masked tokens alone. logits as :meth:`forward` returns them
+        """Cross-entropy over the masked tokens alone, summed over each token's sub-vocabularies (the
+        negative log-likelihood of its code) and averaged over tokens. logits as :meth:`forward` returns them
         (for n clips), targets ``(B, n, N)``, mask ``(B, n, N)`` bool."""
         total = logits[0].new_zeros(())
-        for part_logits, part_targets, part_mask in zip(logits, targets.split(self.group_tokens, dim=2),
-                                                        mask.split(self.group_tokens, dim=2)):
-            losses = F.cross_entropy(part_logits.flatten(0, 2), part_targets.flatten(), reduction="none")  # (B*n*N_g,)
-            total = total + (losses * part_mask.flatten()).sum()
+        for factors, part_logits, part_targets, part_mask in zip(self.group_factors, logits,
+                                                                 targets.split(self.group_tokens, dim=2),
+                                                                 mask.split(self.group_tokens, dim=2)):
+            digits = level_digits(part_targets, factors)  # (B, n, N_g, F)
+            for factor, factor_logits in enumerate(part_logits.split(factors, dim=-1)):  # each (B, n, N_g, V_f)
+                losses = F.cross_entropy(factor_logits.flatten(0, 2), digits[..., factor].flatten(),
+                                         reduction="none")  # (B*n*N_g,)
+                total = total + (losses * part_mask.flatten()).sum()
         return total / mask.sum().clamp(min=1)
 
     def training_loss(self, batch: Mapping, generator: Optional[torch.Generator] = None,
@@ -250,27 +294,12 @@ class WorldModel(nn.Module):
         batch, _, count = context.shape
         device = context.device
         mask_values = torch.tensor(self.codebook_sizes, device=device)[self.group_of_token]  # (N,)
-        vocabulary = max(self.codebook_sizes)
-        valid = torch.arange(vocabulary, device=device)[None] < torch.tensor(self.codebook_sizes, device=device)[:, None]
-        valid = valid[self.group_of_token]  # (N, V): the codes of each token's group
         clip = mask_values.expand(batch, count).clone()  # (B, N), all [MASK]
         all_actions = self.window_actions(torch.cat([context_actions, actions[:, None]], dim=1).to(device))  # (B, c + 1)
         for step in range(steps):
             masked = clip == mask_values  # (B, N)
             logits = self(torch.cat([context, clip[:, None]], dim=1), all_actions, last_clip_only=True)
-            logits = torch.cat([F.pad(part[:, 0], (0, vocabulary - part.shape[-1]), value=-math.inf) for part in logits],
-                               dim=1)  # (B, N, V): each group's codes, the rest -inf
-            logits = logits.masked_fill(~valid, -math.inf)
-            if top_k is not None and top_k < vocabulary:
-                threshold = logits.topk(top_k, dim=-1).values[..., -1:]  # (B, N, 1)
-                logits = logits.masked_fill(logits < threshold, -math.inf)
-            log_probs = logits.float().log_softmax(dim=-1)
-            if temperature > 0:
-                gumbel = -torch.log(-torch.log(torch.rand(log_probs.shape, generator=random).clamp(1e-20, 1.0)))
-                drawn = (log_probs / temperature + gumbel.to(device)).argmax(dim=-1)  # (B, N)
-            else:
-                drawn = log_probs.argmax(dim=-1)
-            confidence = log_probs.gather(-1, drawn[..., None])[..., 0]  # (B, N)
+            drawn, confidence = self.draw_codes(logits, random, temperature, top_k)  # (B, N) each
             if temperature > 0:  # MaskGIT's annealed noise on the choice of tokens to keep
                 noise = -torch.log(-torch.log(torch.rand(confidence.shape, generator=random).clamp(1e-20, 1.0)))
                 confidence = confidence + temperature * (1 - (step + 1) / steps) * noise.to(device)
@@ -282,6 +311,31 @@ class WorldModel(nn.Module):
                 candidate = torch.where(rank < still_masked, mask_values.expand_as(clip), candidate)
             clip = candidate
         return clip
+
+    def draw_codes(self, logits: Sequence[torch.Tensor], random: torch.Generator, temperature: float,
+                   top_k: Optional[int]):
+        """Draw every token's code from the last clip's logits (as :meth:`forward` returns them with
+        ``last_clip_only``): each sub-vocabulary drawn on its own (Gumbel-max at ``temperature``, the
+        argmax at 0; top-k per sub-vocabulary). Returns codes ``(B, N)`` and their log-probabilities ``(B, N)``."""
+        codes, confidences = [], []
+        for factors, group_logits in zip(self.group_factors, logits):
+            digits, confidence = [], 0
+            for factor_logits in group_logits[:, 0].float().split(factors, dim=-1):  # each (B, N_g, V_f)
+                if top_k is not None and top_k < factor_logits.shape[-1]:
+                    threshold = factor_logits.topk(top_k, dim=-1).values[..., -1:]  # (B, N_g, 1)
+                    factor_logits = factor_logits.masked_fill(factor_logits < threshold, -math.inf)
+                log_probs = factor_logits.log_softmax(dim=-1)
+                if temperature > 0:
+                    uniform = torch.rand(log_probs.shape, generator=random).clamp(1e-20, 1.0)
+                    gumbel = -torch.log(-torch.log(uniform)).to(log_probs.device)
+                    digit = (log_probs / temperature + gumbel).argmax(dim=-1)  # (B, N_g)
+                else:
+                    digit = log_probs.argmax(dim=-1)
+                digits.append(digit)
+                confidence = confidence + log_probs.gather(-1, digit[..., None])[..., 0]  # (B, N_g)
+            codes.append(digits_to_codes(digits, factors))
+            confidences.append(confidence)
+        return torch.cat(codes, dim=1), torch.cat(confidences, dim=1)
 
     def start(self, start_tokens, context_clips: Optional[int] = None, seed: Optional[int] = 0,
               steps: Optional[int] = None, temperature: float = 1.0, top_k: Optional[int] = None) -> "Rollout":
@@ -344,4 +398,5 @@ class Rollout:
         return {name: value[:, 0] for name, value in self.model.unpack_clips(clip[:, None]).items()}
 
 
-__all__ = ["WorldModel", "WorldModelConfig", "WorldModelError", "Rollout", "cosine_mask_ratio"]
+__all__ = ["WorldModel", "WorldModelConfig", "WorldModelError", "Rollout", "cosine_mask_ratio", "digits_to_codes",
+           "level_digits"]
