@@ -102,6 +102,17 @@ def test_level_digits_are_the_fsq_regularizers_levels_of_a_code():
         assert len(grid) == size and torch.equal(grid[digits[:, level]], values[level])
 
 
+def test_a_model_saved_with_one_table_per_group_still_loads():
+    model = tiny_model()
+    state = model.state_dict()
+    old = {key.replace(".0.weight", ".weight") if key.startswith("token_embeddings.") else key: value
+           for key, value in state.items()}  # the names before factorized_codes
+    assert "token_embeddings.1.weight" in old
+    fresh = tiny_model(seed=1)
+    fresh.load_state_dict(old)  # strict
+    assert all(torch.equal(fresh.state_dict()[key], value) for key, value in state.items())
+
+
 @pytest.mark.parametrize("factorized", [True, False], ids=["per-level", "one-softmax"])
 def test_a_tiny_model_overfits_one_batch_and_follows_the_action(factorized):
     model = tiny_model(context_clips=1, factorized_codes=factorized)

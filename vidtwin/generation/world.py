@@ -142,6 +142,15 @@ class WorldModel(nn.Module):
         self.register_buffer("group_of_token", group_of, persistent=False)  # (N,) 0 structure, 1 dynamics
         # Training and `generate` read these; the files record them (vidtwin.generation.world_files).
         self.autoencoder_files: Optional[dict] = None
+        self._register_load_state_dict_pre_hook(self._rename_single_tables)
+
+    def _rename_single_tables(self, state_dict, prefix, *args) -> None:
+        """Models saved before ``factorized_codes`` existed had one table per group, named
+        ``token_embeddings.<group>.weight``; it is sub-vocabulary 0 of that group now."""
+        for group in range(len(self.group_factors)):
+            old, new = f"{prefix}token_embeddings.{group}.weight", f"{prefix}token_embeddings.{group}.0.weight"
+            if old in state_dict and new not in state_dict:
+                state_dict[new] = state_dict.pop(old)
 
     # ------------------------------------------------------------------------ tokens and actions
     @property
