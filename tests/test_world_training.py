@@ -73,3 +73,19 @@ def test_the_shipped_world_config_builds_on_a_token_dataset(files):
     module, datamodule = build(config)
     assert module.world.config.context_clips + 1 == datamodule.sequence_length == 3
     assert module.world.config.actions == ["D", "L", "R", "U"] and module.world.config.depth == 3
+
+
+def test_the_learning_rate_can_decay_along_a_cosine_to_its_floor(files, tmp_path, capsys):
+    from vidtwin.training.latent_module import learning_rate_factor
+
+    assert [learning_rate_factor(step, 2, 6, None) for step in (0, 1, 2, 5)] == [0.5, 1.0, 1.0, 1.0]
+    assert [round(learning_rate_factor(step, 2, 6, 0.1), 4) for step in (1, 2, 4, 6, 9)] == [1.0, 1.0, 0.55, 0.1, 0.1]
+    config = world_training_config(tmp_path / "world.yaml", files / "tokens", (files / "ae.yaml", files / "ae.pt"))
+    argv = ["--logdir", str(tmp_path / "logs"), "--base", str(config), "lightning.trainer.max_steps=6",
+            "model.params.warmup_steps=2", "model.params.learning_rate=0.001"]
+    assert main([*argv, "--name", "decay", "model.params.min_learning_rate=0.0001"]) == 0
+    checkpoint = torch.load(tmp_path / "logs" / "decay" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["lr_schedulers"][0]["_last_lr"][0] == pytest.approx(1e-4)  # the floor at the last update
+    assert main([*argv, "--name", "above", "model.params.min_learning_rate=0.01"]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    assert "min_learning_rate must lie in [0, learning_rate = 0.001]" in line

@@ -73,6 +73,8 @@ class GeneratorLightningModule(LatentModelModule):
         normalization: ``fit`` (one pass over the dataset before the first update), ``none``, or
             a JSON file of statistics.
         learning_rate, weight_decay, betas: AdamW's; warmup_steps: linear warmup from 0.
+        min_learning_rate: after the warmup, a half cosine from learning_rate down to this at the
+            run's last update; None: learning_rate throughout.
         grad_clip: max global gradient norm, or None.
         ema_decay: EMA of the weights (e.g. 0.999), used for samples and ``generate``; None: off.
         sample_classes: classes shown in the sample videos (evenly spread over all classes).
@@ -86,7 +88,8 @@ class GeneratorLightningModule(LatentModelModule):
                  autoencoder: Optional[dict] = None, normalization: str = "fit", learning_rate: float = 3e-4,
                  weight_decay: float = 0.0, betas: tuple = (0.9, 0.999), warmup_steps: int = 0,
                  grad_clip: Optional[float] = 1.0, ema_decay: Optional[float] = 0.999, sample_classes: int = 8,
-                 sample_steps: int = 25, sample_guidance: float = 2.0, seed: Optional[int] = None):
+                 sample_steps: int = 25, sample_guidance: float = 2.0, seed: Optional[int] = None,
+                 min_learning_rate: Optional[float] = None):
         super().__init__()
         data = LatentDataset(dataset)
         shapes = dataset_latent_shapes(data)
@@ -105,7 +108,8 @@ class GeneratorLightningModule(LatentModelModule):
         if normalization not in NORMALIZATION_CHOICES and not Path(str(normalization)).is_file():
             raise ConfigError(f"model.params.normalization must be fit, none or an existing JSON file, got {normalization!r}")
         self.generator = LatentGenerator(config)
-        self.setup_training(learning_rate, weight_decay, betas, warmup_steps, grad_clip, ema_decay, seed, autoencoder)
+        self.setup_training(learning_rate, weight_decay, betas, warmup_steps, grad_clip, ema_decay, seed, autoencoder,
+                            min_learning_rate)
         self.dataset_root = str(dataset)
         self.normalization_source = str(normalization)
         self.sample_classes, self.sample_steps, self.sample_guidance = int(sample_classes), int(sample_steps), float(sample_guidance)

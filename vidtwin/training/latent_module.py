@@ -12,6 +12,7 @@ checkpoint entry.
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -92,6 +93,17 @@ class AutoencoderDecoder:
         return self.model.to(device)
 
 
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, floor_ratio: Optional[float]) -> float:
+    """The multiple of the learning rate at update ``step``: a linear warmup over ``warmup_steps``,
+    then 1 (``floor_ratio`` None) or a half cosine from 1 down to ``floor_ratio`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if floor_ratio is None:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class LatentModelModule(TrainingModule):
     """AdamW with warmup, clipping, EMA, seeded updates and checkpoints for one trained model.
 
@@ -103,9 +115,13 @@ class LatentModelModule(TrainingModule):
 
     def setup_training(self, learning_rate: float, weight_decay: float, betas, warmup_steps: int,
                        grad_clip: Optional[float], ema_decay: Optional[float], seed: Optional[int],
-                       autoencoder: Optional[dict]) -> None:
+                       autoencoder: Optional[dict], min_learning_rate: Optional[float] = None) -> None:
         self.learning_rate, self.weight_decay, self.betas = float(learning_rate), float(weight_decay), tuple(betas)
         self.warmup_steps, self.grad_clip = int(warmup_steps), grad_clip
+        if min_learning_rate is not None and not 0 <= float(min_learning_rate) <= self.learning_rate:
+            raise ConfigError(f"model.params.min_learning_rate must lie in [0, learning_rate = {self.learning_rate}], "
+                              f"got {min_learning_rate}")
+        self.min_learning_rate = None if min_learning_rate is None else float(min_learning_rate)
         self.ema = EMA(self.trained_model, ema_decay) if ema_decay is not None else None
         self.noise_seed = seed
         self.autoencoder_files = autoencoder
@@ -138,10 +154,13 @@ class LatentModelModule(TrainingModule):
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.trained_model.parameters(), lr=self.learning_rate, betas=self.betas,
                                       weight_decay=self.weight_decay)
-        warmup = self.warmup_steps
+        floor = self.min_learning_rate
+        # The cosine spans the run (max_steps, or the epochs' updates): a longer run decays more slowly.
+        total = int(self.trainer.estimated_stepping_batches) if floor is not None else 0
+        floor_ratio = None if floor is None else (floor / self.learning_rate if self.learning_rate > 0 else 1.0)
 
         def factor(step: int) -> float:
-            return min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+            return learning_rate_factor(step, self.warmup_steps, total, floor_ratio)
 
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -175,5 +194,5 @@ class LatentModelModule(TrainingModule):
                 checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
 
 
-__all__ = ["AutoencoderDecoder", "LatentModelModule", "autoencoder_latent_shapes", "autoencoder_model_config",
+__all__ = ["AutoencoderDecoder", "LatentModelModule", "learning_rate_factor", "autoencoder_latent_shapes", "autoencoder_model_config",
            "checked_autoencoder", "dataset_latent_shapes", "dataset_model_config"]

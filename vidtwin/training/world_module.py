@@ -68,6 +68,8 @@ class WorldLightningModule(LatentModelModule):
         autoencoder: ``{"config": YAML, "ckpt": checkpoint}`` of the FSQ autoencoder that encoded
             the dataset: decodes the sample videos and is recorded for ``scripts.play``; None: no videos.
         learning_rate, weight_decay, betas: AdamW's; warmup_steps: linear warmup from 0.
+        min_learning_rate: after the warmup, a half cosine from learning_rate down to this at the
+            run's last update; None: learning_rate throughout.
         grad_clip: max global gradient norm, or None.
         ema_decay: EMA of the weights (e.g. 0.999), used for samples and rollouts; None: off.
         sample_temperature, sample_top_k: of the rollouts in the sample videos.
@@ -79,7 +81,8 @@ class WorldLightningModule(LatentModelModule):
     def __init__(self, dataset: str, world: Optional[dict] = None, autoencoder: Optional[dict] = None,
                  learning_rate: float = 1e-3, weight_decay: float = 0.01, betas: tuple = (0.9, 0.95),
                  warmup_steps: int = 0, grad_clip: Optional[float] = 1.0, ema_decay: Optional[float] = 0.999,
-                 sample_temperature: float = 1.0, sample_top_k: Optional[int] = None, seed: Optional[int] = None):
+                 sample_temperature: float = 1.0, sample_top_k: Optional[int] = None, seed: Optional[int] = None,
+                 min_learning_rate: Optional[float] = None):
         super().__init__()
         settings = dict(world or {})
         size = settings.pop("size", "tiny")
@@ -96,7 +99,8 @@ class WorldLightningModule(LatentModelModule):
                 raise ConfigError(f"the autoencoder {autoencoder['ckpt']} {NO_TOKENS}")
         self.world = WorldModel(WorldModelConfig.from_preset(size, **found, **settings))
         self.world.autoencoder_files = autoencoder
-        self.setup_training(learning_rate, weight_decay, betas, warmup_steps, grad_clip, ema_decay, seed, autoencoder)
+        self.setup_training(learning_rate, weight_decay, betas, warmup_steps, grad_clip, ema_decay, seed, autoencoder,
+                            min_learning_rate)
         self.dataset_root = str(dataset)
         self.sample_temperature, self.sample_top_k = float(sample_temperature), sample_top_k
 
