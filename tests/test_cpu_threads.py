@@ -150,6 +150,22 @@ def test_the_entry_points_sample_the_load_before_torch_loads(entry, command_line
     assert result.stdout.split() == ["False", "PASSIVE"]
 
 
+@pytest.mark.parametrize("entry, command_line", [("train", "vidtwin.training.cli"), ("inference", "vidtwin.inference.cli")])
+def test_a_help_request_skips_the_load_sample(monkeypatch, entry, command_line):
+    import types
+
+    from vidtwin import entry_points
+
+    sampled = []
+    monkeypatch.setattr(entry_points, "prepare_cpu_threads", lambda: sampled.append(entry))
+    stand_in = types.ModuleType(command_line)
+    stand_in.main = lambda argv=None: 0
+    monkeypatch.setitem(sys.modules, command_line, stand_in)
+    run = getattr(entry_points, entry)
+    assert run(["--help"]) == 0 and run(["encode", "-h"]) == 0 and sampled == []
+    assert run(["--base", "configs/tiny.yaml"]) == 0 and sampled == [entry]
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads process states from /proc")
 def test_the_benchmarks_stand_in_load_ends_when_the_benchmark_is_killed(tmp_path):
     """A killed benchmark (SIGKILL skips StandInLoad.__exit__) must not leave busy processes behind."""

@@ -7,14 +7,23 @@ it, so it must come before the first ``import torch``.
 
 from __future__ import annotations
 
+import sys
 from typing import List, Optional
 
 from .cpu_threads import prepare_cpu_threads
 
+HELP_FLAGS = ("-h", "--help")
+
+
+def _prepare_unless_help(argv: Optional[List[str]]) -> None:
+    """The load sample takes half a second; a request for help runs no model and skips it."""
+    if not any(flag in (sys.argv[1:] if argv is None else argv) for flag in HELP_FLAGS):
+        prepare_cpu_threads()
+
 
 def train(argv: Optional[List[str]] = None) -> int:
     """``python train.py``: see :func:`vidtwin.training.cli.main`."""
-    prepare_cpu_threads()
+    _prepare_unless_help(argv)
     from .training.cli import main
 
     return main(argv)
@@ -22,7 +31,7 @@ def train(argv: Optional[List[str]] = None) -> int:
 
 def inference(argv: Optional[List[str]] = None) -> int:
     """``python inference.py``: see :func:`vidtwin.inference.cli.main`."""
-    prepare_cpu_threads()
+    _prepare_unless_help(argv)
     from .inference.cli import main
 
     return main(argv)
