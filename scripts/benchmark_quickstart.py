@@ -141,7 +141,7 @@ def run_quickstart(workdir: Path, threads: str, load: int, updates: int | None, 
     return {
         "run_dir": str(run_dir), "summary": summary,
         "threads_setting": threads, "threads_used": int(chosen.group(1)) if chosen else None,
-        "wait_policy": waiting.group(1) if waiting else "OpenMP default",
+        "wait_policy": waiting.group(1) if waiting else env.get("OMP_WAIT_POLICY") or "OpenMP default",
         "stand_in_load": load, "updates": updates, "overrides": overrides, "wall_s": round(wall, 1),
         "psnr_resize_db": round(_evaluate(run_dir, "resize", env), 2) if score else None,
         "psnr_tile_db": round(_evaluate(run_dir, "tile", env), 2) if score else None,
