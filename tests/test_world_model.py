@@ -47,6 +47,24 @@ def test_the_context_and_the_unmasked_tokens_get_no_loss():
     assert training.item() == pytest.approx(model.masked_loss([p.detach() for p in logits], packed, mask).item(), rel=1e-5)
 
 
+def test_context_noise_replaces_context_tokens_alone_and_only_in_training():
+    model = tiny_model(context_noise=0.5)
+    batch = random_windows(model.config, batch=8, clips=3)
+    packed = model.pack_clips(batch)
+    noisy = model.corrupt_context(packed, torch.Generator().manual_seed(0))
+    changed = noisy != packed  # (B, n, N)
+    assert not changed[:, -1].any() and 0 < changed[:, :-1].float().mean() < 0.5
+    assert int(noisy.max()) < 125 and int(noisy.min()) >= 0
+    # The loss still scores the masked tokens of the last clip alone, and clean training is unchanged.
+    random = torch.Generator().manual_seed(1)
+    assert model.training_loss(batch, generator=random, context_clips=2).item() > 0
+    clean = tiny_model()
+    first, again = (clean.training_loss(batch, generator=torch.Generator().manual_seed(1)).item() for _ in range(2))
+    assert first == again
+    with pytest.raises(UserError, match="context_noise"):
+        tiny_model(context_noise=1.0)
+
+
 def test_context_clips_do_not_see_the_clip_being_predicted():
     model = tiny_model()
     batch = random_windows(model.config, batch=2, clips=3)

@@ -148,6 +148,7 @@ class WorldModelConfig(_Settings):
     num_heads: int = 4
     mlp_ratio: float = 4.0
     decoding_steps: int = 8  # MaskGIT steps per predicted clip
+    context_noise: float = 0.0  # training only: up to this share of context tokens replaced by random codes
 
     def __post_init__(self):
         self.token_shapes = self._three_latents("token_shapes", self.token_shapes)
@@ -157,6 +158,8 @@ class WorldModelConfig(_Settings):
         self._check_heads()
         if not self.actions or len(set(self.actions)) != len(self.actions):
             raise GeneratorConfigError(f"actions must be distinct and at least one, got {self.actions}")
+        if not 0.0 <= float(self.context_noise) < 1.0:
+            raise GeneratorConfigError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if self.context_clips < 1 or self.decoding_steps < 1:
             raise GeneratorConfigError(f"context_clips and decoding_steps must be >= 1, got {self.context_clips}, "
                                        f"{self.decoding_steps}")

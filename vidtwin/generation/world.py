@@ -27,7 +27,10 @@ this rule, so the model never sees a state it was not trained on.
 the clips before it) and bidirectional within a clip. Training masks a share ``cos(pi/2 * u)``,
 ``u ~ U(0, 1)``, of the last clip's tokens and scores the masked ones alone (cross-entropy); the
 context clips and the unmasked tokens get no loss. Each batch uses a random context length from
-1 to K, so the model also predicts the first clips of a rollout, whose context is shorter.
+1 to K, so the model also predicts the first clips of a rollout, whose context is shorter. With
+``context_noise`` > 0, each window also replaces a share ``~ U(0, context_noise)`` of its context
+tokens by random codes: a rollout's context is its own imperfect predictions, and a model trained
+on clean context alone lets its errors compound from clip to clip.
 Sampling fills a clip in ``decoding_steps`` forward passes (8 by default): at each step every
 masked token is drawn (temperature, top-k), and the most confident ones are kept, as many as the
 cosine schedule says. Why MaskGIT rather than next-token prediction: a clip of the demo has a few
@@ -295,8 +298,22 @@ class WorldModel(nn.Module):
             context_clips = int(torch.randint(1, upper + 1, (1,), generator=generator, device=packed.device))
         packed, actions = packed[:, -context_clips - 1:], actions[:, -context_clips - 1:]  # (B, c + 1, N), (B, c + 1)
         inputs, mask = self.mask_last_clip(packed, generator)
+        if self.config.context_noise > 0:
+            inputs = self.corrupt_context(inputs, generator)
         logits = self(inputs, self.window_actions(actions), last_clip_only=True)  # the context has no loss: no logits
         return self.masked_loss(logits, packed[:, -1:], mask[:, -1:])
+
+    def corrupt_context(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Replace a share ``~ U(0, context_noise)`` per window of the context clips' tokens by random
+        codes of their group; the last clip is kept. inputs ``(B, n, N)`` -> ``(B, n, N)``."""
+        batch, clips, count = inputs.shape
+        device = inputs.device
+        rate = torch.rand(batch, 1, 1, device=device, generator=generator) * self.config.context_noise  # (B, 1, 1)
+        replaced = torch.rand(batch, clips, count, device=device, generator=generator) < rate  # (B, n, N)
+        replaced[:, -1] = False
+        sizes = torch.tensor(self.codebook_sizes, device=device)[self.group_of_token]  # (N,)
+        codes = (torch.rand(batch, clips, count, device=device, generator=generator) * sizes).long()  # (B, n, N)
+        return torch.where(replaced, codes, inputs)
 
     # ------------------------------------------------------------------------ sampling
     @torch.no_grad()
