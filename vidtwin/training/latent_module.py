@@ -12,7 +12,6 @@ checkpoint entry.
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -26,6 +25,7 @@ from ..models.config import VidTwinConfig
 from .contract import TRAINING_STATE_KEY, TrainingModule
 from .ema import EMA
 from .module import EMA_STATE_KEY
+from .schedulers import WarmupCosine
 
 logger = logging.getLogger(__name__)
 
@@ -95,13 +95,14 @@ class AutoencoderDecoder:
 
 def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, floor_ratio: Optional[float]) -> float:
     """The multiple of the learning rate at update ``step``: a linear warmup over ``warmup_steps``,
-    then 1 (``floor_ratio`` None) or a half cosine from 1 down to ``floor_ratio`` at ``total_steps``."""
+    then 1 (``floor_ratio`` None) or a half cosine from 1 down to ``floor_ratio`` at ``total_steps``
+    (the autoencoder's ``warmup_cosine``; the warmup is these modules' own, which starts at
+    ``1 / warmup_steps`` rather than 0)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if floor_ratio is None:
         return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return floor_ratio + (1 - floor_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return WarmupCosine(lr_max=1.0, total_steps=total_steps, lr_min=floor_ratio, warmup_steps=warmup_steps)(step)
 
 
 class LatentModelModule(TrainingModule):
@@ -194,5 +195,5 @@ class LatentModelModule(TrainingModule):
                 checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
 
 
-__all__ = ["AutoencoderDecoder", "LatentModelModule", "learning_rate_factor", "autoencoder_latent_shapes", "autoencoder_model_config",
-           "checked_autoencoder", "dataset_latent_shapes", "dataset_model_config"]
+__all__ = ["AutoencoderDecoder", "LatentModelModule", "autoencoder_latent_shapes", "autoencoder_model_config",
+           "checked_autoencoder", "dataset_latent_shapes", "dataset_model_config", "learning_rate_factor"]
