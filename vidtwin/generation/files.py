@@ -117,7 +117,7 @@ def _config_of(values: dict, where, fmt: ModelFormat = GENERATOR_FORMAT):
 def _loaded(config, state: dict, source, autoencoder: Optional[dict], device, fmt: ModelFormat = GENERATOR_FORMAT):
     model = fmt.build(config)
     if hasattr(model, "upgrade_state_dict"):  # names of an older release
-        state = model.upgrade_state_dict(state)
+        state = model.upgrade_state_dict(dict(state))
     try:
         check_state_dict(state, model.state_dict(), "checkpoint", f"the {fmt.kind} config")
     except CheckpointError as error:

@@ -145,22 +145,18 @@ class WorldModel(nn.Module):
         self.register_buffer("group_of_token", group_of, persistent=False)  # (N,) 0 structure, 1 dynamics
         # Training and `generate` read these; the files record them (vidtwin.generation.world_files).
         self.autoencoder_files: Optional[dict] = None
-        self._register_load_state_dict_pre_hook(self._upgrade_in_place)  # Lightning resumes of older runs
+        # Lightning resumes of older runs load through here.
+        self._register_load_state_dict_pre_hook(lambda state, prefix, *args: self.upgrade_state_dict(state, prefix))
 
     def upgrade_state_dict(self, state: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, torch.Tensor]:
-        """``state`` with the names of models saved before ``factorized_codes`` existed renamed: their
-        one table per group, ``token_embeddings.<group>.weight``, is sub-vocabulary 0 of that group now."""
-        state = dict(state)
+        """Rename, in ``state`` itself, the names of models saved before ``factorized_codes`` existed:
+        their one table per group, ``token_embeddings.<group>.weight``, is sub-vocabulary 0 of that
+        group now. Returns ``state``."""
         for group in range(len(self.group_factors)):
             old, new = f"{prefix}token_embeddings.{group}.weight", f"{prefix}token_embeddings.{group}.0.weight"
             if old in state and new not in state:
                 state[new] = state.pop(old)
         return state
-
-    def _upgrade_in_place(self, state_dict, prefix, *args) -> None:
-        upgraded = self.upgrade_state_dict(state_dict, prefix)
-        state_dict.clear()
-        state_dict.update(upgraded)
 
     # ------------------------------------------------------------------------ tokens and actions
     @property
