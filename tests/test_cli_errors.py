@@ -822,7 +822,6 @@ def test_moving_digits_script_user_errors(tmp_path, capsys):
 def test_world_script_user_errors(files, tmp_path, capsys):
     from world_helpers import make_play_files
 
-
     play_files = make_play_files(tmp_path / "play")
     world, start = play_files / "world", play_files / "start.mp4"
     (tmp_path / "taken.mp4").write_bytes(b"a video made before")

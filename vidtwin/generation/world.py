@@ -12,9 +12,9 @@
 the joined dynamics image (``dynamics_x`` then ``dynamics_y`` along the pooled axis). A clip
 becomes ``1 + N`` positions: a separator, then its ``N = N_S + N_D`` tokens. A window of ``n``
 clips is ``n * (1 + N)`` positions. Each token is embedded by its group's table (structure or
-dynamics codes, plus one ``[MASK]`` row each; a table per FSQ level with ``factorized_codes``), and gets its group's fixed sin-cos position
-embedding over the group's grid, a learned type embedding per group, and a learned embedding of
-its clip's index in the window.
+dynamics codes, plus one ``[MASK]`` row each; a table per FSQ level with ``factorized_codes``),
+and gets its group's fixed sin-cos position embedding over the group's grid, a learned type
+embedding per group, and a learned embedding of its clip's index in the window.
 
 **Actions.** One action per clip, from ``config.actions`` (single letters, e.g. ``D L R U``): the
 action of clip k is the motion *during* clip k, so it is added to the separator at the start of
@@ -46,7 +46,8 @@ of its levels' log-probabilities, and top-k applies per level. That is what a co
 thousands of codes needs (the published FSQ has 64,000: a joint head would be hidden x 64,000 per
 group, and its logits per token as many). On the demo's 1,000-code codebooks the joint softmax
 stays: after 1,500 updates the factorized model's loss was higher (3.30 against 3.21, the mean of
-the last 1,000 updates) and neither kept the digit above chance (docs/benchmarks.md, "Moving Digits world model").
+the last 1,000 updates) and neither kept the digit above chance (docs/benchmarks.md, "Moving
+Digits world model").
 
 **Conditioning.** The blocks are the generator's adaLN-Zero blocks; their condition vector is a
 learned constant, since the actions are per clip and enter as tokens. The constant keeps the
