@@ -148,7 +148,7 @@ def write_csv(path: Path, columns: list, rows: list) -> None:
 
 def make_moving_digits(out: Path, seed: int = 0, frame_size: int = 64, digit_size: int = 32, num_frames: int = 16,
                        speed: int = 1, fps: float = 8.0, train_per_class: int = 50, val_per_class: int = 10,
-                       game: bool = False, clips_per_video: int = 8, train_videos: int = 500, val_videos: int = 100,
+                       game: bool = False, clips_per_video: int = 8, train_videos: int = 2000, val_videos: int = 100,
                        progress: bool = True) -> dict:
     """Write the data set into `out` (see the module docstring); returns the settings written to digits.json."""
     from vidtwin.data.video_io import write_video
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     parser.add_argument("--train-per-class", type=int, default=50, help="training clips per class (default 50)")
     parser.add_argument("--val-per-class", type=int, default=10, help="validation clips per class (default 10)")
     parser.add_argument("--clips-per-video", type=int, default=8, help="--game: clips per video (default 8)")
-    parser.add_argument("--train-videos", type=int, default=500, help="--game: training videos (default 500)")
+    parser.add_argument("--train-videos", type=int, default=2000, help="--game: training videos (default 2000)")
     parser.add_argument("--val-videos", type=int, default=100, help="--game: validation videos (default 100)")
     parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing OUT")
     add_debug_flag(parser)
