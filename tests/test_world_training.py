@@ -89,3 +89,33 @@ def test_the_learning_rate_can_decay_along_a_cosine_to_its_floor(files, tmp_path
     assert main([*argv, "--name", "above", "model.params.min_learning_rate=0.01"]) == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
     assert "min_learning_rate must lie in [0, learning_rate = 0.001]" in line
+
+
+def test_a_run_saved_before_the_embedding_rename_resumes_as_its_renamed_copy_does(files, tmp_path):
+    """Runs made before ``factorized_codes`` named each group's table ``token_embeddings.<g>.weight``
+    (in the weights and in the EMA entry); ``--resume`` renames them as it loads."""
+    import shutil
+
+    config = world_training_config(tmp_path / "world.yaml", files / "tokens", (files / "ae.yaml", files / "ae.pt"))
+    logs = tmp_path / "logs"
+    argv = ["--logdir", str(logs), "--seed", "5"]
+    assert main([*argv, "--name", "current", "--base", str(config), "lightning.trainer.max_steps=3"]) == 0
+    shutil.copytree(logs / "current", logs / "old")
+    for name in ("last.ckpt", *(path.name for path in (logs / "old" / "checkpoints").glob("step_*.ckpt"))):
+        path = logs / "old" / "checkpoints" / name
+        checkpoint = torch.load(path, weights_only=True)
+        for entry, prefix in (("state_dict", "world."), ("ema_state_dict", "")):
+            for group in (0, 1):
+                checkpoint[entry][f"{prefix}token_embeddings.{group}.weight"] = \
+                    checkpoint[entry].pop(f"{prefix}token_embeddings.{group}.0.weight")
+        torch.save(checkpoint, path)
+    assert "world.token_embeddings.0.weight" in torch.load(logs / "old" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+    for name in ("current", "old"):
+        assert main([*argv, "--resume", str(logs / name), "lightning.trainer.max_steps=5"]) == 0
+    current, old = (torch.load(logs / name / "checkpoints" / "last.ckpt", weights_only=True) for name in ("current", "old"))
+    assert old["vidtwin_training"]["train_step"] == 5
+    for entry in ("state_dict", "ema_state_dict"):
+        assert current[entry].keys() == old[entry].keys()
+        for key, value in current[entry].items():
+            assert torch.equal(old[entry][key], value), (entry, key)

@@ -17,6 +17,8 @@ summary) talks to the module only through the members declared here:
 ``training_samples(batch, n)``  named videos to show for a training batch, or None (default).
 ``monitored_metric``            the validation metric that ranks checkpoints (lower is better), or None.
 ``summary_commands(...)``       commands that use a finished run, for the run summary (default none).
+``upgrade_checkpoint(ckpt)``    renames, in place, the entries of a checkpoint saved by an older
+                                release (default: none); ``--resume`` checks the keys after it.
 ==============================  ====================================================================
 
 Checkpoints carry the counters under :data:`TRAINING_STATE_KEY` (``{"train_step": ..., ...}``);
@@ -110,6 +112,12 @@ class TrainingModule(pl.LightningModule):
         return {}
 
     # ------------------------------------------------------------------ checkpoints
+    def upgrade_checkpoint(self, checkpoint: dict) -> dict:
+        """Rename, in ``checkpoint`` itself, what an older release of the module saved under other
+        names; returns ``checkpoint``. ``train.py --resume`` compares the weights' names after this,
+        and :meth:`on_load_checkpoint` calls it before Lightning loads them. Default: nothing to rename."""
+        return checkpoint
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[TRAINING_STATE_KEY] = {
             "train_step": int(self.train_step),
@@ -117,6 +125,7 @@ class TrainingModule(pl.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.upgrade_checkpoint(checkpoint)
         state = checkpoint.get(TRAINING_STATE_KEY)
         if state is None:
             logger.warning("checkpoint has no %s entry: training counters start at 0", TRAINING_STATE_KEY)

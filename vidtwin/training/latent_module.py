@@ -186,6 +186,17 @@ class LatentModelModule(TrainingModule):
             checkpoint[EMA_STATE_KEY] = self.ema.export_state_dict(self.trained_model)
             state.update(ema_num_updates=self.ema.num_updates, ema_decay=self.ema.decay)
 
+    def upgrade_checkpoint(self, checkpoint: dict) -> dict:
+        """The trained model's own renames (its ``upgrade_state_dict``, if it has one), applied to its
+        weights in ``state_dict`` and to its EMA weights."""
+        upgrade = getattr(self.trained_model, "upgrade_state_dict", None)
+        if upgrade is not None:
+            if "state_dict" in checkpoint:
+                upgrade(checkpoint["state_dict"], f"{self.model_attribute}.")
+            if EMA_STATE_KEY in checkpoint:
+                upgrade(checkpoint[EMA_STATE_KEY])
+        return super().upgrade_checkpoint(checkpoint)
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get(TRAINING_STATE_KEY) or {}

@@ -290,6 +290,9 @@ def check_resume_fits(module: torch.nn.Module, resume: ResumePoint, changes: lis
     named in the message. Lightning checks the optimizer states when it restores them.
     """
     checkpoint = torch.load(resume.checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    upgrade = getattr(module, "upgrade_checkpoint", None)
+    if upgrade is not None:  # names of an older release, as the module renames them when it loads
+        checkpoint = upgrade(checkpoint)
     saved = checkpoint.get("state_dict", {})
     expected = module.state_dict()
     strict = getattr(module, "strict_loading", True)
