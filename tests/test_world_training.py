@@ -119,3 +119,34 @@ def test_a_run_saved_before_the_embedding_rename_resumes_as_its_renamed_copy_doe
         assert current[entry].keys() == old[entry].keys()
         for key, value in current[entry].items():
             assert torch.equal(old[entry][key], value), (entry, key)
+
+
+def test_world_loss_scores_checkpoints_on_token_datasets_with_the_same_windows_and_masks(files, tmp_path, capsys):
+    import json
+    import math
+
+    from scripts.world_loss import WorldLossError, dataset_windows
+    from scripts.world_loss import main as world_loss
+
+    config = world_training_config(tmp_path / "world.yaml", files / "tokens")
+    run = tmp_path / "logs" / "run"
+    assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config),
+                 "lightning.trainer.max_steps=4", "lightning.checkpoint.every_n_steps=2"]) == 0
+    first = run / "checkpoints" / "step_00000002.ckpt"
+    tokens = str(files / "tokens")
+    assert world_loss([str(first), str(run), "--data", tokens, tokens, "--windows", "8",
+                       "--json", str(tmp_path / "loss.json")]) == 0
+    rows = json.loads((tmp_path / "loss.json").read_text())["rows"]
+    assert [(row["world"], row["context_clips"]) for row in rows] == \
+        [(str(first), 1), (str(first), 2)] * 2 + [(str(run), 1), (str(run), 2)] * 2
+    assert all(row["windows"] == 8 and 0 < row["loss"] < 2 * math.log(1000) for row in rows)
+    assert [row["loss"] for row in rows[:2]] == [row["loss"] for row in rows[2:4]]  # same windows, same masks
+    assert [row["loss"] for row in rows[:2]] != [row["loss"] for row in rows[4:6]]  # two updates apart
+    assert "context" in capsys.readouterr().out
+
+    world = load_world_model(run)
+    world.config.actions = ["A", "B"]
+    with pytest.raises(WorldLossError, match="encode it with --actions-column"):
+        dataset_windows(world, tokens, 4, 0)
+    with pytest.raises(WorldLossError, match="--windows must be >= 1"):
+        world_loss([str(run), "--data", tokens, "--windows", "0"])

@@ -1,0 +1,95 @@
+"""The world model's MaskGIT loss on token datasets: the training tokens beside held-out ones show
+whether it memorizes its training videos (the held-out loss rises while the training loss falls).
+
+    python inference.py encode-dataset --config logs/digits_fsq/config.yaml --ckpt logs/digits_fsq/checkpoints/last.ckpt \\
+        --input data/digit_game/val.csv --actions-column actions --output data/digit_game_val_tokens
+    python -m scripts.world_loss logs/digits_world --data data/digit_game_tokens data/digit_game_val_tokens
+
+Each dataset (``inference.py encode-dataset --actions-column``, by the world model's autoencoder)
+gives ``--windows`` windows of K + 1 clips, drawn with ``--seed``; the loss is the training loss
+(cross-entropy of the masked tokens of the last clip, in nats per token), with the masks drawn
+with the same seed for every dataset and checkpoint, once per context length from 1 to K. The
+world model is a ``train.py`` run directory (its newest checkpoint), one of its checkpoints or a
+saved folder, with EMA weights when stored; give several to follow a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from vidtwin.atomic_io import atomic_write_text
+from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.errors import UserError
+
+PROG = "world_loss.py"
+
+
+class WorldLossError(ValueError, UserError):
+    """A token dataset that the world model cannot be scored on."""
+
+
+def dataset_windows(world, root: str, windows: int, seed: int) -> dict:
+    """A batch of ``windows`` random windows of K + 1 clips of the dataset at ``root``."""
+    from vidtwin.latents.dataset import LatentDataset, collate_latent_sequences
+
+    dataset = LatentDataset(root, sequence_length=world.config.context_clips + 1)
+    if dataset.codebook is None:
+        raise WorldLossError(f"{root} holds Gaussian latents; give a dataset of FSQ tokens")
+    if list(dataset.actions or []) != list(world.config.actions):
+        raise WorldLossError(f"{root} has the actions {dataset.actions}, the world model "
+                             f"{world.config.actions}: encode it with --actions-column")
+    if len(dataset) == 0:
+        raise WorldLossError(f"{root} has no video of {world.config.context_clips + 1} clips or more")
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:windows]
+    return collate_latent_sequences([dataset[int(index)] for index in order])
+
+
+def masked_losses(world, batch: dict, seed: int) -> dict:
+    """Context clips (1 to K) -> the mean masked loss of ``batch``, with masks drawn from ``seed``."""
+    losses = {}
+    with torch.no_grad():
+        for context in range(1, world.config.context_clips + 1):
+            random = torch.Generator().manual_seed(seed)
+            losses[context] = float(world.training_loss(batch, random, context_clips=context))
+    return losses
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("world", nargs="+", help="run directories, checkpoints or saved folders of world models")
+    parser.add_argument("--data", nargs="+", required=True, dest="datasets",
+                        help="token datasets with actions (encode-dataset --actions-column)")
+    parser.add_argument("--windows", type=int, default=256, help="windows per dataset (default 256)")
+    parser.add_argument("--seed", type=int, default=0, help="of the windows and the masks (default 0)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the losses to this JSON file")
+    add_debug_flag(parser)
+    args = parser.parse_args(argv)
+    if args.windows < 1:
+        raise WorldLossError("--windows must be >= 1")
+    from vidtwin.generation import load_world_model
+
+    rows = []
+    for reference in args.world:
+        world = load_world_model(reference)
+        for root in args.datasets:
+            batch = dataset_windows(world, root, args.windows, args.seed)
+            for context, loss in masked_losses(world, batch, args.seed).items():
+                rows.append({"world": reference, "dataset": root, "context_clips": context,
+                             "windows": int(batch["actions"].shape[0]), "loss": loss})
+    width = max(len(row["world"]) for row in rows)
+    print(f"{'world model':<{width}} {'context':>7} " + " ".join(f"{root:>24}" for root in args.datasets))
+    for reference in args.world:
+        for context in sorted({row["context_clips"] for row in rows}):
+            losses = [row["loss"] for row in rows if row["world"] == reference and row["context_clips"] == context]
+            print(f"{reference:<{width}} {context:>7} " + " ".join(f"{loss:>24.3f}" for loss in losses))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps({"seed": args.seed, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)
