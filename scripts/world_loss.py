@@ -32,16 +32,26 @@ class WorldLossError(ValueError, UserError):
     """A token dataset that the world model cannot be scored on."""
 
 
+def check_dataset(world, root: str) -> None:
+    """Raise a one-line error unless the dataset at ``root`` holds the tokens and actions ``world`` was trained on."""
+    from vidtwin.training.world_module import token_dataset_settings
+
+    settings = token_dataset_settings(root)  # its own one-line errors: Gaussian latents, no actions
+    if settings["actions"] != list(world.config.actions):
+        raise WorldLossError(f"{root} has the actions {settings['actions']}, the world model "
+                             f"{world.config.actions}: encode it with --actions-column")
+    differing = [name for name, value in settings.items() if value != getattr(world.config, name)]
+    if differing:
+        raise WorldLossError(f"the tokens of {root} differ from the world model's in {', '.join(differing)}: "
+                             "encode it with the autoencoder the world model was trained with")
+
+
 def dataset_windows(world, root: str, windows: int, seed: int) -> dict:
     """A batch of ``windows`` random windows of K + 1 clips of the dataset at ``root``."""
     from vidtwin.latents.dataset import LatentDataset, collate_latent_sequences
 
+    check_dataset(world, root)
     dataset = LatentDataset(root, sequence_length=world.config.context_clips + 1)
-    if dataset.codebook is None:
-        raise WorldLossError(f"{root} holds Gaussian latents; give a dataset of FSQ tokens")
-    if list(dataset.actions or []) != list(world.config.actions):
-        raise WorldLossError(f"{root} has the actions {dataset.actions}, the world model "
-                             f"{world.config.actions}: encode it with --actions-column")
     if len(dataset) == 0:
         raise WorldLossError(f"{root} has no video of {world.config.context_clips + 1} clips or more")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:windows]
@@ -72,11 +82,16 @@ def main(argv=None) -> int:
         raise WorldLossError("--windows must be >= 1")
     from vidtwin.generation import load_world_model
 
-    rows = []
+    rows, batches = [], {}  # (dataset, window length) -> its windows, read once for all the checkpoints
     for reference in args.world:
         world = load_world_model(reference)
         for root in args.datasets:
-            batch = dataset_windows(world, root, args.windows, args.seed)
+            key = (root, world.config.context_clips + 1)
+            if key in batches:
+                check_dataset(world, root)
+            else:
+                batches[key] = dataset_windows(world, root, args.windows, args.seed)
+            batch = batches[key]
             for context, loss in masked_losses(world, batch, args.seed).items():
                 rows.append({"world": reference, "dataset": root, "context_clips": context,
                              "windows": int(batch["actions"].shape[0]), "loss": loss})

@@ -146,7 +146,8 @@ class WorldModel(nn.Module):
         self.register_buffer("group_of_token", group_of, persistent=False)  # (N,) 0 structure, 1 dynamics
         # Training and `generate` read these; the files record them (vidtwin.generation.world_files).
         self.autoencoder_files: Optional[dict] = None
-        # Lightning resumes of older runs load through here.
+        # Any load_state_dict of an older release's names (train.py resumes rename them earlier, in
+        # WorldLightningModule.upgrade_checkpoint, so that --resume's key check sees the new names).
         self._register_load_state_dict_pre_hook(lambda state, prefix, *args: self.upgrade_state_dict(state, prefix))
 
     def upgrade_state_dict(self, state: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, torch.Tensor]:
