@@ -149,6 +149,14 @@ class WorldModelConfig(_Settings):
     mlp_ratio: float = 4.0
     decoding_steps: int = 8  # MaskGIT steps per predicted clip
     context_noise: float = 0.0  # training only: up to this share of context tokens replaced by random codes
+    # 0: off. N > K + 1: the rollout's start clip stays in the context of every step, in front of
+    # the last K clips, and training windows are N clips from a start clip (world.py "Start clip").
+    start_window: int = 0
+
+    @property
+    def training_window(self) -> int:
+        """Clips per training window: the data module's ``sequence_length``."""
+        return self.start_window or self.context_clips + 1
 
     def __post_init__(self):
         self.token_shapes = self._three_latents("token_shapes", self.token_shapes)
@@ -163,6 +171,10 @@ class WorldModelConfig(_Settings):
         if self.context_clips < 1 or self.decoding_steps < 1:
             raise GeneratorConfigError(f"context_clips and decoding_steps must be >= 1, got {self.context_clips}, "
                                        f"{self.decoding_steps}")
+        if self.start_window and self.start_window < self.context_clips + 2:
+            raise GeneratorConfigError(f"start_window must be 0 (off) or at least context_clips + 2 = "
+                                       f"{self.context_clips + 2} clips, got {self.start_window}: shorter windows "
+                                       "never hold a start clip that has left the last context_clips clips")
 
 
 __all__ = ["GENERATOR_SIZES", "GeneratorConfig", "GeneratorConfigError", "TINY_LATENT_SHAPES", "TINY_TOKEN_SHAPES",

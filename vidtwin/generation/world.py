@@ -53,8 +53,17 @@ Digits world model").
 learned constant, since the actions are per clip and enter as tokens. The constant keeps the
 adaLN-Zero start (every block the identity) and gives each block a learned norm scale and gate.
 
-**Memory.** :class:`Rollout` keeps the last K clips and their actions, so a rollout of any length
-holds the same tensors; only the clips it returns grow with the length.
+**Start clip.** With ``start_window`` = W (0 is off), the rollout's start clip stays in the
+context of every step, in front of the last K clips, once it has left them: a rollout's own
+predictions drift from step to step, and the start clip is the one real view of the scene (in the
+game, of the digit) that the model keeps. It gets its own row of the clip embedding and "no
+action". Training windows are W clips from a start clip (``sequence_length: W``); each batch
+predicts clip ``j``, drawn from 1 to W - 1, from clips ``max(0, j - K) .. j - 1``, with clip 0 in
+front when it is not among them: the context a rollout has at step ``j``.
+
+**Memory.** :class:`Rollout` keeps the last K clips and their actions (and the start clip, with
+``start_window``), so a rollout of any length holds the same tensors; only the clips it returns
+grow with the length.
 
 Token layouts (int64, values in ``[0, prod(levels))``): ``structure`` ``(B, n, Q, h_S, w_S)``,
 ``dynamics_x`` ``(B, n, T, w_D)``, ``dynamics_y`` ``(B, n, T, h_D)`` for n clips; actions
@@ -128,7 +137,8 @@ class WorldModel(nn.Module):
                                               for factors in self.group_factors)
         self.type_embedding = nn.Parameter(torch.zeros(len(self.codebook_sizes), hidden))
         self.separator = nn.Parameter(torch.zeros(hidden))
-        self.clip_embedding = nn.Embedding(config.context_clips + 1, hidden)
+        # Rows 0..K: a clip's place among the last K + 1; row K + 1 the kept start clip (start_window).
+        self.clip_embedding = nn.Embedding(config.context_clips + 1 + bool(config.start_window), hidden)
         # Row len(actions) is "no action" (the first clip of a window).
         self.action_embedding = nn.Embedding(len(config.actions) + 1, hidden)
         self.condition = nn.Parameter(torch.zeros(hidden))
@@ -203,9 +213,10 @@ class WorldModel(nn.Module):
         clip_of = torch.arange(clips, device=device).repeat_interleave(1 + self.tokens_per_clip)  # (L,)
         return clip_of[:, None] >= clip_of[None, :]
 
-    def embed(self, packed: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def embed(self, packed: torch.Tensor, actions: torch.Tensor, start_clip: bool = False) -> torch.Tensor:
         """packed ``(B, n, N)`` token indices (``[MASK]`` = each group's codebook size), actions
-        ``(B, n)`` (``no_action`` allowed) -> the input sequence ``(B, n * (1 + N), hidden)``."""
+        ``(B, n)`` (``no_action`` allowed) -> the input sequence ``(B, n * (1 + N), hidden)``.
+        start_clip: clip 0 is the kept start clip, in front of the last ``n - 1`` clips."""
         batch, clips, _ = packed.shape
         parts = []
         for index, (tables, part) in enumerate(zip(self.token_embeddings, packed.split(self.group_tokens, dim=2))):
@@ -218,18 +229,26 @@ class WorldModel(nn.Module):
         tokens = torch.cat(parts, dim=2) + self.position_embedding  # (B, n, N, hidden)
         separators = (self.separator + self.action_embedding(actions))[:, :, None]  # (B, n, 1, hidden)
         sequence = torch.cat([separators, tokens], dim=2)  # (B, n, 1 + N, hidden)
-        sequence = sequence + self.clip_embedding.weight[:clips, None]  # (B, n, 1 + N, hidden)
+        rows = torch.arange(clips, device=packed.device)
+        if start_clip:
+            rows = torch.cat([rows.new_tensor([self.config.context_clips + 1]), rows[:-1]])  # (n,)
+        sequence = sequence + self.clip_embedding(rows)[:, None]  # (B, n, 1 + N, hidden)
         return sequence.reshape(batch, clips * (1 + self.tokens_per_clip), -1)  # (B, L, hidden)
 
-    def forward(self, packed: torch.Tensor, actions: torch.Tensor, last_clip_only: bool = False) -> List[torch.Tensor]:
+    def forward(self, packed: torch.Tensor, actions: torch.Tensor, last_clip_only: bool = False,
+                start_clip: bool = False) -> List[torch.Tensor]:
         """Logits of every token: ``[(B, n, N_S, V_S), (B, n, N_D, V_D)]`` (``(B, 1, ...)`` with
         ``last_clip_only``), V the sum of each group's sub-vocabulary sizes (``group_factors``), the
-        logits of each sub-vocabulary side by side. packed and actions as in :meth:`embed`."""
+        logits of each sub-vocabulary side by side. packed, actions and start_clip as in :meth:`embed`."""
         batch, clips, _ = packed.shape
-        if clips > self.config.context_clips + 1:
-            raise WorldModelError(f"a window holds at most {self.config.context_clips + 1} clips, got {clips}")
+        if start_clip and not self.config.start_window:
+            raise WorldModelError("this world model keeps no start clip (its start_window is 0)")
+        limit = self.config.context_clips + 1 + bool(start_clip)
+        if clips > limit:
+            raise WorldModelError(f"a window holds at most {limit} clips, got {clips}")
         condition = self.condition.expand(batch, -1)  # (B, hidden)
-        hidden = self.transformer(self.embed(packed, actions), condition, self.block_causal_mask(clips, packed.device))
+        hidden = self.transformer(self.embed(packed, actions, start_clip), condition,
+                                  self.block_causal_mask(clips, packed.device))
         hidden = hidden.reshape(batch, clips, 1 + self.tokens_per_clip, -1)[:, :, 1:]  # (B, n, N, hidden): separators dropped
         if last_clip_only:
             hidden = hidden[:, -1:]
@@ -276,12 +295,14 @@ class WorldModel(nn.Module):
         return total / mask.sum().clamp(min=1)
 
     def training_loss(self, batch: Mapping, generator: Optional[torch.Generator] = None,
-                      context_clips: Optional[int] = None) -> torch.Tensor:
+                      context_clips: Optional[int] = None, target_clip: Optional[int] = None) -> torch.Tensor:
         """The MaskGIT loss of a batch of windows (a scalar).
 
-        batch: ``structure`` ``(B, K + 1, Q, h_S, w_S)``, ``dynamics_x``, ``dynamics_y`` int64
-        tokens and ``actions`` ``(B, K + 1)`` (``collate_latent_sequences``). context_clips: clips of
-        context before the predicted last one (None: drawn from 1 to K with ``generator``).
+        batch: ``structure`` ``(B, W, Q, h_S, w_S)``, ``dynamics_x``, ``dynamics_y`` int64 tokens
+        and ``actions`` ``(B, W)`` (``collate_latent_sequences``), W = ``config.training_window``.
+        context_clips: clips of context before the predicted last one (None: drawn from 1 to K with
+        ``generator``). With ``start_window``, target_clip instead: the clip predicted, from 1 to
+        W - 1, its context that of a rollout's step ``target_clip`` (None: drawn).
         generator: the random source of the context length and the masks (None: torch's global one).
         """
         packed = self.pack_clips(batch)  # (B, K + 1, N)
@@ -291,15 +312,37 @@ class WorldModel(nn.Module):
         available = packed.shape[1] - 1
         if available < 1:
             raise WorldModelError("training windows need at least 2 clips (context and the predicted clip)")
-        if context_clips is None:
-            upper = min(available, self.config.context_clips)
-            context_clips = int(torch.randint(1, upper + 1, (1,), generator=generator, device=packed.device))
-        packed, actions = packed[:, -context_clips - 1:], actions[:, -context_clips - 1:]  # (B, c + 1, N), (B, c + 1)
+        start_clip = False
+        if self.config.start_window:
+            packed, actions, start_clip = self.start_window_clips(packed, actions, generator, target_clip)
+        else:
+            if context_clips is None:
+                upper = min(available, self.config.context_clips)
+                context_clips = int(torch.randint(1, upper + 1, (1,), generator=generator, device=packed.device))
+            packed, actions = packed[:, -context_clips - 1:], actions[:, -context_clips - 1:]  # (B, c + 1, N), (B, c + 1)
         inputs, mask = self.mask_last_clip(packed, generator)
         if self.config.context_noise > 0:
             inputs = self.corrupt_context(inputs, generator)
-        logits = self(inputs, self.window_actions(actions), last_clip_only=True)  # the context has no loss: no logits
+        # The context has no loss, so it needs no logits.
+        logits = self(inputs, self.window_actions(actions), last_clip_only=True, start_clip=start_clip)
         return self.masked_loss(logits, packed[:, -1:], mask[:, -1:])
+
+    def start_window_clips(self, packed: torch.Tensor, actions: torch.Tensor, generator: Optional[torch.Generator],
+                           target_clip: Optional[int] = None):
+        """The clips a rollout's step ``j`` sees, from a window whose clip 0 is the start clip.
+
+        packed ``(B, W, N)``, actions ``(B, W)`` -> packed ``(B, c, N)``, actions ``(B, c)`` of clips
+        ``[0,] max(0, j - K) .. j`` and whether clip 0 was put in front (the start clip kept).
+        target_clip: ``j`` in [1, W - 1] (None: drawn with ``generator``).
+        """
+        last = packed.shape[1] - 1
+        if target_clip is None:
+            target_clip = int(torch.randint(1, last + 1, (1,), generator=generator, device=packed.device))
+        if not 1 <= target_clip <= last:
+            raise WorldModelError(f"target_clip must be in [1, {last}] for windows of {last + 1} clips, got {target_clip}")
+        first = max(0, target_clip - self.config.context_clips)
+        keep = ([0] if first > 0 else []) + list(range(first, target_clip + 1))
+        return packed[:, keep], actions[:, keep], first > 0
 
     def corrupt_context(self, inputs: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """Replace a share ``~ U(0, context_noise)`` per window of the context clips' tokens by random
@@ -317,10 +360,11 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def predict_clip(self, context: torch.Tensor, context_actions: torch.Tensor, actions: torch.Tensor,
                      random: torch.Generator, steps: Optional[int] = None, temperature: float = 1.0,
-                     top_k: Optional[int] = None) -> torch.Tensor:
-        """The next clip's tokens ``(B, N)`` after ``context`` ``(B, c, N)`` (1 <= c <= K) whose clips
-        had ``context_actions`` ``(B, c)``, for ``actions`` ``(B,)``. random: a CPU generator (the
-        draws are made on the CPU, so a seed gives the same clip on any device)."""
+                     top_k: Optional[int] = None, start_clip: bool = False) -> torch.Tensor:
+        """The next clip's tokens ``(B, N)`` after ``context`` ``(B, c, N)`` (1 <= c <= K, plus the
+        start clip in front with start_clip) whose clips had ``context_actions`` ``(B, c)``, for
+        ``actions`` ``(B,)``. random: a CPU generator (the draws are made on the CPU, so a seed gives
+        the same clip on any device)."""
         steps = steps or self.config.decoding_steps
         batch, _, count = context.shape
         device = context.device
@@ -329,7 +373,8 @@ class WorldModel(nn.Module):
         all_actions = self.window_actions(torch.cat([context_actions, actions[:, None]], dim=1).to(device))  # (B, c + 1)
         for step in range(steps):
             masked = clip == mask_values  # (B, N)
-            logits = self(torch.cat([context, clip[:, None]], dim=1), all_actions, last_clip_only=True)
+            logits = self(torch.cat([context, clip[:, None]], dim=1), all_actions, last_clip_only=True,
+                          start_clip=start_clip)
             drawn, confidence = self.draw_codes(logits, random, temperature, top_k)  # (B, N) each
             if temperature > 0:  # MaskGIT's annealed noise on the choice of tokens to keep
                 noise = -torch.log(-torch.log(torch.rand(confidence.shape, generator=random).clamp(1e-20, 1.0)))
@@ -390,7 +435,8 @@ class WorldModel(nn.Module):
 
 
 class Rollout:
-    """A rollout in progress: the window of the last ``context_clips`` clips and their actions.
+    """A rollout in progress: the window of the last ``context_clips`` clips and their actions,
+    and the first start clip for a model with ``start_window``.
 
     ``step(actions (B,))`` predicts the next clip, returns its tokens (``{"structure": (B, Q, h_S,
     w_S), ...}``) and slides the window, so that what a rollout holds does not grow with its
@@ -411,7 +457,11 @@ class Rollout:
         if tokens["structure"].dim() == len(model.config.token_shapes["structure"]) + 1:  # one clip: (B, ...)
             tokens = {name: value[:, None] for name, value in tokens.items()}  # (B, 1, ...)
         device = next(model.parameters()).device
-        self.window = model.pack_clips(tokens).to(device)[:, -self.context_clips:]  # (B, c, N)
+        packed = model.pack_clips(tokens).to(device)  # (B, n, N)
+        # The start clip kept in front of the window once it has left it (start_window); else None.
+        self.start_clip = packed[:, :1] if model.config.start_window else None  # (B, 1, N)
+        self.clips_seen = packed.shape[1]
+        self.window = packed[:, -self.context_clips:]  # (B, c, N)
         self.actions = torch.full(self.window.shape[:2], model.no_action, dtype=torch.long, device=device)  # (B, c)
         self.random = torch.Generator(device="cpu")
         if seed is None:
@@ -423,7 +473,14 @@ class Rollout:
         actions = torch.as_tensor(actions, dtype=torch.long, device=self.window.device).reshape(-1)
         if actions.shape[0] != self.window.shape[0] or int(actions.min()) < 0 or int(actions.max()) >= self.model.no_action:
             raise WorldModelError(f"give one action in [0, {self.model.no_action}) per rollout, got {actions.tolist()}")
-        clip = self.model.predict_clip(self.window, self.actions, actions, self.random, self.steps, self.temperature, self.top_k)
+        context, context_actions = self.window, self.actions
+        keep_start = self.start_clip is not None and self.clips_seen > self.context_clips
+        if keep_start:  # (B, 1 + c, N), (B, 1 + c): the start clip in front, with "no action"
+            context = torch.cat([self.start_clip, context], dim=1)
+            context_actions = torch.cat([torch.full_like(context_actions[:, :1], self.model.no_action), context_actions], dim=1)
+        clip = self.model.predict_clip(context, context_actions, actions, self.random, self.steps, self.temperature,
+                                       self.top_k, start_clip=keep_start)
+        self.clips_seen += 1
         self.window = torch.cat([self.window, clip[:, None]], dim=1)[:, -self.context_clips:]  # (B, <= K, N)
         self.actions = torch.cat([self.actions, actions[:, None]], dim=1)[:, -self.context_clips:]  # (B, <= K)
         return {name: value[:, 0] for name, value in self.model.unpack_clips(clip[:, None]).items()}

@@ -6,8 +6,8 @@ The module reads the token dataset's manifest (``inference.py encode-dataset --a
 for the token grids, the FSQ levels and the action vocabulary, builds a
 :class:`~vidtwin.generation.world.WorldModel` of ``context_clips`` = K, and trains it with the
 MaskGIT loss on windows of K + 1 consecutive clips of one video
-(``LatentDataModule(sequence_length=K + 1, tokens=True)``), with AdamW, a linear warmup, optional
-gradient clipping and an EMA of the weights (:class:`~vidtwin.training.latent_module.LatentModelModule`).
+(``LatentDataModule(sequence_length=K + 1, tokens=True)``; ``start_window`` clips with that set),
+with AdamW, a linear warmup, optional gradient clipping and an EMA of the weights (:class:`~vidtwin.training.latent_module.LatentModelModule`).
 
 Checkpoints hold the model's weights (``world.*``), the EMA weights under ``ema_state_dict``, and
 under :data:`~vidtwin.generation.world_files.WORLD_CHECKPOINT_KEY` its config (with the action
@@ -64,7 +64,8 @@ class WorldLightningModule(LatentModelModule):
             token grids, the FSQ levels and the action vocabulary.
         world: ``size`` (a preset of ``WORLD_SIZES``, default ``tiny``) and any other
             :class:`~vidtwin.generation.config.WorldModelConfig` field except those the dataset
-            gives; ``context_clips`` (K) must be the data module's ``sequence_length`` - 1.
+            gives; the data module's ``sequence_length`` must be ``context_clips`` (K) + 1, or
+            ``start_window`` when that is set.
         autoencoder: ``{"config": YAML, "ckpt": checkpoint}`` of the FSQ autoencoder that encoded
             the dataset: decodes the sample videos and is recorded for ``scripts.play``; None: no videos.
         learning_rate, weight_decay, betas: AdamW's; warmup_steps: linear warmup from 0.
@@ -108,10 +109,12 @@ class WorldLightningModule(LatentModelModule):
         super().on_fit_start()
         datamodule = getattr(self.trainer, "datamodule", None)
         length = getattr(datamodule, "sequence_length", None)
-        window = self.world.config.context_clips + 1
+        config = self.world.config
+        window = config.training_window
         if length is not None and length != window:
-            raise ConfigError(f"data.params.sequence_length is {length}, but the world model's context_clips "
-                              f"{window - 1} needs windows of {window} clips; set sequence_length: {window}")
+            needs = (f"start_window {window}" if config.start_window else f"context_clips {config.context_clips}")
+            raise ConfigError(f"data.params.sequence_length is {length}, but the world model's {needs} needs "
+                              f"windows of {window} clips; set sequence_length: {window}")
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -132,14 +135,14 @@ class WorldLightningModule(LatentModelModule):
         from ..models import VidTwinTokens
 
         count = min(max_samples, len(batch["actions"]))
-        real = {name: batch[name][:count] for name in ("structure", "dynamics_x", "dynamics_y")}  # (b, K + 1, ...)
+        real = {name: batch[name][:count] for name in ("structure", "dynamics_x", "dynamics_y")}  # (b, W, ...)
         was_training = self.world.training
         self.world.eval()
         with self.ema_weights():
             predicted = self.world.rollout({name: value[:, 0] for name, value in real.items()}, batch["actions"][:count, 1:],
                                            seed=0, temperature=self.sample_temperature, top_k=self.sample_top_k)
         self.world.train(was_training)
-        predicted = {name: torch.cat([real[name][:, :1], value], dim=1) for name, value in predicted.items()}  # (b, K + 1, ...)
+        predicted = {name: torch.cat([real[name][:, :1], value], dim=1) for name, value in predicted.items()}  # (b, W, ...)
         autoencoder = self._decoder.get(self.device)
         videos = {}
         for label, tokens in (("real", real), ("rollout", predicted)):
