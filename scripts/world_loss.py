@@ -8,7 +8,9 @@ whether it memorizes its training videos (the held-out loss rises while the trai
 Each dataset (``inference.py encode-dataset --actions-column``, by the world model's autoencoder)
 gives ``--windows`` windows of K + 1 clips, drawn with ``--seed``; the loss is the training loss
 (cross-entropy of the masked tokens of the last clip, in nats per token), with the masks drawn
-with the same seed for every dataset and checkpoint, once per context length from 1 to K. The
+with the same seed for every dataset and checkpoint, once per context length from 1 to K. A model
+that keeps its start clip (``start_window`` W) is scored on windows of W clips, once per
+predicted clip from 1 to W - 1 (the ``step`` column), with the context a rollout has there. The
 world model is a ``train.py`` run directory (its newest checkpoint), one of its checkpoints or a
 saved folder, with EMA weights when stored; give several to follow a run.
 """
@@ -47,24 +49,28 @@ def check_dataset(world, root: str) -> None:
 
 
 def dataset_windows(world, root: str, windows: int, seed: int) -> dict:
-    """A batch of ``windows`` random windows of K + 1 clips of the dataset at ``root``."""
+    """A batch of ``windows`` random windows of the model's training length of the dataset at ``root``."""
     from vidtwin.latents.dataset import LatentDataset, collate_latent_sequences
 
     check_dataset(world, root)
-    dataset = LatentDataset(root, sequence_length=world.config.context_clips + 1)
+    dataset = LatentDataset(root, sequence_length=world.config.training_window)
     if len(dataset) == 0:
-        raise WorldLossError(f"{root} has no video of {world.config.context_clips + 1} clips or more")
+        raise WorldLossError(f"{root} has no video of {world.config.training_window} clips or more")
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:windows]
     return collate_latent_sequences([dataset[int(index)] for index in order])
 
 
 def masked_losses(world, batch: dict, seed: int) -> dict:
-    """Context clips (1 to K) -> the mean masked loss of ``batch``, with masks drawn from ``seed``."""
+    """Context clips (1 to K), or the predicted clip (1 to W - 1) for a model with ``start_window``
+    -> the mean masked loss of ``batch``, with masks drawn from ``seed``."""
     losses = {}
     with torch.no_grad():
-        for context in range(1, world.config.context_clips + 1):
-            random = torch.Generator().manual_seed(seed)
-            losses[context] = float(world.training_loss(batch, random, context_clips=context))
+        if world.config.start_window:
+            for target in range(1, world.config.training_window):
+                losses[target] = float(world.training_loss(batch, torch.Generator().manual_seed(seed), target_clip=target))
+        else:
+            for context in range(1, world.config.context_clips + 1):
+                losses[context] = float(world.training_loss(batch, torch.Generator().manual_seed(seed), context_clips=context))
     return losses
 
 
@@ -86,21 +92,25 @@ def main(argv=None) -> int:
     for reference in args.world:
         world = load_world_model(reference)
         for root in args.datasets:
-            key = (root, world.config.context_clips + 1)
+            key = (root, world.config.training_window)
             if key in batches:
                 check_dataset(world, root)
             else:
                 batches[key] = dataset_windows(world, root, args.windows, args.seed)
             batch = batches[key]
-            for context, loss in masked_losses(world, batch, args.seed).items():
-                rows.append({"world": reference, "dataset": root, "context_clips": context,
+            label = "target_clip" if world.config.start_window else "context_clips"
+            for value, loss in masked_losses(world, batch, args.seed).items():
+                rows.append({"world": reference, "dataset": root, label: value,
                              "windows": int(batch["actions"].shape[0]), "loss": loss})
     width = max(len(row["world"]) for row in rows)
-    print(f"{'world model':<{width}} {'context':>7} " + " ".join(f"{root:>24}" for root in args.datasets))
+    # One line per model and context length ("context"), or predicted clip ("step") for start_window models.
+    print(f"{'world model':<{width}} {'context/step':>12} " + " ".join(f"{root:>24}" for root in args.datasets))
     for reference in args.world:
-        for context in sorted({row["context_clips"] for row in rows}):
-            losses = [row["loss"] for row in rows if row["world"] == reference and row["context_clips"] == context]
-            print(f"{reference:<{width}} {context:>7} " + " ".join(f"{loss:>24.3f}" for loss in losses))
+        mine = [row for row in rows if row["world"] == reference]
+        for label, name in (("context_clips", "context"), ("target_clip", "step")):
+            for value in sorted({row[label] for row in mine if label in row}):
+                losses = [row["loss"] for row in mine if row.get(label) == value]
+                print(f"{reference:<{width}} {f'{name} {value}':>12} " + " ".join(f"{loss:>24.3f}" for loss in losses))
     if args.json is not None:
         atomic_write_text(args.json, json.dumps({"seed": args.seed, "rows": rows}, indent=2))
     return 0

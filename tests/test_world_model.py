@@ -192,6 +192,70 @@ def test_a_rollout_holds_the_same_tensors_at_step_2_and_step_20():
     assert held[2] == held[20] == [((1, 2, model.tokens_per_clip), torch.int64), ((1, 2), torch.int64)]
 
 
+def test_a_start_window_model_trains_on_the_context_a_rollout_has_at_each_step():
+    """Step j sees clips max(0, j - K) .. j - 1, with the start clip (clip 0) in front once it has left them."""
+    from vidtwin.generation import GeneratorConfigError
+
+    with pytest.raises(GeneratorConfigError, match="start_window must be 0 .off. or at least context_clips . 2 = 3"):
+        WorldModelConfig(context_clips=1, start_window=2)
+    model = tiny_model(context_clips=1, start_window=4)
+    assert model.config.training_window == 4 and model.clip_embedding.num_embeddings == 3
+    batch = random_windows(model.config, batch=3, clips=4)
+    packed, actions = model.pack_clips(batch), batch["actions"]
+    for target, keep in ((1, [0, 1]), (2, [0, 1, 2]), (3, [0, 2, 3])):
+        loss = model.training_loss(batch, torch.Generator().manual_seed(1), target_clip=target)
+        inputs, mask = model.mask_last_clip(packed[:, keep], torch.Generator().manual_seed(1))
+        logits = model(inputs, model.window_actions(actions[:, keep]), last_clip_only=True, start_clip=target > 1)
+        assert loss.item() == pytest.approx(model.masked_loss(logits, packed[:, keep][:, -1:], mask[:, -1:]).item(), rel=1e-5)
+    # The kept start clip has its own clip-embedding row, and its tokens reach the prediction (once
+    # the blocks are not adaLN-Zero's identity, under which no token sees another).
+    with torch.no_grad():
+        for parameter in model.transformer.parameters():
+            if not parameter.any():
+                parameter.normal_(std=0.1)
+    inputs = packed[:, [0, 2, 3]]
+    window_actions = model.window_actions(actions[:, [0, 2, 3]])
+    kept = model(inputs, window_actions, last_clip_only=True, start_clip=True)[0]
+    with torch.no_grad():
+        model.clip_embedding.weight[2] += 1.0  # the start clip's row
+    assert not torch.allclose(model(inputs, window_actions, last_clip_only=True, start_clip=True)[0], kept)
+    with torch.no_grad():
+        model.clip_embedding.weight[2] -= 1.0
+    other_start = torch.cat([packed[:, 1:2], inputs[:, 1:]], dim=1)
+    assert not torch.allclose(model(other_start, window_actions, last_clip_only=True, start_clip=True)[0], kept)
+    with pytest.raises(WorldModelError, match="target_clip must be in .1, 3."):
+        model.training_loss(batch, target_clip=4)
+    with pytest.raises(WorldModelError, match="keeps no start clip"):
+        tiny_model()(inputs, window_actions, start_clip=True)
+
+
+def test_a_start_window_rollout_puts_the_start_clip_in_front_and_stays_bounded(monkeypatch):
+    model = tiny_model(context_clips=1, start_window=4).eval()
+    start = {name: value[:, 0] for name, value in random_windows(model.config, batch=2, clips=1).items() if name != "actions"}
+    start_packed = model.pack_clips({name: value[:, None] for name, value in start.items()})[:, 0]  # (B, N)
+    seen = []
+    predict_clip = model.predict_clip
+
+    def recording(context, context_actions, actions, *args, start_clip=False):
+        seen.append((context.clone(), context_actions.clone(), start_clip))
+        return predict_clip(context, context_actions, actions, *args, start_clip=start_clip)
+
+    monkeypatch.setattr(model, "predict_clip", recording)
+    state = model.start(start, seed=0)
+    held = {}
+    for step in range(1, 21):
+        state.step([step % 4, (step + 1) % 4])
+        if step in (2, 20):
+            held[step] = [(tensor.shape, tensor.dtype) for tensor in (state.window, state.actions, state.start_clip)]
+    assert held[2] == held[20]
+    (first_context, _, first_flag), (second_context, second_actions, second_flag) = seen[:2]
+    assert first_context.shape[1] == 1 and not first_flag  # step 1: the start clip is the last clip
+    assert second_context.shape[1] == 2 and second_flag  # step 2: the start clip in front of clip 1
+    for context, _, flag in seen[1:]:
+        assert flag and torch.equal(context[:, 0], start_packed)
+    assert second_actions[:, 0].tolist() == [model.no_action] * 2 and second_actions[:, 1].tolist() == [1, 2]
+
+
 def test_sampling_settings_and_actions_are_checked():
     model = tiny_model()
     assert model.action_indices("RRUD") == [2, 2, 3, 0]

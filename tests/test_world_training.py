@@ -62,6 +62,26 @@ def test_windows_of_another_length_than_the_context_are_refused_in_one_line(file
     assert "sequence_length is 2" in line and "set sequence_length: 3" in line
 
 
+def test_a_start_window_model_trains_on_windows_of_its_length_and_world_loss_scores_each_step(files, tmp_path, capsys):
+    import json
+
+    from scripts.world_loss import main as world_loss
+
+    config = world_training_config(tmp_path / "world.yaml", files / "tokens")
+    argv = ["--logdir", str(tmp_path / "logs"), "--base", str(config), "model.params.world.start_window=4"]
+    assert main([*argv, "--name", "short"]) == 2  # windows of K + 1 = 3 clips
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    assert "sequence_length is 3" in line and "start_window 4" in line and "set sequence_length: 4" in line
+    assert main([*argv, "--name", "run", "data.params.sequence_length=4"]) == 0
+    run = tmp_path / "logs" / "run"
+    assert load_world_model(run).config.start_window == 4
+    tokens = str(files / "tokens")
+    assert world_loss([str(run), "--data", tokens, "--windows", "4", "--json", str(tmp_path / "loss.json")]) == 0
+    rows = json.loads((tmp_path / "loss.json").read_text())["rows"]
+    assert [row["target_clip"] for row in rows] == [1, 2, 3] and all(row["windows"] == 4 for row in rows)
+    assert "step 3" in capsys.readouterr().out
+
+
 def test_the_shipped_world_config_builds_on_a_token_dataset(files):
     from _training_utils import build
     from conftest import REPO
