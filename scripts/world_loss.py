@@ -60,18 +60,20 @@ def dataset_windows(world, root: str, windows: int, seed: int) -> dict:
     return collate_latent_sequences([dataset[int(index)] for index in order])
 
 
+def scored_contexts(world) -> tuple:
+    """The ``training_loss`` argument that fixes a window's context, and its values: context
+    clips 1 to K, or the predicted clip 1 to W - 1 for a model with ``start_window``."""
+    if world.config.start_window:
+        return "target_clip", range(1, world.config.training_window)
+    return "context_clips", range(1, world.config.context_clips + 1)
+
+
 def masked_losses(world, batch: dict, seed: int) -> dict:
-    """Context clips (1 to K), or the predicted clip (1 to W - 1) for a model with ``start_window``
-    -> the mean masked loss of ``batch``, with masks drawn from ``seed``."""
-    losses = {}
+    """Each value of :func:`scored_contexts` -> the mean masked loss of ``batch``, with masks drawn from ``seed``."""
+    argument, values = scored_contexts(world)
     with torch.no_grad():
-        if world.config.start_window:
-            for target in range(1, world.config.training_window):
-                losses[target] = float(world.training_loss(batch, torch.Generator().manual_seed(seed), target_clip=target))
-        else:
-            for context in range(1, world.config.context_clips + 1):
-                losses[context] = float(world.training_loss(batch, torch.Generator().manual_seed(seed), context_clips=context))
-    return losses
+        return {value: float(world.training_loss(batch, torch.Generator().manual_seed(seed), **{argument: value}))
+                for value in values}
 
 
 def main(argv=None) -> int:
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
             else:
                 batches[key] = dataset_windows(world, root, args.windows, args.seed)
             batch = batches[key]
-            label = "target_clip" if world.config.start_window else "context_clips"
+            label, _ = scored_contexts(world)
             for value, loss in masked_losses(world, batch, args.seed).items():
                 rows.append({"world": reference, "dataset": root, label: value,
                              "windows": int(batch["actions"].shape[0]), "loss": loss})

@@ -305,7 +305,7 @@ class WorldModel(nn.Module):
         W - 1, its context that of a rollout's step ``target_clip`` (None: drawn).
         generator: the random source of the context length and the masks (None: torch's global one).
         """
-        packed = self.pack_clips(batch)  # (B, K + 1, N)
+        packed = self.pack_clips(batch)  # (B, W, N)
         actions = batch["actions"].to(packed.device).long()
         if int(actions.min()) < 0 or int(actions.max()) >= self.no_action:
             raise WorldModelError(f"actions must lie in [0, {self.no_action}), got values up to {int(actions.max())}")
