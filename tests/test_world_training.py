@@ -82,17 +82,26 @@ def test_a_start_window_model_trains_on_windows_of_its_length_and_world_loss_sco
     assert "step 3" in capsys.readouterr().out
 
 
-def test_the_shipped_world_config_builds_on_a_token_dataset(files):
+def test_the_shipped_world_config_trains_on_windows_of_the_games_8_clip_videos(files, tmp_path):
     from _training_utils import build
     from conftest import REPO
     from vidtwin.config import load_config
 
+    tokens = encode_game_tokens(files, tmp_path / "game", tmp_path / "tokens", train_videos=2, clips_per_video=8)
     config = load_config([str(REPO / "configs" / "generator" / "tiny_world.yaml")],
-                         [f"data.params.root={files / 'tokens'}", f"model.params.autoencoder.config={files / 'ae.yaml'}",
-                          f"model.params.autoencoder.ckpt={files / 'ae.pt'}"])
+                         [f"data.params.root={tokens}", f"model.params.autoencoder.config={files / 'ae.yaml'}",
+                          f"model.params.autoencoder.ckpt={files / 'ae.pt'}", "data.params.batch_size=2"])
     module, datamodule = build(config)
-    assert module.world.config.context_clips + 1 == datamodule.sequence_length == 3
+    # The last clip and the kept start clip, from windows of the videos' 8 clips.
+    assert module.world.config.context_clips == 1
+    assert module.world.config.start_window == datamodule.sequence_length == 8
     assert module.world.config.actions == ["D", "L", "R", "U"] and module.world.config.depth == 3
+    datamodule.setup("fit")
+    assert len(datamodule.dataset) == 2  # one window per video
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["actions"].shape == (2, 8)
+    loss = module.world.training_loss(batch, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss > 0
 
 
 def test_the_learning_rate_can_decay_along_a_cosine_to_its_floor(files, tmp_path, capsys):
