@@ -96,7 +96,6 @@ def test_the_shipped_world_config_trains_on_windows_of_the_games_8_clip_videos(f
     assert module.world.config.context_clips == 1
     assert module.world.config.start_window == datamodule.sequence_length == 8
     assert module.world.config.actions == ["D", "L", "R", "U"] and module.world.config.depth == 3
-    datamodule.setup("fit")
     assert len(datamodule.dataset) == 2  # one window per video
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["actions"].shape == (2, 8)
