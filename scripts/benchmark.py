@@ -36,7 +36,7 @@ import time
 import torch
 
 from vidtwin import load_model
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.config import autoencoder_config_from
 from vidtwin.inference.options import (
     DTYPE_CHOICES,

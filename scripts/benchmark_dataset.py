@@ -33,7 +33,7 @@ from pathlib import Path
 
 from scripts.bench_report import cpu_description, write_json_report
 from scripts.benchmark_memory import make_video
-from vidtwin.cli_utils import PartialFailure, add_debug_flag, run_cli
+from vidtwin.cli.convention import PartialFailure, add_debug_flag, run_cli
 
 PROG = "benchmark_dataset.py"
 

@@ -29,7 +29,7 @@ from scripts.bench_report import cpu_name, write_json_report
 from scripts.benchmark_memory import (
     add_measured_process_arguments, measure, measured_environment, prepare_inputs_in_subprocess,
 )
-from vidtwin.cli_utils import run_cli  # light: the standard library only
+from vidtwin.cli.convention import run_cli  # light: the standard library only
 
 PROG = "benchmark_fvd.py"
 REPO = Path(__file__).resolve().parents[1]

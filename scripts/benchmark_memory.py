@@ -36,7 +36,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from scripts.bench_report import cpu_name, write_json_report
-from vidtwin.cli_utils import PartialFailure, add_debug_flag, run_cli  # light: the standard library only
+from vidtwin.cli.convention import PartialFailure, add_debug_flag, run_cli  # light: the standard library only
 
 PROG = "benchmark_memory.py"
 

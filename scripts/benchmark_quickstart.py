@@ -34,7 +34,7 @@ import zlib
 from pathlib import Path
 
 from vidtwin.atomic_io import atomic_path, atomic_write_text
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 
 from scripts.bench_report import cpu_name
 

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidtwin.atomic_io import atomic_write_text
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
 from vidtwin.config import ConfigError, instantiate_from_config, load_config
 

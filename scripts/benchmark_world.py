@@ -2,9 +2,9 @@
 rollout holds as it grows.
 
     python -m scripts.benchmark_world --json world_bench.json
-    python -m scripts.benchmark_world --config configs/generator/tiny_world.yaml --threads 2
+    python -m scripts.benchmark_world --config configs/world/tiny_digits.yaml --threads 2
 
-The model is the one ``--config`` describes (default ``configs/generator/tiny_world.yaml``: its
+The model is the one ``--config`` describes (default ``configs/world/tiny_digits.yaml``: its
 ``model.params.world`` settings and ``data.params.batch_size``), with random weights (they cost
 the same time as trained ones) on the token grids of ``configs/tiny_digits_fsq.yaml`` (or
 ``--autoencoder``). It reports:
@@ -25,7 +25,7 @@ import statistics
 import time
 
 from scripts.bench_report import cpu_description, write_json_report
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 
 PROG = "benchmark_world.py"
 
@@ -60,7 +60,7 @@ def random_batch(model, batch: int, clips: int, seed: int = 0) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default="configs/generator/tiny_world.yaml", help="the world model's train.py config")
+    parser.add_argument("--config", default="configs/world/tiny_digits.yaml", help="the world model's train.py config")
     parser.add_argument("--autoencoder", default="configs/tiny_digits_fsq.yaml", help="the FSQ autoencoder's config")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--updates", type=int, default=10, help="timed training updates (default 10)")

@@ -49,7 +49,7 @@ from scripts.make_moving_digits import (
     render_sprite,
 )
 from vidtwin.atomic_io import atomic_write_text
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
 from vidtwin.optional import require
 

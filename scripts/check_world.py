@@ -36,7 +36,7 @@ from scripts.check_generation import DigitChecker, centroids, ink
 from scripts.make_moving_digits import ACTIONS, DIRECTIONS
 from scripts.play import PlayError, WorldPlayer, add_rollout_arguments, read_start_clip
 from vidtwin.atomic_io import atomic_write_text
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 
 PROG = "check_world.py"
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.config import autoencoder_config_from, load_config
 from vidtwin.models.regularizers import regularizer_class
 

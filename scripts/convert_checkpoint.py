@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 
 from vidtwin import load_model
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
 from vidtwin.hub import CONFIG_FILE, WEIGHTS_FILE
 

@@ -14,7 +14,7 @@ Examples:
     python -m scripts.make_meta /data/videos --output train.csv --check
 
 Exit status: 0 on success; 2 with one ``make_meta.py: error: ...`` line when DIR is missing,
-holds no usable video, or the CSV cannot be written (see vidtwin/cli_utils.py).
+holds no usable video, or the CSV cannot be written (see vidtwin/cli/convention.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import sys
 from tqdm import tqdm
 
 from vidtwin.atomic_io import atomic_path  # light: no model code
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
 
 PROG = "make_meta.py"

@@ -22,7 +22,7 @@ it inside the frame for the whole clip. The same seed gives the same clips. Ever
 atomically; an existing OUT with files needs ``--overwrite``.
 
 Exit status: 0 on success; 2 with one ``make_moving_digits.py: error: ...`` line for bad arguments
-or an OUT that already holds files (see vidtwin/cli_utils.py).
+or an OUT that already holds files (see vidtwin/cli/convention.py).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vidtwin.atomic_io import atomic_write_text
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
 from vidtwin.optional import require
 

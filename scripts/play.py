@@ -27,7 +27,7 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
 
 PROG = "play.py"

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from vidtwin.atomic_io import atomic_write_text
-from vidtwin.cli_utils import add_debug_flag, run_cli
+from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
 
 PROG = "world_loss.py"

@@ -1,4 +1,4 @@
-"""The command-line convention of vidtwin/cli_utils.py, over every entry point's user errors.
+"""The command-line convention of vidtwin/cli/convention.py, over every entry point's user errors.
 
 Each row runs one entry point (train.py, inference.py, the scripts) on one bad input and checks
 the rule: exit code 2, exactly one stderr line that starts ``PROG: error:`` and says what was
@@ -26,8 +26,8 @@ from vidtwin.fvd.i3d import InceptionI3d
 from vidtwin.fvd.protocol import ClipProtocol
 from vidtwin.fvd.stats import FeatureStats
 from vidtwin.fvd.weights import WEIGHTS_FILENAME, file_sha256
-from vidtwin.inference.cli import main as inference_main
-from vidtwin.training.cli import main as train_main
+from vidtwin.cli.inference import main as inference_main
+from vidtwin.cli.train import main as train_main
 
 from _training_utils import micro_overrides, tiny_config_files
 from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, immutable_folder, small_tmpfs
@@ -579,7 +579,7 @@ def test_debug_shows_the_traceback_of_a_user_error(files, tmp_path, capsys):
 
 
 def test_a_bug_is_not_reported_as_a_user_error(files, tmp_path, capsys, monkeypatch):
-    import vidtwin.inference.cli as cli
+    import vidtwin.cli.inference as cli
 
     def broken(*args, **kwargs):
         raise ValueError("an internal inconsistency")  # a plain ValueError is never taken for bad input
@@ -760,7 +760,7 @@ def assert_script_rows_in_process(cases, capsys):
     in this process (a subprocess per row costs seconds of imports): one error line, exit 2."""
     import importlib
 
-    from vidtwin.cli_utils import run_main
+    from vidtwin.cli.convention import run_main
 
     for script, args, message in cases:
         main = importlib.import_module(f"scripts.{script[:-3]}").main
@@ -861,7 +861,7 @@ def test_convert_checkpoint_refuses_to_replace_a_model_and_reports_a_full_disk(f
 def test_make_meta_on_a_full_disk_leaves_no_folder(files, full_disk, capsys):
     import importlib.util
 
-    from vidtwin.cli_utils import run_main
+    from vidtwin.cli.convention import run_main
 
     spec = importlib.util.spec_from_file_location("make_meta", REPO / "scripts" / "make_meta.py")
     make_meta = importlib.util.module_from_spec(spec)
@@ -873,7 +873,7 @@ def test_make_meta_on_a_full_disk_leaves_no_folder(files, full_disk, capsys):
 
 
 def test_a_bug_in_train_py_is_not_reported_as_a_config_error(tmp_path, capsys, monkeypatch):
-    import vidtwin.training.cli as cli
+    import vidtwin.cli.train as cli
 
     def broken(*args, **kwargs):
         raise TypeError("an internal inconsistency")  # once reported as "a config error"

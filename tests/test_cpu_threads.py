@@ -125,8 +125,8 @@ def test_choosing_the_wait_after_torch_is_loaded_changes_nothing():
     assert "torch" in sys.modules and cpu_threads.prepare_cpu_threads(environ) is None and environ == {}
 
 
-@pytest.mark.parametrize("entry, command_line", [("train.py", "vidtwin.training.cli"),
-                                                 ("inference.py", "vidtwin.inference.cli")])
+@pytest.mark.parametrize("entry, command_line", [("train.py", "vidtwin.cli.train"),
+                                                 ("inference.py", "vidtwin.cli.inference")])
 def test_the_entry_points_sample_the_load_before_torch_loads(entry, command_line):
     """The wait policy works only if it is in the environment when torch loads OpenMP. With every
     core taken by a busy process, the entry point must set it before anything imports torch: its
@@ -150,7 +150,7 @@ def test_the_entry_points_sample_the_load_before_torch_loads(entry, command_line
     assert result.stdout.split() == ["False", "PASSIVE"]
 
 
-@pytest.mark.parametrize("entry, command_line", [("train", "vidtwin.training.cli"), ("inference", "vidtwin.inference.cli")])
+@pytest.mark.parametrize("entry, command_line", [("train", "vidtwin.cli.train"), ("inference", "vidtwin.cli.inference")])
 def test_a_help_request_skips_the_load_sample(monkeypatch, entry, command_line):
     import types
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vidtwin.cli_utils import run_main
+from vidtwin.cli.convention import run_main
 from vidtwin.data import TooManyBadVideosError, VideoDataModule, VideoDataset, VideoReadError, collate_clips, read_frames
 from vidtwin.data.dataset import official_clip_indices
 from vidtwin.data.transforms import center_crop, cover_size, preprocess_clip

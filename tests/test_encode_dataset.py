@@ -24,7 +24,7 @@ from vidtwin.latents.shards import SHARD_DIR, LatentDatasetError, list_shards, r
 from vidtwin.models.config import LATENT_NAMES
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
-from vidtwin.inference.cli import main
+from vidtwin.cli.inference import main
 from vidtwin.latents.latent_file import save_latents
 from vidtwin.models import VidTwinLatents
 
@@ -259,7 +259,7 @@ def test_bad_inputs_fail_with_one_line(videos, one_process, tmp_path, capsys):
     for case, (argv, message) in cases.items():
         code = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
-        assert code == 2, case  # a user error (vidtwin/cli_utils.py)
+        assert code == 2, case  # a user error (vidtwin/cli/convention.py)
         assert len(err) == 1 and err[0].startswith("inference.py: error:") and message in err[0], (case, err)
     assert LatentDataset(one_process).manifest["identity"]["sampling"]["sample_fps"] is None  # left as it was
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from vidtwin import load_model
 from vidtwin.data.video_io import write_video
 from vidtwin.inference import encode_video
-from vidtwin.inference.cli import main
+from vidtwin.cli.inference import main
 from vidtwin.inference.dataset_lock import LOCK_NAME
 from vidtwin.latents.dataset import LatentDataset
 from vidtwin.latents.shards import list_shards, read_shard_rows

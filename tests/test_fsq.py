@@ -10,7 +10,7 @@ from vidtwin import VidTwin, VidTwinTokens, load_model
 from vidtwin.config import autoencoder_config_from
 from vidtwin.data.video_io import read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
-from vidtwin.inference.cli import main
+from vidtwin.cli.inference import main
 from vidtwin.latents.latent_file import (
     LatentFileError,
     config_identity,

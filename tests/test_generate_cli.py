@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from vidtwin import load_model
 from vidtwin.data.video_io import probe_video
 from vidtwin.generation import load_generator
-from vidtwin.inference.cli import main as inference_main
-from vidtwin.training.cli import main as train_main
+from vidtwin.cli.inference import main as inference_main
+from vidtwin.cli.train import main as train_main
 
 from conftest import TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset

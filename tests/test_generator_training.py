@@ -8,7 +8,7 @@ import torch
 from vidtwin import load_model
 from vidtwin.generation import LatentNormalization
 from vidtwin.latents.dataset import LatentDataset
-from vidtwin.training.cli import main
+from vidtwin.cli.train import main
 
 from conftest import REPO, TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset

@@ -11,7 +11,7 @@ import torch
 
 from vidtwin import load_model
 from vidtwin.data.video_io import probe_video, read_video, write_video
-from vidtwin.inference.cli import main
+from vidtwin.cli.inference import main
 
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO, TINY_CONFIG
 

@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from vidtwin import load_model
 from vidtwin.data.video_io import read_video, write_video
 from vidtwin.inference import reconstruct_video
-from vidtwin.inference.cli import main
+from vidtwin.cli.inference import main
 from vidtwin.metrics import video_metrics
 
 from conftest import TINY_CONFIG

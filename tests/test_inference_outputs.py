@@ -11,7 +11,7 @@ import torch
 
 from vidtwin import load_model
 from vidtwin.data.video_io import probe_video, write_video
-from vidtwin.inference.cli import main
+from vidtwin.cli.inference import main
 
 from conftest import REPO, TINY_CONFIG
 
@@ -160,7 +160,7 @@ def test_a_claim_left_by_a_killed_run_is_taken_over(tmp_path, caplog):
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, MemoryError])
 def test_a_run_stopped_midway_leaves_nothing_under_the_output_name(tmp_path, monkeypatch, capsys, stop):
     """Ctrl-C or a failure after the output was claimed and half written."""
-    import vidtwin.inference.cli as cli
+    import vidtwin.cli.inference as cli
 
     source = _video(tmp_path / "clip.mp4", frames=24)
     calls = []

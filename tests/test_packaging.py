@@ -85,7 +85,7 @@ for name in ("pytorch_lightning", "lightning", "tensorboard", "matplotlib", "skv
     sys.modules[name] = None
 import torch
 from vidtwin import load_model
-import vidtwin.inference.cli
+import vidtwin.cli.inference
 model = load_model(sys.argv[1])
 video = torch.rand(1, 3, *model.input_size) * 2 - 1
 with torch.no_grad():
@@ -111,7 +111,7 @@ def _tools() -> list[str]:
     """The command-line tools: the two entry points and every script with a ``__main__`` block."""
     scripts = sorted(f"scripts.{path.stem}" for path in (REPO / "scripts").glob("*.py")
                      if 'if __name__ == "__main__":' in path.read_text())
-    return ["vidtwin.training.cli", "vidtwin.inference.cli", *scripts]
+    return ["vidtwin.cli.train", "vidtwin.cli.inference", *scripts]
 
 
 # One interpreter runs every tool as `python -m` does (runpy's __main__ run of the module), instead

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from _training_utils import micro_overrides, single_thread, tiny_config_files
-from vidtwin.training.cli import main
+from vidtwin.cli.train import main
 from vidtwin.training.run_report import RunRecorder, run_summary
 
 
@@ -67,7 +67,7 @@ def test_a_finished_run_ends_with_a_summary_whose_reconstruct_command_runs(tmp_p
     (command,) = [line.split(":", 1)[1].strip() for line in summary if line.startswith("  reconstruct:")]
     argv = shlex.split(command)
     assert argv[:3] == ["python", "inference.py", "reconstruct"]
-    from vidtwin.inference.cli import main as inference_main
+    from vidtwin.cli.inference import main as inference_main
 
     assert inference_main(argv[2:] + ["--quiet", "--device", "cpu"]) == 0
     assert any((run / "reconstructions").iterdir())

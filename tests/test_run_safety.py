@@ -13,7 +13,7 @@ import torch
 
 from _training_utils import micro_overrides, single_thread, tiny_config_files
 from conftest import REPO, mount_tmpfs
-from vidtwin.training.cli import main
+from vidtwin.cli.train import main
 from vidtwin.training.run_dir import (
     CLAIMED_RUN_ENV,
     LAUNCH_ID_ENV,
@@ -165,7 +165,7 @@ def test_a_resume_that_does_not_fit_changes_nothing_and_each_resume_keeps_its_co
 
 
 def test_default_run_names_differ_within_one_second():
-    from vidtwin.training.cli import parse_args, resolve_run_name
+    from vidtwin.cli.train import parse_args, resolve_run_name
 
     args = parse_args(["--base", *tiny_config_files()])
     first, second = resolve_run_name(args), resolve_run_name(args)

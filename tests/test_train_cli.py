@@ -12,7 +12,7 @@ import torch
 from _training_utils import FSQ_MICRO, carphone_path, micro_overrides, single_thread, tiny_config_files
 from conftest import REPO
 from vidtwin import load_model
-from vidtwin.training.cli import main
+from vidtwin.cli.train import main
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +126,7 @@ def test_corrupt_video_is_skipped_counted_and_strict_names_it(tmp_path, capsys):
     folder = ["data.params.train.video_paths=null", f"data.params.train.data_dir={data}",
               "data.params.train.max_bad_fraction=0.5", "lightning.trainer.max_steps=3"]
 
-    from vidtwin.training.cli import parse_args, prepare
+    from vidtwin.cli.train import parse_args, prepare
 
     args = parse_args(["--logdir", str(tmp_path), "--name", "skip", "--base", *tiny_config_files(),
                                       *micro_overrides(*folder)])

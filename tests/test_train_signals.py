@@ -14,7 +14,7 @@ import torch
 
 from _training_utils import micro_overrides, tiny_config_files
 from conftest import REPO
-from vidtwin.training.cli import RUN_NAME_ENV
+from vidtwin.cli.train import RUN_NAME_ENV
 from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 
 # Without the launch identity that an in-process prepare() of another test may leave behind.

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from _training_utils import clip_overrides, single_thread, tiny_config_files
 from vidtwin.config import load_config
-from vidtwin.training.cli import main
+from vidtwin.cli.train import main
 
 
 @pytest.fixture(autouse=True)

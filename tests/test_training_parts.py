@@ -180,7 +180,7 @@ def test_official_checkpoint_policy_keeps_the_best_three_by_val_rec_loss_and_las
     from omegaconf import OmegaConf
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from vidtwin.training.cli import UsageError, build_callbacks
+    from vidtwin.cli.train import UsageError, build_callbacks
 
     def checkpoints(section):
         config = OmegaConf.create({"lightning": {"checkpoint": section}})

@@ -68,7 +68,7 @@ def test_check_world_scores_each_step(files, tmp_path, monkeypatch, capsys):
 def test_the_game_pipeline_end_to_end(files, tmp_path, capsys):
     """Game videos -> encode-dataset --actions-column -> train.py on windows -> play, through the real data interface."""
     from scripts.play import main as play
-    from vidtwin.training.cli import main as train
+    from vidtwin.cli.train import main as train
     from world_helpers import encode_game_tokens, world_training_config
 
     game = tmp_path / "game"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidtwin.generation import load_world_model
-from vidtwin.training.cli import main
+from vidtwin.cli.train import main
 
 from world_helpers import encode_game_tokens, make_play_files, world_training_config
 
@@ -88,7 +88,7 @@ def test_the_shipped_world_config_trains_on_windows_of_the_games_8_clip_videos(f
     from vidtwin.config import load_config
 
     tokens = encode_game_tokens(files, tmp_path / "game", tmp_path / "tokens", train_videos=2, clips_per_video=8)
-    config = load_config([str(REPO / "configs" / "generator" / "tiny_world.yaml")],
+    config = load_config([str(REPO / "configs" / "world" / "tiny_digits.yaml")],
                          [f"data.params.root={tokens}", f"model.params.autoencoder.config={files / 'ae.yaml'}",
                           f"model.params.autoencoder.ckpt={files / 'ae.pt'}", "data.params.batch_size=2"])
     module, datamodule = build(config)

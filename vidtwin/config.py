@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError
 from .models.config import VidTwinConfig, config_fields
+from .presets import preset_names, resolve_config_path
 
 OFFICIAL_TARGET_SUFFIX = "VidAutoEncoderQformerCompactSymVidVAE"
 logger = logging.getLogger(__name__)
@@ -30,14 +31,17 @@ class ConfigError(ValueError, UserError):
 
 
 def load_config(paths: Union[str, Path, Sequence[Union[str, Path]]], overrides: Iterable[str] = ()) -> DictConfig:
-    """Merge YAML files in order, then `key=value` dotlist overrides on top."""
+    """Merge YAML files in order, then `key=value` dotlist overrides on top.
+
+    Each path is a file, or the name of a config shipped with the package (`tiny`, see :mod:`vidtwin.presets`).
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     parts = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+    for reference in paths:
+        path = resolve_config_path(reference)
+        if path is None:
+            raise ConfigError(f"config file not found: {reference} (nor a shipped preset: {', '.join(preset_names())})")
         try:
             parts.append(OmegaConf.load(path))
         except (OmegaConfBaseException, yaml.YAMLError, ValueError, OSError) as error:

@@ -22,16 +22,16 @@ def _prepare_unless_help(argv: Optional[List[str]]) -> None:
 
 
 def train(argv: Optional[List[str]] = None) -> int:
-    """``python train.py``: see :func:`vidtwin.training.cli.main`."""
+    """``python train.py``: see :func:`vidtwin.cli.train.main`."""
     _prepare_unless_help(argv)
-    from .training.cli import main
+    from .cli.train import main
 
     return main(argv)
 
 
 def inference(argv: Optional[List[str]] = None) -> int:
-    """``python inference.py``: see :func:`vidtwin.inference.cli.main`."""
+    """``python inference.py``: see :func:`vidtwin.cli.inference.main`."""
     _prepare_unless_help(argv)
-    from .inference.cli import main
+    from .cli.inference import main
 
     return main(argv)

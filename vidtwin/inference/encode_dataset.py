@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import vidtwin
-from vidtwin.cli_utils import PartialFailure
+from vidtwin.errors import PartialFailure
 from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
 from vidtwin.inference.options import InferenceError, precision_context
 from vidtwin.latents.actions import INDEX_COLUMN as ACTION_COLUMN

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vidtwin.atomic_io import atomic_path
-from vidtwin.cli_utils import add_debug_flag
+from vidtwin.cli.convention import add_debug_flag
 from vidtwin.data.video_io import VideoReadError, probe_video, sample_indices
 from vidtwin.fvd.protocol import CLIP_STARTS, ClipProtocol, FVDError, protocol_report
 from vidtwin.fvd.stats import FeatureStats, fvd_of

@@ -12,7 +12,7 @@ One training update (every ``grad_accumulation`` batches):
 
 ``train_step`` (the number of updates applied, logged as ``train/step``) drives ``disc_start`` and
 both schedules. Lightning's ``global_step`` counts optimizer steps, i.e. advances by
-``lightning_steps_per_update`` (2) per update; ``vidtwin.training.cli`` translates
+``lightning_steps_per_update`` (2) per update; ``vidtwin.cli.train`` translates
 ``trainer.max_steps`` and the checkpoint interval accordingly.
 
 A non-finite loss or gradient skips the whole update (gradients zeroed, no optimizer step, the

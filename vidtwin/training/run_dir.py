@@ -209,6 +209,18 @@ def resolve_resume(resume: str) -> ResumePoint:
 
 
 # ---------------------------------------------------------------------------- configs of a run
+def save_config_atomic(config: Any, path: Path) -> None:
+    """Write ``config`` as YAML to ``path``, complete or absent."""
+    from omegaconf import OmegaConf
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temp:
+            OmegaConf.save(config, temp)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}; choose another --logdir") from None
+
+
 def _resume_number(path: Path) -> int:
     number = path.stem.removeprefix("resume-")
     return int(number) if number.isdigit() else -1
@@ -236,8 +248,6 @@ class RecordResumeConfig(pl.Callback):
         self.restored = True
         if not trainer.is_global_zero:
             return
-        from .cli import save_config_atomic
-
         remove_stale_temp_files(self.run_dir / "checkpoints")
         number = max([_resume_number(p) for p in config_history(self.run_dir)[1:]], default=0) + 1
         save_config_atomic(self.config, self.run_dir / RESUME_CONFIGS / f"resume-{number}.yaml")

@@ -1,6 +1,6 @@
 """Training the world model with ``train.py``: :class:`WorldLightningModule`.
 
-    python train.py --base configs/generator/tiny_world.yaml --name digits_world
+    python train.py --base configs/world/tiny_digits.yaml --name digits_world
 
 The module reads the token dataset's manifest (``inference.py encode-dataset --actions-column``)
 for the token grids, the FSQ levels and the action vocabulary, builds a

@@ -25,7 +25,7 @@ update boundary with a checkpoint (see :mod:`vidtwin.training.signals`).
 ``lightning.trainer.max_steps`` counts autoencoder updates; it is translated here to Lightning's
 ``global_step``, which advances once per optimizer (twice per update with the discriminator).
 A run directory that already holds a run is refused (``--resume`` it, or ``--overwrite`` it); see
-:mod:`vidtwin.training.run_dir`. Errors follow :mod:`vidtwin.cli_utils`: a bad config or command
+:mod:`vidtwin.training.run_dir`. Errors follow :mod:`vidtwin.cli.convention`: a bad config or command
 line stops before training with ``train.py: error: ...`` and exit code 2; a run that fails on its
 data or numbers (NaN loss, too many unreadable videos, a full disk) ends with one such line and
 exit code 1; a bug prints its traceback.
@@ -46,10 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..atomic_io import atomic_path
-from ..cli_utils import add_debug_flag, one_line, run_main
+from .convention import add_debug_flag, one_line, run_main
 from ..errors import UserError
-from .run_dir import (
+from ..training.run_dir import (
     CLAIMED_RUN_ENV,
     LAUNCH_ID_ENV,
     AtomicCheckpointIO,
@@ -64,6 +63,7 @@ from .run_dir import (
     model_changes,
     resolve_resume,
     resume_mismatch,
+    save_config_atomic,
 )
 
 PROG = "train.py"
@@ -140,17 +140,6 @@ def resolve_run_name(args: argparse.Namespace) -> str:
         return f"{stem}_{job}"
     # The random suffix keeps apart two runs started in the same second.
     return f"{stem}_{datetime.datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}_{secrets.token_hex(2)}"
-
-
-def save_config_atomic(config: Any, path: Path) -> None:
-    from omegaconf import OmegaConf
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temp:
-            OmegaConf.save(config, temp)
-    except OSError as error:
-        raise UsageError(f"cannot write {path}: {error.strerror or error}; choose another --logdir") from None
 
 
 # ---------------------------------------------------------------------------- building
@@ -246,7 +235,7 @@ def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int,
     """
     import pytorch_lightning as pl
 
-    from .callbacks import FinalCheckpoint, best_checkpoint, step_checkpoint
+    from ..training.callbacks import FinalCheckpoint, best_checkpoint, step_checkpoint
 
     lightning = config.get("lightning", {}) or {}
     ckpt_dir = str(run_dir / "checkpoints")
@@ -326,7 +315,7 @@ class PreparedRun:
 
 
 def _check_module(module: Any, target: Any) -> None:
-    from .contract import TrainingModule
+    from ..training.contract import TrainingModule
 
     if not isinstance(module, TrainingModule):
         raise UsageError(f"model: {target} is not a vidtwin.training.TrainingModule; train.py trains "
@@ -386,8 +375,8 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     from lightning_fabric.utilities.exceptions import MisconfigurationException
 
     from ..cpu_threads import apply_cpu_thread_policy
-    from .run_report import ModelSummaryWithoutFlops, RunRecorder, UpdateProgressBar, quiet_lightning
-    from .signals import StopOnSignal
+    from ..training.run_report import ModelSummaryWithoutFlops, RunRecorder, UpdateProgressBar, quiet_lightning
+    from ..training.signals import StopOnSignal
 
     quiet_lightning()  # Lightning's stop line (it counts global_step), tips and warnings a user cannot act on
     pl.seed_everything(args.seed, workers=True, verbose=False)
@@ -436,9 +425,9 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
 
 def _training_errors() -> tuple:
     from ..data import TooManyBadVideosError, VideoReadError
-    from .callbacks import NonFiniteStateError
-    from .module import NonFiniteLossError
-    from .signals import PeerProcessDied
+    from ..training.callbacks import NonFiniteStateError
+    from ..training.module import NonFiniteLossError
+    from ..training.signals import PeerProcessDied
 
     return (NonFiniteLossError, NonFiniteStateError, TooManyBadVideosError, VideoReadError, CheckpointWriteError,
             PeerProcessDied)
@@ -469,7 +458,7 @@ def _is_state_mismatch(error: Exception) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .signals import PeerProcessDied, StoppedBySignal, is_peer_failure, protect_data_workers
+    from ..training.signals import PeerProcessDied, StoppedBySignal, is_peer_failure, protect_data_workers
 
     run = prepare(args)
     protect_data_workers(run.datamodule)
@@ -492,7 +481,7 @@ def _run(args: argparse.Namespace) -> int:
             f"connection); once no process of the run is left, resume with `python train.py --resume {run.run_dir}`"
         ) from None
     finally:  # every run that started training, finished, stopped or failed, ends with its summary
-        from .run_report import print_run_summary
+        from ..training.run_report import print_run_summary
 
         run.stop_on_signal.uninstall()
         print_run_summary(trainer, run.module, run.datamodule, run.run_dir, config_history(run.run_dir)[-1])

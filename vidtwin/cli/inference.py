@@ -14,7 +14,7 @@ Examples (the tiny config runs on a laptop CPU; use configs/vidtwin.yaml with th
     python inference.py evaluate --config configs/vidtwin.yaml --ckpt vidtwin.ckpt --input videos/ --output eval/ --plots
     python inference.py fvd --real ucf101/ --fake samples/ --output fvd.json --fvd-weights i3d_pretrained_400.pt
 
-Errors follow vidtwin/cli_utils.py: a user error (missing or unreadable input, an output that is
+Errors follow vidtwin/cli/convention.py: a user error (missing or unreadable input, an output that is
 an input or exists without --overwrite, config/checkpoint mismatch, unwritable output, latents of
 another config or other weights) ends with one ``inference.py: error: ...`` line on stderr and exit
 code 2, before anything is written (see vidtwin/inference/outputs.py). With a directory of videos
@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidtwin.checkpoint import load_model, resolve_checkpoint_path
-from vidtwin.cli_utils import PartialFailure, add_debug_flag, one_line, run_main
+from vidtwin.cli.convention import PartialFailure, add_debug_flag, one_line, run_main
 from vidtwin.cpu_threads import apply_cpu_thread_policy
 from vidtwin.data.video_io import VideoWriter, probe_video
 from vidtwin.errors import UserError
@@ -583,7 +583,7 @@ def _quiet_native_decoder_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; returns the exit code of the convention in :mod:`vidtwin.cli_utils`."""
+    """Run one subcommand; returns the exit code of the convention in :mod:`vidtwin.cli.convention`."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     if not args.verbose:

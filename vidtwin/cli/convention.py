@@ -19,16 +19,12 @@ import sys
 import traceback
 from typing import Callable, NoReturn
 
-from .errors import UserError
+from ..errors import PartialFailure, UserError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1  # the work failed (partly, or by a bug); the summary or traceback says which
 EXIT_USER_ERROR = 2  # what the user gave cannot be used; argparse uses the same code
 EXIT_INTERRUPTED = 130
-
-
-class PartialFailure(Exception):
-    """Part of the work failed and was reported already; the message is the summary (exit 1)."""
 
 
 def one_line(error: object) -> str:

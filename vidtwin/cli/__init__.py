@@ -1,0 +1,1 @@
+"""The command-line layer: the `vidtwin` command and its subcommands. Nothing outside this package imports it."""
