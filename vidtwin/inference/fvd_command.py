@@ -1,4 +1,4 @@
-"""The command-line side of FVD: ``inference.py fvd`` and the ``--fvd`` options of ``inference.py evaluate``.
+"""The work behind ``vidtwin fvd`` and the ``--fvd`` option of ``vidtwin evaluate`` (their options: :mod:`vidtwin.cli.fvd`).
 
 Everything the user gave is checked before any video is decoded: the protocol's numbers, the
 outputs (an existing file needs ``--overwrite``; an output may not be an input), the weights
@@ -18,11 +18,10 @@ from pathlib import Path
 import torch
 
 from vidtwin.atomic_io import atomic_path
-from vidtwin.cli.convention import add_debug_flag
 from vidtwin.data.video_io import VideoReadError, probe_video, sample_indices
-from vidtwin.fvd.protocol import CLIP_STARTS, ClipProtocol, FVDError, protocol_report
+from vidtwin.fvd.protocol import ClipProtocol, FVDError, protocol_report
 from vidtwin.fvd.stats import FeatureStats, fvd_of
-from vidtwin.fvd.weights import WEIGHTS_FILENAME, find_weights, load_i3d
+from vidtwin.fvd.weights import find_weights, load_i3d
 from vidtwin.inference.fvd_reconstruction import ReconstructionFVD
 from vidtwin.inference.fvd_sets import check_clip_count, plan_video_set, video_set_statistics
 from vidtwin.inference.options import InferenceOptions, resolve_device
@@ -33,44 +32,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_BATCH_CLIPS = 8
 
 
-def _weights_help() -> str:
-    return f"the I3D weights file ({WEIGHTS_FILENAME}); default: looked up in the torch hub and Hugging Face caches"
-
-
 # ----------------------------------------------------------------------------------------------
-# inference.py fvd
+# vidtwin fvd
 # ----------------------------------------------------------------------------------------------
-
-
-def add_fvd_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``inference.py fvd``."""
-    real = parser.add_mutually_exclusive_group(required=True)
-    real.add_argument("--real", help="the real videos: a folder (searched recursively) or a CSV with a 'videos' column")
-    real.add_argument("--real-stats", metavar="FILE", help="real statistics saved by an earlier --save-real-stats")
-    parser.add_argument("--fake", required=True, help="the generated videos: a folder or a CSV with a 'videos' column")
-    parser.add_argument("--data-dir", default=None, help="root of the CSVs' relative paths (default: each CSV's folder)")
-    parser.add_argument("--real-split", default=None, metavar="TEXT",
-                        help="name of the real split, recorded in the report (e.g. 'UCF-101 train, all 3 splits')")
-    parser.add_argument("--output", default=None, metavar="JSON", help="write the report (fvd, protocol) to this file")
-    parser.add_argument("--save-real-stats", default=None, metavar="FILE", help="save the real set's statistics for reuse")
-    parser.add_argument("--overwrite", action="store_true", help="replace --output / --save-real-stats files that exist")
-    parser.add_argument("--fvd-weights", default=None, metavar="FILE", help=_weights_help())
-    group = parser.add_argument_group("protocol (recorded in the report)")
-    group.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
-    group.add_argument("--stride", type=int, default=1, help="take every N-th frame within a clip (default 1)")
-    group.add_argument("--clips-per-video", type=int, default=1, help="clips per video (default 1, from the first frame)")
-    group.add_argument("--clip-starts", choices=CLIP_STARTS, default="even",
-                       help="with several clips per video: evenly spread or random starts (default even)")
-    group.add_argument("--seed", type=int, default=0, help="seed of random clip starts (default 0)")
-    group.add_argument("--resolution", type=int, default=None, metavar="PX",
-                       help="resize (short side) and center-crop frames to PXxPX before I3D's own resize to 224 "
-                       "(e.g. the generator's training resolution); default: frames as decoded")
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default); I3D runs in fp32")
-    group.add_argument("--batch-clips", type=int, default=DEFAULT_BATCH_CLIPS, metavar="N", help="clips per I3D forward pass (default 8)")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_debug_flag(parser, in_subcommand=True)
-    parser.set_defaults(dtype="fp32")  # the shared runtime options; I3D features are always fp32
 
 
 def _protocol(args: argparse.Namespace) -> ClipProtocol:
@@ -161,17 +125,8 @@ def run_fvd(args: argparse.Namespace, options: InferenceOptions) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-# inference.py evaluate --fvd
+# vidtwin evaluate --fvd
 # ----------------------------------------------------------------------------------------------
-
-
-def add_evaluate_fvd_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--fvd`` and its options on ``inference.py evaluate``."""
-    group = parser.add_argument_group("reconstruction FVD")
-    group.add_argument("--fvd", action="store_true", help="also compute the FVD of the reconstructions against the inputs")
-    group.add_argument("--fvd-weights", default=None, metavar="FILE", help=_weights_help())
-    group.add_argument("--fvd-frames", type=int, default=16, metavar="N", help="frames per FVD clip (default 16)")
-    group.add_argument("--fvd-stride", type=int, default=1, metavar="N", help="frame stride within an FVD clip (default 1)")
 
 
 def _sampled_frame_count(path: str, options: InferenceOptions) -> int | None:

@@ -1,7 +1,8 @@
-"""``inference.py generate``: sample videos from a trained latent generator and decode them.
+"""The work of ``vidtwin generate``: sample videos from a trained latent generator and decode them
+(its options: :mod:`vidtwin.cli.generate`).
 
-    python inference.py generate --generator logs/digits_gen --all-classes --num 8 --output samples/
-    python inference.py generate --generator logs/digits_gen --class 3-left --class 7 --num 4 --output samples/ \\
+    vidtwin generate --generator logs/digits_gen --all-classes --num 8 --output samples/
+    vidtwin generate --generator logs/digits_gen --class 3-left --class 7 --num 4 --output samples/ \\
         --steps 50 --guidance 2 --seed 1 --save-latents
 
 The generator is a ``train.py`` run directory (its newest checkpoint, EMA weights when stored), one
@@ -9,7 +10,7 @@ of its checkpoints, a ``save_pretrained`` folder or a Hub repo id. The autoencod
 samples is ``--config``/``--ckpt`` when given, else the one the generator records (the run's
 ``model.params.autoencoder``). Files are ``OUT/<class>_<index>.mp4`` (``sample_<index>.mp4``
 unconditionally) and, with ``--save-latents``, ``OUT/<class>_<index>.safetensors`` in the latent
-file format that ``inference.py decode`` reads.
+file format that ``vidtwin decode`` reads.
 
 Reproducible: the noise of a class's samples depends on ``--seed``, the class and the batch
 (``--batch-clips`` samples, default 16), so the same command gives the same videos, and a class gets the same
@@ -181,27 +182,4 @@ def run_generate(args) -> int:
     return 0
 
 
-def add_generate_arguments(parser) -> None:
-    """The options of ``inference.py generate``; the autoencoder and runtime options (``--batch-clips``:
-    samples per batch, 16 unless given) are added by the caller."""
-    parser.add_argument("--generator", required=True,
-                        help="a train.py run directory, one of its checkpoints, a save_pretrained folder or a Hub repo id")
-    parser.add_argument("--output", required=True, help="folder for <class>_<index>.mp4 (created)")
-    group = parser.add_argument_group("what to generate")
-    group.add_argument("--class", dest="classes", action="append", default=None, metavar="NAME_OR_INDEX",
-                       help="a class name or index (repeatable)")
-    group.add_argument("--all-classes", action="store_true", help="every class of the generator")
-    group.add_argument("--unconditional", action="store_true", help="samples without a class")
-    group.add_argument("--num", type=int, default=1, help="videos per class (default 1)")
-    group = parser.add_argument_group("sampler")
-    group.add_argument("--steps", type=int, default=None, help="ODE steps (default 50)")
-    group.add_argument("--guidance", type=float, default=None,
-                       help="classifier-free guidance scale: 1 the conditional model, 0 the unconditional one (default 2)")
-    group.add_argument("--sampler", choices=("euler", "heun"), default="euler", help="ODE solver (default euler)")
-    group.add_argument("--seed", type=int, default=0, help="the same seed gives the same videos (default 0)")
-    group.add_argument("--fps", type=float, default=8.0, help="frame rate of the written videos (default 8)")
-    parser.add_argument("--save-latents", action="store_true",
-                        help="also write <class>_<index>.safetensors, which inference.py decode reads")
-
-
-__all__ = ["run_generate", "add_generate_arguments", "plan_samples", "requested_labels", "file_stem"]
+__all__ = ["run_generate", "plan_samples", "requested_labels", "file_stem"]
