@@ -1,4 +1,5 @@
-"""The package's structure: every module imports, packages form no import cycle, importing light
+"""The package's structure: every module imports, neither modules nor packages form an import cycle
+(an import inside a function counts), the library never imports the CLI layer, importing light
 parts stays light, the regularizers share one interface, and files written before that interface
 still read."""
 
@@ -9,6 +10,8 @@ import pkgutil
 import subprocess
 import sys
 from collections import defaultdict
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -21,11 +24,137 @@ from conftest import DATA, OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO
 
 LEGACY = DATA / "legacy"  # written by the code of f10a1ce, before the regularizer interface
 PACKAGE_ROOT = REPO / "vidtwin"
+# The command-line layer, and the only modules outside it that may import it, where the package has
+# them: the console-script entry points and `python -m vidtwin`.
+CLI_PACKAGE = "cli"
+CLI_IMPORTERS = ("entry_points", "__main__")
 
-# The one dependency against the layering, on purpose: VidTwin.from_pretrained / save_pretrained /
-# push_to_hub are the familiar entry points of vidtwin.checkpoint, which builds VidTwin; they import it
-# when called, never when vidtwin.models is imported.
-CALL_TIME_IMPORTS = {("vidtwin.models", "vidtwin.checkpoint")}
+
+# ------------------------------------------------------------------------------- the import graph
+class ImportEdge(NamedTuple):
+    """One import statement of ``source`` that loads ``target``, both modules of the package."""
+
+    source: str
+    target: str
+    path: Path
+    line: int
+    in_function: bool  # runs when the function is called, not when ``source`` is imported
+
+    def __str__(self):
+        where = " (inside a function)" if self.in_function else ""
+        return f"{self.source} -> {self.target}: {self.path}:{self.line}{where}"
+
+
+def package_modules(package_dir: Path) -> dict:
+    """module name -> source file, for every .py file under ``package_dir`` (a package ``a.b`` is
+    its ``a/b/__init__.py``)."""
+    modules = {}
+    for path in sorted(package_dir.rglob("*.py")):
+        parts = path.relative_to(package_dir.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _functions_of(tree) -> set:
+    """ids of the import nodes inside a function or lambda body (at any depth)."""
+    inside = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            inside |= {id(child) for child in ast.walk(node) if isinstance(child, (ast.Import, ast.ImportFrom))}
+    return inside
+
+
+def _imported_modules(node, module: str, is_package: bool, modules: dict) -> set:
+    """The package's modules that one Import / ImportFrom node of ``module`` loads.
+
+    How package nodes are treated: a package is the node of its ``__init__.py``. Python also runs
+    every parent package's ``__init__`` before a submodule, but those implicit edges are left out:
+    with them each submodule would depend on its package, and every ``__init__`` that re-exports its
+    submodules would close a harmless cycle with each of them. What is kept is what the statement
+    names: ``import a.b`` loads ``a.b``; ``from a import b`` loads the submodule ``a.b`` where one
+    exists, and otherwise takes the name ``b`` from ``a/__init__.py``, an edge to ``a``. So a
+    package's ``__init__`` importing its submodules is no cycle by itself, while a submodule that
+    takes a name from the ``__init__`` that imports it is one (it would see a half-run ``__init__``).
+    """
+    def known(name):  # the longest prefix of a dotted name that is a module of the package
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    if isinstance(node, ast.Import):
+        found = {known(alias.name) for alias in node.names}
+    else:
+        base = node.module or ""
+        if node.level:  # relative: level 1 is the package that holds ``module``
+            package = module if is_package else module.rpartition(".")[0]
+            parts = package.split(".")
+            anchor = parts[:len(parts) - node.level + 1]
+            base = ".".join(anchor + ([node.module] if node.module else []))
+        found = {f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else known(base) for alias in node.names}
+    return found - {"", module}
+
+
+def import_graph(package_dir: Path) -> dict:
+    """module -> [ImportEdge], for every Import / ImportFrom anywhere in the package's files: at
+    the top, in ``if`` / ``try`` blocks, and inside functions (a function-level import closes a
+    cycle as surely as a top-level one; it only waits for the first call)."""
+    modules = package_modules(package_dir)
+    graph = {}
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        in_function = _functions_of(tree)
+        is_package = path.name == "__init__.py"
+        shown = path.relative_to(package_dir.parent)
+        graph[module] = [ImportEdge(module, target, shown, node.lineno, id(node) in in_function)
+                         for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
+                         for target in sorted(_imported_modules(node, module, is_package, modules))]
+    return graph
+
+
+def import_cycles(graph: dict) -> list:
+    """The strongly connected components of more than one module (Tarjan's algorithm), each as
+    (sorted modules, the import edges between them): every cycle lies inside one of them."""
+    index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+    def visit(module):
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        on_stack.add(module)
+        for edge in graph[module]:
+            if edge.target not in index:
+                visit(edge.target)
+                low[module] = min(low[module], low[edge.target])
+            elif edge.target in on_stack:
+                low[module] = min(low[module], index[edge.target])
+        if low[module] == index[module]:
+            component = []
+            while not component or component[-1] != module:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1:
+                members = set(component)
+                components.append((sorted(members), [edge for source in sorted(members) for edge in graph[source]
+                                                     if edge.target in members]))
+
+    for module in graph:
+        if module not in index:
+            visit(module)
+    return components
+
+
+def cli_imports(graph: dict, package: str) -> list:
+    """The import edges that load ``PACKAGE.cli`` (or a submodule) from a module outside the CLI layer."""
+    cli = f"{package}.{CLI_PACKAGE}"
+    allowed = {f"{package}.{name}" for name in CLI_IMPORTERS}
+    in_cli = lambda module: module == cli or module.startswith(cli + ".")  # noqa: E731
+    return [edge for module, edges in graph.items() if not in_cli(module) and module not in allowed
+            for edge in edges if in_cli(edge.target)]
+
+
+def describe_cycles(cycles) -> str:
+    """One paragraph per cycle: its modules, then each import between them with its file and line."""
+    return "\n".join(f"cycle of {' <-> '.join(modules)}:\n" + "\n".join(f"    {edge}" for edge in edges)
+                     for modules, edges in cycles)
 
 
 def _unit(module: str) -> str:
@@ -33,48 +162,23 @@ def _unit(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
-def _imports(path, module: str, package: str):
-    """(imported vidtwin module, at import time?) for each import statement of a source file."""
-    tree = ast.parse(path.read_text())
-    at_import_time = set(map(id, tree.body))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            names = [base]
-        else:
-            continue
-        for name in names:
-            if name.startswith("vidtwin."):
-                yield name, id(node) in at_import_time
-
-
-def _dependencies():
-    """unit -> {unit it imports: [(module, imported, at import time)]}, over every source file."""
+def _unit_dependencies(graph) -> dict:
+    """unit -> {unit it imports: [ImportEdge]}, between different units."""
     edges = defaultdict(lambda: defaultdict(list))
-    for path in PACKAGE_ROOT.rglob("*.py"):
-        parts = path.relative_to(REPO).with_suffix("").parts
-        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        package = module if parts[-1] == "__init__" else module.rsplit(".", 1)[0]
-        for imported, at_import_time in _imports(path, module, package):
-            if _unit(imported) != _unit(module):
-                edges[_unit(module)][_unit(imported)].append((module, imported, at_import_time))
+    for module, imports in graph.items():
+        for edge in imports:
+            if _unit(edge.target) != _unit(module):
+                edges[_unit(module)][_unit(edge.target)].append(edge)
     return edges
 
 
-def _find_cycle(edges, skip=frozenset()):
+def _find_cycle(edges):
     """A list of units that import each other in a circle, or None."""
     state = {}
 
     def visit(unit, trail):
         state[unit] = "open"
         for target in edges.get(unit, {}):
-            if (unit, target) in skip:
-                continue
             if state.get(target) == "open":
                 return trail[trail.index(target):] + [target] if target in trail else [unit, target]
             if target not in state:
@@ -92,29 +196,102 @@ def _find_cycle(edges, skip=frozenset()):
     return None
 
 
+def _reachable(graph, module) -> set:
+    """Every module that importing ``module`` (and calling its functions) can load."""
+    seen, todo = set(), [module]
+    while todo:
+        for edge in graph[todo.pop()]:
+            if edge.target not in seen:
+                seen.add(edge.target)
+                todo.append(edge.target)
+    return seen
+
+
+def _library_modules() -> list:
+    """Every module of the package but ``vidtwin.__main__``, which runs the command when imported."""
+    return [info.name for info in pkgutil.walk_packages(vidtwin.__path__, "vidtwin.") if not info.name.endswith(".__main__")]
+
+
 def test_every_module_of_the_package_imports():
-    names = [info.name for info in pkgutil.walk_packages(vidtwin.__path__, "vidtwin.")]
+    names = _library_modules()
     assert len(names) > 40
     for name in names:
         importlib.import_module(name)
 
 
+def test_modules_import_each_other_in_no_cycle():
+    cycles = import_cycles(import_graph(PACKAGE_ROOT))
+    assert not cycles, "import cycles (a function-level import counts too):\n" + describe_cycles(cycles)
+
+
+def test_the_library_never_imports_the_cli_layer():
+    found = cli_imports(import_graph(PACKAGE_ROOT), "vidtwin")
+    assert not found, "library modules import vidtwin.cli:\n" + "\n".join(f"    {edge}" for edge in found)
+
+
 def test_packages_import_each_other_in_no_cycle():
-    edges = _dependencies()
-    assert _find_cycle(edges, skip=CALL_TIME_IMPORTS) is None
-    for source, target in CALL_TIME_IMPORTS:
-        assert all(not at_import_time for _, _, at_import_time in edges[source][target]), (source, target)
+    edges = _unit_dependencies(import_graph(PACKAGE_ROOT))
+    cycle = _find_cycle(edges)
+    assert cycle is None, " -> ".join(cycle) + "\n" + "\n".join(
+        f"    {edge}" for source, target in zip(cycle, cycle[1:]) for edge in edges[source][target])
     # the check can fail: a cycle made on purpose is found
-    edges["vidtwin.latents"]["vidtwin.inference"].append(("vidtwin.latents.x", "vidtwin.inference.y", True))
-    assert _find_cycle(edges, skip=CALL_TIME_IMPORTS) is not None
+    made = ImportEdge("vidtwin.latents.x", "vidtwin.inference.y", Path("x.py"), 1, False)
+    edges["vidtwin.latents"]["vidtwin.inference"].append(made)
+    assert _find_cycle(edges) is not None
 
 
 def test_layers_below_the_models_import_no_model_code():
-    edges = _dependencies()
+    graph = import_graph(PACKAGE_ROOT)
     for low in ("vidtwin.errors", "vidtwin.atomic_io", "vidtwin.hub", "vidtwin.state_dict_io", "vidtwin.cli.convention"):
-        assert "vidtwin.models" not in edges.get(low, {}), low
+        assert not {module for module in _reachable(graph, low) if _unit(module) == "vidtwin.models"}, low
+    edges = _unit_dependencies(graph)
     for low in ("vidtwin.latents", "vidtwin.models", "vidtwin.data"):
         assert not {"vidtwin.inference", "vidtwin.training"} & set(edges.get(low, {})), low
+
+
+def _write_package(root: Path, files: dict) -> Path:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root / "pkg"
+
+
+def test_the_checker_sees_function_level_cycles_and_cli_imports(tmp_path):
+    package = _write_package(tmp_path, {
+        "pkg/__init__.py": "from .a import make\n",
+        "pkg/a.py": "import os\nfrom pkg.b import helper\n\ndef make():\n    return helper()\n",
+        # the cycle's way back is one import inside a function, below a module that imports nothing of pkg
+        "pkg/b.py": "def helper():\n    return 1\n\n\ndef loader():\n    from . import a\n    return a\n",
+        "pkg/report.py": "def show():\n    from .cli.options import add_flags\n    return add_flags\n",
+        "pkg/entry_points.py": "def main():\n    from .cli import run\n    return run()\n",
+        "pkg/cli/__init__.py": "from pkg.a import make\n\ndef run():\n    return make()\n",
+        "pkg/cli/options.py": "from . import run\nadd_flags = run\n",
+    })
+    graph = import_graph(package)
+    ((modules, edges),) = import_cycles(graph)
+    assert modules == ["pkg.a", "pkg.b"]
+    assert [(edge.source, edge.target, edge.line, edge.in_function) for edge in edges] == [
+        ("pkg.a", "pkg.b", 2, False), ("pkg.b", "pkg.a", 6, True)]
+    assert "pkg/b.py:6 (inside a function)" in describe_cycles(import_cycles(graph))
+    # the library module is reported; the entry points and the CLI package's own modules are not
+    found = [(edge.source, edge.target, edge.line) for edge in cli_imports(graph, "pkg")]
+    assert found == [("pkg.report", "pkg.cli.options", 2)]
+
+
+def test_a_package_importing_its_submodules_is_no_cycle_but_taking_names_from_it_is(tmp_path):
+    package = _write_package(tmp_path, {
+        "pkg/__init__.py": "from .a import A\nfrom .sub import B\nfrom . import c\nVERSION = 1\n",
+        "pkg/a.py": "from . import c\nfrom pkg.c import C\nimport pkg.sub.b\nA = C\n",
+        "pkg/c.py": "C = 3\n",
+        "pkg/sub/__init__.py": "from .b import B\n",
+        "pkg/sub/b.py": "from .. import c\nfrom ..c import C\nB = C\n",
+    })
+    assert import_cycles(import_graph(package)) == []  # every import names a submodule: no edge back to a package
+    (package / "c.py").write_text("def version():\n    from pkg import VERSION\n    return VERSION\n")
+    ((modules, edges),) = import_cycles(import_graph(package))
+    # VERSION comes from pkg/__init__.py, which imports c directly and through a and sub: one cycle of them all
+    assert modules == ["pkg", "pkg.a", "pkg.c", "pkg.sub", "pkg.sub.b"]
+    assert ("pkg.c", "pkg", 2) in [(edge.source, edge.target, edge.line) for edge in edges]
 
 
 @pytest.mark.parametrize("module, heavy", [
@@ -133,10 +310,10 @@ def test_user_errors_share_one_base_class():
     from vidtwin.errors import UserError
 
     found = []
-    for info in pkgutil.walk_packages(vidtwin.__path__, "vidtwin."):
-        module = importlib.import_module(info.name)
-        found += [value for name, value in vars(module).items()
-                  if isinstance(value, type) and issubclass(value, UserError) and value.__module__ == info.name]
+    for name in _library_modules():
+        module = importlib.import_module(name)
+        found += [value for value in vars(module).values()
+                  if isinstance(value, type) and issubclass(value, UserError) and value.__module__ == name]
     names = {cls.__name__ for cls in found}
     assert {"ConfigError", "CheckpointError", "HubDownloadError", "InferenceError", "LatentFileError",
             "LatentDatasetError", "VideoReadError", "VideoWriteError", "MissingOptionalDependency"} <= names
