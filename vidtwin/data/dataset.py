@@ -12,7 +12,7 @@ cropped and scaled to [-1, 1]. Which source frames a clip uses is ``frame_sampli
 
 Videos are listed by one of:
   * ``meta_path``: a CSV file with a ``videos`` column of paths relative to ``data_dir`` (the
-    official VidTok/VidTwin format; ``scripts/make_meta.py`` writes one). ``data_dir`` defaults
+    official VidTok/VidTwin format; ``vidtwin make-meta`` writes one). ``data_dir`` defaults
     to the CSV's folder;
   * ``data_dir`` alone: every video file under it, recursively, in sorted order (each real folder
     once, however many links lead to it; hidden folders are not searched);
@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..hints import Verbatim, command
 from .transforms import preprocess_clip
 from .folders import list_video_files
 from .video_io import VIDEO_EXTENSIONS, VideoInfo, VideoReadError, probe_video, read_frames, sample_indices, sampling_stride
@@ -128,7 +129,7 @@ def read_meta_videos(meta_path: str) -> list[str]:
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in (reader.fieldnames or [])]
         if "videos" not in columns:
-            raise ValueError(f"meta file {meta_path} has no 'videos' column (columns: {columns}); write one with scripts/make_meta.py")
+            raise ValueError(f"meta file {meta_path} has no 'videos' column (columns: {columns}); write one with `{command('make-meta', Verbatim('DIR'))}`")
         reader.fieldnames = columns
         relative = [(row.get("videos") or "").strip() for row in reader]
     return [path for path in relative if path]
@@ -152,7 +153,7 @@ def list_videos(meta_path: str | None = None, data_dir: str | None = None, video
         raise ValueError(f"data_dir {data_dir} does not exist or is not a folder; fix data_dir in the data config")
     if meta_path is not None:
         if not os.path.isfile(meta_path):
-            raise ValueError(f"meta file {meta_path} not found; fix meta_path in the data config or create it with scripts/make_meta.py")
+            raise ValueError(f"meta file {meta_path} not found; fix meta_path in the data config or create it with `{command('make-meta', Verbatim('DIR'))}`")
         paths = _list_from_meta(meta_path, data_dir if data_dir is not None else os.path.dirname(os.path.abspath(meta_path)))
         source = f"meta file {meta_path}"
     elif video_paths is not None:
@@ -305,4 +306,4 @@ class VideoDataset(Dataset):
     def _too_many_message(self, headline: str) -> str:
         files = self.bad_files
         shown = ", ".join(files[:10]) + (f" and {len(files) - 10} more" if len(files) > 10 else "")
-        return f"{headline}: {shown}; check the files (scripts/make_meta.py DIR --check drops unreadable ones)"
+        return f"{headline}: {shown}; check the files (`{command('make-meta', Verbatim('DIR'), '--check')}` drops unreadable ones)"

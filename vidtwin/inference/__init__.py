@@ -1,6 +1,6 @@
 """Inference on real videos: any length, any resolution, latents to and from files, metrics.
 
-The command line (``python inference.py --help``) is a thin layer over these functions.
+The ``vidtwin`` command's reconstruct, encode, decode, cross and evaluate are thin layers over these functions.
 """
 
 from vidtwin.inference.clips import ClipLayout, merge_clips, split_clips

@@ -39,6 +39,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from ..atomic_io import atomic_path, atomic_write_text, is_temp_name
 from ..errors import UserError
+from ..hints import command
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def check_run_directory(run_dir: Path, overwrite: bool) -> bool:
         return False
     if not overwrite:
         raise UserError(
-            f"{run_dir} already holds a run; continue it with `python train.py --resume {run_dir}`, "
+            f"{run_dir} already holds a run; continue it with `{command('train', '--resume', run_dir)}`, "
             "or start it over with --overwrite (deletes its checkpoints and logs)"
         )
     return True
@@ -368,5 +369,5 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 raise
             raise CheckpointWriteError(
                 f"cannot write checkpoint {path}: {cause.strerror or cause}; the previous checkpoint is kept. "
-                f"Free space (or fix the folder's permissions), then resume with `python train.py --resume {path.parent.parent}`"
+                f"Free space (or fix the folder's permissions), then resume with `{command('train', '--resume', path.parent.parent)}`"
             ) from None
