@@ -172,8 +172,8 @@ def test_hub_failure_is_a_clear_error(tmp_path):
     assert "checkpoints/vidtwin_structure_7_7_8_dynamics_7_8.ckpt of the Hugging Face repo microsoft/vidtwin" in last_line
 
 
-def test_convert_script_writes_a_loadable_directory(official_model, tmp_path):
-    script = [sys.executable, "-m", "scripts.convert_checkpoint"]  # run from the clone root
+def test_convert_writes_a_loadable_directory(official_model, tmp_path):
+    script = [sys.executable, "-m", "vidtwin", "convert"]
     result = subprocess.run([*script, "--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT),
                              "--output", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -182,16 +182,16 @@ def test_convert_script_writes_a_loadable_directory(official_model, tmp_path):
     bad = subprocess.run([*script, "--config", str(REPO / "configs" / "tiny.yaml"), "--ckpt", str(OFFICIAL_CKPT),
                           "--output", str(tmp_path / "bad")], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
-    assert bad.stderr.startswith("convert_checkpoint.py: error: ") and "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("vidtwin convert: error: ") and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
 
 
 def test_compression_report_of_the_published_config(capsys):
-    from scripts.compression_report import main
+    from vidtwin.cli import main
 
-    main([str(PUBLISHED_CONFIG)])
+    main(["compression-report", str(PUBLISHED_CONFIG)])
     out = capsys.readouterr().out
     assert "structure    8 x 16 x 7 x 7" in out and "8,064" in out and "0.335%" in out
-    main([str(PUBLISHED_CONFIG), str(REPO / "configs" / "vidtwin_paper.yaml")])
+    main(["compression-report", "vidtwin", "vidtwin_paper"])  # the shipped presets, by name
     paper = capsys.readouterr().out
     assert "4,928" in paper and "0.205%" in paper

@@ -7,6 +7,7 @@ wrong, no traceback, and nothing written. Add a row whenever a new user error is
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -26,8 +27,8 @@ from vidtwin.fvd.i3d import InceptionI3d
 from vidtwin.fvd.protocol import ClipProtocol
 from vidtwin.fvd.stats import FeatureStats
 from vidtwin.fvd.weights import WEIGHTS_FILENAME, file_sha256
-from vidtwin.cli.inference import main as inference_main
-from vidtwin.cli.train import main as train_main
+from vidtwin.cli import main as inference_main
+from vidtwin.cli import train_main
 
 from _training_utils import micro_overrides, tiny_config_files
 from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, immutable_folder, small_tmpfs
@@ -140,7 +141,8 @@ def set_tensor(name, make):
 
 
 def assert_one_line(code, err, prog, message, expected_code=2):
-    lines = [line for line in err.splitlines() if line.startswith(f"{prog}: error:")]
+    """One ``PROG: error:`` line holding ``message``; ``prog`` "vidtwin" stands for any of its commands."""
+    lines = [line for line in err.splitlines() if re.match(rf"{re.escape(prog)}( [a-z-]+)*: error:", line)]
     assert code == expected_code, err
     assert len(lines) == 1, err
     assert message in lines[0], lines[0]
@@ -540,7 +542,7 @@ def test_inference_user_errors(files, tmp_path, capsys, case):
         code = inference_main(argv)
         written_after = sorted(p.name for p in tmp_path.rglob("*"))
     err = capsys.readouterr().err
-    assert_one_line(code, err, "inference.py", message)
+    assert_one_line(code, err, "vidtwin", message)
     assert "Errno" not in err and "weights_only" not in err
     assert {p.name: p.read_bytes() for p in files.iterdir() if p.is_file()} == before  # no input touched
     assert written_after == written_before  # nothing written
@@ -552,7 +554,7 @@ def test_an_index_naming_files_outside_the_dataset_asks_to_delete_nothing(files,
     code = inference_main(["decode", "--latents", str(dataset), "--video", "clip.mp4", "--output", str(tmp_path / "o.mp4"),
                            *model_args(files)])
     err = capsys.readouterr().err
-    assert_one_line(code, err, "inference.py", "the index is damaged")
+    assert_one_line(code, err, "vidtwin", "the index is damaged")
     assert "delete" not in err
 
 
@@ -560,7 +562,7 @@ def test_an_index_naming_files_outside_the_dataset_asks_to_delete_nothing(files,
 def test_encode_dataset_on_gpus_of_a_machine_without_one(files, tmp_path, capsys):
     code = inference_main(["encode-dataset", "--input", str(files / "videos"), "--output", str(tmp_path / "latents"),
                            "--config", str(TINY_CONFIG), "--ckpt", str(files / "tiny.pt"), "--accelerator", "gpu", "--quiet"])
-    assert_one_line(code, capsys.readouterr().err, "inference.py", "--accelerator gpu: no GPU is available here")
+    assert_one_line(code, capsys.readouterr().err, "vidtwin", "--accelerator gpu: no GPU is available here")
     assert not (tmp_path / "latents").exists()  # no empty folder left behind
 
 
@@ -575,11 +577,11 @@ def test_debug_shows_the_traceback_of_a_user_error(files, tmp_path, capsys):
     code = inference_main(["reconstruct", "--input", str(files / "broken.mp4"), "--output", str(tmp_path / "o.mp4"),
                            *model_args(files), "--debug"])
     err = capsys.readouterr().err
-    assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("inference.py: error:")
+    assert code == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("vidtwin reconstruct: error:")
 
 
 def test_a_bug_is_not_reported_as_a_user_error(files, tmp_path, capsys, monkeypatch):
-    import vidtwin.cli.inference as cli
+    import vidtwin.cli.encode as cli
 
     def broken(*args, **kwargs):
         raise ValueError("an internal inconsistency")  # a plain ValueError is never taken for bad input
@@ -589,8 +591,8 @@ def test_a_bug_is_not_reported_as_a_user_error(files, tmp_path, capsys, monkeypa
                            *model_args(files)])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" in err
-    assert "inference.py: internal error: ValueError: an internal inconsistency" in err
-    assert not [line for line in err.splitlines() if line.startswith("inference.py: error:")]
+    assert "vidtwin encode: internal error: ValueError: an internal inconsistency" in err
+    assert not [line for line in err.splitlines() if line.startswith("vidtwin encode: error:")]
 
 
 def test_fvd_without_weights_in_any_cache_names_the_file_and_downloads_nothing(files, tmp_path, capsys, monkeypatch):
@@ -598,7 +600,7 @@ def test_fvd_without_weights_in_any_cache_names_the_file_and_downloads_nothing(f
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     code = inference_main(["fvd", "--real", str(files / "videos"), "--fake", str(files / "videos"), "--quiet"])
     err = capsys.readouterr().err
-    assert_one_line(code, err, "inference.py", f"FVD needs the I3D weights {WEIGHTS_FILENAME}, published at https://")
+    assert_one_line(code, err, "vidtwin", f"FVD needs the I3D weights {WEIGHTS_FILENAME}, published at https://")
     assert "nothing is downloaded" in err and not (tmp_path / "torch").exists() and not (tmp_path / "hub").exists()
 
 
@@ -610,7 +612,7 @@ def test_a_too_small_video_fails_alone_in_evaluate(files, tmp_path, capsys):
     code = inference_main(["evaluate", "--input", str(videos), "--output", str(tmp_path / "eval"), "--spatial", "tile",
                            "--lpips", "off", *model_args(files)])
     err = capsys.readouterr().err
-    assert_one_line(code, err, "inference.py", "1 of 2 videos failed", expected_code=1)
+    assert_one_line(code, err, "vidtwin", "1 of 2 videos failed", expected_code=1)
     assert "smaller than SSIM's 11x11 window" in err
     assert (tmp_path / "eval" / "metrics.csv").read_text().count("\n") == 3  # header, clip, tiny (with its error)
 
@@ -633,11 +635,11 @@ def full_disk(tmp_path):
 def test_full_disk_in_encode_and_evaluate(files, full_disk, capsys):
     code = inference_main(["encode", "--input", str(files / "clip.mp4"), "--output", str(full_disk / "clip.safetensors"),
                            *model_args(files)])
-    assert_one_line(code, capsys.readouterr().err, "inference.py", "No space left on device")
+    assert_one_line(code, capsys.readouterr().err, "vidtwin", "No space left on device")
     # evaluate reports a full disk after all the compute in one line, and leaves no partial report set
     code = inference_main(["evaluate", "--input", str(files / "videos"), "--output", str(full_disk / "eval"),
                            "--lpips", "off", "--plots", *model_args(files)])
-    assert_one_line(code, capsys.readouterr().err, "inference.py", "No space left on device")
+    assert_one_line(code, capsys.readouterr().err, "vidtwin", "No space left on device")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
 
 
@@ -691,7 +693,7 @@ def _train_cases():
             "model: torch.nn.Identity is not a vidtwin.training.TrainingModule"),
         "resume into a changed model": (
             resume_into_a_changed_model, "does not load into the changed config (model.params.autoencoder.mlp_ratio"),
-        "existing run": (existing_run, "already holds a run; continue it with `python train.py --resume"),
+        "existing run": (existing_run, "already holds a run; continue it with `vidtwin train --resume"),
         "resume a video": (resume_a_video, "give a run directory or a .ckpt"),
         "truncated resume checkpoint": (truncated_resume_checkpoint, "none of its 1 .ckpt files is readable"),
         "YAML syntax error": (yaml_syntax_error, "cannot read config"),
@@ -711,7 +713,7 @@ def test_train_user_errors(tmp_path, capsys, case):
     argv = [str(a) for a in setup(tmp_path)]
     written_before = sorted(str(p) for p in tmp_path.rglob("*"))
     code = train_main(["--logdir", str(tmp_path), *argv, *micro_overrides()])
-    assert_one_line(code, capsys.readouterr().err, "train.py", message)
+    assert_one_line(code, capsys.readouterr().err, "vidtwin train", message)
     assert sorted(str(p) for p in tmp_path.rglob("*")) == written_before
 
 
@@ -719,7 +721,7 @@ def test_train_option_that_the_augmented_demo_clips_do_not_take(tmp_path, capsys
     # A row of the table above that cannot use its micro model: that trains on a video file, and
     # this error concerns the quick start's own demo data.
     code = train_main(["--logdir", str(tmp_path), "--base", *tiny_config_files(), "data.params.train.sample_fps=8"])
-    assert_one_line(code, capsys.readouterr().err, "train.py",
+    assert_one_line(code, capsys.readouterr().err, "vidtwin train",
                     "data.params.train: sample_fps do not apply to the augmented demo clips (demo_augmentation)")
     assert list(tmp_path.iterdir()) == []
 
@@ -727,7 +729,7 @@ def test_train_option_that_the_augmented_demo_clips_do_not_take(tmp_path, capsys
 def test_train_on_a_read_only_log_directory(tmp_path, capsys):
     with small_tmpfs(tmp_path / "logs", "1m", read_only=True) as logs:
         code = train_main(["--logdir", str(logs), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])
-        assert_one_line(code, capsys.readouterr().err, "train.py", "Read-only file system")
+        assert_one_line(code, capsys.readouterr().err, "vidtwin train", "Read-only file system")
 
 
 def test_train_on_an_immutable_log_directory(tmp_path, capsys):
@@ -735,7 +737,7 @@ def test_train_on_an_immutable_log_directory(tmp_path, capsys):
     logs.mkdir()
     with immutable_folder(logs):
         code = train_main(["--logdir", str(logs), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])
-        assert_one_line(code, capsys.readouterr().err, "train.py", "Operation not permitted")
+        assert_one_line(code, capsys.readouterr().err, "vidtwin train", "Operation not permitted")
 
 
 def test_encode_dataset_into_an_immutable_folder(files, tmp_path, capsys):
@@ -745,54 +747,65 @@ def test_encode_dataset_into_an_immutable_folder(files, tmp_path, capsys):
         for output in (tmp_path / "latents", tmp_path / "latents" / "new"):  # resuming a dataset, and a new one
             code = inference_main(["encode-dataset", "--input", str(files / "videos"), "--output", str(output),
                                    *dataset_args(files)])
-            assert_one_line(code, capsys.readouterr().err, "inference.py", "Operation not permitted")
+            assert_one_line(code, capsys.readouterr().err, "vidtwin", "Operation not permitted")
 
 
-# ------------------------------------------------------------------------------- scripts
+# ------------------------------------------------------------------------------- the other commands, benchmarks
 def _script(name, *args, cwd=None):
+    """A `vidtwin` command (``name`` its words, e.g. "demo digits") or a benchmark script, as a real process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)], capture_output=True,
-                          text=True, timeout=300, env=env, cwd=cwd)
+    start = [str(REPO / "scripts" / name)] if name.endswith(".py") else ["-m", "vidtwin", *name.split()]
+    return subprocess.run([sys.executable, *start, *map(str, args)], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=cwd)
+
+
+def _prog(name):
+    return name if name.endswith(".py") else f"vidtwin {name}"
 
 
 def assert_script_rows_in_process(cases, capsys):
-    """Each (script, args, message) row run as ``scripts.NAME.main(args)`` under the CLI convention,
-    in this process (a subprocess per row costs seconds of imports): one error line, exit 2."""
-    import importlib
+    """Each (command or benchmark script, args, message) row run in this process under the CLI convention (a
+    subprocess per row costs seconds of imports): one error line, exit 2."""
+    import runpy
 
+    from vidtwin.cli import main as vidtwin_main
     from vidtwin.cli.convention import run_main
 
-    for script, args, message in cases:
-        main = importlib.import_module(f"scripts.{script[:-3]}").main
+    for name, args, message in cases:
+        args = [str(a) for a in args]
         try:
-            code = run_main(script, lambda: main([str(a) for a in args]))
+            if name.endswith(".py"):
+                main = runpy.run_path(str(REPO / "scripts" / name))["main"]
+                code = run_main(name, lambda: main(args))
+            else:
+                code = vidtwin_main([*name.split(), *args])
         except SystemExit as stop:  # argparse's own errors (an unknown choice) exit 2 from inside main
             code = stop.code
-        assert_one_line(code, capsys.readouterr().err, script, message)
+        assert_one_line(code, capsys.readouterr().err, _prog(name), message)
 
 
 def test_script_user_errors(files, tmp_path, capsys):
     cases = [
-        ("convert_checkpoint.py", ["--config", TINY_CONFIG, "--ckpt", files / "notes.txt", "--output", tmp_path / "a"],
+        ("convert", ["--config", TINY_CONFIG, "--ckpt", files / "notes.txt", "--output", tmp_path / "a"],
          "is not a readable PyTorch checkpoint"),
-        ("convert_checkpoint.py", ["--config", files / "bad.yaml", "--ckpt", files / "tiny.pt", "--output", tmp_path / "a"],
+        ("convert", ["--config", files / "bad.yaml", "--ckpt", files / "tiny.pt", "--output", tmp_path / "a"],
          "cannot read config"),
-        ("compression_report.py", [files / "bad.yaml"], "cannot read config"),
-        ("compression_report.py", [TINY_CONFIG, "--generator", "huge"], "unknown --generator 'huge'"),
-        ("make_meta.py", [tmp_path / "nowhere"], "is not a folder"),
+        ("compression-report", [files / "bad.yaml"], "cannot read config"),
+        ("compression-report", [TINY_CONFIG, "--generator", "huge"], "unknown --generator 'huge'"),
+        ("make-meta", [tmp_path / "nowhere"], "is not a folder"),
         ("benchmark.py", ["--config", files / "bad.yaml"], "cannot read config"),
         ("benchmark_train.py", ["--base", files / "bad.yaml"], "cannot read config"),
     ]
-    script, args, message = cases[0]  # one as a real process: the exit status and stderr the shell sees
-    done = _script(script, *args)
-    assert_one_line(done.returncode, done.stderr, script, message)
+    name, args, message = cases[0]  # one as a real process: the exit status and stderr the shell sees
+    done = _script(name, *args)
+    assert_one_line(done.returncode, done.stderr, _prog(name), message)
     assert_script_rows_in_process(cases[1:], capsys)
     assert not (tmp_path / "a").exists()
 
 
 def test_moving_digits_script_user_errors(tmp_path, capsys):
     data = tmp_path / "digits"
-    done = _script("make_moving_digits.py", data, "--train-per-class", 1, "--val-per-class", 1)
+    done = _script("demo digits", data, "--train-per-class", 1, "--val-per-class", 1)
     assert done.returncode == 0, done.stderr
     (tmp_path / "settings_only").mkdir()
     shutil.copy(data / "digits.json", tmp_path / "settings_only" / "digits.json")
@@ -801,18 +814,18 @@ def test_moving_digits_script_user_errors(tmp_path, capsys):
     (tmp_path / "other.csv").write_text("videos,caption\na.mp4,x\n")
     new = tmp_path / "new"
     cases = [
-        ("make_moving_digits.py", [new, "--digit-size", 4], "--digit-size must be between 8 and the frame size 64"),
-        ("make_moving_digits.py", [new, "--speed", 9], "travels 135 px, more than the 32 px the frame leaves it"),
-        ("make_moving_digits.py", [new, "--game", "--speed", 20], "does not fit in the frame"),
-        ("make_moving_digits.py", [new, "--train-per-class", 0], "must all be >= 1"),
-        ("make_moving_digits.py", [data], "already holds files; pass --overwrite"),
-        ("make_moving_digits.py", [tmp_path / "notes.txt"], "exists and is not a folder"),
-        ("check_generation.py", [tmp_path / "no_clips", "--data", data], "holds no clips named <digit>-<direction>_<index>.mp4"),
-        ("check_generation.py", [tmp_path / "notes.txt", "--data", data], "is neither a folder of generated clips nor"),
-        ("check_generation.py", [tmp_path / "other.csv", "--data", data], "is not a Moving Digits CSV"),
-        ("check_generation.py", [data / "val.csv", "--data", tmp_path / "no_clips"], "has no digits.json"),
-        ("check_generation.py", [data / "train.csv", "--data", tmp_path / "settings_only"], "has no val.csv for the ceiling"),
-        ("check_generation.py", [data / "val.csv", "--data", data, "--config", "x.yaml"], "needs both --config and --ckpt"),
+        ("demo digits", [new, "--digit-size", 4], "--digit-size must be between 8 and the frame size 64"),
+        ("demo digits", [new, "--speed", 9], "travels 135 px, more than the 32 px the frame leaves it"),
+        ("demo digits", [new, "--game", "--speed", 20], "does not fit in the frame"),
+        ("demo digits", [new, "--train-per-class", 0], "must all be >= 1"),
+        ("demo digits", [data], "already holds files; pass --overwrite"),
+        ("demo digits", [tmp_path / "notes.txt"], "exists and is not a folder"),
+        ("demo check-generation", [tmp_path / "no_clips", "--data", data], "holds no clips named <digit>-<direction>_<index>.mp4"),
+        ("demo check-generation", [tmp_path / "notes.txt", "--data", data], "is neither a folder of generated clips nor"),
+        ("demo check-generation", [tmp_path / "other.csv", "--data", data], "is not a Moving Digits CSV"),
+        ("demo check-generation", [data / "val.csv", "--data", tmp_path / "no_clips"], "has no digits.json"),
+        ("demo check-generation", [data / "train.csv", "--data", tmp_path / "settings_only"], "has no val.csv for the ceiling"),
+        ("demo check-generation", [data / "val.csv", "--data", data, "--config", "x.yaml"], "needs both --config and --ckpt"),
     ]
     assert_script_rows_in_process(cases, capsys)
     assert not new.exists()
@@ -828,19 +841,19 @@ def test_world_script_user_errors(files, tmp_path, capsys):
     (tmp_path / "no_game").mkdir()
     out = tmp_path / "out.mp4"
     cases = [
-        ("play.py", [world, "--start", start, "--actions", "RXR", "--output", out],
+        ("play", [world, "--start", start, "--actions", "RXR", "--output", out],
          "unknown action(s) 'X'; this model knows DLRU"),
-        ("play.py", [world, "--start", play_files / "short.mp4", "--actions", "R", "--output", out],
+        ("play", [world, "--start", play_files / "short.mp4", "--actions", "R", "--output", out],
          "has 5 frames, fewer than one clip of 8"),
-        ("play.py", [world, "--start", play_files / "small.mp4", "--actions", "R", "--output", out],
+        ("play", [world, "--start", play_files / "small.mp4", "--actions", "R", "--output", out],
          "is 64x48, but the autoencoder's clips are 64x64"),
-        ("play.py", [world, "--start", start, "--actions", "R", "--output", out, "--config", TINY_CONFIG,
+        ("play", [world, "--start", start, "--actions", "R", "--output", out, "--config", TINY_CONFIG,
                      "--ckpt", files / "tiny.pt"], "has Gaussian (kl) latents, which have no tokens"),
-        ("play.py", [world, "--start", start, "--actions", "R", "--output", tmp_path / "taken.mp4"],
+        ("play", [world, "--start", start, "--actions", "R", "--output", tmp_path / "taken.mp4"],
          "exists; pass --overwrite to replace it"),
-        ("play.py", [world, "--start", start, "--output", out], "give either --actions"),
-        ("play.py", [tmp_path / "nowhere", "--start", start, "--actions", "R", "--output", out], "does not exist"),
-        ("check_world.py", [world, "--data", tmp_path / "no_game"], "val.csv does not exist"),
+        ("play", [world, "--start", start, "--output", out], "give either --actions"),
+        ("play", [tmp_path / "nowhere", "--start", start, "--actions", "R", "--output", out], "does not exist"),
+        ("demo check-world", [world, "--data", tmp_path / "no_game"], "val.csv does not exist"),
     ]
     assert_script_rows_in_process(cases, capsys)
     assert not out.exists()
@@ -850,25 +863,20 @@ def test_world_script_user_errors(files, tmp_path, capsys):
 def test_convert_checkpoint_refuses_to_replace_a_model_and_reports_a_full_disk(files, tmp_path, full_disk):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.safetensors").write_bytes(b"a model saved before")
-    done = _script("convert_checkpoint.py", "--config", TINY_CONFIG, "--ckpt", files / "tiny.pt", "--output", tmp_path / "out")
-    assert_one_line(done.returncode, done.stderr, "convert_checkpoint.py", "pass --overwrite")
+    done = _script("convert", "--config", TINY_CONFIG, "--ckpt", files / "tiny.pt", "--output", tmp_path / "out")
+    assert_one_line(done.returncode, done.stderr, "vidtwin convert", "pass --overwrite")
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == b"a model saved before"
-    done = _script("convert_checkpoint.py", "--config", TINY_CONFIG, "--ckpt", files / "tiny.pt", "--output", full_disk / "m")
-    assert_one_line(done.returncode, done.stderr, "convert_checkpoint.py", "No space left on device")
+    done = _script("convert", "--config", TINY_CONFIG, "--ckpt", files / "tiny.pt", "--output", full_disk / "m")
+    assert_one_line(done.returncode, done.stderr, "vidtwin convert", "No space left on device")
     assert not any(p.name.startswith(".") for p in full_disk.rglob("*"))  # no temporary file left
 
 
 def test_make_meta_on_a_full_disk_leaves_no_folder(files, full_disk, capsys):
-    import importlib.util
+    from vidtwin.cli import main
 
-    from vidtwin.cli.convention import run_main
-
-    spec = importlib.util.spec_from_file_location("make_meta", REPO / "scripts" / "make_meta.py")
-    make_meta = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_meta)
     output = full_disk / "new" / "sub" / "meta.csv"
-    code = run_main("make_meta.py", lambda: make_meta.main([str(files / "videos"), "--output", str(output)]))
-    assert_one_line(code, capsys.readouterr().err, "make_meta.py", "No space left on device")
+    code = main(["make-meta", str(files / "videos"), "--output", str(output)])
+    assert_one_line(code, capsys.readouterr().err, "vidtwin make-meta", "No space left on device")
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
 
 
@@ -881,8 +889,8 @@ def test_a_bug_in_train_py_is_not_reported_as_a_config_error(tmp_path, capsys, m
     monkeypatch.setattr(cli, "build_callbacks", broken)
     code = train_main(["--logdir", str(tmp_path), "--name", "run", "--base", *tiny_config_files(), *micro_overrides()])
     err = capsys.readouterr().err
-    assert code == 1 and "Traceback" in err and "train.py: internal error: TypeError" in err
-    assert not [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    assert code == 1 and "Traceback" in err and "vidtwin train: internal error: TypeError" in err
+    assert not [line for line in err.splitlines() if line.startswith("vidtwin train: error:")]
 
 
 def test_unknown_keys_of_an_official_config_are_named(tmp_path, caplog):

@@ -125,22 +125,30 @@ def test_choosing_the_wait_after_torch_is_loaded_changes_nothing():
     assert "torch" in sys.modules and cpu_threads.prepare_cpu_threads(environ) is None and environ == {}
 
 
-@pytest.mark.parametrize("entry, command_line", [("train.py", "vidtwin.cli.train"),
-                                                 ("inference.py", "vidtwin.cli.inference")])
-def test_the_entry_points_sample_the_load_before_torch_loads(entry, command_line):
+# (how the command is started, its arguments, the subcommand module it runs)
+ENTRIES = [("train.py", [], "vidtwin.cli.train"), ("inference.py", ["reconstruct"], "vidtwin.cli.reconstruct"),
+           ("-m vidtwin", ["encode"], "vidtwin.cli.encode")]
+
+
+@pytest.mark.parametrize("entry, argv, command_module", ENTRIES)
+def test_the_entry_points_sample_the_load_before_torch_loads(entry, argv, command_module):
     """The wait policy works only if it is in the environment when torch loads OpenMP. With every
-    core taken by a busy process, the entry point must set it before anything imports torch: its
-    command line (stood in for here, so nothing heavy loads) finds the policy set and torch not loaded."""
+    core taken by a busy process, the entry point must set it before anything imports torch: the
+    subcommand (stood in for here, so nothing heavy loads) finds the policy set and torch not loaded."""
     from conftest import REPO
 
+    start = ("runpy.run_module('vidtwin', run_name='__main__', alter_sys=True)" if entry == "-m vidtwin"
+             else f"runpy.run_path({str(REPO / entry)!r}, run_name='__main__')")
     code = (
         "import os, runpy, sys, types\n"
         "from vidtwin import cpu_threads\n"
         "cpu_threads.busy_cores_now = lambda cores: float(cores)\n"
-        f"stand_in = types.ModuleType({command_line!r})\n"
-        "stand_in.main = lambda argv=None: print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY')) or 0\n"
-        f"sys.modules[{command_line!r}] = stand_in\n"
-        f"try:\n    runpy.run_path({str(REPO / entry)!r}, run_name='__main__')\n"
+        f"stand_in = types.ModuleType({command_module!r})\n"
+        "stand_in.add_arguments = lambda parser: None\n"
+        "stand_in.run = lambda args: print('torch' in sys.modules, os.environ.get('OMP_WAIT_POLICY')) or 0\n"
+        f"sys.modules[{command_module!r}] = stand_in\n"
+        f"sys.argv = ['entry', *{argv!r}]\n"
+        f"try:\n    {start}\n"
         "except SystemExit as stop:\n    assert stop.code == 0\n"
     )
     env = {key: value for key, value in os.environ.items()
@@ -150,20 +158,23 @@ def test_the_entry_points_sample_the_load_before_torch_loads(entry, command_line
     assert result.stdout.split() == ["False", "PASSIVE"]
 
 
-@pytest.mark.parametrize("entry, command_line", [("train", "vidtwin.cli.train"), ("inference", "vidtwin.cli.inference")])
-def test_a_help_request_skips_the_load_sample(monkeypatch, entry, command_line):
+def test_a_help_request_skips_the_load_sample(monkeypatch, capsys):
     import types
 
-    from vidtwin import entry_points
+    import vidtwin.cli as cli
 
     sampled = []
-    monkeypatch.setattr(entry_points, "prepare_cpu_threads", lambda: sampled.append(entry))
-    stand_in = types.ModuleType(command_line)
-    stand_in.main = lambda argv=None: 0
-    monkeypatch.setitem(sys.modules, command_line, stand_in)
-    run = getattr(entry_points, entry)
-    assert run(["--help"]) == 0 and run(["encode", "-h"]) == 0 and sampled == []
-    assert run(["--base", "configs/tiny.yaml"]) == 0 and sampled == [entry]
+    monkeypatch.setattr(cli, "prepare_cpu_threads", lambda: sampled.append(True))
+    stand_in = types.ModuleType("vidtwin.cli.train")
+    stand_in.add_arguments = lambda parser: None
+    stand_in.run = lambda args: 0
+    monkeypatch.setitem(sys.modules, "vidtwin.cli.train", stand_in)
+    for help_request in (["--help"], ["train", "-h"]):
+        with pytest.raises(SystemExit) as done:
+            cli.main(help_request)
+        assert done.value.code == 0
+    assert sampled == []
+    assert cli.main(["train"]) == 0 and sampled == [True]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads process states from /proc")
@@ -171,7 +182,8 @@ def test_the_benchmarks_stand_in_load_ends_when_the_benchmark_is_killed(tmp_path
     """A killed benchmark (SIGKILL skips StandInLoad.__exit__) must not leave busy processes behind."""
     pids = tmp_path / "pids"
     script = ("import os, sys, time\n"
-              "from scripts.benchmark_quickstart import StandInLoad\n"
+              "sys.path.insert(0, 'scripts')  # the developer tool itself, by file: tests use no scripts package\n"
+              "from benchmark_quickstart import StandInLoad\n"
               "with StandInLoad(2) as load:\n"
               f"    open({str(pids)!r}, 'w').write(' '.join(str(p.pid) for p in load.processes))\n"
               "    time.sleep(60)\n")

@@ -1,7 +1,6 @@
-"""Clip transforms, VideoDataset, VideoDataModule and scripts/make_meta.py on real demo videos."""
+"""Clip transforms, VideoDataset, VideoDataModule and `vidtwin make-meta` on real demo videos."""
 
 import csv
-import importlib
 import logging
 import os
 import pickle
@@ -12,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from vidtwin.cli.convention import run_main
+from vidtwin.cli import main
 from vidtwin.data import TooManyBadVideosError, VideoDataModule, VideoDataset, VideoReadError, collate_clips, read_frames
 from vidtwin.data.dataset import official_clip_indices
 from vidtwin.data.transforms import center_crop, cover_size, preprocess_clip
@@ -253,14 +252,13 @@ def test_datamodule_fails_early_on_missing_paths():
 
 
 def run_make_meta(*args):
-    return subprocess.run([sys.executable, "-m", "scripts.make_meta", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "vidtwin", "make-meta", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def make_meta():
-    """The script as a module, so that most cases run in-process (a fresh interpreter costs seconds)."""
-    return importlib.import_module("scripts.make_meta")
+def make_meta(*args) -> int:
+    """`vidtwin make-meta ARGS` in this process (a fresh interpreter costs seconds)."""
+    return main(["make-meta", *map(str, args)])
 
 
 def read_meta(path):
@@ -281,30 +279,30 @@ def test_make_meta_cli_checks_and_drops_unreadable(video_folder, corrupt_video, 
 
     missing = run_make_meta(tmp_path / "nowhere")  # fails before importing the package: fast
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert missing.stderr.strip().splitlines()[-1].startswith("make_meta.py: error:") and "nowhere is not a folder" in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1].startswith("vidtwin make-meta: error:") and "nowhere is not a folder" in missing.stderr
 
 
-def test_make_meta_lists_everything_without_check(make_meta, video_folder, corrupt_video, tmp_path, capsys):
+def test_make_meta_lists_everything_without_check(video_folder, corrupt_video, tmp_path, capsys):
     os.symlink(corrupt_video, video_folder / "sub" / "broken.mp4")
-    assert make_meta.main([str(video_folder)]) == 0
+    assert make_meta(video_folder) == 0
     assert read_meta(video_folder / "meta.csv") == ["carphone.mp4", "sub/bikes.mp4", "sub/broken.mp4"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert run_main("make_meta.py", lambda: make_meta.main([str(empty)])) == 2
-    assert "make_meta.py: error: no video files" in capsys.readouterr().err
+    assert make_meta(empty) == 2
+    assert "vidtwin make-meta: error: no video files" in capsys.readouterr().err
     only_bad = tmp_path / "only_bad"
     only_bad.mkdir()
     os.symlink(corrupt_video, only_bad / "x.mp4")
-    assert run_main("make_meta.py", lambda: make_meta.main([str(only_bad), "--check"])) == 2
+    assert make_meta(only_bad, "--check") == 2
     assert "none of the 1 video files" in capsys.readouterr().err
     assert not (only_bad / "meta.csv").exists()
 
 
-def test_make_meta_leaves_out_names_the_dataset_would_read_differently(make_meta, video_folder, capsys):
+def test_make_meta_leaves_out_names_the_dataset_would_read_differently(video_folder, capsys):
     # The dataset strips white space from each listed path, so " carphone.mp4" would be read as
     # carphone.mp4: such a name is reported and left out, with and without --check.
     os.symlink(video_folder / "carphone.mp4", video_folder / " carphone.mp4")
     for check in ([], ["--check"]):
-        assert make_meta.main([str(video_folder), *check]) == 0
+        assert make_meta(video_folder, *check) == 0
         assert read_meta(video_folder / "meta.csv") == ["carphone.mp4", "sub/bikes.mp4"]
         assert "dropped  carphone.mp4: ' carphone.mp4' begins or ends with white space" in capsys.readouterr().err

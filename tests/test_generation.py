@@ -374,9 +374,9 @@ def test_flops_formula_matches_the_counted_forward_pass(monkeypatch):
 
 
 def test_compression_report_prints_the_generators_tokens_and_flops_beside_other_tokenizers(capsys):
-    from scripts.compression_report import main
+    from vidtwin.cli import main
 
-    main([str(PUBLISHED_CONFIG), "--compare-tokenizers"])
+    main(["compression-report", str(PUBLISHED_CONFIG), "--compare-tokenizers"])
     out = capsys.readouterr().out
     # Published latents with patch 2: structure 8 x 4 x 4 = 128 tokens, dynamics image 16 x 14 -> 8 x 7 = 56.
     assert "generator dit-flops (6 layers, 8 heads, hidden 512, FFN 2048): 184 tokens per clip" in out

@@ -85,7 +85,7 @@ for name in ("pytorch_lightning", "lightning", "tensorboard", "matplotlib", "skv
     sys.modules[name] = None
 import torch
 from vidtwin import load_model
-import vidtwin.cli.inference
+import vidtwin.cli.reconstruct, vidtwin.cli.encode, vidtwin.cli.decode, vidtwin.cli.cross  # the core commands
 model = load_model(sys.argv[1])
 video = torch.rand(1, 3, *model.input_size) * 2 - 1
 with torch.no_grad():
@@ -107,37 +107,54 @@ def test_a_core_install_encodes_and_decodes_without_the_optional_stacks():
     assert result.stdout.strip().endswith("ok")
 
 
-def _tools() -> list[str]:
-    """The command-line tools: the two entry points and every script with a ``__main__`` block."""
-    scripts = sorted(f"scripts.{path.stem}" for path in (REPO / "scripts").glob("*.py")
-                     if 'if __name__ == "__main__":' in path.read_text())
-    return ["vidtwin.cli.train", "vidtwin.cli.inference", *scripts]
+def _commands() -> list[list[str]]:
+    """Every subcommand of the `vidtwin` command, groups expanded (``["demo", "digits"]``)."""
+    from vidtwin.cli import COMMANDS
+
+    commands = []
+    for name, (target, _) in COMMANDS.items():
+        commands += [[name, sub] for sub in target] if isinstance(target, dict) else [[name]]
+    return commands
 
 
-# One interpreter runs every tool as `python -m` does (runpy's __main__ run of the module), instead
-# of one interpreter per tool paying the same 10 s of imports.
-RUN_AS_MODULES = """
-import contextlib, io, json, runpy, sys
+# One interpreter asks every subcommand for its help, instead of one interpreter per command paying
+# the same seconds of imports.
+EVERY_HELP = """
+import contextlib, io, json, sys
+from vidtwin.cli import main
 results = {}
-for module in sys.argv[1:]:
-    sys.argv = [module, "--help"]
+for words in json.loads(sys.argv[1]):
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out):
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            main([*words, "--help"])
         code = 0
     except SystemExit as done:
         code = done.code or 0
-    results[module] = [code, out.getvalue()[:6]]
+    results[" ".join(words)] = [code, out.getvalue()[:len("usage: vidtwin " + " ".join(words))]]
 print(json.dumps(results))
 """
 
 
-def test_every_tool_runs_as_a_module():
-    tools = _tools()
-    assert len(tools) >= 9 and "scripts.make_meta" in tools
-    result = subprocess.run([sys.executable, "-c", RUN_AS_MODULES, *tools], cwd=REPO, capture_output=True, text=True,
-                            timeout=600)
+def test_every_command_gives_its_help():
+    commands = _commands()
+    assert len(commands) >= 17 and ["play"] in commands and ["demo", "check-world"] in commands
+    result = subprocess.run([sys.executable, "-c", EVERY_HELP, json.dumps(commands)], cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     outcomes = json.loads(result.stdout.strip().splitlines()[-1])
-    assert outcomes == {module: [0, "usage:"] for module in tools}, result.stderr
+    expected = {" ".join(words): [0, "usage: vidtwin " + " ".join(words)] for words in commands}
+    assert outcomes == expected, result.stderr
+
+
+def test_scripts_hold_developer_tools_only():
+    """User tools are `vidtwin` subcommands; scripts/ keeps benchmarks and GPU checks, and nothing imports it."""
+    names = sorted(path.stem for path in (REPO / "scripts").glob("*.py"))
+    assert all(name.startswith(("bench", "gpu", "fetch")) for name in names), names
+    assert not (REPO / "scripts" / "__init__.py").exists()
+    for path in [*(REPO / "vidtwin").rglob("*.py"), *(REPO / "tests").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert node.module.split(".")[0] != "scripts", f"{path} imports {node.module}"
+            elif isinstance(node, ast.Import):
+                assert all(alias.name.split(".")[0] != "scripts" for alias in node.names), f"{path} imports scripts"

@@ -192,10 +192,9 @@ def _folder_with_links(root, loops):
 
 
 def _listings():
-    """Every listing of a folder's videos: training's, inference's folder inputs, encode-dataset's, make_meta's."""
-    import importlib
-
+    """Every listing of a folder's videos: training's, inference's folder inputs, encode-dataset's, make-meta's."""
     from vidtwin.data.dataset import list_videos
+    from vidtwin.data.meta import find_videos
     from vidtwin.data.folders import list_video_files
     from vidtwin.inference.dataset_plan import list_sources
     from vidtwin.inference.outputs import collect_inputs
@@ -208,7 +207,7 @@ def _listings():
         "training data_dir": lambda folder: relative(folder, list_videos(data_dir=str(folder))),
         "inference --recursive": lambda folder: relative(folder, collect_inputs(str(folder), recursive=True)[0]),
         "encode-dataset": lambda folder: sorted(source.name for source in list_sources(str(folder))),
-        "make_meta": lambda folder: importlib.import_module("scripts.make_meta").find_videos(str(folder)),
+        "make-meta": lambda folder: find_videos(str(folder)),
     }
 
 

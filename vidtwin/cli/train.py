@@ -46,9 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from ..hints import command
-from .convention import add_debug_flag, one_line
 from ..errors import UserError
+from ..hints import command
 from ..training.run_dir import (
     CLAIMED_RUN_ENV,
     LAUNCH_ID_ENV,
@@ -66,14 +65,9 @@ from ..training.run_dir import (
     resume_mismatch,
     save_config_atomic,
 )
+from .convention import add_debug_flag, one_line
 
 RUN_NAME_ENV = "VIDTWIN_RUN_NAME"
-# Trainer arguments that manual optimization forbids, and where their settings live instead.
-_MANUAL_OPTIMIZATION_KEYS = {
-    "accumulate_grad_batches": "model.params.grad_accumulation",
-    "gradient_clip_val": "model.params.grad_clip",
-    "gradient_clip_algorithm": "model.params.grad_clip (always the global norm)",
-}
 # Packages whose classes a config may name as `target` without --allow-any-target: a config is
 # code (train.py imports and calls its targets), and a config from elsewhere must not run a command.
 ALLOWED_TARGET_PREFIXES = ("vidtwin.", "torch.", "lightning.", "pytorch_lightning.", "lightning_fabric.",
@@ -207,13 +201,15 @@ def check_targets(config: Any, source: str) -> None:
                              f"a config is code: pass --allow-any-target only if you trust {source}")
 
 
-def build_trainer_kwargs(config: Any, lightning_steps_per_update: int) -> dict:
-    """pl.Trainer keyword arguments from ``lightning.trainer`` with ``max_steps`` translated."""
+def build_trainer_kwargs(config: Any, module: Any) -> dict:
+    """pl.Trainer keyword arguments from ``lightning.trainer`` with ``max_steps`` translated, and the
+    settings that ``module`` refuses (its ``refused_trainer_settings``) refused unless left at Lightning's default."""
+    lightning_steps_per_update = module.lightning_steps_per_update
     trainer_kwargs = _section(config.get("lightning", {}) or {}, "trainer")
-    for key, where in _MANUAL_OPTIMIZATION_KEYS.items():
+    for key, advice in module.refused_trainer_settings().items():
         value = trainer_kwargs.pop(key, None)
         if value not in (None, 1, 0.0, "norm") or (key == "gradient_clip_val" and value):
-            raise UsageError(f"lightning.trainer.{key} is not available with manual optimization; set {where} instead")
+            raise UsageError(f"lightning.trainer.{key} does not apply to {type(module).__name__}: {advice}")
     max_steps = trainer_kwargs.get("max_steps")
     if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)):
         raise UsageError(f"lightning.trainer.max_steps must be a whole number of updates, got {max_steps!r}")
@@ -394,7 +390,7 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
         check_resume_fits(module, resume, changes)
 
     steps_per_update = module.lightning_steps_per_update
-    trainer_kwargs = build_trainer_kwargs(config, steps_per_update)
+    trainer_kwargs = build_trainer_kwargs(config, module)
     trainer_kwargs.setdefault("default_root_dir", str(run_dir))
     strategy = build_strategy(config)
     if strategy is not None:

@@ -1,14 +1,14 @@
-"""Print the latent shapes of a VidTwin config and how much of the input they keep; for FSQ
+"""`vidtwin compression-report`: print the latent shapes of a VidTwin config and how much of the input they keep; for FSQ
 configs also the tokens per clip and the bits per clip and per pixel. For the latent generator,
 the tokens per clip and forward GFLOPs of one clip through a transformer of a size preset
 (`--generator`, default the paper's stand-in DiT: 6 layers, 8 heads, hidden 512, FFN 2048, patch 2
 in every dimension); `--compare-tokenizers` puts them beside the same DiT on other tokenizers'
 latent grids of one 16x224x224 clip, to check the paper's "4-8x fewer FLOPs".
 
-    python -m scripts.compression_report configs/vidtwin.yaml
-    python -m scripts.compression_report configs/vidtwin.yaml configs/vidtwin_paper.yaml
-    python -m scripts.compression_report configs/vidtwin_fsq.yaml
-    python -m scripts.compression_report configs/vidtwin_paper.yaml --compare-tokenizers
+    vidtwin compression-report vidtwin
+    vidtwin compression-report vidtwin vidtwin_paper
+    vidtwin compression-report vidtwin vidtwin_fsq
+    vidtwin compression-report vidtwin vidtwin_paper --compare-tokenizers
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import math
 
-from vidtwin.cli.convention import add_debug_flag, run_cli
-from vidtwin.config import autoencoder_config_from, load_config
-from vidtwin.models.regularizers import regularizer_class
+from ..config import autoencoder_config_from, load_config
+from ..errors import UserError
+from ..generation import GENERATOR_SIZES, GeneratorConfig, LatentPacking, transformer_flops
+from ..generation.packing import PatchGroup
+from ..models.regularizers import regularizer_class
 
-PROG = "compression_report.py"
 FLOPS_PRESET = "dit-flops"
 # Other tokenizers' latents of one 16x224x224 clip: (name, channels, (frames, height, width)).
 # Causal tokenizers (VidTok's causal models, Cosmos) encode 1 + 4k frames: a 17-frame clip would
@@ -67,8 +68,6 @@ def print_token_report(config) -> None:
 
 def generator_cost(groups, preset: str = FLOPS_PRESET) -> tuple:
     """(tokens per clip, forward GFLOPs per clip) of the generator preset over patch groups."""
-    from vidtwin.generation import GENERATOR_SIZES, transformer_flops
-
     size = GENERATOR_SIZES[preset]
     tokens = sum(group.num_tokens for group in groups)
     flops = transformer_flops(tokens, [(g.num_tokens, g.token_dim) for g in groups], size["hidden_size"], size["depth"],
@@ -78,16 +77,12 @@ def generator_cost(groups, preset: str = FLOPS_PRESET) -> tuple:
 
 def vidtwin_groups(config, preset: str = FLOPS_PRESET) -> tuple:
     """The patch groups of a config's latents, packed as the generator packs them."""
-    from vidtwin.generation import GENERATOR_SIZES, GeneratorConfig, LatentPacking
-
     patches = GeneratorConfig.from_preset(preset) if preset in GENERATOR_SIZES else GeneratorConfig()
     return LatentPacking(config.latent_shapes(), patches.structure_patch_size, patches.dynamics_patch_size).groups
 
 
 def tokenizer_groups(channels: int, grid: tuple, patch: tuple = (2, 2, 2)) -> tuple:
     """One group: another tokenizer's latent video (channels, frames, height, width), cut into patches."""
-    from vidtwin.generation.packing import PatchGroup
-
     return (PatchGroup("latent", (channels, *grid), patch),)
 
 
@@ -115,19 +110,17 @@ def print_generator_report(config, preset: str, compare: bool) -> None:
           f"(VidTwin needs {min(ratios):.1f}x to {max(ratios):.1f}x fewer)")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", nargs="+", help="config YAML(s), merged in order (this project's or the official format)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="+", help="config YAML(s) or presets, merged in order (this project's or the official format)")
     parser.add_argument("--generator", default=FLOPS_PRESET,
                         help=f"generator size preset for the tokens and GFLOPs lines (default {FLOPS_PRESET}, the paper's stand-in DiT)")
     parser.add_argument("--compare-tokenizers", action="store_true",
                         help="also the same generator on other tokenizers' latents of a 16x224x224 clip")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    from vidtwin.generation import GENERATOR_SIZES
 
+
+def run(args: argparse.Namespace) -> int:
     if args.generator not in GENERATOR_SIZES:
-        parser.error(f"unknown --generator {args.generator!r}; choose one of {', '.join(GENERATOR_SIZES)}")
+        raise UserError(f"unknown --generator {args.generator!r}; choose one of {', '.join(GENERATOR_SIZES)}")
     config = autoencoder_config_from(load_config(args.config))
     rows, latent_values, input_values = compression_rows(config)
     frames, height, width = config.input_size
@@ -142,7 +135,3 @@ def main(argv=None) -> int:
         print_token_report(config)
     print_generator_report(config, args.generator, args.compare_tokenizers)
     return 0
-
-
-if __name__ == "__main__":
-    run_cli(main, PROG)
