@@ -1,4 +1,5 @@
-"""Moving Digits: the data maker (scripts/make_moving_digits.py) and the checker (scripts/check_generation.py)."""
+"""Moving Digits: the data maker (vidtwin.demos.moving_digits, `vidtwin demo digits`) and the checker
+(vidtwin.demos.digit_checker, `vidtwin demo check-generation`)."""
 
 import csv
 import json
@@ -9,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from scripts.check_generation import Clip, DigitChecker, centroids, clips_from_csv, decoupling_score, direction_of, ink
-from scripts.check_generation import main as check_main
-from scripts.make_moving_digits import ACTIONS, DIRECTIONS, class_names, make_moving_digits, render_clip, render_sprite
-from scripts.make_moving_digits import load_digit_images
+from vidtwin.cli import main as vidtwin
 from vidtwin.data.video_io import read_video
+from vidtwin.demos.digit_checker import Clip, DigitChecker, centroids, clips_from_csv, decoupling_score, direction_of, ink
+from vidtwin.demos.moving_digits import ACTIONS, DIRECTIONS, class_names, make_moving_digits, render_clip, render_sprite
+from vidtwin.demos.moving_digits import load_digit_images
 
 from conftest import REPO
 
@@ -90,11 +91,11 @@ def test_game_videos_follow_their_actions_inside_the_frame(tmp_path):
 
 def test_the_data_maker_refuses_to_overwrite(digits, tmp_path):
     before = (digits / "train.csv").read_text()
-    result = subprocess.run([sys.executable, "-m", "scripts.make_moving_digits", str(digits)],
+    result = subprocess.run([sys.executable, "-m", "vidtwin", "demo", "digits", str(digits)],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"make_moving_digits.py: error: {digits} already holds files; pass --overwrite to replace them, or choose another folder"
+        f"vidtwin demo digits: error: {digits} already holds files; pass --overwrite to replace them, or choose another folder"
     ]
     assert (digits / "train.csv").read_text() == before
 
@@ -132,7 +133,7 @@ def test_decoupling_counts_digits_from_the_structure_source_and_motion_from_the_
 
 
 def test_check_generation_scores_a_folder_of_generated_clips(digits, checker, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("scripts.check_generation.DigitChecker", lambda data: checker)  # trained once per module
+    monkeypatch.setattr("vidtwin.cli.demo_check_generation.DigitChecker", lambda data: checker)  # trained once per module
     samples = tmp_path / "samples"
     samples.mkdir()
     rows = read_csv(digits / "val.csv")[:8]
@@ -140,7 +141,8 @@ def test_check_generation_scores_a_folder_of_generated_clips(digits, checker, tm
         # Named as generate names them; every other one claims the wrong direction.
         direction = row["direction"] if number % 2 == 0 else ("up" if row["direction"] != "up" else "down")
         shutil.copy(digits / row["videos"], samples / f"{row['digit']}-{direction}_{number:03d}.mp4")
-    assert check_main([str(samples), "--data", str(digits), "--json", str(tmp_path / "check.json")]) == 0
+    assert vidtwin(["demo", "check-generation", str(samples), "--data", str(digits),
+                    "--json", str(tmp_path / "check.json")]) == 0
     figures = json.loads((tmp_path / "check.json").read_text())
     assert figures["generated"]["clips"] == 8 and figures["generated"]["direction_accuracy"] == 0.5
     assert figures["real_validation"]["clips"] == 80
@@ -152,7 +154,7 @@ def test_check_generation_measures_decoupling_by_cross_reenacting_pairs_with_the
         digits, checker, tmp_path, capsys, monkeypatch):
     from safetensors.torch import save_file
 
-    from scripts.check_generation import cross_reenacted, crossing_pairs
+    from vidtwin.demos.digit_checker import cross_reenacted, crossing_pairs
     from vidtwin.checkpoint import load_model
 
     clips = clips_from_csv(digits / "val.csv")
@@ -163,9 +165,9 @@ def test_check_generation_measures_decoupling_by_cross_reenacting_pairs_with_the
     config = REPO / "configs" / "tiny_digits.yaml"  # the demo autoencoder's shapes, untrained weights
     weights = tmp_path / "untrained.safetensors"
     save_file(load_model(str(config)).state_dict(), str(weights))
-    monkeypatch.setattr("scripts.check_generation.DigitChecker", lambda data: checker)
-    assert check_main([str(digits / "val.csv"), "--data", str(digits), "--no-ceiling", "--json", str(tmp_path / "c.json"),
-                       "--config", str(config), "--ckpt", str(weights), "--pairs", "3"]) == 0
+    monkeypatch.setattr("vidtwin.cli.demo_check_generation.DigitChecker", lambda data: checker)
+    assert vidtwin(["demo", "check-generation", str(digits / "val.csv"), "--data", str(digits), "--no-ceiling",
+                    "--json", str(tmp_path / "c.json"), "--config", str(config), "--ckpt", str(weights), "--pairs", "3"]) == 0
     # The same pairs crossed again (posterior means: deterministic) give the score the command reported.
     crossed = cross_reenacted(config, weights, crossing_pairs(clips, 3, seed=0), progress=False)
     assert [frames.shape for frames, _, _ in crossed] == [(16, 64, 64, 3)] * 3  # the autoencoder's clips, decoded
@@ -175,9 +177,9 @@ def test_check_generation_measures_decoupling_by_cross_reenacting_pairs_with_the
 
 
 def test_check_generation_names_a_folder_without_generated_clips(tmp_path, digits):
-    result = subprocess.run([sys.executable, "-m", "scripts.check_generation", str(tmp_path), "--data", str(digits)],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "vidtwin", "demo", "check-generation", str(tmp_path),
+                             "--data", str(digits)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"check_generation.py: error: {tmp_path} holds no clips named <digit>-<direction>_<index>.mp4 (e.g. 3-left_000.mp4)"
+        f"vidtwin demo check-generation: error: {tmp_path} holds no clips named <digit>-<direction>_<index>.mp4 (e.g. 3-left_000.mp4)"
     ]

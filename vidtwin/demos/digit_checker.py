@@ -1,11 +1,9 @@
-"""Check that Moving Digits clips show the digit and the direction they were asked for.
-
-    python -m scripts.check_generation samples/ --data data/moving_digits
-    python -m scripts.check_generation data/moving_digits/val.csv --data data/moving_digits
+"""Read the digit and the direction that Moving Digits clips show, and score clips against what
+they were asked to show.
 
 Clips come from a folder of generated mp4 files named ``<digit>-<direction>_<index>.mp4`` (as
-``inference.py generate`` names them, e.g. ``3-left_000.mp4``) or from a Moving Digits CSV
-(``videos``, ``digit``, ``direction``). For each clip:
+``vidtwin generate`` names them, e.g. ``3-left_000.mp4``) or from a Moving Digits CSV
+(``videos``, ``digit``, ``direction``). For each clip :class:`DigitChecker` reads:
 
 - **digit**: in every frame, a window of the digit's size around the ink's centroid is averaged
   down to 8x8 and classified by a support-vector classifier trained on the *training* digit images
@@ -14,23 +12,15 @@ Clips come from a folder of generated mp4 files named ``<digit>-<direction>_<ind
 - **direction**: the slope of the ink's centroid across the frames (least squares), on the axis
   where it moves most; a clip whose digit moves less than 0.25 px per frame has no direction.
 
-The report gives both accuracies against chance (10% and 25%) and, as the ceiling, the same
-checker's accuracies on the real validation clips of the data set (digit images it never trained on).
-``decoupling_score`` measures cross-reenacted clips: the share whose digit follows the structure
-source and whose direction follows the dynamics source. With ``--config`` and ``--ckpt`` (the
-autoencoder), the checker measures it on the clips given: ``--pairs`` seeded pairs of clips that
-differ in both digit and direction, each cross-reenacted as ``inference.py cross`` does (the
-structure of the first clip with the dynamics of the second)::
-
-    python -m scripts.check_generation samples/ --data data/moving_digits \
-        --config logs/digits_ae/config.yaml --ckpt logs/digits_ae/checkpoints/last.ckpt
-
-``--json FILE`` also writes the figures (atomically).
+:func:`decoupling_score` measures cross-reenacted clips: the share whose digit follows the
+structure source and whose direction follows the dynamics source. :func:`crossing_pairs` draws
+seeded pairs of clips that differ in both digit and direction, and :func:`cross_reenacted`
+cross-reenacts them with an autoencoder as ``vidtwin cross`` does (the structure of the first clip
+with the dynamics of the second). ``vidtwin demo check-generation`` reports all of it.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import re
@@ -41,19 +31,11 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from tqdm import tqdm
 
-from scripts.make_moving_digits import (
-    DIRECTIONS,
-    SETTINGS_FILE,
-    load_digit_images,
-    render_clip,
-    render_sprite,
-)
-from vidtwin.atomic_io import atomic_write_text
-from vidtwin.cli.convention import add_debug_flag, run_cli
-from vidtwin.errors import UserError
-from vidtwin.optional import require
+from ..errors import UserError
+from ..hints import command
+from ..optional import require
+from .moving_digits import DIRECTIONS, SETTINGS_FILE, load_digit_images, render_clip, render_sprite
 
-PROG = "check_generation.py"
 INK_THRESHOLD = 0.15  # gray level (of 1) below which a pixel is background
 MIN_SPEED = 0.25  # px per frame: slower is "no motion"
 JITTER = ((0, 0), (-2, 0), (2, 0), (0, -2), (0, 2))  # px: window offsets the classifier trains on, for centroids a little off
@@ -125,7 +107,7 @@ class DigitChecker:
         settings_path = Path(data_dir) / SETTINGS_FILE
         if not settings_path.is_file():
             raise CheckGenerationError(f"{data_dir} has no {SETTINGS_FILE}; give the folder that "
-                                       "`python -m scripts.make_moving_digits` wrote")
+                                       f"`{command('demo digits')}` wrote")
         self.settings = json.loads(settings_path.read_text())
         self.data_dir = Path(data_dir)
         self.classifier = self._train()
@@ -158,7 +140,7 @@ class DigitChecker:
 
     def score(self, clips: Sequence[Clip], progress: bool = True) -> dict:
         """{"clips", "digit_accuracy", "direction_accuracy", "both_accuracy"} over `clips`."""
-        from vidtwin.data.video_io import read_video
+        from ..data.video_io import read_video
 
         digit_hits = direction_hits = both = 0
         for clip in tqdm(clips, desc="checking clips", unit="clip", disable=not progress):
@@ -203,17 +185,22 @@ def crossing_pairs(clips: Sequence[Clip], count: int, seed: int = 0) -> List[Tup
     return [candidates[i] for i in sorted(chosen)]
 
 
-def cross_reenacted(config: Path, ckpt: Path, pairs: Sequence[Tuple[Clip, Clip]], progress: bool = True):
+def cross_reenacted(config, ckpt, pairs: Sequence[Tuple[Clip, Clip]], progress: bool = True,
+                    allow_unsafe_pickle: bool = False):
     """``(frames, structure_source, dynamics_source)`` per pair, decoded by the autoencoder as
-    ``inference.py cross`` decodes: the structure latents of the first clip with the dynamics
-    latents of the second (posterior means, the model's own clip size)."""
+    ``vidtwin cross`` decodes: the structure latents of the first clip with the dynamics
+    latents of the second (posterior means, the model's own clip size).
+
+    config: a YAML path, several merged in order, or None for a ``save_pretrained`` folder ``ckpt``.
+    """
     import torch
 
-    from vidtwin.checkpoint import load_model
-    from vidtwin.inference import cross_reenact
-    from vidtwin.inference.pipeline import to_uint8_frames
+    from ..checkpoint import load_model
+    from ..inference import cross_reenact
+    from ..inference.pipeline import to_uint8_frames
 
-    model = load_model(str(config), str(ckpt))
+    configs = None if config is None else [str(path) for path in (config if isinstance(config, (list, tuple)) else [config])]
+    model = load_model(configs, str(ckpt), allow_unsafe_pickle=allow_unsafe_pickle)
     crossed = []
     with torch.inference_mode():
         for structure, dynamics in tqdm(pairs, desc="cross-reenacting", unit="pair", disable=not progress):
@@ -249,57 +236,14 @@ def load_clips(source: Path) -> List[Clip]:
     raise CheckGenerationError(f"{source} is neither a folder of generated clips nor a Moving Digits CSV")
 
 
-def report(figures: dict, ceiling: Optional[dict], decoupling: Optional[dict] = None) -> str:
-    lines = [f"{'':<22} {'generated':>10} {'chance':>8} {'real (ceiling)':>15}"]
-    for key, name, chance in (("digit_accuracy", "digit accuracy", 0.10), ("direction_accuracy", "direction accuracy", 0.25)):
-        real = f"{100 * ceiling[key]:.1f}%" if ceiling else "-"
-        lines.append(f"{name:<22} {100 * figures[key]:>9.1f}% {100 * chance:>7.0f}% {real:>15}")
-    clips = f"{figures['clips']} clips" + (f"; ceiling on {ceiling['clips']} real validation clips" if ceiling else "")
-    lines.append(clips)
-    if decoupling is not None:
-        lines.append(f"decoupling on {decoupling['pairs']} cross-reenacted pairs: digit from the structure source "
-                     f"{100 * decoupling['digit_from_structure']:.1f}%, direction from the dynamics source "
-                     f"{100 * decoupling['direction_from_dynamics']:.1f}%, both {100 * decoupling['decoupled']:.1f}%")
-    return "\n".join(lines)
+def real_validation_clips(data_dir: Path) -> List[Clip]:
+    """The real validation clips of a data set: the checker's ceiling (digit images it never trained on)."""
+    val_csv = Path(data_dir) / "val.csv"
+    if not val_csv.is_file():
+        raise CheckGenerationError(f"{data_dir} has no val.csv for the ceiling; pass --no-ceiling to skip it")
+    return clips_from_csv(val_csv)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("clips", type=Path, help="folder of generated clips, or a Moving Digits CSV")
-    parser.add_argument("--data", type=Path, default=Path("data/moving_digits"),
-                        help="the Moving Digits folder (settings, training digits, val.csv); default data/moving_digits")
-    parser.add_argument("--no-ceiling", action="store_true", help="skip scoring the real validation clips")
-    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="the autoencoder's config: with --ckpt, also measure the decoupling score on the clips")
-    parser.add_argument("--ckpt", type=Path, default=None, help="the autoencoder's checkpoint (with --config)")
-    parser.add_argument("--pairs", type=int, default=80, help="cross-reenacted pairs for the decoupling score (default 80)")
-    parser.add_argument("--seed", type=int, default=0, help="of the choice of pairs (default 0)")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    if (args.config is None) != (args.ckpt is None):
-        raise CheckGenerationError("the decoupling score needs both --config and --ckpt of the autoencoder")
-    if args.pairs < 1:
-        raise CheckGenerationError(f"--pairs must be at least 1, got {args.pairs}")
-    clips = load_clips(args.clips)
-    checker = DigitChecker(args.data)
-    figures = checker.score(clips)
-    ceiling = None
-    if not args.no_ceiling:
-        val_csv = args.data / "val.csv"
-        if not val_csv.is_file():
-            raise CheckGenerationError(f"{args.data} has no val.csv for the ceiling; pass --no-ceiling to skip it")
-        ceiling = checker.score(clips_from_csv(val_csv))
-    decoupling = None
-    if args.config is not None:
-        pairs = crossing_pairs(clips, args.pairs, args.seed)
-        decoupling = decoupling_score(checker, cross_reenacted(args.config, args.ckpt, pairs))
-    print(report(figures, ceiling, decoupling))
-    if args.json is not None:
-        atomic_write_text(args.json, json.dumps({"generated": figures, "real_validation": ceiling,
-                                                 "decoupling": decoupling}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main, PROG)
+__all__ = ["Clip", "CheckGenerationError", "DigitChecker", "INK_THRESHOLD", "MIN_SPEED", "centroids", "clips_from_csv",
+           "clips_from_folder", "cross_reenacted", "crossing_pairs", "decoupling_score", "direction_of", "ink",
+           "load_clips", "real_validation_clips", "window_features"]

@@ -1,33 +1,27 @@
-"""Make Moving Digits: short clips of one handwritten digit moving steadily in one direction.
+"""Moving Digits: short clips of one handwritten digit moving steadily in one direction.
 
 The digits are the 1,797 8x8 images written by real people that ship with scikit-learn
 (`sklearn.datasets.load_digits`). Each clip shows one light digit on a dark background, scaled up
 (bilinear) to half the frame's side, a quarter of its area, moving at a constant speed up, down,
 left or right, from a start position that keeps it inside the frame for the whole clip.
 Validation clips use digit images that training clips never use (a fifth of each digit's images).
+``vidtwin demo digits`` (:mod:`vidtwin.cli.demo_digits`) writes them with :func:`make_moving_digits`.
 
-    python -m scripts.make_moving_digits data/moving_digits
-    python -m scripts.make_moving_digits data/digit_game --game
-
-Layout of OUT:
+Layout of the output folder:
 
     train/00000.mp4 ...      training clips (val/ likewise)
-    train.csv, val.csv       columns videos (relative to OUT), digit, direction, label ("3-left": 40 classes)
-                             with --game: videos, digit, actions ("RRUULDLL": one letter per clip)
+    train.csv, val.csv       columns videos (relative to the folder), digit, direction, label ("3-left": 40 classes)
+                             game videos: videos, digit, actions ("RRUULDLL": one letter per clip)
     digits.json              the settings, and which digit images each split uses (for the checkers)
 
-With ``--game`` each video is ``--clips-per-video`` clips long; in each clip the digit moves at
+Game videos (``game=True``) are ``clips_per_video`` clips long; in each clip the digit moves at
 constant speed in the direction of that clip's action, drawn at random among the actions that keep
 it inside the frame for the whole clip. The same seed gives the same clips. Every file is written
-atomically; an existing OUT with files needs ``--overwrite``.
-
-Exit status: 0 on success; 2 with one ``make_moving_digits.py: error: ...`` line for bad arguments
-or an OUT that already holds files (see vidtwin/cli/convention.py).
+atomically.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -36,12 +30,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vidtwin.atomic_io import atomic_write_text
-from vidtwin.cli.convention import add_debug_flag, run_cli
-from vidtwin.errors import UserError
-from vidtwin.optional import require
+from ..atomic_io import atomic_write_text
+from ..errors import UserError
+from ..optional import require
 
-PROG = "make_moving_digits.py"
 # Screen axes: x to the right, y downwards.
 DIRECTIONS = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
 ACTIONS = {"U": "up", "D": "down", "L": "left", "R": "right"}
@@ -150,8 +142,11 @@ def make_moving_digits(out: Path, seed: int = 0, frame_size: int = 64, digit_siz
                        speed: int = 1, fps: float = 8.0, train_per_class: int = 50, val_per_class: int = 10,
                        game: bool = False, clips_per_video: int = 8, train_videos: int = 2000, val_videos: int = 100,
                        progress: bool = True) -> dict:
-    """Write the data set into `out` (see the module docstring); returns the settings written to digits.json."""
-    from vidtwin.data.video_io import write_video
+    """Write the data set into `out` (see the module docstring); returns the settings written to digits.json.
+
+    Options are named as ``vidtwin demo digits`` names them in messages (``--digit-size``, ``--speed``).
+    """
+    from ..data.video_io import write_video
 
     free = frame_size - digit_size
     if digit_size < 8 or free < 0:
@@ -189,39 +184,15 @@ def make_moving_digits(out: Path, seed: int = 0, frame_size: int = 64, digit_siz
     return settings
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path, help="output folder (created)")
-    parser.add_argument("--game", action="store_true", help="videos of several clips, one action per clip")
-    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same data set (default 0)")
-    parser.add_argument("--size", type=int, default=64, help="frame height and width in pixels (default 64)")
-    parser.add_argument("--digit-size", type=int, default=None, help="digit side in pixels (default: half the frame)")
-    parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 16; 8 with --game)")
-    parser.add_argument("--speed", type=int, default=None, help="pixels per frame (default 1; 2 with --game)")
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the mp4 files (default 8)")
-    parser.add_argument("--train-per-class", type=int, default=50, help="training clips per class (default 50)")
-    parser.add_argument("--val-per-class", type=int, default=10, help="validation clips per class (default 10)")
-    parser.add_argument("--clips-per-video", type=int, default=8, help="--game: clips per video (default 8)")
-    parser.add_argument("--train-videos", type=int, default=2000, help="--game: training videos (default 2000)")
-    parser.add_argument("--val-videos", type=int, default=100, help="--game: validation videos (default 100)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the files of an existing OUT")
-    add_debug_flag(parser)
-    args = parser.parse_args(argv)
-    if args.out.exists() and not args.out.is_dir():
-        raise MovingDigitsError(f"{args.out} exists and is not a folder")
-    if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
-        raise MovingDigitsError(f"{args.out} already holds files; pass --overwrite to replace them, or choose another folder")
-    settings = make_moving_digits(
-        args.out, seed=args.seed, frame_size=args.size, digit_size=args.digit_size or args.size // 2,
-        num_frames=args.frames or (8 if args.game else 16), speed=args.speed or (2 if args.game else 1), fps=args.fps,
-        train_per_class=args.train_per_class, val_per_class=args.val_per_class, game=args.game,
-        clips_per_video=args.clips_per_video, train_videos=args.train_videos, val_videos=args.val_videos,
-    )
-    kind = "game videos" if args.game else "clips"
-    print(f"wrote Moving Digits {kind} of {settings['frames']} frames of {args.size}x{args.size} to {args.out}: "
-          f"train.csv, val.csv, {SETTINGS_FILE}")
-    return 0
+def check_output_folder(out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, or a folder that already holds files (unless ``overwrite``)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MovingDigitsError(f"{out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise MovingDigitsError(f"{out} already holds files; pass --overwrite to replace them, or choose another folder")
 
 
-if __name__ == "__main__":
-    run_cli(main, PROG)
+__all__ = ["ACTIONS", "DIRECTIONS", "SETTINGS_FILE", "VAL_FRACTION", "MovingDigitsError", "check_output_folder",
+           "class_name", "class_names", "game_positions", "load_digit_images", "make_moving_digits", "render_clip",
+           "render_sprite", "split_digit_images", "straight_positions"]
