@@ -44,6 +44,6 @@ def test_two_process_cpu_ddp(tmp_path):
     # process is started, with the command that continues it.
     again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert again.returncode == 2, again.stderr[-3000:]
-    (line,) = [line for line in again.stderr.splitlines() if line.startswith("train.py: error:")]
+    (line,) = [line for line in again.stderr.splitlines() if line.startswith("vidtwin train: error:")]
     assert f"--resume {tmp_path / 'ddp'}" in line and "Traceback" not in again.stderr
     assert torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)["vidtwin_training"]["train_step"] == 2

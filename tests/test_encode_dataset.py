@@ -24,7 +24,7 @@ from vidtwin.latents.shards import SHARD_DIR, LatentDatasetError, list_shards, r
 from vidtwin.models.config import LATENT_NAMES
 from vidtwin.data.video_io import probe_video, read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.latents.latent_file import save_latents
 from vidtwin.models import VidTwinLatents
 
@@ -131,7 +131,7 @@ def test_torchrun_launched_processes_write_the_same_dataset(one_process, videos,
                              str(REPO / "inference.py"), *argv], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 1, result.stderr[-3000:]  # torchrun passes on the broken video's exit code
     ours, _, launcher = result.stderr.partition("torch/distributed/elastic")  # torchrun then reports the failed rank
-    assert "inference.py: error: 1 of 4 videos failed" in ours and "Traceback" not in ours, ours
+    assert "vidtwin encode-dataset: error: 1 of 4 videos failed" in ours and "Traceback" not in ours, ours
     assert "ChildFailedError" in launcher
     assert {path.name.split("-")[1] for path in list_shards(tmp_path / "latents")} == {"r00000", "r00001"}
     assert_same_dataset(one_process, tmp_path / "latents")
@@ -188,7 +188,7 @@ def test_a_full_disk_stops_with_one_line_and_the_rerun_finishes(one_process, vid
     argv = encode_args(videos, small_disk / "latents", "--num-workers", "0")
     code = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("inference.py: error: cannot write"), err
+    assert code == 2 and err[-1].startswith("vidtwin encode-dataset: error: cannot write"), err
     assert "No space left on device" in err[-1] and "run the same command again" in err[-1]
     assert "Traceback" not in "\n".join(err)
     written = list_shards(small_disk / "latents")
@@ -260,7 +260,7 @@ def test_bad_inputs_fail_with_one_line(videos, one_process, tmp_path, capsys):
         code = main(argv)
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, case  # a user error (vidtwin/cli/convention.py)
-        assert len(err) == 1 and err[0].startswith("inference.py: error:") and message in err[0], (case, err)
+        assert len(err) == 1 and err[0].startswith("vidtwin encode-dataset: error:") and message in err[0], (case, err)
     assert LatentDataset(one_process).manifest["identity"]["sampling"]["sample_fps"] is None  # left as it was
 
 

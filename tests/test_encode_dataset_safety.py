@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from vidtwin import load_model
 from vidtwin.data.video_io import write_video
 from vidtwin.inference import encode_video
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.inference.dataset_lock import LOCK_NAME
 from vidtwin.latents.dataset import LatentDataset
 from vidtwin.latents.shards import list_shards, read_shard_rows
@@ -52,7 +52,7 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 240) -> None
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("inference.py:")]
+    return [line for line in stderr.splitlines() if line.startswith("vidtwin encode-dataset:")]
 
 
 def dataset_contents(root: Path) -> dict:
@@ -194,7 +194,7 @@ def test_sigterm_stops_at_a_safe_point_and_the_resume_loses_nothing(many_videos,
     assert process.returncode == 143, err[-3000:]
     lines = error_lines(err)
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("inference.py: stopped by SIGTERM") and "run the same command again to resume" in lines[0]
+    assert lines[0].startswith("vidtwin encode-dataset: stopped by SIGTERM") and "run the same command again to resume" in lines[0]
     assert_whole_shards(output)
     assert not (output / LOCK_NAME).exists()
     stopped = {path.name: path.read_bytes() for path in list_shards(output)}
@@ -220,7 +220,7 @@ def test_sigusr1_stops_both_processes_of_a_two_process_job(many_videos, uninterr
     assert process.returncode == 128 + signal.SIGUSR1, err[-3000:]
     lines = error_lines(err)
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("inference.py: stopped by SIGUSR1")
+    assert lines[0].startswith("vidtwin encode-dataset: stopped by SIGUSR1")
     assert_whole_shards(output)
 
     assert main(encode_args(many_videos, output, "--num-workers", "0")) == 0  # one process resumes what two began
@@ -238,7 +238,7 @@ def test_a_dead_peer_process_is_reported_in_one_line(many_videos, uninterrupted,
     lines = error_lines(err)
     assert process.returncode == 1 and len(lines) == 1, err[-3000:]
     assert "Traceback" not in err and "gloo" not in err, err
-    assert lines[0].startswith("inference.py: error: a peer process of this encode-dataset job died")
+    assert lines[0].startswith("vidtwin encode-dataset: error: a peer process of this encode-dataset job died")
     assert "run the same command again to resume" in lines[0]
     assert_whole_shards(output)
 

@@ -10,7 +10,7 @@ from vidtwin import VidTwin, VidTwinTokens, load_model
 from vidtwin.config import autoencoder_config_from
 from vidtwin.data.video_io import read_video, write_video
 from vidtwin.inference import decode_latents, encode_video
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.latents.latent_file import (
     LatentFileError,
     config_identity,
@@ -259,6 +259,6 @@ def test_cli_encode_tokens_then_decode(fsq_model, tmp_path, capsys):
 
     code, captured = run("decode", "--latents", tmp_path / "tok.safetensors", "--output", tmp_path / "bad.mp4",
                          "--config", other, "--ckpt", tmp_path / "other.pt", "--device", "cpu", "--quiet")
-    errors = [line for line in captured.err.splitlines() if line.startswith("inference.py: error:")]
+    errors = [line for line in captured.err.splitlines() if line.startswith("vidtwin decode: error:")]
     assert code == 2 and len(errors) == 1 and "FSQ levels" in errors[0] and "Traceback" not in captured.err
     assert not (tmp_path / "bad.mp4").exists()

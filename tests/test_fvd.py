@@ -20,7 +20,7 @@ from vidtwin.fvd.features import i3d_features
 from vidtwin.fvd.protocol import ClipProtocol, FVDError
 from vidtwin.fvd.stats import FeatureStats, frechet_distance, fvd_of
 from vidtwin.fvd.weights import WEIGHTS_FILENAME, WEIGHTS_URL, find_weights, load_i3d
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 
 import fvd_reference
 from conftest import TINY_CONFIG

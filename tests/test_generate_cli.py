@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 from vidtwin import load_model
 from vidtwin.data.video_io import probe_video
 from vidtwin.generation import load_generator
-from vidtwin.cli.inference import main as inference_main
-from vidtwin.cli.train import main as train_main
+from vidtwin.cli import main as inference_main
+from vidtwin.cli import train_main
 
 from conftest import TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset
@@ -95,5 +95,5 @@ def test_bad_requests_are_one_line(run, tmp_path, capsys, argv, expected):
     argv = [str(other) if a == "OTHER" else str(tmp_path / "other.pt") if a == "OTHER_CKPT" else a for a in argv]
     assert generate("--generator", run / "logs" / "gen", "--output", tmp_path / "out", *argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("inference.py: error: ") and expected in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("vidtwin generate: error: ") and expected in lines[0], lines
     assert not (tmp_path / "out").exists()

@@ -11,7 +11,7 @@ import torch
 
 from vidtwin import load_model
 from vidtwin.data.video_io import probe_video, read_video, write_video
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, REPO, TINY_CONFIG
 
@@ -163,7 +163,7 @@ def test_bad_inputs_fail_with_one_line(files, tmp_path, capsys, case, message):
         argv[case] = ["decode", "--latents", latents, "--output", output, *model_args(files, "other.pt", files / "other.yaml")]
     code, out, err = run(argv[case], capsys)
     assert code == 2
-    lines = [line for line in err.splitlines() if line.startswith("inference.py: error:")]
+    lines = [line for line in err.splitlines() if line.startswith(f"vidtwin {argv[case][0]}: error:")]
     assert len(lines) == 1 and message in lines[0], err
     assert "Traceback" not in err
     # Nothing is written: no output and no temporary file (the output folder may have been created).
@@ -206,7 +206,7 @@ def test_official_format_config_and_checkpoint_from_a_hub_cache(tmp_path):
     command[command.index(str(tmp_path / "out.mp4"))] = str(tmp_path / "other.mp4")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    (line,) = [line for line in done.stderr.splitlines() if line.startswith("inference.py: error:")]
+    (line,) = [line for line in done.stderr.splitlines() if line.startswith("vidtwin reconstruct: error:")]
     assert "missing-repo" in line
 
 

@@ -10,7 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from vidtwin import load_model
 from vidtwin.data.video_io import read_video, write_video
 from vidtwin.inference import reconstruct_video
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.metrics import video_metrics
 
 from conftest import TINY_CONFIG
@@ -132,7 +132,7 @@ def test_real_lpips_without_weights_fails_clearly(videos, tmp_path, capsys, empt
     code = main(["evaluate", "--input", str(pairs), "--output", str(tmp_path / "eval"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    (line,) = [line for line in err.splitlines() if line.startswith("inference.py: error:")]
+    (line,) = [line for line in err.splitlines() if line.startswith("vidtwin evaluate: error:")]
     assert "VGG16" in line and "--lpips off" in line and "perceptual_weight" not in line  # no training advice
     assert not (tmp_path / "eval" / "metrics.csv").exists()
 

@@ -7,7 +7,7 @@ from vidtwin import load_model
 from vidtwin.data.video_io import write_video
 from vidtwin.inference import InferenceError, InferenceOptions, reconstruct_video
 from vidtwin.inference import options as options_module
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.inference.options import auto_dtype, precision_context
 
 from conftest import TINY_CONFIG

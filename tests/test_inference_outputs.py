@@ -11,7 +11,7 @@ import torch
 
 from vidtwin import load_model
 from vidtwin.data.video_io import probe_video, write_video
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 
 from conftest import REPO, TINY_CONFIG
 
@@ -116,7 +116,7 @@ def test_a_second_run_into_an_output_being_written_stops_in_one_line(tmp_path, c
     try:
         code = main(argv + ["--overwrite"])  # even --overwrite does not replace a file being written
         err = capsys.readouterr().err
-        errors = [line for line in err.splitlines() if line.startswith("inference.py: error:")]
+        errors = [line for line in err.splitlines() if line.startswith("vidtwin reconstruct: error:")]
         assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
         assert f"is being written by another run (pid {holder.pid} on host" in errors[0]
         assert sorted(os.listdir(output.parent)) == [".clip.mp4.claim"]  # the holder's claim; no output, no temp file
@@ -139,7 +139,7 @@ def test_two_runs_started_together_into_one_output(tmp_path):
     runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     results = sorted((run.wait(timeout=300), run.stderr.read()) for run in runs)
     assert [code for code, _ in results] == [0, 2], results
-    errors = [line for line in results[1][1].splitlines() if line.startswith("inference.py: error:")]
+    errors = [line for line in results[1][1].splitlines() if line.startswith("vidtwin reconstruct: error:")]
     assert len(errors) == 1 and ("is being written by another run" in errors[0] or "already exists" in errors[0]), errors
     assert probe_video(output).num_frames == 6 and sorted(os.listdir(tmp_path)) == ["clip.mp4", "out.mp4", "tiny.pt"]
 
@@ -160,7 +160,7 @@ def test_a_claim_left_by_a_killed_run_is_taken_over(tmp_path, caplog):
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, MemoryError])
 def test_a_run_stopped_midway_leaves_nothing_under_the_output_name(tmp_path, monkeypatch, capsys, stop):
     """Ctrl-C or a failure after the output was claimed and half written."""
-    import vidtwin.cli.inference as cli
+    import vidtwin.cli.reconstruct as cli
 
     source = _video(tmp_path / "clip.mp4", frames=24)
     calls = []

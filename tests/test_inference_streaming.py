@@ -18,7 +18,7 @@ from vidtwin.inference import (
     reconstruct_video,
     to_uint8_frames,
 )
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.inference.evaluate import PAIR_CHUNK_FRAMES, evaluate_videos, list_eval_items
 from vidtwin.inference.sources import SourceVideo
 

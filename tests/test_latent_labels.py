@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from vidtwin import load_model
 from vidtwin.data.video_io import write_video
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.latents.dataset import LatentDataset, collate_latents
 from vidtwin.latents.labels import class_order
 

@@ -13,7 +13,7 @@ import torch
 
 from _training_utils import micro_overrides, single_thread, tiny_config_files
 from conftest import REPO, mount_tmpfs
-from vidtwin.cli.train import main
+from vidtwin.cli import train_main as main
 from vidtwin.training.run_dir import (
     CLAIMED_RUN_ENV,
     LAUNCH_ID_ENV,
@@ -41,7 +41,7 @@ def _train(tmp_path, *extra, name="run", resume=None, flags=()):
 
 
 def _error_line(err):
-    lines = [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    lines = [line for line in err.splitlines() if line.startswith("vidtwin train: error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 

@@ -12,7 +12,7 @@ import torch
 from _training_utils import FSQ_MICRO, carphone_path, micro_overrides, single_thread, tiny_config_files
 from conftest import REPO
 from vidtwin import load_model
-from vidtwin.cli.train import main
+from vidtwin.cli import train_main as main
 
 
 @pytest.fixture(autouse=True)
@@ -156,7 +156,7 @@ def test_bad_config_from_train_py_is_one_line_exit_2(tmp_path):
     )
     assert result.returncode == 2
     line = _last_line(result.stderr)
-    assert line.startswith("train.py: error: model:") and "learning_rat" in line
+    assert line.startswith("vidtwin train: error: model:") and "learning_rat" in line
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())  # nothing written for a run that never started
 
