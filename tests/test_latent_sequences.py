@@ -2,7 +2,7 @@
 action per clip, and ``LatentDataset(sequence_length=N)`` gives windows of N consecutive clips of one
 video, which ``LatentDataModule(sequence_length=N, tokens=True)`` batches.
 
-The data are Moving Digits game videos (``scripts/make_moving_digits.py --game``) of several
+The data are Moving Digits game videos (``vidtwin demo digits --game``) of several
 lengths, encoded through the real ``inference.py encode-dataset`` by a micro FSQ model of 8-frame
 clips, so each clip the command cuts is one action of the game."""
 
@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.make_moving_digits import make_moving_digits
 from vidtwin import load_model
 from vidtwin.data import collate_latent_sequences as collate_from_data
 from vidtwin.data.video_io import read_video
+from vidtwin.demos.moving_digits import make_moving_digits
 from vidtwin.cli.inference import main
 from vidtwin.latents import LatentDataset, LatentDatasetError, collate_latent_sequences, collate_latents
 from vidtwin.latents.actions import action_vocabulary

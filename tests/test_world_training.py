@@ -65,7 +65,7 @@ def test_windows_of_another_length_than_the_context_are_refused_in_one_line(file
 def test_a_start_window_model_trains_on_windows_of_its_length_and_world_loss_scores_each_step(files, tmp_path, capsys):
     import json
 
-    from scripts.world_loss import main as world_loss
+    from vidtwin.cli import main as vidtwin
 
     config = world_training_config(tmp_path / "world.yaml", files / "tokens")
     argv = ["--logdir", str(tmp_path / "logs"), "--base", str(config), "model.params.world.start_window=4"]
@@ -76,7 +76,8 @@ def test_a_start_window_model_trains_on_windows_of_its_length_and_world_loss_sco
     run = tmp_path / "logs" / "run"
     assert load_world_model(run).config.start_window == 4
     tokens = str(files / "tokens")
-    assert world_loss([str(run), "--data", tokens, "--windows", "4", "--json", str(tmp_path / "loss.json")]) == 0
+    assert vidtwin(["demo", "world-loss", str(run), "--data", tokens, "--windows", "4",
+                    "--json", str(tmp_path / "loss.json")]) == 0
     rows = json.loads((tmp_path / "loss.json").read_text())["rows"]
     assert [row["target_clip"] for row in rows] == [1, 2, 3] and all(row["windows"] == 4 for row in rows)
     assert "step 3" in capsys.readouterr().out
@@ -153,8 +154,8 @@ def test_world_loss_scores_checkpoints_on_token_datasets_with_the_same_windows_a
     import json
     import math
 
-    from scripts.world_loss import WorldLossError, dataset_windows
-    from scripts.world_loss import main as world_loss
+    from vidtwin.cli import main as vidtwin
+    from vidtwin.demos.world_loss import WorldLossError, dataset_windows, world_losses
 
     config = world_training_config(tmp_path / "world.yaml", files / "tokens")
     run = tmp_path / "logs" / "run"
@@ -162,8 +163,8 @@ def test_world_loss_scores_checkpoints_on_token_datasets_with_the_same_windows_a
                  "lightning.trainer.max_steps=4", "lightning.checkpoint.every_n_steps=2"]) == 0
     first = run / "checkpoints" / "step_00000002.ckpt"
     tokens = str(files / "tokens")
-    assert world_loss([str(first), str(run), "--data", tokens, tokens, "--windows", "8",
-                       "--json", str(tmp_path / "loss.json")]) == 0
+    assert vidtwin(["demo", "world-loss", str(first), str(run), "--data", tokens, tokens, "--windows", "8",
+                    "--json", str(tmp_path / "loss.json")]) == 0
     rows = json.loads((tmp_path / "loss.json").read_text())["rows"]
     assert [(row["world"], row["context_clips"]) for row in rows] == \
         [(str(first), 1), (str(first), 2)] * 2 + [(str(run), 1), (str(run), 2)] * 2
@@ -177,4 +178,4 @@ def test_world_loss_scores_checkpoints_on_token_datasets_with_the_same_windows_a
     with pytest.raises(WorldLossError, match="encode it with --actions-column"):
         dataset_windows(world, tokens, 4, 0)
     with pytest.raises(WorldLossError, match="--windows must be >= 1"):
-        world_loss([str(run), "--data", tokens, "--windows", "0"])
+        world_losses([str(run)], [tokens], windows=0)
