@@ -8,7 +8,7 @@ import torch
 from vidtwin import load_model
 from vidtwin.generation import LatentNormalization
 from vidtwin.latents.dataset import LatentDataset
-from vidtwin.cli.train import main
+from vidtwin.cli import train_main as main
 
 from conftest import REPO, TINY_CONFIG
 from generation_helpers import CLASSES, generator_config, write_labelled_dataset
@@ -38,7 +38,7 @@ def test_the_generator_trains_resumes_exactly_and_records_its_autoencoder(files,
     assert main([*argv, "--name", "split", "--base", str(config)]) == 0
     run = logs / "split"
     out = capsys.readouterr().out
-    assert f"python inference.py generate --generator {run} --all-classes" in out  # the summary's command
+    assert f"vidtwin generate --generator {run} --all-classes" in out  # the summary's command
 
     checkpoint = _state(run / "checkpoints" / "last.ckpt")
     entry = checkpoint["vidtwin_generator"]
@@ -73,7 +73,7 @@ def test_a_dataset_of_another_autoencoder_is_refused_in_one_line(files, tmp_path
     config = generator_config(tmp_path / "gen.yaml", files / "latents", None,
                               autoencoder={"config": str(other), "ckpt": str(files / "tiny.pt")})
     assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config)]) == 2
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vidtwin train: error:")]
     assert "makes latents of shapes" in line and "name the autoencoder that encoded it" in line
     assert not (tmp_path / "logs").exists()
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from _training_utils import micro_overrides, single_thread, tiny_config_files
-from vidtwin.cli.train import main
+from vidtwin.cli import train_main as main
 from vidtwin.training.run_report import RunRecorder, run_summary
 
 
@@ -66,10 +66,10 @@ def test_a_finished_run_ends_with_a_summary_whose_reconstruct_command_runs(tmp_p
 
     (command,) = [line.split(":", 1)[1].strip() for line in summary if line.startswith("  reconstruct:")]
     argv = shlex.split(command)
-    assert argv[:3] == ["python", "inference.py", "reconstruct"]
-    from vidtwin.cli.inference import main as inference_main
+    assert argv[:2] == ["vidtwin", "reconstruct"]
+    from vidtwin.cli import main as inference_main
 
-    assert inference_main(argv[2:] + ["--quiet", "--device", "cpu"]) == 0
+    assert inference_main(argv[1:] + ["--quiet", "--device", "cpu"]) == 0
     assert any((run / "reconstructions").iterdir())
 
 

@@ -61,9 +61,9 @@ def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, sig
     os.killpg(process.pid, signum)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 128 + signum, err[-3000:]  # 143 for SIGTERM, as a shell reports a kill
-    (line,) = [line for line in err.splitlines() if line.startswith("train.py: stopped")]
+    (line,) = [line for line in err.splitlines() if line.startswith("vidtwin train: stopped")]
     assert f"stopped by {signal.Signals(signum).name} at update " in line
-    assert f"resume with `python train.py --resume {tmp_path / 'run'}`" in line
+    assert f"resume with `vidtwin train --resume {tmp_path / 'run'}`" in line
     assert "Traceback" not in err
     assert f"run stopped: {signal.Signals(signum).name} received, checkpoint written" in out
 
@@ -88,9 +88,9 @@ def test_a_dead_peer_process_is_named_in_one_line(tmp_path, killed):
     os.kill(child if killed == "rank 1" else process.pid, signal.SIGKILL)
     # The survivor's stderr is the same pipe: communicate() returns when both processes have ended.
     _, err = process.communicate(timeout=300)
-    (line,) = [line for line in err.splitlines() if line.startswith("train.py: error:")]
+    (line,) = [line for line in err.splitlines() if line.startswith("vidtwin train: error:")]
     assert "a peer process of this 2-process run died" in line
-    assert f"resume with `python train.py --resume {tmp_path / 'run'}`" in line
+    assert f"resume with `vidtwin train --resume {tmp_path / 'run'}`" in line
     assert "Traceback" not in err and "internal error" not in err
     if killed == "rank 1":
         assert process.returncode == 1
@@ -105,7 +105,7 @@ def test_a_signal_to_one_process_stops_every_process_at_the_same_update(tmp_path
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=300)
     assert process.returncode == 143, err[-3000:]
-    (line,) = [line for line in err.splitlines() if line.startswith("train.py: stopped by SIGTERM at update ")]
+    (line,) = [line for line in err.splitlines() if line.startswith("vidtwin train: stopped by SIGTERM at update ")]
     stopped_at = int(line.split(" at update ")[1].split()[0])
     assert _update(checkpoints / "last.ckpt") == stopped_at
     # Both ranks stopped at that update (each says so), and rank 1 is gone too.

@@ -2,13 +2,18 @@
 lines (tests/_training_utils.py) with its run directory, progress bar, sample videos, summary and
 an exact resume, and refuses a model that does not follow the contract."""
 
+from types import SimpleNamespace
+
 import pytest
+import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
 
 from _training_utils import clip_overrides, single_thread, tiny_config_files
 from vidtwin.config import load_config
-from vidtwin.cli.train import main
+from vidtwin.training.contract import EMA_STATE_KEY, TRAINING_STATE_KEY, NonFiniteLossError, TrainingModule
+from vidtwin.cli import train_main as main
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +80,126 @@ def test_a_stub_module_trains_resumes_and_reports_through_train_py(tmp_path, cap
 def test_a_config_from_elsewhere_needs_allow_any_target(tmp_path, capsys):
     stub = _stub_config(tmp_path)
     assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(stub)]) == 2
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vidtwin train: error:")]
     assert "model.target: '_training_utils.StubModule' is outside the packages" in line and "--allow-any-target" in line
     assert not (tmp_path / "logs").exists()
+
+
+# ---------------------------------------------------------------- the contract's members, without train.py
+class _Averaged(TrainingModule):
+    """A linear map trained towards 2x, with the contract's EMA and non-finite-loss stop."""
+
+    def __init__(self, ema_decay=0.5, poison_at=None):
+        super().__init__()
+        self.net = torch.nn.Linear(1, 1)
+        self.use_ema("net", ema_decay)
+        self.poison_at = poison_at  # the update whose loss is NaN
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]  # (B, 1)
+        loss = ((self.net(x) - 2 * x) ** 2).mean()
+        if self.train_step == self.poison_at:
+            loss = loss * float("nan")
+        self.stop_on_nonfinite_loss(loss, "the test loss")
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _UpdateLog(pl.Callback):
+    def __init__(self):
+        self.rows, self.total = [], None
+
+    def on_train_start(self, trainer, pl_module):
+        self.total = pl_module.total_updates()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append((pl_module.train_step, pl_module.update_in_progress, pl_module.batches_per_update))
+
+
+def _loader(batches=4):
+    x = torch.linspace(-1, 1, batches * 2).reshape(batches * 2, 1)
+    return DataLoader(TensorDataset(x), batch_size=2)
+
+
+def _fit(module, tmp_path, callbacks=(), ckpt_path=None, **options):
+    settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(callbacks=list(callbacks), **{**settings, **options})
+    trainer.fit(module, train_dataloaders=_loader(), ckpt_path=ckpt_path, weights_only=False)
+    return trainer
+
+
+def test_lightning_accumulates_for_an_automatic_module_and_the_contract_counts_its_updates(tmp_path):
+    log = _UpdateLog()
+    module = _Averaged(ema_decay=None)
+    _fit(module, tmp_path, [log], max_epochs=1, accumulate_grad_batches=2)
+    # 4 batches, 2 per update: the first batch of each update leaves it in progress (no checkpoint then).
+    assert log.rows == [(0, True, 2), (1, False, 2), (1, True, 2), (2, False, 2)]
+    assert log.total == 2 and module.train_step == 2
+
+
+def test_the_trainer_settings_each_kind_of_module_refuses(tmp_path):
+    from vidtwin.cli.train import UsageError, build_trainer_kwargs
+    from vidtwin.training import VidTwinLightningModule
+    from vidtwin.training.latent_module import LatentModelModule
+
+    accumulate = OmegaConf.create({"lightning": {"trainer": {"accumulate_grad_batches": 4, "max_steps": 3}}})
+    clip = OmegaConf.create({"lightning": {"trainer": {"gradient_clip_val": 1.0}}})
+    # Automatic optimization: Lightning accumulates and clips.
+    assert build_trainer_kwargs(accumulate, _Averaged()) == {"accumulate_grad_batches": 4, "max_steps": 3}
+    assert build_trainer_kwargs(clip, _Averaged()) == {"gradient_clip_val": 1.0}
+    # The generator and the world model accumulate through Lightning but clip themselves.
+    latent = LatentModelModule()
+    assert build_trainer_kwargs(accumulate, latent)["accumulate_grad_batches"] == 4
+    with pytest.raises(UsageError, match="gradient_clip_val does not apply to LatentModelModule: set model.params.grad_clip"):
+        build_trainer_kwargs(clip, latent)
+    # The autoencoder optimizes manually: both are its own settings.
+    autoencoder = VidTwinLightningModule.__new__(VidTwinLightningModule)
+    torch.nn.Module.__init__(autoencoder)
+    autoencoder.automatic_optimization = False
+    autoencoder.loss = SimpleNamespace(get_trainable_parameters=lambda: [])  # no discriminator
+    with pytest.raises(UsageError, match="accumulate_grad_batches does not apply to VidTwinLightningModule: "
+                                         "set model.params.grad_accumulation"):
+        build_trainer_kwargs(accumulate, autoencoder)
+    with pytest.raises(UsageError, match="set model.params.grad_clip"):
+        build_trainer_kwargs(clip, autoencoder)
+    # Lightning's defaults are no request at all.
+    assert build_trainer_kwargs(OmegaConf.create({"lightning": {"trainer": {"accumulate_grad_batches": 1}}}),
+                                autoencoder) == {}
+
+
+def test_the_ema_lives_in_the_checkpoint_and_restarts_from_weights_saved_without_it(tmp_path):
+    module = _Averaged(ema_decay=0.5)
+    start = {name: value.clone() for name, value in module.net.state_dict().items()}
+    trainer = _fit(module, tmp_path, max_steps=3)
+    path = tmp_path / "run.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    ema = checkpoint[EMA_STATE_KEY]
+    assert set(ema) == set(module.net.state_dict())  # the averaged module's own names, no prefix
+    assert checkpoint[TRAINING_STATE_KEY]["ema_num_updates"] == 3 and checkpoint[TRAINING_STATE_KEY]["ema_decay"] == 0.5
+    trained = module.net.weight.detach().clone()
+    assert not torch.equal(ema["weight"], trained) and not torch.equal(ema["weight"], start["weight"])
+    with module.ema_weights():
+        assert torch.equal(module.net.weight, ema["weight"])
+        with pytest.raises(RuntimeError, match="swapped in"):
+            trainer.save_checkpoint(tmp_path / "swapped.ckpt")
+    assert torch.equal(module.net.weight, trained)
+
+    # A checkpoint without the average: the resumed average starts from the loaded weights.
+    del checkpoint[EMA_STATE_KEY]
+    torch.save(checkpoint, tmp_path / "no_ema.ckpt")
+    resumed = _Averaged(ema_decay=0.5)
+    log = _UpdateLog()
+    _fit(resumed, tmp_path, [log], max_steps=3, ckpt_path=str(tmp_path / "no_ema.ckpt"))
+    assert log.rows == []  # nothing left to train: fit stops at once, after on_fit_start
+    assert torch.equal(resumed.ema.shadow["weight"], trained) and resumed.train_step == 3
+
+
+def test_a_non_finite_loss_stops_the_run_before_its_update(tmp_path):
+    module = _Averaged(poison_at=1)
+    with pytest.raises(NonFiniteLossError, match="the test loss is not finite at update 1"):
+        _fit(module, tmp_path, max_steps=3)
+    assert module.train_step == 1

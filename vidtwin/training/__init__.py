@@ -1,16 +1,16 @@
 """Training with PyTorch Lightning: the training contract, VidTwin's LightningModule, the latent
 generator's and the world model's modules and their data module, schedules, EMA, callbacks, fine-tuning.
 
-Entry point: ``python train.py --base configs/tiny.yaml`` (see docs/training.md). ``train.py``
-trains any :class:`TrainingModule` (see :mod:`vidtwin.training.contract`).
+Entry point: ``vidtwin train --base tiny`` (see docs/training.md). ``vidtwin train`` trains any
+:class:`TrainingModule` (see :mod:`vidtwin.training.contract`).
 """
 
 from ..optional import require
 
 require("pytorch_lightning", "train", "training")
 
-from .contract import TRAINING_STATE_KEY, TrainingModule
-from .module import EMA_STATE_KEY, NonFiniteLossError, VidTwinLightningModule
+from .contract import EMA_STATE_KEY, TRAINING_STATE_KEY, NonFiniteLossError, TrainingModule
+from .module import VidTwinLightningModule
 from .generator_module import GENERATOR_CHECKPOINT_KEY, GeneratorLightningModule
 from .world_module import WorldLightningModule
 from .latent_data import LatentDataModule

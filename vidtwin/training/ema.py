@@ -2,9 +2,10 @@
 
 The average lives in plain fp32 tensors so that it neither appears among the LightningModule's
 keys (which must stay the official names under ``autoencoder.`` / ``loss.``) nor is touched by
-the optimizers. The training module saves it in the Lightning checkpoint under the top-level key
-``"ema_state_dict"`` as a complete autoencoder state_dict (official key names, no prefix, EMA
-values for parameters and the live values for buffers), which loads like any autoencoder weights.
+the optimizers. The training contract (:class:`vidtwin.training.contract.TrainingModule`) saves it
+in the Lightning checkpoint under the top-level key :data:`EMA_STATE_KEY` as a complete state_dict
+of the averaged model (its own key names, no prefix, EMA values for parameters and the live values
+for buffers), which loads like any weights of that model.
 
 With ``warmup=True`` the decay ramps up so that the average is not dominated by the random
 initialisation: the k-th update (k = 1, 2, ...) uses ``min(decay, k / (9 + k))``, i.e.
@@ -25,6 +26,9 @@ import torch
 from torch import nn
 
 logger = logging.getLogger(__name__)
+
+#: Top-level entry of a Lightning checkpoint that holds the EMA weights (``export_state_dict``).
+EMA_STATE_KEY = "ema_state_dict"
 
 
 class EMA:

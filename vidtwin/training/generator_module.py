@@ -1,6 +1,6 @@
-"""Training the latent generator with ``train.py``: :class:`GeneratorLightningModule`.
+"""Training the latent generator with ``vidtwin train``: :class:`GeneratorLightningModule`.
 
-    python train.py --base configs/generator/tiny_digits.yaml --name digits_gen
+    vidtwin train --base generator/tiny_digits --name digits_gen
 
 The module reads the latent dataset's shapes and classes to build a
 :class:`~vidtwin.generation.LatentGenerator`, fits the per-channel latent statistics in one
@@ -13,7 +13,7 @@ the EMA weights); without an autoencoder there are no sample videos.
 Checkpoints hold, besides Lightning's state: the generator's weights (``generator.*``, with the
 statistics as buffers), the EMA weights under ``ema_state_dict``, and under
 :data:`GENERATOR_CHECKPOINT_KEY` the generator config and the autoencoder it was trained with, so
-that ``inference.py generate --generator RUN_DIR`` needs nothing else.
+that ``vidtwin generate --generator RUN_DIR`` needs nothing else.
 
 Resume is exact at an epoch boundary: the noise, times and dropped classes of each update come
 from a generator seeded with the run's seed and the update number, and the data order depends on
@@ -33,10 +33,10 @@ from torch.utils.data import DataLoader
 from ..config import ConfigError
 from ..generation import GeneratorConfig, LatentGenerator, LatentNormalization
 from ..generation.files import CHECKPOINT_KEY
+from ..hints import command
 from ..latents.dataset import LatentDataset, collate_latents
 from .contract import TRAINING_STATE_KEY
 from .latent_module import LatentModelModule, checked_autoencoder, dataset_latent_shapes
-from .module import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class GeneratorLightningModule(LatentModelModule):
         ema_decay: EMA of the weights (e.g. 0.999), used for samples and ``generate``; None: off.
         sample_classes: classes shown in the sample videos (evenly spread over all classes).
         sample_steps, sample_guidance: of the sampler for the sample videos.
-        seed: of each update's noise; None: the run's seed (``train.py --seed``).
+        seed: of each update's noise; None: the run's seed (``vidtwin train --seed``).
     """
 
     model_attribute = "generator"
@@ -133,9 +133,7 @@ class GeneratorLightningModule(LatentModelModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         labels = batch.get("label") if self.generator.config.num_classes else None
         loss = self.generator.training_loss(batch["latents"], labels, generator=self.update_random())
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"the flow-matching loss is {loss.item()} at update {self.train_step}; "
-                                     "lower model.params.learning_rate or set model.params.grad_clip, then resume")
+        self.stop_on_nonfinite_loss(loss, "the flow-matching loss")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["video"]))
         return loss
 
@@ -169,8 +167,10 @@ class GeneratorLightningModule(LatentModelModule):
         return {name: video[i * per_class:(i + 1) * per_class] for i, name in enumerate(names)}
 
     def summary_commands(self, run_dir: Path, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
+        """A ready ``vidtwin generate`` command: 8 clips of every class (or unconditional ones) from the run."""
         classes = "--all-classes" if self.generator.config.num_classes else "--unconditional"
-        return {"generate": f"python inference.py generate --generator {run_dir} {classes} --num 8 --output {run_dir / 'generated'}"}
+        return {"generate": command("generate", "--generator", run_dir, classes, "--num", 8,
+                                    "--output", run_dir / "generated")}
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -1,4 +1,4 @@
-"""Lightning data module over a latent dataset (``inference.py encode-dataset``), for the generators.
+"""Lightning data module over a latent dataset (``vidtwin encode-dataset``), for the generators.
 
     data:
       target: vidtwin.training.LatentDataModule
@@ -121,8 +121,9 @@ class LatentDataModule(pl.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         module = trainer.lightning_module if trainer is not None else None
-        # Restored from the checkpoint before Lightning asks for the loader, on a resume.
-        start_batch = int(getattr(module, "train_step", 0)) * int(getattr(module, "batches_per_update", 1))
+        # The module's counters (the training contract's), restored from the checkpoint before
+        # Lightning asks for the loader on a resume; no module before fit.
+        start_batch = module.train_step * module.batches_per_update if module is not None else 0
         sampler = UpdateOrderSampler(self.dataset, num_replicas=world, rank=rank, seed=self.seed,
                                      batch_size=self.batch_size, drop_last=self.drop_last, start_batch=start_batch)
         collate = collate_latents if self.sequence_length is None else collate_latent_sequences

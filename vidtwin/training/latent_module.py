@@ -2,19 +2,19 @@
 
 The flow-matching generator (:mod:`.generator_module`) and the world model (:mod:`.world_module`)
 train one ``nn.Module`` (named by :attr:`LatentModelModule.model_attribute`) with AdamW, a linear
-warmup, optional gradient clipping and an EMA of the weights; draw each update's randomness from
-a generator seeded by the run's seed and the update number (so a resume at an epoch boundary is
-exact); decode sample videos with an autoencoder loaded on first use; and store the EMA weights
-and their counters in the checkpoint. Subclasses build their model and write their own
+warmup, optional gradient clipping and an EMA of the weights (the training contract's); draw each
+update's randomness from a generator seeded by the run's seed and the update number (so a resume
+at an epoch boundary is exact); and decode sample videos with an autoencoder loaded on first use.
+They optimize automatically, so Lightning accumulates gradients for them
+(``lightning.trainer.accumulate_grad_batches``). Subclasses build their model and write their own
 checkpoint entry.
 """
 
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -22,9 +22,7 @@ from torch import nn
 from ..config import ConfigError
 from ..latents.dataset import LatentDataset
 from ..models.config import VidTwinConfig
-from .contract import TRAINING_STATE_KEY, TrainingModule
-from .ema import EMA
-from .module import EMA_STATE_KEY
+from .contract import EMA_STATE_KEY, TRAINING_STATE_KEY, TrainingModule
 from .schedulers import WarmupCosine
 
 logger = logging.getLogger(__name__)
@@ -123,23 +121,19 @@ class LatentModelModule(TrainingModule):
             raise ConfigError(f"model.params.min_learning_rate must lie in [0, learning_rate = {self.learning_rate}], "
                               f"got {min_learning_rate}")
         self.min_learning_rate = None if min_learning_rate is None else float(min_learning_rate)
-        self.ema = EMA(self.trained_model, ema_decay) if ema_decay is not None else None
+        self.use_ema(self.model_attribute, ema_decay)
         self.noise_seed = seed
         self.autoencoder_files = autoencoder
         self._decoder = AutoencoderDecoder(autoencoder["config"], autoencoder["ckpt"]) if autoencoder else None
-        self._reset_ema_after_load = False
 
     @property
     def trained_model(self) -> nn.Module:
         return getattr(self, self.model_attribute)
 
     def on_fit_start(self) -> None:
-        # After Lightning restored a resumed checkpoint.
+        super().on_fit_start()  # after Lightning restored a resumed checkpoint: the EMA
         if self.noise_seed is None:
-            self.noise_seed = torch.initial_seed()  # train.py's --seed
-        if self._reset_ema_after_load:
-            self.ema = EMA(self.trained_model, self.ema.decay)
-            self._reset_ema_after_load = False
+            self.noise_seed = torch.initial_seed()  # vidtwin train's --seed
 
     def update_random(self) -> torch.Generator:
         """The random source of this update: the same for an update number, whether resumed or not."""
@@ -148,16 +142,12 @@ class LatentModelModule(TrainingModule):
         random.manual_seed((int(self.noise_seed or 0) * 1_000_003 + self.train_step * 1_009 + rank) % (2**63))
         return random
 
-    def ema_weights(self):
-        """A context in which the model holds its EMA weights (a no-op without EMA)."""
-        return self.ema.swapped_in(self.trained_model) if self.ema is not None else nullcontext()
-
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.trained_model.parameters(), lr=self.learning_rate, betas=self.betas,
                                       weight_decay=self.weight_decay)
         floor = self.min_learning_rate
         # The cosine spans the run (max_steps, or the epochs' updates): a longer run decays more slowly.
-        total = int(self.trainer.estimated_stepping_batches) if floor is not None else 0
+        total = self.total_updates() if floor is not None else 0
         floor_ratio = None if floor is None else (floor / self.learning_rate if self.learning_rate > 0 else 1.0)
 
         def factor(step: int) -> float:
@@ -167,24 +157,18 @@ class LatentModelModule(TrainingModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        # The module's own setting: train.py refuses lightning.trainer.gradient_clip_val.
+        # The module's own setting (lightning.trainer.gradient_clip_val is refused: see below).
         if self.grad_clip:
             self.clip_gradients(optimizer, gradient_clip_val=float(self.grad_clip), gradient_clip_algorithm="norm")
 
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)  # counts the update
-        if self.ema is not None:
-            self.ema.update(self.trained_model)
+    def refused_trainer_settings(self) -> dict[str, str]:
+        """Clipping is the module's own (``grad_clip``); Lightning accumulates gradients for it."""
+        return {"gradient_clip_val": "set model.params.grad_clip instead (the module clips itself)",
+                "gradient_clip_algorithm": "model.params.grad_clip always clips the global norm"}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        state = checkpoint[TRAINING_STATE_KEY]
-        state.update(noise_seed=self.noise_seed)
-        if self.ema is not None:
-            if self.ema.is_swapped_in:
-                raise RuntimeError("a checkpoint was requested while EMA weights were swapped in")
-            checkpoint[EMA_STATE_KEY] = self.ema.export_state_dict(self.trained_model)
-            state.update(ema_num_updates=self.ema.num_updates, ema_decay=self.ema.decay)
+        super().on_save_checkpoint(checkpoint)  # finite weights, counters, EMA
+        checkpoint[TRAINING_STATE_KEY].update(noise_seed=self.noise_seed)
 
     def upgrade_checkpoint(self, checkpoint: dict) -> dict:
         """The trained model's own renames (its ``upgrade_state_dict``, if it has one), applied to its
@@ -198,12 +182,9 @@ class LatentModelModule(TrainingModule):
         return super().upgrade_checkpoint(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)
+        super().on_load_checkpoint(checkpoint)  # counters, EMA
         state = checkpoint.get(TRAINING_STATE_KEY) or {}
         self.noise_seed = state.get("noise_seed", self.noise_seed)
-        if self.ema is not None:
-            self._reset_ema_after_load = not self.ema.load_from_checkpoint(
-                checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
 
 
 __all__ = ["AutoencoderDecoder", "LatentModelModule", "autoencoder_latent_shapes", "autoencoder_model_config",

@@ -8,7 +8,7 @@ One training update (every ``grad_accumulation`` batches):
    latents, + adaptive GAN term after ``disc_start``) -> backward into the autoencoder and ``loss.logvar``;
 3. discriminator loss on the detached reconstruction -> backward into ``loss.discriminator``;
 4. at the end of the accumulation window: set both learning rates from the schedules, clip,
-   step both optimizers, update the EMA, advance ``train_step``.
+   step both optimizers, then count the update (``complete_update``: ``train_step`` and the EMA).
 
 ``train_step`` (the number of updates applied, logged as ``train/step``) drives ``disc_start`` and
 both schedules. Lightning's ``global_step`` counts optimizer steps, i.e. advances by
@@ -17,14 +17,13 @@ both schedules. Lightning's ``global_step`` counts optimizer steps, i.e. advance
 
 A non-finite loss or gradient skips the whole update (gradients zeroed, no optimizer step, the
 counter does not advance); ``max_nonfinite_steps`` skipped updates in a row raise
-``NonFiniteLossError``. Checkpoints refuse to save non-finite weights.
+``NonFiniteLossError``. The EMA, the finite-weights check of checkpoints and the checkpoint's
+counters are the training contract's (:mod:`vidtwin.training.contract`).
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -32,24 +31,17 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from ..config import ConfigError, instantiate_from_config, plain_container
+from ..hints import Verbatim, command
 from ..metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit_range
 from ..models import VidTwin, VidTwinConfig
 from ..models.regularizers import regularizer_class
-from .callbacks import assert_finite_state
-from .contract import TRAINING_STATE_KEY, TrainingModule
-from .ema import EMA
+from .contract import TRAINING_STATE_KEY, NonFiniteLossError, TrainingModule
 from .finetune import freeze_parameters, initialise_from_checkpoint, perceptual_state_dict, read_init_state_dict
 from .schedulers import build_lr_schedule
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPTIMIZER = {"target": "torch.optim.AdamW", "params": {"betas": [0.0, 0.9], "weight_decay": 1e-4}}
-EMA_STATE_KEY = "ema_state_dict"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive updates had a non-finite loss or gradient."""
-
 
 class VidTwinLightningModule(TrainingModule):
     """Trains a :class:`vidtwin.VidTwin` with :class:`vidtwin.losses.VidTwinLoss`.
@@ -144,7 +136,7 @@ class VidTwinLightningModule(TrainingModule):
         self.grad_clip = grad_clip
         self.sample_posterior = bool(sample_posterior)
         self.max_nonfinite_steps = int(max_nonfinite_steps)
-        self.ema = EMA(self.autoencoder, ema_decay) if ema_decay is not None else None
+        self.use_ema("autoencoder", ema_decay)
         self.automatic_optimization = False
 
         # Training counters, saved in checkpoints under TRAINING_STATE_KEY.
@@ -158,7 +150,6 @@ class VidTwinLightningModule(TrainingModule):
         self._val_lpips = None  # LPIPS network for validation (not a submodule: stays out of the state_dict)
         self._val_lpips_checked = False
         self._bad_video_count = None  # data module's counter of unreadable videos, when it has one
-        self._reset_ema_after_load = False
 
     # ------------------------------------------------------------------ parameters and optimizers
     def autoencoder_parameters(self) -> list[torch.nn.Parameter]:
@@ -201,7 +192,16 @@ class VidTwinLightningModule(TrainingModule):
 
     @property
     def batches_per_update(self) -> int:
+        """The accumulation window: ``grad_accumulation`` batches per update."""
         return self.grad_accumulation
+
+    def refused_trainer_settings(self) -> dict[str, str]:
+        """Lightning can neither accumulate nor clip under manual optimization: the module's own settings."""
+        return {
+            "accumulate_grad_batches": "set model.params.grad_accumulation instead (the module accumulates itself)",
+            "gradient_clip_val": "set model.params.grad_clip instead (the module clips itself)",
+            "gradient_clip_algorithm": "model.params.grad_clip always clips the global norm",
+        }
 
     def official_total_updates(self) -> int:
         """The official cosine length: batches of a single-process training loader x max_epochs.
@@ -226,6 +226,7 @@ class VidTwinLightningModule(TrainingModule):
             rank_zero_info("DDP: enabling find_unused_parameters (two optimizers with separate backward passes)")
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()  # the EMA restarts here when the resumed checkpoint had none
         self._schedules = (
             build_lr_schedule(self.lr_scheduler_g, self.learning_rate, self.total_updates, self.official_total_updates),
             build_lr_schedule(self.lr_scheduler_d, self.learning_rate, self.total_updates, self.official_total_updates),
@@ -243,19 +244,7 @@ class VidTwinLightningModule(TrainingModule):
             return optimizers, None
         return optimizers[0], (optimizers[1] if len(optimizers) > 1 else None)
 
-    # ------------------------------------------------------------------ EMA
-    @contextmanager
-    def ema_scope(self) -> Iterator[None]:
-        """Run a block with the EMA weights in the autoencoder (no-op without EMA)."""
-        with self.ema.swapped_in(self.autoencoder) if self.ema is not None else nullcontext():
-            yield
-
     # ------------------------------------------------------------------ training
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """True when ``loss`` is finite on every process (so all ranks skip together under DDP)."""
-        bad = not bool(torch.isfinite(loss.detach()).all())
-        return not self.trainer.strategy.reduce_boolean_decision(bad, all=False)
-
     def training_step(self, batch: dict, batch_idx: int) -> None:
         video = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
         opt_g, opt_d = self._optimizers()
@@ -272,7 +261,7 @@ class VidTwinLightningModule(TrainingModule):
                                  last_layer=self.autoencoder.get_last_layer(), split="train")
         log.update(_quantization_log(latents, regularization_log, "train"))
         log["train/psnr"] = _batch_psnr(video, reconstruction)
-        finite = self._all_finite(ae_loss)
+        finite = self.loss_is_finite(ae_loss)
         if finite:
             self.manual_backward(ae_loss * scale)
         self.untoggle_optimizer(opt_g)
@@ -286,7 +275,7 @@ class VidTwinLightningModule(TrainingModule):
             disc_loss, disc_log = self.loss(regularization_log, video, reconstruction, 1, self.train_step,
                                             last_layer=None, split="train")
             log.update(disc_log)
-            finite = self._all_finite(disc_loss)
+            finite = self.loss_is_finite(disc_loss)
             if finite:
                 self.manual_backward(disc_loss * scale)
             self.untoggle_optimizer(opt_d)
@@ -340,10 +329,8 @@ class VidTwinLightningModule(TrainingModule):
                 self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
             opt.step()
             opt.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.autoencoder)
         lr_g, lr_d = self.current_learning_rates()
-        self.train_step += 1
+        self.complete_update()  # train_step and the EMA
         self._log_update(ae_loss, log, grad_norms, lr_g, lr_d)
 
     def _persistent_buffers(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -406,7 +393,7 @@ class VidTwinLightningModule(TrainingModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         video = batch["video"]  # (B, 3, T, H, W) in [-1, 1]
-        with self.ema_scope():
+        with self.ema_weights():
             reconstruction, latents = self.autoencoder(video, sample=False)  # (B, 3, T, H, W)
         _, log = self.loss(self.autoencoder.regularization_log(latents, self.train_step), video, reconstruction,
                            0, self.train_step, last_layer=None, split="val")
@@ -431,7 +418,7 @@ class VidTwinLightningModule(TrainingModule):
         was_training = self.autoencoder.training
         self.autoencoder.eval()
         try:
-            with self.ema_scope():
+            with self.ema_weights():
                 reconstruction, _ = self.autoencoder(video, sample=False)
         finally:
             self.autoencoder.train(was_training)
@@ -443,44 +430,23 @@ class VidTwinLightningModule(TrainingModule):
         return {"input": video, "reconstruction": self.reconstruct(video).to(video.dtype)}
 
     def summary_commands(self, run_dir: Path, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
-        """A ready ``inference.py reconstruct`` command on a video of the run's own data."""
+        """A ready ``vidtwin reconstruct`` command on a video of the run's own data."""
         from .run_report import example_video
 
-        q = shlex.quote
-        video = example_video(datamodule) or "VIDEO.mp4"
-        output = run_dir / "reconstructions"
-        return {"reconstruct": f"python inference.py reconstruct --config {q(str(config_path))} "
-                               f"--ckpt {q(str(checkpoint))} --input {q(video)} --output {q(str(output))}"}
+        video = example_video(datamodule) or Verbatim("VIDEO.mp4")
+        return {"reconstruct": command("reconstruct", "--config", config_path, "--ckpt", checkpoint, "--input", video,
+                                       "--output", run_dir / "reconstructions")}
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.ema is not None and self.ema.is_swapped_in:
-            raise RuntimeError("a checkpoint was requested while EMA weights were swapped in")
-        # Refuse to write NaN/inf weights: the last good checkpoint must stay the newest one on disk.
-        assert_finite_state(checkpoint["state_dict"], self.train_step)
-        super().on_save_checkpoint(checkpoint)  # train_step, lightning_steps_per_update
+        super().on_save_checkpoint(checkpoint)  # finite weights, train_step, EMA
         checkpoint[TRAINING_STATE_KEY]["nonfinite_total"] = self.nonfinite_total
-        if self.ema is not None:
-            checkpoint[EMA_STATE_KEY] = self.ema.export_state_dict(self.autoencoder)
-            checkpoint[TRAINING_STATE_KEY]["ema_num_updates"] = self.ema.num_updates
-            checkpoint[TRAINING_STATE_KEY]["ema_decay"] = self.ema.decay
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        super().on_load_checkpoint(checkpoint)  # train_step
-        state = checkpoint.get(TRAINING_STATE_KEY)
-        if state is None:
-            return
-        self.nonfinite_total = int(state.get("nonfinite_total", 0))
+        super().on_load_checkpoint(checkpoint)  # train_step, EMA
+        self.nonfinite_total = int((checkpoint.get(TRAINING_STATE_KEY) or {}).get("nonfinite_total", 0))
         self.nonfinite_streak = 0
         self._micro_batch = 0  # gradients of a partial accumulation window are not saved
-        if self.ema is not None:
-            self._reset_ema_after_load = not self.ema.load_from_checkpoint(
-                checkpoint, EMA_STATE_KEY, state.get("ema_num_updates", 0))
-
-    def on_train_start(self) -> None:
-        if self._reset_ema_after_load:
-            self.ema = EMA(self.autoencoder, self.ema.decay)
-            self._reset_ema_after_load = False
 
 
 def _batch_psnr(video: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ shows epochs, which a ``max_steps`` run does not have ("Epoch 37/-2"). Here the 
 updates, as the configs do (``lightning.trainer.max_steps``), and every run that started training
 ends with a summary: the run directory, the last checkpoint, the best value of the module's
 ``monitored_metric``, the TensorBoard command and the module's ready commands (the autoencoder's:
-``inference.py reconstruct``). Only the members of :class:`vidtwin.training.contract.TrainingModule`
+``vidtwin reconstruct``). Only the members of :class:`vidtwin.training.contract.TrainingModule`
 are used, so any model that follows the contract gets the same progress and summary.
 """
 
@@ -181,7 +181,7 @@ class RunRecorder(pl.Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self.started = time.monotonic()
-        self.monitored = getattr(pl_module, "monitored_metric", None)
+        self.monitored = pl_module.monitored_metric
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or self.monitored is None:
@@ -274,7 +274,7 @@ def run_summary(outcome: RunOutcome, run_dir: Path, record: Optional[RunRecorder
     if best_checkpoint is not None and best_checkpoint.best_model_path:
         lines.append(f"  best checkpoint: {best_checkpoint.best_model_path}")
     lines.append(f"  TensorBoard:     tensorboard --logdir {q(str(run_dir / 'tensorboard'))}")
-    if last is not None and hasattr(module, "summary_commands"):
+    if last is not None and module is not None:
         commands = module.summary_commands(run_dir, config_path or run_dir / "config.yaml", last, datamodule)
         lines += [f"  {label + ':':<16} {command}" for label, command in commands.items()]
     return "\n".join(lines)

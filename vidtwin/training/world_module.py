@@ -1,8 +1,8 @@
-"""Training the world model with ``train.py``: :class:`WorldLightningModule`.
+"""Training the world model with ``vidtwin train``: :class:`WorldLightningModule`.
 
-    python train.py --base configs/world/tiny_digits.yaml --name digits_world
+    vidtwin train --base world/tiny_digits --name digits_world
 
-The module reads the token dataset's manifest (``inference.py encode-dataset --actions-column``)
+The module reads the token dataset's manifest (``vidtwin encode-dataset --actions-column``)
 for the token grids, the FSQ levels and the action vocabulary, builds a
 :class:`~vidtwin.generation.world.WorldModel` of ``context_clips`` = K, and trains it with the
 MaskGIT loss on windows of K + 1 consecutive clips of one video
@@ -11,7 +11,7 @@ with AdamW, a linear warmup, optional gradient clipping and an EMA of the weight
 
 Checkpoints hold the model's weights (``world.*``), the EMA weights under ``ema_state_dict``, and
 under :data:`~vidtwin.generation.world_files.WORLD_CHECKPOINT_KEY` its config (with the action
-vocabulary) and the autoencoder it was trained with, so that ``scripts.play RUN_DIR`` needs
+vocabulary) and the autoencoder it was trained with, so that ``vidtwin play RUN_DIR`` needs
 nothing else. Every ``lightning.callbacks.samples.params.every_n_steps`` updates, the sample
 logger shows real windows next to rollouts from their first clip under the same actions, decoded
 by that autoencoder (with the EMA weights). Resume is exact at an epoch boundary: each update's
@@ -30,14 +30,15 @@ from ..config import ConfigError
 from ..generation.config import WorldModelConfig
 from ..generation.world import WorldModel
 from ..generation.world_files import WORLD_CHECKPOINT_KEY
+from ..hints import Verbatim, command
 from ..latents.dataset import LatentDataset
 from .latent_module import LatentModelModule, autoencoder_model_config, checked_autoencoder, dataset_model_config
-from .module import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
 NO_TOKENS = ("holds Gaussian (kl) latents, which have no tokens; the world model needs an FSQ autoencoder "
-             "(regularizer: fsq, e.g. configs/tiny_digits_fsq.yaml) and its encode-dataset output")
+             f"(regularizer: fsq, e.g. `{command('train', '--base', 'tiny_digits_fsq')}`) and its "
+             f"`{command('encode-dataset')}` output")
 
 
 def token_dataset_settings(dataset: str) -> dict:
@@ -49,7 +50,7 @@ def token_dataset_settings(dataset: str) -> dict:
     actions = getattr(data, "actions", None)
     if not actions:
         raise ConfigError(f"the latent dataset {dataset} has no actions; encode it with "
-                          "inference.py encode-dataset --actions-column COLUMN")
+                          f"`{command('encode-dataset', Verbatim('...'), '--actions-column', Verbatim('COLUMN'))}`")
     shapes = dataset_model_config(data).token_shapes()
     return {"token_shapes": {name: list(shape) for name, shape in shapes.items()},
             "structure_levels": list(data.codebook["structure"]), "dynamics_levels": list(data.codebook["dynamics"]),
@@ -67,14 +68,14 @@ class WorldLightningModule(LatentModelModule):
             gives; the data module's ``sequence_length`` must be ``context_clips`` (K) + 1, or
             ``start_window`` when that is set.
         autoencoder: ``{"config": YAML, "ckpt": checkpoint}`` of the FSQ autoencoder that encoded
-            the dataset: decodes the sample videos and is recorded for ``scripts.play``; None: no videos.
+            the dataset: decodes the sample videos and is recorded for ``vidtwin play``; None: no videos.
         learning_rate, weight_decay, betas: AdamW's; warmup_steps: linear warmup from 0.
         min_learning_rate: after the warmup, a half cosine from learning_rate down to this at the
             run's last update; None: learning_rate throughout.
         grad_clip: max global gradient norm, or None.
         ema_decay: EMA of the weights (e.g. 0.999), used for samples and rollouts; None: off.
         sample_temperature, sample_top_k: of the rollouts in the sample videos.
-        seed: of each update's context length and masks; None: the run's seed (``train.py --seed``).
+        seed: of each update's context length and masks; None: the run's seed (``vidtwin train --seed``).
     """
 
     model_attribute = "world"
@@ -119,9 +120,7 @@ class WorldLightningModule(LatentModelModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss = self.world.training_loss(batch, generator=self.update_random())
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"the world model's loss is {loss.item()} at update {self.train_step}; "
-                                     "lower model.params.learning_rate or set model.params.grad_clip, then resume")
+        self.stop_on_nonfinite_loss(loss, "the world model's loss")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["actions"]))
         return loss
 
@@ -154,11 +153,13 @@ class WorldLightningModule(LatentModelModule):
         return videos
 
     def summary_commands(self, run_dir: Path, config_path: Path, checkpoint: Path, datamodule: Any) -> dict[str, str]:
+        """A ready ``vidtwin play`` command: a rollout from a video of the run's data under six actions."""
         dataset = getattr(datamodule, "dataset", None)
         # The dataset records videos as its input named them (relative to a meta CSV's folder, for one).
-        start = next((video for video in getattr(dataset, "videos", None) or [] if Path(video).is_file()), "START.mp4")
-        return {"play": f"python -m scripts.play {run_dir} --start {start} --actions RRUULD "
-                        f"--output {run_dir / 'rollout.mp4'}"}
+        videos = getattr(dataset, "videos", None) or []
+        start = next((video for video in videos if Path(video).is_file()), Verbatim("START.mp4"))
+        return {"play": command("play", run_dir, "--start", start, "--actions", "RRUULD",
+                                "--output", run_dir / "rollout.mp4")}
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
