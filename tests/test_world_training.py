@@ -29,7 +29,7 @@ def test_the_world_model_trains_resumes_exactly_and_records_its_autoencoder(file
     assert main([*argv, "--name", "straight", "--base", str(config), "lightning.trainer.max_steps=6"]) == 0
     assert main([*argv, "--name", "split", "--base", str(config), "lightning.trainer.max_steps=3"]) == 0
     run = logs / "split"
-    assert f"python -m scripts.play {run} --start START.mp4 --actions RRUULD" in capsys.readouterr().out
+    assert f"vidtwin play {run} --start START.mp4 --actions RRUULD" in capsys.readouterr().out
 
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     entry = checkpoint["vidtwin_world_model"]
