@@ -1,4 +1,4 @@
-"""`inference.py encode-dataset` and `LatentDataset`: one process and two CPU processes write the
+"""`vidtwin encode-dataset` and `LatentDataset`: one process and two CPU processes write the
 same dataset, a SIGKILL'd job resumes to the uninterrupted result, clips equal `encode`'s latents,
 the dataset reads back into `decode`, and an FSQ model's dataset holds its integer tokens."""
 

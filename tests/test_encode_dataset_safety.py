@@ -1,4 +1,4 @@
-"""`inference.py encode-dataset` when the world is not kind: videos replaced between runs, two jobs
+"""`vidtwin encode-dataset` when the world is not kind: videos replaced between runs, two jobs
 on one output folder, SIGTERM and SIGUSR1 from a cluster, and a rank that dies. Signals are real
 signals sent to real processes."""
 

@@ -1,4 +1,4 @@
-"""`python inference.py` end to end with the tiny config and a checkpoint written here."""
+"""`vidtwin reconstruct`, `encode`, `decode` and `cross` end to end with the tiny config and a checkpoint written here."""
 
 import os
 import subprocess

@@ -58,7 +58,7 @@ def test_an_existing_run_is_refused_then_resumed_or_overwritten(tmp_path, capsys
 
     assert _train(tmp_path, "lightning.trainer.max_steps=3", "model.params.learning_rate=1e-5") == 2
     line = _error_line(capsys.readouterr().err)
-    assert f"python train.py --resume {run}" in line and "--overwrite" in line
+    assert f"vidtwin train --resume {run}" in line and "--overwrite" in line
     assert {p.name: p.stat().st_mtime_ns for p in (run / "checkpoints").iterdir()} == before
     assert (run / "config.yaml").read_text() == config_before
 
