@@ -109,6 +109,7 @@ def read_start_clip(path: Path, clip_size) -> tuple:
 
 def check_output(output: Path, start: Path, overwrite: bool) -> None:
     """Refuse an output that is not an .mp4 file name, is the start video, or exists without ``overwrite``."""
+    output = Path(output)
     if output.suffix.lower() != ".mp4":
         raise PlayError(f"--output {output} must end in .mp4")
     if output.exists() and output.resolve() == Path(start).resolve():
