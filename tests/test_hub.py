@@ -60,7 +60,7 @@ pinned = load_model(official_config, "hf://lab/finetuned@v1/model.safetensors")
 assert torch.equal(pinned.conv_in.weight, reference.conv_in.weight)
 
 # A repo with only the official Lightning file falls back to it (config given or the published one).
-official = VidTwin.from_pretrained("microsoft/vidtwin", config=official_config)
+official = VidTwin.from_pretrained("microsoft/vidtwin", config=reference.config)
 assert torch.equal(official.conv_in.weight, reference.conv_in.weight)
 assert torch.equal(load_model(official_config, "hf://microsoft/vidtwin").conv_in.weight, reference.conv_in.weight)
 

@@ -1,9 +1,12 @@
 """VidTwin: a video autoencoder with decoupled structure and dynamics latents.
 
-    from vidtwin import load_model
-    model = load_model("configs/vidtwin.yaml", "hf://microsoft/vidtwin")
+    from vidtwin import VidTwin
+    model = VidTwin.from_pretrained("microsoft/vidtwin")   # or a save_pretrained folder, a train.py run, a checkpoint
     latents = model.encode(video)          # video: (B, 3, 16, 224, 224) in [-1, 1]
     reconstruction = model.decode(latents)
+
+`load_model(config, checkpoint)` takes a config in either YAML dialect (a file, or a shipped name
+such as "vidtwin") with any checkpoint. `LatentGenerator` and `WorldModel` load and save the same way.
 
 The names below are imported on first use, so tools that only need `vidtwin.data` or
 `vidtwin.metrics` do not pay for importing the model code (transformers, timm).
@@ -21,6 +24,8 @@ _EXPORTS = {
     "VidTwinConfig": "vidtwin.models",
     "VidTwinLatents": "vidtwin.models",
     "VidTwinTokens": "vidtwin.models",
+    "LatentGenerator": "vidtwin.generation",
+    "WorldModel": "vidtwin.generation",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -11,7 +11,7 @@ References:
 `VidTwin.from_pretrained("OWNER/NAME[@REVISION]")` takes the same repo ids. Files come through
 huggingface_hub's cache; with `HF_HUB_OFFLINE=1` only cached files are used.
 
-Nothing here builds a model: `vidtwin.checkpoint` turns the files into models and models into
+Nothing here builds a model: `vidtwin.pretrained` turns the files into models and models into
 files, and uses this module for the Hub's side of both.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Optional, Tuple, Union
 
 from .errors import UserError
+from .hints import Verbatim, command
 
 # The two files of a save_pretrained folder, on disk and in a Hub repo.
 CONFIG_FILE = "config.json"
@@ -153,7 +154,7 @@ Compression: {{ latent_total }} numbers for {{ input_values }} input values, {{ 
 
 ## Load
 
-With the VidTwin code installed (from a clone: `pip install -e .`):
+With the `vidtwin` package installed:
 
 ```python
 from vidtwin import VidTwin
@@ -163,7 +164,7 @@ latents = model.encode(video)          # video: (B, 3, {{ frames }}, {{ height }
 reconstruction = model.decode(latents)
 ```
 
-or from the command line: `python inference.py reconstruct --ckpt hf://{{ repo_id }} --input clip.mp4 --output out/`.
+or from the command line: `RECONSTRUCT_COMMAND`.
 
 ## Config
 
@@ -171,14 +172,14 @@ or from the command line: `python inference.py reconstruct --ckpt hf://{{ repo_i
 {{ config_json }}
 ```
 """
+MODEL_CARD = MODEL_CARD.replace("RECONSTRUCT_COMMAND", command(
+    "reconstruct", "--ckpt", Verbatim("hf://{{ repo_id }}"), "--input", "clip.mp4", "--output", "out/"))
 CARD_TAGS = ["video", "autoencoder", "vidtwin"]
 
 
 def model_card(config, repo_id: str = "OWNER/NAME", **fields) -> str:
     """The model card (`README.md`) of a model with this `VidTwinConfig`: its latent shapes and
     compression, how to load it, and the config. ``fields`` override the template's values."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     rows = [(name, shape, math.prod(shape)) for name, shape in config.latent_shapes().items()]
     latent_total = sum(values for _, _, values in rows)
     input_values = config.in_channels * math.prod(config.input_size)
@@ -190,8 +191,16 @@ def model_card(config, repo_id: str = "OWNER/NAME", **fields) -> str:
         percent=f"{100 * latent_total / input_values:.3f}", ratio=f"{input_values / latent_total:.0f}",
         config_json=json.dumps(config.to_dict(), indent=2), repo_id=repo_id,
     )
-    card_data = ModelCardData(library_name="vidtwin", tags=CARD_TAGS)
-    return str(ModelCard.from_template(card_data=card_data, template_str=MODEL_CARD, **{**values, **fields}))
+    return render_model_card(MODEL_CARD, CARD_TAGS, values, fields)
+
+
+def render_model_card(template: str, tags, values: dict, fields: dict) -> str:
+    """A model card from a Jinja ``template`` with ``{{ card_data }}`` for the metadata; ``fields``
+    override ``values``. Every model's card (``PretrainedModel.model_card``) goes through here."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    card_data = ModelCardData(library_name="vidtwin", tags=list(tags))
+    return str(ModelCard.from_template(card_data=card_data, template_str=template, **{**values, **fields}))
 
 
 def upload_folder(folder: Union[str, Path], repo_id: str, *, commit_message: str = "Upload VidTwin model",
@@ -209,5 +218,5 @@ def upload_folder(folder: Union[str, Path], repo_id: str, *, commit_message: str
 
 __all__ = [
     "HubDownloadError", "OFFICIAL_REPO_ID", "OFFICIAL_CHECKPOINT_FILE", "download_checkpoint", "is_hub_reference",
-    "is_repo_id", "model_card", "parse_hub_reference", "resolve_hub_reference", "resolve_repo", "upload_folder",
+    "is_repo_id", "model_card", "parse_hub_reference", "render_model_card", "resolve_hub_reference", "resolve_repo", "upload_folder",
 ]

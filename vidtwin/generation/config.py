@@ -44,21 +44,31 @@ WORLD_SIZES: Dict[str, Dict[str, Any]] = {
 }
 
 
-class GeneratorConfigError(ValueError, UserError):
-    """A generator or world model setting that cannot be used; the message names it."""
+class LatentModelConfigError(ValueError, UserError):
+    """A setting of a latent model (generator or world model) that cannot be used; the message names it."""
+
+
+class GeneratorConfigError(LatentModelConfigError):
+    """A generator setting that cannot be used; the message names it."""
+
+
+class WorldModelConfigError(LatentModelConfigError):
+    """A world model setting that cannot be used; the message names it."""
 
 
 class _Settings:
-    """Size presets and the plain-dict round trip of a config dataclass (``SIZES``: its presets)."""
+    """Size presets and the plain-dict round trip of a config dataclass (``SIZES``: its presets;
+    ``KIND`` and ``ERROR``: its name in messages and the error it raises)."""
 
     SIZES: Dict[str, Dict[str, Any]] = {}
     KIND = "generator"
+    ERROR = GeneratorConfigError
 
     @classmethod
     def from_preset(cls, size: str, **settings):
         """A config of one of the class's size presets, with any other setting given."""
         if size not in cls.SIZES:
-            raise GeneratorConfigError(f"unknown {cls.KIND} size {size!r}; known: {', '.join(cls.SIZES)}")
+            raise cls.ERROR(f"unknown {cls.KIND} size {size!r}; known: {', '.join(cls.SIZES)}")
         return cls.from_dict({**cls.SIZES[size], **settings})
 
     def to_dict(self) -> dict:
@@ -70,20 +80,19 @@ class _Settings:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise GeneratorConfigError(f"unknown {cls.KIND} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            raise cls.ERROR(f"unknown {cls.KIND} setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         return cls(**values)
 
-    @staticmethod
-    def _three_latents(setting: str, shapes) -> Dict[str, List[int]]:
+    def _three_latents(self, setting: str, shapes) -> Dict[str, List[int]]:
         """``shapes`` (a config's grids per latent) as lists of ints, checked to name the three latents."""
         grids = {key: [int(n) for n in value] for key, value in dict(shapes).items()}
         if sorted(grids) != ["dynamics_x", "dynamics_y", "structure"]:
-            raise GeneratorConfigError(f"{setting} needs structure, dynamics_x and dynamics_y; got {sorted(grids)}")
+            raise self.ERROR(f"{setting} needs structure, dynamics_x and dynamics_y; got {sorted(grids)}")
         return grids
 
     def _check_heads(self) -> None:
         if self.hidden_size % self.num_heads != 0:
-            raise GeneratorConfigError(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
+            raise self.ERROR(f"hidden_size {self.hidden_size} is not divisible by num_heads={self.num_heads}")
 
 
 @dataclass
@@ -134,6 +143,7 @@ class WorldModelConfig(_Settings):
 
     SIZES = WORLD_SIZES
     KIND = "world model"
+    ERROR = WorldModelConfigError
 
     # Per-clip token grids of the FSQ autoencoder (VidTwinConfig.token_shapes()): structure
     # (Q, h_S, w_S), dynamics_x (T, w_D), dynamics_y (T, h_D).
@@ -165,17 +175,17 @@ class WorldModelConfig(_Settings):
         self.actions = [str(a) for a in self.actions]
         self._check_heads()
         if not self.actions or len(set(self.actions)) != len(self.actions):
-            raise GeneratorConfigError(f"actions must be distinct and at least one, got {self.actions}")
+            raise WorldModelConfigError(f"actions must be distinct and at least one, got {self.actions}")
         if not 0.0 <= float(self.context_noise) < 1.0:
-            raise GeneratorConfigError(f"context_noise must lie in [0, 1), got {self.context_noise}")
+            raise WorldModelConfigError(f"context_noise must lie in [0, 1), got {self.context_noise}")
         if self.context_clips < 1 or self.decoding_steps < 1:
-            raise GeneratorConfigError(f"context_clips and decoding_steps must be >= 1, got {self.context_clips}, "
-                                       f"{self.decoding_steps}")
+            raise WorldModelConfigError(f"context_clips and decoding_steps must be >= 1, got {self.context_clips}, "
+                                        f"{self.decoding_steps}")
         if self.start_window and self.start_window < self.context_clips + 2:
-            raise GeneratorConfigError(f"start_window must be 0 (off) or at least context_clips + 2 = "
-                                       f"{self.context_clips + 2} clips, got {self.start_window}: shorter windows "
-                                       "never hold a start clip that has left the last context_clips clips")
+            raise WorldModelConfigError(f"start_window must be 0 (off) or at least context_clips + 2 = "
+                                        f"{self.context_clips + 2} clips, got {self.start_window}: shorter windows "
+                                        "never hold a start clip that has left the last context_clips clips")
 
 
-__all__ = ["GENERATOR_SIZES", "GeneratorConfig", "GeneratorConfigError", "TINY_LATENT_SHAPES", "TINY_TOKEN_SHAPES",
-           "WORLD_SIZES", "WorldModelConfig"]
+__all__ = ["GENERATOR_SIZES", "GeneratorConfig", "GeneratorConfigError", "LatentModelConfigError", "TINY_LATENT_SHAPES",
+           "TINY_TOKEN_SHAPES", "WORLD_SIZES", "WorldModelConfig", "WorldModelConfigError"]

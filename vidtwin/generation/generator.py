@@ -15,6 +15,7 @@ inverted (in ``sample``): callers always see latents in the autoencoder's own sc
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -22,6 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..hints import Verbatim, command
+from ..pretrained import ModelFormat, PretrainedModel, render_model_card
 from .config import GeneratorConfig
 from .flow import flow_matching_loss, guided_velocity, logit_normal_times, solve_flow
 from .normalization import LatentNormalization, LatentScaler
@@ -37,13 +40,58 @@ class GeneratorSampleError(ValueError, UserError):
     """A sampling request that cannot be served (labels out of range, a class-less model asked for a class)."""
 
 
-class LatentGenerator(nn.Module):
+# config.json of a save_pretrained folder: {"format": "vidtwin-generator", "format_version": 1,
+# "generator": GeneratorConfig dict, "autoencoder": {"config", "ckpt"}}; a train.py checkpoint holds
+# the same under "vidtwin_generator" (vidtwin.training.generator_module writes it), the weights under
+# "generator." and the EMA weights under "ema_state_dict".
+GENERATOR_FORMAT = ModelFormat(
+    name="vidtwin-generator", version=1, kind="generator", config_key="generator", config_class=GeneratorConfig,
+    state_prefix="generator.", checkpoint_key="vidtwin_generator", records_autoencoder=True,
+    other_hint="is it an autoencoder's or a world model's? Load those with VidTwin / WorldModel.from_pretrained "
+               "(an autoencoder's checkpoint goes to --ckpt)",
+    upload_message="Upload VidTwin latent generator",
+)
+
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# VidTwin latent generator
+
+A class-conditional flow-matching transformer over the latents of a
+[VidTwin](https://arxiv.org/abs/2412.17726) video autoencoder ({{ depth }} blocks, width {{ hidden }},
+{{ tokens }} tokens per clip, {{ classes }} classes). Decode its samples with the autoencoder it was trained on.
+
+```python
+from vidtwin.generation import LatentGenerator
+
+generator = LatentGenerator.from_pretrained("{{ repo_id }}")
+latents = generator.sample([0, 1], steps=50, guidance=2.0, seed=0)
+```
+
+or from the command line (videos, decoded by the autoencoder its `config.json` names): `GENERATE_COMMAND`.
+
+## Config
+
+```json
+{{ config_json }}
+```
+""".replace("GENERATE_COMMAND", command("generate", "--generator", Verbatim("hf://{{ repo_id }}"), "--all-classes",
+                                        "--output", "samples/"))
+CARD_TAGS = ["video", "vidtwin", "latent-generator", "flow-matching"]
+
+
+class LatentGenerator(PretrainedModel, nn.Module):
     """Flow-matching transformer over packed VidTwin latents (see :mod:`vidtwin.generation`).
 
     Latents in and out are dicts (or ``VidTwinLatents``) of ``structure`` ``(B, d_S, Q, h_S, w_S)``,
     ``dynamics_x`` ``(B, d_D, T, w_D)`` and ``dynamics_y`` ``(B, d_D, T, h_D)``, in the autoencoder's
     scale. Labels are int64 ``(B,)`` in ``[0, num_classes)``; ``num_classes`` itself means "no class".
+    ``from_pretrained`` loads a ``save_pretrained`` folder, a train.py run folder or checkpoint
+    (EMA weights when stored) or a Hub repo (see :mod:`vidtwin.pretrained`).
     """
+
+    pretrained_format = GENERATOR_FORMAT
 
     def __init__(self, config: Optional[GeneratorConfig] = None):
         super().__init__()
@@ -175,25 +223,17 @@ class LatentGenerator(nn.Module):
         return self.scaler.denormalize(self.packing.unpack(packed))
 
     # ------------------------------------------------------------------------ files
-    # Thin entry points: loading and saving live in vidtwin.generation.files (imported when called).
-    @classmethod
-    def from_pretrained(cls, name_or_path, **kwargs) -> "LatentGenerator":
-        """A ``save_pretrained`` folder, Hub repo id or ``hf://`` reference; see :func:`vidtwin.generation.files.from_pretrained`."""
-        from .files import from_pretrained
+    # from_pretrained, save_pretrained and push_to_hub come from PretrainedModel (vidtwin.pretrained).
+    def pretrained_config(self) -> dict:
+        self.config.normalization = self.normalization.to_dict()  # the buffers may have been loaded since
+        return self.config.to_dict()
 
-        return from_pretrained(name_or_path, **kwargs)
-
-    def save_pretrained(self, save_directory, **kwargs):
-        """``config.json``, ``model.safetensors`` and a model card; see :func:`vidtwin.generation.files.save_pretrained`."""
-        from .files import save_pretrained
-
-        return save_pretrained(self, save_directory, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload this generator to the Hub repo ``repo_id``; see :func:`vidtwin.generation.files.push_to_hub`."""
-        from .files import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
+    def model_card(self, repo_id: str = "OWNER/NAME", **fields) -> str:
+        """The model card (``README.md``): size, tokens, classes, how to load, the config."""
+        values = dict(depth=self.config.depth, hidden=self.config.hidden_size, tokens=self.packing.num_tokens,
+                      classes=self.config.num_classes, config_json=json.dumps(self.config.to_dict(), indent=2),
+                      repo_id=repo_id)
+        return render_model_card(MODEL_CARD, CARD_TAGS, values, fields)
 
 
 def sample(generator: LatentGenerator, labels=None, **options) -> Dict[str, torch.Tensor]:
@@ -201,4 +241,4 @@ def sample(generator: LatentGenerator, labels=None, **options) -> Dict[str, torc
     return generator.sample(labels, **options)
 
 
-__all__ = ["LatentGenerator", "GeneratorSampleError", "sample", "DEFAULT_STEPS", "DEFAULT_GUIDANCE"]
+__all__ = ["LatentGenerator", "GeneratorSampleError", "GENERATOR_FORMAT", "sample", "DEFAULT_STEPS", "DEFAULT_GUIDANCE"]

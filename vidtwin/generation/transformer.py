@@ -72,7 +72,7 @@ class Attention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))  # (B, N, C)
 
 
-class GeneratorBlock(nn.Module):
+class ModulatedBlock(nn.Module):
     """x + gate * Attention(modulate(LN(x))), then the same with an MLP (tanh GELU)."""
 
     def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
@@ -94,7 +94,7 @@ class GeneratorBlock(nn.Module):
 
 
 class ModulatedTransformer(nn.Module):
-    """A stack of :class:`GeneratorBlock` s and a final adaLN-modulated LayerNorm, under one
+    """A stack of :class:`ModulatedBlock` s and a final adaLN-modulated LayerNorm, under one
     condition vector per sample.
 
     forward(x (B, N, hidden), condition (B, hidden), attention_mask as in :class:`Attention`) -> (B, N, hidden).
@@ -103,7 +103,7 @@ class ModulatedTransformer(nn.Module):
 
     def __init__(self, hidden_size: int, depth: int, num_heads: int, mlp_ratio: float):
         super().__init__()
-        self.blocks = nn.ModuleList(GeneratorBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        self.blocks = nn.ModuleList(ModulatedBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
         self.final_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
         for name, module in self.named_modules():
@@ -155,4 +155,7 @@ def transformer_flops(num_tokens: int, token_dims, hidden_size: int, depth: int,
     return embed + heads + depth * (attention + mlp) + conditioning
 
 
-__all__ = ["ConditionedTransformer", "ModulatedTransformer", "GeneratorBlock", "TimestepEmbedding", "ClassEmbedding", "transformer_flops"]
+# The name of 640498a, when only the generator used these blocks; the world model shares them.
+GeneratorBlock = ModulatedBlock
+
+__all__ = ["ConditionedTransformer", "ModulatedTransformer", "ModulatedBlock", "TimestepEmbedding", "ClassEmbedding", "transformer_flops"]

@@ -49,7 +49,8 @@ stays: after 1,500 updates the factorized model's loss was higher (3.30 against 
 the last 1,000 updates) and neither kept the digit above chance (docs/benchmarks.md, "Moving
 Digits world model").
 
-**Conditioning.** The blocks are the generator's adaLN-Zero blocks; their condition vector is a
+**Conditioning.** The blocks are adaLN-Zero blocks (:class:`~vidtwin.generation.transformer.ModulatedBlock`,
+as in the generator); their condition vector is a
 learned constant, since the actions are per clip and enter as tokens. The constant keeps the
 adaLN-Zero start (every block the identity) and gives each block a learned norm scale and gate.
 
@@ -72,6 +73,7 @@ Token layouts (int64, values in ``[0, prod(levels))``): ``structure`` ``(B, n, Q
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
@@ -81,6 +83,8 @@ from torch import nn
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..hints import Verbatim, command
+from ..pretrained import ModelFormat, PretrainedModel, render_model_card
 from .config import WorldModelConfig
 from .packing import LatentPacking, latent_dict, sincos_position_embedding
 from .transformer import ModulatedTransformer
@@ -117,8 +121,54 @@ def digits_to_codes(digits: Sequence[torch.Tensor], levels: Sequence[int]) -> to
     return codes
 
 
-class WorldModel(nn.Module):
-    """MaskGIT transformer over windows of FSQ-token clips with one action per clip (see the module docstring)."""
+# config.json of a save_pretrained folder: {"format": "vidtwin-world-model", "format_version": 1,
+# "world_model": WorldModelConfig dict (the action vocabulary included), "autoencoder": {"config",
+# "ckpt"}}, so that `vidtwin play` needs nothing else; a train.py checkpoint holds the same under
+# "vidtwin_world_model", the weights under "world." and the EMA weights under "ema_state_dict".
+WORLD_FORMAT = ModelFormat(
+    name="vidtwin-world-model", version=1, kind="world model", config_key="world_model", config_class=WorldModelConfig,
+    state_prefix="world.", checkpoint_key="vidtwin_world_model", records_autoencoder=True,
+    other_hint="is it a generator's or an autoencoder's? Give a world model's run folder, checkpoint or saved folder",
+    upload_message="Upload VidTwin world model",
+)
+WORLD_CHECKPOINT_KEY = WORLD_FORMAT.checkpoint_key
+
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# VidTwin world model
+
+An action-conditioned MaskGIT transformer over the FSQ tokens of a
+[VidTwin](https://arxiv.org/abs/2412.17726) video autoencoder ({{ depth }} blocks, width {{ hidden }},
+{{ tokens }} tokens per clip, {{ context }} clips of context, actions {{ actions }}). Decode its
+clips with the autoencoder it was trained on.
+
+```python
+from vidtwin.generation import WorldModel
+
+world = WorldModel.from_pretrained("{{ repo_id }}")
+clips = world.rollout(start_tokens, actions=[[0, 1, 1]], seed=0)   # one predicted clip per action
+```
+
+or from the command line (decoded by the autoencoder its `config.json` names): `PLAY_COMMAND`.
+
+## Config
+
+```json
+{{ config_json }}
+```
+""".replace("PLAY_COMMAND", command("play", Verbatim("hf://{{ repo_id }}"), "--start", Verbatim("START.mp4"),
+                                    "--actions", Verbatim("{{ example_actions }}"), "--output", "rollout.mp4"))
+CARD_TAGS = ["video", "vidtwin", "world-model", "maskgit"]
+
+
+class WorldModel(PretrainedModel, nn.Module):
+    """MaskGIT transformer over windows of FSQ-token clips with one action per clip (see the module
+    docstring). ``from_pretrained`` loads a ``save_pretrained`` folder, a train.py run folder or
+    checkpoint (EMA weights when stored) or a Hub repo (see :mod:`vidtwin.pretrained`)."""
+
+    pretrained_format = WORLD_FORMAT
 
     def __init__(self, config: Optional[WorldModelConfig] = None):
         super().__init__()
@@ -154,7 +204,7 @@ class WorldModel(nn.Module):
         self.register_buffer("position_embedding", positions, persistent=False)  # (N, hidden), from the config
         group_of = torch.cat([torch.full((n,), index) for index, n in enumerate(self.group_tokens)])
         self.register_buffer("group_of_token", group_of, persistent=False)  # (N,) 0 structure, 1 dynamics
-        # Training and `generate` read these; the files record them (vidtwin.generation.world_files).
+        # The autoencoder the tokens came from ({"config", "ckpt"}); training and `play` read it, the files record it.
         self.autoencoder_files: Optional[dict] = None
         # Any load_state_dict of an older release's names (train.py resumes rename them earlier, in
         # WorldLightningModule.upgrade_checkpoint, so that --resume's key check sees the new names).
@@ -169,6 +219,15 @@ class WorldModel(nn.Module):
             if old in state and new not in state:
                 state[new] = state.pop(old)
         return state
+
+    def model_card(self, repo_id: str = "OWNER/NAME", **fields) -> str:
+        """The model card (``README.md``): size, tokens, actions, how to load, the config."""
+        actions = self.config.actions
+        values = dict(depth=self.config.depth, hidden=self.config.hidden_size, tokens=self.tokens_per_clip,
+                      context=self.config.context_clips, actions=" ".join(actions),
+                      example_actions="".join(actions[:3]) if all(len(a) == 1 for a in actions) else actions[0],
+                      config_json=json.dumps(self.config.to_dict(), indent=2), repo_id=repo_id)
+        return render_model_card(MODEL_CARD, CARD_TAGS, values, fields)
 
     # ------------------------------------------------------------------------ tokens and actions
     @property
@@ -486,5 +545,5 @@ class Rollout:
         return {name: value[:, 0] for name, value in self.model.unpack_clips(clip[:, None]).items()}
 
 
-__all__ = ["WorldModel", "WorldModelConfig", "WorldModelError", "Rollout", "cosine_mask_ratio", "digits_to_codes",
-           "level_digits"]
+__all__ = ["WORLD_CHECKPOINT_KEY", "WORLD_FORMAT", "WorldModel", "WorldModelConfig", "WorldModelError", "Rollout",
+           "cosine_mask_ratio", "digits_to_codes", "level_digits"]

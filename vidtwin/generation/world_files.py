@@ -1,13 +1,11 @@
-"""Loading and saving the world model, through the generator's file functions (:mod:`.files`).
+"""The world model's files as functions: the module-level spellings of ``WorldModel``'s methods.
 
-    model = load_world_model("logs/digits_world")        # a train.py run, checkpoint or save_pretrained folder
+    model = load_world_model("logs/digits_world")        # a train.py run, checkpoint, saved folder or Hub repo
     save_world_model(model, "digits_world/")             # config.json + model.safetensors
 
-``config.json`` holds ``{"format": "vidtwin-world-model", "format_version": 1, "world_model":
-WorldModelConfig dict, "autoencoder": {"config", "ckpt"}}``: the action vocabulary is part of the
-config, and the autoencoder record names the files the tokens came from, so that ``scripts.play``
-needs nothing else. A ``train.py`` checkpoint holds the same under :data:`WORLD_CHECKPOINT_KEY`,
-the weights under ``world.`` and the EMA weights under ``ema_state_dict``. Every load is strict.
+The format (``config.json``'s ``"vidtwin-world-model"``, the checkpoint entry
+:data:`WORLD_CHECKPOINT_KEY`) is declared beside the model, as ``WORLD_FORMAT`` in
+:mod:`vidtwin.generation.world`; loading and saving are :class:`vidtwin.pretrained.PretrainedModel`'s.
 """
 
 from __future__ import annotations
@@ -15,25 +13,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Union
 
+from ..hub import CONFIG_FILE
+from ..pretrained import config_from_dict, read_config_json
 from .config import WorldModelConfig
-from .files import ModelFormat, load_generator, write_pretrained
-from .world import WorldModel
-
-WORLD_CHECKPOINT_KEY = "vidtwin_world_model"
-WORLD_FORMAT = ModelFormat("vidtwin-world-model", 1, "world model", "world_model", WORLD_CHECKPOINT_KEY, "world.",
-                           WorldModelConfig, WorldModel,
-                           "is it a generator's or an autoencoder's folder? Give a world model's run directory")
+from .world import WORLD_CHECKPOINT_KEY, WORLD_FORMAT, WorldModel
 
 
 def load_world_model(reference: Union[str, Path], device="cpu") -> WorldModel:
-    """A world model from a ``train.py`` run directory, one of its checkpoints (EMA weights when
-    stored), a ``save_pretrained`` folder or a Hub repo id, in eval mode."""
-    return load_generator(reference, device, fmt=WORLD_FORMAT)
+    """``WorldModel.from_pretrained(reference, device)``: a ``train.py`` run folder, one of its
+    checkpoints (EMA weights when stored), a ``save_pretrained`` folder or a Hub repo id, in eval mode."""
+    return WorldModel.from_pretrained(reference, device)
 
 
 def save_world_model(model: WorldModel, directory: Union[str, Path]) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` into ``directory``, each complete or absent."""
-    return write_pretrained(model, directory, fmt=WORLD_FORMAT)
+    """Write ``config.json`` and ``model.safetensors`` into ``directory``, each complete or absent
+    (``model.save_pretrained`` also writes the model card)."""
+    return model.write_pretrained(directory)
 
 
-__all__ = ["WORLD_CHECKPOINT_KEY", "WORLD_FORMAT", "load_world_model", "save_world_model"]
+def read_world_config(directory: Union[str, Path]) -> WorldModelConfig:
+    """The :class:`WorldModelConfig` stored in a ``save_pretrained`` folder's ``config.json``."""
+    return config_from_dict(WORLD_FORMAT, read_config_json(directory, WORLD_FORMAT)[WORLD_FORMAT.config_key],
+                            Path(directory) / CONFIG_FILE)
+
+
+__all__ = ["WORLD_CHECKPOINT_KEY", "WORLD_FORMAT", "load_world_model", "read_world_config", "save_world_model"]

@@ -7,12 +7,16 @@ Module names are the official checkpoint's, so an official state_dict loads with
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
 from einops import rearrange
 from torch import nn
 
+from ..hub import model_card
+from ..pretrained import RUN_CONFIG_FILE, ModelFormat, PretrainedModel, config_from_dict, read_run_config
+from ..state_dict_io import CheckpointError, load_autoencoder_state_dict, read_checkpoint_state_dict, split_state_dict
 from .config import LATENT_NAMES, VidTwinConfig
 from .qformer import TemporalQFormer
 from .regularizers import build_regularizer
@@ -77,13 +81,24 @@ def _stride2_convs(channels: int, count: int, grow: bool) -> Tuple[nn.Sequential
     return nn.Sequential(*layers), channels
 
 
-class VidTwin(nn.Module):
+# config.json of a save_pretrained folder: {"format": "vidtwin", "format_version": 1, "autoencoder": {...}}.
+AUTOENCODER_FORMAT = ModelFormat(
+    name="vidtwin", version=1, kind="autoencoder", config_key="autoencoder", config_class=VidTwinConfig,
+    state_prefix="autoencoder.",
+    other_hint="a generator's or world model's folder loads with LatentGenerator / WorldModel.from_pretrained",
+)
+
+
+class VidTwin(PretrainedModel, nn.Module):
     """Video autoencoder with decoupled structure and dynamics latents.
 
     Build with a `VidTwinConfig` or its fields as keyword arguments. Videos are (B, 3, T, H, W) in
-    [-1, 1] with (T, H, W) == `input_size`. Loading and saving live in `vidtwin.checkpoint`;
-    `from_pretrained`, `save_pretrained` and `push_to_hub` below are its familiar entry points.
+    [-1, 1] with (T, H, W) == `input_size`. `VidTwin.from_pretrained` loads a save_pretrained
+    folder, a train.py run folder, a checkpoint (with `config=`, or inside its run folder) or a Hub
+    repo; `save_pretrained` and `push_to_hub` write this project's format (`vidtwin.pretrained`).
     """
+
+    pretrained_format = AUTOENCODER_FORMAT
 
     def __init__(self, config: Optional[VidTwinConfig] = None, **kwargs) -> None:
         super().__init__()
@@ -286,26 +301,52 @@ class VidTwin(nn.Module):
         return self.decode(latents), latents
 
     # ------------------------------------------------------------------ loading and saving
-    # The implementations live in vidtwin.checkpoint, which builds this class from files; it is
-    # imported when one of these is called, so that the model code imports no loader.
+    # from_pretrained, save_pretrained and push_to_hub come from PretrainedModel (vidtwin.pretrained);
+    # these hooks say what is the autoencoder's own: its training checkpoints record no config (the
+    # run's config.yaml does), official checkpoints use official names, and a Hub repo may hold
+    # just the official Lightning file.
     @classmethod
-    def from_pretrained(cls, name_or_path, **kwargs) -> "VidTwin":
-        """A `save_pretrained` folder, Hub repo id or `hf://` reference; see `vidtwin.checkpoint.from_pretrained`."""
-        from ..checkpoint import from_pretrained
+    def _config_argument(cls, config) -> VidTwinConfig:
+        if isinstance(config, (str, Path, list, tuple)):  # YAML files: their dialects are vidtwin.config's
+            raise CheckpointError(f"config={config!r}: VidTwin.from_pretrained takes a VidTwinConfig or a dict of its "
+                                  "fields; load with a YAML config (either dialect) by vidtwin.load_model(CONFIG, REFERENCE)")
+        return super()._config_argument(config)
 
-        return from_pretrained(name_or_path, **kwargs)
+    @classmethod
+    def _read_checkpoint(cls, path, run_dir, config, ema, allow_unsafe_pickle):
+        if config is None:
+            if run_dir is None:
+                raise CheckpointError(
+                    f"{path} records no model config: give config=..., load its train.py run folder or a "
+                    "save_pretrained folder, or use vidtwin.load_model(CONFIG, CHECKPOINT) for a YAML config")
+            config = cls._run_config(run_dir)
+        state = read_checkpoint_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle, use_ema=ema)
+        autoencoder_state, _, other = split_state_dict(state)
+        autoencoder_state.update(other)  # training-only `loss.*` tensors are skipped; anything else unknown is an error
+        return config, autoencoder_state, None
 
-    def save_pretrained(self, save_directory, **kwargs):
-        """`config.json`, `model.safetensors` and a model card; see `vidtwin.checkpoint.save_pretrained`."""
-        from ..checkpoint import save_pretrained
+    @classmethod
+    def _run_config(cls, run_dir) -> VidTwinConfig:
+        """The autoencoder settings of a train.py run: ``model.params.autoencoder`` of its config.yaml."""
+        settings = ((read_run_config(run_dir).get("model") or {}).get("params") or {}).get("autoencoder")
+        if not isinstance(settings, dict):
+            raise CheckpointError(f"{run_dir / RUN_CONFIG_FILE} has no model.params.autoencoder: not an autoencoder "
+                                  "run (a generator's or world model's loads with LatentGenerator / WorldModel)")
+        return config_from_dict(cls.pretrained_format, settings, run_dir / RUN_CONFIG_FILE)
 
-        return save_pretrained(self, save_directory, **kwargs)
+    @classmethod
+    def _config_for_repo_file(cls, reference) -> VidTwinConfig:
+        return VidTwinConfig()  # the official file of a repo: the published architecture
 
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload this model to the Hub repo `repo_id`; see `vidtwin.checkpoint.push_to_hub`."""
-        from ..checkpoint import push_to_hub
+    def load_weights(self, state, source="checkpoint") -> None:
+        """Strictly load official-named weights (see `vidtwin.state_dict_io.load_autoencoder_state_dict`)."""
+        try:
+            load_autoencoder_state_dict(self, state)
+        except CheckpointError as error:
+            raise CheckpointError(f"{source}: {error}") from None
 
-        return push_to_hub(self, repo_id, **kwargs)
+    def model_card(self, repo_id: str = "OWNER/NAME", **fields) -> str:
+        return model_card(self.config, repo_id, **fields)
 
     # ------------------------------------------------------------------ checks
     def _check_video(self, video: torch.Tensor) -> None:

@@ -40,6 +40,8 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from ..atomic_io import atomic_path, atomic_write_text, is_temp_name
 from ..errors import UserError
 from ..hints import command
+# The newest-readable-checkpoint rule, shared with every model's loading of a run folder.
+from ..pretrained import checkpoint_update, newest_valid_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -142,36 +144,6 @@ class ResumePoint:
     update: int  # autoencoder updates the checkpoint holds (train_step)
 
 
-def _read_update(path: Path) -> int:
-    """The update count stored in a checkpoint; raises when the file is not a whole checkpoint."""
-    from .contract import TRAINING_STATE_KEY
-
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # header only
-    return int(checkpoint[TRAINING_STATE_KEY]["train_step"])
-
-
-def newest_valid_checkpoint(folder: Path) -> tuple[Path, int]:
-    """``(checkpoint, update)`` of the readable checkpoint with the most updates in ``folder``.
-
-    Unreadable files are skipped with a warning; raises UserError when none is readable.
-    """
-    candidates = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith(".") and p.is_file())
-    best: Optional[tuple[int, float, Path]] = None
-    for path in candidates:
-        try:
-            update = _read_update(path)
-        except Exception as error:  # truncated zip, foreign pickle, missing keys: all mean "not usable"
-            logger.warning("skipping %s: not a complete training checkpoint (%s: %s)", path, type(error).__name__,
-                           " ".join(str(error).split())[:200])
-            continue
-        key = (update, path.stat().st_mtime, path)
-        best = key if best is None or key[:2] > best[:2] else best
-    if best is None:
-        found = f"none of its {len(candidates)} .ckpt files is readable" if candidates else "it holds no .ckpt file"
-        raise UserError(f"cannot resume from {folder}: {found}; start a new run with --base")
-    return best[2], best[0]
-
-
 def remove_stale_temp_files(folder: Path) -> None:
     """Delete the temporary files that killed saves left in ``folder`` (a resumed run's checkpoints).
 
@@ -199,7 +171,7 @@ def resolve_resume(resume: str) -> ResumePoint:
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"--resume {resume}: no config.yaml in {run_dir}, the run directory of that checkpoint")
         try:
-            checkpoint, update = path, _read_update(path)
+            checkpoint, update = path, checkpoint_update(path)
         except Exception as error:  # see newest_valid_checkpoint
             raise UserError(f"--resume {resume}: not a complete training checkpoint ({type(error).__name__}: "
                             f"{' '.join(str(error).split())[:200]})") from None

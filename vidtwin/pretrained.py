@@ -1,0 +1,364 @@
+"""One save/load stack for the three models: the autoencoder (`VidTwin`), the latent generator
+(`LatentGenerator`) and the world model (`WorldModel`).
+
+Each model class mixes in :class:`PretrainedModel` and declares its :class:`ModelFormat`; the mixin
+gives it ``from_pretrained``, ``save_pretrained`` and ``push_to_hub``. A model loads from
+
+- a ``save_pretrained`` folder: ``config.json`` (``{"format": NAME, "format_version": N, CONFIG_KEY:
+  {...}}``, checked to be this format in a version this code reads) + ``model.safetensors``;
+- a ``train.py`` run folder: its newest readable checkpoint, by :func:`newest_valid_checkpoint`,
+  the rule ``--resume`` uses too;
+- a checkpoint file (EMA weights when it stores them, unless ``ema=False``);
+- a Hub repo id (``owner/name[@revision]``) or ``hf://`` reference, through the Hub cache.
+
+Every load is strict (a missing, unexpected or mis-shaped key is an error naming the keys) and
+unpickles nothing but tensors unless ``allow_unsafe_pickle=True``.
+
+Layers: this module reads files through :mod:`vidtwin.state_dict_io` and the Hub through
+:mod:`vidtwin.hub`, and imports no model and no Lightning; the model modules import it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
+
+import torch
+
+from .atomic_io import atomic_path, atomic_write_text
+from .hints import Verbatim, command
+from .hub import (
+    CONFIG_FILE, WEIGHTS_FILE, is_hub_reference, is_repo_id, parse_hub_reference, render_model_card, upload_folder,
+)
+from .state_dict_io import (
+    CheckpointError, check_state_dict, load_checkpoint_object, read_checkpoint_state_dict, resolve_pretrained_location,
+)
+
+logger = logging.getLogger(__name__)
+
+# A train.py run folder: RUN/config.yaml and RUN/checkpoints/*.ckpt.
+RUN_CONFIG_FILE = "config.yaml"
+RUN_CHECKPOINTS = "checkpoints"
+MODEL_CARD_FILE = "README.md"
+# Entries of a train.py checkpoint that every training module writes (vidtwin.training.contract,
+# vidtwin.training.ema); defined here so that reading them needs no Lightning.
+TRAINING_STATE_KEY = "vidtwin_training"  # {"train_step": updates, ...}
+EMA_STATE_KEY = "ema_state_dict"  # the EMA weights, the model's own names (no module prefix)
+
+PathLike = Union[str, Path]
+
+
+# ---------------------------------------------------------------------------- the newest readable checkpoint
+def checkpoint_update(path: PathLike) -> int:
+    """The update count a train.py checkpoint stores; raises when the file is not a whole checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # header only
+    return int(checkpoint[TRAINING_STATE_KEY]["train_step"])
+
+
+def newest_valid_checkpoint(folder: PathLike, purpose: str = "resume from",
+                            advice: Optional[str] = None) -> Tuple[Path, int]:
+    """``(checkpoint, update)`` of the readable checkpoint with the most updates in ``folder``
+    (a run's ``checkpoints/``); ties go to the newer file.
+
+    Unreadable files (truncated by a kill or a full disk) are skipped with a warning; raises
+    CheckpointError "cannot PURPOSE FOLDER: ..." when none is readable. Both ``train.py --resume``
+    and every model's loading of a run folder take this rule.
+    """
+    folder = Path(folder)
+    candidates = sorted(p for p in folder.glob("*.ckpt") if not p.name.startswith(".") and p.is_file())
+    best: Optional[Tuple[int, float, Path]] = None
+    for path in candidates:
+        try:
+            update = checkpoint_update(path)
+        except Exception as error:  # truncated zip, foreign pickle, missing keys: all mean "not usable"
+            logger.warning("skipping %s: not a complete training checkpoint (%s: %s)", path, type(error).__name__,
+                           " ".join(str(error).split())[:200])
+            continue
+        key = (update, path.stat().st_mtime, path)
+        best = key if best is None or key[:2] > best[:2] else best
+    if best is None:
+        found = f"none of its {len(candidates)} .ckpt files is readable" if candidates else "it holds no .ckpt file"
+        advice = advice or f"start a new run with {command('train', '--base', Verbatim('CONFIG'))}"
+        raise CheckpointError(f"cannot {purpose} {folder}: {found}; {advice}")
+    return best[2], best[0]
+
+
+def is_run_directory(path: Path) -> bool:
+    """A train.py run folder (and not a save_pretrained folder, which has a config.json)."""
+    return path.is_dir() and not (path / CONFIG_FILE).is_file() and (
+        (path / RUN_CHECKPOINTS).is_dir() or (path / RUN_CONFIG_FILE).is_file())
+
+
+def run_directory_of(checkpoint: Path) -> Optional[Path]:
+    """The run folder that holds ``checkpoint`` in its ``checkpoints/``, or None."""
+    run = checkpoint.parent.parent
+    return run if checkpoint.parent.name == RUN_CHECKPOINTS and (run / RUN_CONFIG_FILE).is_file() else None
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """The run's ``config.yaml`` as plain containers, interpolations resolved."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / RUN_CONFIG_FILE
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as error:  # OmegaConf and YAML raise many types
+        raise CheckpointError(f"cannot read the run's config {path}: {' '.join(str(error).split())}") from None
+
+
+# ---------------------------------------------------------------------------- formats
+@dataclass(frozen=True)
+class ModelFormat:
+    """How one model class is stored: names in ``config.json`` and in train.py checkpoints."""
+
+    name: str  # config.json "format"
+    version: int  # the newest format_version this code reads and writes
+    kind: str  # in messages: "autoencoder", "generator", "world model"
+    config_key: str  # the config.json entry holding the model config
+    config_class: Any  # from_dict(values) -> config; to_dict() on the way back
+    state_prefix: str  # the training module's attribute holding the model, with a dot
+    other_hint: str  # what to do when a folder holds something else
+    # The train.py checkpoint entry {"config": ..., "autoencoder": ...} of a model that records its
+    # config there (the latent models); None: the config comes from the run's config.yaml.
+    checkpoint_key: Optional[str] = None
+    # config.json and checkpoints also record {"config", "ckpt"} of the autoencoder whose latents
+    # the model was trained on (the attribute ``autoencoder_files``).
+    records_autoencoder: bool = False
+    upload_message: str = "Upload VidTwin model"
+
+
+def read_config_json(directory: PathLike, fmt: ModelFormat) -> dict:
+    """The whole ``config.json`` of a save_pretrained folder, checked to be ``fmt`` in a version
+    this code reads (a folder of another library or model, or of a newer release, is refused)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no {CONFIG_FILE}: it is not a {fmt.kind} save_pretrained folder "
+                              "(give the folder that save_pretrained wrote, a train.py run folder or a checkpoint)")
+    try:
+        values = json.loads(path.read_text())
+    except ValueError as error:
+        raise CheckpointError(f"{path} is not valid JSON: {error}") from None
+    found = values.get("format") if isinstance(values, dict) else None
+    if found != fmt.name or not isinstance(values.get(fmt.config_key), dict):
+        raise CheckpointError(f"{path} is not a VidTwin {fmt.kind} config: its format is {found!r}, not "
+                              f"{fmt.name!r}; {fmt.other_hint}")
+    version = values.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version > fmt.version:
+        raise CheckpointError(f"{path} has format_version {version!r}; this code reads versions up to "
+                              f"{fmt.version}: update the vidtwin package to load it")
+    return values
+
+
+def config_from_dict(fmt: ModelFormat, values: Any, where: Any):
+    """``fmt.config_class.from_dict(values)``, any refusal as one CheckpointError naming ``where``."""
+    if isinstance(values, fmt.config_class):
+        return values
+    if not isinstance(values, Mapping):
+        raise CheckpointError(f"{where}: expected a {fmt.config_class.__name__} or a dict of its fields, got "
+                              f"{type(values).__name__}")
+    try:
+        return fmt.config_class.from_dict(dict(values))
+    except (ValueError, TypeError, KeyError, AttributeError) as error:  # the config classes' own errors are ValueErrors
+        raise CheckpointError(f"{where}: not a {fmt.kind} config ({error})") from None
+
+
+def training_weights(checkpoint: Mapping, path: Path, prefix: str, ema: Optional[bool]) -> Dict[str, torch.Tensor]:
+    """The model's weights in a train.py checkpoint: its EMA weights when stored (``ema=None``)
+    or asked for (``ema=True``), else its ``state_dict`` entries under ``prefix``, stripped."""
+    if ema is not False and isinstance(checkpoint.get(EMA_STATE_KEY), dict):
+        return dict(checkpoint[EMA_STATE_KEY])
+    if ema:
+        raise CheckpointError(f"{path} stores no EMA weights ({EMA_STATE_KEY})")
+    return {key[len(prefix):]: value for key, value in checkpoint.get("state_dict", {}).items()
+            if key.startswith(prefix)}
+
+
+# ---------------------------------------------------------------------------- the mixin
+class PretrainedModel:
+    """``from_pretrained`` / ``save_pretrained`` / ``push_to_hub`` for a model class (an
+    ``nn.Module`` with a ``config``) that declares ``pretrained_format``.
+
+    Hooks a class may override: :meth:`_read_checkpoint` (a checkpoint file -> config and
+    weights; the default reads a train.py checkpoint that records the config under
+    ``checkpoint_key``), :meth:`_config_for_repo_file` (the config of a Hub repo that holds one
+    file), :meth:`load_weights` (the strict load), :meth:`pretrained_config` (what ``config.json``
+    stores) and :meth:`model_card`.
+    """
+
+    pretrained_format: ClassVar[ModelFormat]
+
+    # ------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, name_or_path: PathLike, device: Union[str, torch.device] = "cpu", *, config=None,
+                        ema: Optional[bool] = None, allow_unsafe_pickle: bool = False, revision: Optional[str] = None,
+                        cache_dir: Optional[str] = None):
+        """Load a model, with strict key checking, in eval mode on ``device``.
+
+        name_or_path: a ``save_pretrained`` folder, a ``train.py`` run folder (its newest readable
+            checkpoint), a checkpoint file, a Hub repo id (``owner/name[@revision]``) or an
+            ``hf://owner/name[@revision][/file]`` reference. A local path wins over a repo id of
+            the same spelling.
+        config: the model config to use instead of the one the files record (a config object or
+                a dict of its fields); needed for a bare weights file outside a run folder.
+        ema: the EMA weights of a training checkpoint: None when stored, True required, False never.
+        allow_unsafe_pickle: unpickle any Python object of a trusted ``.ckpt``.
+        """
+        fmt = cls.pretrained_format
+        if config is not None:
+            config = cls._config_argument(config)
+        reference = str(name_or_path)
+        local = Path(reference)
+        options = dict(config=config, ema=ema, allow_unsafe_pickle=allow_unsafe_pickle)
+        if not is_hub_reference(reference) and local.is_dir():
+            if is_run_directory(local):
+                checkpoint, update = newest_valid_checkpoint(
+                    local / RUN_CHECKPOINTS, f"load a {fmt.kind} from the run",
+                    "give a checkpoint file or a save_pretrained folder instead")
+                logger.info("loading %s (update %d)", checkpoint, update)
+                model = cls._from_checkpoint(checkpoint, run_dir=local, **options)
+            else:
+                model = cls._from_folder(local, config)
+        elif not is_hub_reference(reference) and local.is_file():
+            model = cls._from_checkpoint(local, run_dir=run_directory_of(local), **options)
+        elif is_hub_reference(reference) or is_repo_id(reference):
+            location = resolve_pretrained_location(reference, revision, cache_dir)
+            if location.is_dir():
+                model = cls._from_folder(location, config)
+            else:  # one file: the one the reference names, or the repo's official Lightning file
+                if config is None and parse_hub_reference(reference)[2] is None:
+                    config = cls._config_for_repo_file(reference)
+                model = cls._from_checkpoint(location, run_dir=None, **{**options, "config": config})
+        else:
+            raise CheckpointError(f"checkpoint not found: {reference} is no train.py run folder, checkpoint file or "
+                                  f"save_pretrained folder of a {fmt.kind}, nor a Hub repo id (owner/name)")
+        return model.to(device).eval()
+
+    @classmethod
+    def _from_folder(cls, directory: Path, config=None):
+        """A save_pretrained folder; ``config`` replaces the one of its config.json."""
+        fmt = cls.pretrained_format
+        values = {} if config is not None else read_config_json(directory, fmt)
+        if config is None:
+            config = config_from_dict(fmt, values[fmt.config_key], directory / CONFIG_FILE)
+        state = read_checkpoint_state_dict(directory)
+        return cls._built(config, state, directory, values.get("autoencoder"))
+
+    @classmethod
+    def _from_checkpoint(cls, path: Path, run_dir: Optional[Path], config, ema: Optional[bool],
+                         allow_unsafe_pickle: bool):
+        config, state, autoencoder = cls._read_checkpoint(path, run_dir, config, ema, allow_unsafe_pickle)
+        return cls._built(config, state, path, autoencoder)
+
+    @classmethod
+    def _built(cls, config, state: Mapping[str, torch.Tensor], source, autoencoder: Optional[dict] = None):
+        model = cls(config)
+        model.load_weights(state, source)
+        if cls.pretrained_format.records_autoencoder:
+            model.autoencoder_files = autoencoder
+        return model
+
+    # ------------------------------------------------------------------------ hooks
+    @classmethod
+    def _config_argument(cls, config):
+        """``from_pretrained``'s ``config`` as a config object (given as one, or as a dict of its fields)."""
+        return config_from_dict(cls.pretrained_format, config, "config")
+
+    @classmethod
+    def _read_checkpoint(cls, path: Path, run_dir: Optional[Path], config, ema: Optional[bool],
+                         allow_unsafe_pickle: bool) -> Tuple[Any, Dict[str, torch.Tensor], Optional[dict]]:
+        """(config, weights, autoencoder record) of a checkpoint file. This default reads a
+        train.py checkpoint that records the model's config under ``checkpoint_key``, or, with
+        ``config`` given, a ``.safetensors`` file of the weights."""
+        fmt = cls.pretrained_format
+        if path.suffix == ".safetensors":
+            if config is None:
+                raise CheckpointError(f"{path} holds weights only: give the {fmt.kind}'s config (config=...)")
+            return config, read_checkpoint_state_dict(path), None
+        checkpoint = load_checkpoint_object(path, allow_unsafe_pickle)
+        entry = checkpoint.get(fmt.checkpoint_key)
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{path} is not a checkpoint of the {fmt.kind} (no {fmt.checkpoint_key} entry); "
+                                  f"{fmt.other_hint}")
+        if config is None:
+            config = config_from_dict(fmt, entry.get("config"), path)
+        return config, training_weights(checkpoint, path, fmt.state_prefix, ema), entry.get("autoencoder")
+
+    @classmethod
+    def _config_for_repo_file(cls, reference: str):
+        """The config for the single file a Hub repo without ``config.json`` offers."""
+        fmt = cls.pretrained_format
+        raise CheckpointError(f"{reference} holds no {fmt.kind} ({CONFIG_FILE} + {WEIGHTS_FILE}); {fmt.other_hint}")
+
+    def upgrade_state_dict(self, state: Dict[str, torch.Tensor], prefix: str = "") -> Dict[str, torch.Tensor]:
+        """Rename, in ``state``, the names of an older release (none by default); returns ``state``."""
+        return state
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], source: Any = "checkpoint") -> None:
+        """Strictly load ``state`` into this model; an error names ``source`` and every bad key."""
+        state = self.upgrade_state_dict(dict(state))
+        try:
+            check_state_dict(state, self.state_dict(), "checkpoint", f"the {self.pretrained_format.kind} config")
+        except CheckpointError as error:
+            raise CheckpointError(f"{source}: {error}") from None
+        self.load_state_dict(state, strict=True)
+
+    def pretrained_config(self) -> dict:
+        """The model config as ``config.json`` stores it."""
+        return self.config.to_dict()
+
+    def model_card(self, repo_id: str = "OWNER/NAME", **fields) -> str:
+        """The model card (``README.md``) that ``save_pretrained`` writes and ``push_to_hub`` uploads."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------ saving and sharing
+    def write_pretrained(self, directory: PathLike) -> Path:
+        """Write ``config.json`` + ``model.safetensors``; each file appears only when complete."""
+        from safetensors.torch import save_file
+
+        fmt = self.pretrained_format
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_FILE) as temp:
+            save_file(weights, str(temp), metadata={"format": fmt.name, "format_version": str(fmt.version)})
+        values = {"format": fmt.name, "format_version": fmt.version, fmt.config_key: self.pretrained_config()}
+        if fmt.records_autoencoder and getattr(self, "autoencoder_files", None):
+            values["autoencoder"] = self.autoencoder_files
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(values, indent=2))
+        return directory
+
+    def save_pretrained(self, save_directory: PathLike, *, repo_id: Optional[str] = None, push_to_hub: bool = False,
+                        model_card_kwargs: Optional[dict] = None, **push_kwargs):
+        """Write ``config.json``, ``model.safetensors`` and the model card ``README.md`` (kept when
+        the folder already has one) into ``save_directory``, each complete or absent. With
+        ``push_to_hub=True`` also upload them to ``repo_id`` (default: the folder's name) and
+        return the commit's URL."""
+        directory = self.write_pretrained(save_directory)
+        card = directory / MODEL_CARD_FILE
+        if not card.exists():
+            atomic_write_text(card, self.model_card(repo_id or "OWNER/NAME", **(model_card_kwargs or {})))
+        if push_to_hub:
+            push_kwargs.setdefault("commit_message", self.pretrained_format.upload_message)
+            return upload_folder(directory, repo_id or directory.name, **push_kwargs)
+        return None
+
+    def push_to_hub(self, repo_id: str, *, model_card_kwargs: Optional[dict] = None, **upload_kwargs) -> str:
+        """Upload ``config.json``, ``model.safetensors`` and the model card to the Hub repo
+        ``repo_id`` (created if needed) in one commit; returns the commit's URL. Keyword
+        arguments: ``commit_message``, ``private``, ``token``, ``branch``, ``create_pr`` and those
+        of ``HfApi.upload_folder``."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, repo_id=repo_id, model_card_kwargs=model_card_kwargs)
+            upload_kwargs.setdefault("commit_message", self.pretrained_format.upload_message)
+            return upload_folder(folder, repo_id, **upload_kwargs)
+
+
+__all__ = [
+    "EMA_STATE_KEY", "MODEL_CARD_FILE", "ModelFormat", "PretrainedModel", "RUN_CHECKPOINTS", "RUN_CONFIG_FILE",
+    "TRAINING_STATE_KEY", "checkpoint_update", "config_from_dict", "is_run_directory", "newest_valid_checkpoint",
+    "read_config_json", "read_run_config", "render_model_card", "run_directory_of", "training_weights",
+]
