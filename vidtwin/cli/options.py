@@ -46,13 +46,18 @@ def add_allow_other_weights(parser: argparse.ArgumentParser) -> None:
                         help="decode latent files encoded with other weights of the same config")
 
 
+def add_device(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """``--device`` in the ``runtime`` group (returned, for a command's other runtime options)."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available); default auto")
+    return group
+
+
 def add_runtime(parser: argparse.ArgumentParser, device: bool = True, dtype: bool = True, batch_clips: int = 1,
                 batch_clips_help: str = "model inputs (clips or tiles) per forward pass") -> None:
     """``--device``, ``--dtype``, ``--batch-clips`` and ``--quiet``; a command that has its own way of
     placing the model (encode-dataset's ``--accelerator``) or one precision (fvd) leaves them out."""
-    group = parser.add_argument_group("runtime")
-    if device:
-        group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available); default auto")
+    group = add_device(parser) if device else parser.add_argument_group("runtime")
     if dtype:
         group.add_argument(
             "--dtype", default="auto", choices=DTYPE_CHOICES,

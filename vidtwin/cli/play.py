@@ -28,7 +28,7 @@ import torch
 
 from ..generation.player import PlayError, WorldPlayer, check_output, play_actions, read_start_clip
 from ..inference.outputs import claim_outputs
-from .options import add_model, add_overwrite
+from .options import add_device, add_model, add_overwrite
 
 ARROWS = {"A": "U", "B": "D", "C": "R", "D": "L"}  # the final byte of ESC [ A .. ESC [ D
 QUIT_KEYS = {"q", "Q", "\x03", "\x04"}  # q, Ctrl-C, Ctrl-D
@@ -40,8 +40,7 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the likeliest codes")
     group.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes only")
     add_model(parser, required=False)  # the FSQ autoencoder; default: the one the world model records
-    group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when available); default auto")
+    add_device(parser)
 
 
 def check_sampling(args: argparse.Namespace) -> None:
