@@ -1,6 +1,7 @@
-"""train.py trains the latent generator: statistics fitted in one pass before the first update,
+"""vidtwin train trains the latent generator: statistics fitted in one pass before the first update,
 sample videos per class decoded by the recorded autoencoder, a checkpoint that names both, and a
-resume that continues exactly where an uninterrupted run goes."""
+resume that continues exactly where an uninterrupted run goes, with Lightning's gradient
+accumulation too."""
 
 import pytest
 import torch
@@ -117,6 +118,22 @@ def test_a_resume_anywhere_in_an_epoch_continues_with_the_uninterrupted_runs_bat
     assert main(["--logdir", str(logs), "--seed", "5", "--resume", str(logs / "split"), "lightning.trainer.max_steps=6"]) == 0
     resumed, straight = _state(logs / "split/checkpoints/last.ckpt"), _state(logs / "straight/checkpoints/last.ckpt")
     assert resumed["vidtwin_training"]["train_step"] == straight["vidtwin_training"]["train_step"] == 6
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+
+def test_lightning_accumulates_gradients_for_the_generator_and_a_resume_stays_exact(files, tmp_path):
+    """Two batches of 4 clips per update (Lightning's accumulate_grad_batches): the resumed run
+    starts at batch train_step * batches_per_update, where the uninterrupted run went on."""
+    config = generator_config(tmp_path / "gen.yaml", files / "latents", None, max_steps=1)
+    logs = tmp_path / "logs"
+    argv = ["--logdir", str(logs), "--seed", "5", "data.params.batch_size=4", "lightning.trainer.accumulate_grad_batches=2"]
+    assert main([*argv, "--name", "straight", "--base", str(config), "lightning.trainer.max_steps=3"]) == 0
+    assert main([*argv, "--name", "split", "--base", str(config)]) == 0
+    assert main(["--logdir", str(logs), "--seed", "5", "--resume", str(logs / "split"), "lightning.trainer.max_steps=3"]) == 0
+    resumed, straight = _state(logs / "split/checkpoints/last.ckpt"), _state(logs / "straight/checkpoints/last.ckpt")
+    assert resumed["vidtwin_training"]["train_step"] == straight["vidtwin_training"]["train_step"] == 3
+    assert straight["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]["completed"] == 6  # 2 batches per update
     for key, value in straight["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
 

@@ -1,6 +1,8 @@
-"""The training contract is all a new model needs: train.py trains a stub TrainingModule of a few
-lines (tests/_training_utils.py) with its run directory, progress bar, sample videos, summary and
-an exact resume, and refuses a model that does not follow the contract."""
+"""The training contract is all a new model needs: vidtwin train trains a stub TrainingModule of a
+few lines (tests/_training_utils.py) with its run directory, progress bar, sample videos, summary
+and an exact resume, and refuses a model that does not follow the contract. The contract's shared
+pieces work for any module: update counting under Lightning's gradient accumulation, the trainer
+settings each kind of module refuses, the EMA in checkpoints, and the stop on a non-finite loss."""
 
 from types import SimpleNamespace
 
@@ -153,7 +155,8 @@ def test_the_trainer_settings_each_kind_of_module_refuses(tmp_path):
     # The generator and the world model accumulate through Lightning but clip themselves.
     latent = LatentModelModule()
     assert build_trainer_kwargs(accumulate, latent)["accumulate_grad_batches"] == 4
-    with pytest.raises(UsageError, match="gradient_clip_val does not apply to LatentModelModule: set model.params.grad_clip"):
+    with pytest.raises(UsageError,
+                       match="gradient_clip_val does not apply to LatentModelModule: set model.params.grad_clip"):
         build_trainer_kwargs(clip, latent)
     # The autoencoder optimizes manually: both are its own settings.
     autoencoder = VidTwinLightningModule.__new__(VidTwinLightningModule)

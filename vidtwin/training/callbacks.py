@@ -1,7 +1,8 @@
 """Training callbacks: sample-video logging, the periodic / final checkpoints, checkpoint safety.
 
-All step intervals here count autoencoder updates (``pl_module.train_step``), not Lightning's
-``global_step`` (which advances once per optimizer, i.e. twice per update).
+All step intervals here count updates (``pl_module.train_step``), not Lightning's
+``global_step`` (which advances once per optimizer stepped: twice per update of the autoencoder
+with its discriminator).
 """
 
 from __future__ import annotations

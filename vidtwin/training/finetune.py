@@ -1,7 +1,7 @@
 """Initialising a training run from existing weights, and freezing parameters by name.
 
 ``model.params.ckpt_path`` may name an official VidTwin ``.ckpt``, a checkpoint written by
-``train.py``, a bare state_dict, a ``.safetensors`` file or a ``save_pretrained`` directory. What
+``vidtwin train``, a bare state_dict, a ``.safetensors`` file or a ``save_pretrained`` directory. What
 the file holds is loaded; what it lacks keeps its fresh initialisation and is reported:
 
 * the autoencoder, strictly (every key must be present unless dropped by ``ignore_keys``);

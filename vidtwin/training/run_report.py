@@ -254,7 +254,7 @@ def example_video(datamodule: Any) -> Optional[str]:
 def run_summary(outcome: RunOutcome, run_dir: Path, record: Optional[RunRecorder] = None,
                 best_checkpoint: Optional[ModelCheckpoint] = None, datamodule: Any = None, module: Any = None,
                 config_path: Optional[Path] = None) -> str:
-    """The closing summary of a run, as printed by train.py (several lines, no trailing newline).
+    """The closing summary of a run, as printed by ``vidtwin train`` (several lines, no trailing newline).
 
     ``module.summary_commands`` (see the training contract) adds its commands once a checkpoint
     exists; ``config_path`` is the run's newest config (default ``run_dir/config.yaml``).

@@ -3,7 +3,7 @@
 SLURM and Kubernetes send SIGTERM some seconds before they kill a job (SLURM sends SIGUSR1 first
 with ``--signal=USR1@SECONDS``, for a requeue). :class:`StopOnSignal` turns either signal into a
 stop at the next update boundary: every process of the run agrees on that update (one small
-all-reduce per update), ``last.ckpt`` is written with that update complete, and train.py exits
+all-reduce per update), ``last.ckpt`` is written with that update complete, and ``vidtwin train`` exits
 with 128 + the signal number (143 for SIGTERM) and one line saying how to resume. A resume then
 loses nothing: the checkpoint holds the update the signal interrupted.
 
@@ -113,7 +113,7 @@ def protect_data_workers(datamodule: Any) -> None:
 class StopOnSignal(pl.Callback):
     """Stops training at the first update boundary after SIGTERM or SIGUSR1, with ``checkpoint_path`` written.
 
-    :meth:`install` (train.py calls it before ``fit``) sets the handlers; they are set again when
+    :meth:`install` (``vidtwin train`` calls it before ``fit``) sets the handlers; they are set again when
     training starts, because Lightning replaces the SIGTERM handler when ``fit`` begins. The
     handler only records the signal: the checkpoint is written from the training loop, where the
     module is consistent. :meth:`uninstall` restores the previous handlers.
