@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidtwin.generation import load_world_model
-from vidtwin.cli.train import main
+from vidtwin.cli import train_main as main
 
 from world_helpers import encode_game_tokens, make_play_files, world_training_config
 
@@ -58,7 +58,7 @@ def test_windows_of_another_length_than_the_context_are_refused_in_one_line(file
     config = world_training_config(tmp_path / "world.yaml", files / "tokens")
     assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config),
                  "data.params.sequence_length=2"]) == 2
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vidtwin train: error:")]
     assert "sequence_length is 2" in line and "set sequence_length: 3" in line
 
 
@@ -70,7 +70,7 @@ def test_a_start_window_model_trains_on_windows_of_its_length_and_world_loss_sco
     config = world_training_config(tmp_path / "world.yaml", files / "tokens")
     argv = ["--logdir", str(tmp_path / "logs"), "--base", str(config), "model.params.world.start_window=4"]
     assert main([*argv, "--name", "short"]) == 2  # windows of K + 1 = 3 clips
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vidtwin train: error:")]
     assert "sequence_length is 3" in line and "start_window 4" in line and "set sequence_length: 4" in line
     assert main([*argv, "--name", "run", "data.params.sequence_length=4"]) == 0
     run = tmp_path / "logs" / "run"
@@ -116,7 +116,7 @@ def test_the_learning_rate_can_decay_along_a_cosine_to_its_floor(files, tmp_path
     checkpoint = torch.load(tmp_path / "logs" / "decay" / "checkpoints" / "last.ckpt", weights_only=False)
     assert checkpoint["lr_schedulers"][0]["_last_lr"][0] == pytest.approx(1e-4)  # the floor at the last update
     assert main([*argv, "--name", "above", "model.params.min_learning_rate=0.01"]) == 2
-    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train.py: error:")]
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vidtwin train: error:")]
     assert "min_learning_rate must lie in [0, learning_rate = 0.001]" in line
 
 

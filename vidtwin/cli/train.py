@@ -425,7 +425,7 @@ def failure_types() -> tuple:
     """Errors that end a started run with exit code 1: its data or numbers failed, not the command line."""
     from ..data import TooManyBadVideosError, VideoReadError
     from ..training.callbacks import NonFiniteStateError
-    from ..training.module import NonFiniteLossError
+    from ..training.contract import NonFiniteLossError
     from ..training.signals import PeerProcessDied
 
     return (NonFiniteLossError, NonFiniteStateError, TooManyBadVideosError, VideoReadError, CheckpointWriteError,
