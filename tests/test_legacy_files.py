@@ -69,8 +69,8 @@ def _check_generator(model, reference, tag):
 
 def test_the_generator_of_640498a_loads_from_its_run_checkpoint_and_saved_folder(reference):
     run = FILES / "generator_run"
-    for model in (LatentGenerator.from_pretrained(run), load_generator(run),
-                  load_generator(run / "checkpoints" / "last.ckpt"), LatentGenerator.from_pretrained(FILES / "generator_pretrained")):
+    for model in (LatentGenerator.from_pretrained(run), load_generator(run), load_generator(run / "checkpoints" / "last.ckpt"),
+                  LatentGenerator.from_pretrained(FILES / "generator_pretrained")):
         _check_generator(model, reference, "ema")
     _check_generator(LatentGenerator.from_pretrained(run / "checkpoints" / "last.ckpt", ema=False), reference, "raw")
     assert LatentGenerator.from_pretrained(FILES / "generator_pretrained").config.class_names == ["left", "right"]

@@ -218,5 +218,6 @@ def upload_folder(folder: Union[str, Path], repo_id: str, *, commit_message: str
 
 __all__ = [
     "HubDownloadError", "OFFICIAL_REPO_ID", "OFFICIAL_CHECKPOINT_FILE", "download_checkpoint", "is_hub_reference",
-    "is_repo_id", "model_card", "parse_hub_reference", "render_model_card", "resolve_hub_reference", "resolve_repo", "upload_folder",
+    "is_repo_id", "model_card", "parse_hub_reference", "render_model_card", "resolve_hub_reference", "resolve_repo",
+    "upload_folder",
 ]

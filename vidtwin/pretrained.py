@@ -163,7 +163,7 @@ def config_from_dict(fmt: ModelFormat, values: Any, where: Any):
     try:
         return fmt.config_class.from_dict(dict(values))
     except (ValueError, TypeError, KeyError, AttributeError) as error:  # the config classes' own errors are ValueErrors
-        raise CheckpointError(f"{where}: not a {fmt.kind} config ({error})") from None
+        raise CheckpointError(f"{where} holds no valid {fmt.kind} config ({error})") from None
 
 
 def training_weights(checkpoint: Mapping, path: Path, prefix: str, ema: Optional[bool]) -> Dict[str, torch.Tensor]:

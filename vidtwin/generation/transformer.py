@@ -158,4 +158,5 @@ def transformer_flops(num_tokens: int, token_dims, hidden_size: int, depth: int,
 # The name of 640498a, when only the generator used these blocks; the world model shares them.
 GeneratorBlock = ModulatedBlock
 
-__all__ = ["ConditionedTransformer", "ModulatedTransformer", "ModulatedBlock", "TimestepEmbedding", "ClassEmbedding", "transformer_flops"]
+__all__ = ["ConditionedTransformer", "ModulatedTransformer", "ModulatedBlock", "TimestepEmbedding", "ClassEmbedding",
+           "transformer_flops"]

@@ -329,7 +329,8 @@ class VidTwin(PretrainedModel, nn.Module):
     def _run_config(cls, run_dir) -> VidTwinConfig:
         """The autoencoder settings of a train.py run: ``model.params.autoencoder`` of its config.yaml."""
         settings = ((read_run_config(run_dir).get("model") or {}).get("params") or {}).get("autoencoder")
-        if not isinstance(settings, dict):
+        # A latent model's run names its autoencoder's files there ({"config", "ckpt"}), not its settings.
+        if not isinstance(settings, dict) or (settings and set(settings) <= {"config", "ckpt"}):
             raise CheckpointError(f"{run_dir / RUN_CONFIG_FILE} has no model.params.autoencoder: not an autoencoder "
                                   "run (a generator's or world model's loads with LatentGenerator / WorldModel)")
         return config_from_dict(cls.pretrained_format, settings, run_dir / RUN_CONFIG_FILE)
