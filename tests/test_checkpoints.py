@@ -136,7 +136,7 @@ HUB_SCRIPT = """
 import sys, torch
 from vidtwin import VidTwin, load_model
 model = load_model(sys.argv[1], "hf://microsoft/vidtwin")
-same = VidTwin.from_pretrained("microsoft/vidtwin", config=sys.argv[1])
+same = VidTwin.from_pretrained("microsoft/vidtwin", config=model.config)
 reference = load_model(sys.argv[1], sys.argv[2])
 assert torch.equal(model.conv_in.weight, reference.conv_in.weight)
 assert torch.equal(same.conv_in.weight, reference.conv_in.weight)
