@@ -166,6 +166,22 @@ def tiny_model():
     return load_model(TINY_CONFIG)
 
 
+@pytest.fixture(scope="session")
+def labelled_latents(tmp_path_factory) -> Path:
+    """A folder with ``tiny.pt`` (the tiny config's weights at seed 0) and ``latents/``, a labelled
+    latent dataset of that autoencoder (generation_helpers.write_labelled_dataset): written once for
+    the generator's training and sampling tests, which only read it (copy it to change it)."""
+    from vidtwin import load_model
+    from generation_helpers import write_labelled_dataset
+
+    root = tmp_path_factory.mktemp("labelled_latents")
+    with torch.random.fork_rng():  # the session fixture leaves the tests' random state alone
+        torch.manual_seed(0)
+        torch.save(load_model(TINY_CONFIG).state_dict(), root / "tiny.pt")
+    write_labelled_dataset(root / "latents", root / "tiny.pt")
+    return root
+
+
 def rotated_copy(source: Path, target: Path, degrees: int, hflip: bool = False) -> Path:
     """A copy of the MP4 ``source`` whose display matrix shows it turned ``degrees`` counter-clockwise
     (then mirrored left-right with ``hflip``), as phones record portrait videos.

@@ -13,19 +13,18 @@ from vidtwin.cli import main as inference_main
 from vidtwin.cli import train_main
 
 from conftest import TINY_CONFIG
-from generation_helpers import CLASSES, generator_config, write_labelled_dataset
+from generation_helpers import CLASSES, generator_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, labelled_latents):
     """A generator trained for 2 updates through train.py, recording the tiny autoencoder."""
     root = tmp_path_factory.mktemp("generate")
-    torch.manual_seed(0)
-    torch.save(load_model(TINY_CONFIG).state_dict(), root / "tiny.pt")
-    write_labelled_dataset(root / "latents", root / "tiny.pt")
-    config = generator_config(root / "gen.yaml", root / "latents", root / "tiny.pt")
+    # The shared dataset (conftest.py) and, under this run's folder where the tests look for it, its autoencoder.
+    (root / "tiny.pt").symlink_to(labelled_latents / "tiny.pt")
+    config = generator_config(root / "gen.yaml", labelled_latents / "latents", root / "tiny.pt")
     assert train_main(["--logdir", str(root / "logs"), "--name", "gen", "--base", str(config),
                        "lightning.callbacks.samples=null"]) == 0
     return root

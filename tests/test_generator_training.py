@@ -6,24 +6,20 @@ accumulation too."""
 import pytest
 import torch
 
-from vidtwin import load_model
 from vidtwin.generation import LatentNormalization
 from vidtwin.latents.dataset import LatentDataset
 from vidtwin.cli import train_main as main
 
 from conftest import REPO, TINY_CONFIG
-from generation_helpers import CLASSES, generator_config, write_labelled_dataset
+from generation_helpers import CLASSES, generator_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("generator_training")
-    torch.manual_seed(0)
-    torch.save(load_model(TINY_CONFIG).state_dict(), root / "tiny.pt")
-    write_labelled_dataset(root / "latents", root / "tiny.pt")
-    return root
+def files(labelled_latents):
+    """``tiny.pt`` and its labelled ``latents/``, shared with test_generate_cli.py (conftest.py)."""
+    return labelled_latents
 
 
 def _state(path):
