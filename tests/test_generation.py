@@ -406,10 +406,10 @@ def test_an_attention_mask_keeps_tokens_from_seeing_the_masked_ones():
     assert not torch.allclose(block(x, condition)[:, :4], block(changed, condition)[:, :4])
 
 
-def test_the_generator_loads_and_saves_through_its_files_module_not_a_mixin(tmp_path, monkeypatch):
+def test_the_generator_saves_and_uploads_through_the_shared_stack_not_the_hub_mixin(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from vidtwin.generation import files
+    from vidtwin import pretrained
 
     assert not isinstance(tiny_generator(), huggingface_hub.ModelHubMixin)
     generator = with_random_weights(tiny_generator())
@@ -417,7 +417,7 @@ def test_the_generator_loads_and_saves_through_its_files_module_not_a_mixin(tmp_
     card = (tmp_path / "gen" / "README.md").read_text()
     assert "library_name: vidtwin" in card and 'LatentGenerator.from_pretrained("OWNER/NAME")' in card
     uploads = []
-    monkeypatch.setattr(files, "upload_folder", lambda folder, repo_id, **kw: uploads.append(
+    monkeypatch.setattr(pretrained, "upload_folder", lambda folder, repo_id, **kw: uploads.append(
         (sorted(p.name for p in Path(folder).iterdir()), repo_id, kw)) or "https://hub/commit")
     assert generator.push_to_hub("lab/gen", private=True) == "https://hub/commit"
     assert uploads == [(["README.md", "config.json", "model.safetensors"], "lab/gen",

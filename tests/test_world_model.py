@@ -194,9 +194,9 @@ def test_a_rollout_holds_the_same_tensors_at_step_2_and_step_20():
 
 def test_a_start_window_model_trains_on_the_context_a_rollout_has_at_each_step():
     """Step j sees clips max(0, j - K) .. j - 1, with the start clip (clip 0) in front once it has left them."""
-    from vidtwin.generation import GeneratorConfigError
+    from vidtwin.generation import WorldModelConfigError
 
-    with pytest.raises(GeneratorConfigError, match="start_window must be 0 .off. or at least context_clips . 2 = 3"):
+    with pytest.raises(WorldModelConfigError, match="start_window must be 0 .off. or at least context_clips . 2 = 3"):
         WorldModelConfig(context_clips=1, start_window=2)
     model = tiny_model(context_clips=1, start_window=4)
     assert model.config.training_window == 4 and model.clip_embedding.num_embeddings == 3

@@ -1,7 +1,7 @@
 """VidTwin: a video autoencoder with decoupled structure and dynamics latents.
 
     from vidtwin import VidTwin
-    model = VidTwin.from_pretrained("microsoft/vidtwin")   # or a save_pretrained folder, a train.py run, a checkpoint
+    model = VidTwin.from_pretrained("microsoft/vidtwin")   # or a save_pretrained folder, a `vidtwin train` run, a checkpoint
     latents = model.encode(video)          # video: (B, 3, 16, 224, 224) in [-1, 1]
     reconstruction = model.decode(latents)
 

@@ -1,11 +1,11 @@
 """`load_model`: a VidTwin autoencoder from a config in any dialect and any checkpoint reference.
 
     model = load_model("vidtwin", "hf://microsoft/vidtwin")     # a named config + the published weights
-    model = load_model(None, "logs/run")                        # a train.py run: its config.yaml + newest checkpoint
+    model = load_model(None, "logs/run")                        # a `vidtwin train` run: its config.yaml + newest checkpoint
 
 Formats read: the official Lightning `.ckpt` (weights under `state_dict`, official names), a Lightning
 checkpoint written by this project's training (autoencoder under `autoencoder.`), a bare state_dict,
-`.safetensors`, a `save_pretrained` directory, a train.py run folder, Hub repo ids and `hf://`
+`.safetensors`, a `save_pretrained` directory, a `vidtwin train` run folder, Hub repo ids and `hf://`
 references. Every load is strict: a missing, unexpected or mis-shaped key is an error naming the keys.
 
 Layers: the loading itself is `VidTwin.from_pretrained` (`vidtwin.pretrained`, shared by all three
@@ -39,9 +39,9 @@ def load_model(config=None, ckpt=None, device: Union[str, torch.device] = "cpu",
 
     config: a YAML path or shipped config name (this project's or the official format), a list of
         them merged in order, a loaded config, a VidTwinConfig, or None when `ckpt` records its
-        config (a save_pretrained directory, a train.py run folder or a checkpoint inside one, a
+        config (a save_pretrained directory, a `vidtwin train` run folder or a checkpoint inside one, a
         Hub repo).
-    ckpt: an official Lightning `.ckpt`, a checkpoint written by `train.py`, a train.py run folder
+    ckpt: an official Lightning `.ckpt`, a checkpoint written by `vidtwin train`, a `vidtwin train` run folder
         (its newest readable checkpoint), a bare state_dict, a `.safetensors` file, a save_pretrained
         directory, `hf://owner/name[@revision][/file]`, or None for an untrained model.
     ema: use EMA weights stored by this project's training; None uses them when present.

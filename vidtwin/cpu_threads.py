@@ -15,7 +15,7 @@ docs/benchmarks.md):
   So when threads share cores, they wait passively (``OMP_WAIT_POLICY=PASSIVE``): 2 passive threads
   beat 1 thread under that load. Idle, spinning is faster (passive cost a fifth more), so it stays.
   OpenMP reads the wait policy once, when torch loads it: :func:`prepare_cpu_threads` samples the
-  load and sets it, and ``train.py`` and ``inference.py`` call it before anything imports torch.
+  load and sets it, and the ``vidtwin`` command calls it before anything imports torch.
 
 "Busy right now" is a short sample of the kernel's CPU counters (``/proc/stat``, half a second), not
 the 1-minute load average, which trails a change by a minute; where ``/proc/stat`` is missing, the

@@ -6,7 +6,7 @@ gives it ``from_pretrained``, ``save_pretrained`` and ``push_to_hub``. A model l
 
 - a ``save_pretrained`` folder: ``config.json`` (``{"format": NAME, "format_version": N, CONFIG_KEY:
   {...}}``, checked to be this format in a version this code reads) + ``model.safetensors``;
-- a ``train.py`` run folder: its newest readable checkpoint, by :func:`newest_valid_checkpoint`,
+- a ``vidtwin train`` run folder: its newest readable checkpoint, by :func:`newest_valid_checkpoint`,
   the rule ``--resume`` uses too;
 - a checkpoint file (EMA weights when it stores them, unless ``ema=False``);
 - a Hub repo id (``owner/name[@revision]``) or ``hf://`` reference, through the Hub cache.
@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 import torch
 
 from .atomic_io import atomic_path, atomic_write_text
+from .errors import UserError
 from .hints import Verbatim, command
 from .hub import (
     CONFIG_FILE, WEIGHTS_FILE, is_hub_reference, is_repo_id, parse_hub_reference, render_model_card, upload_folder,
@@ -40,11 +41,11 @@ from .state_dict_io import (
 
 logger = logging.getLogger(__name__)
 
-# A train.py run folder: RUN/config.yaml and RUN/checkpoints/*.ckpt.
+# A `vidtwin train` run folder: RUN/config.yaml and RUN/checkpoints/*.ckpt.
 RUN_CONFIG_FILE = "config.yaml"
 RUN_CHECKPOINTS = "checkpoints"
 MODEL_CARD_FILE = "README.md"
-# Entries of a train.py checkpoint that every training module writes (vidtwin.training.contract,
+# Entries of a `vidtwin train` checkpoint that every training module writes (vidtwin.training.contract,
 # vidtwin.training.ema); defined here so that reading them needs no Lightning.
 TRAINING_STATE_KEY = "vidtwin_training"  # {"train_step": updates, ...}
 EMA_STATE_KEY = "ema_state_dict"  # the EMA weights, the model's own names (no module prefix)
@@ -54,7 +55,7 @@ PathLike = Union[str, Path]
 
 # ---------------------------------------------------------------------------- the newest readable checkpoint
 def checkpoint_update(path: PathLike) -> int:
-    """The update count a train.py checkpoint stores; raises when the file is not a whole checkpoint."""
+    """The update count a `vidtwin train` checkpoint stores; raises when the file is not a whole checkpoint."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)  # header only
     return int(checkpoint[TRAINING_STATE_KEY]["train_step"])
 
@@ -65,7 +66,7 @@ def newest_valid_checkpoint(folder: PathLike, purpose: str = "resume from",
     (a run's ``checkpoints/``); ties go to the newer file.
 
     Unreadable files (truncated by a kill or a full disk) are skipped with a warning; raises
-    CheckpointError "cannot PURPOSE FOLDER: ..." when none is readable. Both ``train.py --resume``
+    CheckpointError "cannot PURPOSE FOLDER: ..." when none is readable. Both ``vidtwin train --resume``
     and every model's loading of a run folder take this rule.
     """
     folder = Path(folder)
@@ -88,7 +89,7 @@ def newest_valid_checkpoint(folder: PathLike, purpose: str = "resume from",
 
 
 def is_run_directory(path: Path) -> bool:
-    """A train.py run folder (and not a save_pretrained folder, which has a config.json)."""
+    """A `vidtwin train` run folder (and not a save_pretrained folder, which has a config.json)."""
     return path.is_dir() and not (path / CONFIG_FILE).is_file() and (
         (path / RUN_CHECKPOINTS).is_dir() or (path / RUN_CONFIG_FILE).is_file())
 
@@ -113,7 +114,7 @@ def read_run_config(run_dir: Path) -> dict:
 # ---------------------------------------------------------------------------- formats
 @dataclass(frozen=True)
 class ModelFormat:
-    """How one model class is stored: names in ``config.json`` and in train.py checkpoints."""
+    """How one model class is stored: names in ``config.json`` and in `vidtwin train` checkpoints."""
 
     name: str  # config.json "format"
     version: int  # the newest format_version this code reads and writes
@@ -122,7 +123,7 @@ class ModelFormat:
     config_class: Any  # from_dict(values) -> config; to_dict() on the way back
     state_prefix: str  # the training module's attribute holding the model, with a dot
     other_hint: str  # what to do when a folder holds something else
-    # The train.py checkpoint entry {"config": ..., "autoencoder": ...} of a model that records its
+    # The `vidtwin train` checkpoint entry {"config": ..., "autoencoder": ...} of a model that records its
     # config there (the latent models); None: the config comes from the run's config.yaml.
     checkpoint_key: Optional[str] = None
     # config.json and checkpoints also record {"config", "ckpt"} of the autoencoder whose latents
@@ -137,7 +138,7 @@ def read_config_json(directory: PathLike, fmt: ModelFormat) -> dict:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} has no {CONFIG_FILE}: it is not a {fmt.kind} save_pretrained folder "
-                              "(give the folder that save_pretrained wrote, a train.py run folder or a checkpoint)")
+                              "(give the folder that save_pretrained wrote, a `vidtwin train` run folder or a checkpoint)")
     try:
         values = json.loads(path.read_text())
     except ValueError as error:
@@ -167,7 +168,7 @@ def config_from_dict(fmt: ModelFormat, values: Any, where: Any):
 
 
 def training_weights(checkpoint: Mapping, path: Path, prefix: str, ema: Optional[bool]) -> Dict[str, torch.Tensor]:
-    """The model's weights in a train.py checkpoint: its EMA weights when stored (``ema=None``)
+    """The model's weights in a `vidtwin train` checkpoint: its EMA weights when stored (``ema=None``)
     or asked for (``ema=True``), else its ``state_dict`` entries under ``prefix``, stripped."""
     if ema is not False and isinstance(checkpoint.get(EMA_STATE_KEY), dict):
         return dict(checkpoint[EMA_STATE_KEY])
@@ -183,7 +184,7 @@ class PretrainedModel:
     ``nn.Module`` with a ``config``) that declares ``pretrained_format``.
 
     Hooks a class may override: :meth:`_read_checkpoint` (a checkpoint file -> config and
-    weights; the default reads a train.py checkpoint that records the config under
+    weights; the default reads a `vidtwin train` checkpoint that records the config under
     ``checkpoint_key``), :meth:`_config_for_repo_file` (the config of a Hub repo that holds one
     file), :meth:`load_weights` (the strict load), :meth:`pretrained_config` (what ``config.json``
     stores) and :meth:`model_card`.
@@ -198,7 +199,7 @@ class PretrainedModel:
                         cache_dir: Optional[str] = None):
         """Load a model, with strict key checking, in eval mode on ``device``.
 
-        name_or_path: a ``save_pretrained`` folder, a ``train.py`` run folder (its newest readable
+        name_or_path: a ``save_pretrained`` folder, a ``vidtwin train`` run folder (its newest readable
             checkpoint), a checkpoint file, a Hub repo id (``owner/name[@revision]``) or an
             ``hf://owner/name[@revision][/file]`` reference. A local path wins over a repo id of
             the same spelling.
@@ -233,8 +234,9 @@ class PretrainedModel:
                     config = cls._config_for_repo_file(reference)
                 model = cls._from_checkpoint(location, run_dir=None, **{**options, "config": config})
         else:
-            raise CheckpointError(f"checkpoint not found: {reference} is no train.py run folder, checkpoint file or "
-                                  f"save_pretrained folder of a {fmt.kind}, nor a Hub repo id (owner/name)")
+            state = ("does not exist" if not local.exists() else
+                     f"is no `vidtwin train` run folder, checkpoint file or save_pretrained folder of a {fmt.kind}")
+            raise CheckpointError(f"checkpoint not found: {reference} {state}, nor is it a Hub repo id (owner/name)")
         return model.to(device).eval()
 
     @classmethod
@@ -271,7 +273,7 @@ class PretrainedModel:
     def _read_checkpoint(cls, path: Path, run_dir: Optional[Path], config, ema: Optional[bool],
                          allow_unsafe_pickle: bool) -> Tuple[Any, Dict[str, torch.Tensor], Optional[dict]]:
         """(config, weights, autoencoder record) of a checkpoint file. This default reads a
-        train.py checkpoint that records the model's config under ``checkpoint_key``, or, with
+        `vidtwin train` checkpoint that records the model's config under ``checkpoint_key``, or, with
         ``config`` given, a ``.safetensors`` file of the weights."""
         fmt = cls.pretrained_format
         if path.suffix == ".safetensors":
@@ -357,8 +359,32 @@ class PretrainedModel:
             return upload_folder(folder, repo_id, **upload_kwargs)
 
 
+class RecordedAutoencoderError(ValueError, UserError):
+    """The autoencoder that decodes a latent model's samples cannot be found: none given, none recorded."""
+
+
+def decoding_autoencoder(model: Any, config: Any = None, ckpt: Optional[str] = None,
+                         what: str = "generator") -> Tuple[Any, str]:
+    """``(config, ckpt)`` of the autoencoder that decodes ``model``'s latents: the given ones, else the
+    ones it records (``autoencoder_files``, written at training); ``what`` names the model in messages."""
+    if ckpt is not None:
+        return config, ckpt
+    if config is not None:
+        raise RecordedAutoencoderError("--config names the autoencoder's architecture; give its weights with --ckpt too")
+    recorded = getattr(model, "autoencoder_files", None) or {}
+    if not recorded.get("ckpt"):
+        raise RecordedAutoencoderError(f"this {what} records no autoencoder; name the one that encoded its training "
+                                       "data with --config and --ckpt")
+    for key in ("config", "ckpt"):
+        if recorded.get(key) is not None and not Path(str(recorded[key])).exists():
+            raise RecordedAutoencoderError(f"the autoencoder this {what} records ({key} {recorded[key]}) does not exist "
+                                           "here; name it with --config and --ckpt")
+    return recorded.get("config"), recorded["ckpt"]
+
+
 __all__ = [
     "EMA_STATE_KEY", "MODEL_CARD_FILE", "ModelFormat", "PretrainedModel", "RUN_CHECKPOINTS", "RUN_CONFIG_FILE",
-    "TRAINING_STATE_KEY", "checkpoint_update", "config_from_dict", "is_run_directory", "newest_valid_checkpoint",
+    "RecordedAutoencoderError", "TRAINING_STATE_KEY", "checkpoint_update", "config_from_dict", "decoding_autoencoder",
+    "is_run_directory", "newest_valid_checkpoint",
     "read_config_json", "read_run_config", "render_model_card", "run_directory_of", "training_weights",
 ]

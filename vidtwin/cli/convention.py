@@ -1,4 +1,4 @@
-"""The one command-line convention of every entry point (train.py, inference.py, scripts/*.py).
+"""The one command-line convention of every entry point (every `vidtwin` command, and the benchmark scripts).
 
 - A user error (bad arguments, config, paths, inputs) prints ``PROG: error: MESSAGE`` on one line
   of stderr and exits with 2, without a traceback. Only subclasses of

@@ -69,7 +69,7 @@ from .convention import add_debug_flag, one_line
 
 RUN_NAME_ENV = "VIDTWIN_RUN_NAME"
 # Packages whose classes a config may name as `target` without --allow-any-target: a config is
-# code (train.py imports and calls its targets), and a config from elsewhere must not run a command.
+# code (`vidtwin train` imports and calls its targets), and a config from elsewhere must not run a command.
 ALLOWED_TARGET_PREFIXES = ("vidtwin.", "torch.", "lightning.", "pytorch_lightning.", "lightning_fabric.",
                            "tensorboard.", "tensorboardX.", "wandb.")
 
@@ -316,7 +316,7 @@ def _check_module(module: Any, target: Any) -> None:
     from ..training.contract import TrainingModule
 
     if not isinstance(module, TrainingModule):
-        raise UsageError(f"model: {target} is not a vidtwin.training.TrainingModule; train.py trains "
+        raise UsageError(f"model: {target} is not a vidtwin.training.TrainingModule; `vidtwin train` trains "
                          "LightningModules that subclass it (see docs/training.md, 'Training another model')")
 
 

@@ -9,7 +9,7 @@ action-conditioned world model over FSQ tokens.
 - :mod:`.world`: :class:`WorldModel`, MaskGIT over windows of token clips with one action per clip;
 - :mod:`.files` and :mod:`.world_files`: function spellings of loading and saving. Both models, like
   the autoencoder, load with ``from_pretrained`` (``save_pretrained`` folders, Hub repos,
-  ``train.py`` checkpoints and run folders) and save with ``save_pretrained`` / ``push_to_hub``,
+  ``vidtwin train`` checkpoints and run folders) and save with ``save_pretrained`` / ``push_to_hub``,
   from :class:`vidtwin.pretrained.PretrainedModel`.
 
 No Lightning and no autoencoder code is imported here: sampling latents needs neither.

@@ -1,7 +1,7 @@
 """The latent models' files as functions: the module-level spellings of their methods, kept for callers.
 
 The loading and saving themselves are :class:`vidtwin.pretrained.PretrainedModel`'s, shared with the
-autoencoder: ``LatentGenerator.from_pretrained`` (a ``train.py`` run folder, one of its
+autoencoder: ``LatentGenerator.from_pretrained`` (a ``vidtwin train`` run folder, one of its
 checkpoints, a ``save_pretrained`` folder or a Hub repo id / ``hf://`` reference),
 ``save_pretrained`` and ``push_to_hub``; the world model's are ``WorldModel``'s (and
 :mod:`.world_files`). Every load is strict, and no Lightning is imported.
@@ -38,14 +38,14 @@ def read_generator_config(directory: Union[str, Path], fmt: ModelFormat = GENERA
 
 
 def newest_run_checkpoint(run_dir: Union[str, Path]) -> Path:
-    """The newest readable checkpoint of a ``train.py`` run: the one ``--resume`` takes."""
+    """The newest readable checkpoint of a ``vidtwin train`` run: the one ``--resume`` takes."""
     return newest_valid_checkpoint(Path(run_dir) / RUN_CHECKPOINTS, "load a model from the run",
                                    "give a checkpoint file or a save_pretrained folder instead")[0]
 
 
 def load_training_checkpoint(path: Union[str, Path], device="cpu", ema: Optional[bool] = None,
                              fmt: ModelFormat = GENERATOR_FORMAT):
-    """A model (the generator by default) from a checkpoint that ``train.py`` wrote: its EMA
+    """A model (the generator by default) from a checkpoint that ``vidtwin train`` wrote: its EMA
     weights when stored (``ema=None``), or the trained weights (``ema=False``)."""
     return _model_class(fmt).from_pretrained(path, device, ema=ema)
 
@@ -57,7 +57,7 @@ def from_pretrained(name_or_path, device="cpu", revision: Optional[str] = None, 
 
 
 def load_generator(reference: Union[str, Path], device="cpu", fmt: ModelFormat = GENERATOR_FORMAT):
-    """Any generator reference ``vidtwin generate`` takes: a ``train.py`` run folder, one of its
+    """Any generator reference ``vidtwin generate`` takes: a ``vidtwin train`` run folder, one of its
     checkpoints, a ``save_pretrained`` folder, or a Hub repo id / ``hf://`` reference."""
     return _model_class(fmt).from_pretrained(reference, device)
 

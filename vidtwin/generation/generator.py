@@ -41,7 +41,7 @@ class GeneratorSampleError(ValueError, UserError):
 
 
 # config.json of a save_pretrained folder: {"format": "vidtwin-generator", "format_version": 1,
-# "generator": GeneratorConfig dict, "autoencoder": {"config", "ckpt"}}; a train.py checkpoint holds
+# "generator": GeneratorConfig dict, "autoencoder": {"config", "ckpt"}}; a `vidtwin train` checkpoint holds
 # the same under "vidtwin_generator" (vidtwin.training.generator_module writes it), the weights under
 # "generator." and the EMA weights under "ema_state_dict".
 GENERATOR_FORMAT = ModelFormat(
@@ -87,7 +87,7 @@ class LatentGenerator(PretrainedModel, nn.Module):
     Latents in and out are dicts (or ``VidTwinLatents``) of ``structure`` ``(B, d_S, Q, h_S, w_S)``,
     ``dynamics_x`` ``(B, d_D, T, w_D)`` and ``dynamics_y`` ``(B, d_D, T, h_D)``, in the autoencoder's
     scale. Labels are int64 ``(B,)`` in ``[0, num_classes)``; ``num_classes`` itself means "no class".
-    ``from_pretrained`` loads a ``save_pretrained`` folder, a train.py run folder or checkpoint
+    ``from_pretrained`` loads a ``save_pretrained`` folder, a `vidtwin train` run folder or checkpoint
     (EMA weights when stored) or a Hub repo (see :mod:`vidtwin.pretrained`).
     """
 

@@ -18,27 +18,12 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..pretrained import decoding_autoencoder
+from .world import WorldModel
 
 
 class PlayError(ValueError, UserError):
     """A start video, an action string or an option that the world model cannot play."""
-
-
-def recorded_autoencoder(world, config=None, ckpt: Optional[str] = None) -> tuple:
-    """``(config, ckpt)`` of the world model's autoencoder: the ones given, else the ones it records."""
-    if ckpt is not None:
-        return config, ckpt
-    if config is not None:
-        raise PlayError("--config names the autoencoder's architecture; give its weights with --ckpt too")
-    recorded = world.autoencoder_files or {}
-    if not recorded.get("ckpt"):
-        raise PlayError("this world model records no autoencoder; name the one that encoded its training data "
-                        "with --config and --ckpt")
-    for key in ("config", "ckpt"):
-        if recorded.get(key) is not None and not Path(str(recorded[key])).exists():
-            raise PlayError(f"the autoencoder this world model records ({key} {recorded[key]}) does not exist here; "
-                            "name it with --config and --ckpt")
-    return recorded.get("config"), recorded["ckpt"]
 
 
 class WorldPlayer:
@@ -52,12 +37,11 @@ class WorldPlayer:
         """reference: the world model (see the module docstring). config, ckpt: the autoencoder
         (``config`` a YAML path or a list merged in order, as :func:`vidtwin.load_model` takes it);
         both None: the one the world model records."""
-        from ..checkpoint import load_model
-        from .world_files import load_world_model
+        from ..checkpoint import load_model  # transformers and timm load with the autoencoder, not on import
 
         self.device = torch.device(device)
-        self.world = load_world_model(reference, device=self.device)
-        config, ckpt = recorded_autoencoder(self.world, config, ckpt)
+        self.world = WorldModel.from_pretrained(reference, device=self.device)
+        config, ckpt = decoding_autoencoder(self.world, config, ckpt, what="world model")
         self.autoencoder = load_model(config, ckpt, device=self.device, allow_unsafe_pickle=allow_unsafe_pickle)
         if self.autoencoder.config.regularizer != "fsq":
             raise PlayError(f"the autoencoder {ckpt} has Gaussian (kl) latents, which have no tokens; the world model "
@@ -133,4 +117,4 @@ def play_actions(player: WorldPlayer, start: torch.Tensor, letters: str, seed: i
     return clips
 
 
-__all__ = ["PlayError", "WorldPlayer", "check_output", "play_actions", "read_start_clip", "recorded_autoencoder"]
+__all__ = ["PlayError", "WorldPlayer", "check_output", "play_actions", "read_start_clip"]

@@ -123,7 +123,7 @@ def digits_to_codes(digits: Sequence[torch.Tensor], levels: Sequence[int]) -> to
 
 # config.json of a save_pretrained folder: {"format": "vidtwin-world-model", "format_version": 1,
 # "world_model": WorldModelConfig dict (the action vocabulary included), "autoencoder": {"config",
-# "ckpt"}}, so that `vidtwin play` needs nothing else; a train.py checkpoint holds the same under
+# "ckpt"}}, so that `vidtwin play` needs nothing else; a `vidtwin train` checkpoint holds the same under
 # "vidtwin_world_model", the weights under "world." and the EMA weights under "ema_state_dict".
 WORLD_FORMAT = ModelFormat(
     name="vidtwin-world-model", version=1, kind="world model", config_key="world_model", config_class=WorldModelConfig,
@@ -165,7 +165,7 @@ CARD_TAGS = ["video", "vidtwin", "world-model", "maskgit"]
 
 class WorldModel(PretrainedModel, nn.Module):
     """MaskGIT transformer over windows of FSQ-token clips with one action per clip (see the module
-    docstring). ``from_pretrained`` loads a ``save_pretrained`` folder, a train.py run folder or
+    docstring). ``from_pretrained`` loads a ``save_pretrained`` folder, a `vidtwin train` run folder or
     checkpoint (EMA weights when stored) or a Hub repo (see :mod:`vidtwin.pretrained`)."""
 
     pretrained_format = WORLD_FORMAT
@@ -206,7 +206,7 @@ class WorldModel(PretrainedModel, nn.Module):
         self.register_buffer("group_of_token", group_of, persistent=False)  # (N,) 0 structure, 1 dynamics
         # The autoencoder the tokens came from ({"config", "ckpt"}); training and `play` read it, the files record it.
         self.autoencoder_files: Optional[dict] = None
-        # Any load_state_dict of an older release's names (train.py resumes rename them earlier, in
+        # Any load_state_dict of an older release's names (`vidtwin train --resume` renames them earlier, in
         # WorldLightningModule.upgrade_checkpoint, so that --resume's key check sees the new names).
         self._register_load_state_dict_pre_hook(lambda state, prefix, *args: self.upgrade_state_dict(state, prefix))
 

@@ -1,6 +1,6 @@
 """The world model's files as functions: the module-level spellings of ``WorldModel``'s methods.
 
-    model = load_world_model("logs/digits_world")        # a train.py run, checkpoint, saved folder or Hub repo
+    model = load_world_model("logs/digits_world")        # a `vidtwin train` run, checkpoint, saved folder or Hub repo
     save_world_model(model, "digits_world/")             # config.json + model.safetensors
 
 The format (``config.json``'s ``"vidtwin-world-model"``, the checkpoint entry
@@ -20,7 +20,7 @@ from .world import WORLD_CHECKPOINT_KEY, WORLD_FORMAT, WorldModel
 
 
 def load_world_model(reference: Union[str, Path], device="cpu") -> WorldModel:
-    """``WorldModel.from_pretrained(reference, device)``: a ``train.py`` run folder, one of its
+    """``WorldModel.from_pretrained(reference, device)``: a ``vidtwin train`` run folder, one of its
     checkpoints (EMA weights when stored), a ``save_pretrained`` folder or a Hub repo id, in eval mode."""
     return WorldModel.from_pretrained(reference, device)
 

@@ -1,7 +1,7 @@
 """``inference.py encode-dataset``: a whole dataset of videos to a sharded latent dataset.
 
 The work runs through Lightning's ``Trainer.predict`` (the engine training uses), so it is launched
-the same ways as ``train.py``: ``--devices N`` on one node, torchrun or SLURM across nodes, and
+the same ways as ``vidtwin train``: ``--devices N`` on one node, torchrun or SLURM across nodes, and
 ``--accelerator cpu --devices 2`` for two CPU processes (gloo). Each rank encodes a disjoint,
 size-balanced share of the videos (:func:`~vidtwin.inference.dataset_plan.assign_shares`) and
 writes its own shards; when every rank has finished, rank 0 merges the index and the failures and

@@ -5,7 +5,7 @@
     vidtwin generate --generator logs/digits_gen --class 3-left --class 7 --num 4 --output samples/ \\
         --steps 50 --guidance 2 --seed 1 --save-latents
 
-The generator is a ``train.py`` run directory (its newest checkpoint, EMA weights when stored), one
+The generator is a ``vidtwin train`` run directory (its newest checkpoint, EMA weights when stored), one
 of its checkpoints, a ``save_pretrained`` folder or a Hub repo id. The autoencoder that decodes the
 samples is ``--config``/``--ckpt`` when given, else the one the generator records (the run's
 ``model.params.autoencoder``). Files are ``OUT/<class>_<index>.mp4`` (``sample_<index>.mp4``
@@ -33,6 +33,7 @@ from vidtwin.data.video_io import VideoWriter
 from vidtwin.inference.options import InferenceError, auto_dtype, precision_context, resolve_device
 from vidtwin.inference.outputs import LATENT_SUFFIX, check_writable_folder, claim_outputs
 from vidtwin.inference.pipeline import to_uint8_frames
+from vidtwin.pretrained import decoding_autoencoder
 from vidtwin.latents.latent_file import WEIGHTS_FINGERPRINT_KEY, EncodedVideo, config_to_dict, save_latents, weights_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -85,25 +86,6 @@ def plan_samples(generator, labels: List[int], num: int, batch_size: int, seed: 
     return samples
 
 
-def resolve_autoencoder(generator, config: Optional[str], ckpt: Optional[str],
-                        what: str = "generator") -> tuple[Optional[str], str]:
-    """``(config, ckpt)`` of the decoding autoencoder: the command line's, else the record of the
-    generator (or of any model with ``autoencoder_files``, named ``what`` in messages)."""
-    if ckpt is not None:
-        return config, ckpt
-    if config is not None:
-        raise InferenceError("--config names the autoencoder's architecture; give its weights with --ckpt too")
-    recorded = generator.autoencoder_files or {}
-    if not recorded.get("ckpt"):
-        raise InferenceError(f"this {what} records no autoencoder; name the one that encoded its training data "
-                             "with --config and --ckpt")
-    for key in ("config", "ckpt"):
-        if recorded.get(key) is not None and not Path(str(recorded[key])).exists():
-            raise InferenceError(f"the autoencoder this {what} records ({key} {recorded[key]}) does not exist here; "
-                                 "name it with --config and --ckpt")
-    return recorded.get("config"), recorded["ckpt"]
-
-
 def check_shapes(generator, autoencoder) -> None:
     """Refuse an autoencoder whose latents are not the ones the generator makes."""
     expected = {name: list(shape) for name, shape in autoencoder.config.latent_shapes().items()}
@@ -136,7 +118,7 @@ def run_generate(args) -> int:
     device = resolve_device(args.device)
     generator = load_generator(args.generator, device=device)
     labels = requested_labels(generator, args.classes, args.all_classes, args.unconditional)
-    config, ckpt = resolve_autoencoder(generator, args.config, args.ckpt)
+    config, ckpt = decoding_autoencoder(generator, args.config, args.ckpt)
     autoencoder = load_model(config, ckpt, device=device, allow_unsafe_pickle=args.allow_unsafe_pickle)
     check_shapes(generator, autoencoder)
     samples = plan_samples(generator, labels, args.num, args.batch_clips, args.seed)

@@ -94,7 +94,7 @@ class VidTwin(PretrainedModel, nn.Module):
 
     Build with a `VidTwinConfig` or its fields as keyword arguments. Videos are (B, 3, T, H, W) in
     [-1, 1] with (T, H, W) == `input_size`. `VidTwin.from_pretrained` loads a save_pretrained
-    folder, a train.py run folder, a checkpoint (with `config=`, or inside its run folder) or a Hub
+    folder, a `vidtwin train` run folder, a checkpoint (with `config=`, or inside its run folder) or a Hub
     repo; `save_pretrained` and `push_to_hub` write this project's format (`vidtwin.pretrained`).
     """
 
@@ -317,7 +317,7 @@ class VidTwin(PretrainedModel, nn.Module):
         if config is None:
             if run_dir is None:
                 raise CheckpointError(
-                    f"{path} records no model config: give config=..., load its train.py run folder or a "
+                    f"{path} records no model config: give config=..., load its `vidtwin train` run folder or a "
                     "save_pretrained folder, or use vidtwin.load_model(CONFIG, CHECKPOINT) for a YAML config")
             config = cls._run_config(run_dir)
         state = read_checkpoint_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle, use_ema=ema)
@@ -327,7 +327,7 @@ class VidTwin(PretrainedModel, nn.Module):
 
     @classmethod
     def _run_config(cls, run_dir) -> VidTwinConfig:
-        """The autoencoder settings of a train.py run: ``model.params.autoencoder`` of its config.yaml."""
+        """The autoencoder settings of a `vidtwin train` run: ``model.params.autoencoder`` of its config.yaml."""
         settings = ((read_run_config(run_dir).get("model") or {}).get("params") or {}).get("autoencoder")
         # A latent model's run names its autoencoder's files there ({"config", "ckpt"}), not its settings.
         if not isinstance(settings, dict) or (settings and set(settings) <= {"config", "ckpt"}):

@@ -61,12 +61,12 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
+from ..pretrained import EMA_STATE_KEY, TRAINING_STATE_KEY
 from .callbacks import assert_finite_state
-from .ema import EMA, EMA_STATE_KEY
+from .ema import EMA
 
 logger = logging.getLogger(__name__)
 
-TRAINING_STATE_KEY = "vidtwin_training"
 
 
 class NonFiniteLossError(RuntimeError):

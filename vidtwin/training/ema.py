@@ -3,7 +3,7 @@
 The average lives in plain fp32 tensors so that it neither appears among the LightningModule's
 keys (which must stay the official names under ``autoencoder.`` / ``loss.``) nor is touched by
 the optimizers. The training contract (:class:`vidtwin.training.contract.TrainingModule`) saves it
-in the Lightning checkpoint under the top-level key :data:`EMA_STATE_KEY` as a complete state_dict
+in the Lightning checkpoint under the top-level key :data:`vidtwin.pretrained.EMA_STATE_KEY` as a complete state_dict
 of the averaged model (its own key names, no prefix, EMA values for parameters and the live values
 for buffers), which loads like any weights of that model.
 
@@ -27,8 +27,6 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-#: Top-level entry of a Lightning checkpoint that holds the EMA weights (``export_state_dict``).
-EMA_STATE_KEY = "ema_state_dict"
 
 
 class EMA:

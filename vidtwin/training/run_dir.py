@@ -1,4 +1,4 @@
-"""The run directory of train.py: who may start a run there, which checkpoint a resume takes, and
+"""The run directory of `vidtwin train`: who may start a run there, which checkpoint a resume takes, and
 checkpoint files that are never torn.
 
 A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``configs/``, ``checkpoints/``,
@@ -161,12 +161,12 @@ def resolve_resume(resume: str) -> ResumePoint:
     path = Path(resume)
     if path.is_dir():
         if not (path / "config.yaml").is_file():
-            raise UserError(f"--resume {resume}: not a run directory of train.py (no config.yaml)")
+            raise UserError(f"--resume {resume}: not a run directory of `vidtwin train` (no config.yaml)")
         checkpoint, update = newest_valid_checkpoint(path / "checkpoints")
         run_dir = path
     elif path.is_file():
         if path.suffix != ".ckpt":
-            raise UserError(f"--resume {resume}: give a run directory or a .ckpt checkpoint of train.py")
+            raise UserError(f"--resume {resume}: give a run directory or a .ckpt checkpoint of `vidtwin train`")
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
         if not (run_dir / "config.yaml").is_file():
             raise UserError(f"--resume {resume}: no config.yaml in {run_dir}, the run directory of that checkpoint")

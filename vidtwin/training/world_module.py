@@ -10,7 +10,7 @@ MaskGIT loss on windows of K + 1 consecutive clips of one video
 with AdamW, a linear warmup, optional gradient clipping and an EMA of the weights (:class:`~vidtwin.training.latent_module.LatentModelModule`).
 
 Checkpoints hold the model's weights (``world.*``), the EMA weights under ``ema_state_dict``, and
-under :data:`~vidtwin.generation.world_files.WORLD_CHECKPOINT_KEY` its config (with the action
+under :data:`~vidtwin.generation.world.WORLD_CHECKPOINT_KEY` its config (with the action
 vocabulary) and the autoencoder it was trained with, so that ``vidtwin play RUN_DIR`` needs
 nothing else. Every ``lightning.callbacks.samples.params.every_n_steps`` updates, the sample
 logger shows real windows next to rollouts from their first clip under the same actions, decoded
@@ -29,7 +29,7 @@ import torch
 from ..config import ConfigError
 from ..generation.config import WorldModelConfig
 from ..generation.world import WorldModel
-from ..generation.world_files import WORLD_CHECKPOINT_KEY
+from ..generation.world import WORLD_CHECKPOINT_KEY
 from ..hints import Verbatim, command
 from ..latents.dataset import LatentDataset
 from .latent_module import LatentModelModule, autoencoder_model_config, checked_autoencoder, dataset_model_config
