@@ -20,7 +20,7 @@ from vidtwin import load_model
 from vidtwin.data import collate_latent_sequences as collate_from_data
 from vidtwin.data.video_io import read_video
 from vidtwin.demos.moving_digits import make_moving_digits
-from vidtwin.cli.inference import main
+from vidtwin.cli import main
 from vidtwin.latents import LatentDataset, LatentDatasetError, collate_latent_sequences, collate_latents
 from vidtwin.latents.actions import action_vocabulary
 from vidtwin.latents.shards import list_shards

@@ -67,7 +67,7 @@ def encode_game_tokens(files, game, output, train_videos=6, clips_per_video=4):
     through the real ``encode-dataset --actions-column``: ``train_videos * (clips_per_video - 2)``
     windows of 3 clips."""
     from vidtwin.demos.moving_digits import make_moving_digits
-    from vidtwin.cli.inference import main as inference
+    from vidtwin.cli import main as inference
 
     make_moving_digits(game, game=True, num_frames=8, speed=2, clips_per_video=clips_per_video,
                        train_videos=train_videos, val_videos=1, progress=False)
