@@ -260,7 +260,7 @@ def test_the_checker_sees_function_level_cycles_and_cli_imports(tmp_path):
     package = _write_package(tmp_path, {
         "pkg/__init__.py": "from .a import make\n",
         "pkg/a.py": "import os\nfrom pkg.b import helper\n\ndef make():\n    return helper()\n",
-        # the cycle's way back is one import inside a function, below a module that imports nothing of pkg
+        # b imports nothing of pkg at its top: the way back to a is one import inside a function
         "pkg/b.py": "def helper():\n    return 1\n\n\ndef loader():\n    from . import a\n    return a\n",
         "pkg/report.py": "def show():\n    from .cli.options import add_flags\n    return add_flags\n",
         "pkg/entry_points.py": "def main():\n    from .cli import run\n    return run()\n",
