@@ -132,12 +132,17 @@ class ModelFormat:
     upload_message: str = "Upload VidTwin model"
 
 
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article, for messages: "an autoencoder", "a generator"."""
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
+
+
 def read_config_json(directory: PathLike, fmt: ModelFormat) -> dict:
     """The whole ``config.json`` of a save_pretrained folder, checked to be ``fmt`` in a version
     this code reads (a folder of another library or model, or of a newer release, is refused)."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{directory} has no {CONFIG_FILE}: it is not a {fmt.kind} save_pretrained folder "
+        raise CheckpointError(f"{directory} has no {CONFIG_FILE}: it is not a save_pretrained folder of {_a(fmt.kind)} "
                               "(give the folder that save_pretrained wrote, a `vidtwin train` run folder or a checkpoint)")
     try:
         values = json.loads(path.read_text())
@@ -217,7 +222,7 @@ class PretrainedModel:
         if not is_hub_reference(reference) and local.is_dir():
             if is_run_directory(local):
                 checkpoint, update = newest_valid_checkpoint(
-                    local / RUN_CHECKPOINTS, f"load a {fmt.kind} from the run",
+                    local / RUN_CHECKPOINTS, f"load {_a(fmt.kind)} from the run",
                     "give a checkpoint file or a save_pretrained folder instead")
                 logger.info("loading %s (update %d)", checkpoint, update)
                 model = cls._from_checkpoint(checkpoint, run_dir=local, **options)
@@ -235,7 +240,7 @@ class PretrainedModel:
                 model = cls._from_checkpoint(location, run_dir=None, **{**options, "config": config})
         else:
             state = ("does not exist" if not local.exists() else
-                     f"is no `vidtwin train` run folder, checkpoint file or save_pretrained folder of a {fmt.kind}")
+                     f"is no `vidtwin train` run folder, checkpoint file or save_pretrained folder of {_a(fmt.kind)}")
             raise CheckpointError(f"checkpoint not found: {reference} {state}, nor is it a Hub repo id (owner/name)")
         return model.to(device).eval()
 
