@@ -8,12 +8,12 @@ docs/benchmarks.md):
   process may run on minus the cores other processes keep busy. When no core is free, every thread
   shares a core alike, and all cores are used: more threads get a larger fair share of the machine.
   DataLoader workers are not counted against the cores: on a CPU run they mostly wait for the main
-  process (the Moving Digits autoencoder with one worker: 0.26 s per update on 2 threads, 0.38 s on 1).
+  process (the Moving Digits autoencoder trains faster on 2 threads than on 1 beside its worker).
 - **Spinning.** GNU OpenMP, which torch uses on Linux, keeps a waiting thread spinning for a while
   before it sleeps. On a shared core the spinning thread burns the share of the core that the thread
-  it waits for needs: torch's defaults took 4.9 s per update there, against 0.8 s with one thread.
-  So when threads share cores, they wait passively (``OMP_WAIT_POLICY=PASSIVE``): 2 passive threads
-  beat 1 thread under that load. Idle, spinning is faster (passive cost a fifth more), so it stays.
+  it waits for needs: torch's defaults were several times slower there than one thread. So when
+  threads share cores, they wait passively (``OMP_WAIT_POLICY=PASSIVE``): 2 passive threads beat
+  1 thread under that load. Idle, spinning is faster, so it stays.
   OpenMP reads the wait policy once, when torch loads it: :func:`prepare_cpu_threads` samples the
   load and sets it, and the ``vidtwin`` command calls it before anything imports torch.
 

@@ -94,8 +94,7 @@ def file_orientation(path: str | os.PathLike) -> Orientation:
 
     Cached per version of the file (its real path, size and modification time), so that the
     decord reads of a training run look each file up once per process: opening a file with PyAV
-    costs about a third of opening it with decord (measured on a 2-core AMD EPYC: 87 ms against
-    256 ms for a 1280x720 H.264 file, 10 ms against 56 ms for 640x272).
+    costs a fraction of opening it with decord (docs/benchmarks.md, "Opening a video").
     """
     path = os.fspath(path)
     status = os.stat(path)

@@ -369,8 +369,8 @@ class FrameReader:
 
     PyAV is used unless decord is asked for explicitly (argument or ``$VIDTWIN_VIDEO_BACKEND``):
     decord 0.6 decodes ahead in a background thread without bound, so a slow consumer ends up
-    holding most of the file's frames (measured: 5.2 GB for a 2,000-frame 720p video read clip by
-    clip). With decord, frames are fetched by seeking. Use as a context manager, or call
+    holding most of the file's frames (docs/benchmarks.md, "Streaming memory against video
+    length"). With decord, frames are fetched by seeking. Use as a context manager, or call
     :meth:`close`.
     """
 

@@ -45,9 +45,8 @@ one softmax per level (8 + 5 + 5 + 5 logits instead of 1,000), a drawn code's co
 of its levels' log-probabilities, and top-k applies per level. That is what a codebook of tens of
 thousands of codes needs (the published FSQ has 64,000: a joint head would be hidden x 64,000 per
 group, and its logits per token as many). On the demo's 1,000-code codebooks the joint softmax
-stays: after 1,500 updates the factorized model's loss was higher (3.30 against 3.21, the mean of
-the last 1,000 updates) and neither kept the digit above chance (docs/benchmarks.md, "Moving
-Digits world model").
+stays: after 1,500 updates the factorized model's loss was higher, and neither kept the digit
+above chance (docs/benchmarks.md, "Moving Digits world model").
 
 **Conditioning.** The blocks are adaLN-Zero blocks (:class:`~vidtwin.generation.transformer.ModulatedBlock`,
 as in the generator); their condition vector is a
