@@ -16,7 +16,9 @@ on). With ``--config`` and ``--ckpt`` (the autoencoder) it also measures the dec
 clips given: ``--pairs`` seeded pairs of clips that differ in both digit and direction, each
 cross-reenacted as ``vidtwin cross`` does (the structure of the first clip with the dynamics of the
 second), and the share whose digit follows the structure source and whose direction follows the
-dynamics source. ``--json FILE`` also writes the figures (atomically).
+dynamics source. ``--json FILE`` also writes the figures (atomically), under the output rules of
+every command: an existing file needs ``--overwrite``, and no input (the clips, the data set's
+files, the autoencoder) is ever replaced.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
-from ..atomic_io import atomic_write_text
-from ..demos.digit_checker import (CheckGenerationError, DigitChecker, cross_reenacted, crossing_pairs,
+from ..demos.digit_checker import (CheckGenerationError, Clip, DigitChecker, cross_reenacted, crossing_pairs,
                                    decoupling_score, load_clips, real_validation_clips)
-from .options import add_model
+from ..demos.moving_digits import SETTINGS_FILE
+from ..inference.outputs import InputFiles, claim_file_outputs, write_text_output
+from .options import add_model, add_overwrite
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,10 +41,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the Moving Digits folder (settings, training digits, val.csv); default data/moving_digits")
     parser.add_argument("--no-ceiling", action="store_true", help="skip scoring the real validation clips")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    add_overwrite(parser)
     add_model(parser, required=False)  # the autoencoder: with --ckpt, also measure the decoupling score
     group = parser.add_argument_group("decoupling score (with --ckpt)")
     group.add_argument("--pairs", type=int, default=80, help="cross-reenacted pairs for the decoupling score (default 80)")
     group.add_argument("--seed", type=int, default=0, help="of the choice of pairs (default 0)")
+
+
+def input_files(args: argparse.Namespace, clips: List[Clip], real: List[Clip]) -> InputFiles:
+    """What the check reads: the clips (and their CSV), the data set's settings and validation clips, the autoencoder."""
+    listed = [args.clips, *(clip.path for clip in clips), args.data / SETTINGS_FILE, args.data / "val.csv",
+              *(clip.path for clip in real), *(args.config or [])]
+    inputs = InputFiles(listed)
+    if args.ckpt is not None:
+        inputs.add_folder(args.ckpt)  # a save_pretrained folder is read as a whole
+    return inputs
 
 
 def report(figures: dict, ceiling: Optional[dict], decoupling: Optional[dict] = None) -> str:
@@ -64,9 +78,12 @@ def run(args: argparse.Namespace) -> int:
     if args.pairs < 1:
         raise CheckGenerationError(f"--pairs must be at least 1, got {args.pairs}")
     clips = load_clips(args.clips)
+    real = None if args.no_ceiling else real_validation_clips(args.data)
+    if args.json is not None:
+        claim_file_outputs(args.claims, [args.json], input_files(args, clips, real or []), args.overwrite)
     checker = DigitChecker(args.data)
     figures = checker.score(clips)
-    ceiling = None if args.no_ceiling else checker.score(real_validation_clips(args.data))
+    ceiling = None if real is None else checker.score(real)
     decoupling = None
     if args.ckpt is not None:
         pairs = crossing_pairs(clips, args.pairs, args.seed)
@@ -74,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         decoupling = decoupling_score(checker, crossed)
     print(report(figures, ceiling, decoupling))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps({"generated": figures, "real_validation": ceiling,
-                                                 "decoupling": decoupling}, indent=2))
+        write_text_output(args.json, json.dumps({"generated": figures, "real_validation": ceiling,
+                                                 "decoupling": decoupling}, indent=2), "--json")
+        print(f"wrote {args.json}")
     return 0

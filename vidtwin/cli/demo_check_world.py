@@ -14,7 +14,9 @@ check-generation``, and per step the table gives:
 ``--ceiling`` adds the same checker on the real clips 2 to ``1 + length`` of the same videos, under
 their real actions (``real``), and on those clips encoded to tokens and decoded by the autoencoder
 (``tokens``): what a perfect world model would score, with a perfect and with this autoencoder.
-``--json FILE`` also writes the figures (atomically).
+``--json FILE`` also writes the figures (atomically), under the output rules of every command: an
+existing file needs ``--overwrite``, and no input (the game's files and videos, the models) is ever
+replaced.
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..atomic_io import atomic_write_text
 from ..demos.digit_checker import DigitChecker
+from ..demos.moving_digits import SETTINGS_FILE
 from ..demos.world_check import (CheckWorldError, ceiling_figures, random_actions, read_game_csv, rollout_reads,
                                  start_clips, step_figures)
+from ..inference.outputs import InputFiles, claim_file_outputs, write_text_output
+from .options import add_overwrite
 from .play import add_rollout_arguments, check_sampling, load_player
 
 
@@ -43,7 +47,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="rollouts at once (default 16)")
     parser.add_argument("--ceiling", action="store_true", help="also score the real clips under their real actions")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
+    add_overwrite(parser)
     add_rollout_arguments(parser)
+
+
+def input_files(args: argparse.Namespace, csv_path: Path, rows: List[dict]) -> InputFiles:
+    """What the check reads: the game's settings, list and videos, the world model and the autoencoder."""
+    inputs = InputFiles([args.data / SETTINGS_FILE, csv_path, *(row["video"] for row in rows), *(args.config or [])])
+    for model in (args.world, args.ckpt):
+        if model is not None:
+            inputs.add_folder(model)  # a run or save_pretrained folder is read as a whole
+    return inputs
 
 
 def report(figures: List[dict], ceilings: Optional[dict], clips: int) -> str:
@@ -59,9 +73,12 @@ def report(figures: List[dict], ceilings: Optional[dict], clips: int) -> str:
 def run(args: argparse.Namespace) -> int:
     if min(args.num, args.length, args.batch) < 1:
         raise CheckWorldError("--num, --length and --batch must be >= 1")
-    check_sampling(args)
+    check_sampling(args, lowest_seed=0)  # the action strings' numpy generator takes no negative seed
     csv_path = args.data / "val.csv"
-    rows = read_game_csv(csv_path)[:args.num]
+    all_rows = read_game_csv(csv_path)
+    rows = all_rows[:args.num]
+    if args.json is not None:
+        claim_file_outputs(args.claims, [args.json], input_files(args, csv_path, all_rows), args.overwrite)
     checker = DigitChecker(args.data)
     player = load_player(args)
     letters = player.world.config.actions
@@ -75,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     ceilings = ceiling_figures(player, checker, csv_path, rows, args.length) if args.ceiling else None
     print(report(figures, ceilings, len(rows)))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps({"world": str(args.world), "rollouts": len(rows), "length": args.length,
+        write_text_output(args.json, json.dumps({"world": str(args.world), "rollouts": len(rows), "length": args.length,
                                                  "seed": args.seed, "temperature": args.temperature, "top_k": args.top_k,
-                                                 "steps": figures, "ceiling": ceilings}, indent=2))
+                                                 "steps": figures, "ceiling": ceilings}, indent=2), "--json")
+        print(f"wrote {args.json}")
     return 0

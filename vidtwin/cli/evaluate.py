@@ -16,6 +16,7 @@ from ..checkpoint import resolve_checkpoint_path
 from ..errors import PartialFailure
 from ..inference.evaluate import evaluate_videos, format_table, list_eval_items, report_paths, write_reports
 from ..inference.fvd_command import prepare_reconstruction_fvd
+from ..inference.fvd_reconstruction import ReconstructionFVDFailed
 from ..inference.options import InferenceError, resolve_device
 from ..inference.outputs import check_targets, check_writable_folder
 from ..losses.lpips import LPIPS, VGG16_FILENAME, LPIPSWeightsUnavailable, read_lpips_state_dict
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     items = list_eval_items(args.input, args.data_dir)
     output_dir = Path(args.output)
     check_writable_folder(output_dir)
-    check_targets(report_paths(output_dir, items, args.plots), [args.input], args.overwrite)
+    inputs = [args.input, *(item.path for item in items), *(item.reconstruction for item in items if item.reconstruction)]
+    check_targets(report_paths(output_dir, items, args.plots), inputs, args.overwrite)
     needs_model = any(item.reconstruction is None for item in items)
     if needs_model and not args.ckpt:
         raise InferenceError("evaluate reconstructs the videos, so it needs --config and --ckpt (or a CSV with a reconstruction column)")
@@ -87,7 +89,12 @@ def run(args: argparse.Namespace) -> int:
     model = load_autoencoder(args) if needs_model else None
     lpips_model = _lpips_model(args, device)
     all_scores = evaluate_videos(items, model, lpips_model, args.options, fvd)
-    fvd_result = fvd.result(args.input) if fvd is not None else None
+    fvd_result, fvd_failure = None, None
+    if fvd is not None:
+        try:
+            fvd_result = fvd.result(args.input)
+        except ReconstructionFVDFailed as error:  # the finished PSNR/SSIM reports are written first
+            fvd_failure = error
     for scores in all_scores:
         if scores.error:
             print(f"{args.prog}: failed: {one_line(scores.error)}", file=sys.stderr)
@@ -107,7 +114,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"rFVD {fvd_result['fvd']:.4f} over {protocol['real_clips']} clips of {protocol['frames_per_clip']} frames "
               "(protocol in summary.json)")
     print(f"wrote {output_dir / 'metrics.csv'}, {output_dir / 'per_frame.csv'}, {output_dir / 'summary.json'}")
-    if summary["failed"]:
-        raise PartialFailure(f"{len(summary['failed'])} of {len(all_scores)} videos failed (listed above); "
-                             "the reports hold the others")
+    failed = (f"{len(summary['failed'])} of {len(all_scores)} videos failed (listed above); "
+              if summary["failed"] else "")
+    if fvd_failure is not None:
+        raise PartialFailure(f"{failed}the reconstruction FVD failed ({fvd_failure}); the per-video metrics "
+                             f"were written to {output_dir} without it") from fvd_failure
+    if failed:
+        raise PartialFailure(f"{failed}the reports hold the others")
     return 0

@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..fvd.protocol import CLIP_STARTS
 from ..fvd.weights import WEIGHTS_FILENAME
-from ..inference.fvd_command import DEFAULT_BATCH_CLIPS, run_fvd
+from ..inference.fvd_command import DEFAULT_BATCH_CLIPS, FVDStopped, run_fvd
 from .options import add_runtime, inference_options
 
 
@@ -32,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("protocol (recorded in the report)")
     group.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     group.add_argument("--stride", type=int, default=1, help="take every N-th frame within a clip (default 1)")
-    group.add_argument("--clips-per-video", type=int, default=1, help="clips per video (default 1, from the first frame)")
+    group.add_argument("--clips-per-video", type=int, default=1,
+                       help="clips per video (default 1, from the first frame); a video too short for N distinct "
+                       "clips gives its distinct ones only, and the report says how many videos did")
     group.add_argument("--clip-starts", choices=CLIP_STARTS, default="even",
                        help="with several clips per video: evenly spread or random starts (default even)")
     group.add_argument("--seed", type=int, default=0, help="seed of random clip starts (default 0)")
@@ -53,5 +56,9 @@ def add_evaluate_fvd_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    run_fvd(args, inference_options(args))  # checks, statistics, report: vidtwin/inference/fvd_command.py
+    try:
+        run_fvd(args, inference_options(args))  # checks, statistics, report: vidtwin/inference/fvd_command.py
+    except FVDStopped as stopped:
+        print(f"{args.prog}: {stopped}", file=sys.stderr, flush=True)
+        return 128 + stopped.signum  # as a process killed by the signal reports it: 143 for SIGTERM
     return 0

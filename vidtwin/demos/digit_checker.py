@@ -100,6 +100,25 @@ def direction_of(points: np.ndarray) -> Optional[str]:
     return next(name for name, vector in DIRECTIONS.items() if list(vector) == step)
 
 
+SETTINGS_KEYS = ("frame_size", "digit_size", "frames", "speed", "images")  # what the checkers read
+
+
+def read_settings(path: Path) -> dict:
+    """The settings that ``vidtwin demo digits`` wrote to ``path``; CheckGenerationError for a damaged file."""
+    remake = f"remake the data set with `{command('demo digits')}`"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckGenerationError(f"{path} is not the JSON settings file of a Moving Digits data set ({error}); {remake}") from None
+    missing = [key for key in SETTINGS_KEYS if not isinstance(settings, dict) or key not in settings]
+    if not missing and not (isinstance(settings["images"], dict) and "train" in settings["images"]):
+        missing = ["images.train"]
+    if missing:
+        raise CheckGenerationError(f"{path} lacks {', '.join(missing)}: it is not the settings file of a Moving Digits "
+                                   f"data set, or it is damaged; {remake}")
+    return settings
+
+
 class DigitChecker:
     """Reads the digit and the direction of Moving Digits clips (see the module docstring)."""
 
@@ -108,7 +127,7 @@ class DigitChecker:
         if not settings_path.is_file():
             raise CheckGenerationError(f"{data_dir} has no {SETTINGS_FILE}; give the folder that "
                                        f"`{command('demo digits')}` wrote")
-        self.settings = json.loads(settings_path.read_text())
+        self.settings = read_settings(settings_path)
         self.data_dir = Path(data_dir)
         self.classifier = self._train()
 

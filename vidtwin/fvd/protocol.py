@@ -71,19 +71,25 @@ class ClipProtocol:
         return (self.frames - 1) * self.stride + 1
 
     def clip_starts_of(self, num_frames: int, video_index: int = 0) -> list[int]:
-        """First frame of each clip of a video of ``num_frames`` frames, in increasing order.
+        """First frame of each distinct clip of a video of ``num_frames`` frames, in increasing order.
 
-        Raises FVDError when the video is shorter than one clip's span.
+        A video with fewer than ``clips_per_video`` possible starts gives each of them once: the
+        same clip counted twice adds no information and shrinks the set's covariance. Random starts
+        are drawn without replacement for the same reason. Raises FVDError when the video is
+        shorter than one clip's span.
         """
         last_start = num_frames - self.span
         if last_start < 0:
             raise FVDError(self.too_short(num_frames))
         if self.clips_per_video == 1 and self.clip_starts == "even":
             return [0]
+        count = min(self.clips_per_video, last_start + 1)
         if self.clip_starts == "even":
-            return [round(k * last_start / (self.clips_per_video - 1)) for k in range(self.clips_per_video)]
+            if count == 1:
+                return [0]
+            return sorted({round(k * last_start / (count - 1)) for k in range(count)})
         rng = np.random.default_rng([self.seed, video_index])
-        return sorted(int(s) for s in rng.integers(0, last_start + 1, size=self.clips_per_video))
+        return sorted(int(s) for s in rng.choice(last_start + 1, size=count, replace=False))
 
     def clip_indices(self, start: int) -> list[int]:
         """Frame indices of the clip that starts at ``start``."""

@@ -27,6 +27,12 @@ from .protocol import FVDError
 STATS_FORMAT = "vidtwin-fvd-statistics"
 STATS_VERSION = "1"
 
+# Below this relative spread (see FeatureStats.relative_spread) a set's features are taken as
+# constant. Measured here: an untrained I3D (default initialisation) gives 1e-5 on noise, black and
+# white clips alike, so its FVD is 0.0000 for any two sets; the trained network's logits vary
+# between clips by about their own size (0.1 to 1). 1e-3 sits two orders of magnitude from both.
+DEGENERATE_SPREAD = 1e-3
+
 
 @dataclass
 class FeatureStats:
@@ -70,6 +76,17 @@ class FeatureStats:
         cov = self.total_outer / self.count - np.outer(mean, mean)
         return mean, (cov + cov.T) / 2  # exactly symmetric
 
+    def relative_spread(self) -> float:
+        """How much the features vary between clips, relative to their size: 0 when all are equal.
+
+        The RMS over dimensions of the features' standard deviation across clips, divided by the
+        RMS of the features themselves (so the scale of the logits does not matter); in [0, 1].
+        """
+        mean, cov = self.mean_cov()
+        spread = float(np.sqrt(max(np.trace(cov), 0.0) / self.dim))
+        level = float(np.sqrt(mean @ mean / self.dim + spread ** 2))
+        return spread / level if level > 0 else 0.0
+
     # ------------------------------------------------------------------------------------------
     # files
 
@@ -82,7 +99,10 @@ class FeatureStats:
             with atomic_path(path, suffix=".safetensors") as temp:
                 save_file(tensors, str(temp), metadata=metadata)
         except OSError as error:
-            raise FVDError(f"cannot write the statistics {path}: {error.strerror or error}") from None
+            raise FVDError(f"cannot write the statistics {path}: {error.strerror or error}; the file was not written") from None
+        except SafetensorError as error:  # safetensors reports its own write errors (a full disk) this way
+            reason = str(error).split("I/O error: ")[-1]
+            raise FVDError(f"cannot write the statistics {path}: {reason}; the file was not written") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple[FeatureStats, dict]:
@@ -137,6 +157,16 @@ def frechet_distance(mean_a: np.ndarray, cov_a: np.ndarray, mean_b: np.ndarray, 
     difference = mean_a - mean_b
     distance = difference @ difference + np.trace(cov_a) + np.trace(cov_b) - 2.0 * trace_sqrt_product
     return float(max(distance, 0.0))
+
+
+def degenerate_features(stats: FeatureStats, what: str) -> str | None:
+    """A warning when the features of ``what`` (a set's name) barely vary between clips, else None."""
+    spread = stats.relative_spread()
+    if spread >= DEGENERATE_SPREAD:
+        return None
+    return (f"the I3D features of {what} barely vary between clips (relative spread {spread:.1e}, below "
+            f"{DEGENERATE_SPREAD:g}): the FVD measures nothing; the weights may be untrained or damaged, "
+            "or every clip of the set is the same")
 
 
 def fvd_of(real: FeatureStats, fake: FeatureStats) -> float:

@@ -96,7 +96,28 @@ def read_i3d_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         problems = [f"{len(keys)} {label} (e.g. {keys[0]})" for label, keys in
                     (("missing keys", missing), ("unexpected keys", unexpected), ("wrongly shaped tensors", wrong_shape)) if keys]
         raise FVDError(f"{what} do not fit the I3D network: {', '.join(problems)}; FVD needs {WEIGHTS_FILENAME} ({WEIGHTS_URL})")
+    check_values(state_dict, expected, what)
     return state_dict
+
+
+def check_values(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    """Refuse integer values for float parameters and any NaN or infinity, naming the first such tensor.
+
+    Either would pass the shape check and only show after every clip's features were computed:
+    as a failed square root (NaN) or as features that measure nothing.
+    """
+    for name in expected:
+        tensor = state_dict[name]
+        if not expected[name].is_floating_point():
+            continue  # BatchNorm's num_batches_tracked counts updates
+        if not tensor.is_floating_point():
+            raise FVDError(f"{what} hold {tensor.dtype} values in {name}, a float parameter: the file is damaged or "
+                           f"not I3D weights; FVD needs {WEIGHTS_FILENAME} ({WEIGHTS_URL})")
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise FVDError(f"{what} hold {bad} non-finite value(s) (NaN or infinity) in {name}: the file is damaged; "
+                           f"FVD needs {WEIGHTS_FILENAME} ({WEIGHTS_URL})")
 
 
 def load_i3d(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[InceptionI3d, dict]:

@@ -287,6 +287,8 @@ def summarize(all_scores: list[VideoScores], settings: dict, fvd: dict | None = 
     if fvd is not None:
         summary["fvd"] = fvd["fvd"]
         summary["fvd_protocol"] = fvd["protocol"]
+        if fvd.get("warnings"):
+            summary["fvd_warnings"] = fvd["warnings"]
     summary["failed"] = [{"video": s.item.path, "error": s.error} for s in all_scores if s.error]
     summary["settings"] = settings
     return summary

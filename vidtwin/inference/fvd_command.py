@@ -1,10 +1,14 @@
 """The work behind ``vidtwin fvd`` and the ``--fvd`` option of ``vidtwin evaluate`` (their options: :mod:`vidtwin.cli.fvd`).
 
 Everything the user gave is checked before any video is decoded: the protocol's numbers, the
-outputs (an existing file needs ``--overwrite``; an output may not be an input), the weights
-(found, readable, of the I3D network), saved statistics (same weights and protocol), and every
-video's length. Then the real set (unless its statistics are loaded), then the fake set, each with
-a progress bar. The FVD and its protocol are printed, and written as JSON with ``--output``.
+outputs (an existing file needs ``--overwrite``; an output may be no file of either set, nor the
+weights or saved statistics, by path or by file identity), the weights (found, readable, of the
+I3D network, every value finite), saved statistics (same weights and protocol), and every video's
+length. Then the real set (unless its statistics are loaded), then the fake set, each with a
+progress bar counting its clips. A set whose features barely vary is warned about (the FVD would
+measure nothing). The FVD and its protocol are printed, and written as JSON with ``--output``.
+SIGTERM or Ctrl-C stops it with one line saying what was written (the saved real statistics, if
+any) and what was lost.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
+import signal
+import threading
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import torch
@@ -20,12 +26,12 @@ import torch
 from vidtwin.atomic_io import atomic_path
 from vidtwin.data.video_io import VideoReadError, probe_video, sample_indices
 from vidtwin.fvd.protocol import ClipProtocol, FVDError, protocol_report
-from vidtwin.fvd.stats import FeatureStats, fvd_of
+from vidtwin.fvd.stats import FeatureStats, degenerate_features, fvd_of
 from vidtwin.fvd.weights import find_weights, load_i3d
 from vidtwin.inference.fvd_reconstruction import ReconstructionFVD
-from vidtwin.inference.fvd_sets import check_clip_count, plan_video_set, video_set_statistics
+from vidtwin.inference.fvd_sets import check_clip_count, list_video_set, plan_video_set, video_set_statistics
 from vidtwin.inference.options import InferenceOptions, resolve_device
-from vidtwin.inference.outputs import check_targets, check_writable_folder
+from vidtwin.inference.outputs import InputFiles, claim_file_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -37,24 +43,84 @@ DEFAULT_BATCH_CLIPS = 8
 # ----------------------------------------------------------------------------------------------
 
 
+class FVDStopped(Exception):
+    """A stop signal (or Ctrl-C) ended ``vidtwin fvd``; the message says what was written and what was lost."""
+
+    def __init__(self, signum: int, outcome: str):
+        super().__init__(f"stopped by {signal.Signals(signum).name} {outcome}")
+        self.signum = signum
+
+
+class _Signalled(BaseException):
+    """Raised by the SIGTERM handler wherever the work is (a BaseException: no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StopOnSignal:
+    """While active, SIGTERM raises :class:`_Signalled` at once, except inside :meth:`hold`.
+
+    No state needs saving between clips, so the work ends where it is; a file being written is
+    finished first (inside :meth:`hold`), so that the message can say exactly what exists.
+    """
+
+    SIGNALS = (signal.SIGTERM,)
+
+    def __init__(self):
+        self.held = False
+        self.pending: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.held:
+            self.pending = self.pending or signum
+            return
+        raise _Signalled(signum)
+
+    @contextmanager
+    def hold(self, then_stop: bool = True):
+        """Finish the block before a signal counts; afterwards stop for one that came (unless not ``then_stop``)."""
+        self.held = True
+        try:
+            yield
+        finally:
+            self.held = False
+        if then_stop and self.pending is not None:
+            raise _Signalled(self.pending)
+
+
 def _protocol(args: argparse.Namespace) -> ClipProtocol:
     return ClipProtocol(frames=args.frames, stride=args.stride, clips_per_video=args.clips_per_video,
                         clip_starts=args.clip_starts, seed=args.seed, resolution=args.resolution)
 
 
-def _check_outputs(args: argparse.Namespace) -> list[Path]:
+def _input_files(args: argparse.Namespace, weights_path: Path, real_paths: list[str] | None,
+                 fake_paths: list[str]) -> InputFiles:
+    """Every file ``vidtwin fvd`` reads: the sets (their folder or CSV, and each video), saved statistics, the weights."""
+    inputs = InputFiles([weights_path, args.fake, *fake_paths])
+    inputs.add([args.real_stats] if args.real_stats else [args.real, *real_paths])
+    return inputs
+
+
+def _claim_outputs(args: argparse.Namespace, claims: ExitStack, inputs: InputFiles) -> None:
+    """Refuse outputs that are inputs, or that exist without --overwrite; hold their names until the end."""
     targets = [Path(p) for p in (args.output, args.save_real_stats) if p is not None]
     if args.save_real_stats and args.real_stats:
         raise FVDError("--save-real-stats saves statistics computed from --real videos; with --real-stats there is nothing new to save")
-    if len(targets) == 2 and os.path.abspath(targets[0]) == os.path.abspath(targets[1]):
+    if len(targets) == 2 and InputFiles([targets[0]]).find(targets[1]) is not None:
         raise FVDError(f"--output and --save-real-stats are the same file {targets[0]}; give two names")
-    for target in targets:
-        if target.is_dir():
-            raise FVDError(f"output {target} is a directory; give a file name")
-        check_writable_folder(target.parent)
-    inputs = [p for p in (args.real, args.fake, args.real_stats) if p is not None]
-    check_targets(targets, inputs, args.overwrite)
-    return targets
+    claim_file_outputs(claims, targets, inputs, args.overwrite)
 
 
 def _stats_identity(weights: dict, protocol: ClipProtocol) -> dict:
@@ -79,7 +145,7 @@ def _write_json(path: Path, report: dict) -> None:
         with atomic_path(path, suffix=".json") as temp:
             temp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except OSError as error:
-        raise FVDError(f"cannot write the report {path}: {error.strerror or error}") from None
+        raise FVDError(f"cannot write the report {path}: {error.strerror or error}; it was not written") from None
 
 
 def format_report(report: dict) -> str:
@@ -92,35 +158,79 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _warn_degenerate(stats: FeatureStats, what: str, warnings: list[str]) -> None:
+    message = degenerate_features(stats, what)
+    if message is not None:
+        logger.warning("%s", message)
+        warnings.append(message)
+
+
+def _outcome(args: argparse.Namespace, stage: str, saved_stats: bool) -> str:
+    """What a stop during ``stage`` leaves behind, in words."""
+    if not saved_stats:
+        return f"{stage}: no FVD, and nothing was written"
+    return (f"{stage}: no FVD; the real statistics were saved to {args.save_real_stats}: run the same command with "
+            f"--real-stats {args.save_real_stats} in place of --real and --save-real-stats to go on from there")
+
+
 def run_fvd(args: argparse.Namespace, options: InferenceOptions) -> dict:
-    """``inference.py fvd``: checks, real statistics, fake statistics, the report; returns the report."""
+    """``vidtwin fvd``: checks, real statistics, fake statistics, the report; returns the report.
+
+    SIGTERM or Ctrl-C ends it as :class:`FVDStopped`, whose message says what was written.
+    """
     protocol = _protocol(args)
-    _check_outputs(args)
+    weights_path = find_weights(args.fvd_weights)
+    real_paths = None if args.real_stats else list_video_set(args.real, "--real", args.data_dir)
+    fake_paths = list_video_set(args.fake, "--fake", args.data_dir)
+    with ExitStack() as claims, _StopOnSignal() as stop:
+        _claim_outputs(args, claims, _input_files(args, weights_path, real_paths, fake_paths))
+        progress = {"stage": "while loading I3D and probing the videos", "saved_stats": False}
+        try:
+            return _measure(args, options, protocol, weights_path, real_paths, fake_paths, stop, progress)
+        except _Signalled as signalled:
+            raise FVDStopped(signalled.signum, _outcome(args, progress["stage"], progress["saved_stats"])) from None
+        except KeyboardInterrupt:
+            raise FVDStopped(signal.SIGINT, _outcome(args, progress["stage"], progress["saved_stats"])) from None
+
+
+def _measure(args: argparse.Namespace, options: InferenceOptions, protocol: ClipProtocol, weights_path: Path,
+             real_paths: list[str] | None, fake_paths: list[str], stop: _StopOnSignal, progress: dict) -> dict:
+    """The work of :func:`run_fvd` once its outputs are claimed; ``progress`` records how far it got."""
     device = resolve_device(args.device)
-    model, weights = load_i3d(find_weights(args.fvd_weights), device)
-    progress = options.progress
+    model, weights = load_i3d(weights_path, device)
+    warnings: list[str] = []
     if args.real_stats:
         real_stats, real_info = _load_real_stats(args.real_stats, weights, protocol)
+        _warn_degenerate(real_stats, f"--real-stats {args.real_stats}", warnings)
         real_set = None
     else:
-        real_set = plan_video_set(args.real, "--real", protocol, args.data_dir, progress)
-    fake_set = plan_video_set(args.fake, "--fake", protocol, args.data_dir, progress)
+        real_set = plan_video_set(args.real, "--real", protocol, args.data_dir, options.progress, real_paths)
+    fake_set = plan_video_set(args.fake, "--fake", protocol, args.data_dir, options.progress, fake_paths)
     if real_set is not None:
-        real_stats = video_set_statistics(real_set, protocol, model, options.batch_clips, progress)
+        progress["stage"] = "during the --real set's features"
+        real_stats = video_set_statistics(real_set, protocol, model, options.batch_clips, options.progress)
+        _warn_degenerate(real_stats, f"the --real set {args.real}", warnings)
         real_info = {**real_set.describe(), "split": args.real_split or "not given"}
         if args.save_real_stats:
-            real_stats.save(args.save_real_stats, {"identity": _stats_identity(weights, protocol), "real": real_info,
-                                                   "protocol": protocol.to_dict(), "weights": weights})
-            print(f"wrote {args.save_real_stats} ({real_stats.count} real clips)")
+            with stop.hold():  # the file is whole or absent when the message says which
+                real_stats.save(args.save_real_stats, {"identity": _stats_identity(weights, protocol), "real": real_info,
+                                                       "protocol": protocol.to_dict(), "weights": weights})
+                progress["saved_stats"] = True
+                print(f"wrote {args.save_real_stats} ({real_stats.count} real clips)")
     elif args.real_split:
         real_info = {**real_info, "split": args.real_split}
-    fake_stats = video_set_statistics(fake_set, protocol, model, options.batch_clips, progress)
-    report = {"fvd": fvd_of(real_stats, fake_stats),
-              "protocol": protocol_report(protocol, weights, {**real_info, "clips": real_stats.count}, fake_set.describe())}
-    print(format_report(report))
-    if args.output:
-        _write_json(Path(args.output), report)
-        print(f"wrote {args.output}")
+    progress["stage"] = "during the --fake set's features"
+    fake_stats = video_set_statistics(fake_set, protocol, model, options.batch_clips, options.progress)
+    _warn_degenerate(fake_stats, f"the --fake set {args.fake}", warnings)
+    with stop.hold(then_stop=False):  # the work is done: finish it
+        report = {"fvd": fvd_of(real_stats, fake_stats),
+                  "protocol": protocol_report(protocol, weights, {**real_info, "clips": real_stats.count}, fake_set.describe())}
+        if warnings:
+            report["warnings"] = warnings
+        print(format_report(report))
+        if args.output:
+            _write_json(Path(args.output), report)
+            print(f"wrote {args.output}")
     return report
 
 

@@ -1,8 +1,11 @@
 """The clips of a set of videos (a folder or a CSV list) and their I3D statistics.
 
-:func:`plan_video_set` lists the videos and probes each one for its frame count, so that a video
-too short for one clip, or a set of fewer than two clips, is reported before any feature is
-computed. :func:`video_set_statistics` then decodes the clips one video at a time
+:func:`list_video_set` lists the videos (every one is an input that no output may replace);
+:func:`plan_video_set` probes each one for its frame count, so that a video too short for one
+clip, or a set of fewer than two clips, is reported before any feature is computed. A video too
+short for ``--clips-per-video`` distinct clips gives the distinct ones only (the same clip counted
+twice would shrink the covariance), and the set's count of such videos is warned about and
+reported. :func:`video_set_statistics` then decodes the clips one video at a time
 (:class:`~vidtwin.data.video_io.FrameReader` reads only the requested frames, walking forward) and
 folds their features into running sums: memory depends on the batch size, not on the set.
 """
@@ -39,6 +42,7 @@ class VideoSet:
     paths: list[str] = field(default_factory=list)
     starts: list[list[int]] = field(default_factory=list)  # per video, increasing
     frame_sizes: Counter = field(default_factory=Counter)  # "HxW" -> videos
+    fewer_clips: int = 0  # videos too short for --clips-per-video distinct clips
 
     @property
     def num_clips(self) -> int:
@@ -47,8 +51,11 @@ class VideoSet:
     def describe(self) -> dict:
         sizes = [f"{size} ({count} videos)" for size, count in self.frame_sizes.most_common(5)]
         more = len(self.frame_sizes) - len(sizes)
-        return {"source": self.source, "videos": len(self.paths), "clips": self.num_clips,
-                "decoded_frame_sizes": sizes + ([f"{more} more sizes"] if more > 0 else [])}
+        described = {"source": self.source, "videos": len(self.paths), "clips": self.num_clips,
+                     "decoded_frame_sizes": sizes + ([f"{more} more sizes"] if more > 0 else [])}
+        if self.fewer_clips:
+            described["videos_with_fewer_distinct_clips"] = self.fewer_clips
+        return described
 
 
 def check_clip_count(count: int, what: str) -> None:
@@ -60,27 +67,43 @@ def check_clip_count(count: int, what: str) -> None:
                        "FVD estimate biased (published numbers use 2,048 or more clips)", what, count, NUM_CLASSES)
 
 
-def plan_video_set(source: str, option: str, protocol: ClipProtocol, data_dir: str | None = None,
-                   progress: bool = False) -> VideoSet:
-    """List and probe the videos of ``source``; FVDError for a video shorter than one clip or a set under 2 clips."""
+def list_video_set(source: str, option: str, data_dir: str | None = None) -> list[str]:
+    """The video paths of ``source`` (a folder, searched recursively, or a CSV list); FVDError when there are none."""
     if Path(source).is_file() and Path(source).suffix.lower() != ".csv":
         raise FVDError(f"{option} {source} must be a folder of videos or a .csv list with a 'videos' column")
     try:
         listed = list_sources(source, data_dir if Path(source).is_file() else None)  # --data-dir is the CSVs' root
     except InferenceError as error:
         raise FVDError(f"{option}: {error}") from None
+    return [video.path for video in listed]
+
+
+def plan_video_set(source: str, option: str, protocol: ClipProtocol, data_dir: str | None = None,
+                   progress: bool = False, paths: list[str] | None = None) -> VideoSet:
+    """Probe the videos of ``source`` (``paths``: its listing by :func:`list_video_set`, listed here when None).
+
+    FVDError for a video shorter than one clip or a set under 2 clips.
+    """
+    if paths is None:
+        paths = list_video_set(source, option, data_dir)
     video_set = VideoSet(option, source)
-    for index, video in enumerate(tqdm(listed, desc=f"probe {option}", unit="video", disable=not progress or len(listed) < 2,
-                                       leave=False, dynamic_ncols=True)):
-        info = probe_video(video.path)  # VideoReadError names an unreadable file
+    for index, path in enumerate(tqdm(paths, desc=f"probe {option}", unit="video", disable=not progress or len(paths) < 2,
+                                      leave=False, dynamic_ncols=True)):
+        info = probe_video(path)  # VideoReadError names an unreadable file
         try:
             starts = protocol.clip_starts_of(info.num_frames, index)
         except FVDError:
-            raise FVDError(f"{option} video {video.path} {protocol.too_short(info.num_frames)}") from None
-        video_set.paths.append(video.path)
+            raise FVDError(f"{option} video {path} {protocol.too_short(info.num_frames)}") from None
+        video_set.paths.append(path)
         video_set.starts.append(starts)
+        video_set.fewer_clips += len(starts) < protocol.clips_per_video
         size = protocol.resolution
         video_set.frame_sizes[f"{info.height}x{info.width}" if size is None else f"{size}x{size}"] += 1
+    if video_set.fewer_clips:
+        logger.warning("%s: %d of %d videos are too short for %d distinct clips of %d frames at stride %d; each gives "
+                       "its distinct clips only (%d clips in all, not %d)", option, video_set.fewer_clips,
+                       len(video_set.paths), protocol.clips_per_video, protocol.frames, protocol.stride,
+                       video_set.num_clips, protocol.clips_per_video * len(video_set.paths))
     check_clip_count(video_set.num_clips, f"{option} {source}")
     return video_set
 

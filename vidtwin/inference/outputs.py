@@ -3,9 +3,12 @@
 Rules, all checked before any model is loaded or any file is written:
 
 - An output never resolves to an input: not the same path, not the same path written another
-  way, not through a symbolic or hard link (``cross --output`` equal to ``--structure`` or
-  ``--dynamics`` included).
-- An existing file is only replaced with ``--overwrite``. "Ours" is not guessed from a file's
+  way (``./a/../a``), not through a symbolic or hard link (``cross --output`` equal to
+  ``--structure`` or ``--dynamics`` included). Inputs are compared by resolved path and by file
+  identity (``st_dev``, ``st_ino``), gathered once in :class:`InputFiles`; a command whose input is
+  a set (a folder, a CSV list) names every file of it, so that no flag makes one of them an output.
+- An existing file is only replaced with ``--overwrite``; ``--overwrite`` never makes an input
+  replaceable. "Ours" is not guessed from a file's
   name or contents: every existing output needs the flag, whoever wrote it.
 - In directory mode every input gets its own output name: inputs whose stems collide
   (``a.mp4`` and ``a.mkv``) keep their extension in the name (``a.mkv_reconstructed.mp4``), and
@@ -25,7 +28,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable
 
-from vidtwin.atomic_io import ClaimHeld, claimed
+from vidtwin.atomic_io import ClaimHeld, atomic_write_text, claimed
 
 from vidtwin.data.folders import list_video_files
 from vidtwin.data.video_io import VIDEO_EXTENSIONS, WRITABLE_VIDEO_EXTENSIONS, is_video_file
@@ -134,28 +137,77 @@ def side_by_side_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}_side_by_side{path.suffix}")
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    if _real(a) == _real(b):
-        return True
+def file_identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of the file ``path`` names, links followed; None when there is none.
+
+    Two names with one identity are one file: a hard link, a symbolic link, or the same path
+    spelled another way, whatever its spelling.
+    """
     try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links
-    except OSError:
-        return False
+        status = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a name with a NUL byte
+        return None
+    return status.st_dev, status.st_ino
 
 
-def check_targets(targets: Iterable[Path], sources: Iterable[str | os.PathLike], overwrite: bool) -> None:
+def files_under(folder: str | os.PathLike) -> list[Path]:
+    """Every file below ``folder`` (links to files included; linked folders are not entered)."""
+    return [Path(root) / name for root, _, names in os.walk(folder) for name in names]
+
+
+class InputFiles:
+    """The files a command reads, indexed by resolved path and by file identity.
+
+    Built once from every input (videos, lists, models, statistics), so that checking each output
+    costs two look-ups, not one comparison per input: an FVD set can hold thousands of videos.
+    """
+
+    def __init__(self, sources: Iterable[str | os.PathLike] = ()):
+        self._by_path: dict[str, Path] = {}
+        self._by_identity: dict[tuple[int, int], Path] = {}
+        self.add(sources)
+
+    def add(self, sources: Iterable[str | os.PathLike]) -> "InputFiles":
+        """Add input files (a folder counts as itself; see :meth:`add_folder` for its files)."""
+        for source in sources:
+            source = Path(source)
+            self._by_path.setdefault(_real(source), source)
+            identity = file_identity(source)
+            if identity is not None:
+                self._by_identity.setdefault(identity, source)
+        return self
+
+    def add_folder(self, folder: str | os.PathLike) -> "InputFiles":
+        """``folder`` and every file below it: for inputs such as a model folder, read as a whole."""
+        self.add([folder])
+        if Path(folder).is_dir():
+            self.add(files_under(folder))
+        return self
+
+    def find(self, target: str | os.PathLike) -> Path | None:
+        """The input that ``target`` is (by resolved path, then by file identity), or None."""
+        found = self._by_path.get(_real(target))
+        if found is None:
+            identity = file_identity(target)
+            found = self._by_identity.get(identity) if identity is not None else None
+        return found
+
+
+def check_targets(targets: Iterable[Path], sources: Iterable[str | os.PathLike] | InputFiles, overwrite: bool) -> None:
     """Refuse, before any work, an output that is an input, or that exists without ``overwrite``.
 
-    sources: every file the command reads (videos, latent files, a CSV list).
+    sources: every file the command reads (videos, latent files, a CSV list), or an
+    :class:`InputFiles` of them.
     """
-    targets, sources = list(targets), [Path(s) for s in sources]
+    targets = [Path(t) for t in targets]
+    inputs = sources if isinstance(sources, InputFiles) else InputFiles(sources)
     existing = []
     for target in targets:
-        for source in sources:
-            if _same_file(target, source):
-                raise InferenceError(
-                    f"output {target} is the input {source}: writing it would destroy the input; choose another output"
-                )
+        source = inputs.find(target)
+        if source is not None:
+            raise InferenceError(
+                f"output {target} is the input {source}: writing it would destroy the input; choose another output"
+            )
         if target.exists() or target.is_symlink():
             existing.append(target)
     if existing and not overwrite:
@@ -163,14 +215,16 @@ def check_targets(targets: Iterable[Path], sources: Iterable[str | os.PathLike],
         raise InferenceError(f"output {existing[0]} already exists{more}; pass --overwrite to replace it")
 
 
-def claim_outputs(claims: ExitStack, targets: Iterable[Path], sources: Iterable[str | os.PathLike], overwrite: bool) -> None:
+def claim_outputs(claims: ExitStack, targets: Iterable[Path], sources: Iterable[str | os.PathLike] | InputFiles,
+                  overwrite: bool) -> None:
     """Claim every target for this process until ``claims`` closes, after :func:`check_targets`.
 
     A target claimed by another run (``inference.py`` writing the same output) is one
     InferenceError naming that run. The targets are checked again once claimed: a run that
     finished between the first check and the claim has written its output by then.
     """
-    targets, sources = list(targets), list(sources)
+    targets = list(targets)
+    sources = sources if isinstance(sources, InputFiles) else InputFiles(sources)
     check_targets(targets, sources, overwrite)
     for target in targets:
         try:
@@ -183,3 +237,32 @@ def claim_outputs(claims: ExitStack, targets: Iterable[Path], sources: Iterable[
         except OSError as error:
             raise InferenceError(f"cannot write output {target}: {error.strerror or error}") from None
     check_targets(targets, sources, overwrite)
+
+
+def claim_file_outputs(claims: ExitStack, targets: Iterable[str | os.PathLike],
+                       sources: Iterable[str | os.PathLike] | InputFiles, overwrite: bool) -> list[Path]:
+    """The rules above for outputs named as files by the user (a report, statistics): checked, then claimed.
+
+    Each target may not be a folder, nor an input, nor exist without ``overwrite``; its folder is
+    created (as :func:`prepare_output` does) and the name claimed until ``claims`` closes.
+    """
+    targets = [Path(t) for t in targets]
+    for target in targets:
+        if target.is_dir():
+            raise InferenceError(f"output {target} is a directory; give a file name")
+        check_writable_folder(target.parent)
+    inputs = sources if isinstance(sources, InputFiles) else InputFiles(sources)
+    check_targets(targets, inputs, overwrite)  # before any folder is created
+    for target in targets:
+        prepare_output(target)
+    claim_outputs(claims, targets, inputs, overwrite)
+    return targets
+
+
+def write_text_output(path: str | os.PathLike, text: str, what: str = "output") -> None:
+    """Write ``text`` to ``path`` atomically: a failed write (a full disk) leaves the old file or none,
+    and is one InferenceError that says so."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as error:
+        raise InferenceError(f"cannot write {what} {path}: {error.strerror or error}; it was not written") from None
