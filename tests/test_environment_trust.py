@@ -100,3 +100,126 @@ def test_the_values_openmp_takes():
     assert read({"OMP_NUM_THREADS": "3"}) == ("3", 3) and read({"OMP_NUM_THREADS": "4, 2"}) == ("4, 2", 4)
     for ignored in ("0", "-1", "abc", "1.5", "", "2,", "\u0663"):  # the last: an Arabic-Indic three
         assert read({"OMP_NUM_THREADS": ignored or ","})[1] is None
+
+
+# ---------------------------------------------------------------------------- vidtwin play's options
+def no_model(*args, **kwargs):
+    pytest.fail("the model loaded before the options were checked")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--temperature", "nan", "--temperature must be a finite number >= 0"),
+    ("--temperature", "inf", "--temperature must be a finite number >= 0"),
+    ("--temperature", "-0.5", "--temperature must be a finite number >= 0"),
+    ("--top-k", "0", "--top-k must be >= 1, got 0"),
+    ("--seed", str(2 ** 70), f"--seed must be a whole number from {-2 ** 63} to {2 ** 64 - 1}"),
+    ("--seed", str(-2 ** 63 - 1), "--seed must be a whole number"),
+    ("--sample-fps", "nan", "--sample-fps must be a finite number > 0"),
+    ("--sample-fps", "0", "--sample-fps must be a finite number > 0"),
+])
+def test_play_refuses_a_bad_sampling_option_before_the_model_loads(option, value, message, monkeypatch, tmp_path, capsys):
+    import vidtwin.cli.play as play
+
+    monkeypatch.setattr(play, "load_player", no_model)
+    assert vidtwin(["play", str(tmp_path / "world"), "--start", str(tmp_path / "start.mp4"), "--actions", "R",
+                    "--output", str(tmp_path / "out.mp4"), option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"vidtwin play: error: {message}") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_torch_takes_every_seed_that_play_accepts():
+    generator = torch.Generator()
+    for seed in (-2 ** 63, -1, 0, 2 ** 63, 2 ** 64 - 1):
+        generator.manual_seed(seed)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--temperature", "nan", "--temperature must be a finite number >= 0"),
+    ("--seed", "-1", "--seed must be a whole number from 0 to"),  # numpy's generator of the action strings
+    ("--seed", str(2 ** 64), "--seed must be a whole number from 0 to"),
+])
+def test_check_world_refuses_a_bad_sampling_option_before_the_model_loads(option, value, message, monkeypatch,
+                                                                         tmp_path, capsys):
+    import vidtwin.cli.demo_check_world as check_world
+
+    monkeypatch.setattr(check_world, "load_player", no_model)
+    assert vidtwin(["demo", "check-world", str(tmp_path / "world"), "--data", str(tmp_path), option, value]) == 2
+    assert capsys.readouterr().err.startswith(f"vidtwin demo check-world: error: {message}")
+
+
+@pytest.mark.parametrize("stdin", ["none", "closed", "file"])
+def test_interactive_without_a_terminal_is_one_line(stdin, monkeypatch, tmp_path, capsys):
+    import io
+
+    import vidtwin.cli.play as play
+
+    stream = {"none": None, "closed": io.StringIO(), "file": io.StringIO("RRq")}[stdin]
+    if stdin == "closed":
+        stream.close()
+    monkeypatch.setattr(sys, "stdin", stream)
+    monkeypatch.setattr(play, "load_player", no_model)
+    assert vidtwin(["play", str(tmp_path / "world"), "--start", str(tmp_path / "start.mp4"), "--interactive",
+                    "--output", str(tmp_path / "out.mp4")]) == 2
+    assert capsys.readouterr().err.startswith("vidtwin play: error: --interactive needs a terminal")
+
+
+# ---------------------------------------------------------------------------- vidtwin play's start video
+@pytest.fixture(scope="module")
+def world_run(tmp_path_factory):
+    """A world model run (2 updates) on a token dataset that encode-dataset sampled at --sample-fps 8,
+    with the small FSQ autoencoder and start videos of the same game at 32 fps and at 4 fps."""
+    from vidtwin.cli import train_main as train
+    from vidtwin.data.video_io import read_video, write_video
+    from world_helpers import encode_game_tokens, make_play_files, world_training_config
+
+    root = tmp_path_factory.mktemp("world_run")
+    files = make_play_files(root / "files")
+    encode_game_tokens(files, root / "game", root / "tokens", train_videos=3)
+    config = world_training_config(root / "world.yaml", root / "tokens", (files / "ae.yaml", files / "ae.pt"))
+    assert train(["--logdir", str(root / "logs"), "--name", "world", "--base", str(config),
+                  "data.params.batch_size=3"]) == 0
+    frames, fps = read_video(root / "game" / "val" / "00000.mp4")  # 8 fps
+    assert fps == pytest.approx(8.0)
+    write_video(root / "fast.mp4", frames.repeat_interleave(4, dim=0), fps=32.0)  # the same motion at 32 fps
+    write_video(root / "slow.mp4", frames[::2], fps=4.0)
+    return root, files
+
+
+def test_a_faster_start_video_is_resampled_as_the_training_clips_were(world_run, tmp_path, capsys):
+    from vidtwin.data.video_io import probe_video
+
+    root, _ = world_run
+    output = tmp_path / "rollout.mp4"
+    assert vidtwin(["play", str(root / "logs" / "world"), "--start", str(root / "fast.mp4"), "--actions", "R",
+                    "--output", str(output), "--device", "cpu"]) == 0
+    info = probe_video(output)
+    assert info.fps == pytest.approx(8.0) and info.num_frames == 2 * 8
+    err = capsys.readouterr().err
+    assert (f"--start {root / 'fast.mp4'}: resampled from 32 to 8 fps (every 4th frame), as the world model's training "
+            f"clips were (encode-dataset --sample-fps 8, recorded in the token dataset {root / 'tokens'})") in err
+    # --sample-fps chooses otherwise, and the line says so.
+    assert vidtwin(["play", str(root / "logs" / "world"), "--start", str(root / "fast.mp4"), "--actions", "R",
+                    "--output", str(output), "--device", "cpu", "--overwrite", "--sample-fps", "16"]) == 0
+    assert probe_video(output).fps == pytest.approx(16.0)
+    assert "as --sample-fps 16 asks; the world model was trained on clips of 8 fps" in capsys.readouterr().err
+
+
+def test_a_slower_start_video_is_refused_before_the_model_loads(world_run, tmp_path, monkeypatch, capsys):
+    import vidtwin.cli.play as play
+
+    root, _ = world_run
+    monkeypatch.setattr(play, "load_player", no_model)
+    assert vidtwin(["play", str(root / "logs" / "world"), "--start", str(root / "slow.mp4"), "--actions", "R",
+                    "--output", str(tmp_path / "out.mp4"), "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"vidtwin play: error: --start {root / 'slow.mp4'} is 4 fps, and the world model was trained on clips of 8 fps "
+        f"(the token dataset {root / 'tokens'}); give a video of at least 8 fps, or --sample-fps to play it anyway")
+
+
+def test_a_model_that_records_no_rate_says_the_start_video_plays_at_its_own(world_run, tmp_path, capsys):
+    root, files = world_run
+    assert vidtwin(["play", str(files / "world"), "--start", str(root / "fast.mp4"), "--actions", "R",
+                    "--output", str(tmp_path / "out.mp4"), "--device", "cpu"]) == 0
+    assert (f"--start {root / 'fast.mp4'}: played at its own 32 fps; the world model records no frame rate of its "
+            "training clips") in capsys.readouterr().err

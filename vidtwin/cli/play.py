@@ -10,15 +10,22 @@ autoencoder's frame size) is tokenized, then each action letter predicts the nex
 mp4 is the start clip followed by the predicted clips, at the start video's frame rate, written
 atomically (``--overwrite`` to replace a file).
 
+The start video is sampled in time as the world model's training clips were, where its run records
+them (``encode-dataset --sample-fps`` of its token dataset), and the output is written at that
+rate; a video too slow for it is refused, and a line on stderr says which was done
+(:func:`vidtwin.generation.player.start_sampling`). ``--sample-fps`` chooses the sampling instead.
+
 ``--interactive`` reads keys in the terminal instead of ``--actions``: the arrow keys are U, D, L
-and R (when the model knows them), any letter of the model's vocabulary is itself, ``q`` quits.
-Each new clip's last frame is drawn in the terminal with half-block characters (two pixels per
-character, 24-bit colour), and the session's video is written at the end.
+and R (when the model knows them), any letter of the model's vocabulary is itself, ``q`` quits; a
+key that is none of these is named under the picture. Each new clip's last frame is drawn in the
+terminal with half-block characters (two pixels per character, 24-bit colour), and the session's
+video is written at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -26,7 +33,8 @@ from typing import Iterator, List, Optional
 import numpy as np
 import torch
 
-from ..generation.player import PlayError, WorldPlayer, check_output, play_actions, read_start_clip
+from ..generation.player import (PlayError, WorldPlayer, check_output, play_actions, probe_start, read_start_clip,
+                                 start_sampling, training_rate)
 from ..inference.outputs import claim_outputs
 from .options import add_device, add_model, add_overwrite
 
@@ -43,14 +51,39 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     add_device(parser)
 
 
-def check_sampling(args: argparse.Namespace) -> None:
-    if args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
-        raise PlayError(f"--temperature must be >= 0 and --top-k >= 1, got {args.temperature} and {args.top_k}")
+# torch.Generator.manual_seed takes a 64-bit seed, signed or unsigned (a negative one wraps around).
+SEED_RANGE = (-2 ** 63, 2 ** 64 - 1)
+
+
+def check_seed(seed: int, lowest: int = SEED_RANGE[0]) -> None:
+    """Refuse a ``--seed`` that the generators would refuse (after the model loaded, in a traceback)."""
+    if not lowest <= seed <= SEED_RANGE[1]:
+        raise PlayError(f"--seed must be a whole number from {lowest} to {SEED_RANGE[1]} (2**64 - 1), got {seed}")
+
+
+def check_sampling(args: argparse.Namespace, lowest_seed: int = SEED_RANGE[0]) -> None:
+    """The sampling options, before any model loads: a NaN temperature would silently play greedy."""
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise PlayError(f"--temperature must be a finite number >= 0 (0 picks the likeliest codes), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise PlayError(f"--top-k must be >= 1, got {args.top_k}")
+    check_seed(args.seed, lowest_seed)
+
+
+def is_terminal(stream) -> bool:
+    """True for an open stream on a terminal; False for a closed, missing (None) or redirected one."""
+    try:
+        return stream is not None and not stream.closed and stream.isatty()
+    except (AttributeError, ValueError, OSError):  # a stand-in object, or a descriptor closed underneath
+        return False
 
 
 def load_player(args: argparse.Namespace) -> WorldPlayer:
+    from ..cpu_threads import apply_cpu_thread_policy
     from ..inference.options import resolve_device
 
+    if resolve_device(args.device).type == "cpu":
+        apply_cpu_thread_policy()  # logged under --verbose, as every command that runs a model on the CPU
     return WorldPlayer(args.world, args.config, args.ckpt, device=resolve_device(args.device),
                        allow_unsafe_pickle=args.allow_unsafe_pickle)
 
@@ -63,6 +96,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, required=True, help="the mp4 to write: start clip + predicted clips")
     add_overwrite(parser)
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same rollout (default 0)")
+    parser.add_argument("--sample-fps", type=float, default=None, metavar="F",
+                        help="keep every round(fps / F)-th frame of --start, as encode-dataset --sample-fps does "
+                             "(default: as the world model's training clips were sampled, where its run records it)")
     add_rollout_arguments(parser)
 
 
@@ -72,16 +108,22 @@ def run(args: argparse.Namespace) -> int:
     if args.actions is not None and not args.actions:
         raise PlayError("--actions is empty; give one letter per clip to predict, e.g. RRUULD")
     check_sampling(args)
-    if args.interactive and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise PlayError("--interactive needs a terminal; give --actions instead")
+    if args.sample_fps is not None and not (math.isfinite(args.sample_fps) and args.sample_fps > 0):
+        raise PlayError(f"--sample-fps must be a finite number > 0, got {args.sample_fps}")
+    if args.interactive and not (is_terminal(sys.stdin) and is_terminal(sys.stdout)):
+        raise PlayError("--interactive needs a terminal to read keys from and draw in (stdin and stdout); "
+                        "give --actions instead")
     check_output(args.output, args.start, args.overwrite)
+    info = probe_start(args.start)
+    stride, sampling_line = start_sampling(args.start, info, training_rate(args.world), args.sample_fps)
     claim_outputs(args.claims, [args.output], [args.start], args.overwrite)  # no other run writes it meanwhile
     from ..data.video_io import write_video
 
     player = load_player(args)
     if args.actions is not None:
         player.world.action_indices(args.actions)  # unknown letters: before any work
-    start, fps = read_start_clip(args.start, player.clip_size)
+    start, fps = read_start_clip(args.start, player.clip_size, stride, info)
+    print(sampling_line, file=sys.stderr)
     if args.interactive:
         clips = play_interactive(player, start, args.seed, args.temperature, args.top_k)
     else:
@@ -145,6 +187,20 @@ def show(frame: np.ndarray, caption: str) -> None:
     sys.stdout.flush()
 
 
+def say_below(line: str) -> None:
+    """One line under the picture and its caption, replacing the last such line (the cursor stays
+    on that line after :func:`show`): the drawing is not scrolled or redrawn."""
+    sys.stdout.write("\r\x1b[K" + line)
+    sys.stdout.flush()
+
+
+def key_name(key: str) -> str:
+    """A key as the terminal line names it: printable ones quoted, others by their code."""
+    if not key:
+        return "that key"  # an escape sequence other than the arrows (read_keys gives "")
+    return repr(key) if key.isprintable() else f"the key {ord(key):#04x}"
+
+
 def play_interactive(player: WorldPlayer, start: torch.Tensor, seed: int, temperature: float,
                      top_k: Optional[int]) -> List[torch.Tensor]:
     """Clips played from the keyboard until ``q``; see the module docstring."""
@@ -158,6 +214,7 @@ def play_interactive(player: WorldPlayer, start: torch.Tensor, seed: int, temper
             if key in QUIT_KEYS:
                 break
             if key not in known:
+                say_below(f"{key_name(key)} is not an action of this world model; keys: {keys}; q quits and saves")
                 continue
             clips.append(player.decode(state.step(player.world.action_indices(key)))[0])
             letters += key
