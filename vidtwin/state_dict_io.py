@@ -90,13 +90,37 @@ def check_state_dict(given: Mapping[str, torch.Tensor], expected: Mapping[str, t
         problems.append(f"shape mismatches: {_name_keys(mismatched)}")
     if problems:
         raise CheckpointError(f"{what} does not match {target}; " + "; ".join(problems))
+    check_weight_values(given, expected, what, key_prefix)
 
 
-def load_autoencoder_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Strictly load official-named autoencoder weights into `model` (a VidTwin).
+def check_weight_values(given: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], what: str,
+                        key_prefix: str = "") -> None:
+    """Raise CheckpointError naming every tensor of ``given`` that cannot serve as a weight of the same
+    name in ``expected``: integer (or bool) values for a floating-point tensor, which
+    ``load_state_dict`` would silently convert, and NaN or infinite values. Either gives a model
+    that runs and outputs a flat image, so both are refused at load time."""
+    integer, non_finite = [], []
+    for key in sorted(set(given) & set(expected)):
+        value = given[key]
+        if expected[key].is_floating_point() and not value.is_floating_point():
+            integer.append(f"{key_prefix}{key} ({str(value.dtype).replace('torch.', '')})")
+        elif value.is_floating_point() and value.device.type != "meta" and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            non_finite.append(f"{key_prefix}{key} ({bad} of {value.numel()} values)")
+    problems = []
+    if integer:
+        problems.append(f"integer values for floating-point weights: {_name_keys(integer)}")
+    if non_finite:
+        problems.append(f"NaN or infinite values in {_name_keys(non_finite)}")
+    if problems:
+        raise CheckpointError(f"{what} holds damaged weights; " + "; ".join(problems))
 
-    The official tensors listed in IGNORED_OFFICIAL_KEYS are dropped first; position embeddings
-    of another shape mean the checkpoint was made for another input size or width.
+
+def checked_autoencoder_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> StateDict:
+    """``state`` as `model` (a VidTwin, possibly built on the ``meta`` device) loads it: the official
+    tensors listed in IGNORED_OFFICIAL_KEYS dropped, every key, shape, dtype and value checked.
+
+    Position embeddings of another shape mean the checkpoint was made for another input size or width.
     """
     buffers = dict(model.named_buffers())
     grid_errors = [
@@ -111,7 +135,13 @@ def load_autoencoder_state_dict(model: torch.nn.Module, state: Mapping[str, torc
         )
     state = {k: v for k, v in state.items() if not _IGNORED.fullmatch(k)}
     check_state_dict(state, model.state_dict(), "checkpoint", "the model config")
-    model.load_state_dict(state, strict=True)
+    return state
+
+
+def load_autoencoder_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Strictly load official-named autoencoder weights into `model` (a VidTwin); see
+    :func:`checked_autoencoder_state_dict` for what is checked."""
+    model.load_state_dict(checked_autoencoder_state_dict(model, state), strict=True)
 
 
 # ---------------------------------------------------------------------------- reading files
@@ -149,11 +179,83 @@ def _torch_load(path: Union[str, Path], weights_only: bool):
 
 
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
-_PICKLE_PROTOCOL_MARK = b"\x80"  # the legacy format starts with a pickle
+_PICKLE_PROTOCOL_MARK = b"\x80"  # the legacy format starts with a pickle (protocol 2 or later)
+
+
+def _is_tensor_global(name: str) -> bool:
+    """A global that a safe load accepts (tensors, storages, containers): torch's own allowlist."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals  # private: the fallback below mirrors it
+
+        return name in _get_allowed_globals()
+    except (ImportError, AttributeError):
+        return name.split(".", 1)[0] == "torch" or name in ("collections.OrderedDict", "_codecs.encode")
+
+
+def _pickle_streams(path: Union[str, Path]) -> Optional[list]:
+    """The pickle byte streams of a checkpoint without running them: ``data.pkl`` of a zip (torch.save),
+    else the whole file (the legacy format, several pickles in a row); None when unreadable."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return [archive.read(name) for name in archive.namelist() if name.endswith("data.pkl")]
+        with open(path, "rb") as handle:
+            return [handle.read()]
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError):
+        return None
+
+
+def pickled_globals(path: Union[str, Path], limit: int = 8) -> Optional[list]:
+    """Names (``module.name``) of the Python objects that unpickling ``path`` would import, beyond
+    those of tensors and containers, read from its opcodes without executing anything; None when
+    the file holds no parseable pickle (damaged, or a file of another kind)."""
+    import pickletools
+
+    streams = _pickle_streams(path)
+    if not streams:
+        return None
+    found, parsed = [], False
+    for data in streams:
+        position, strings = 0, []
+        while position < len(data) and len(found) < limit:  # the legacy format: pickles one after another
+            try:
+                for opcode, argument, offset in pickletools.genops(data[position:]):
+                    if opcode.name in ("GLOBAL", "INST"):
+                        found.append(str(argument).replace(" ", "."))
+                    elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(argument, str):
+                        strings.append(argument)
+                    if opcode.name == "STOP":
+                        position += offset + 1
+                        break
+                else:
+                    break
+            except (ValueError, EOFError, KeyError, IndexError):  # genops' errors for a torn stream
+                if not parsed:
+                    return None
+                break
+            parsed = True
+    unknown = [name for name in dict.fromkeys(found) if not _is_tensor_global(name)]
+    return unknown if parsed else None
+
+
+def _unsafe_pickle_error(path: Union[str, Path], names: list) -> CheckpointError:
+    what = f"Python objects beyond tensors ({', '.join(names)})" if names else "Python objects beyond tensors"
+    return CheckpointError(
+        f"{path} needs full unpickling: it holds {what}, and unpickling them can run any code, so a safe load "
+        "refuses it. If you trust this file, allow it with --allow-unsafe-pickle (in Python: allow_unsafe_pickle=True)"
+    )
 
 
 def load_checkpoint_object(path: Union[str, Path], allow_unsafe_pickle: bool = False) -> dict:
-    """torch.load with `weights_only=True`; full unpickling only with `allow_unsafe_pickle=True`."""
+    """torch.load with `weights_only=True`; full unpickling only with `allow_unsafe_pickle=True`.
+
+    A file that only full unpickling reads is refused with a message that says so (and names the
+    objects it would import); a damaged file or one of another kind, with a message that says that.
+    """
     not_readable = (f"{path} is not a readable PyTorch checkpoint (damaged, or a file of another kind); "
                     "give a .ckpt/.pt file, a .safetensors file or a save_pretrained directory")
     try:
@@ -162,17 +264,20 @@ def load_checkpoint_object(path: Union[str, Path], allow_unsafe_pickle: bool = F
     except OSError as error:
         raise CheckpointError(f"cannot read {path}: {error.strerror or error}") from None
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL_MARK)):
+        # torch never writes this, but a pickle of protocol 0 or 1 still runs its imports when loaded
+        names = pickled_globals(path)
+        if names:
+            raise _unsafe_pickle_error(path, names)
         raise CheckpointError(not_readable)
     try:
         obj = _torch_load(path, weights_only=not allow_unsafe_pickle)
-    except pickle.UnpicklingError as error:
-        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if refused is None:  # torch's text would advise weights_only=False, which is not the fix here
+    except pickle.UnpicklingError:
+        # torch's own text advises weights_only=False, which is not the fix here; its wording of a
+        # refused global differs between releases, so the file's opcodes are read instead
+        names = pickled_globals(path)
+        if names is None:
             raise CheckpointError(not_readable) from None
-        raise CheckpointError(
-            f"{path} holds a Python object ({refused.group(1)}) that a safe load refuses. "
-            "If you trust this file, load it with allow_unsafe_pickle=True (CLI: --allow-unsafe-pickle)"
-        ) from None
+        raise _unsafe_pickle_error(path, names) from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, AttributeError, ImportError):
         raise CheckpointError(not_readable) from None  # a torn zip or a damaged pickle
     if not isinstance(obj, dict):
@@ -233,6 +338,6 @@ def split_state_dict(state: StateDict) -> Tuple[StateDict, StateDict, StateDict]
 
 __all__ = [
     "CheckpointError", "CONFIG_FILE", "WEIGHTS_FILE", "AUTOENCODER_MODULES", "IGNORED_OFFICIAL_KEYS",
-    "check_state_dict", "load_autoencoder_state_dict",
+    "check_state_dict", "check_weight_values", "checked_autoencoder_state_dict", "load_autoencoder_state_dict",
     "load_checkpoint_object", "read_checkpoint_state_dict", "resolve_checkpoint_path", "split_state_dict",
 ]

@@ -144,7 +144,11 @@ class FSQRegularizer(LatentRegularizer):
         from vector_quantize_pytorch import FSQ  # imported here: several seconds, needed by FSQ models only
 
         self.levels = tuple(int(v) for v in levels)
-        self.fsq = FSQ(levels=list(self.levels))
+        # FSQ computes its codebook when built (a `.item()` that meta tensors cannot answer), so it is
+        # built on the CPU even inside a `torch.device("meta")` block: the loaders build models on
+        # meta to check a config's sizes against the weights before allocating them.
+        with torch.device("cpu"):
+            self.fsq = FSQ(levels=list(self.levels))
         self.codebook_size = math.prod(self.levels)
         self.entropy_loss = entropy_loss
         self.commitment_loss = commitment_loss
@@ -207,7 +211,7 @@ class FSQRegularizer(LatentRegularizer):
             )
         flat = indices.reshape(-1).long()  # (N,)
         codes = self.fsq.indices_to_codes(flat)  # (N, C)
-        return codes.reshape(*indices.shape, self.token_dim).movedim(-1, 1)  # (B, C, ...)
+        return codes.reshape(*indices.shape, self.token_dim).movedim(-1, 1).contiguous()  # (B, C, ...)
 
     # ------------------------------------------------------------------ forward
     def forward(self, latent: torch.Tensor, sample: bool = False,
@@ -226,15 +230,20 @@ class FSQRegularizer(LatentRegularizer):
         # upcasts too): the tanh bound must place values exactly between the levels.
         with torch.autocast(device_type=latent.device.type, enabled=False):
             inputs = flat.float()
-            codes, indices = self.fsq(inputs[None])  # (1, N, C), (1, N)
-            codes, indices = codes[0], indices[0].long()
+            rounded, indices = self.fsq(inputs[None])  # (1, N, C), (1, N)
+            rounded, indices = rounded[0], indices[0].long()
+            # The codes are the exact grid values of the indices, the same tensor `detokenize` rebuilds
+            # from a token file, so that decoding a file equals decoding the encoding bit for bit; the
+            # gradient still passes straight through the rounding (it is that of `rounded`).
+            codes = self.fsq.indices_to_codes(indices) + (rounded - rounded.detach())  # (N, C)
             log = self._usage(indices)
             if self.training and self.entropy_loss:
                 log["entropy_loss"] = self._entropy_loss(inputs)
             if self.training and self.commitment_loss:
                 log["commitment_loss"] = F.mse_loss(inputs, codes.detach())
         batch_shape = (latent.shape[0], *latent.shape[2:])
-        codes = codes.to(latent.dtype).reshape(*batch_shape, self.token_dim).movedim(-1, 1)  # (B, C, ...)
+        # Contiguous, as a decoded token file is: kernels may pick another summation order for other strides.
+        codes = codes.to(latent.dtype).reshape(*batch_shape, self.token_dim).movedim(-1, 1).contiguous()  # (B, C, ...)
         return codes, log
 
     @torch.no_grad()
@@ -250,13 +259,37 @@ class FSQRegularizer(LatentRegularizer):
 
         As in VidTok the assignment logits are inner products with the codes (scaled by
         2 * inv_temperature), not full squared distances.
+
+        Under DDP the batch is every rank's: as VidTok's ``maybe_distributed_mean``, the mean assignment
+        is averaged over the ranks before its entropy is taken (see :func:`_mean_over_ranks`).
         """
         codebook = self.fsq.implicit_codebook.to(inputs)  # (K, C)
         logits = 2.0 * ENTROPY_INV_TEMPERATURE * inputs @ codebook.t()  # (N, K)
         probabilities = logits.softmax(dim=-1)
         per_token = _entropy(probabilities).mean()
-        batch = _entropy(probabilities.mean(dim=0))
+        batch = _entropy(_mean_over_ranks(probabilities))
         return per_token - ENTROPY_DIVERSITY_GAMMA * batch
+
+
+def _mean_over_ranks(probabilities: torch.Tensor) -> torch.Tensor:
+    """The mean of ``probabilities`` (N, K) over its rows and, when torch.distributed runs with more
+    than one process, over every rank's rows: (K,).
+
+    The value is that of one process holding the concatenated batch (rows are counted, so ranks
+    may hold different N). The gradient reaches this rank's rows as if the other ranks' mean were
+    a constant plus this one's: each rank's gradient is then W times that of the concatenated batch,
+    and DDP's averaging over the W ranks makes it that gradient (VidTok's in-place all_reduce gives
+    the same).
+    """
+    local = probabilities.mean(dim=0)  # (K,)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1):
+        return local
+    rows = probabilities.new_tensor([float(probabilities.shape[0])])
+    summed = torch.cat([probabilities.detach().sum(dim=0), rows])  # (K + 1,): one all_reduce for both
+    torch.distributed.all_reduce(summed)
+    everywhere = summed[:-1] / summed[-1]
+    return local + (everywhere - local).detach()
 
 
 def _entropy(probabilities: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
