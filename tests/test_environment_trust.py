@@ -223,3 +223,25 @@ def test_a_model_that_records_no_rate_says_the_start_video_plays_at_its_own(worl
                     "--output", str(tmp_path / "out.mp4"), "--device", "cpu"]) == 0
     assert (f"--start {root / 'fast.mp4'}: played at its own 32 fps; the world model records no frame rate of its "
             "training clips") in capsys.readouterr().err
+
+
+def test_an_unknown_key_is_named_under_the_picture(world_run, monkeypatch, capsys):
+    """The keys of a session: x (no action), an escape sequence that is no arrow, R, then q."""
+    import contextlib
+    import io
+
+    import vidtwin.cli.play as play
+    from vidtwin.generation.player import WorldPlayer, read_start_clip
+
+    root, files = world_run
+    player = WorldPlayer(files / "world", device="cpu")
+    start, _ = read_start_clip(files / "start.mp4", player.clip_size)
+    monkeypatch.setattr(play, "RawTerminal", lambda stream: contextlib.nullcontext())
+    monkeypatch.setattr(sys, "stdin", io.StringIO("x\x1b[5~Rq"))
+    clips = play.play_interactive(player, start, seed=0, temperature=1.0, top_k=None)
+    assert len(clips) == 2  # the start clip and R's
+    out = capsys.readouterr().out
+    keys = "D/L/R/U or the arrow keys; q quits and saves"
+    assert f"\r\x1b[K'x' is not an action of this world model; keys: {keys}" in out
+    assert f"\r\x1b[Kthat key is not an action of this world model; keys: {keys}" in out
+    assert out.count("\x1b[2J") == 2  # drawn twice (start, R): a line under the picture redraws nothing
