@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 
 from vidtwin import load_model
 from vidtwin.data.video_io import probe_video
+from vidtwin.latents.latent_file import weights_fingerprint
 from vidtwin.generation import load_generator
 from vidtwin.cli import main as inference_main
 from vidtwin.cli import train_main
@@ -68,7 +69,10 @@ def test_generate_writes_videos_and_decodable_latents_for_every_class(run, tmp_p
 def test_the_generator_loads_from_its_run_checkpoint_and_save_pretrained_folder(run, tmp_path):
     from_run = load_generator(run / "logs" / "gen")
     from_checkpoint = load_generator(run / "logs" / "gen" / "checkpoints" / "last.ckpt")
-    assert from_run.autoencoder_files == {"config": str(TINY_CONFIG), "ckpt": str(run / "tiny.pt")}
+    recorded = from_run.autoencoder_files
+    assert {key: recorded[key] for key in ("config", "ckpt")} == {"config": str(TINY_CONFIG), "ckpt": str(run / "tiny.pt")}
+    # The weights that encoded the training data, which any decoding autoencoder must have.
+    assert recorded["weights_fingerprint"] == weights_fingerprint(load_model(TINY_CONFIG, run / "tiny.pt"))
     from_run.save_pretrained(tmp_path / "exported")
     from_folder = load_generator(tmp_path / "exported")
     assert from_folder.autoencoder_files == from_run.autoencoder_files  # recorded in config.json

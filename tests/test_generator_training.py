@@ -3,6 +3,8 @@ sample videos per class decoded by the recorded autoencoder, a checkpoint that n
 resume that continues exactly where an uninterrupted run goes, with Lightning's gradient
 accumulation too."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -39,10 +41,12 @@ def test_the_generator_trains_resumes_exactly_and_records_its_autoencoder(files,
 
     checkpoint = _state(run / "checkpoints" / "last.ckpt")
     entry = checkpoint["vidtwin_generator"]
-    assert entry["autoencoder"] == {"config": str(TINY_CONFIG), "ckpt": str(files / "tiny.pt")}
+    dataset = LatentDataset(files / "latents")
+    assert entry["autoencoder"] == {"config": str(TINY_CONFIG), "ckpt": str(files / "tiny.pt"), "working_dir": str(Path.cwd()),
+                                    "weights_fingerprint": dataset.manifest["identity"]["weights_fingerprint"]}
+    assert entry["labels"]["classes"] == CLASSES and entry["labels"]["source"] == "folders"
     assert entry["config"]["class_names"] == CLASSES and entry["config"]["num_classes"] == 3
     # The statistics were fitted on the dataset before training and travel in the checkpoint.
-    dataset = LatentDataset(files / "latents")
     expected = LatentNormalization.fit([{name: torch.stack([dataset[i][name] for i in range(len(dataset))])
                                          for name in ("structure", "dynamics_x", "dynamics_y")}])
     assert entry["config"]["normalization"]["std"]["structure"] == pytest.approx(expected.std["structure"])

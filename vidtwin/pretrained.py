@@ -191,7 +191,7 @@ class PretrainedModel:
     Hooks a class may override: :meth:`_read_checkpoint` (a checkpoint file -> config and
     weights; the default reads a `vidtwin train` checkpoint that records the config under
     ``checkpoint_key``), :meth:`_config_for_repo_file` (the config of a Hub repo that holds one
-    file), :meth:`load_weights` (the strict load), :meth:`pretrained_config` (what ``config.json``
+    file), :meth:`checked_weights` (the strict check), :meth:`pretrained_config` (what ``config.json``
     stores) and :meth:`model_card`.
     """
 
@@ -262,11 +262,33 @@ class PretrainedModel:
 
     @classmethod
     def _built(cls, config, state: Mapping[str, torch.Tensor], source, autoencoder: Optional[dict] = None):
+        state = cls._checked_before_building(config, state, source)
         model = cls(config)
-        model.load_weights(state, source)
+        model.load_state_dict(state, strict=True)
         if cls.pretrained_format.records_autoencoder:
             model.autoencoder_files = autoencoder
+            # Where the record was read: relative paths in it are looked for around it (decoding_autoencoder).
+            model.loaded_from = Path(source) if isinstance(source, (str, Path)) else None
         return model
+
+    @classmethod
+    def _checked_before_building(cls, config, state: Mapping[str, torch.Tensor], source) -> Dict[str, torch.Tensor]:
+        """``state`` checked (:meth:`checked_weights`) against the model ``config`` describes, built on
+        the ``meta`` device: shapes without memory. A config whose sizes do not belong to the weights
+        (a few edited numbers in config.json can ask for tens of GB) is refused before anything is allocated."""
+        with torch.device("meta"):
+            skeleton = cls(config)
+        try:
+            return skeleton.checked_weights(state, source)
+        except CheckpointError as error:
+            expected = skeleton.state_dict().values()
+            expected_count, given_count = sum(t.numel() for t in expected), sum(t.numel() for t in state.values())
+            if expected_count == given_count:
+                raise
+            size = sum(t.numel() * t.element_size() for t in expected) / 1e9
+            raise CheckpointError(f"{error} (the {cls.pretrained_format.kind} config describes {expected_count:,} "
+                                  f"weight values, {size:.3g} GB; the weights hold {given_count:,}; nothing was "
+                                  "built)") from None
 
     # ------------------------------------------------------------------------ hooks
     @classmethod
@@ -304,14 +326,20 @@ class PretrainedModel:
         """Rename, in ``state``, the names of an older release (none by default); returns ``state``."""
         return state
 
-    def load_weights(self, state: Mapping[str, torch.Tensor], source: Any = "checkpoint") -> None:
-        """Strictly load ``state`` into this model; an error names ``source`` and every bad key."""
+    def checked_weights(self, state: Mapping[str, torch.Tensor], source: Any = "checkpoint") -> Dict[str, torch.Tensor]:
+        """``state`` as :meth:`load_weights` loads it, every key, shape, dtype and value checked
+        (``vidtwin.state_dict_io.check_state_dict``); an error names ``source`` and every bad tensor.
+        Works on a model built on the ``meta`` device."""
         state = self.upgrade_state_dict(dict(state))
         try:
             check_state_dict(state, self.state_dict(), "checkpoint", f"the {self.pretrained_format.kind} config")
         except CheckpointError as error:
             raise CheckpointError(f"{source}: {error}") from None
-        self.load_state_dict(state, strict=True)
+        return state
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], source: Any = "checkpoint") -> None:
+        """Strictly load ``state`` into this model; an error names ``source`` and every bad tensor."""
+        self.load_state_dict(self.checked_weights(state, source), strict=True)
 
     def pretrained_config(self) -> dict:
         """The model config as ``config.json`` stores it."""
@@ -368,28 +396,125 @@ class RecordedAutoencoderError(ValueError, UserError):
     """The autoencoder that decodes a latent model's samples cannot be found: none given, none recorded."""
 
 
+class OtherWeightsError(RecordedAutoencoderError):
+    """An autoencoder with other weights than the ones that encoded a latent model's training data."""
+
+
+# The record of the autoencoder a latent model (generator, world model) was trained with: the model's
+# ``autoencoder_files``, written under "autoencoder" in config.json and in `vidtwin train` checkpoints:
+#   "config", "ckpt": its files as the training config named them (None when none was named);
+#   "weights_fingerprint": the latent dataset's, i.e. of the weights that encoded the training data
+#       (vidtwin.latents.latent_file.weights_fingerprint); whatever decodes the model's output must have it;
+#   "working_dir": the absolute folder training ran in, against which relative "config"/"ckpt" were written.
+# Files written before the last two were recorded lack them: they load, and nothing is checked.
+FINGERPRINT_FIELD = "weights_fingerprint"
+WORKING_DIR_FIELD = "working_dir"
+
+
+def autoencoder_record(config: Any, ckpt: Any, fingerprint: Optional[str], working_dir: PathLike) -> dict:
+    """The ``autoencoder_files`` record that training writes (see above)."""
+    return {"config": config, "ckpt": ckpt, FINGERPRINT_FIELD: fingerprint, WORKING_DIR_FIELD: str(working_dir)}
+
+
+def _search_folders(working_dir: Optional[str], loaded_from: Optional[Path]) -> list:
+    """Where a recorded relative path is looked for, in order: the folder training ran in, then the
+    folder of the model's files and each folder above it (a run copied or moved with its clone
+    keeps its relative place there). Never the current folder as such: a clone's own
+    ``logs/digits_ae`` is another autoencoder than the generator's."""
+    folders = [Path(working_dir)] if working_dir else []
+    if loaded_from is not None:
+        start = Path(loaded_from).absolute()
+        folders += ([start] if start.is_dir() else []) + list(start.parents)
+    return folders
+
+
+def resolve_recorded_path(path: Any, working_dir: Optional[str], loaded_from: Optional[Path]) -> Optional[str]:
+    """A recorded config or checkpoint path as it exists here: absolute ones and ``hf://``
+    references as they are; relative ones in the first of :func:`_search_folders` that holds them.
+    None when it exists nowhere."""
+    text = str(path)
+    if is_hub_reference(text):
+        return text
+    if Path(text).is_absolute():
+        return text if Path(text).exists() else None
+    for folder in _search_folders(working_dir, loaded_from):
+        if (folder / text).exists():
+            return str(folder / text)
+    return None
+
+
+@dataclass(frozen=True)
+class DecodingAutoencoder:
+    """The autoencoder chosen to decode a latent model's output (:func:`decoding_autoencoder`)."""
+
+    config: Any  # YAML path, list of YAML paths or None (a save_pretrained folder or run folder needs none)
+    ckpt: str
+    fingerprint: Optional[str]  # of the weights that encoded the model's training data; None: not recorded
+    recorded: bool  # the one the model records (else the one given)
+    what: str  # the model, in messages: "generator", "world model"
+
+    def check_weights(self, found: str, allow_other_weights: bool = False, option: str = "--allow-other-weights") -> None:
+        """Refuse, in one line, an autoencoder whose weights fingerprint ``found`` is not the one its
+        training data was encoded with; ``allow_other_weights`` lets it pass. Nothing to check
+        against when the model records no fingerprint."""
+        if self.fingerprint is None or found == self.fingerprint or allow_other_weights:
+            return
+        if self.recorded:
+            raise OtherWeightsError(
+                f"the autoencoder this {self.what} records, {self.ckpt}, now holds other weights (fingerprint {found}) "
+                f"than the ones that encoded its training data ({self.fingerprint}), e.g. it was trained further; "
+                f"give the checkpoint that encoded them with --ckpt, or pass {option} to decode with these")
+        raise OtherWeightsError(
+            f"the autoencoder {self.ckpt} has other weights (fingerprint {found}) than the ones that encoded this "
+            f"{self.what}'s training data ({self.fingerprint}), and would decode noise; give that autoencoder with "
+            f"--config/--ckpt, or pass {option} to decode with these")
+
+    def describe(self, found: str) -> str:
+        """The line every command that decodes says: which autoencoder, with which weights."""
+        if self.fingerprint is None:
+            check = f"the {self.what} records no fingerprint to check it against"
+        elif found == self.fingerprint:
+            check = f"those that encoded the {self.what}'s training data"
+        else:
+            check = f"not those that encoded the {self.what}'s training data ({self.fingerprint}): --allow-other-weights"
+        origin = f"the one the {self.what} records" if self.recorded else "given"
+        return f"autoencoder {self.ckpt} ({origin}), weights fingerprint {found}: {check}"
+
+
 def decoding_autoencoder(model: Any, config: Any = None, ckpt: Optional[str] = None,
-                         what: str = "generator") -> Tuple[Any, str]:
-    """``(config, ckpt)`` of the autoencoder that decodes ``model``'s latents: the given ones, else the
-    ones it records (``autoencoder_files``, written at training); ``what`` names the model in messages."""
+                         what: str = "generator") -> DecodingAutoencoder:
+    """The autoencoder that decodes ``model``'s latents: the given ``config``/``ckpt``, else the
+    one it records (``autoencoder_files``, written at training), its relative paths resolved by
+    :func:`resolve_recorded_path`; with the weights fingerprint it must have. ``what`` names the
+    model in messages."""
+    recorded = getattr(model, "autoencoder_files", None) or {}
+    fingerprint = recorded.get(FINGERPRINT_FIELD)
     if ckpt is not None:
-        return config, ckpt
+        return DecodingAutoencoder(config, ckpt, fingerprint, False, what)
     if config is not None:
         raise RecordedAutoencoderError("--config names the autoencoder's architecture; give its weights with --ckpt too")
-    recorded = getattr(model, "autoencoder_files", None) or {}
     if not recorded.get("ckpt"):
         raise RecordedAutoencoderError(f"this {what} records no autoencoder; name the one that encoded its training "
                                        "data with --config and --ckpt")
+    working_dir, loaded_from = recorded.get(WORKING_DIR_FIELD), getattr(model, "loaded_from", None)
+    found = {}
     for key in ("config", "ckpt"):
-        if recorded.get(key) is not None and not Path(str(recorded[key])).exists():
-            raise RecordedAutoencoderError(f"the autoencoder this {what} records ({key} {recorded[key]}) does not exist "
-                                           "here; name it with --config and --ckpt")
-    return recorded.get("config"), recorded["ckpt"]
+        if recorded.get(key) is None:
+            found[key] = None
+            continue
+        found[key] = resolve_recorded_path(recorded[key], working_dir, loaded_from)
+        if found[key] is None:
+            where = f" (relative to {working_dir}, where it was trained)" if working_dir and not Path(
+                str(recorded[key])).is_absolute() else ""
+            raise RecordedAutoencoderError(f"the autoencoder this {what} records ({key} {recorded[key]}{where}) does "
+                                           "not exist here; name it with --config and --ckpt")
+    return DecodingAutoencoder(found["config"], found["ckpt"], fingerprint, True, what)
 
 
 __all__ = [
-    "EMA_STATE_KEY", "MODEL_CARD_FILE", "ModelFormat", "PretrainedModel", "RUN_CHECKPOINTS", "RUN_CONFIG_FILE",
-    "RecordedAutoencoderError", "TRAINING_STATE_KEY", "checkpoint_update", "config_from_dict", "decoding_autoencoder",
-    "is_run_directory", "newest_valid_checkpoint",
-    "read_config_json", "read_run_config", "render_model_card", "run_directory_of", "training_weights",
+    "DecodingAutoencoder", "EMA_STATE_KEY", "FINGERPRINT_FIELD", "MODEL_CARD_FILE", "ModelFormat", "OtherWeightsError",
+    "PretrainedModel", "RUN_CHECKPOINTS", "RUN_CONFIG_FILE", "RecordedAutoencoderError", "TRAINING_STATE_KEY",
+    "WORKING_DIR_FIELD", "autoencoder_record", "checkpoint_update", "config_from_dict", "decoding_autoencoder",
+    "is_run_directory", "newest_valid_checkpoint", "read_config_json", "read_run_config", "render_model_card",
+    "resolve_recorded_path", "run_directory_of", "training_weights",
 ]

@@ -5,7 +5,8 @@
 
 The generator is a ``vidtwin train`` run folder (its newest readable checkpoint, EMA weights when
 stored), one of its checkpoints, a ``save_pretrained`` folder or a Hub repo id. The autoencoder is
-``--config``/``--ckpt`` when given, else the one the generator records.
+``--config``/``--ckpt`` when given, else the one the generator records; its weights must be the ones
+that encoded the generator's training data (``--allow-other-weights`` to decode with others).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write <class>_<index>.safetensors, which vidtwin decode reads")
     add_overwrite(parser)
     add_model(parser, required=False)
+    parser.add_argument("--allow-other-weights", action="store_true",
+                        help="decode with an autoencoder whose weights are not the ones that encoded the generator's "
+                             "training data (its samples are then noise-like)")
     add_runtime(parser, batch_clips=16, batch_clips_help="samples per batch (small latents)")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Dict, List, Optional, Sequence, Union
 
 import torch
@@ -41,7 +42,8 @@ class GeneratorSampleError(ValueError, UserError):
 
 
 # config.json of a save_pretrained folder: {"format": "vidtwin-generator", "format_version": 1,
-# "generator": GeneratorConfig dict, "autoencoder": {"config", "ckpt"}}; a `vidtwin train` checkpoint holds
+# "generator": GeneratorConfig dict, "autoencoder": the record of vidtwin.pretrained.autoencoder_record (its
+# files, and the weights fingerprint of the training data)}; a `vidtwin train` checkpoint holds
 # the same under "vidtwin_generator" (vidtwin.training.generator_module writes it), the weights under
 # "generator." and the EMA weights under "ema_state_dict".
 GENERATOR_FORMAT = ModelFormat(
@@ -105,8 +107,10 @@ class LatentGenerator(PretrainedModel, nn.Module):
         # Buffers, so that any state dict carries the statistics; config.normalization is their
         # initial value, brought up to date by set_normalization and save_pretrained.
         self.scaler = LatentScaler(stats)
-        # The autoencoder it was trained with ({"config", "ckpt"}), when its files say: for `generate`.
+        # The autoencoder it was trained with (vidtwin.pretrained.autoencoder_record: its files, the weights
+        # fingerprint of the training data), when its files say: `generate` decodes with it, or checks against it.
         self.autoencoder_files: Optional[dict] = None
+        self.loaded_from = None  # the file or folder from_pretrained read: where relative recorded paths are looked for
 
     @property
     def null_label(self) -> int:
@@ -166,19 +170,26 @@ class LatentGenerator(PretrainedModel, nn.Module):
     def class_labels(self, classes: Sequence[Union[int, str]]) -> List[int]:
         """Class names (``config.class_names``) or indices (ints or digit strings) -> label indices.
 
-        An unknown name or an index out of range raises GeneratorSampleError naming the known classes.
+        A name wins over an index of the same spelling. A digit string that is no name, given to a
+        generator whose names are numbers (``10`` ... ``100``), is refused as ambiguous: the user
+        most likely meant a name. An unknown name or an index out of range raises
+        GeneratorSampleError naming the known classes.
         """
         names = self.config.class_names or []
+        numbered = any(_is_whole_number(name) for name in names)
         labels = []
         for value in classes:
             text = str(value).strip()
             if text in names:
                 labels.append(names.index(text))
-            elif text.lstrip("-").isdigit() and 0 <= int(text) < self.config.num_classes:
+            elif _is_whole_number(text) and numbered:
+                raise GeneratorSampleError(
+                    f"class {text!r} is ambiguous: no class has that name, and the classes are named by numbers "
+                    f"({_shown(names)}), so it is no index either; give one of the names")
+            elif _is_whole_number(text) and 0 <= int(text) < self.config.num_classes:
                 labels.append(int(text))
             else:
-                known = (", ".join(names[:12]) + (f" ... ({len(names)} in all)" if len(names) > 12 else "")
-                         if names else f"indices 0 to {self.config.num_classes - 1}")
+                known = _shown(names) if names else f"indices 0 to {self.config.num_classes - 1}"
                 if self.config.num_classes == 0:
                     known = "none: this generator is unconditional"
                 raise GeneratorSampleError(f"unknown class {text!r}; known classes: {known}")
@@ -234,6 +245,16 @@ class LatentGenerator(PretrainedModel, nn.Module):
                       classes=self.config.num_classes, config_json=json.dumps(self.config.to_dict(), indent=2),
                       repo_id=repo_id)
         return render_model_card(MODEL_CARD, CARD_TAGS, values, fields)
+
+
+def _is_whole_number(text: str) -> bool:
+    """``-12``, ``0``, ``7``: what ``int`` reads as an index (ASCII digits only: ``int("²")`` fails)."""
+    return re.fullmatch(r"-?[0-9]+", text) is not None
+
+
+def _shown(names: Sequence[str], limit: int = 12) -> str:
+    """Class names for a message: the first ``limit``, then how many in all."""
+    return ", ".join(names[:limit]) + (f" ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def sample(generator: LatentGenerator, labels=None, **options) -> Dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ normalizes the data, its sampler denormalizes what it generates.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
@@ -25,7 +26,10 @@ from .packing import LATENT_NAMES, latent_dict
 
 logger = logging.getLogger(__name__)
 
-MIN_STD = 1e-6  # a channel that never varies is shifted, not divided by zero
+# The smallest std the statistics may hold. Normalizing divides by it, so a std below the data's
+# true spread (0 in a hand-written file, or a channel constant on the fitted data but not on the
+# data trained on) blows the targets up: a std of 0 trained a loss of 6e12.
+MIN_STD = 1e-6
 
 
 class NormalizationError(ValueError, UserError):
@@ -98,8 +102,23 @@ class LatentNormalization:
             raise NormalizationError("no latents to compute statistics from (the dataset is empty)")
         stats = cls(mean={name: m.mean.tolist() for name, m in moments.items()},
                     std={name: m.std().tolist() for name, m in moments.items()})
+        stats.check("the latent statistics fitted on the data")
         logger.info("latent statistics from %d clips' worth of values: %s", moments["structure"].count, stats.summary())
         return stats
+
+    def check(self, where: str = "the latent statistics") -> None:
+        """Raise :class:`NormalizationError`, in one line naming the latent and channel, on a mean
+        that is not finite or a std that is not a finite number >= :data:`MIN_STD`."""
+        for name in LATENT_NAMES:
+            for channel, (mean, std) in enumerate(zip(self.mean.get(name, []), self.std.get(name, []))):
+                if not math.isfinite(mean):
+                    raise NormalizationError(f"{where}: {name} channel {channel} has mean {mean}; every mean must be "
+                                             "a finite number")
+                if not (math.isfinite(std) and std >= MIN_STD):
+                    raise NormalizationError(
+                        f"{where}: {name} channel {channel} has std {std}; every std must be a finite number >= "
+                        f"{MIN_STD:g} (a channel that does not vary cannot be scaled to std 1): fix the statistics, "
+                        "or train without them (model.params.normalization: none)")
 
     def summary(self) -> str:
         return ", ".join(
@@ -147,7 +166,10 @@ class LatentScaler(nn.Module):
         return LatentNormalization(mean={name: getattr(self, f"{name}_mean").tolist() for name in LATENT_NAMES},
                                    std={name: getattr(self, f"{name}_std").tolist() for name in LATENT_NAMES})
 
-    def set(self, stats: LatentNormalization) -> None:
+    def set(self, stats: LatentNormalization, where: str = "the latent statistics") -> None:
+        """Use ``stats`` from now on; statistics that :meth:`LatentNormalization.check` refuses are
+        refused here (``where`` names them in the message), before any buffer changes."""
+        stats.check(where)
         for name in LATENT_NAMES:
             for kind, values in (("mean", stats.mean[name]), ("std", stats.std[name])):
                 buffer = getattr(self, f"{name}_{kind}")

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from tqdm.auto import tqdm
@@ -30,6 +31,10 @@ from tqdm.auto import tqdm
 from ..errors import UserError
 from ..pretrained import decoding_autoencoder
 from .world import WorldModel
+
+
+def print_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 class PlayError(ValueError, UserError):
@@ -43,16 +48,22 @@ class WorldPlayer:
     """
 
     def __init__(self, reference, config=None, ckpt: Optional[str] = None, device="cpu",
-                 allow_unsafe_pickle: bool = False):
+                 allow_unsafe_pickle: bool = False, allow_other_weights: bool = False,
+                 announce: Optional[Callable[[str], None]] = print_to_stderr):
         """reference: the world model (see the module docstring). config, ckpt: the autoencoder
         (``config`` a YAML path or a list merged in order, as :func:`vidtwin.load_model` takes it);
-        both None: the one the world model records."""
+        both None: the one the world model records (:func:`vidtwin.pretrained.decoding_autoencoder`).
+        Its weights must be the ones that encoded the world model's training data, unless
+        ``allow_other_weights``. announce: told, in one line, which autoencoder was loaded with
+        which weights (default: stderr; None: silent)."""
         from ..checkpoint import load_model  # transformers and timm load with the autoencoder, not on import
+        from ..latents.latent_file import weights_fingerprint
 
         self.device = torch.device(device)
         self.world = WorldModel.from_pretrained(reference, device=self.device)
-        config, ckpt = decoding_autoencoder(self.world, config, ckpt, what="world model")
-        self.autoencoder = load_model(config, ckpt, device=self.device, allow_unsafe_pickle=allow_unsafe_pickle)
+        choice = decoding_autoencoder(self.world, config, ckpt, what="world model")
+        ckpt = choice.ckpt
+        self.autoencoder = load_model(choice.config, ckpt, device=self.device, allow_unsafe_pickle=allow_unsafe_pickle)
         if self.autoencoder.config.regularizer != "fsq":
             raise PlayError(f"the autoencoder {ckpt} has Gaussian (kl) latents, which have no tokens; the world model "
                             "plays on the tokens of the FSQ autoencoder it was trained with")
@@ -60,6 +71,10 @@ class WorldPlayer:
         if shapes != self.world.config.token_shapes:
             raise PlayError(f"the autoencoder {ckpt} makes tokens of shapes {shapes}, but the world model was trained "
                             f"on {self.world.config.token_shapes}; give the --config/--ckpt it was trained with")
+        found = weights_fingerprint(self.autoencoder)
+        choice.check_weights(found, allow_other_weights)
+        if announce is not None:
+            announce(choice.describe(found))
 
     @property
     def clip_size(self):

@@ -121,8 +121,9 @@ def digits_to_codes(digits: Sequence[torch.Tensor], levels: Sequence[int]) -> to
 
 
 # config.json of a save_pretrained folder: {"format": "vidtwin-world-model", "format_version": 1,
-# "world_model": WorldModelConfig dict (the action vocabulary included), "autoencoder": {"config",
-# "ckpt"}}, so that `vidtwin play` needs nothing else; a `vidtwin train` checkpoint holds the same under
+# "world_model": WorldModelConfig dict (the action vocabulary included), "autoencoder": the record of
+# vidtwin.pretrained.autoencoder_record (its files, and the weights fingerprint of the training data)},
+# so that `vidtwin play` needs nothing else; a `vidtwin train` checkpoint holds the same under
 # "vidtwin_world_model", the weights under "world." and the EMA weights under "ema_state_dict".
 WORLD_FORMAT = ModelFormat(
     name="vidtwin-world-model", version=1, kind="world model", config_key="world_model", config_class=WorldModelConfig,
@@ -203,8 +204,10 @@ class WorldModel(PretrainedModel, nn.Module):
         self.register_buffer("position_embedding", positions, persistent=False)  # (N, hidden), from the config
         group_of = torch.cat([torch.full((n,), index) for index, n in enumerate(self.group_tokens)])
         self.register_buffer("group_of_token", group_of, persistent=False)  # (N,) 0 structure, 1 dynamics
-        # The autoencoder the tokens came from ({"config", "ckpt"}); training and `play` read it, the files record it.
+        # The autoencoder the tokens came from (vidtwin.pretrained.autoencoder_record: its files, the weights
+        # fingerprint of the training data); training writes it, the files record it, `play` checks against it.
         self.autoencoder_files: Optional[dict] = None
+        self.loaded_from = None  # the file or folder from_pretrained read: where relative recorded paths are looked for
         # Any load_state_dict of an older release's names (`vidtwin train --resume` renames them earlier, in
         # WorldLightningModule.upgrade_checkpoint, so that --resume's key check sees the new names).
         self._register_load_state_dict_pre_hook(lambda state, prefix, *args: self.upgrade_state_dict(state, prefix))

@@ -13,6 +13,7 @@ checkpoint entry.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -22,6 +23,7 @@ from torch import nn
 from ..config import ConfigError
 from ..latents.dataset import LatentDataset
 from ..models.config import VidTwinConfig
+from ..pretrained import FINGERPRINT_FIELD, autoencoder_record
 from .contract import EMA_STATE_KEY, TRAINING_STATE_KEY, TrainingModule
 from .schedulers import WarmupCosine
 
@@ -57,30 +59,52 @@ def autoencoder_model_config(autoencoder: Mapping) -> VidTwinConfig:
     raise ConfigError("model.params.autoencoder needs config (a YAML) and ckpt, or ckpt as a save_pretrained folder")
 
 
-def autoencoder_latent_shapes(autoencoder: Mapping) -> dict:
-    """Per-clip latent shapes of the autoencoder that ``{"config": ..., "ckpt": ...}`` names."""
-    return {name: list(shape) for name, shape in autoencoder_model_config(autoencoder).latent_shapes().items()}
+def dataset_fingerprint(dataset: LatentDataset) -> Optional[str]:
+    """The weights fingerprint of the autoencoder that encoded ``dataset`` (its manifest's identity);
+    None for a dataset written before fingerprints were recorded."""
+    return dataset.manifest["identity"].get(FINGERPRINT_FIELD)
 
 
-def checked_autoencoder(autoencoder: Optional[Mapping], dataset_shapes: dict, dataset: str) -> Optional[dict]:
-    """``{"config", "ckpt"}`` of the autoencoder, checked to make latents of the dataset's shapes; None stays None."""
-    if autoencoder is None:
-        return None
-    autoencoder = {"config": autoencoder.get("config"), "ckpt": autoencoder.get("ckpt")}
-    found = autoencoder_latent_shapes(autoencoder)
-    if found != dataset_shapes:
-        raise ConfigError(f"the autoencoder {autoencoder['ckpt']} makes latents of shapes {found}, but the dataset "
-                          f"{dataset} holds {dataset_shapes}; name the autoencoder that encoded it")
-    return autoencoder
+def checked_autoencoder(autoencoder: Optional[Mapping], dataset: LatentDataset,
+                        allow_other_weights: bool = False) -> tuple[dict, Optional[nn.Module]]:
+    """``(record, model)`` of the autoencoder that ``model.params.autoencoder`` names for a latent
+    model trained on ``dataset``: the record that the model's files keep (:func:`autoencoder_record`:
+    its files, the dataset's weights fingerprint, the working folder that relative paths are
+    relative to), and the autoencoder loaded on the CPU, or None when none is named.
+
+    The autoencoder must make latents of the dataset's shapes, and hold the weights that encoded it
+    (the dataset's fingerprint), unless ``allow_other_weights``: other weights of one config decode
+    the model's output into noise. Either refusal is a ConfigError.
+    """
+    fingerprint = dataset_fingerprint(dataset)
+    if autoencoder is None or (autoencoder.get("ckpt") is None and autoencoder.get("config") is None):
+        return autoencoder_record(None, None, fingerprint, os.getcwd()), None
+    config, ckpt = autoencoder.get("config"), autoencoder.get("ckpt")
+    found = {name: list(shape) for name, shape in autoencoder_model_config(autoencoder).latent_shapes().items()}
+    shapes = dataset_latent_shapes(dataset)
+    if found != shapes:
+        raise ConfigError(f"the autoencoder {ckpt} makes latents of shapes {found}, but the dataset "
+                          f"{dataset.root} holds {shapes}; name the autoencoder that encoded it")
+    from ..checkpoint import load_model
+    from ..latents.latent_file import weights_fingerprint
+
+    model = load_model(config, ckpt, device="cpu")
+    weights = weights_fingerprint(model)
+    if fingerprint is not None and weights != fingerprint and not allow_other_weights:
+        raise ConfigError(f"model.params.autoencoder {ckpt} has other weights (fingerprint {weights}) than the ones "
+                          f"that encoded the latent dataset {dataset.root} ({fingerprint}); name the checkpoint that "
+                          "encoded it, or set model.params.allow_other_weights: true to decode the sample videos "
+                          "with these weights anyway")
+    return autoencoder_record(config, ckpt, fingerprint, os.getcwd()), model
 
 
 class AutoencoderDecoder:
-    """The autoencoder that decodes sample latents: loaded on first use, never part of the
-    module's state dict or optimizer (a plain object, not an ``nn.Module`` attribute)."""
+    """The autoencoder that decodes sample latents: loaded on first use (or given, loaded already),
+    never part of the module's state dict or optimizer (a plain object, not an ``nn.Module`` attribute)."""
 
-    def __init__(self, config: Optional[str], ckpt: Optional[str]):
+    def __init__(self, config: Optional[str], ckpt: Optional[str], model: Optional[nn.Module] = None):
         self.config, self.ckpt = config, ckpt
-        self.model = None
+        self.model = model
 
     def get(self, device: torch.device):
         if self.model is None:
@@ -111,10 +135,14 @@ class LatentModelModule(TrainingModule):
     """
 
     model_attribute = "model"
+    checkpoint_key = ""  # the checkpoint entry of the model's config and autoencoder record
 
     def setup_training(self, learning_rate: float, weight_decay: float, betas, warmup_steps: int,
                        grad_clip: Optional[float], ema_decay: Optional[float], seed: Optional[int],
-                       autoencoder: Optional[dict], min_learning_rate: Optional[float] = None) -> None:
+                       autoencoder: dict, min_learning_rate: Optional[float] = None,
+                       autoencoder_model: Optional[nn.Module] = None) -> None:
+        """``autoencoder``: the record of :func:`checked_autoencoder`, and ``autoencoder_model`` the
+        autoencoder it loaded (None: no sample videos)."""
         self.learning_rate, self.weight_decay, self.betas = float(learning_rate), float(weight_decay), tuple(betas)
         self.warmup_steps, self.grad_clip = int(warmup_steps), grad_clip
         if min_learning_rate is not None and not 0 <= float(min_learning_rate) <= self.learning_rate:
@@ -124,7 +152,8 @@ class LatentModelModule(TrainingModule):
         self.use_ema(self.model_attribute, ema_decay)
         self.noise_seed = seed
         self.autoencoder_files = autoencoder
-        self._decoder = AutoencoderDecoder(autoencoder["config"], autoencoder["ckpt"]) if autoencoder else None
+        self._decoder = (AutoencoderDecoder(autoencoder["config"], autoencoder["ckpt"], autoencoder_model)
+                         if autoencoder_model is not None else None)
 
     @property
     def trained_model(self) -> nn.Module:
@@ -170,9 +199,31 @@ class LatentModelModule(TrainingModule):
         super().on_save_checkpoint(checkpoint)  # finite weights, counters, EMA
         checkpoint[TRAINING_STATE_KEY].update(noise_seed=self.noise_seed)
 
+    def resumed_data_changes(self, entry: Mapping) -> list[str]:
+        """What changed in the training data since the checkpoint whose model entry (``{"config",
+        "autoencoder", ...}``) is ``entry`` was written; [] when nothing did. Here: the autoencoder
+        weights that encoded it; subclasses add their own (the generator: its label table)."""
+        before = (entry.get("autoencoder") or {}).get(FINGERPRINT_FIELD)
+        now = (self.autoencoder_files or {}).get(FINGERPRINT_FIELD)
+        if before is not None and before != now:
+            return [f"it was encoded again with other autoencoder weights (fingerprint {before} then, {now} now)"]
+        return []
+
     def upgrade_checkpoint(self, checkpoint: dict) -> dict:
         """The trained model's own renames (its ``upgrade_state_dict``, if it has one), applied to its
-        weights in ``state_dict`` and to its EMA weights."""
+        weights in ``state_dict`` and to its EMA weights.
+
+        First, a checkpoint of a model trained on other data than the dataset now configured is
+        refused (:meth:`resumed_data_changes`): ``vidtwin train --resume`` hands the checkpoint to
+        this method before it compares any weight, so the message says what changed in the data
+        rather than which weight changed shape, and nothing in the run folder has changed yet.
+        """
+        entry = checkpoint.get(self.checkpoint_key)
+        changes = self.resumed_data_changes(entry) if isinstance(entry, Mapping) else []
+        if changes:
+            raise ConfigError(f"the checkpoint to resume was trained on other data than the latent dataset "
+                              f"{self.dataset_root}: {'; '.join(changes)}; nothing was changed. Resume on the dataset "
+                              "the run was trained on, or start a new run (another --name) on this one")
         upgrade = getattr(self.trained_model, "upgrade_state_dict", None)
         if upgrade is not None:
             if "state_dict" in checkpoint:
@@ -187,5 +238,5 @@ class LatentModelModule(TrainingModule):
         self.noise_seed = state.get("noise_seed", self.noise_seed)
 
 
-__all__ = ["AutoencoderDecoder", "LatentModelModule", "autoencoder_latent_shapes", "autoencoder_model_config",
-           "checked_autoencoder", "dataset_latent_shapes", "dataset_model_config", "learning_rate_factor"]
+__all__ = ["AutoencoderDecoder", "LatentModelModule", "autoencoder_model_config", "checked_autoencoder",
+           "dataset_fingerprint", "dataset_latent_shapes", "dataset_model_config", "learning_rate_factor"]

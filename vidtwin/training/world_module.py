@@ -69,6 +69,9 @@ class WorldLightningModule(LatentModelModule):
             ``start_window`` when that is set.
         autoencoder: ``{"config": YAML, "ckpt": checkpoint}`` of the FSQ autoencoder that encoded
             the dataset: decodes the sample videos and is recorded for ``vidtwin play``; None: no videos.
+            Its weights must be the ones that encoded the dataset (the manifest's weights
+            fingerprint, which the world model records either way).
+        allow_other_weights: accept an autoencoder with other weights than the dataset's.
         learning_rate, weight_decay, betas: AdamW's; warmup_steps: linear warmup from 0.
         min_learning_rate: after the warmup, a half cosine from learning_rate down to this at the
             run's last update; None: learning_rate throughout.
@@ -79,12 +82,13 @@ class WorldLightningModule(LatentModelModule):
     """
 
     model_attribute = "world"
+    checkpoint_key = WORLD_CHECKPOINT_KEY
 
     def __init__(self, dataset: str, world: Optional[dict] = None, autoencoder: Optional[dict] = None,
                  learning_rate: float = 1e-3, weight_decay: float = 0.01, betas: tuple = (0.9, 0.95),
                  warmup_steps: int = 0, grad_clip: Optional[float] = 1.0, ema_decay: Optional[float] = 0.999,
                  sample_temperature: float = 1.0, sample_top_k: Optional[int] = None, seed: Optional[int] = None,
-                 min_learning_rate: Optional[float] = None):
+                 min_learning_rate: Optional[float] = None, allow_other_weights: bool = False):
         super().__init__()
         settings = dict(world or {})
         size = settings.pop("size", "tiny")
@@ -92,17 +96,13 @@ class WorldLightningModule(LatentModelModule):
         for name in found:
             if name in settings:
                 raise ConfigError(f"model.params.world.{name} comes from the latent dataset; remove it")
-        if autoencoder is not None:
-            data = LatentDataset(dataset)
-            shapes = {name: list(shape) for name, shape in dataset_model_config(data).latent_shapes().items()}
-            autoencoder = checked_autoencoder(autoencoder, shapes, dataset)
-            codebook = autoencoder_model_config(autoencoder).codebook_sizes
-            if codebook is None:
-                raise ConfigError(f"the autoencoder {autoencoder['ckpt']} {NO_TOKENS}")
+        if autoencoder is not None and autoencoder_model_config(autoencoder).codebook_sizes is None:
+            raise ConfigError(f"the autoencoder {autoencoder.get('ckpt')} {NO_TOKENS}")
+        autoencoder, autoencoder_model = checked_autoencoder(autoencoder, LatentDataset(dataset), allow_other_weights)
         self.world = WorldModel(WorldModelConfig.from_preset(size, **found, **settings))
         self.world.autoencoder_files = autoencoder
         self.setup_training(learning_rate, weight_decay, betas, warmup_steps, grad_clip, ema_decay, seed, autoencoder,
-                            min_learning_rate)
+                            min_learning_rate, autoencoder_model)
         self.dataset_root = str(dataset)
         self.sample_temperature, self.sample_top_k = float(sample_temperature), sample_top_k
 
