@@ -10,7 +10,8 @@ expensive phase of training; ``--no-gan`` measures the phase before ``disc_start
     python -m scripts.benchmark_train --base configs/vidtwin.yaml --device cuda --precision bf16-mixed \\
         --batch-size 2 --output docs/benchmarks_train_h100.json
 
-Prints a table and writes the numbers as JSON (``--output``).
+Prints a table and writes the numbers as JSON (``--output``). The config's targets are checked as
+``vidtwin train`` checks them (:func:`vidtwin.config.check_config_targets`) before anything is built.
 """
 
 from __future__ import annotations
@@ -31,9 +32,16 @@ from torch.utils.data import DataLoader, Dataset
 from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
-from vidtwin.config import ConfigError, instantiate_from_config, load_config
+from vidtwin.config import (
+    ConfigError, TargetKind, any_target_allowed, build_from_config, check_config_targets, load_config,
+)
 
 from scripts.bench_report import cpu_name
+
+
+# The model this benchmark times: it reads the autoencoder and the discriminator of VidTwinLightningModule.
+AUTOENCODER_MODULE = TargetKind("a vidtwin.training.VidTwinLightningModule class",
+                                ("vidtwin.training.module.VidTwinLightningModule",))
 
 
 class SyntheticClips(Dataset):
@@ -95,6 +103,9 @@ def main(argv=None) -> int:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--append", action="store_true", help="add to the list of results already in --output")
+    parser.add_argument("--allow-any-target", action="store_true",
+                        help="let the config import targets outside the packages vidtwin train allows (a config is "
+                             "code: only for configs you trust)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     args.overrides += [o for o in args.base if "=" in o]
@@ -109,7 +120,8 @@ def main(argv=None) -> int:
                                          f"model.params.gradient_checkpointing={str(args.gradient_checkpointing).lower()}"]
     try:
         config = load_config(args.base, overrides)
-        module = instantiate_from_config(config.model)
+        check_config_targets(config, args.allow_any_target, ", ".join(args.base))  # before anything is built
+        module = build_from_config(config.model, "model", AUTOENCODER_MODULE, args.allow_any_target)
     except (ConfigError, ValueError) as error:  # the config, or a constructor's check of its values
         raise UserError(str(error)) from None
 
@@ -126,7 +138,8 @@ def main(argv=None) -> int:
     )
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.fit(module, train_dataloaders=loader)
+    with any_target_allowed(args.allow_any_target):  # the module builds its optimizers in fit
+        trainer.fit(module, train_dataloaders=loader)
 
     timed = timer.times[args.warmup:]
     step = statistics.median(timed)

@@ -8,11 +8,15 @@ Two config dialects describe a VidTwin model:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import importlib
+import inspect
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -56,32 +60,230 @@ def load_config(paths: Union[str, Path, Sequence[Union[str, Path]]], overrides: 
         raise ConfigError(f"cannot merge configs: {error}") from None
 
 
-def get_obj_from_str(target: str) -> Any:
-    """Import `package.module.Name` and return Name."""
+# Packages whose classes a config may name as `target` unless the caller allows any target: a config
+# is code (its targets are imported and called), and a config from elsewhere must not run a command.
+ALLOWED_TARGET_PREFIXES = ("vidtwin.", "torch.", "lightning.", "pytorch_lightning.", "lightning_fabric.",
+                           "tensorboard.", "tensorboardX.", "wandb.")
+UNSAFE_PICKLE_KEY = "allow_unsafe_pickle"
+# Whether the caller (e.g. `vidtwin train --allow-any-target`) lifts the package rule for the targets that
+# library code builds on its own later, such as a training module's loss and optimizer.
+_ANY_TARGET_ALLOWED = contextvars.ContextVar("vidtwin_any_target_allowed", default=False)
+
+
+@contextlib.contextmanager
+def any_target_allowed(allowed: bool = True) -> Iterator[None]:
+    """Within this block, targets outside :data:`ALLOWED_TARGET_PREFIXES` may be imported; their kind is
+    still checked."""
+    token = _ANY_TARGET_ALLOWED.set(bool(allowed))
+    try:
+        yield
+    finally:
+        _ANY_TARGET_ALLOWED.reset(token)
+
+
+@dataclass(frozen=True)
+class TargetKind:
+    """What a config slot may name as its ``target``: a subclass of ``base`` (a dotted path, imported
+    when a target is checked), or one of ``names``, which are looked up in a table and never imported."""
+
+    description: str  # for messages: "a Lightning Callback class"
+    bases: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()  # registered names; a dotted path ending in one is the same name
+    advice: str = ""  # appended to the message of a target of another kind
+
+    def names_it(self, target: str) -> bool:
+        return any(target == name or target.endswith("." + name) for name in self.names)
+
+
+TRAINING_MODULE = TargetKind("a vidtwin.training.TrainingModule class", ("vidtwin.training.contract.TrainingModule",),
+                             advice="; `vidtwin train` trains LightningModules that subclass it (see docs/training.md, "
+                                    "'Training another model')")
+DATA_MODULE = TargetKind("a LightningDataModule class", ("pytorch_lightning.core.datamodule.LightningDataModule",))
+CALLBACK = TargetKind("a Lightning Callback class", ("pytorch_lightning.callbacks.callback.Callback",))
+STRATEGY = TargetKind("a Lightning Strategy class", ("pytorch_lightning.strategies.strategy.Strategy",))
+LOSS = TargetKind("a torch.nn.Module class", ("torch.nn.modules.module.Module",))
+OPTIMIZER = TargetKind("a torch.optim.Optimizer class", ("torch.optim.optimizer.Optimizer",))
+# The names that vidtwin.training.schedulers.build_lr_schedule matches (the official class names included).
+LR_SCHEDULE = TargetKind("a learning-rate schedule name (warmup_cosine, inverse_sqrt, constant)",
+                         names=("warmup_cosine", "LambdaWarmUpCosineScheduler", "WarmupCosine", "inverse_sqrt",
+                                "constant"))
+# A slot that no table names (a custom module's own nested config): a class of one of the kinds above.
+CONFIG_CLASS = TargetKind(
+    "a class of a kind a config builds (LightningModule, data module, Callback, Logger, Strategy, "
+    "torch.nn.Module, optimizer or learning-rate scheduler)",
+    ("pytorch_lightning.core.datamodule.LightningDataModule", "pytorch_lightning.callbacks.callback.Callback",
+     "lightning_fabric.loggers.logger.Logger", "pytorch_lightning.strategies.strategy.Strategy",
+     "torch.nn.modules.module.Module", "torch.optim.optimizer.Optimizer", "torch.optim.lr_scheduler.LRScheduler"),
+)
+# The slots of a `vidtwin train` config, as dotted paths ("*" is one key), and what each may name.
+TRAINING_SLOTS = (
+    ("model", TRAINING_MODULE),
+    ("data", DATA_MODULE),
+    ("lightning.strategy", STRATEGY),
+    ("lightning.callbacks.*", CALLBACK),
+    ("model.params.loss", LOSS),
+    ("model.params.optimizer", OPTIMIZER),
+    ("model.params.lr_scheduler_g", LR_SCHEDULE),
+    ("model.params.lr_scheduler_d", LR_SCHEDULE),
+)
+
+
+def _import(dotted: str) -> Any:
+    module_name, _, attribute = dotted.rpartition(".")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def resolve_target(target: Any, slot: str, kind: TargetKind, allow_any_target: Optional[bool] = None,
+                   source: str = "this config") -> Any:
+    """The class that ``target`` names in config slot ``slot``, checked to be of ``kind`` before anything calls it.
+
+    In order: a registered name of ``kind`` is returned as it is (never imported); a dotted path must
+    lie under :data:`ALLOWED_TARGET_PREFIXES` (unless ``allow_any_target``) and name no private module
+    before its module is imported; what it names must be a class of ``kind``, never a function.
+    ``allow_any_target`` (None: as :func:`any_target_allowed` says) lifts the package rule only: a
+    function is refused in every slot.
+    Raises ConfigError, one line naming the slot and the target (and ``source``, the config's origin,
+    when the target lies outside the allowed packages).
+    """
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"{slot}.target must be a dotted class path, got {target!r}")
+    if kind.names_it(target):
+        return target
+    parts = target.split(".")
+    if len(parts) < 2 or not all(part.isidentifier() for part in parts):
+        raise ConfigError(f"{slot}.target: {target!r} is not {kind.description}: expected a dotted path like "
+                          "package.module.Class")
+    if allow_any_target is None:
+        allow_any_target = _ANY_TARGET_ALLOWED.get()
+    if not allow_any_target:
+        if not target.startswith(ALLOWED_TARGET_PREFIXES):
+            raise ConfigError(f"{slot}.target: {target!r} is outside the packages a config may import "
+                              f"({', '.join(ALLOWED_TARGET_PREFIXES)}); a config is code: pass --allow-any-target "
+                              f"only if you trust {source}")
+        if any(part.startswith("_") for part in parts):  # private modules, and __main__ modules that run on import
+            raise ConfigError(f"{slot}.target: {target!r} names a private module or attribute; a config names "
+                              "public classes")
     module_name, _, attribute = target.rpartition(".")
-    if not module_name:
-        raise ConfigError(f"target {target!r} is not a dotted path like package.module.Class")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ConfigError(f"target {target!r} does not import: {error}") from None
+        raise ConfigError(f"{slot}.target: {target!r} does not import: {error}") from None
     if not hasattr(module, attribute):
-        raise ConfigError(f"target {target!r} does not import: {module_name} has no attribute {attribute!r}")
-    return getattr(module, attribute)
+        raise ConfigError(f"{slot}.target: {target!r} does not import: {module_name} has no attribute {attribute!r}")
+    found = getattr(module, attribute)
+    if not inspect.isclass(found):
+        what = "a function" if callable(found) else f"a {type(found).__name__}"
+        raise ConfigError(f"{slot}: {target} is {what}, not {kind.description}; a config names classes of the "
+                          "kind its slot builds, never functions")
+    bases = tuple(_import(base) for base in kind.bases)
+    if not issubclass(found, bases):
+        raise ConfigError(f"{slot}: {target} is not {kind.description}{kind.advice}")
+    return found
+
+
+def unsafe_pickle_settings(node: Any, where: str = "") -> list[str]:
+    """The dotted paths of every ``allow_unsafe_pickle`` set to a true value in a plain config tree."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key == UNSAFE_PICKLE_KEY and value:
+                found.append(path)
+            else:
+                found += unsafe_pickle_settings(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += unsafe_pickle_settings(value, f"{where}[{index}]")
+    return found
+
+
+def refuse_unsafe_pickle_settings(node: Any, where: str = "") -> None:
+    """Unsafe unpickling runs a file's code, so only a command-line flag or a Python argument may allow
+    it: raise ConfigError when a config sets ``allow_unsafe_pickle``."""
+    found = unsafe_pickle_settings(plain_container(node), where)
+    if found:
+        raise ConfigError(f"{found[0]}: a config cannot allow unsafe unpickling (a pickle runs code); remove it, "
+                          "and pass --allow-unsafe-pickle on the command line for a checkpoint you trust")
+
+
+def _slot_kind(slot: str, slots: Sequence[tuple[str, TargetKind]]) -> TargetKind:
+    parts = slot.split(".")
+    for pattern, kind in slots:
+        wanted = pattern.split(".")
+        if len(wanted) == len(parts) and all(w in ("*", p) for w, p in zip(wanted, parts)):
+            return kind
+    return CONFIG_CLASS
+
+
+def _targets(node: Any, where: str = "") -> list[tuple[str, Any]]:
+    """``(slot, target)`` of every ``target`` key in a plain config tree; the slot is the dotted path of its mapping."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key == "target" and not isinstance(value, (dict, list)):
+                found.append((where or "target", value))
+            else:
+                found += _targets(value, path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _targets(value, f"{where}[{index}]")
+    return found
+
+
+def check_config_targets(config: Any, allow_any_target: Optional[bool] = None, source: str = "this config",
+                         slots: Sequence[tuple[str, TargetKind]] = TRAINING_SLOTS) -> None:
+    """Check every ``target`` of a whole config before anything is built, and refuse ``allow_unsafe_pickle``.
+
+    Each target is checked against the kind of its slot (``slots``, :data:`TRAINING_SLOTS` by default;
+    other slots take :data:`CONFIG_CLASS`) with :func:`resolve_target`. Raises ConfigError.
+    """
+    try:
+        tree = OmegaConf.to_container(config, resolve=True) if OmegaConf.is_config(config) else config
+    except OmegaConfBaseException as error:  # e.g. an interpolation that names a missing key
+        raise ConfigError(f"the config does not resolve: {' '.join(str(error).split())}") from None
+    refuse_unsafe_pickle_settings(tree)
+    for slot, target in _targets(tree):
+        resolve_target(target, slot, _slot_kind(slot, slots), allow_any_target, source)
+
+
+def build_from_config(config: Any, slot: str, kind: TargetKind, allow_any_target: Optional[bool] = None,
+                      extra: Optional[dict] = None) -> Any:
+    """``{target: a.b.C, params: {...}}`` of config slot ``slot`` -> ``C(**params, **extra)``.
+
+    The target is checked with :func:`resolve_target` before it is called, and ``params`` may not
+    set ``allow_unsafe_pickle``; ``extra`` (the caller's own arguments) may.
+    """
+    if config is None or not hasattr(config, "keys") or "target" not in config:
+        raise ConfigError(f"{slot} must be a mapping with target and params, got {config!r}")
+    try:
+        params = plain_container(config.get("params")) or {}
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{slot}.params: {' '.join(str(error).split())}") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{slot}.params must be a mapping, got {params!r}")
+    refuse_unsafe_pickle_settings(params, f"{slot}.params")
+    cls = resolve_target(config["target"], slot, kind, allow_any_target)
+    if isinstance(cls, str):
+        raise ConfigError(f"{slot}.target: {cls!r} is a registered name, not a class to build")
+    try:
+        return cls(**params, **(extra or {}))
+    except TypeError as error:
+        raise ConfigError(f"cannot build {config['target']}: {error}") from None
+
+
+def get_obj_from_str(target: str, kind: TargetKind = CONFIG_CLASS) -> Any:
+    """The class ``package.module.Name`` names, checked as :func:`resolve_target` does (allowed packages only)."""
+    return resolve_target(target, "target", kind)
 
 
 def instantiate_from_config(config: Any, **extra: Any) -> Any:
-    """`{target: a.b.C, params: {...}}` -> `C(**params, **extra)`."""
-    if config is None or "target" not in config:
-        raise ConfigError(f"expected a mapping with a 'target' key, got {config!r}")
-    params = config.get("params") or {}
-    if isinstance(params, DictConfig):
-        params = OmegaConf.to_container(params, resolve=True)
-    cls = get_obj_from_str(config["target"])
-    try:
-        return cls(**params, **extra)
-    except TypeError as error:
-        raise ConfigError(f"cannot build {config['target']}: {error}") from None
+    """`{target: a.b.C, params: {...}}` -> `C(**params, **extra)`, for a slot of no particular kind.
+
+    The target must be a class of a kind a config builds (:data:`CONFIG_CLASS`) under
+    :data:`ALLOWED_TARGET_PREFIXES`; callers that know the slot use :func:`build_from_config`.
+    """
+    return build_from_config(config, "target", CONFIG_CLASS, extra=extra)
 
 
 def plain_container(node: Any) -> Any:

@@ -17,18 +17,23 @@ Each run writes ``LOGDIR/NAME/``: ``config.yaml`` (the merged config), ``configs
 ``best_step_XXXXXXXX.ckpt`` with ``lightning.checkpoint.keep: official``), ``tensorboard/`` and
 ``samples/``, and ends with a summary (see ``vidtwin.training.run_report``).
 
-``model.target`` may name any :class:`vidtwin.training.contract.TrainingModule`. A config is code:
-its targets are imported and called, so only targets under :data:`ALLOWED_TARGET_PREFIXES` are
-accepted unless ``--allow-any-target`` is given. SIGTERM and SIGUSR1 stop the run at the next
-update boundary with a checkpoint (see :mod:`vidtwin.training.signals`).
+``model.target`` may name any :class:`vidtwin.training.contract.TrainingModule`. A config is data
+until it is built: before anything is built, every ``target`` is checked to be a class of the kind
+its slot builds (:data:`vidtwin.config.TRAINING_SLOTS`; never a function), and only modules under
+:data:`ALLOWED_TARGET_PREFIXES` are imported to look it up unless ``--allow-any-target`` is given,
+which lifts the package rule and nothing else. No config may set ``allow_unsafe_pickle``: unsafe
+unpickling of ``model.params.ckpt_path`` comes from ``--allow-unsafe-pickle`` alone. SIGTERM and
+SIGUSR1 stop the run at the next update boundary with a checkpoint (see :mod:`vidtwin.training.signals`).
 
 ``lightning.trainer.max_steps`` counts autoencoder updates; it is translated here to Lightning's
 ``global_step``, which advances once per optimizer (twice per update with the discriminator).
 A run directory that already holds a run is refused (``--resume`` it, or ``--overwrite`` it); see
-:mod:`vidtwin.training.run_dir`. Errors follow :mod:`vidtwin.cli.convention`: a bad config or command
-line stops before training with ``vidtwin train: error: ...`` and exit code 2; a run that fails on its
-data or numbers (NaN loss, too many unreadable videos, a full disk) ends with one such line and
-exit code 1; a bug prints its traceback.
+:mod:`vidtwin.training.run_dir`. The run directory is claimed only once the whole config has been
+built, and a new run that fails before its first update leaves no run directory behind. Errors
+follow :mod:`vidtwin.cli.convention`: a bad config or command line stops before training with
+``vidtwin train: error: ...`` and exit code 2; a run that fails on its data or numbers (NaN loss,
+too many unreadable videos, a full disk) ends with one such line and exit code 1; a bug prints its
+traceback.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..config import ALLOWED_TARGET_PREFIXES, CALLBACK, DATA_MODULE, STRATEGY, TRAINING_MODULE, TargetKind
 from ..errors import UserError
 from ..hints import command
 from ..training.run_dir import (
@@ -54,6 +60,7 @@ from ..training.run_dir import (
     AtomicCheckpointIO,
     CheckpointWriteError,
     RecordResumeConfig,
+    TrainingStarted,
     check_resume_fits,
     check_run_directory,
     claim_run_directory,
@@ -61,6 +68,7 @@ from ..training.run_dir import (
     global_rank,
     launched_world_size,
     model_changes,
+    release_run_directory,
     resolve_resume,
     resume_mismatch,
     save_config_atomic,
@@ -68,10 +76,7 @@ from ..training.run_dir import (
 from .convention import add_debug_flag, one_line
 
 RUN_NAME_ENV = "VIDTWIN_RUN_NAME"
-# Packages whose classes a config may name as `target` without --allow-any-target: a config is
-# code (`vidtwin train` imports and calls its targets), and a config from elsewhere must not run a command.
-ALLOWED_TARGET_PREFIXES = ("vidtwin.", "torch.", "lightning.", "pytorch_lightning.", "lightning_fabric.",
-                           "tensorboard.", "tensorboardX.", "wandb.")
+__all__ = ["ALLOWED_TARGET_PREFIXES", "UsageError", "add_arguments", "parse_args", "prepare", "run"]
 
 
 class UsageError(UserError):
@@ -100,7 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-any-target", action="store_true",
                         help="let the config import any `target:` (by default only vidtwin., torch., lightning., "
                              "pytorch_lightning. and the logger packages); a config is code: use only for configs "
-                             "you trust")
+                             "you trust. Targets must still be classes of the kind their slot builds")
+    parser.add_argument("--allow-unsafe-pickle", action="store_true",
+                        help="allow full unpickling of model.params.ckpt_path (runs code in the file: only for a "
+                             "checkpoint you trust); a config cannot set this")
 
 
 def split_overrides(args: argparse.Namespace) -> argparse.Namespace:
@@ -152,53 +160,17 @@ def _section(config: Any, name: str) -> dict:
         raise UsageError(f"{name}: {error}") from None
 
 
-def _build(label: str, node: Any, **extra: Any) -> Any:
-    """instantiate_from_config with the config section named in the error."""
-    from ..config import instantiate_from_config
+def _build(label: str, node: Any, kind: TargetKind, allow_any_target: bool = False, **extra: Any) -> Any:
+    """build_from_config of the config slot ``label``, with the slot named in the error."""
+    from ..config import build_from_config
 
     if not isinstance(node, dict) and not hasattr(node, "keys"):
         raise UsageError(f"{label} must be a mapping with target and params")
     try:
-        return instantiate_from_config(node, **extra)
+        return build_from_config(node, label, kind, allow_any_target, extra)
     except ValueError as error:  # ConfigError, and the constructors' own checks
         message = str(error)
         raise UsageError(message if message.startswith(label) else f"{label}: {message}") from None
-
-
-def _targets(node: Any, where: str = "") -> list[tuple[str, str]]:
-    """``(dotted path, target)`` of every ``target:`` string in a plain config tree."""
-    found = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key == "target" and isinstance(value, str):
-                found.append((path, value))
-            else:
-                found += _targets(value, path)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _targets(value, f"{where}[{index}]")
-    return found
-
-
-def check_targets(config: Any, source: str) -> None:
-    """Refuse, before anything is built, a ``target`` outside :data:`ALLOWED_TARGET_PREFIXES`.
-
-    Names without a dot (``warmup_cosine``) are never imported and pass. ``source`` says where
-    the config came from, for the message.
-    """
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        tree = OmegaConf.to_container(config, resolve=True)
-    except OmegaConfBaseException as error:  # e.g. an interpolation that names a missing key
-        raise UsageError(f"the config does not resolve: {error}") from None
-    for where, target in _targets(tree):
-        if "." in target and not target.strip().startswith(ALLOWED_TARGET_PREFIXES):
-            allowed = ", ".join(ALLOWED_TARGET_PREFIXES)
-            raise UsageError(f"{where}: {target!r} is outside the packages a config may import ({allowed}); "
-                             f"a config is code: pass --allow-any-target only if you trust {source}")
 
 
 def build_trainer_kwargs(config: Any, module: Any) -> dict:
@@ -222,17 +194,15 @@ CHECKPOINT_POLICIES = ("all", "official")
 
 
 def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int,
-                    monitored_metric: Optional[str] = "val/rec_loss") -> list:
+                    monitored_metric: Optional[str] = "val/rec_loss", allow_any_target: bool = False) -> list:
     """Checkpointing (``lightning.checkpoint``), then the callbacks of ``lightning.callbacks``.
 
     ``lightning.checkpoint.keep``: ``all`` (default) writes ``step_XXXXXXXX.ckpt`` and ``last.ckpt``
     every ``every_n_steps`` updates; ``official`` keeps the official policy, the best 3 checkpoints
     by the module's ``monitored_metric`` (``val/rec_loss``, after each validation) plus ``last.ckpt``
     every ``every_n_steps`` updates. A ``lightning.callbacks`` entry that is not a Lightning
-    Callback is refused.
+    Callback class is refused before it is called.
     """
-    import pytorch_lightning as pl
-
     from ..training.callbacks import FinalCheckpoint, best_checkpoint, step_checkpoint
 
     lightning = config.get("lightning", {}) or {}
@@ -256,11 +226,7 @@ def build_callbacks(config: Any, run_dir: Path, lightning_steps_per_update: int,
     for name, node in _section(lightning, "callbacks").items():
         if node is None:  # a callback switched off by an override (lightning.callbacks.NAME=null)
             continue
-        callback = _build(f"lightning.callbacks.{name}", node)
-        if not isinstance(callback, pl.Callback):
-            raise UsageError(f"lightning.callbacks.{name}: {node.get('target')} is not a Lightning Callback "
-                             f"(it built a {type(callback).__name__})")
-        callbacks.append(callback)
+        callbacks.append(_build(f"lightning.callbacks.{name}", node, CALLBACK, allow_any_target))
     return callbacks
 
 
@@ -278,11 +244,11 @@ def build_loggers(run_dir: Path, name: str, use_wandb: bool, wandb_project: str)
     return loggers
 
 
-def build_strategy(config: Any) -> Optional[Any]:
+def build_strategy(config: Any, allow_any_target: bool = False) -> Optional[Any]:
     strategy = (config.get("lightning", {}) or {}).get("strategy")
     if strategy is None or isinstance(strategy, str):
         return strategy
-    return _build("lightning.strategy", _section(config.lightning, "strategy"))
+    return _build("lightning.strategy", _section(config.lightning, "strategy"), STRATEGY, allow_any_target)
 
 
 def _setup_logging() -> logging.Handler:
@@ -310,14 +276,35 @@ class PreparedRun:
     resume_changes: list  # the model settings that the resume changes ("key: old -> new")
     resume_record: Optional[Any]  # the RecordResumeConfig callback of a resume
     stop_on_signal: Any  # the StopOnSignal callback
+    started: Any = None  # the TrainingStarted callback
+    created_run_dir: bool = False  # whether this run made its run directory (a new run in a new folder)
 
 
-def _check_module(module: Any, target: Any) -> None:
-    from ..training.contract import TrainingModule
+def _model_arguments(args: argparse.Namespace, model_node: Any) -> dict:
+    """The constructor arguments that come from the command line, not the config: ``allow_unsafe_pickle``."""
+    import inspect
 
-    if not isinstance(module, TrainingModule):
-        raise UsageError(f"model: {target} is not a vidtwin.training.TrainingModule; `vidtwin train` trains "
-                         "LightningModules that subclass it (see docs/training.md, 'Training another model')")
+    from ..config import resolve_target
+
+    if not getattr(args, "allow_unsafe_pickle", False):
+        return {}
+    model_class = resolve_target(model_node.get("target"), "model", TRAINING_MODULE, args.allow_any_target)
+    if "allow_unsafe_pickle" not in inspect.signature(model_class).parameters:
+        raise UsageError(f"--allow-unsafe-pickle: {model_node.get('target')} reads no pickled checkpoint; "
+                         "leave the flag out")
+    return {"allow_unsafe_pickle": True}
+
+
+def _check_datamodule(module: Any, datamodule: Any) -> None:
+    """The module's own check that the data module fits it (``check_datamodule``, when it has one), run
+    before the run directory is claimed so that a config that cannot train leaves nothing behind."""
+    check = getattr(module, "check_datamodule", None)
+    if check is None:
+        return
+    try:
+        check(datamodule)
+    except ValueError as error:  # ConfigError and the module's other value checks
+        raise UsageError(one_line(error)) from None
 
 
 def prepare(args: argparse.Namespace) -> PreparedRun:
@@ -329,7 +316,7 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     """
     from omegaconf import OmegaConf
 
-    from ..config import load_config
+    from ..config import check_config_targets, load_config
 
     resume, clear_earlier_run = None, False
     bases = list(args.base)
@@ -356,13 +343,16 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     for section in ("model", "data"):
         if config.get(section) is None:
             raise UsageError(f"the config has no {section} section (configs: {', '.join(bases)})")
-    if not args.allow_any_target:
-        check_targets(config, source)
+    # A config is data until here: every target's kind, before any of them is imported outside
+    # the allowed packages or called, and no allow_unsafe_pickle (see vidtwin.config).
+    check_config_targets(config, args.allow_any_target, source)
+    created_run_dir = False
     if not args.resume:
         name = resolve_run_name(args)
         logdir = Path(args.logdir)
         run_dir = logdir / name
         clear_earlier_run = check_run_directory(run_dir, args.overwrite)  # before anything is written
+        created_run_dir = not run_dir.exists()
     os.environ[RUN_NAME_ENV] = name  # processes that Lightning starts later reuse this name
     trainer_overrides = {"devices": args.devices, "num_nodes": args.num_nodes, "accelerator": args.accelerator}
     for key, value in trainer_overrides.items():
@@ -378,13 +368,14 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
 
     quiet_lightning()  # Lightning's stop line (it counts global_step), tips and warnings a user cannot act on
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    datamodule = _build("data", config.data)
-    apply_cpu_thread_policy()
     model_node = copy.deepcopy(config.model)
+    model_arguments = _model_arguments(args, model_node)
+    datamodule = _build("data", config.data, DATA_MODULE, args.allow_any_target)
+    apply_cpu_thread_policy()
     if resume is not None and model_node.get("params", {}).get("ckpt_path"):
         model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights
-    module = _build("model", model_node)
-    _check_module(module, model_node.get("target"))
+    module = _build("model", model_node, TRAINING_MODULE, args.allow_any_target, **model_arguments)
+    _check_datamodule(module, datamodule)
     changes = model_changes(load_config([run_config_path]), config) if resume is not None else []
     if resume is not None:  # before anything in the run directory changes
         check_resume_fits(module, resume, changes)
@@ -392,12 +383,13 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     steps_per_update = module.lightning_steps_per_update
     trainer_kwargs = build_trainer_kwargs(config, module)
     trainer_kwargs.setdefault("default_root_dir", str(run_dir))
-    strategy = build_strategy(config)
+    strategy = build_strategy(config, args.allow_any_target)
     if strategy is not None:
         trainer_kwargs["strategy"] = strategy
     stop_on_signal = StopOnSignal(str(run_dir / "checkpoints" / "last.ckpt"))
-    callbacks = build_callbacks(config, run_dir, steps_per_update, module.monitored_metric)
-    callbacks += [RunRecorder(), stop_on_signal]
+    callbacks = build_callbacks(config, run_dir, steps_per_update, module.monitored_metric, args.allow_any_target)
+    started = TrainingStarted()
+    callbacks += [RunRecorder(), stop_on_signal, started]
     if trainer_kwargs.get("enable_model_summary", True):
         callbacks.append(ModelSummaryWithoutFlops())  # in place of Lightning's, whose FLOPs are always 0
     record = None
@@ -418,7 +410,8 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
             save_config_atomic(config, run_dir / "config.yaml")
     if global_rank() == 0:
         logging.getLogger(__name__).info("run directory: %s", run_dir)
-    return PreparedRun(trainer, module, datamodule, run_dir, resume, changes, record, stop_on_signal)
+    return PreparedRun(trainer, module, datamodule, run_dir, resume, changes, record, stop_on_signal, started,
+                       created_run_dir)
 
 
 def failure_types() -> tuple:
@@ -457,12 +450,20 @@ def _is_state_mismatch(error: Exception) -> bool:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..config import any_target_allowed
+
+    with any_target_allowed(args.allow_any_target):  # also for what the module builds later (its optimizer)
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
     from ..training.signals import PeerProcessDied, StoppedBySignal, is_peer_failure, protect_data_workers
 
     run = prepare(args)
     protect_data_workers(run.datamodule)
     trainer, resume_ckpt = run.trainer, run.resume.checkpoint if run.resume else None
     stopped: Optional[StoppedBySignal] = None
+    released = False  # whether a new run that failed before its first update took its run directory back
     run.stop_on_signal.install()
     try:
         trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=str(resume_ckpt) if resume_ckpt else None,
@@ -470,6 +471,10 @@ def _run(args: argparse.Namespace) -> int:
     except StoppedBySignal as stop:
         stopped = stop
     except Exception as error:
+        if run.resume is None and not run.started.started:
+            # Failed before its first update (e.g. a module's own check at fit start): the folder holds
+            # nothing worth keeping, and left behind it would make a rerun of the name say --resume.
+            released = release_run_directory(run.run_dir, run.created_run_dir)
         if run.resume_record is not None and not run.resume_record.restored and _is_state_mismatch(error):
             # The optimizer states (e.g. after a changed `freeze`): Lightning restores them after the weights.
             raise resume_mismatch(run.resume, run.resume_changes, one_line(error)[:300]) from None
@@ -483,7 +488,8 @@ def _run(args: argparse.Namespace) -> int:
         from ..training.run_report import print_run_summary
 
         run.stop_on_signal.uninstall()
-        print_run_summary(trainer, run.module, run.datamodule, run.run_dir, config_history(run.run_dir)[-1])
+        if not released:
+            print_run_summary(trainer, run.module, run.datamodule, run.run_dir, config_history(run.run_dir)[-1])
     if stopped is not None:
         if trainer.is_global_zero:
             print(f"{args.prog}: stopped by {stopped.signal_name} at update {stopped.update} ({stopped.checkpoint} "

@@ -30,7 +30,7 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from ..config import ConfigError, instantiate_from_config, plain_container
+from ..config import LOSS, OPTIMIZER, ConfigError, build_from_config, plain_container
 from ..hints import Verbatim, command
 from ..metrics import lpips_per_frame, psnr_per_frame, ssim_per_frame, to_unit_range
 from ..models import VidTwin, VidTwinConfig
@@ -68,7 +68,9 @@ class VidTwinLightningModule(TrainingModule):
         ignore_keys: regexes of checkpoint keys not to load.
         freeze: regexes of autoencoder parameter names not to train.
         max_nonfinite_steps: consecutive skipped (non-finite) updates that stop training.
-        allow_unsafe_pickle: allow full unpickling of ``ckpt_path`` (trusted files only).
+        allow_unsafe_pickle: allow full unpickling of ``ckpt_path`` (trusted files only). A Python
+            argument or ``vidtwin train --allow-unsafe-pickle``, never a config: a config that sets
+            it is refused, and it is left out of the saved hyperparameters.
     """
 
     monitored_metric = "val/rec_loss"  # the official checkpoint metric
@@ -95,7 +97,7 @@ class VidTwinLightningModule(TrainingModule):
         super().__init__()
         autoencoder, loss = plain_container(autoencoder), plain_container(loss)
         optimizer = plain_container(optimizer) if optimizer is not None else DEFAULT_OPTIMIZER
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["allow_unsafe_pickle"])  # a checkpoint never passes the permission on
         if int(grad_accumulation) < 1:
             raise ConfigError(f"grad_accumulation must be >= 1, got {grad_accumulation}")
         if int(max_nonfinite_steps) < 1:
@@ -117,7 +119,7 @@ class VidTwinLightningModule(TrainingModule):
             lpips_given = perceptual_state_dict(init_state)
             if lpips_given and loss["params"].get("perceptual_state_dict") is None:
                 loss["params"]["perceptual_state_dict"] = lpips_given
-        self.loss = instantiate_from_config(loss)
+        self.loss = build_from_config(loss, "model.params.loss", LOSS)
         _check_regularization_weights(self.autoencoder.config, self.loss)
 
         self.init_report = None
@@ -174,7 +176,7 @@ class VidTwinLightningModule(TrainingModule):
     def _make_optimizer(self, params: list) -> torch.optim.Optimizer:
         config = dict(self.optimizer_config)
         config["params"] = {**dict(config.get("params") or {}), "params": params, "lr": self.learning_rate}
-        return instantiate_from_config(config)
+        return build_from_config(config, "model.params.optimizer", OPTIMIZER)
 
     def configure_optimizers(self):
         ae_params = self.autoencoder_parameters()

@@ -5,9 +5,12 @@ A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``configs/``, ``checkpoin
 ``tensorboard/`` and ``samples/``. Four rules keep the runs in it apart and whole:
 
 - **A new run never writes into an existing one.** ``--name`` of a directory that already holds a
-  run is refused with the ``--resume`` command to use instead; ``--overwrite`` deletes that run's
-  files first. Every process of a multi-process launch takes the same decision: the processes
-  that Lightning starts inherit it through the environment, and processes started separately
+  run is refused with the ``--resume`` command to use instead (or, when that run wrote no complete
+  checkpoint, with ``--overwrite``); ``--overwrite`` deletes that run's files first. A new run
+  claims its directory only once its config has been built, and one that fails before its first
+  update removes what it wrote there (:func:`release_run_directory`). Every process of a
+  multi-process launch takes the same decision: the processes that Lightning starts inherit it
+  through the environment, and processes started separately
   (torchrun, srun) recognise a directory that rank 0 of their own launch has just claimed by the
   launch identity it wrote into ``.launch`` before anything else.
 - **Resume takes the newest valid checkpoint.** Every ``*.ckpt`` of ``checkpoints/`` is opened
@@ -20,7 +23,8 @@ A run directory ``LOGDIR/NAME`` holds ``config.yaml``, ``configs/``, ``checkpoin
   from the newest of them (:func:`config_history`).
 - **A checkpoint appears whole or not at all.** :class:`AtomicCheckpointIO` writes each one to a
   hidden temporary file beside its final name and renames it into place, on every filesystem.
-  The temporary file of a killed save is deleted when the run is resumed.
+  The temporary file of a killed save is deleted when the run is resumed. A save that fails (a
+  full disk) says which complete checkpoint is left to resume from, or that there is none.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ _LAUNCHER_IDENTITY_VARS = ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT
 
 
 class CheckpointWriteError(RuntimeError):
-    """A checkpoint could not be written (full disk, read-only folder); the previous one is intact."""
+    """A checkpoint could not be written (full disk, read-only folder); the checkpoints written before are intact."""
 
 
 def global_rank() -> int:
@@ -106,11 +110,26 @@ def check_run_directory(run_dir: Path, overwrite: bool) -> bool:
     if not holds_a_run(run_dir) or claimed_by_this_launch:
         return False
     if not overwrite:
+        if complete_checkpoint(run_dir / "checkpoints") is None:
+            raise UserError(f"{run_dir} already holds a run that wrote no complete checkpoint, so there is nothing "
+                            "to resume; start it over with --overwrite (deletes its config and logs), or choose "
+                            "another --name")
         raise UserError(
             f"{run_dir} already holds a run; continue it with `{command('train', '--resume', run_dir)}`, "
             "or start it over with --overwrite (deletes its checkpoints and logs)"
         )
     return True
+
+
+def complete_checkpoint(folder: Path) -> Optional[tuple[Path, int]]:
+    """``(checkpoint, update)`` that ``--resume`` would take from ``folder`` (:func:`newest_valid_checkpoint`),
+    or None when it holds no complete checkpoint."""
+    if not folder.is_dir():
+        return None
+    try:
+        return newest_valid_checkpoint(folder)
+    except UserError:  # none is readable
+        return None
 
 
 def claim_run_directory(run_dir: Path, clear: bool) -> None:
@@ -134,6 +153,39 @@ def claim_run_directory(run_dir: Path, clear: bool) -> None:
             raise UserError(f"cannot write the run directory {run_dir}: {error.strerror or error}; "
                             "choose another --logdir") from None
     os.environ[CLAIMED_RUN_ENV] = str(run_dir.resolve())
+
+
+def release_run_directory(run_dir: Path, created: bool) -> bool:
+    """After a new run failed before its first update: rank 0 deletes what the run wrote into ``run_dir``
+    (and ``run_dir`` itself when the run ``created`` it), so that the folder never looks like a run to
+    resume. Returns whether it was released; a directory that holds a checkpoint is kept."""
+    if complete_checkpoint(run_dir / "checkpoints") is not None:
+        return False
+    if global_rank() == 0:
+        for entry in RUN_ENTRIES:
+            path = run_dir / entry
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists() or path.is_symlink():
+                path.unlink(missing_ok=True)
+        if created:
+            try:
+                run_dir.rmdir()
+            except OSError:  # something else was put there meanwhile: leave it
+                pass
+        logger.info("the run stopped before its first update; %s holds nothing of it", run_dir)
+    return True
+
+
+class TrainingStarted(pl.Callback):
+    """Whether training reached its first batch: a new run that fails before that leaves no run directory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.started = True
 
 
 # ---------------------------------------------------------------------------- resume
@@ -339,7 +391,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             cause = recorder.error if recorder is not None and recorder.error is not None else error
             if not isinstance(cause, OSError):
                 raise
-            raise CheckpointWriteError(
-                f"cannot write checkpoint {path}: {cause.strerror or cause}; the previous checkpoint is kept. "
-                f"Free space (or fix the folder's permissions), then resume with `{command('train', '--resume', path.parent.parent)}`"
-            ) from None
+            raise CheckpointWriteError(f"cannot write checkpoint {path}: {cause.strerror or cause}; "
+                                       f"{_what_is_left(path)}") from None
+
+
+def _what_is_left(path: Path) -> str:
+    """What a failed save of ``path`` (``RUN/checkpoints/NAME.ckpt``) leaves to continue from, and the command to use."""
+    run_dir = path.parent.parent
+    in_a_run = (run_dir / "config.yaml").is_file()
+    fix = "Free space (or fix the folder's permissions), then"
+    kept = complete_checkpoint(path.parent)
+    if kept is not None:
+        left = f"the newest complete checkpoint, {kept[0].name} (update {kept[1]}), is kept"
+        return f"{left}. {fix} resume with `{command('train', '--resume', run_dir)}`" if in_a_run else f"{left}"
+    left = "no complete checkpoint of this run exists yet, so there is nothing to resume"
+    if not in_a_run:
+        return f"{left}. {fix} start the run again"
+    again = command("train", "--base", run_dir / "config.yaml", "--logdir", run_dir.parent, "--name", run_dir.name,
+                    "--overwrite")
+    return f"{left}. {fix} start it over with `{again}`"
