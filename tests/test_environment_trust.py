@@ -245,3 +245,78 @@ def test_an_unknown_key_is_named_under_the_picture(world_run, monkeypatch, capsy
     assert f"\r\x1b[K'x' is not an action of this world model; keys: {keys}" in out
     assert f"\r\x1b[Kthat key is not an action of this world model; keys: {keys}" in out
     assert out.count("\x1b[2J") == 2  # drawn twice (start, R): a line under the picture redraws nothing
+
+
+# ---------------------------------------------------------------------------- encode-dataset
+@pytest.fixture(scope="module")
+def small_videos(tmp_path_factory):
+    """Three six-frame 40x40 videos in train/, and a tiny autoencoder checkpoint."""
+    from vidtwin import load_model
+    from vidtwin.data.video_io import write_video
+
+    from conftest import TINY_CONFIG
+
+    root = tmp_path_factory.mktemp("small_videos")
+    (root / "train").mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for name in ("x.mp4", "y.mp4", "z.mp4"):
+        frames = torch.randint(0, 255, (6, 40, 40, 3), generator=generator, dtype=torch.uint8)
+        write_video(root / "train" / name, frames, fps=8.0)
+    torch.manual_seed(0)
+    torch.save(load_model(TINY_CONFIG).state_dict(), root / "tiny.pt")
+    return root
+
+
+def encode_small(root, source, output, *extra: str) -> int:
+    from conftest import TINY_CONFIG
+
+    return vidtwin(["encode-dataset", "--config", str(TINY_CONFIG), "--ckpt", str(root / "tiny.pt"), "--input",
+                    str(source), "--output", str(output), "--dtype", "fp32", "--num-workers", "0", "--max-frames", "4",
+                    "--accelerator", "cpu", *extra])
+
+
+@pytest.mark.parametrize("column", ["kind", "actions"])
+def test_one_video_under_two_spellings_with_two_values_is_refused(column, small_videos, tmp_path, capsys):
+    meta = small_videos / f"two_{column}.csv"
+    meta.write_text("videos,kind,actions\ntrain/x.mp4,cat,R\ntrain/y.mp4,dog,L\n./train/x.mp4,dog,L\n")
+    option = "--label-column" if column == "kind" else "--actions-column"
+    assert encode_small(small_videos, meta, tmp_path / "latents", option, column, "--quiet") == 2
+    plural = "classes" if column == "kind" else "actions"
+    first, second = ("cat", "dog") if column == "kind" else ("R", "L")
+    assert capsys.readouterr().err.strip() == (
+        f"vidtwin encode-dataset: error: {meta} lists train/x.mp4 twice (row 2 as train/x.mp4, row 4 as ./train/x.mp4), "
+        f"with the {plural} {first!r} and {second!r}; a video has one")
+    assert not (tmp_path / "latents").exists()
+
+
+def test_one_video_under_two_spellings_is_encoded_once(small_videos, tmp_path):
+    from vidtwin.latents.dataset import LatentDataset
+
+    (small_videos / "linked").mkdir(exist_ok=True)
+    link = small_videos / "linked" / "x.mp4"
+    if not link.exists():
+        link.symlink_to(small_videos / "train" / "x.mp4")
+    meta = small_videos / "repeats.csv"
+    meta.write_text("videos,kind\ntrain/x.mp4,cat\ntrain/y.mp4,dog\n./train/x.mp4,cat\ntrain//x.mp4,cat\n"
+                    "linked/x.mp4,cat\ntrain/../train/y.mp4,dog\n")
+    assert encode_small(small_videos, meta, tmp_path / "latents", "--label-column", "kind", "--quiet") == 0
+    dataset = LatentDataset(tmp_path / "latents")
+    assert dataset.videos == ["train/x.mp4", "train/y.mp4"] and dataset.classes == ["cat", "dog"]
+
+
+def test_a_resumed_encode_dataset_counts_each_video_once(small_videos, tmp_path, capsys):
+    """Two videos encoded, then a third added: the bar of the rerun starts at 2 and ends at 3 of 3."""
+    import re
+    import shutil
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("x.mp4", "y.mp4"):
+        shutil.copy(small_videos / "train" / name, folder / name)
+    assert encode_small(small_videos, folder, tmp_path / "latents", "--quiet") == 0
+    shutil.copy(small_videos / "train" / "z.mp4", folder / "z.mp4")
+    capsys.readouterr()
+    assert encode_small(small_videos, folder, tmp_path / "latents") == 0
+    counts = re.findall(r"videos: +\d+%\|[^|]*\| (\d+)/(\d+)", capsys.readouterr().err)
+    assert counts and counts[0] == ("2", "3") and counts[-1] == ("3", "3")
+    assert all(int(done) <= int(total) for done, total in counts)

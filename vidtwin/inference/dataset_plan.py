@@ -9,6 +9,7 @@ decoded one clip at a time, so memory does not depend on a video's length.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,10 @@ from vidtwin.data.transforms import preprocess_clip
 from vidtwin.data.video_io import FrameReader, VideoReadError, probe_video, sample_indices
 from vidtwin.inference.clips import ClipLayout
 from vidtwin.inference.options import InferenceError
+from vidtwin.latents.labels import video_key
 from vidtwin.latents.shards import source_fingerprint
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,11 @@ class VideoSource:
 def list_sources(input_path: str, data_dir: str | None = None) -> list[VideoSource]:
     """Videos of a folder (searched recursively) or of a meta CSV's ``videos`` column.
 
-    CSV entries are relative to ``data_dir`` (default: the CSV's folder), as in training. A name
-    listed twice is encoded once. Raises :class:`InferenceError` for a missing input, a folder
-    without videos, or a CSV without a ``videos`` column.
+    CSV entries are relative to ``data_dir`` (default: the CSV's folder), as in training. A video
+    listed twice is encoded once, under its first name: one file, however its path is spelled
+    (``train/x.mp4``, ``./train/x.mp4``, a link to it; see :func:`~vidtwin.latents.labels.video_key`),
+    so that it gets one set of clips and one label. Raises :class:`InferenceError` for a missing
+    input, a folder without videos, or a CSV without a ``videos`` column.
     """
     source = Path(input_path)
     if source.is_dir():
@@ -50,6 +56,7 @@ def list_sources(input_path: str, data_dir: str | None = None) -> list[VideoSour
             raise InferenceError("--data-dir is for a CSV --input; with a folder --input, paths are relative to that folder")
         paths = list_folder_videos(str(source))
         names = [os.path.relpath(path, source) for path in paths]
+        root = source
         if not names:
             raise InferenceError(f"input folder {source} contains no video files (searched recursively)")
     elif source.is_file():
@@ -69,9 +76,12 @@ def list_sources(input_path: str, data_dir: str | None = None) -> list[VideoSour
         paths = [str(root / name) for name in names]
     else:
         raise InferenceError(f"input {source} does not exist")
-    unique = dict(zip(names, paths))  # the first listing of a name wins below
-    first_seen = list(dict.fromkeys(names))
-    return [VideoSource(order, name, unique[name], _size(unique[name])) for order, name in enumerate(first_seen)]
+    first_seen: dict[tuple, tuple[str, str]] = {}  # video_key -> (name, path) of its first listing
+    for name, path in zip(names, paths):
+        first = first_seen.setdefault(video_key(root, name), (name, path))[0]
+        if first != name and source.is_dir():  # a CSV's repeats are its own; a folder's are links
+            logger.warning("%s is the same file as %s in %s: encoded once, as %s", name, first, source, first)
+    return [VideoSource(order, name, path, _size(path)) for order, (name, path) in enumerate(first_seen.values())]
 
 
 def _size(path: str) -> int:
@@ -194,7 +204,8 @@ class ClipStream(IterableDataset):
     - a clip: ``pixels`` float32 ``(3, T, h, w)`` in [-1, 1] and ``row`` (the shard row, and
       ``source``: the video's :func:`~vidtwin.latents.shards.source_fingerprint`);
     - a failure: ``failure`` ``(video name, reason)`` for a video that could not be read;
-    - ``video_done``: True on the last item of a video; ``decode_seconds``: time spent decoding.
+    - ``video_done``: True on the last item of a video this run reads (one that earlier runs finished
+      is counted in the progress bar's start instead); ``decode_seconds``: time spent decoding.
     """
 
     def __init__(self, videos: list[VideoSource], sampling: ClipSampling, done: dict[str, set[int]], finished: set[str]):
@@ -213,7 +224,8 @@ class ClipStream(IterableDataset):
     def _clips_of(self, video: VideoSource) -> Iterator[dict]:
         sampling, started = self.sampling, time.perf_counter()
         if video.name in self.finished:
-            yield {"video_done": True, "decode_seconds": 0.0}
+            # Counted already: the progress bar starts at the share's finished videos.
+            yield {"video_done": False, "decode_seconds": 0.0}
             return
         try:
             try:  # what the video is now, before its frames are read: recorded in the shards of its clips

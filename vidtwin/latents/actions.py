@@ -41,11 +41,13 @@ class ActionError(ValueError, UserError):
     the file, row or video."""
 
 
-def actions_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence[str]) -> dict[str, str]:
-    """Each of ``videos`` (entries of the CSV's ``videos`` column) -> its action letters in ``column``.
+def actions_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence[str],
+                     data_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """Each of ``videos`` (entries of the CSV's ``videos`` column, relative to ``data_dir``, default
+    the CSV's folder) -> its action letters in ``column``.
 
     A listed video without letters, with a character outside ``[A-Za-z0-9]``, or listed twice with
-    two action strings, is an error naming its row.
+    two action strings (under any spelling of its path), is an error naming its row.
     """
     def check_letters(letters: str, where: str) -> None:
         if not _LETTERS.fullmatch(letters):
@@ -54,17 +56,19 @@ def actions_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence
                               "an action is one letter of A-Z, a-z or 0-9 per clip")
 
     return read_video_column(meta_path, column, videos, option="--actions-column", error=ActionError, empty="actions",
-                             needs="one letter per clip", plural="actions", check=check_letters)
+                             needs="one letter per clip", plural="actions", check=check_letters, data_dir=data_dir)
 
 
-def read_actions(input_path: str, videos: Sequence[str], column: str | None) -> dict[str, str] | None:
-    """Video -> action letters for ``encode-dataset --actions-column``, or None without the option."""
+def read_actions(input_path: str, videos: Sequence[str], column: str | None,
+                 data_dir: str | os.PathLike | None = None) -> dict[str, str] | None:
+    """Video -> action letters for ``encode-dataset --actions-column``, or None without the option
+    (``data_dir``: ``--data-dir``, the folder the CSV's entries are relative to)."""
     if column is None:
         return None
     if Path(input_path).is_dir():
         raise ActionError("--actions-column reads a column of a meta CSV, and --input is a folder; "
                           "list the videos and their actions in a CSV with a 'videos' column")
-    return actions_from_csv(input_path, column, videos)
+    return actions_from_csv(input_path, column, videos, data_dir)
 
 
 def action_vocabulary(actions: Mapping[str, str]) -> list[str]:

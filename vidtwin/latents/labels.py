@@ -9,6 +9,10 @@ torchvision's ``ImageFolder`` does (``UCF-101/ApplyEyeMakeup/v_...avi`` is of cl
                "classes": ["0-down", "0-left", ...],     # the class names, in label order
                "videos": {"train/00000.mp4": 7, ...}}    # each video's label, an index into classes
 
+A video is one file however the CSV spells it: ``train/x.mp4``, ``./train/x.mp4`` and a link to
+it are the same video (:func:`video_key`), listed twice; listed twice with two classes, it is an
+error naming both rows.
+
 Classes are sorted by name, as ``ImageFolder`` sorts them, or by value when every name is a whole
 number (``2`` before ``10``), so the same data always gets the same labels. Datasets written
 without labels have no ``labels`` entry; :class:`~vidtwin.latents.LatentDataset` then has
@@ -76,16 +80,32 @@ def class_order(names: set[str]) -> list[str]:
     return sorted(names)
 
 
+def video_key(root: str | os.PathLike, name: str) -> tuple:
+    """What the video ``name`` (relative to ``root``) is, however it is spelled: its file identity
+    (device, inode) when the file exists, so that ``x.mp4``, ``./x.mp4``, ``a/../x.mp4`` and a link
+    to it are one video; else its normalized absolute path."""
+    path = os.path.join(os.fspath(root), name)
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):  # missing, unreadable, or a name no file can have (a NUL byte)
+        return ("path", os.path.normcase(os.path.abspath(os.path.normpath(path))))
+    return ("file", info.st_dev, info.st_ino)
+
+
 def read_video_column(meta_path: str | os.PathLike, column: str, videos: Sequence[str], *, option: str,
                       error: type[UserError], empty: str, needs: str, plural: str,
-                      check: Callable[[str, str], None] | None = None) -> dict[str, str]:
+                      check: Callable[[str, str], None] | None = None,
+                      data_dir: str | os.PathLike | None = None) -> dict[str, str]:
     """Each of ``videos`` (entries of the CSV's ``videos`` column) -> its value in ``column``, for a
     per-video meta-CSV option (``--label-column``, ``--actions-column``).
 
     A listed video without a value, one that ``check(value, where)`` refuses, or one listed twice
     with two values, is an ``error`` naming its row; ``empty``, ``needs`` and ``plural`` word the
     messages ("has no {empty} ...; every video needs {needs}", "twice, with the {plural} ...").
+    Entries are one video when they are one file (:func:`video_key`, relative to ``data_dir``,
+    default the CSV's folder), however they are spelled.
     """
+    root = Path(data_dir) if data_dir is not None else Path(meta_path).parent
     column = column.strip()
     with open(meta_path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
@@ -93,7 +113,7 @@ def read_video_column(meta_path: str | os.PathLike, column: str, videos: Sequenc
         if column not in columns:
             raise error(f"{option} {column!r} is not a column of {meta_path} (columns: {', '.join(columns)})")
         reader.fieldnames = columns
-        found: dict[str, str] = {}
+        found: dict[tuple, tuple[str, int, str]] = {}  # video_key -> (entry, row number, value) of its first row
         for row_number, row in enumerate(reader, start=2):  # row 1 is the header
             video = (row.get("videos") or "").strip()
             if not video:
@@ -104,18 +124,24 @@ def read_video_column(meta_path: str | os.PathLike, column: str, videos: Sequenc
                 raise error(f"{where} has no {empty} in its {column!r} column; every video needs {needs}")
             if check is not None:
                 check(value, where)
-            if found.setdefault(video, value) != value:
-                raise error(f"{meta_path} lists {video} twice, with the {plural} {found[video]!r} and {value!r}")
-    return {video: found[video] for video in videos}
+            first, first_row, first_value = found.setdefault(video_key(root, video), (video, row_number, value))
+            if first_value != value:
+                spelled = "" if first == video else f" (row {first_row} as {first}, row {row_number} as {video})"
+                raise error(f"{meta_path} lists {first} twice{spelled}, with the {plural} {first_value!r} and {value!r}; "
+                            f"a video has one")
+    return {video: found[video_key(root, video)][2] for video in videos}
 
 
-def labels_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence[str]) -> ClassLabels:
-    """Each of ``videos`` (entries of the CSV's ``videos`` column) -> its class in ``column``.
+def labels_from_csv(meta_path: str | os.PathLike, column: str, videos: Sequence[str],
+                    data_dir: str | os.PathLike | None = None) -> ClassLabels:
+    """Each of ``videos`` (entries of the CSV's ``videos`` column, relative to ``data_dir``, default
+    the CSV's folder) -> its class in ``column``.
 
-    A listed video without a value, or listed twice with two values, is an error naming its row.
+    A listed video without a value, or listed twice with two values (under any spelling of its
+    path), is an error naming its row.
     """
     names = read_video_column(meta_path, column, videos, option="--label-column", error=LabelError, empty="value",
-                              needs="a class", plural="classes")
+                              needs="a class", plural="classes", data_dir=data_dir)
     return ClassLabels.from_names(f"column {column}", names)
 
 
@@ -131,15 +157,17 @@ def labels_from_folders(videos: Sequence[str]) -> ClassLabels:
     return ClassLabels.from_names("folders", names)
 
 
-def read_labels(input_path: str, videos: Sequence[str], label_column: str | None, from_folders: bool) -> ClassLabels | None:
-    """The labels ``encode-dataset`` records for its input, or None when none are asked for."""
+def read_labels(input_path: str, videos: Sequence[str], label_column: str | None, from_folders: bool,
+                data_dir: str | os.PathLike | None = None) -> ClassLabels | None:
+    """The labels ``encode-dataset`` records for its input, or None when none are asked for
+    (``data_dir``: ``--data-dir``, the folder a CSV's entries are relative to)."""
     if label_column is not None and from_folders:
         raise LabelError("give --label-column (a CSV input) or --labels-from-folders (a folder input), not both")
     if label_column is not None:
         if Path(input_path).is_dir():
             raise LabelError("--label-column reads a column of a meta CSV, and --input is a folder; "
                              "use --labels-from-folders to take classes from its sub-folders")
-        return labels_from_csv(input_path, label_column, videos)
+        return labels_from_csv(input_path, label_column, videos, data_dir)
     if from_folders:
         if not Path(input_path).is_dir():
             raise LabelError("--labels-from-folders takes classes from the sub-folders of a folder --input, and --input "
@@ -148,4 +176,5 @@ def read_labels(input_path: str, videos: Sequence[str], label_column: str | None
     return None
 
 
-__all__ = ["ClassLabels", "LabelError", "MANIFEST_KEY", "class_order", "labels_from_csv", "labels_from_folders", "read_labels"]
+__all__ = ["ClassLabels", "LabelError", "MANIFEST_KEY", "class_order", "labels_from_csv", "labels_from_folders", "read_labels",
+           "video_key"]
