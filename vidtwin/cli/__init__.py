@@ -31,7 +31,7 @@ import sys
 from contextlib import ExitStack
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
-from ..cpu_threads import prepare_cpu_threads
+from ..cpu_threads import load_sample_note, prepare_cpu_threads
 from ..hints import PROGRAM
 from .convention import add_debug_flag, run_main
 
@@ -121,8 +121,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not any(flag in argv for flag in HELP_FLAGS):  # a request for help runs nothing: skip the load sample
         prepare_cpu_threads()
     args = build_parser(argv).parse_args(argv)
-    if args.verbose:
+    if args.verbose or args.debug:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    note = load_sample_note()  # why the load sample fell back, if it did: logged now that logging is set up
+    if note:
+        logging.getLogger(__name__).info(note)
     module = args.module
     failure_types = module.failure_types() if hasattr(module, "failure_types") else ()
 

@@ -60,8 +60,9 @@ def run(args: argparse.Namespace) -> int:
     check_accelerator(args.accelerator, devices)
     check_launcher(args.num_nodes)
     sources = list_sources(args.input, args.data_dir)
-    labels = read_labels(args.input, [source.name for source in sources], args.label_column, args.labels_from_folders)
-    actions = read_actions(args.input, [source.name for source in sources], args.actions_column)
+    names = [source.name for source in sources]
+    labels = read_labels(args.input, names, args.label_column, args.labels_from_folders, data_dir=args.data_dir)
+    actions = read_actions(args.input, names, args.actions_column, data_dir=args.data_dir)
     options = args.options
     dtype = options.dtype  # concrete: resolved for the accelerator's device type (inference_options)
     model = load_model(args.config, args.ckpt, device="cpu", allow_unsafe_pickle=args.allow_unsafe_pickle)
