@@ -8,6 +8,9 @@ cd-fvd's own code, and, where cd-fvd is installed, against cd-fvd run live on th
 import csv
 import json
 import logging
+import os
+import re
+import signal
 
 import numpy as np
 import pytest
@@ -23,7 +26,7 @@ from vidtwin.fvd.weights import WEIGHTS_FILENAME, WEIGHTS_URL, find_weights, loa
 from vidtwin.cli import main
 
 import fvd_reference
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, small_tmpfs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
@@ -228,3 +231,186 @@ def test_evaluate_fvd_adds_the_reconstruction_fvd_to_the_reports(i3d, tmp_path, 
     assert [row["fvd"] for row in rows[:-1]] == ["", ""]
     assert rows[-1]["video"] == "(all videos)" and float(rows[-1]["fvd"]) == pytest.approx(summary["fvd"], rel=1e-5)
     assert "rFVD" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------- trust: what the commands say
+class StandInI3D(torch.nn.Module):
+    """Where a test is about the command (progress, warnings, signals, writes), not the features: 400
+    features of a clip from its mean and spread of colour, in milliseconds instead of a second per clip.
+    ``constant``: every clip gets the same features, as from an untrained I3D. ``on_forward(n)`` runs
+    before the n-th batch."""
+
+    def __init__(self, constant=False, on_forward=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.projection = torch.nn.Linear(6, 400)
+        self.constant, self.on_forward, self.calls = constant, on_forward, 0
+
+    def forward(self, clips):  # (B, 3, T, 224, 224)
+        self.calls += 1
+        if self.on_forward is not None:
+            self.on_forward(self.calls)
+        colour = torch.cat([clips.mean(dim=(2, 3, 4)), clips.std(dim=(2, 3, 4))], dim=1)  # (B, 6)
+        return self.projection(torch.zeros_like(colour) if self.constant else colour)  # (B, 400)
+
+
+def use_stand_in(monkeypatch, model):
+    monkeypatch.setattr("vidtwin.inference.fvd_command.load_i3d",
+                        lambda path, device="cpu": (model, {"file": str(path), "sha256": "0" * 64}))
+
+
+@pytest.fixture(scope="module")
+def short_sets(tmp_path_factory):
+    """Folders of three 10-frame 32x32 videos each (two distinct 9-frame clips per video), and a weights file."""
+    root = tmp_path_factory.mktemp("fvd_short")
+    for name, seed in (("real", 0), ("fake", 1)):
+        (root / name).mkdir()
+        for index in range(3):
+            frames = torch.randint(0, 255, (10, 32, 32, 3), generator=torch.Generator().manual_seed(10 * seed + index),
+                                   dtype=torch.uint8)
+            write_video(root / name / f"v{index}.mp4", frames, fps=10.0)
+    (root / "i3d.pt").write_bytes(b"stands in for the weights")
+    return root
+
+
+def fvd_args(sets, *more):
+    return ["fvd", "--real", str(sets / "real"), "--fake", str(sets / "fake"), "--fvd-weights", str(sets / "i3d.pt"),
+            "--frames", "9", "--device", "cpu", *map(str, more)]
+
+
+def test_clips_per_video_counts_distinct_clips_and_each_set_has_a_progress_bar(short_sets, tmp_path, monkeypatch,
+                                                                               capsys, caplog):
+    use_stand_in(monkeypatch, StandInI3D())
+    with caplog.at_level(logging.WARNING):
+        assert main(fvd_args(short_sets, "--clips-per-video", "4", "--output", tmp_path / "fvd.json")) == 0
+    report = json.loads((tmp_path / "fvd.json").read_text())
+    # 10 frames hold two distinct 9-frame clips: 6 per set, not 12 with copies counted twice
+    assert report["protocol"]["real_clips"] == report["protocol"]["fake_clips"] == 6
+    assert report["protocol"]["fake"]["videos_with_fewer_distinct_clips"] == 3
+    assert "--real: 3 of 3 videos are too short for 4 distinct clips of 9 frames" in caplog.text
+    assert "(6 clips in all, not 12)" in caplog.text
+    bars = capsys.readouterr().err
+    for name in ("real", "fake"):  # one bar per set, counting its clips to the end
+        assert re.search(rf"FVD {name}: 100%\S* *\S* 6/6 ", bars), bars
+    random_starts = ClipProtocol(frames=9, clips_per_video=4, clip_starts="random", seed=3)
+    assert random_starts.clip_starts_of(10) == [0, 1] and random_starts.clip_starts_of(1000) == sorted(
+        set(random_starts.clip_starts_of(1000)))
+
+
+def test_constant_features_give_a_warning_not_a_silent_zero(short_sets, tmp_path, monkeypatch, caplog):
+    use_stand_in(monkeypatch, StandInI3D(constant=True))
+    with caplog.at_level(logging.WARNING):
+        assert main(fvd_args(short_sets, "--quiet", "--output", tmp_path / "fvd.json")) == 0
+    report = json.loads((tmp_path / "fvd.json").read_text())
+    assert report["fvd"] == pytest.approx(0.0, abs=1e-9)
+    assert len(report["warnings"]) == 2 and "barely vary between clips" in report["warnings"][0]
+    assert "the weights may be untrained or damaged" in caplog.text
+
+
+def test_an_untrained_i3d_is_degenerate_and_the_calibrated_one_is_not(our_features):
+    from vidtwin.fvd.i3d import InceptionI3d
+    from vidtwin.fvd.stats import DEGENERATE_SPREAD, degenerate_features
+
+    torch.manual_seed(0)
+    clips = torch.randint(0, 255, (3, 9, 32, 32, 3), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    clips[1], clips[2] = 0, 255  # noise, black and white: as different as clips get
+    untrained = FeatureStats(400)
+    untrained.add(i3d_features(InceptionI3d().eval(), clips))
+    assert untrained.relative_spread() < DEGENERATE_SPREAD / 10
+    assert "barely vary" in degenerate_features(untrained, "the set")
+    calibrated = FeatureStats(400)
+    calibrated.add(our_features["real"])
+    assert calibrated.relative_spread() > DEGENERATE_SPREAD * 10 and degenerate_features(calibrated, "the set") is None
+
+
+@pytest.fixture
+def terminated_test_on_sigterm():
+    """Fails the test, instead of killing pytest, when a SIGTERM reaches a command that has no handler of its own."""
+    def fail(signum, frame):
+        pytest.fail("SIGTERM reached no handler of the command: the process would have ended without a word")
+
+    previous = signal.signal(signal.SIGTERM, fail)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def sigterm_at(batch):
+    return lambda call: call == batch and os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.usefixtures("terminated_test_on_sigterm")
+def test_sigterm_during_fvd_says_what_was_written(short_sets, tmp_path, monkeypatch, capsys):
+    use_stand_in(monkeypatch, StandInI3D(on_forward=sigterm_at(2)))  # the real set's second clip
+    code = main(fvd_args(short_sets, "--quiet", "--batch-clips", "1", "--output", tmp_path / "a.json"))
+    err = capsys.readouterr().err
+    assert code == 143 and err.strip() == ("vidtwin fvd: stopped by SIGTERM during the --real set's features: "
+                                           "no FVD, and nothing was written")
+    assert sorted(tmp_path.iterdir()) == []  # neither the report nor a claim file
+
+    stats = tmp_path / "real.safetensors"
+    use_stand_in(monkeypatch, StandInI3D(on_forward=sigterm_at(4)))  # the fake set's first clip
+    code = main(fvd_args(short_sets, "--quiet", "--batch-clips", "1", "--output", tmp_path / "a.json",
+                         "--save-real-stats", stats))
+    err = capsys.readouterr().err
+    assert code == 143 and f"stopped by SIGTERM during the --fake set's features: no FVD; the real statistics were " \
+                           f"saved to {stats}" in err and "Traceback" not in err
+    assert FeatureStats.load(stats)[0].count == 3 and not (tmp_path / "a.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the test's own handler is back
+
+
+def test_non_finite_or_integer_i3d_weights_are_refused_when_loaded(short_sets, tmp_path, capsys):
+    from vidtwin.fvd.i3d import InceptionI3d
+
+    weights = InceptionI3d().state_dict()
+    weights["Mixed_4c.b1b.conv3d.weight"][0, 0, 0, 0, 0] = float("nan")
+    torch.save(weights, tmp_path / "nan.pt")
+    code = main([*fvd_args(short_sets, "--quiet"), "--fvd-weights", str(tmp_path / "nan.pt")])  # the last one counts
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert "hold 1 non-finite value(s) (NaN or infinity) in Mixed_4c.b1b.conv3d.weight" in err
+    weights["Mixed_4c.b1b.conv3d.weight"] = weights["Mixed_4c.b1b.conv3d.weight"].nan_to_num().long()
+    torch.save(weights, tmp_path / "int.pt")
+    with pytest.raises(FVDError, match="hold torch.int64 values in Mixed_4c.b1b.conv3d.weight, a float parameter"):
+        load_i3d(tmp_path / "int.pt")
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A full 1 MiB tmpfs: every write fails with ENOSPC, as on a full disk (needs mount rights)."""
+    with small_tmpfs(tmp_path / "full", "1m") as folder:
+        try:
+            with open(folder / "filler", "wb") as handle:
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+        except OSError:
+            pass
+        yield folder
+
+
+def test_a_full_disk_while_saving_real_statistics_is_one_line(short_sets, full_disk, monkeypatch, capsys):
+    use_stand_in(monkeypatch, StandInI3D())
+    code = main(fvd_args(short_sets, "--quiet", "--save-real-stats", full_disk / "real.safetensors"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert f"cannot write the statistics {full_disk / 'real.safetensors'}: No space left on device" in err
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]
+
+
+def test_a_late_fvd_failure_in_evaluate_keeps_the_psnr_ssim_reports(short_sets, tmp_path, monkeypatch, capsys):
+    def fails(real, fake):
+        raise np.linalg.LinAlgError("Eigenvalues did not converge")
+
+    torch.manual_seed(0)
+    torch.save(load_model(TINY_CONFIG).state_dict(), tmp_path / "tiny.pt")
+    use_stand_in(monkeypatch, StandInI3D())
+    monkeypatch.setattr("vidtwin.inference.fvd_reconstruction.fvd_of", fails)
+    code = main(["evaluate", "--input", str(short_sets / "real"), "--output", str(tmp_path / "eval"), "--lpips", "off",
+                 "--config", str(TINY_CONFIG), "--ckpt", str(tmp_path / "tiny.pt"), "--device", "cpu", "--dtype", "fp32",
+                 "--quiet", "--fvd", "--fvd-weights", str(short_sets / "i3d.pt"), "--fvd-frames", "9"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("error:") == 1 and "Traceback" not in err
+    assert (f"the reconstruction FVD failed (LinAlgError: Eigenvalues did not converge); the per-video metrics were "
+            f"written to {tmp_path / 'eval'} without it") in err
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["videos_scored"] == 3 and summary["psnr_mean_over_videos"] > 0 and "fvd" not in summary
