@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import REPO, TINY_CONFIG
-from vidtwin import VidTwin, VidTwinTokens, load_model
+from vidtwin import VidTwin, VidTwinLatents, VidTwinTokens, load_model
 from vidtwin.config import autoencoder_config_from
 from vidtwin.data.video_io import read_video, write_video
-from vidtwin.inference import decode_latents, encode_video
+from vidtwin.inference import decode_latents, encode_video, reconstruct_video
 from vidtwin.cli import main
 from vidtwin.latents.latent_file import (
     LatentFileError,
@@ -19,7 +19,7 @@ from vidtwin.latents.latent_file import (
     save_latents,
     token_dtype,
 )
-from vidtwin.models.config import VidTwinConfig, replace
+from vidtwin.models.config import LATENT_NAMES, VidTwinConfig, replace
 from vidtwin.models.regularizers import FSQRegularizer, entropy_loss_weight_at
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
@@ -163,6 +163,50 @@ def test_tokens_detokenize_and_decode_equal_encode_decode(fsq_model):
         assert torch.equal(fsq_model.decode(codes), fsq_model.decode(latents))
         assert torch.equal(fsq_model.encode(video, sample=True).structure, latents.structure)  # no sampling in FSQ
     assert latents.kl is None and "structure/codebook_usage" in latents.quantization
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_encode_hands_decode_exactly_what_a_token_file_gives_it(fsq_model, bf16):
+    # `decode` of a token file must equal `reconstruct` bit for bit. A token file gives the decoder
+    # contiguous float32 codes; encode must give it the same values in the same memory layout, since
+    # a kernel may sum in another order for other strides (on an AMX CPU in bf16, a trained model's
+    # reconstruction and decoded token file were 39.5 dB apart). torch.autocast runs on any CPU,
+    # natively or not.
+    video = torch.rand(2, 3, 8, 64, 64) * 2 - 1
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        latents = fsq_model.encode(video)
+        from_tokens = fsq_model.detokenize(fsq_model.tokenize(video))
+        as_read_from_a_file = VidTwinLatents(*(getattr(from_tokens, name).float().clone() for name in LATENT_NAMES))
+        for name in LATENT_NAMES:
+            encoded, read = getattr(latents, name), getattr(as_read_from_a_file, name)
+            assert torch.equal(encoded.float(), read), name
+            assert encoded.is_contiguous() and getattr(from_tokens, name).is_contiguous(), name
+            assert encoded.stride() == read.stride(), name
+        reconstruction = fsq_model.decode(latents)
+        assert torch.equal(fsq_model.decode(from_tokens), reconstruction)
+        assert torch.equal(fsq_model.decode(as_read_from_a_file), reconstruction)
+
+
+def test_fsq_codes_are_the_exact_codes_of_their_indices():
+    # Eval and training both hand the decoder the grid values `detokenize` rebuilds from the indices,
+    # not a straight-through sum z + (q - z) (its gradient is test_gradients_pass_straight_through_the_rounding's).
+    quantizer = FSQRegularizer(LEVELS)
+    for mode in (quantizer.eval(), quantizer.train()):
+        latent = (2 * torch.randn(4, len(LEVELS), 1000)).requires_grad_()
+        codes, _ = mode(latent)
+        exact = quantizer.indices_to_codes(quantizer.codes_to_indices(codes.detach()))
+        assert torch.equal(codes.detach(), exact)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_cli_pipeline_decode_of_a_token_file_equals_reconstruct(fsq_model, tmp_path, dtype):
+    # The library functions under `vidtwin reconstruct` and `vidtwin encode` + `vidtwin decode`, compared
+    # before the output's rounding to 8 bits (which would hide small differences).
+    video = _small_video(tmp_path / "small.mp4")
+    reconstructed = reconstruct_video(fsq_model, video, dtype=dtype).video
+    path = save_latents(encode_video(fsq_model, video, dtype=dtype), tmp_path / "tokens.safetensors")
+    decoded = decode_latents(fsq_model, load_latents(path, expected_config=fsq_model.config), dtype=dtype).video
+    assert torch.equal(decoded, reconstructed)
 
 
 def test_tokenize_on_a_kl_model_fails_clearly(tiny_model):

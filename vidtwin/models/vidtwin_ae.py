@@ -16,7 +16,9 @@ from torch import nn
 
 from ..hub import model_card
 from ..pretrained import RUN_CONFIG_FILE, ModelFormat, PretrainedModel, config_from_dict, read_run_config
-from ..state_dict_io import CheckpointError, load_autoencoder_state_dict, read_checkpoint_state_dict, split_state_dict
+from ..state_dict_io import (
+    CheckpointError, checked_autoencoder_state_dict, read_checkpoint_state_dict, split_state_dict,
+)
 from .config import LATENT_NAMES, VidTwinConfig
 from .qformer import TemporalQFormer
 from .regularizers import build_regularizer
@@ -339,10 +341,10 @@ class VidTwin(PretrainedModel, nn.Module):
     def _config_for_repo_file(cls, reference) -> VidTwinConfig:
         return VidTwinConfig()  # the official file of a repo: the published architecture
 
-    def load_weights(self, state, source="checkpoint") -> None:
-        """Strictly load official-named weights (see `vidtwin.state_dict_io.load_autoencoder_state_dict`)."""
+    def checked_weights(self, state, source="checkpoint") -> Dict[str, torch.Tensor]:
+        """Official-named weights, checked as `vidtwin.state_dict_io.checked_autoencoder_state_dict` does."""
         try:
-            load_autoencoder_state_dict(self, state)
+            return checked_autoencoder_state_dict(self, state)
         except CheckpointError as error:
             raise CheckpointError(f"{source}: {error}") from None
 
