@@ -173,18 +173,29 @@ def two_classes(labels: dict) -> dict:
     return {**labels, "classes": ["down", "up"], "videos": {video: label % 2 for video, label in labels["videos"].items()}}
 
 
+def encoded_again(labels: dict):
+    """Not a relabel: the dataset encoded again by an autoencoder of other weights."""
+    return None
+
+
 @pytest.mark.parametrize("relabel,expected", [
     (swap_up_and_down, "the same 3 class names now label other videos (2 classes changed: down, up)"),
     (two_classes, "its classes changed (3 classes then, 2 now; gone: zero)"),
+    (encoded_again, "it was encoded again with other autoencoder weights"),
 ])
 def test_a_resume_on_relabelled_data_says_what_changed(labelled_latents, tmp_path, capsys, relabel, expected):
+    from generation_helpers import write_labelled_dataset
+
     data = shutil.copytree(labelled_latents / "latents", tmp_path / "latents")
     config = generator_config(tmp_path / "gen.yaml", data, None, max_steps=1)
     logs = tmp_path / "logs"
     assert train_main(["--logdir", str(logs), "--name", "run", "--base", str(config)]) == 0
     before = (logs / "run" / "checkpoints" / "last.ckpt").read_bytes()
     shutil.rmtree(data)
-    relabelled_copy(labelled_latents / "latents", data, relabel)
+    if relabel is encoded_again:
+        write_labelled_dataset(data, other_weights(tmp_path / "other.pt"))
+    else:
+        relabelled_copy(labelled_latents / "latents", data, relabel)
     capsys.readouterr()
     assert train_main(["--logdir", str(logs), "--resume", str(logs / "run"), "lightning.trainer.max_steps=2"]) == 2
     line = one_error_line(capsys, "train")
