@@ -116,8 +116,6 @@ def _input_files(args: argparse.Namespace, weights_path: Path, real_paths: list[
 def _claim_outputs(args: argparse.Namespace, claims: ExitStack, inputs: InputFiles) -> None:
     """Refuse outputs that are inputs, or that exist without --overwrite; hold their names until the end."""
     targets = [Path(p) for p in (args.output, args.save_real_stats) if p is not None]
-    if args.save_real_stats and args.real_stats:
-        raise FVDError("--save-real-stats saves statistics computed from --real videos; with --real-stats there is nothing new to save")
     if len(targets) == 2 and InputFiles([targets[0]]).find(targets[1]) is not None:
         raise FVDError(f"--output and --save-real-stats are the same file {targets[0]}; give two names")
     claim_file_outputs(claims, targets, inputs, args.overwrite)
@@ -179,6 +177,8 @@ def run_fvd(args: argparse.Namespace, options: InferenceOptions) -> dict:
     SIGTERM or Ctrl-C ends it as :class:`FVDStopped`, whose message says what was written.
     """
     protocol = _protocol(args)
+    if args.save_real_stats and args.real_stats:
+        raise FVDError("--save-real-stats saves statistics computed from --real videos; with --real-stats there is nothing new to save")
     weights_path = find_weights(args.fvd_weights)
     real_paths = None if args.real_stats else list_video_set(args.real, "--real", args.data_dir)
     fake_paths = list_video_set(args.fake, "--fake", args.data_dir)
