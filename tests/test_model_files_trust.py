@@ -154,8 +154,8 @@ def test_a_config_far_larger_than_its_weights_is_refused_before_building(kind, t
     values[entry].update(sizes)
     (tmp_path / "config.json").write_text(json.dumps(values))
     request.getfixturevalue("no_real_build")
-    with pytest.raises(CheckpointError, match=r"config describes [\d,]+ weight values, [\d.]+ GB; the weights "
-                                              r"hold [\d,]+; nothing was built") as error:
+    with pytest.raises(CheckpointError, match=r"config describes [\d,]+ weight values \([\d.]+ GB\) but the "
+                                              r"weights hold [\d,]+: nothing was built") as error:
         load(kind, tmp_path, None)
     assert "\n" not in str(error.value) and "shape mismatches" in str(error.value)
 

@@ -286,9 +286,10 @@ class PretrainedModel:
             if expected_count == given_count:
                 raise
             size = sum(t.numel() * t.element_size() for t in expected) / 1e9
-            raise CheckpointError(f"{error} (the {cls.pretrained_format.kind} config describes {expected_count:,} "
-                                  f"weight values, {size:.3g} GB; the weights hold {given_count:,}; nothing was "
-                                  "built)") from None
+            details = str(error).removeprefix(f"{source}: ")
+            raise CheckpointError(f"{source}: the {cls.pretrained_format.kind} config describes {expected_count:,} "
+                                  f"weight values ({size:.3g} GB) but the weights hold {given_count:,}: nothing "
+                                  f"was built; {details}") from None
 
     # ------------------------------------------------------------------------ hooks
     @classmethod
@@ -429,14 +430,17 @@ def _search_folders(working_dir: Optional[str], loaded_from: Optional[Path]) -> 
 
 
 def resolve_recorded_path(path: Any, working_dir: Optional[str], loaded_from: Optional[Path]) -> Optional[str]:
-    """A recorded config or checkpoint path as it exists here: absolute ones and ``hf://``
-    references as they are; relative ones in the first of :func:`_search_folders` that holds them.
-    None when it exists nowhere."""
+    """A recorded config or checkpoint path as it exists here: ``hf://`` references as they are;
+    absolute ones where they are; relative ones (and absolute ones inside the recorded working
+    folder that are gone, as in a moved clone) in the first of :func:`_search_folders` that holds
+    them. None when it exists nowhere."""
     text = str(path)
     if is_hub_reference(text):
         return text
     if Path(text).is_absolute():
-        return text if Path(text).exists() else None
+        if Path(text).exists() or not working_dir or not Path(text).is_relative_to(working_dir):
+            return text if Path(text).exists() else None
+        text = str(Path(text).relative_to(working_dir))
     for folder in _search_folders(working_dir, loaded_from):
         if (folder / text).exists():
             return str(folder / text)
