@@ -153,6 +153,22 @@ def test_recorded_relative_paths_are_found_where_training_ran_and_said(clone, tm
     assert f"autoencoder {moved / 'ae' / 'tiny.pt'} (the one" in capsys.readouterr().err
 
 
+def test_a_recorded_path_is_never_read_in_the_current_folder_as_such(tmp_path):
+    from vidtwin.pretrained import resolve_recorded_path
+
+    for folder in ("clone/ae", "clone/logs/gen", "here/ae"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "clone" / "ae" / "x.pt").write_bytes(b"")
+    (tmp_path / "here" / "ae" / "x.pt").write_bytes(b"")
+    run, gone = tmp_path / "clone" / "logs" / "gen", str(tmp_path / "gone")
+    with working_folder(tmp_path / "here"):
+        assert resolve_recorded_path("ae/x.pt", str(tmp_path / "clone"), None) == str(tmp_path / "clone" / "ae" / "x.pt")
+        assert resolve_recorded_path("ae/x.pt", gone, run) == str(tmp_path / "clone" / "ae" / "x.pt")
+        # An absolute path inside a training folder that moved: found at its place beside the run.
+        assert resolve_recorded_path(f"{gone}/ae/x.pt", gone, run) == str(tmp_path / "clone" / "ae" / "x.pt")
+        assert resolve_recorded_path("ae/x.pt", gone, None) is None  # not ./ae/x.pt
+
+
 # ---------------------------------------------------------------------------- 3: resume on other labels
 def relabelled_copy(source: Path, target: Path, relabel) -> Path:
     """A copy of the latent dataset whose manifest's label table is ``relabel(labels entry)``."""

@@ -216,8 +216,9 @@ def load_generator_argument(reference: str, device):
     except CheckpointError:
         kind = model_kind(reference)
         if kind == "world model":
-            raise InferenceError(f"--generator {reference} is a world model, not a generator: play it with "
-                                 f"`{command('play', reference, '--start', Verbatim('VIDEO'), '--actions', Verbatim('LETTERS'), '--output', Verbatim('OUT.mp4'))}`") from None
+            play = command("play", reference, "--start", Verbatim("VIDEO"), "--actions", Verbatim("LETTERS"),
+                           "--output", Verbatim("OUT.mp4"))
+            raise InferenceError(f"--generator {reference} is a world model, not a generator: play it with `{play}`") from None
         if kind == "autoencoder":
             raise InferenceError(f"--generator {reference} is an autoencoder, not a generator: give the generator's "
                                  "run folder to --generator (an autoencoder goes to --ckpt)") from None
