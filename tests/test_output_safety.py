@@ -205,3 +205,10 @@ def test_check_world_on_a_full_disk_is_one_line_and_leaves_nothing(world_game, f
     assert re.search(r"cannot write --json \S+world\.json: No space left on device; it was not written", captured.err)
     assert "rollouts" in captured.out  # the figures were printed before the write failed
     assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no temporary or claim file left
+
+
+def test_a_damaged_settings_file_is_one_line_not_a_key_error(world_game, tmp_path, capsys):
+    (tmp_path / "digits.json").write_text('{"generated": {"clips": 1}}')  # a report written over the settings once
+    code = main(["demo", "check-generation", str(world_game / "samples"), "--data", str(tmp_path), "--no-ceiling"])
+    one_error_line(code, capsys.readouterr().err, "vidtwin demo check-generation",
+                   f"{tmp_path / 'digits.json'} lacks frame_size, digit_size, frames, speed, images")
