@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from _training_utils import micro_overrides, single_thread, tiny_config_files
+from _training_utils import StubModule, clip_overrides, micro_overrides, single_thread, tiny_config_files
 from conftest import REPO, mount_tmpfs
 from vidtwin.cli import train_main as main
 from vidtwin.training.run_dir import (
@@ -72,7 +72,8 @@ def test_every_rank_takes_the_same_decision(tmp_path, monkeypatch):
     """Ranks started separately (torchrun, srun) recognise the directory that rank 0 of their own
     launch claimed; a later launch, or a run from before, is refused on every rank."""
     for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, "RANK", "LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # recorded, so that what the claims below set is undone after the test
+        monkeypatch.delenv(var)
     launch = {"WORLD_SIZE": "2", "MASTER_ADDR": "node1", "MASTER_PORT": "29500", "TORCHELASTIC_RUN_ID": "job7"}
     run = tmp_path / "run"
 
@@ -93,7 +94,7 @@ def test_every_rank_takes_the_same_decision(tmp_path, monkeypatch):
 
     for rank in (0, 1):  # the next launch of the same job script
         as_rank(rank, MASTER_PORT="29501")
-        with pytest.raises(Exception, match="--resume"):
+        with pytest.raises(Exception, match="already holds a run"):
             check_run_directory(run, overwrite=False)
         assert check_run_directory(run, overwrite=True) is True
 
@@ -108,7 +109,8 @@ def test_two_separately_started_ranks_both_refuse_an_existing_run(tmp_path):
     run = tmp_path / "run" / "checkpoints"
     run.mkdir(parents=True)
     (run.parent / "config.yaml").write_text("model: {}\n")
-    (run / "last.ckpt").write_bytes(b"an earlier run")
+    torch.save({"vidtwin_training": {"train_step": 1}, "state_dict": {}}, run / "last.ckpt")  # an earlier run
+    earlier = (run / "last.ckpt").read_bytes()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533"}
     env.pop(LAUNCH_ID_ENV, None)
     ranks = [subprocess.Popen([sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "run",
@@ -118,7 +120,7 @@ def test_two_separately_started_ranks_both_refuse_an_existing_run(tmp_path):
     for rank in ranks:
         _, err = rank.communicate(timeout=120)
         assert rank.returncode == 2 and "--resume" in _error_line(err)
-    assert (run / "last.ckpt").read_bytes() == b"an earlier run"
+    assert (run / "last.ckpt").read_bytes() == earlier
 
 
 def _snapshot(folder):
@@ -261,12 +263,129 @@ def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
         monkeypatch.setattr(run_dir._WriteErrorRecorder, "write", write)
     try:
-        target = full / "last.ckpt"
-        AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(10)}, target)
-        with pytest.raises(CheckpointWriteError, match="No space left on device.*--resume"):
-            AtomicCheckpointIO().save_checkpoint({"weights": torch.zeros(1024 * 1024)}, target)
+        target = full / "checkpoints" / "last.ckpt"
+        (full / "config.yaml").write_text("model: {}\n")
+        first = {"vidtwin_training": {"train_step": 3}, "weights": torch.zeros(10)}
+        AtomicCheckpointIO().save_checkpoint(first, target)
+        bigger = {"vidtwin_training": {"train_step": 4}, "weights": torch.zeros(1024 * 1024)}
+        with pytest.raises(CheckpointWriteError, match=r"No space left on device; the newest complete checkpoint, "
+                                                       rf"last.ckpt \(update 3\), is kept.*--resume {full}`"):
+            AtomicCheckpointIO().save_checkpoint(bigger, target)
         assert torch.equal(torch.load(target, weights_only=True)["weights"], torch.zeros(10))
-        assert sorted(p.name for p in full.iterdir()) == ["last.ckpt"]  # no temporary file left
+        assert sorted(p.name for p in target.parent.iterdir()) == ["last.ckpt"]  # no temporary file left
     finally:
         if mounted:
             subprocess.run(["umount", str(full)], check=True)
+
+
+def _full_disk(monkeypatch):
+    """Every checkpoint write fails as on a full disk."""
+    import vidtwin.training.run_dir as run_dir
+
+    def write(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_dir._WriteErrorRecorder, "write", write)
+
+
+def test_a_full_disk_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, capsys, monkeypatch):
+    import shlex
+
+    with monkeypatch.context() as patch:
+        _full_disk(patch)
+        assert _train(tmp_path, "lightning.trainer.max_steps=2") == 1
+    line = _error_line(capsys.readouterr().err)
+    run = tmp_path / "run"
+    assert "no complete checkpoint of this run exists yet, so there is nothing to resume" in line
+    assert "kept" not in line and "--resume" not in line
+    # Once there is space again: the same name says what the folder holds, and the command given starts it over.
+    assert _train(tmp_path, "lightning.trainer.max_steps=2") == 2
+    assert "wrote no complete checkpoint, so there is nothing to resume" in _error_line(capsys.readouterr().err)
+    hint = line[line.index("start it over with `") + len("start it over with `"):].rstrip("`")
+    words = shlex.split(hint)
+    assert words[:2] == ["vidtwin", "train"] and "--overwrite" in words
+    assert main(words[2:]) == 0
+    assert _update(run / "checkpoints" / "last.ckpt") == 2
+
+
+class DataCheckingStub(StubModule):
+    """The stub model of the training contract, with its own check that the data module fits it."""
+
+    def check_datamodule(self, datamodule):
+        from vidtwin.config import ConfigError
+
+        raise ConfigError(f"data.params.batch_size is {datamodule.batch_size}; this model needs 7")
+
+
+def test_a_module_refuses_its_data_before_the_run_directory_is_claimed(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from vidtwin.config import load_config
+
+    config = OmegaConf.create({
+        "model": {"target": f"{__name__}.DataCheckingStub"},
+        "data": load_config(tiny_config_files(), clip_overrides(frames=2, size=16)).data,
+        "lightning": {"trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1}},
+    })
+    OmegaConf.save(config, tmp_path / "stub.yaml")
+    assert _train(tmp_path, "lightning.trainer.max_steps=1") == 0  # an earlier run of the name
+    earlier = _snapshot(tmp_path / "run")
+    argv = ["--logdir", str(tmp_path), "--allow-any-target", "--base", str(tmp_path / "stub.yaml")]
+    assert main([*argv, "--name", "new"]) == 2
+    assert "this model needs 7" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "new").exists()
+    assert main([*argv, "--name", "run", "--overwrite"]) == 2  # refused before the earlier run is deleted
+    assert _snapshot(tmp_path / "run") == earlier
+
+
+class FitStartCheckingStub(StubModule):
+    """A model whose check of its config runs only once fitting starts."""
+
+    def on_fit_start(self):
+        from vidtwin.config import ConfigError
+
+        super().on_fit_start()
+        raise ConfigError("model.params.learning_rate does not suit this data")
+
+
+def test_a_new_run_that_fails_before_its_first_update_leaves_no_run_directory(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from vidtwin.config import load_config
+
+    config = OmegaConf.create({
+        "model": {"target": f"{__name__}.FitStartCheckingStub"},
+        "data": load_config(tiny_config_files(), clip_overrides(frames=2, size=16)).data,
+        "lightning": {"trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 1, "enable_model_summary": False}},
+    })
+    OmegaConf.save(config, tmp_path / "stub.yaml")
+    argv = ["--logdir", str(tmp_path / "logs"), "--allow-any-target", "--name", "run", "--base", str(tmp_path / "stub.yaml")]
+    for _ in range(2):  # and the same command again says the same, not --resume
+        assert main(argv) == 2
+        assert "does not suit this data" in _error_line(capsys.readouterr().err)
+        assert not (tmp_path / "logs" / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def game_tokens(tmp_path_factory):
+    """The Moving Digits game encoded into FSQ tokens by a small untrained autoencoder (tests/world_helpers.py)."""
+    from world_helpers import encode_game_tokens, make_play_files
+
+    root = make_play_files(tmp_path_factory.mktemp("world_files"))
+    return encode_game_tokens(root, root / "game", root / "tokens", train_videos=2, clips_per_video=3)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.params.sequence_length=2", "sequence_length is 2, but the world model's context_clips 2 needs windows of 3"),
+    ("model.params.world.start_window=4", "sequence_length is 3, but the world model's start_window 4"),
+])
+def test_a_world_model_run_with_windows_that_do_not_fit_leaves_no_run_directory(tmp_path, capsys, game_tokens,
+                                                                                 override, message):
+    from world_helpers import world_training_config
+
+    config = world_training_config(tmp_path / "world.yaml", game_tokens)
+    argv = ["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config), override]
+    for _ in range(2):  # the same command again says the same, not --resume
+        assert main(argv) == 2
+        assert message in _error_line(capsys.readouterr().err)
+        assert not (tmp_path / "logs").exists()

@@ -68,6 +68,7 @@ from ..training.run_dir import (
     global_rank,
     launched_world_size,
     model_changes,
+    outermost_missing_folder,
     release_run_directory,
     resolve_resume,
     resume_mismatch,
@@ -277,7 +278,7 @@ class PreparedRun:
     resume_record: Optional[Any]  # the RecordResumeConfig callback of a resume
     stop_on_signal: Any  # the StopOnSignal callback
     started: Any = None  # the TrainingStarted callback
-    created_run_dir: bool = False  # whether this run made its run directory (a new run in a new folder)
+    created_folder: Optional[Path] = None  # the outermost folder a new run made for its run directory
 
 
 def _model_arguments(args: argparse.Namespace, model_node: Any) -> dict:
@@ -346,13 +347,13 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     # A config is data until here: every target's kind, before any of them is imported outside
     # the allowed packages or called, and no allow_unsafe_pickle (see vidtwin.config).
     check_config_targets(config, args.allow_any_target, source)
-    created_run_dir = False
+    created_folder = None
     if not args.resume:
         name = resolve_run_name(args)
         logdir = Path(args.logdir)
         run_dir = logdir / name
         clear_earlier_run = check_run_directory(run_dir, args.overwrite)  # before anything is written
-        created_run_dir = not run_dir.exists()
+        created_folder = outermost_missing_folder(run_dir)
     os.environ[RUN_NAME_ENV] = name  # processes that Lightning starts later reuse this name
     trainer_overrides = {"devices": args.devices, "num_nodes": args.num_nodes, "accelerator": args.accelerator}
     for key, value in trainer_overrides.items():
@@ -411,7 +412,7 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     if global_rank() == 0:
         logging.getLogger(__name__).info("run directory: %s", run_dir)
     return PreparedRun(trainer, module, datamodule, run_dir, resume, changes, record, stop_on_signal, started,
-                       created_run_dir)
+                       created_folder)
 
 
 def failure_types() -> tuple:
@@ -474,7 +475,7 @@ def _train(args: argparse.Namespace) -> int:
         if run.resume is None and not run.started.started:
             # Failed before its first update (e.g. a module's own check at fit start): the folder holds
             # nothing worth keeping, and left behind it would make a rerun of the name say --resume.
-            released = release_run_directory(run.run_dir, run.created_run_dir)
+            released = release_run_directory(run.run_dir, run.created_folder)
         if run.resume_record is not None and not run.resume_record.restored and _is_state_mismatch(error):
             # The optimizer states (e.g. after a changed `freeze`): Lightning restores them after the weights.
             raise resume_mismatch(run.resume, run.resume_changes, one_line(error)[:300]) from None

@@ -155,10 +155,21 @@ def claim_run_directory(run_dir: Path, clear: bool) -> None:
     os.environ[CLAIMED_RUN_ENV] = str(run_dir.resolve())
 
 
-def release_run_directory(run_dir: Path, created: bool) -> bool:
-    """After a new run failed before its first update: rank 0 deletes what the run wrote into ``run_dir``
-    (and ``run_dir`` itself when the run ``created`` it), so that the folder never looks like a run to
-    resume. Returns whether it was released; a directory that holds a checkpoint is kept."""
+def outermost_missing_folder(path: Path) -> Optional[Path]:
+    """The outermost of ``path`` and its parents that does not exist yet (what creating ``path`` creates), or None."""
+    missing = None
+    for folder in [path, *path.parents]:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def release_run_directory(run_dir: Path, created: Optional[Path]) -> bool:
+    """After a new run failed before its first update: rank 0 deletes what the run wrote into ``run_dir``,
+    and the empty folders it made (``created``: the outermost, see :func:`outermost_missing_folder`),
+    so that no folder looks like a run to resume. Returns whether it was released; a directory that
+    holds a complete checkpoint is kept."""
     if complete_checkpoint(run_dir / "checkpoints") is not None:
         return False
     if global_rank() == 0:
@@ -168,11 +179,14 @@ def release_run_directory(run_dir: Path, created: bool) -> bool:
                 shutil.rmtree(path, ignore_errors=True)
             elif path.exists() or path.is_symlink():
                 path.unlink(missing_ok=True)
-        if created:
-            try:
-                run_dir.rmdir()
-            except OSError:  # something else was put there meanwhile: leave it
-                pass
+        if created is not None and (run_dir == created or created in run_dir.parents):
+            for folder in [run_dir, *run_dir.parents]:
+                try:
+                    folder.rmdir()
+                except OSError:  # something else was put there meanwhile: leave it
+                    break
+                if folder == created:
+                    break
         logger.info("the run stopped before its first update; %s holds nothing of it", run_dir)
     return True
 
