@@ -192,6 +192,9 @@ def _is_tensor_global(name: str) -> bool:
         return name.split(".", 1)[0] == "torch" or name in ("collections.OrderedDict", "_codecs.encode")
 
 
+_PICKLE_SCAN_BYTES = 64 * 2**20
+
+
 def _pickle_streams(path: Union[str, Path]) -> Optional[list]:
     """The pickle byte streams of a checkpoint without running them: ``data.pkl`` of a zip (torch.save),
     else the whole file (the legacy format, several pickles in a row); None when unreadable."""
@@ -201,8 +204,8 @@ def _pickle_streams(path: Union[str, Path]) -> Optional[list]:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
                 return [archive.read(name) for name in archive.namelist() if name.endswith("data.pkl")]
-        with open(path, "rb") as handle:
-            return [handle.read()]
+        with open(path, "rb") as handle:  # the pickles lead; the tensors' bytes that follow are not needed
+            return [handle.read(_PICKLE_SCAN_BYTES)]
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
         return None
 
