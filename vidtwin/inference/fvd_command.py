@@ -182,10 +182,10 @@ def run_fvd(args: argparse.Namespace, options: InferenceOptions) -> dict:
     weights_path = find_weights(args.fvd_weights)
     real_paths = None if args.real_stats else list_video_set(args.real, "--real", args.data_dir)
     fake_paths = list_video_set(args.fake, "--fake", args.data_dir)
+    progress = {"stage": "while loading I3D and probing the videos", "saved_stats": False}
     with ExitStack() as claims, _StopOnSignal() as stop:
-        _claim_outputs(args, claims, _input_files(args, weights_path, real_paths, fake_paths))
-        progress = {"stage": "while loading I3D and probing the videos", "saved_stats": False}
         try:
+            _claim_outputs(args, claims, _input_files(args, weights_path, real_paths, fake_paths))
             return _measure(args, options, protocol, weights_path, real_paths, fake_paths, stop, progress)
         except _Signalled as signalled:
             raise FVDStopped(signalled.signum, _outcome(args, progress["stage"], progress["saved_stats"])) from None
@@ -209,7 +209,7 @@ def _measure(args: argparse.Namespace, options: InferenceOptions, protocol: Clip
     if real_set is not None:
         progress["stage"] = "during the --real set's features"
         real_stats = video_set_statistics(real_set, protocol, model, options.batch_clips, options.progress)
-        _warn_degenerate(real_stats, f"the --real set {args.real}", warnings)
+        _warn_degenerate(real_stats, f"--real {args.real}", warnings)
         real_info = {**real_set.describe(), "split": args.real_split or "not given"}
         if args.save_real_stats:
             with stop.hold():  # the file is whole or absent when the message says which
@@ -221,7 +221,7 @@ def _measure(args: argparse.Namespace, options: InferenceOptions, protocol: Clip
         real_info = {**real_info, "split": args.real_split}
     progress["stage"] = "during the --fake set's features"
     fake_stats = video_set_statistics(fake_set, protocol, model, options.batch_clips, options.progress)
-    _warn_degenerate(fake_stats, f"the --fake set {args.fake}", warnings)
+    _warn_degenerate(fake_stats, f"--fake {args.fake}", warnings)
     with stop.hold(then_stop=False):  # the work is done: finish it
         report = {"fvd": fvd_of(real_stats, fake_stats),
                   "protocol": protocol_report(protocol, weights, {**real_info, "clips": real_stats.count}, fake_set.describe())}
