@@ -1,6 +1,6 @@
 """Fréchet Video Distance: I3D features, float64 running statistics, the distance, and its protocol.
 
-The command line is ``inference.py fvd`` (two sets of videos) and ``inference.py evaluate --fvd``
+The command line is ``vidtwin fvd`` (two sets of videos) and ``vidtwin evaluate --fvd``
 (reconstructions against their inputs), in ``vidtwin/inference/fvd_*.py``: this package is the
 metric itself and knows nothing of the autoencoder or the inference pipeline. docs/inference.md#fvd
 defines the number and the protocols. The library parts::

@@ -21,11 +21,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.numpy import load_file, save_file
 
 from vidtwin.atomic_io import atomic_path
+from vidtwin.hints import Verbatim, command
 
 from .protocol import FVDError
 
 STATS_FORMAT = "vidtwin-fvd-statistics"
 STATS_VERSION = "1"
+SAVED_BY = command("fvd", "--save-real-stats", Verbatim("FILE"))
 
 # Below this relative spread (see FeatureStats.relative_spread) a set's features are taken as
 # constant. Measured here: an untrained I3D (default initialisation) gives 1e-5 on noise, black and
@@ -115,9 +117,9 @@ class FeatureStats:
             with safe_open(str(path), framework="np") as reader:
                 metadata = reader.metadata() or {}
         except (SafetensorError, OSError, ValueError) as error:
-            raise FVDError(f"{what} is not a statistics file written by `inference.py fvd --save-real-stats` ({error})") from None
+            raise FVDError(f"{what} is not a statistics file written by `{SAVED_BY}` ({error})") from None
         if metadata.get("format") != STATS_FORMAT or set(tensors) != {"count", "sum", "sum_outer"}:
-            raise FVDError(f"{what} is not a statistics file written by `inference.py fvd --save-real-stats`")
+            raise FVDError(f"{what} is not a statistics file written by `{SAVED_BY}`")
         if metadata.get("version") != STATS_VERSION:
             raise FVDError(f"{what} has statistics format version {metadata.get('version')}; this version reads {STATS_VERSION}")
         total, total_outer = tensors["sum"], tensors["sum_outer"]

@@ -1,6 +1,6 @@
 """Reconstruction FVD (rFVD): the input clips of a set of videos against their reconstructions.
 
-``inference.py evaluate --fvd`` feeds each video's (model-space input, reconstruction) chunks to
+``vidtwin evaluate --fvd`` feeds each video's (model-space input, reconstruction) chunks to
 :class:`ReconstructionFVD` as they are scored. Both streams are quantized to uint8 (what a written
 video holds), cut into every consecutive, non-overlapping clip of ``frames`` frames at ``stride``
 (a remainder shorter than one clip is left out), and their I3D features folded into two running

@@ -1,4 +1,4 @@
-"""Where ``inference.py`` reads and writes: input lists, output names, and the checks that keep data safe.
+"""Where the ``vidtwin`` commands read and write: input lists, output names, and the checks that keep data safe.
 
 Rules, all checked before any model is loaded or any file is written:
 
@@ -219,7 +219,7 @@ def claim_outputs(claims: ExitStack, targets: Iterable[Path], sources: Iterable[
                   overwrite: bool) -> None:
     """Claim every target for this process until ``claims`` closes, after :func:`check_targets`.
 
-    A target claimed by another run (``inference.py`` writing the same output) is one
+    A target claimed by another run (a ``vidtwin`` command writing the same output) is one
     InferenceError naming that run. The targets are checked again once claimed: a run that
     finished between the first check and the claim has written its output by then.
     """
