@@ -494,7 +494,7 @@ def _generation_cases():
         "generate: --config without --ckpt": (generate("--all-classes", "--config", TINY_CONFIG), "give its weights with --ckpt"),
         "generate: missing generator": (lambda f, t: ["generate", "--generator", t / "nowhere", "--all-classes",
                                                       "--output", t / "samples"], "does not exist"),
-        "generate: an autoencoder's folder as --generator": (autoencoder_as_generator, "is not a VidTwin generator config"),
+        "generate: an autoencoder's folder as --generator": (autoencoder_as_generator, "is an autoencoder, not a generator"),
         "generate: --num 0": (generate("--all-classes", "--num", "0"), "--num must be >= 1"),
         "generate: --steps 0": (generate("--all-classes", "--steps", "0"), "--steps must be >= 1"),
         "generate: existing sample": (existing_sample, "already exists; pass --overwrite"),
@@ -645,9 +645,10 @@ def test_full_disk_in_encode_and_evaluate(files, full_disk, capsys):
 
 # ------------------------------------------------------------------------------- train.py
 def _train_cases():
-    def existing_run(t):
+    def existing_run(t):  # a run with a complete checkpoint: there is something to resume
         (t / "run" / "checkpoints").mkdir(parents=True)
         (t / "run" / "config.yaml").write_text("model: {}\n")
+        torch.save({"vidtwin_training": {"train_step": 1}, "state_dict": {}}, t / "run" / "checkpoints" / "last.ckpt")
         return ["--name", "run", "--base", *tiny_config_files()]
 
     def resume_a_video(t):

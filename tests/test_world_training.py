@@ -9,6 +9,7 @@ import torch
 
 from vidtwin.generation import load_world_model
 from vidtwin.cli import train_main as main
+from vidtwin.latents.shards import read_manifest
 
 from world_helpers import encode_game_tokens, make_play_files, world_training_config
 
@@ -33,7 +34,9 @@ def test_the_world_model_trains_resumes_exactly_and_records_its_autoencoder(file
 
     checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     entry = checkpoint["vidtwin_world_model"]
-    assert entry["autoencoder"] == {"config": str(files / "ae.yaml"), "ckpt": str(files / "ae.pt")}
+    recorded = entry["autoencoder"]
+    assert {key: recorded[key] for key in ("config", "ckpt")} == {"config": str(files / "ae.yaml"), "ckpt": str(files / "ae.pt")}
+    assert recorded["weights_fingerprint"] == read_manifest(files / "tokens")["identity"]["weights_fingerprint"]
     assert entry["config"]["actions"] == ["D", "L", "R", "U"] and entry["config"]["context_clips"] == 2
     model = load_world_model(run)  # EMA weights, strict keys
     assert model.autoencoder_files == entry["autoencoder"]

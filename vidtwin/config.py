@@ -103,10 +103,13 @@ CALLBACK = TargetKind("a Lightning Callback class", ("pytorch_lightning.callback
 STRATEGY = TargetKind("a Lightning Strategy class", ("pytorch_lightning.strategies.strategy.Strategy",))
 LOSS = TargetKind("a torch.nn.Module class", ("torch.nn.modules.module.Module",))
 OPTIMIZER = TargetKind("a torch.optim.Optimizer class", ("torch.optim.optimizer.Optimizer",))
-# The names that vidtwin.training.schedulers.build_lr_schedule matches (the official class names included).
+# The learning-rate schedule names a config may give, which vidtwin.training.schedulers builds (the official
+# class names included). Defined here, below the training package, so that the target check needs no Lightning.
+COSINE_SCHEDULE_NAMES = ("warmup_cosine", "LambdaWarmUpCosineScheduler", "WarmupCosine")
+INVERSE_SQRT_SCHEDULE_NAMES = ("inverse_sqrt",)
+CONSTANT_SCHEDULE_NAMES = ("constant",)
 LR_SCHEDULE = TargetKind("a learning-rate schedule name (warmup_cosine, inverse_sqrt, constant)",
-                         names=("warmup_cosine", "LambdaWarmUpCosineScheduler", "WarmupCosine", "inverse_sqrt",
-                                "constant"))
+                         names=COSINE_SCHEDULE_NAMES + INVERSE_SQRT_SCHEDULE_NAMES + CONSTANT_SCHEDULE_NAMES)
 # A slot that no table names (a custom module's own nested config): a class of one of the kinds above.
 CONFIG_CLASS = TargetKind(
     "a class of a kind a config builds (LightningModule, data module, Callback, Logger, Strategy, "

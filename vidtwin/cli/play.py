@@ -48,6 +48,8 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the likeliest codes")
     group.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes only")
     add_model(parser, required=False)  # the FSQ autoencoder; default: the one the world model records
+    parser.add_argument("--allow-other-weights", action="store_true",
+                        help="decode with an autoencoder whose weights differ from the ones that made the training tokens")
     add_device(parser)
 
 
@@ -85,7 +87,8 @@ def load_player(args: argparse.Namespace) -> WorldPlayer:
     if resolve_device(args.device).type == "cpu":
         apply_cpu_thread_policy()  # logged under --verbose, as every command that runs a model on the CPU
     return WorldPlayer(args.world, args.config, args.ckpt, device=resolve_device(args.device),
-                       allow_unsafe_pickle=args.allow_unsafe_pickle)
+                       allow_unsafe_pickle=args.allow_unsafe_pickle, allow_other_weights=args.allow_other_weights,
+                       announce=lambda line: print(f"{args.prog}: {line}", file=sys.stderr))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -297,13 +297,10 @@ def _model_arguments(args: argparse.Namespace, model_node: Any) -> dict:
 
 
 def _check_datamodule(module: Any, datamodule: Any) -> None:
-    """The module's own check that the data module fits it (``check_datamodule``, when it has one), run
+    """The module's own check that the data module fits it (``TrainingModule.check_datamodule``), run
     before the run directory is claimed so that a config that cannot train leaves nothing behind."""
-    check = getattr(module, "check_datamodule", None)
-    if check is None:
-        return
     try:
-        check(datamodule)
+        module.check_datamodule(datamodule)
     except ValueError as error:  # ConfigError and the module's other value checks
         raise UsageError(one_line(error)) from None
 

@@ -153,6 +153,11 @@ class TrainingModule(pl.LightningModule):
             return max(int(stepping), 1)
         return max(int(stepping) // self.batches_per_update, 1)  # it counts batches: the module accumulates
 
+    def check_datamodule(self, datamodule: Any) -> None:
+        """Raise ``ConfigError`` when ``datamodule`` cannot feed this module (e.g. windows of the wrong
+        length). ``vidtwin train`` calls it before it claims the run directory, so a config that
+        cannot train leaves nothing behind. Default: every data module fits."""
+
     def refused_trainer_settings(self) -> dict[str, str]:
         """``lightning.trainer`` settings that this module does not take: key -> what to do instead.
 

@@ -41,11 +41,9 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-LRSchedule = Callable[[int], float]
+from ..config import CONSTANT_SCHEDULE_NAMES, COSINE_SCHEDULE_NAMES, INVERSE_SQRT_SCHEDULE_NAMES
 
-_COSINE_NAMES = ("warmup_cosine", "LambdaWarmUpCosineScheduler", "WarmupCosine")
-_INVERSE_SQRT_NAMES = ("inverse_sqrt",)
-_CONSTANT_NAMES = ("constant",)
+LRSchedule = Callable[[int], float]
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,7 @@ def build_lr_schedule(
     params.pop("frequency", None)
     params.pop("verbosity_interval", None)
     try:
-        if _matches(target, _COSINE_NAMES):
+        if _matches(target, COSINE_SCHEDULE_NAMES):
             warmup_rate = params.pop("warmup_rate", -1)
             length = params.get("total_steps", "run")
             lengths = {"run": total_steps, "official": official_total_steps}
@@ -137,9 +135,9 @@ def build_lr_schedule(
             if params.get("warmup_steps", 0) < 0:  # the official "unset" value
                 params["warmup_steps"] = 0
             return WarmupCosine(**params)
-        if _matches(target, _INVERSE_SQRT_NAMES):
+        if _matches(target, INVERSE_SQRT_SCHEDULE_NAMES):
             return InverseSqrt(base_lr=base_lr, **params)
-        if _matches(target, _CONSTANT_NAMES):
+        if _matches(target, CONSTANT_SCHEDULE_NAMES):
             return ConstantWithWarmup(base_lr=base_lr, **params)
     except TypeError as err:  # unknown or missing parameter names
         raise ValueError(f"learning-rate schedule {target!r}: {err}") from None

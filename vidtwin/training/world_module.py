@@ -108,7 +108,9 @@ class WorldLightningModule(LatentModelModule):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        datamodule = getattr(self.trainer, "datamodule", None)
+        self.check_datamodule(getattr(self.trainer, "datamodule", None))  # for runs started from Python
+
+    def check_datamodule(self, datamodule: Any) -> None:
         length = getattr(datamodule, "sequence_length", None)
         config = self.world.config
         window = config.training_window
