@@ -43,6 +43,20 @@ def small_tmpfs(folder: Path, size: str, read_only: bool = False):
         subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.fixture
+def full_disk(tmp_path):
+    """A full 1 MiB tmpfs: every write fails with ENOSPC, as on a full disk (needs mount rights)."""
+    with small_tmpfs(tmp_path / "full", "1m") as folder:
+        try:
+            with open(folder / "filler", "wb") as handle:
+                while True:
+                    handle.write(b"\0" * 4096)
+                    handle.flush()
+        except OSError:
+            pass
+        yield folder
+
+
 @contextlib.contextmanager
 def immutable_folder(folder: Path):
     """``folder`` made immutable for the block (``chattr +i``): even root cannot write into it, where

@@ -618,20 +618,6 @@ def test_a_too_small_video_fails_alone_in_evaluate(files, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------- full disk
-@pytest.fixture
-def full_disk(tmp_path):
-    """A full 1 MiB tmpfs: every write fails with ENOSPC, as on a full disk (needs mount rights)."""
-    with small_tmpfs(tmp_path / "full", "1m") as folder:
-        try:
-            with open(folder / "filler", "wb") as handle:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
-        except OSError:
-            pass
-        yield folder
-
-
 def test_full_disk_in_encode_and_evaluate(files, full_disk, capsys):
     code = inference_main(["encode", "--input", str(files / "clip.mp4"), "--output", str(full_disk / "clip.safetensors"),
                            *model_args(files)])

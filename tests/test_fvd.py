@@ -26,7 +26,7 @@ from vidtwin.fvd.weights import WEIGHTS_FILENAME, WEIGHTS_URL, find_weights, loa
 from vidtwin.cli import main
 
 import fvd_reference
-from conftest import TINY_CONFIG, small_tmpfs
+from conftest import TINY_CONFIG
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
@@ -372,20 +372,6 @@ def test_non_finite_or_integer_i3d_weights_are_refused_when_loaded(short_sets, t
     torch.save(weights, tmp_path / "int.pt")
     with pytest.raises(FVDError, match="hold torch.int64 values in Mixed_4c.b1b.conv3d.weight, a float parameter"):
         load_i3d(tmp_path / "int.pt")
-
-
-@pytest.fixture
-def full_disk(tmp_path):
-    """A full 1 MiB tmpfs: every write fails with ENOSPC, as on a full disk (needs mount rights)."""
-    with small_tmpfs(tmp_path / "full", "1m") as folder:
-        try:
-            with open(folder / "filler", "wb") as handle:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
-        except OSError:
-            pass
-        yield folder
 
 
 def test_a_full_disk_while_saving_real_statistics_is_one_line(short_sets, full_disk, monkeypatch, capsys):

@@ -21,8 +21,6 @@ from vidtwin.data.video_io import write_video
 from vidtwin.inference.options import InferenceError
 from vidtwin.inference.outputs import InputFiles, check_targets
 
-from conftest import small_tmpfs
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 
@@ -173,20 +171,6 @@ def test_demo_checks_need_overwrite_to_replace_an_earlier_json(world_game, tmp_p
 
 
 # ------------------------------------------------------------------------------- full disks
-@pytest.fixture
-def full_disk(tmp_path):
-    """A full 1 MiB tmpfs: every write fails with ENOSPC, as on a full disk (needs mount rights)."""
-    with small_tmpfs(tmp_path / "full", "1m") as folder:
-        try:
-            with open(folder / "filler", "wb") as handle:
-                while True:
-                    handle.write(b"\0" * 4096)
-                    handle.flush()
-        except OSError:
-            pass
-        yield folder
-
-
 class ScoreNothing:
     """The digit checker's interface without its classifier: this test is about the write, not the scores."""
 
