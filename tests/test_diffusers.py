@@ -11,12 +11,13 @@ pytest.importorskip("diffusers", reason="the [diffusers] extra is not installed 
 
 from diffusers.models.autoencoders.vae import DecoderOutput, DiagonalGaussianDistribution  # noqa: E402
 
-from vidtwin import VidTwin, VidTwinLatents, load_model  # noqa: E402
+from vidtwin import VidTwin, load_model  # noqa: E402
+from vidtwin.cli import main  # noqa: E402
 from vidtwin.diffusers import AutoencoderVidTwin  # noqa: E402
 from vidtwin.diffusers.layout import PackedLatentLayout  # noqa: E402
 from vidtwin.models.config import LATENT_NAMES, VidTwinConfig, config_fields  # noqa: E402
 
-from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG  # noqa: E402
+from conftest import DATA, OFFICIAL_CKPT, OFFICIAL_CONFIG  # noqa: E402
 
 # A micro FSQ model whose latents differ in width (structure 3 channels, dynamics 2): the packed
 # latent pads dynamics to 3 channels.
@@ -192,3 +193,129 @@ def test_denormalize_inverts_normalize_with_per_latent_statistics(reference):
     assert means["dynamics_y"][0, :, 0, 0].tolist() == statistics["mean"]["dynamics_y"]
     with pytest.raises(ValueError, match="channels"):
         AutoencoderVidTwin(**reference.config.to_dict(), latents_mean=[0.0])
+
+
+# ---------------------------------------------------------------------------- conversion
+LEGACY = DATA / "legacy" / "640498a"
+STATS_DATASET = DATA / "latent_dataset_f10a1ce"  # encoded with tiny_official.ckpt
+
+
+def assert_same_model(first: VidTwin, second: VidTwin) -> None:
+    assert first.config == second.config
+    assert first.state_dict().keys() == second.state_dict().keys()
+    for key, value in first.state_dict().items():
+        assert torch.equal(second.state_dict()[key], value), key
+
+
+@pytest.mark.parametrize("source", ["official", "run", "pretrained"])
+def test_conversion_to_diffusers_and_back_is_lossless(tmp_path, source):
+    config = ["--config", str(OFFICIAL_CONFIG)] if source == "official" else []
+    ckpt = {"official": OFFICIAL_CKPT, "run": LEGACY / "autoencoder_run", "pretrained": LEGACY / "autoencoder_pretrained"}[source]
+    original = load_model(OFFICIAL_CONFIG if source == "official" else None, ckpt)
+    diffusers_folder, back = tmp_path / "diffusers", tmp_path / "back"
+    assert main(["convert", *config, "--ckpt", str(ckpt), "--output", str(diffusers_folder), "--format", "diffusers"]) == 0
+    assert (diffusers_folder / "diffusion_pytorch_model.safetensors").is_file()
+    vae = AutoencoderVidTwin.from_pretrained(diffusers_folder)
+    assert_same_model(vae.autoencoder, original)
+    assert main(["convert", "--ckpt", str(diffusers_folder), "--output", str(back), "--format", "vidtwin"]) == 0
+    assert_same_model(VidTwin.from_pretrained(back), original)
+    x = video(1, size=original.config.input_size)
+    with torch.no_grad():
+        torch.testing.assert_close(vae(x).sample, original.decode(original.encode(x, sample=False)), rtol=0, atol=1e-6)
+
+
+def test_conversion_writes_the_latent_statistics_and_refuses_other_models(tmp_path, capsys):
+    stats_file = tmp_path / "stats.json"
+    assert main(["latent-stats", str(STATS_DATASET), "--output", str(stats_file), "--no-progress"]) == 0
+    stats = json.loads(stats_file.read_text())
+    output = tmp_path / "diffusers"
+    assert main(["convert", "--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT), "--output", str(output),
+                 "--format", "diffusers", "--latent-stats", str(stats_file)]) == 0
+    config = AutoencoderVidTwin.from_pretrained(output).config
+    assert config.latents_mean == stats["packed"]["mean"] and config.latents_std == stats["packed"]["std"]
+    assert config.latent_statistics == {"mean": stats["mean"], "std": stats["std"]}
+    # Statistics of the tiny model's latents do not fit the micro FSQ model of the legacy run.
+    assert main(["convert", "--ckpt", str(LEGACY / "autoencoder_run"), "--output", str(tmp_path / "other"),
+                 "--format", "diffusers", "--latent-stats", str(stats_file)]) == 2
+    assert "channels" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    # Other weights of the same shapes are refused by the dataset's weights fingerprint.
+    stats["weights_fingerprint"] = "0" * 16
+    stats_file.write_text(json.dumps(stats))
+    assert main(["convert", "--ckpt", str(output), "--output", str(tmp_path / "again"), "--format", "diffusers",
+                 "--latent-stats", str(stats_file)]) == 2
+    assert "other weights" in capsys.readouterr().err
+    # A folder is never converted onto itself.
+    assert main(["convert", "--ckpt", str(output), "--output", str(output), "--format", "diffusers", "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err
+
+
+REMOTE_LOAD = """
+import sys
+sys.modules["vidtwin"] = None  # any import of the package now fails
+import torch
+import diffusers
+vae = diffusers.AutoModel.from_pretrained(sys.argv[1], trust_remote_code=True)
+assert not [name for name, module in sys.modules.items() if name.startswith("vidtwin") and module is not None]
+x = torch.load(sys.argv[2])
+with torch.no_grad():
+    torch.save({"module": type(vae).__module__, "reconstruction": vae(x).sample,
+                "denormalized": vae.denormalize_latents(torch.zeros(1, *vae.layout.shape))}, sys.argv[3])
+"""
+
+
+def test_a_folder_with_its_code_loads_in_diffusers_without_the_package(tmp_path, reference, vae):
+    import subprocess
+    import sys
+
+    from vidtwin.diffusers.folder import statistics_settings, write_diffusers_folder
+
+    stats = {"packed": {"mean": [0.5] * 4, "std": [2.0] * 4}, "mean": {n: [0.25] * 4 for n in LATENT_NAMES},
+             "std": {n: [3.0] * 4 for n in LATENT_NAMES}}
+    folder = write_diffusers_folder(reference, tmp_path / "model", statistics_settings(stats), with_code=True)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {"AutoModel": "autoencoder_vidtwin.AutoencoderVidTwin"}
+    assert (folder / "autoencoder_vidtwin.py").is_file()
+    x = video(1, seed=4)
+    torch.save(x, tmp_path / "x.pt")
+    script = tmp_path / "load.py"
+    script.write_text(REMOTE_LOAD)
+    env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = torch.load(tmp_path / "out.pt")
+    assert out["module"].startswith("diffusers_modules.")
+    with torch.no_grad():
+        torch.testing.assert_close(out["reconstruction"], vae(x).sample, rtol=0, atol=1e-6)
+    assert torch.all(out["denormalized"] == 0.25)  # the per-latent statistics, carried in the config
+    # Our own class loads the same folder and keeps its auto_map when saving it again.
+    assert AutoencoderVidTwin.from_pretrained(folder).config.auto_map == config["auto_map"]
+
+
+# ---------------------------------------------------------------------------- a pipeline
+def test_random_latents_denormalized_decoded_and_written_as_a_video(tmp_path, reference):
+    from vidtwin.data.video_io import read_video, write_video
+    from vidtwin.diffusers.folder import statistics_settings, write_diffusers_folder
+
+    stats_file = tmp_path / "stats.json"
+    assert main(["latent-stats", str(STATS_DATASET), "--output", str(stats_file), "--no-progress"]) == 0
+    folder = write_diffusers_folder(reference, tmp_path / "model", statistics_settings(json.loads(stats_file.read_text())))
+
+    # The documented snippet (docs/diffusers.md), with random latents in place of a diffusion model's.
+    vae = AutoencoderVidTwin.from_pretrained(folder).eval()
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, *vae.layout.shape, generator=generator)   # what a diffusion model samples: std 1
+    with torch.no_grad():
+        frames = vae.decode(vae.denormalize_latents(latents)).sample      # (2, 3, T, H, W) in about [-1, 1]
+    uint8 = ((frames[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0)  # (T, H, W, 3)
+    write_video(tmp_path / "sample.mp4", uint8, fps=8)
+
+    read, fps = read_video(tmp_path / "sample.mp4")
+    assert tuple(read.shape) == (8, 64, 64, 3) and fps == pytest.approx(8)
+    # The latents decoded were in the dataset's scale: the statistics were applied, per latent and channel.
+    unpacked = vae.layout.unpack(vae.denormalize_latents(latents).double())
+    stats = json.loads(stats_file.read_text())
+    for name in LATENT_NAMES:
+        values = unpacked[name].transpose(0, 1).reshape(len(stats["mean"][name]), -1)
+        expected = torch.tensor(stats["mean"][name], dtype=torch.float64)
+        assert torch.allclose(values.mean(1), expected, atol=4 * max(stats["std"][name]) / values.shape[1] ** 0.5)

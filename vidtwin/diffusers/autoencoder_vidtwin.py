@@ -1,10 +1,10 @@
 """``AutoencoderVidTwin``: the VidTwin autoencoder as a diffusers model.
 
-    from vidtwin.diffusers import AutoencoderVidTwin
-    vae = AutoencoderVidTwin.from_pretrained("vidtwin-diffusers")     # a folder or a Hub repo
-    posterior = vae.encode(video).latent_dist      # video (B, 3, T, H, W) in [-1, 1]
-    z = posterior.mode()                           # (B, C, N): the packed latent (vidtwin.diffusers.layout)
-    video = vae.decode(z).sample
+    >>> from vidtwin.diffusers import AutoencoderVidTwin
+    >>> vae = AutoencoderVidTwin.from_pretrained("vidtwin-diffusers")   # a folder or a Hub repo
+    >>> posterior = vae.encode(video).latent_dist    # video (B, 3, T, H, W) in [-1, 1]
+    >>> z = posterior.mode()                         # (B, C, N): the packed latent (vidtwin.diffusers.layout)
+    >>> video = vae.decode(z).sample
 
 It wraps a :class:`vidtwin.models.VidTwin` built from the same settings (registered as
 ``autoencoder``, so weight names are ``autoencoder.<official name>``), and computes exactly what it
@@ -41,6 +41,9 @@ EXTRA_CONFIG_DEFAULTS = {
     "latents_std": None,  # [C] floats
     "latent_statistics": None,  # {"mean": {latent: [channels]}, "std": {...}} per latent and channel
     "latent_layout": None,  # PackedLatentLayout.to_dict(), filled in at build time; checked on load
+    # {"AutoModel": "autoencoder_vidtwin.AutoencoderVidTwin"} in a folder that carries its code
+    # (vidtwin.diffusers.remote_code); a parameter so that loading keeps it without a warning.
+    "auto_map": None,
 }
 # The smallest std a normalization divides by (as vidtwin.generation.normalization.MIN_STD).
 MIN_STD = 1e-6
