@@ -805,6 +805,7 @@ def test_moving_digits_script_user_errors(tmp_path, capsys):
         ("demo digits", [new, "--speed", 9], "travels 135 px, more than the 32 px the frame leaves it"),
         ("demo digits", [new, "--game", "--speed", 20], "does not fit in the frame"),
         ("demo digits", [new, "--train-per-class", 0], "must all be >= 1"),
+        ("demo digits", [new, "--fps", "nan"], "argument --fps: must be a finite number above 0, got nan"),
         ("demo digits", [data], "already holds files; pass --overwrite"),
         ("demo digits", [tmp_path / "notes.txt"], "exists and is not a folder"),
         ("demo check-generation", [tmp_path / "no_clips", "--data", data], "holds no clips named <digit>-<direction>_<index>.mp4"),

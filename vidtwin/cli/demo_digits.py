@@ -21,7 +21,7 @@ import argparse
 from pathlib import Path
 
 from ..demos.moving_digits import SETTINGS_FILE, check_output_folder, make_moving_digits
-from .options import add_overwrite
+from .options import add_overwrite, positive_number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--digit-size", type=int, default=None, help="digit side in pixels (default: half the frame)")
     parser.add_argument("--frames", type=int, default=None, help="frames per clip (default 16; 8 with --game)")
     parser.add_argument("--speed", type=int, default=None, help="pixels per frame (default 1; 2 with --game)")
-    parser.add_argument("--fps", type=float, default=8.0, help="frame rate of the mp4 files (default 8)")
+    parser.add_argument("--fps", type=positive_number, default=8.0, help="frame rate of the mp4 files (default 8)")
     parser.add_argument("--train-per-class", type=int, default=50, help="training clips per class (default 50)")
     parser.add_argument("--val-per-class", type=int, default=10, help="validation clips per class (default 10)")
     parser.add_argument("--clips-per-video", type=int, default=8, help="--game: clips per video (default 8)")

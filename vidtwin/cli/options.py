@@ -11,6 +11,7 @@ are still processed; the exit code is then 1.
 from __future__ import annotations
 
 import argparse
+import math
 import dataclasses
 import logging
 import sys
@@ -30,6 +31,18 @@ from ..inference.outputs import check_targets, claim_outputs, collect_inputs, ou
 from .convention import one_line
 
 logger = logging.getLogger("vidtwin.inference")
+
+
+def positive_number(text: str) -> float:
+    """An argparse type for rates and sizes: a finite number above 0 (argparse names the option when
+    it refuses ``nan``, ``inf`` or ``-1``, in one line, before any work)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def add_directory_options(parser: argparse.ArgumentParser) -> None:
