@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..demos.digit_checker import (CheckGenerationError, Clip, DigitChecker, cross_reenacted, crossing_pairs,
-                                   decoupling_score, load_clips, real_validation_clips)
+                                   data_settings, decoupling_score, load_clips, real_validation_clips)
 from ..demos.moving_digits import SETTINGS_FILE
 from ..inference.outputs import InputFiles, claim_file_outputs, write_text_output
 from .options import add_model, add_overwrite
@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.pairs < 1:
         raise CheckGenerationError(f"--pairs must be at least 1, got {args.pairs}")
     clips = load_clips(args.clips)
+    data_settings(args.data)  # the data folder first: the ceiling and the checker both need it
     real = None if args.no_ceiling else real_validation_clips(args.data)
     if args.json is not None:
         claim_file_outputs(args.claims, [args.json], input_files(args, clips, real or []), args.overwrite)

@@ -119,15 +119,20 @@ def read_settings(path: Path) -> dict:
     return settings
 
 
+def data_settings(data_dir: Path) -> dict:
+    """The settings a Moving Digits data folder was made with (its digits.json), checked."""
+    settings_path = Path(data_dir) / SETTINGS_FILE
+    if not settings_path.is_file():
+        raise CheckGenerationError(f"{data_dir} has no {SETTINGS_FILE}; give the folder that "
+                                   f"`{command('demo digits')}` wrote")
+    return read_settings(settings_path)
+
+
 class DigitChecker:
     """Reads the digit and the direction of Moving Digits clips (see the module docstring)."""
 
     def __init__(self, data_dir: Path):
-        settings_path = Path(data_dir) / SETTINGS_FILE
-        if not settings_path.is_file():
-            raise CheckGenerationError(f"{data_dir} has no {SETTINGS_FILE}; give the folder that "
-                                       f"`{command('demo digits')}` wrote")
-        self.settings = read_settings(settings_path)
+        self.settings = data_settings(data_dir)
         self.data_dir = Path(data_dir)
         self.classifier = self._train()
 
