@@ -50,7 +50,10 @@ def test_core_dependencies_cover_the_imports_of_everything_but_training():
     assert not core & optional_stacks, "the core install must not pull the training, plotting or demo stacks"
     stdlib = set(sys.stdlib_module_names)
     # Lightning-only modules: the training datamodule and encode-dataset (the `dataset` extra).
-    training_only = {REPO / "vidtwin" / "data" / "datamodule.py", REPO / "vidtwin" / "inference" / "encode_dataset.py"}
+    # Modules of an extra other than the training stack: the Lightning-only training datamodule and
+    # encode-dataset (the `dataset` extra), and the diffusers model class (the `diffusers` extra).
+    training_only = {REPO / "vidtwin" / "data" / "datamodule.py", REPO / "vidtwin" / "inference" / "encode_dataset.py",
+                     REPO / "vidtwin" / "diffusers" / "autoencoder_vidtwin.py"}
     for path in (REPO / "vidtwin").rglob("*.py"):
         if "training" in path.parts or path in training_only:
             continue
@@ -65,6 +68,7 @@ def test_extras_name_the_optional_stacks_and_test_pulls_them_all():
     assert _requirement_names(extras["dataset"]) == {"pytorch-lightning"}
     assert _requirement_names(extras["demo"]) == {"scikit-video", "scikit-learn"}
     assert _requirement_names(extras["plots"]) == {"matplotlib"}
+    assert _requirement_names(extras["diffusers"]) == {"diffusers"}
     assert any(r.startswith("vidtwin[") and all(x in r for x in ("train", "demo", "plots")) for r in extras["test"])
     assert not (REPO / "setup.py").exists()
     assert (REPO / "vidtwin" / "py.typed").is_file()

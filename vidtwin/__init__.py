@@ -24,6 +24,8 @@ _EXPORTS = {
     "VidTwinConfig": "vidtwin.models",
     "VidTwinLatents": "vidtwin.models",
     "VidTwinTokens": "vidtwin.models",
+    # diffusers pipelines name it ["vidtwin", "AutoencoderVidTwin"] in model_index.json (the `diffusers` extra).
+    "AutoencoderVidTwin": "vidtwin.diffusers",
     "LatentGenerator": "vidtwin.generation",
     "WorldModel": "vidtwin.generation",
 }
