@@ -10,6 +10,9 @@ expensive phase of training; ``--no-gan`` measures the phase before ``disc_start
     python -m scripts.benchmark_train --base configs/vidtwin.yaml --device cuda --precision bf16-mixed \\
         --batch-size 2 --output docs/benchmarks_train_h100.json
 
+``--precision auto`` times the precision that ``lightning.trainer.precision: auto`` picks on the device
+(``bf16-mixed`` where it computes bf16 natively, else ``32``); the JSON records both.
+
 Prints a table and writes the numbers as JSON (``--output``). The config's targets are checked as
 ``vidtwin train`` checks them (:func:`vidtwin.config.check_config_targets`) before anything is built.
 """
@@ -32,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli.convention import add_debug_flag, run_cli
 from vidtwin.errors import UserError
+from vidtwin.precision import auto_training_precision
 from vidtwin.config import (
     ConfigError, TargetKind, any_target_allowed, build_from_config, check_config_targets, load_config,
 )
@@ -94,7 +98,9 @@ def main(argv=None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotlist config overrides")
     parser.add_argument("--base", nargs="+", required=True, help="config files, merged in order")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--precision", default="32", help="Lightning precision: 32, bf16-mixed, 16-mixed")
+    parser.add_argument("--precision", default="32",
+                        help="Lightning precision: 32, bf16-mixed, 16-mixed, or auto (bf16-mixed where the device "
+                             "computes bf16 natively, as vidtwin train's precision: auto)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--steps", type=int, default=10, help="timed updates")
     parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (allocator, autotuning)")
@@ -115,6 +121,10 @@ def main(argv=None) -> int:
         raise UserError("--device cuda but no CUDA device is visible")
     if args.threads:
         torch.set_num_threads(args.threads)
+    requested_precision = args.precision
+    if args.precision == "auto":  # the choice vidtwin train makes for this device
+        args.precision, _, reason = auto_training_precision(args.device)
+        print(f"precision auto: {args.precision} on {args.device} ({reason})", flush=True)
     disc_start = 10**9 if args.no_gan else 0
     overrides = list(args.overrides) + [f"model.params.loss.params.disc_start={disc_start}",
                                          f"model.params.gradient_checkpointing={str(args.gradient_checkpointing).lower()}"]
@@ -146,7 +156,8 @@ def main(argv=None) -> int:
     result = {
         "config": args.base, "overrides": args.overrides, "device": args.device,
         "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
-        "cpu_threads": torch.get_num_threads(), "precision": args.precision, "batch_size": args.batch_size,
+        "cpu_threads": torch.get_num_threads(), "precision": args.precision,
+        "precision_requested": requested_precision, "batch_size": args.batch_size,
         "input_size": list(module.autoencoder.input_size), "gan_active": not args.no_gan,
         "gradient_checkpointing": args.gradient_checkpointing, "timed_updates": len(timed),
         "step_time_s_median": round(step, 4), "step_time_s_mean": round(statistics.fmean(timed), 4),

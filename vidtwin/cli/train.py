@@ -191,6 +191,28 @@ def build_trainer_kwargs(config: Any, module: Any) -> dict:
     return trainer_kwargs
 
 
+def resolve_auto_precision(config: Any) -> Optional[str]:
+    """Replace ``lightning.trainer.precision: auto`` by the precision that the trainer's accelerator
+    computes natively, and say which in one line; returns it (None when the config names a precision).
+
+    ``bf16-mixed`` where inference's ``--dtype auto`` would run bf16 on that device, ``32`` elsewhere
+    (:func:`vidtwin.precision.auto_training_precision`). The concrete value goes into the saved config,
+    so a resume keeps the run's precision on whatever machine it runs; ``lightning.trainer.precision=auto``
+    on the resume's command line chooses again for that machine.
+    """
+    from omegaconf import OmegaConf
+
+    from ..precision import auto_training_precision
+
+    trainer = (config.get("lightning") or {}).get("trainer") or {}
+    if str(trainer.get("precision")).lower() != "auto":
+        return None
+    precision, device_type, reason = auto_training_precision(trainer.get("accelerator"))
+    OmegaConf.update(config, "lightning.trainer.precision", precision)
+    logging.getLogger(__name__).info("precision auto: %s on %s (%s)", precision, device_type, reason)
+    return precision
+
+
 CHECKPOINT_POLICIES = ("all", "official")
 
 
@@ -370,6 +392,7 @@ def prepare(args: argparse.Namespace) -> PreparedRun:
     model_arguments = _model_arguments(args, model_node)
     datamodule = _build("data", config.data, DATA_MODULE, args.allow_any_target)
     apply_cpu_thread_policy()
+    resolve_auto_precision(config)  # before the config is saved: it records the choice
     if resume is not None and model_node.get("params", {}).get("ckpt_path"):
         model_node.params.ckpt_path = None  # the resumed checkpoint supersedes the initial weights
     module = _build("model", model_node, TRAINING_MODULE, args.allow_any_target, **model_arguments)

@@ -7,7 +7,8 @@ or from keyword arguments, instead of being passed by hand through each function
 ``dtype="auto"`` (the default) picks the fastest precision that the hardware runs natively:
 bf16 on CUDA GPUs that support it, else fp16; on the CPU bf16 only where the CPU has native bf16
 instructions (AVX512-BF16 or AMX), since elsewhere bf16 is emulated and several times slower than
-fp32; fp32 otherwise.
+fp32; fp32 otherwise. The detection is :mod:`vidtwin.precision`'s, which training's ``precision: auto``
+uses too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UserError
+# The detection lives in vidtwin.precision, which training shares; imported here, it keeps working
+# from this module as before.
+from ..precision import auto_dtype, cpu_has_native_bf16  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -50,35 +54,6 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise InferenceError(f"unknown device {name!r}; use cpu, cuda or auto") from None
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has AVX512-BF16 or AMX-BF16 instructions and torch may use them.
-
-    ``ATEN_CPU_CAPABILITY=avx2`` (or ``default``) limits torch to older kernels, as on a CPU
-    without AVX-512; the choice follows it, so that the setting and the log never disagree.
-    """
-    get_capabilities = getattr(torch.cpu, "get_capabilities", None)  # torch >= 2.6
-    if get_capabilities is None:
-        return False
-    capabilities = get_capabilities()
-    hardware = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
-    return hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-
-
-def auto_dtype(device: torch.device) -> tuple[str, str]:
-    """``(dtype, reason)``: what ``dtype="auto"`` runs on ``device``, and why, in words."""
-    if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return "bf16", "the GPU supports bf16"
-        return "fp16", "the GPU has no bf16 support"
-    if device.type == "cpu":
-        capability = torch.backends.cpu.get_cpu_capability()
-        if cpu_has_native_bf16():
-            return "bf16", f"the CPU has native bf16 instructions (torch CPU capability {capability})"
-        return "fp32", (f"torch uses no native bf16 instructions here (torch CPU capability {capability}); "
-                        "emulated bf16 is slower than fp32")
-    return "fp32", f"no reduced precision is chosen automatically on {device.type}"
 
 
 _reported_auto_choices: set[tuple[str, str]] = set()
