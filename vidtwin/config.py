@@ -27,6 +27,9 @@ from .models.config import VidTwinConfig, config_fields
 from .presets import preset_names, resolve_config_path
 
 OFFICIAL_TARGET_SUFFIX = "VidAutoEncoderQformerCompactSymVidVAE"
+# The official class that takes structure from a frame-shuffled copy for a share of each batch
+# (`shuffle_content_ratio`); its settings translate onto this model's architecture.
+OFFICIAL_DIS_TARGET_SUFFIX = "VidAutoEncoderQformerCompactSymDis"
 logger = logging.getLogger(__name__)
 
 
@@ -315,6 +318,8 @@ def autoencoder_config_from(config: Any) -> VidTwinConfig:
     try:
         if target.endswith(OFFICIAL_TARGET_SUFFIX):
             return translate_official_params(params)
+        if target.endswith(OFFICIAL_DIS_TARGET_SUFFIX):
+            return translate_official_params(params, shuffled_copy=True)
         if "autoencoder" in params:
             return VidTwinConfig.from_dict(params["autoencoder"])
         if "autoencoder" in model:
@@ -329,7 +334,7 @@ def autoencoder_config_from(config: Any) -> VidTwinConfig:
         raise ConfigError(f"invalid model config: {error}") from None
     raise ConfigError(
         "no VidTwin model settings found: expected model.params.autoencoder (this project's YAML) "
-        f"or model.target ending in {OFFICIAL_TARGET_SUFFIX} (official YAML)"
+        f"or model.target ending in {OFFICIAL_TARGET_SUFFIX} or {OFFICIAL_DIS_TARGET_SUFFIX} (official YAML)"
     )
 
 
@@ -338,11 +343,14 @@ _UNSUPPORTED_TRANSFORMER = {"no_temporal": False, "temporal_group": False, "pred
                             "space_scale": 1.0, "time_scale": 1.0, "freeze": None}
 
 
-def translate_official_params(params: dict) -> VidTwinConfig:
+def translate_official_params(params: dict, shuffled_copy: bool = False) -> VidTwinConfig:
     """Map the params of an official `VidAutoEncoderQformerCompactSymVidVAE` config onto VidTwinConfig.
 
     Defaults are the official constructors' defaults, so a setting left out of the official YAML
     means what it meant there. `enable_flashattn` is an implementation switch and is dropped.
+    shuffled_copy: the params are those of the official `VidAutoEncoderQformerCompactSymDis`; its
+    `shuffle_content_ratio` (official default 0.5) becomes ours, and its `shuffle_content` is ignored,
+    as that class's encode ignores it.
     """
     try:
         encoder = params["encoder_config"]["params"]
@@ -355,8 +363,7 @@ def translate_official_params(params: dict) -> VidTwinConfig:
         for key, neutral in _UNSUPPORTED_TRANSFORMER.items():
             if section.get(key, neutral) != neutral:
                 raise ConfigError(f"official {section_name}.{key}={section[key]!r} is not supported")
-    if params.get("shuffle_content", False):
-        raise ConfigError("official shuffle_content=true is not supported")
+    shuffle_content, shuffle_content_ratio = _official_shuffling(params, shuffled_copy)
     # Settings this model shares between encoder and decoder (with the official defaults).
     for key, default in (("hidden_size", None), ("input_size", None), ("patch_size", None),
                          ("in_channels", 3), ("mlp_ratio", 4.0)):
@@ -397,6 +404,8 @@ def translate_official_params(params: dict) -> VidTwinConfig:
         "downsample_motion": ("downsample_motion", params.get("downsample_motion", False)),
         "motion_num_blocks": ("motion_num_blocks", params.get("motion_num_blocks", 2)),
         "d_dim": ("d_dim", params.get("d_dim", 16)),
+        "shuffle_content": ("shuffle_content", shuffle_content),
+        "shuffle_content_ratio": ("shuffle_content_ratio", shuffle_content_ratio),
     }
     defaults = {f.name: f.default for f in dataclasses.fields(VidTwinConfig)}
     for name, (where, value) in settings.items():  # decoder_* defaults are None: "as the encoder"
@@ -405,6 +414,26 @@ def translate_official_params(params: dict) -> VidTwinConfig:
         return VidTwinConfig(**{name: value for name, (_, value) in settings.items()})
     except ValueError as error:
         raise ConfigError(f"invalid official model config: {error}") from None
+
+
+def _official_shuffling(params: dict, shuffled_copy: bool) -> tuple[Any, Any]:
+    """(shuffle_content, shuffle_content_ratio) of an official config's params (see translate_official_params)."""
+    if not shuffled_copy:
+        if "shuffle_content_ratio" in params:
+            raise ConfigError(f"official shuffle_content_ratio belongs to model.target ...{OFFICIAL_DIS_TARGET_SUFFIX}, "
+                              f"which the official {OFFICIAL_TARGET_SUFFIX} does not accept")
+        return params.get("shuffle_content", False), 0.0
+    if params.get("shuffle_content", False):
+        logger.warning("official config: shuffle_content is ignored by %s (its encode always takes structure from "
+                       "the shuffled copy); shuffle_content_ratio applies", OFFICIAL_DIS_TARGET_SUFFIX)
+    # The official class derives from the CompactSym model (space Q-Former dynamics); this model keeps the
+    # published architecture and adds the Dis shuffling, so say which settings are not built.
+    unbuilt = sorted(set(params) & {"space_qformer_config", "retain_num_frames", "temporal_down_dim",
+                                    "partial_content_motion"})
+    logger.warning("official config: %s is built as this model's architecture (%s) with its shuffling; "
+                   "official %s checkpoints do not load%s", OFFICIAL_DIS_TARGET_SUFFIX, OFFICIAL_TARGET_SUFFIX,
+                   OFFICIAL_DIS_TARGET_SUFFIX, f"; ignored: {', '.join(unbuilt)}" if unbuilt else "")
+    return False, params.get("shuffle_content_ratio", 0.5)
 
 
 # The official settings that translate_official_params reads (or refuses), per section.

@@ -82,6 +82,10 @@ class VidTwinConfig:
     commitment_loss_weight: float = 0.0
     # Attention implementation: "sdpa" (torch, runs anywhere) or "flash" (flash-attn, CUDA only).
     attention_backend: str = "sdpa"
+    # Training: structure reads each clip's token frames shuffled (official; the Q-Former is order-blind: rounding only).
+    shuffle_content: bool = False
+    # Training: chance per clip of structure from a frame-shuffled copy of the video (official ...Dis variant).
+    shuffle_content_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         self.input_size = tuple(int(v) for v in self.input_size)
@@ -113,6 +117,12 @@ class VidTwinConfig:
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         self._validate_regularizer()
+        if not 0.0 <= self.shuffle_content_ratio <= 1.0:
+            raise ValueError(f"shuffle_content_ratio must lie in [0, 1], got {self.shuffle_content_ratio}")
+        if self.shuffle_content and self.shuffle_content_ratio > 0:
+            # The official classes are alternatives: the Dis variant's encode ignores shuffle_content.
+            raise ValueError("shuffle_content and shuffle_content_ratio are alternatives (the official plain and "
+                             "Dis variants); set one of them")
         _, grid_h, grid_w = self.token_grid
         if self.downsample_motion and grid_h != grid_w:
             # The published design maps the pooled dynamics back with one shared `up_motion` sized for

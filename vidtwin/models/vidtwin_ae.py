@@ -83,6 +83,22 @@ def _stride2_convs(channels: int, count: int, grow: bool) -> Tuple[nn.Sequential
     return nn.Sequential(*layers), channels
 
 
+def _draw_frame_orders(clips: int, frames: int, generator: Optional[torch.Generator],
+                       share: Optional[float] = None) -> Dict[int, torch.Tensor]:
+    """{clip index: a random permutation of range(frames)} for the clips that get shuffled.
+
+    The draws are the official code's, in its order, so that equal seeds give equal shuffles: clip
+    by clip, a uniform number in [0, 1) that selects the clip when below ``share`` (skipped when
+    ``share`` is None: every clip), then the selected clip's permutation.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
+    orders = {}
+    for clip in range(clips):
+        if share is None or torch.rand(1, generator=generator, device=device).item() < share:
+            orders[clip] = torch.randperm(frames, generator=generator, device=device)
+    return orders
+
+
 # config.json of a save_pretrained folder: {"format": "vidtwin", "format_version": 1, "autoencoder": {...}}.
 AUTOENCODER_FORMAT = ModelFormat(
     name="vidtwin", version=1, kind="autoencoder", config_key="autoencoder", config_class=VidTwinConfig,
@@ -174,18 +190,25 @@ class VidTwin(PretrainedModel, nn.Module):
 
     # ------------------------------------------------------------------ encode
     def encode(self, video: torch.Tensor, sample: Optional[bool] = None,
-               generator: Optional[torch.Generator] = None) -> VidTwinLatents:
+               generator: Optional[torch.Generator] = None, shuffle: Optional[bool] = None) -> VidTwinLatents:
         """(B, 3, T, H, W) in [-1, 1] -> latents.
 
         sample: draw from the posteriors (True) or take their means (False). None samples only in
         training mode, so an eval-mode model is deterministic. FSQ models always return their
         quantized codes (sample has no effect) and ``latents.quantization`` instead of ``kl``.
+        shuffle: apply the configured frame shuffling of the structure branch (``shuffle_content`` or
+        ``shuffle_content_ratio``; nothing when neither is set). None shuffles only in training mode;
+        True also in eval mode, as the official ``encode`` does whenever its flag is set.
+        generator: the random source of the posterior samples and the shuffles (None: torch's global one).
         """
         self._check_video(video)
         if sample is None:
             sample = self.training
+        if shuffle is None:
+            shuffle = self.training
         tokens = self.encoder(video)  # (B, C, t, h, w)
-        heads = (self._structure_head(tokens), *self._dynamics_heads(tokens))
+        structure_tokens = self._structure_tokens(video, tokens, generator) if shuffle else tokens
+        heads = (self._structure_head(structure_tokens), *self._dynamics_heads(tokens))
         regularizers = (self.structure_regularizer, self.dynamics_regularizer, self.dynamics_regularizer)
         outputs = [regularizer(head, sample, generator) for regularizer, head in zip(regularizers, heads)]
         latents = [latent for latent, _ in outputs]
@@ -235,6 +258,27 @@ class VidTwin(PretrainedModel, nn.Module):
         regularizer's ``loss_terms`` (:mod:`vidtwin.models.regularizers`).
         """
         return self.structure_regularizer.loss_terms(latents, self.config, step)
+
+    def _structure_tokens(self, video: torch.Tensor, tokens: torch.Tensor,
+                          generator: Optional[torch.Generator]) -> torch.Tensor:
+        """The tokens the structure branch reads: ``tokens`` with the configured frame shuffling applied."""
+        batch, _, frames = tokens.shape[:3]
+        if self.config.shuffle_content:
+            # Official shuffle_content: one permutation of the token frames per clip, after the encoder. Kept
+            # for parity: the Q-Former cross-attends to its frames as a set, so only rounding changes.
+            orders = _draw_frame_orders(batch, frames, generator)
+            index = torch.stack([orders[clip] for clip in range(batch)]).to(tokens.device)  # (B, t)
+            return tokens.gather(2, index[:, None, :, None, None].expand_as(tokens))
+        if self.config.shuffle_content_ratio > 0:
+            # Official ...Dis: the selected clips' input frames are permuted and encoded again; the others'
+            # shuffled copy is the clip itself, whose tokens (no dropout in the encoder) are already here.
+            orders = _draw_frame_orders(batch, video.shape[2], generator, share=self.config.shuffle_content_ratio)
+            if not orders:
+                return tokens
+            clips = sorted(orders)
+            shuffled = torch.stack([video[clip][:, orders[clip].to(video.device)] for clip in clips])  # (n, 3, T, H, W)
+            return tokens.index_copy(0, torch.tensor(clips, device=tokens.device), self.encoder(shuffled))
+        return tokens
 
     def _structure_head(self, tokens: torch.Tensor) -> torch.Tensor:
         batch, _, _, grid_h, grid_w = tokens.shape
@@ -297,9 +341,10 @@ class VidTwin(PretrainedModel, nn.Module):
         # Broadcast each profile along the axis it was averaged over.
         return per_column[:, :, :, None, :] + per_row[:, :, :, :, None]  # (B, C, t, h, w)
 
-    def forward(self, video: torch.Tensor, sample: Optional[bool] = None) -> Tuple[torch.Tensor, VidTwinLatents]:
+    def forward(self, video: torch.Tensor, sample: Optional[bool] = None,
+                shuffle: Optional[bool] = None) -> Tuple[torch.Tensor, VidTwinLatents]:
         """Encode then decode. Returns (reconstruction, latents); see :meth:`regularization_log`."""
-        latents = self.encode(video, sample=sample)
+        latents = self.encode(video, sample=sample, shuffle=shuffle)
         return self.decode(latents), latents
 
     # ------------------------------------------------------------------ loading and saving
