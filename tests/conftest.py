@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vidtwin.inference.options import cpu_has_native_bf16 as real_cpu_has_native_bf16
+from vidtwin.precision import cpu_has_native_bf16 as real_cpu_has_native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"
@@ -128,19 +128,19 @@ def _forced_cpu_capabilities():
 def _cpu_without_native_bf16(_forced_cpu_capabilities):
     """Session-wide, so that module-scoped fixtures (datasets encoded once for a module) see the
     same CPU as their tests."""
-    from vidtwin.inference import options
+    from vidtwin import precision  # the one detector, which inference and training both use
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(options, "cpu_has_native_bf16", lambda: False)
+        patch.setattr(precision, "cpu_has_native_bf16", lambda: False)
         yield
 
 
 @pytest.fixture(autouse=True)
 def _real_bf16_detection_for_the_dtype_choice(request, monkeypatch):
     if request.node.get_closest_marker("cpu_dtype_choice") is not None:
-        from vidtwin.inference import options
+        from vidtwin import precision
 
-        monkeypatch.setattr(options, "cpu_has_native_bf16", real_cpu_has_native_bf16)
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", real_cpu_has_native_bf16)
     yield
 
 
