@@ -220,7 +220,7 @@ def test_official_config_with_shuffle_content_loads_and_matches_the_recorded_ten
     assert max((value - recorded[name]).abs().max().item() for name, value in ours.items()) < 1e-4
 
 
-def test_official_dis_target_translates_its_ratio(tmp_path, caplog):
+def test_official_dis_target_translates_its_ratio(tmp_path):
     config = autoencoder_config_from(str(official_variant(tmp_path, DIS_TARGET, shuffle_content_ratio=0.25)))
     assert config.shuffle_content_ratio == 0.25 and not config.shuffle_content
     # The rest is the same architecture as the plain target's, so the official weights load.
