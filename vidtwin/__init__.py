@@ -12,7 +12,7 @@ The names below are imported on first use, so tools that only need `vidtwin.data
 `vidtwin.metrics` do not pay for importing the model code (transformers, timm).
 """
 
-from importlib import import_module
+from .lazy_exports import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -32,14 +32,4 @@ _EXPORTS = {
 
 __all__ = [*_EXPORTS, "__version__"]
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'vidtwin' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

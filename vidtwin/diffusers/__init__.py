@@ -16,7 +16,7 @@ Only :class:`AutoencoderVidTwin` and its output class import diffusers, on first
 ``vidtwin convert`` reads a diffusers folder and the packed layout works without it.
 """
 
-from importlib import import_module
+from ..lazy_exports import lazy_exports
 
 _LAZY = {
     "AutoencoderVidTwin": ".autoencoder_vidtwin",
@@ -26,14 +26,4 @@ _LAZY = {
 
 __all__ = list(_LAZY)
 
-
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
