@@ -187,20 +187,27 @@ def resolve_target(target: Any, slot: str, kind: TargetKind, allow_any_target: O
     return found
 
 
-def unsafe_pickle_settings(node: Any, where: str = "") -> list[str]:
-    """The dotted paths of every ``allow_unsafe_pickle`` set to a true value in a plain config tree."""
+def _entries(node: Any, key: str, where: str = "") -> list[tuple[str, Any]]:
+    """``(path of its mapping, value)`` of every ``key`` entry in a plain config tree, at any depth
+    (a container under ``key`` is searched too)."""
     found = []
     if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key == UNSAFE_PICKLE_KEY and value:
-                found.append(path)
-            else:
-                found += unsafe_pickle_settings(value, path)
+        for name, value in node.items():
+            path = f"{where}.{name}" if where else str(name)
+            if name == key:
+                found.append((where, value))
+            if name != key or isinstance(value, (dict, list)):
+                found += _entries(value, key, path)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            found += unsafe_pickle_settings(value, f"{where}[{index}]")
+            found += _entries(value, key, f"{where}[{index}]")
     return found
+
+
+def unsafe_pickle_settings(node: Any, where: str = "") -> list[str]:
+    """The dotted paths of every ``allow_unsafe_pickle`` set to a true value in a plain config tree."""
+    return [f"{path}.{UNSAFE_PICKLE_KEY}" if path else UNSAFE_PICKLE_KEY
+            for path, value in _entries(node, UNSAFE_PICKLE_KEY, where) if value]
 
 
 def refuse_unsafe_pickle_settings(node: Any, where: str = "") -> None:
@@ -223,18 +230,8 @@ def _slot_kind(slot: str, slots: Sequence[tuple[str, TargetKind]]) -> TargetKind
 
 def _targets(node: Any, where: str = "") -> list[tuple[str, Any]]:
     """``(slot, target)`` of every ``target`` key in a plain config tree; the slot is the dotted path of its mapping."""
-    found = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            path = f"{where}.{key}" if where else str(key)
-            if key == "target" and not isinstance(value, (dict, list)):
-                found.append((where or "target", value))
-            else:
-                found += _targets(value, path)
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            found += _targets(value, f"{where}[{index}]")
-    return found
+    return [(path or "target", value) for path, value in _entries(node, "target", where)
+            if not isinstance(value, (dict, list))]
 
 
 def check_config_targets(config: Any, allow_any_target: Optional[bool] = None, source: str = "this config",
