@@ -145,8 +145,8 @@ def test_a_killed_job_resumes_to_the_uninterrupted_dataset(tmp_path):
     # Enough work that the job is still running when its first shard appears.
     source = tmp_path / "many"
     source.mkdir()
-    for number in range(8):
-        os.symlink(CARPHONE, source / f"carphone_{number}.mp4")
+    for number in range(8):  # copies, not links: one file linked eight times is one video, encoded once
+        shutil.copyfile(CARPHONE, source / f"carphone_{number}.mp4")
     argv = encode_args(source, tmp_path / "killed", "--num-workers", "1")
     argv[argv.index("--max-frames") + 1] = "120"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

@@ -87,8 +87,8 @@ def assert_whole_shards(root: Path) -> None:
 def many_videos(tmp_path_factory) -> Path:
     """Enough work (8 x 15 clips) that a job is still running when its first shards appear."""
     root = tmp_path_factory.mktemp("many")
-    for number in range(8):
-        os.symlink(CARPHONE, root / f"carphone_{number}.mp4")
+    for number in range(8):  # copies, not links: one file linked eight times is one video, encoded once
+        shutil.copyfile(CARPHONE, root / f"carphone_{number}.mp4")
     return root
 
 
