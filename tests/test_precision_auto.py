@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from _training_utils import micro_overrides, single_thread, tiny_config_files
 from vidtwin.cli import train_main as main
 from vidtwin.cli.train import RUN_NAME_ENV, parse_args, prepare, resolve_auto_precision
+from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 from vidtwin.inference.options import auto_dtype as inference_auto_dtype
 from vidtwin.precision import auto_training_precision
 
@@ -113,6 +114,14 @@ def test_only_auto_is_replaced_and_the_choice_is_logged(monkeypatch, caplog):
 AUTO = ("lightning.trainer.precision=auto", "lightning.trainer.accelerator=cpu")
 
 
+def restore_run_environment(monkeypatch):
+    """prepare() claims a run for this launch in the environment (run name, launch id, claimed
+    folder); undo that after the test, or a later run in this process takes the claim for its own."""
+    for variable in (RUN_NAME_ENV, LAUNCH_ID_ENV, CLAIMED_RUN_ENV):
+        monkeypatch.setenv(variable, "")  # recorded, so that what prepare() sets is undone
+        monkeypatch.delenv(variable)
+
+
 def test_a_run_says_its_choice_first_records_it_and_a_resume_keeps_it(monkeypatch, tmp_path, capsys):
     stub_cpu(monkeypatch, NATIVE_BF16_CPU)
     stub_gpu(monkeypatch, present=False)
@@ -129,7 +138,7 @@ def test_a_run_says_its_choice_first_records_it_and_a_resume_keeps_it(monkeypatc
 
     # On a CPU without native bf16 the resume keeps the run's precision (recorded, not "auto") ...
     stub_cpu(monkeypatch, AVX2_ONLY_CPU)
-    monkeypatch.setenv(RUN_NAME_ENV, "")  # prepare() sets it; restored after the test
+    restore_run_environment(monkeypatch)
     resumed = prepare(parse_args(["--resume", str(run_dir), "lightning.trainer.max_steps=2"]))
     assert resumed.trainer.precision == "bf16-mixed"
     # ... unless the resume asks to choose again, for the machine it runs on; its config records that.
@@ -142,7 +151,7 @@ def test_a_run_says_its_choice_first_records_it_and_a_resume_keeps_it(monkeypatc
 def test_a_new_run_on_a_cpu_without_native_bf16_trains_and_records_32(monkeypatch, tmp_path):
     stub_cpu(monkeypatch, AVX512_BF16_CPU_LIMITED_TO_AVX2)
     stub_gpu(monkeypatch, present=False)
-    monkeypatch.setenv(RUN_NAME_ENV, "")
+    restore_run_environment(monkeypatch)
     run = prepare(parse_args(["--logdir", str(tmp_path), "--name", "run", "--base", *tiny_config_files(),
                               *micro_overrides("lightning.trainer.max_steps=1", *AUTO)]))
     assert run.trainer.precision == "32-true"
