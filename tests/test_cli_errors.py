@@ -848,14 +848,16 @@ def test_world_script_user_errors(files, tmp_path, capsys):
     assert (tmp_path / "taken.mp4").read_bytes() == b"a video made before"
 
 
-def test_convert_checkpoint_refuses_to_replace_a_model_and_reports_a_full_disk(files, tmp_path, full_disk):
+def test_convert_checkpoint_refuses_to_replace_a_model_and_reports_a_full_disk(files, tmp_path, full_disk, capsys):
+    from vidtwin.cli import main
+
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "model.safetensors").write_bytes(b"a model saved before")
-    done = _script("convert", "--config", TINY_CONFIG, "--ckpt", files / "tiny.pt", "--output", tmp_path / "out")
-    assert_one_line(done.returncode, done.stderr, "vidtwin convert", "pass --overwrite")
+    code = main(["convert", "--config", str(TINY_CONFIG), "--ckpt", str(files / "tiny.pt"), "--output", str(tmp_path / "out")])
+    assert_one_line(code, capsys.readouterr().err, "vidtwin convert", "pass --overwrite")
     assert (tmp_path / "out" / "model.safetensors").read_bytes() == b"a model saved before"
-    done = _script("convert", "--config", TINY_CONFIG, "--ckpt", files / "tiny.pt", "--output", full_disk / "m")
-    assert_one_line(done.returncode, done.stderr, "vidtwin convert", "No space left on device")
+    code = main(["convert", "--config", str(TINY_CONFIG), "--ckpt", str(files / "tiny.pt"), "--output", str(full_disk / "m")])
+    assert_one_line(code, capsys.readouterr().err, "vidtwin convert", "No space left on device")
     assert not any(p.name.startswith(".") for p in full_disk.rglob("*"))  # no temporary file left
 
 
