@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from ..inference.generate import run_generate
-from .options import add_model, add_overwrite, add_runtime, inference_options
+from .options import add_allow_other_weights, add_model, add_overwrite, add_runtime, inference_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,9 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write <class>_<index>.safetensors, which vidtwin decode reads")
     add_overwrite(parser)
     add_model(parser, required=False)
-    parser.add_argument("--allow-other-weights", action="store_true",
-                        help="decode with an autoencoder whose weights are not the ones that encoded the generator's "
-                             "training data (its samples are then noise-like)")
+    add_allow_other_weights(parser, encoded="the generator's training data")
     add_runtime(parser, batch_clips=16, batch_clips_help="samples per batch (small latents)")
 
 

@@ -54,9 +54,11 @@ def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
-def add_allow_other_weights(parser: argparse.ArgumentParser) -> None:
+def add_allow_other_weights(parser: argparse.ArgumentParser, encoded: str = "the latent files") -> None:
+    """``--allow-other-weights``: decode with weights other than those that encoded ``encoded``."""
     parser.add_argument("--allow-other-weights", action="store_true",
-                        help="decode latent files encoded with other weights of the same config")
+                        help=f"decode with autoencoder weights other than the ones that encoded {encoded} "
+                             "(refused by default: the output is noise-like)")
 
 
 def add_device(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

@@ -36,7 +36,7 @@ import torch
 from ..generation.player import (PlayError, WorldPlayer, check_output, play_actions, probe_start, read_start_clip,
                                  start_sampling, training_rate)
 from ..inference.outputs import claim_outputs
-from .options import add_device, add_model, add_overwrite
+from .options import add_allow_other_weights, add_device, add_model, add_overwrite
 
 ARROWS = {"A": "U", "B": "D", "C": "R", "D": "L"}  # the final byte of ESC [ A .. ESC [ D
 QUIT_KEYS = {"q", "Q", "\x03", "\x04"}  # q, Ctrl-C, Ctrl-D
@@ -48,8 +48,7 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 picks the likeliest codes")
     group.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest codes only")
     add_model(parser, required=False)  # the FSQ autoencoder; default: the one the world model records
-    parser.add_argument("--allow-other-weights", action="store_true",
-                        help="decode with an autoencoder whose weights differ from the ones that made the training tokens")
+    add_allow_other_weights(parser, encoded="the world model's training tokens")
     add_device(parser)
 
 
