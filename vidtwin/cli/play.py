@@ -35,6 +35,7 @@ import torch
 
 from ..generation.player import (PlayError, WorldPlayer, check_output, play_actions, probe_start, read_start_clip,
                                  start_sampling, training_rate)
+from ..inference.generate import SEED_RANGE  # what torch.Generator.manual_seed takes
 from ..inference.outputs import claim_outputs
 from .options import add_allow_other_weights, add_device, add_model, add_overwrite
 
@@ -50,10 +51,6 @@ def add_rollout_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, required=False)  # the FSQ autoencoder; default: the one the world model records
     add_allow_other_weights(parser, encoded="the world model's training tokens")
     add_device(parser)
-
-
-# torch.Generator.manual_seed takes a 64-bit seed, signed or unsigned (a negative one wraps around).
-SEED_RANGE = (-2 ** 63, 2 ** 64 - 1)
 
 
 def check_seed(seed: int, lowest: int = SEED_RANGE[0]) -> None:
