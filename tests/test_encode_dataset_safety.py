@@ -85,9 +85,9 @@ def assert_whole_shards(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def many_videos(tmp_path_factory) -> Path:
-    """Enough work (8 x 15 clips) that a job is still running when its first shards appear."""
+    """Enough work (4 x 15 clips, 20 shards of 3) that a job is still running when its first shards appear."""
     root = tmp_path_factory.mktemp("many")
-    for number in range(8):  # copies, not links: one file linked eight times is one video, encoded once
+    for number in range(4):  # copies, not links: one file linked four times is one video, encoded once
         shutil.copyfile(CARPHONE, root / f"carphone_{number}.mp4")
     return root
 
