@@ -63,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = InputFiles([*args.input, *videos, *(args.config or [])])
     if Path(args.ckpt).exists():
         inputs.add_folder(args.ckpt)
-    claim_file_outputs(args.claims, report_paths(output_dir, names), inputs, args.overwrite)
     for video in videos:
-        probe_video(video)  # an unreadable video stops the command before the model loads
+        probe_video(video)  # an unreadable video stops the command before any output folder is made
+    claim_file_outputs(args.claims, report_paths(output_dir, names), inputs, args.overwrite)
     model = load_autoencoder(args)
     report = decoupling_report(model, [str(video) for video in videos], args.options, clips=args.clips, seed=args.seed,
                                band_cutoff=args.band_cutoff, names=names, picture_frames=args.picture_frames)

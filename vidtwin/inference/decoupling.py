@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from vidtwin.inference.options import InferenceError, InferenceOptions
+from vidtwin.inference.options import InferenceError, InferenceOptions, resolve_dtype
 from vidtwin.inference.outputs import write_text_output
 from vidtwin.inference.pipeline import (
     clip_reference,
@@ -196,8 +196,9 @@ class _Video:
     changes: list[float]  # per clip: RMS change of the structure latent under shuffling
 
 
-class _ShuffledSource(FrameSource):
-    """``source`` with its frames served in ``order`` (position -> source position)."""
+class _ReorderedSource(FrameSource):
+    """The frames of ``source`` at ``order`` (position -> source position): its first frames, or those
+    frames shuffled."""
 
     def __init__(self, source: FrameSource, order: list[int]):
         self.source, self.order = source, order
@@ -205,7 +206,7 @@ class _ShuffledSource(FrameSource):
 
     @property
     def num_frames(self) -> int:
-        return self.source.num_frames
+        return len(self.order)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -258,6 +259,11 @@ def _shown_positions(num_frames: int, count: int) -> list[int]:
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
+
+
+def _significant(value: float | None, digits: int = 6) -> float | None:
+    """For latent distances, whose scale depends on the model: ``digits`` significant digits."""
+    return None if value is None or not math.isfinite(value) else float(f"{value:.{digits}g}")
 
 
 def _band_json(scores: dict[str, dict[str, BandScore]]) -> dict:
@@ -324,11 +330,13 @@ def decoupling_report(
     labels = [os.fspath(video) if isinstance(video, (str, os.PathLike)) else getattr(video, "name", "") or f"video{i + 1}"
               for i, video in enumerate(videos)]
     names = unique_names(labels) if names is None else list(names)
-    if len(names) != len(videos) or len(set(names)) != len(names):
-        raise InferenceError(f"names must give one different name per video, got {names}")
+    if len(names) != len(videos) or len(set(names)) != len(names) or any("/" in n or os.sep in n for n in names):
+        raise InferenceError(f"names must give one different file name (no folder) per video, got {names}")
     clip_len = model.input_size[0]
-    cap = clips * clip_len if options.max_frames is None else min(options.max_frames, clips * clip_len)
+    requested_frames = options.max_frames
+    cap = clips * clip_len if requested_frames is None else min(requested_frames, clips * clip_len)
     options = dataclasses.replace(options, max_frames=cap)
+    device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(seed)
 
     was_training = model.training
@@ -355,7 +363,7 @@ def decoupling_report(
     report.summary = _summarize(entries, pair_entries, kept, settings={
         "clips_per_video": clips, "frames_per_clip": clip_len, "model_size": list(model.input_size[1:]),
         "shuffle_seed": seed, "band_cutoff_cycles_per_frame": band_cutoff, "sample_fps": options.sample_fps,
-        "max_frames": options.max_frames, "dtype": options.dtype, "device": str(next(model.parameters()).device),
+        "max_frames": requested_frames, "dtype": resolve_dtype(options.dtype, device), "device": str(device),
         "spatial": "resize",
     })
     return report
@@ -363,14 +371,17 @@ def decoupling_report(
 
 def _score_video(model, video, name, label, options, fps, generator, band_cutoff, picture_frames):
     """One video's decodes, bands and order change -> (_Video, JSON entry, picture strips, band scores)."""
-    with opened_source(video, options, fps) as source:
-        plan = plan_clips(model, source.num_frames, source.size, "resize", None)
+    with opened_source(video, options, fps) as opened:
+        # A FrameSource given as it is skips the options' sampling: the frame cap applies here too.
+        frames = min(opened.num_frames, options.max_frames)
+        source = _ReorderedSource(opened, list(range(frames)))
+        plan = plan_clips(model, frames, source.size, "resize", None)
         layout = plan.layout
         reference = torch.cat([clip_reference(source, plan, clip)[:, :layout.valid_frames(clip)]
                                for clip in range(layout.num_clips)], dim=1)  # (3, n, H, W)
         encoded = encode_video(model, source, options)
-        order = shuffled_order(source.num_frames, layout.clip_len, generator)
-        shuffled = encode_video(model, _ShuffledSource(source, order), options)
+        shuffled = encode_video(model, _ReorderedSource(opened, shuffled_order(frames, layout.clip_len, generator)),
+                                options)
         fps_used = source.fps
     decoded = {decode: decode_latents(model, encoded, options, only=None if decode == "full" else decode).video
                for decode in DECODES}  # each (3, n, H, W)
@@ -391,7 +402,7 @@ def _score_video(model, video, name, label, options, fps, generator, band_cutoff
         "bands": _band_json(scores),
         "input_change": {band: _rounded(scores["full"][band].energy / change_total if change_total > 0 else None)
                          for band in BANDS},
-        "order": {"structure_change": _rounded(sum(changes) / len(changes), 6)},
+        "order": {"structure_change": _significant(sum(changes) / len(changes))},
         "picture": f"{VIDEO_PICTURES}/{name}.png",
     }
     positions = _shown_positions(reference.shape[1], picture_frames)
@@ -435,7 +446,7 @@ def _summarize(entries, pair_entries, kept: list[_Video], settings: dict) -> dic
     between = _between_videos(kept)
     changes = [change for video in kept for change in video.changes]
     mean_change = sum(changes) / len(changes)
-    order = {"structure_change": _rounded(mean_change, 6), "between_videos": _rounded(between, 6),
+    order = {"structure_change": _significant(mean_change), "between_videos": _significant(between),
              "ratio": _rounded(mean_change / between) if between else None}
     if between is None:
         order["note"] = "the ratio needs two or more videos: structure_change is the raw RMS change"
