@@ -3,6 +3,7 @@ split checker (vidtwin.demos.split_checker) and `vidtwin demo check-split`."""
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,7 +11,10 @@ import pytest
 from vidtwin.cli import main as vidtwin
 from vidtwin.data.video_io import read_video
 from vidtwin.demos.digit_checker import centroids, ink
-from vidtwin.demos.moving_digits import DIRECTIONS, MovingDigitsError, make_moving_digits
+from vidtwin.demos.moving_digits import (DIRECTIONS, MovingDigitsError, load_digit_images, make_moving_digits,
+                                         render_clip, render_sprite)
+from vidtwin.demos.split_checker import (CheckSplitError, SplitChecker, SplitClip, clips_from_csv, read_frames,
+                                         split_pairs, targets_met, track_motion)
 from vidtwin.demos.two_speed import COLUMNS, SHAKES, class_names, two_speed_positions
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
@@ -90,3 +94,128 @@ def test_two_speed_and_game_are_refused_together(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         "vidtwin demo digits: error: --two-speed and --game make different data sets; choose one"]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def checker(two_speed):
+    return SplitChecker(two_speed)
+
+
+def test_the_checker_reads_the_real_validation_clips(checker, two_speed):
+    clips = clips_from_csv(two_speed / "val.csv")
+    figures = checker.score(read_frames(clips))
+    assert figures["clips"] == 120
+    assert figures["drift_accuracy"] == figures["shake_accuracy"] == 1.0, figures
+    assert figures["digit_accuracy"] >= 0.9, figures  # digit images the classifier never trained on
+    # Labels that a clip does not show are read as wrong: the checker reads the frames, not the CSV.
+    clip = clips[0]
+    other_drift = next(drift for drift in DIRECTIONS if drift != clip.drift)
+    other_shake = next(shake for shake in SHAKES if shake != clip.shake)
+    mislabelled = replace(clip, drift=other_drift, shake=other_shake)
+    assert checker.score(read_frames([mislabelled]))["drift_accuracy"] == 0.0
+    assert checker.score(read_frames([mislabelled]))["shake_accuracy"] == 0.0
+
+
+def render(image_index, drift, shake, seed=0):
+    images, _ = load_digit_images()
+    positions = two_speed_positions(np.random.default_rng(seed), drift, shake, num_frames=16, free=32)
+    return render_clip(render_sprite(images[image_index], 32), positions, 64)
+
+
+def test_the_checker_reads_digit_drift_and_shake_of_rendered_clips(checker):
+    images, labels = load_digit_images()
+    index = checker.settings["images"]["val"][3]
+    digit = int(labels[index])
+    for drift in DIRECTIONS:
+        for shake in SHAKES:
+            assert checker.read(render(index, drift, shake, seed=len(drift))) == (digit, drift, shake)
+    slopes, amplitudes = track_motion(centroids(ink(render(index, "left", "vertical"))))
+    assert np.allclose(slopes, [-1, 0], atol=0.01) and np.allclose(amplitudes, [0, 2], atol=0.01)
+    # A still digit has neither drift nor shake; a digit shaking by 1 px (below the threshold) reads no shake;
+    # a blank clip reads nothing at all.
+    still = render_clip(render_sprite(images[index], 32), np.array([[10, 20]] * 16), 64)
+    assert checker.read(still) == (digit, None, "none")
+    small_shake = np.array([[10 + t % 2, 5 + t] for t in range(16)])  # x: 10, 11, 10, ... (+-0.5 px)
+    assert checker.read(render_clip(render_sprite(images[index], 32), small_shake, 64))[1:] == ("down", "none")
+    assert checker.read(np.zeros((16, 64, 64, 3), np.uint8)) == (None, None, None)
+
+
+def test_crossed_clips_are_scored_against_both_sources(checker):
+    images, labels = load_digit_images()
+    first, second = checker.settings["images"]["val"][0], checker.settings["images"]["val"][-1]
+    a = SplitClip(None, int(labels[first]), "left", "none")
+    b = SplitClip(None, int(labels[second]), "down", "vertical")
+    assert a.digit != b.digit
+    paper = render(first, "left", "vertical")  # A's digit and drift, B's shake
+    content_motion = render(first, "down", "vertical")  # A's digit, B's drift and shake
+    copied = render(second, "down", "vertical")  # B's clip: the structure ignored
+    figures = checker.score_crossed([(paper, a, b), (content_motion, a, b), (copied, a, b), (paper, a, b)])
+    assert figures == {"pairs": 4, "digit_from_structure": 0.75, "digit_from_dynamics": 0.25,
+                       "drift_from_structure": 0.5, "drift_from_dynamics": 0.5, "shake_from_structure": 0.0,
+                       "shake_from_dynamics": 1.0, "paper_split": 0.5, "content_motion_split": 0.25}
+    assert targets_met(figures) == {"paper_split": False, "content_motion_split": False}
+    assert targets_met({**figures, "digit_from_structure": 0.9, "drift_from_structure": 0.8}) == {
+        "paper_split": True, "content_motion_split": False}
+
+
+def test_pairs_differ_in_digit_drift_and_shake_and_follow_the_seed(two_speed):
+    clips = clips_from_csv(two_speed / "val.csv")
+    pairs = split_pairs(clips, 50, seed=1)
+    assert len(pairs) == 50 == len(set(pairs)) and pairs == split_pairs(clips, 50, seed=1)
+    assert pairs != split_pairs(clips, 50, seed=2)
+    assert all(a.digit != b.digit and a.drift != b.drift and a.shake != b.shake for a, b in pairs)
+    same_shake = [clip for clip in clips if clip.shake == "none"]
+    with pytest.raises(CheckSplitError, match="differ in digit, drift and shake"):
+        split_pairs(same_shake, 5)
+
+
+def test_check_split_runs_end_to_end_on_a_tiny_untrained_autoencoder(two_speed, checker, tmp_path, capsys, monkeypatch):
+    from safetensors.torch import save_file
+
+    from vidtwin.checkpoint import load_model
+
+    data = tmp_path / "data"  # the set with its first 12 validation clips: a short real-clip check
+    data.mkdir()
+    (data / "digits.json").write_text((two_speed / "digits.json").read_text())
+    (data / "val.csv").write_text("".join((two_speed / "val.csv").read_text().splitlines(keepends=True)[:13]))
+    (data / "val").symlink_to(two_speed / "val")
+    weights = tmp_path / "untrained.safetensors"
+    save_file(load_model("tiny_digits_twin").state_dict(), str(weights))
+    monkeypatch.setattr("vidtwin.cli.demo_check_split.SplitChecker", lambda data: checker)  # trained once per module
+    report = tmp_path / "split.json"
+    assert vidtwin(["demo", "check-split", str(data), "--config", "tiny_digits_twin", "--ckpt", str(weights),
+                    "--pairs", "3", "--seed", "4", "--json", str(report), "--device", "cpu"]) == 0
+    figures = json.loads(report.read_text())
+    assert figures["crossed"]["pairs"] == 3 and figures["seed"] == 4
+    assert 3 <= figures["reconstructed"]["clips"] <= 6 and figures["real"]["clips"] == 12
+    assert set(figures["crossed"]) >= {"digit_from_structure", "drift_from_structure", "drift_from_dynamics",
+                                       "shake_from_dynamics", "shake_from_structure", "digit_from_dynamics"}
+    assert set(figures["targets_met"]) == {"paper_split", "content_motion_split"}
+    table = capsys.readouterr().out
+    assert "A (structure)" in table and "the paper's split" in table and f"wrote {report}" in table
+    # The output rules: an existing report needs --overwrite.
+    assert vidtwin(["demo", "check-split", str(data), "--config", "tiny_digits_twin", "--ckpt", str(weights),
+                    "--pairs", "3", "--json", str(report)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_check_split_refuses_a_data_set_without_two_speeds(tmp_path, capsys):
+    make_moving_digits(tmp_path / "plain", seed=0, train_per_class=1, val_per_class=1, progress=False)
+    assert vidtwin(["demo", "check-split", str(tmp_path / "plain"), "--ckpt", "none.safetensors"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error == [f"vidtwin demo check-split: error: {tmp_path / 'plain'} is a Moving Digits set without the two "
+                     f"speeds; make one with `vidtwin demo digits {tmp_path / 'plain'} --two-speed`"]
+
+
+@pytest.mark.parametrize("name, ratio", [("tiny_digits_twin", 0.0), ("tiny_digits_twin_shuffle", 0.5)])
+def test_the_two_speed_configs_load_and_build_the_demo_autoencoder(name, ratio):
+    from vidtwin.checkpoint import load_model
+    from vidtwin.config import load_config
+
+    config = load_config(name)
+    assert config.data.params.train.meta_path == "data/two_speed_digits/train.csv"
+    assert config.data.params.validation.meta_path == "data/two_speed_digits/val.csv"
+    assert config.lightning.trainer.precision == "auto"
+    model = load_model(name)
+    assert model.config.input_size == (16, 64, 64) and model.config.shuffle_content_ratio == ratio
+    assert not model.config.shuffle_content  # it changes nothing in this model: the ratio is the lever

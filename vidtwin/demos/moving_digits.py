@@ -16,9 +16,9 @@ Layout of the output folder:
 
 Two-speed clips (``two_speed=True``, :mod:`.two_speed`) drift and shake at once; their CSVs have
 the columns videos, digit, drift, shake. Game videos (``game=True``) are ``clips_per_video`` clips
-long; in each clip the digit moves at constant speed in the direction of that clip's action, drawn at random among the actions that keep
-it inside the frame for the whole clip. The same seed gives the same clips. Every file is written
-atomically.
+long; in each clip the digit moves at constant speed in the direction of that clip's action, drawn
+at random among the actions that keep it inside the frame for the whole clip. The same seed gives
+the same clips. Every file is written atomically.
 """
 
 from __future__ import annotations

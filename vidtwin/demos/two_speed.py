@@ -108,5 +108,5 @@ def make_two_speed_digits(out: Path, seed: int = 0, frame_size: int = 64, digit_
     return settings
 
 
-__all__ = ["COLUMNS", "DRIFTS", "SHAKES", "SHAKE_AMPLITUDE", "TRAIN_PER_CLASS", "VAL_PER_CLASS", "class_name", "class_names", "make_two_speed_digits",
-           "shake_offsets", "two_speed_positions"]
+__all__ = ["COLUMNS", "DRIFTS", "SHAKES", "SHAKE_AMPLITUDE", "TRAIN_PER_CLASS", "VAL_PER_CLASS", "class_name",
+           "class_names", "make_two_speed_digits", "shake_offsets", "two_speed_positions"]
