@@ -42,6 +42,7 @@ DEMO_COMMANDS: Dict[str, Tuple[str, str]] = {
     "check-generation": ("demo_check_generation", "score generated Moving Digits samples: digit, direction, decoupling"),
     "check-world": ("demo_check_world", "score a Moving Digits world model's rollouts step by step"),
     "world-loss": ("demo_world_loss", "a world model's masked-token loss on held-out and training windows"),
+    "check-split": ("demo_check_split", "score what each latent holds on two-speed Moving Digits: digit, drift, shake"),
 }
 COMMANDS: Dict[str, Command] = {
     "train": ("train", "train or fine-tune a model from YAML configs (autoencoder, generator, world model)"),
@@ -49,6 +50,7 @@ COMMANDS: Dict[str, Command] = {
     "encode": ("encode", "write the latents of videos to .safetensors files"),
     "decode": ("decode", "rebuild a video from a latent file"),
     "cross": ("cross", "structure of one video with the dynamics of another"),
+    "decoupling": ("decoupling", "measure what the structure and dynamics latents hold: single-latent decodes, bands, order"),
     "evaluate": ("evaluate", "PSNR / SSIM / LPIPS (and rFVD) of reconstructions"),
     "fvd": ("fvd", "Frechet Video Distance between two sets of videos, with its protocol"),
     "encode-dataset": ("encode_dataset", "encode a folder or CSV of videos into a sharded latent dataset"),
