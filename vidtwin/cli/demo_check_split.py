@@ -16,7 +16,7 @@ part, per axis); see :mod:`vidtwin.demos.split_checker`.
 The table gives the share of crossed clips that show A's (structure) and B's (dynamics) digit,
 drift and shake, beside the same checker's reading of the plain reconstructions of the same clips
 (the ceiling) and of the real clips (the checker's own accuracy). Two splits are scored against
-the issue's targets: the paper's (the digit and the drift from the structure, the shake from the
+the targets: the paper's (the digit and the drift from the structure, the shake from the
 dynamics) and the content/motion split (the digit from the structure, both motions from the
 dynamics). ``--json FILE`` also writes the figures (atomically), under the output rules of every
 command: an existing file needs ``--overwrite``, and no input is ever replaced.

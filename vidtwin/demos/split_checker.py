@@ -44,7 +44,7 @@ from .two_speed import COLUMNS, SHAKES
 DRIFT_MIN_SPEED = 0.5  # px per frame
 SHAKE_MIN_AMPLITUDE = 1.0  # px
 SHAKE_NAMES = {axis: name for name, axis in SHAKES.items()}  # axis (0: x, 1: y) or None -> shake name
-# The issue's targets on held-out clips: shares of crossed clips showing what each split promises.
+# The targets on held-out clips (docs/benchmarks.md): shares of crossed clips showing what each split promises.
 TARGETS = {
     "paper_split": {"digit_from_structure": 0.85, "drift_from_structure": 0.80, "shake_from_dynamics": 0.80},
     "content_motion_split": {"digit_from_structure": 0.85, "drift_from_dynamics": 0.80, "shake_from_dynamics": 0.80},
@@ -133,7 +133,7 @@ class SplitChecker:
     def score_crossed(self, crossed: Sequence[Tuple[np.ndarray, SplitClip, SplitClip]]) -> dict:
         """Shares of crossed clips ``(frames, structure source A, dynamics source B)`` that show A's or
         B's digit, drift and shake ("digit_from_structure": A's digit, ...), and of those that show
-        all three of each split the issue targets ("paper_split": A's digit, A's drift and B's shake;
+        all three of each split's targets ("paper_split": A's digit, A's drift and B's shake;
         "content_motion_split": A's digit, B's drift and B's shake). Pairs must differ in all three."""
         keys = [f"{part}_from_{source}" for part in ("digit", "drift", "shake") for source in ("structure", "dynamics")]
         hits = dict.fromkeys([*keys, *TARGETS], 0)
@@ -150,7 +150,7 @@ class SplitChecker:
 
 
 def targets_met(crossed_figures: dict) -> dict:
-    """{split: True when every share that split promises reaches the issue's target}."""
+    """{split: True when every share that split promises reaches its target}."""
     return {split: all(crossed_figures[key] >= target for key, target in parts.items())
             for split, parts in TARGETS.items()}
 
