@@ -58,10 +58,11 @@ from tqdm.auto import tqdm
 from vidtwin.inference.options import InferenceError, InferenceOptions, resolve_dtype
 from vidtwin.inference.outputs import write_text_output
 from vidtwin.inference.pipeline import (
+    check_cross_compatible,
     clip_reference,
-    cross_reenact,
     decode_latents,
     encode_video,
+    iter_decoded,
     opened_source,
     plan_clips,
     to_uint8_frames,
@@ -419,9 +420,9 @@ def _text(value: float | None) -> str:
 
 def _score_pair(model, first: _Video, second: _Video, options, picture_frames):
     """Cross-reenactment of two consecutive videos -> (JSON entry, picture strips)."""
-    crossed = {(a.name, b.name): cross_reenact(model, a.encoded, b.encoded, options).video  # (3, m, H, W)
-               for a, b in ((first, second), (second, first))}
     length = min(first.reference.shape[1], second.reference.shape[1])
+    crossed = {(a.name, b.name): _cross(model, a.encoded, b.encoded, length, options)  # (3, length, H, W)
+               for a, b in ((first, second), (second, first))}
     entry = {"a": first.name, "b": second.name, "frames": length, "crossed": []}
     for (structure, dynamics), video in crossed.items():
         source = {first.name: first, second.name: second}
@@ -435,6 +436,15 @@ def _score_pair(model, first: _Video, second: _Video, options, picture_frames):
     rows = [_thumbnails(first.reference, positions), _thumbnails(second.reference, positions),
             *(_thumbnails(video, positions) for video in crossed.values())]
     return entry, VideoStrips(f"{first.name} x {second.name}", labels, rows, positions)
+
+
+def _cross(model, structure: EncodedVideo, dynamics: EncodedVideo, frames: int, options) -> torch.Tensor:
+    """The first ``frames`` of ``structure`` decoded with the dynamics of ``dynamics``: ``(3, frames, H, W)``.
+    As :func:`~vidtwin.inference.pipeline.cross_reenact`, without its warning about different frame
+    rates, which means nothing for clips that are only compared."""
+    check_cross_compatible(structure, dynamics)
+    clips = iter_decoded(model, structure.truncated(frames), options, dynamics=dynamics.truncated(frames))
+    return torch.cat([clip.output for clip in clips], dim=1)  # (3, frames, H, W)
 
 
 def _summarize(entries, pair_entries, kept: list[_Video], settings: dict) -> dict:
@@ -528,9 +538,9 @@ def format_summary(summary: dict) -> str:
     order = summary["overall"]["order"]
     if order["ratio"] is not None:
         lines.append(f"order: shuffling the frames moves the structure latent {_cell(order['ratio'], 3)} of the "
-                     f"distance between videos (RMS {_cell(order['structure_change'], 4)} of {_cell(order['between_videos'], 4)})")
+                     f"distance between videos (RMS {order['structure_change']:.3g} of {order['between_videos']:.3g})")
     else:
-        lines.append(f"order: shuffling the frames moves the structure latent by RMS {_cell(order['structure_change'], 4)} "
+        lines.append(f"order: shuffling the frames moves the structure latent by RMS {order['structure_change']:.3g} "
                      "(the ratio to the distance between videos needs two or more videos)")
     cross = summary["overall"]["cross"]
     if cross:
