@@ -1,4 +1,5 @@
-"""What every benchmark records about the machine, and how it writes its JSON report.
+"""What every benchmark records about the machine, its peak memory, and how it writes its tables
+and JSON reports.
 
 Light on purpose (no torch, no package import at module level): the memory benchmarks import it
 into a parent process whose own size must stay small.
@@ -67,6 +68,19 @@ class PeakRSS:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def text_table(header: list[str], rows: list[list]) -> str:
+    """Rows of cells as text: each column as wide as its widest cell, the first left-aligned and the
+    others right-aligned, a rule under the header."""
+    cells = [[str(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
+                         for column, (cell, width) in enumerate(zip(row, widths)))
+
+    return "\n".join([line(cells[0]), "-" * len(line(cells[0])), *(line(row) for row in cells[1:])])
 
 
 def write_json_report(path: str | os.PathLike | None, report: dict) -> None:

@@ -1,51 +1,90 @@
 #!/usr/bin/env python3
-"""Training-step benchmark: time per update, samples/s and peak memory for a config.
+"""Training-update benchmark: time per update, FLOPs per update and the share of the matmul rate.
 
-Runs real updates of ``VidTwinLightningModule`` (autoencoder + discriminator, both optimizers)
-inside a Lightning Trainer on synthetic clips of the model's input size, so data loading is not
-part of the figure. By default the discriminator is active (``disc_start: 0``), which is the
-expensive phase of training; ``--no-gan`` measures the phase before ``disc_start``.
+Runs real updates of a config's training module (the autoencoder's ``VidTwinLightningModule``, the
+latent generator's ``GeneratorLightningModule`` or the world model's ``WorldLightningModule``)
+inside a Lightning Trainer, per precision, and reports for each:
 
-    python -m scripts.benchmark_train --base configs/tiny.yaml --device cpu --batch-size 2
+- the time per update: the median over the timed updates of the time from one update's end to the
+  next's (data loading included, as a run sees it), and of the update alone (forward, backward,
+  optimizer steps, clipping, EMA);
+- the FLOPs per update, counted by ``torch.utils.flop_counter.FlopCounterMode`` on real updates
+  (the untimed warm-up ones): what :mod:`scripts.matmul_peak` says it counts, forward and backward;
+- the achieved FLOP/s (FLOPs per update over the time per update), and that as a share of the rate
+  of a large matmul of the matching precision (fp32 for ``32``, bf16 for ``bf16-mixed``), timed in
+  this run before the updates and after them;
+- peak memory (CUDA: ``max_memory_allocated``; CPU: the process's resident set while the row ran).
+
+Data (``--data synthetic``, the default): the autoencoder gets random clips of its input size made
+in memory; a generator or world model gets a small latent dataset, encoded by an untrained copy of
+the autoencoder its README pipeline trains on (``tiny_digits``, ``tiny_digits_fsq``) from rendered
+Moving Digits game videos, and read through the config's own ``LatentDataModule``, so that its
+data loading is timed. ``--data config`` uses the config's data section as it is (the quick
+start's in-memory demo clips; a latent dataset that exists).
+
+    python -m scripts.benchmark_train --demos --precision 32 bf16-mixed --output utilization.json
+    python -m scripts.benchmark_train --base tiny --device cpu --batch-size 2
     python -m scripts.benchmark_train --base configs/vidtwin.yaml --device cuda --precision bf16-mixed \\
         --batch-size 2 --output docs/benchmarks_train_h100.json
 
-``--precision auto`` times the precision that ``lightning.trainer.precision: auto`` picks on the device
-(``bf16-mixed`` where it computes bf16 natively, else ``32``); the JSON records both.
+``--demos`` times the quick-start autoencoder (``tiny``), the generator (``generator/tiny_digits``)
+and the world model (``world/tiny_digits``) at their configs' batch sizes and GAN settings.
+``--precision auto`` times the precision that ``lightning.trainer.precision: auto`` picks on the
+device (``bf16-mixed`` where it computes bf16 natively, else ``32``); the JSON records both.
+``--profile FILE`` profiles a few more updates of each row with ``torch.profiler`` and writes the
+time by kind of work (data loading, optimizer, attention, matmul, other ops, outside ops) and the
+top ops by self CPU time to ``FILE``.
 
-Prints a table and writes the numbers as JSON (``--output``). The config's targets are checked as
-``vidtwin train`` checks them (:func:`vidtwin.config.check_config_targets`) before anything is built.
+Prints a table and writes one JSON record per row (``--output``, a list; ``--append`` adds to it).
+The config's targets are checked as ``vidtwin train`` checks them
+(:func:`vidtwin.config.check_config_targets`) before anything is built.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # as the vidtwin command does, before torch loads: OpenMP reads how threads wait once
+    from vidtwin.cpu_threads import prepare_cpu_threads
+
+    prepare_cpu_threads()
 
 import argparse
 import json
 import os
 import platform
-import resource
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.profilers import Profiler
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidtwin.atomic_io import atomic_write_text
 from vidtwin.cli.convention import add_debug_flag, run_cli
+from vidtwin.config import (
+    DATA_MODULE, ConfigError, TargetKind, any_target_allowed, build_from_config, check_config_targets, load_config,
+    resolve_target,
+)
 from vidtwin.errors import UserError
 from vidtwin.precision import auto_training_precision
-from vidtwin.config import (
-    ConfigError, TargetKind, any_target_allowed, build_from_config, check_config_targets, load_config,
-)
 
-from scripts.bench_report import cpu_name
+from scripts.bench_report import PeakRSS, cpu_name, text_table
+from scripts.matmul_peak import MatmulRates, flop_counter, matmul_dtype_of_precision, share_of_peak
 
-
-# The model this benchmark times: it reads the autoencoder and the discriminator of VidTwinLightningModule.
-AUTOENCODER_MODULE = TargetKind("a vidtwin.training.VidTwinLightningModule class",
-                                ("vidtwin.training.module.VidTwinLightningModule",))
+# The training modules this benchmark times, by kind.
+MODULE_CLASSES = {"autoencoder": "vidtwin.training.module.VidTwinLightningModule",
+                  "generator": "vidtwin.training.generator_module.GeneratorLightningModule",
+                  "world": "vidtwin.training.world_module.WorldLightningModule"}
+TRAINED_MODULE = TargetKind("a VidTwinLightningModule, GeneratorLightningModule or WorldLightningModule class",
+                            tuple(MODULE_CLASSES.values()))
+# --demos: the models of the README's pipelines, by their shipped presets.
+DEMO_CONFIGS = ("tiny", "generator/tiny_digits", "world/tiny_digits")
+# The autoencoder whose latents each latent model of the README pipelines trains on (an untrained
+# copy encodes the synthetic data: the shapes are what matter), and what encode-dataset records.
+SYNTHETIC_LATENT_SOURCES = {"generator": ("tiny_digits", ["--label-column", "digit"]),
+                            "world": ("tiny_digits_fsq", ["--actions-column", "actions"])}
 
 
 class SyntheticClips(Dataset):
@@ -67,46 +106,354 @@ def _collate(items):
             "fps": torch.tensor([i["fps"] for i in items])}
 
 
-class StepTimer(pl.Callback):
-    """Wall time of each training batch (forward, both backward passes, both optimizer steps)."""
+class UpdateTimer(pl.Callback):
+    """Per training batch (one update: every module here takes one batch per update): its own time
+    (forward, backward, optimizer steps) and the time since the previous batch ended (data loading
+    and Lightning's loop included). The first batch has no interval."""
 
     def __init__(self, cuda: bool):
-        self.cuda, self.times, self._start = cuda, [], 0.0
+        self.cuda, self.compute, self.intervals = cuda, [], []
+        self._start, self._last_end = 0.0, None
 
-    def _sync(self):
+    def _now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize()
+        return time.perf_counter()
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._sync()
-        self._start = time.perf_counter()
+        self._start = self._now()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._sync()
-        self.times.append(time.perf_counter() - self._start)
+        end = self._now()
+        self.compute.append(end - self._start)
+        if self._last_end is not None:
+            self.intervals.append(end - self._last_end)
+        self._last_end = end
 
 
-def peak_memory_mb(cuda: bool) -> float:
+class UpdateFlops(pl.Callback):
+    """FLOPs of the first ``count`` updates, each counted by its own ``FlopCounterMode`` (which slows
+    the update: only untimed ones are counted)."""
+
+    def __init__(self, count: int):
+        self.count, self.flops, self._mode = count, [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if len(self.flops) < self.count:
+            self._mode = flop_counter()
+            self._mode.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._mode is not None:
+            self._mode.__exit__(None, None, None)
+            self.flops.append(self._mode.get_total_flops())
+            self._mode = None
+
+
+# --profile: the kinds of work an update's time is split into, in the order they are reported. An op
+# belongs to the first kind that it or an op around it matches (an mm inside the optimizer's step is
+# the optimizer's; an addmm inside attention is attention's).
+PROFILE_GROUPS = ("data loading", "optimizer", "attention", "matmul and convolution", "other ops",
+                  "autograd and scopes", "outside ops")
+MATMUL_OPS = frozenset(f"aten::{name}" for name in (
+    "mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation", "mkldnn_linear", "conv1d", "conv2d",
+    "conv3d", "convolution", "_convolution", "mkldnn_convolution", "convolution_backward", "cudnn_convolution"))
+
+
+# Scopes that say whose an op is, whatever runs around them: torch's DataLoader and optimizer
+# scopes, and Lightning's actions (LightningScopes). Under automatic optimization the forward and
+# backward run in the optimizer's closure, inside its step: the innermost scope decides.
+DATA_SCOPES = ("enumerate(DataLoader)", "[_TrainingEpochLoop].train_dataloader_next")
+OPTIMIZER_SCOPES = ("Optimizer.step", "Optimizer.zero_grad")
+MODEL_SCOPES = ("autograd::engine::evaluate_function",)  # and Lightning's training_step and backward actions
+
+
+def _is_model_scope(name: str) -> bool:
+    return name.startswith(MODEL_SCOPES) or (name.startswith("[") and name.endswith((".training_step", ".backward")))
+
+
+def profile_group(event) -> str:
+    """The :data:`PROFILE_GROUPS` kind of a profiler event's self time."""
+    inner = []  # the event and the ops around it, up to the innermost scope that says whose it is
+    while event is not None and not event.name.startswith(DATA_SCOPES + OPTIMIZER_SCOPES) and not _is_model_scope(event.name):
+        inner.append(event.name)
+        event = event.cpu_parent
+    if event is not None and event.name.startswith(DATA_SCOPES):
+        return "data loading"
+    if event is not None and event.name.startswith(OPTIMIZER_SCOPES):
+        return "optimizer"
+    if not inner:
+        return "autograd and scopes"  # a scope's own time
+    if any(name.startswith("aten::") and ("attention" in name or "scaled_dot_product" in name) for name in inner):
+        return "attention"
+    if any(name in MATMUL_OPS for name in inner):
+        return "matmul and convolution"
+    # Elementwise ops, norms, softmax, losses, casts, copies, gradient clipping, the EMA.
+    return "other ops" if inner[0].startswith("aten::") else "autograd and scopes"
+
+
+class LightningScopes(Profiler):
+    """Lightning's profiled actions (the batch fetch, training_step, backward, optimizer_step) as
+    ``torch.profiler`` scopes, so that :func:`profile_group` can tell the model's work in an
+    optimizer's closure from the optimizer's own."""
+
+    def __init__(self):
+        super().__init__()
+        self._open: dict[str, list] = {}
+
+    def start(self, action_name: str) -> None:
+        scope = torch.profiler.record_function(action_name)
+        scope.__enter__()
+        self._open.setdefault(action_name, []).append(scope)
+
+    def stop(self, action_name: str) -> None:
+        if self._open.get(action_name):
+            self._open[action_name].pop().__exit__(None, None, None)
+
+
+class UpdateProfiler(pl.Callback):
+    """``torch.profiler`` (CPU) over the updates after the first ``start_after``, up to the end of
+    the run: from the end of update ``start_after`` on, so that each profiled update's data loading
+    is in. Leaves ``report`` (the time by kind of work, for JSON) and ``text`` (with the top ops)."""
+
+    def __init__(self, start_after: int, cuda: bool, rows: int = 25):
+        self.start_after, self.cuda, self.rows = start_after, cuda, rows
+        self.report, self.text, self._profile, self._started, self._batches = None, "", None, 0.0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._batches += 1
+        if self._batches == self.start_after:
+            from torch.profiler import ProfilerActivity, profile
+
+            self._profile = profile(activities=[ProfilerActivity.CPU])
+            self._profile.start()
+            self._started = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        if self._profile is None:
+            return
+        if self.cuda:
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - self._started
+        self._profile.stop()
+        updates = self._batches - self.start_after
+        groups = dict.fromkeys(PROFILE_GROUPS, 0.0)
+        covered = 0.0
+        for event in self._profile.events():
+            seconds = event.self_cpu_time_total / 1e6
+            groups[profile_group(event)] += seconds
+            covered += seconds
+        groups["outside ops"] = max(wall - covered, 0.0)  # Python between ops: the loop, hooks, module code
+        averages = sorted(self._profile.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        self.report = {
+            "updates": updates, "wall_s": wall, "seconds_per_update": {k: v / updates for k, v in groups.items()},
+            "share": {k: v / wall for k, v in groups.items()},
+            "top_ops": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "calls": e.count}
+                        for e in averages[:self.rows]],
+        }
+        self.text = self._profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=self.rows)
+
+
+def profile_report(row: dict, text: str) -> str:
+    """The --profile file's section of one row: the time by kind of work, then the top ops."""
+    profile = row["profile"]
+    title = (f"{row['model']} ({' '.join(row['config'])}), precision {row['precision']}, batch {row['batch_size']}, "
+             f"{row['cpu_threads']} threads: {profile['updates']} updates in {profile['wall_s']:.3f} s "
+             "(data loading included)")
+    groups = text_table(["kind of work", "s/update", "share"],
+                        [[name, f"{profile['seconds_per_update'][name]:.4f}", f"{profile['share'][name]:.1%}"]
+                         for name in PROFILE_GROUPS])
+    return f"== {title}\n{groups}\n\ntop ops by self CPU time:\n{text}"
+
+
+def model_kind(config, allow_any_target: bool) -> str:
+    """autoencoder, generator or world: which training module ``config.model`` builds."""
+    module_class = resolve_target(config.model.get("target"), "model", TRAINED_MODULE, allow_any_target)
+    for kind, path in MODULE_CLASSES.items():
+        if issubclass(module_class, resolve_target(path, "model", TRAINED_MODULE)):
+            return kind
+    raise ConfigError(f"model.target: {config.model.get('target')} is none of {', '.join(MODULE_CLASSES.values())}")
+
+
+def synthetic_latent_dataset(kind: str, folder: Path) -> Path:
+    """A latent dataset for the ``kind`` latent model in ``folder`` (reused when it is there):
+    Moving Digits game videos (8 frames per action) encoded by ``vidtwin encode-dataset`` with an
+    untrained autoencoder of the config the README pipeline encodes with."""
+    from omegaconf import OmegaConf
+
+    from vidtwin import load_model
+    from vidtwin.cli import main as vidtwin_main
+    from vidtwin.demos.moving_digits import make_moving_digits
+
+    preset, label_arguments = SYNTHETIC_LATENT_SOURCES[kind]
+    output = folder / f"{kind}_latents"
+    if (output / "manifest.json").is_file():
+        return output
+    threads = torch.get_num_threads()  # encode-dataset picks its own thread count
+    videos = folder / "game_videos"
+    if not (videos / "train.csv").is_file():
+        # 9 clips per video: 2 windows of the world model's 8 clips, 4 clips of the generator's 16 frames.
+        make_moving_digits(videos, game=True, num_frames=8, speed=2, clips_per_video=9, train_videos=4,
+                           val_videos=1, progress=False)
+    config = folder / f"{preset}.yaml"
+    OmegaConf.save(load_config([preset]), config)
+    torch.manual_seed(0)
+    weights = folder / f"{preset}.pt"
+    torch.save(load_model(str(config)).state_dict(), weights)
+    code = vidtwin_main(["encode-dataset", "--config", str(config), "--ckpt", str(weights), "--input",
+                         str(videos / "train.csv"), "--output", str(output), "--sample-fps", "8", "--num-workers", "0",
+                         "--accelerator", "cpu", "--quiet", *label_arguments])
+    torch.set_num_threads(threads)
+    if code != 0:
+        raise RuntimeError(f"encoding the synthetic latent dataset for the {kind} model failed (exit status {code})")
+    return output
+
+
+def build_row_setup(bases: list[str], args, data_folder: Path):
+    """(config, kind, module, fit arguments) of one config under this run's options."""
+    overrides = list(args.overrides)
+    try:
+        config = load_config(bases, overrides)
+        check_config_targets(config, args.allow_any_target, ", ".join(bases))  # before anything is built
+        kind = model_kind(config, args.allow_any_target)
+        if kind == "autoencoder":
+            gan = args.gan or ("config" if args.demos else "on")
+            if gan != "config":
+                overrides.append(f"model.params.loss.params.disc_start={0 if gan == 'on' else 10**9}")
+            overrides.append(f"model.params.gradient_checkpointing={str(args.gradient_checkpointing).lower()}")
+        elif args.data == "synthetic":
+            overrides += [f"data.params.root={synthetic_latent_dataset(kind, data_folder)}", "model.params.autoencoder=null"]
+        if args.batch_size is not None:
+            overrides.append(f"data.params.batch_size={args.batch_size}")
+        config = load_config(bases, overrides)
+        module = build_from_config(config.model, "model", TRAINED_MODULE, args.allow_any_target)
+        if kind == "autoencoder" and args.data == "synthetic":
+            batch_size = int(config.get("data", {}).get("params", {}).get("batch_size", 1))
+            clips = SyntheticClips(module.autoencoder.input_size, (args.warmup + args.steps + args.profile_steps) * batch_size)
+            fit = {"train_dataloaders": DataLoader(clips, batch_size=batch_size, collate_fn=_collate, num_workers=0)}
+        else:
+            fit = {"datamodule": build_from_config(config.data, "data", DATA_MODULE, args.allow_any_target)}
+    except (ConfigError, ValueError) as error:  # the config, or a constructor's check of its values
+        raise UserError(str(error)) from None
+    return config, kind, module, fit
+
+
+def run_row(bases: list[str], precision: str, requested: str, args, data_folder: Path,
+            matmul: MatmulRates) -> tuple[dict, str]:
+    """Time one config at one precision; returns its JSON record and the profile's top ops (or "")."""
+    config, kind, module, fit = build_row_setup(bases, args, data_folder)
+    cuda = args.device == "cuda"
+    matmul_dtype = matmul_dtype_of_precision(precision)
+    matmul.ensure(matmul_dtype)
+    timer, flops = UpdateTimer(cuda), UpdateFlops(min(args.count_updates, args.warmup))
+    profiler = UpdateProfiler(args.warmup + args.steps, cuda) if args.profile else None
+    updates = args.warmup + args.steps + (args.profile_steps if args.profile else 0)
+    trainer = pl.Trainer(
+        accelerator="gpu" if cuda else "cpu", devices=1, precision=precision,
+        max_steps=updates * module.lightning_steps_per_update, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=[timer, flops] + ([profiler] if profiler else []), profiler=LightningScopes() if profiler else None,
+    )
     if cuda:
-        return torch.cuda.max_memory_allocated() / 2**20
-    # ru_maxrss is in KiB on Linux: the peak resident memory of the whole process.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        torch.cuda.reset_peak_memory_stats()
+    load_before = round(os.getloadavg()[0], 2)
+    with PeakRSS() as rss, any_target_allowed(args.allow_any_target):  # the modules build their optimizers in fit
+        trainer.fit(module, **fit)
+    timed = slice(args.warmup, args.warmup + args.steps)
+    compute = timer.compute[timed]
+    intervals = timer.intervals[args.warmup - 1:args.warmup - 1 + args.steps]  # interval i ends batch i + 1
+    update_s = statistics.median(intervals)
+    flops_per_update = statistics.fmean(flops.flops) if flops.flops else None
+    achieved = flops_per_update / update_s / 1e12 if flops_per_update else None
+    peak = matmul.peak(matmul_dtype)
+    batch_size = getattr(fit.get("train_dataloaders"), "batch_size", None) or getattr(fit.get("datamodule"), "batch_size", None)
+    row = {
+        "model": kind, "config": bases, "overrides": args.overrides, "data": args.data, "device": args.device,
+        "device_name": torch.cuda.get_device_name() if cuda else cpu_name(), "cpu_threads": torch.get_num_threads(),
+        "precision": precision, "precision_requested": requested, "batch_size": batch_size,
+        "timed_updates": len(intervals),
+        "update_s_median": round(update_s, 4), "update_s_min": round(min(intervals), 4),
+        "compute_s_median": round(statistics.median(compute), 4),
+        # The names of earlier versions of this record: the update alone, without data loading.
+        "step_time_s_median": round(statistics.median(compute), 4), "step_time_s_mean": round(statistics.fmean(compute), 4),
+        "step_time_s_min": round(min(compute), 4), "samples_per_s": round(batch_size / update_s, 3) if batch_size else None,
+        "flops_per_update": flops_per_update, "flops_per_update_counted": flops.flops,
+        "achieved_tflops": achieved, "matmul_dtype": matmul_dtype, "matmul_tflops": peak,
+        "matmul_share": share_of_peak(achieved, peak),
+        "peak_memory_mb": round((torch.cuda.max_memory_allocated() if cuda else rss.peak_bytes or 0) / 2**20, 1),
+        "peak_memory_kind": "torch.cuda.max_memory_allocated" if cuda else "process resident set while the row ran",
+        "parameters": sum(p.numel() for p in module.parameters()),
+        "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"), "omp_wait_policy_env": os.environ.get("OMP_WAIT_POLICY"),
+        # Other processes compete for a shared CPU: the 1-minute load average before the row.
+        "load_average_1min_before": load_before,
+    }
+    if kind == "autoencoder":
+        row.update(input_size=list(module.autoencoder.input_size), gan_active=bool(module._discriminator_active()),
+                   gradient_checkpointing=args.gradient_checkpointing)
+    if profiler is not None:
+        row["profile"] = profiler.report
+    return row, profiler.text if profiler is not None else ""
+
+
+def format_rows(rows: list[dict]) -> str:
+    """The utilization table: one line per model and precision."""
+    def rate(value):
+        return "-" if value is None else f"{value:.3g}"
+
+    header = ["model", "precision", "batch", "s/update", "update alone s", "GFLOP/update", "TFLOP/s",
+              "matmul TFLOP/s", "share"]
+    lines = [[row["model"], row["precision"], row["batch_size"], f"{row['update_s_median']:.3f}",
+              f"{row['compute_s_median']:.3f}",
+              "-" if row["flops_per_update"] is None else f"{row['flops_per_update'] / 1e9:.2f}",
+              rate(row["achieved_tflops"]), f"{rate(row['matmul_tflops'])} {row['matmul_dtype']}",
+              "-" if row["matmul_share"] is None else f"{row['matmul_share']:.1%}"] for row in rows]
+    return text_table(header, lines)
+
+
+def write_records(path: str, records: list[dict], append: bool) -> None:
+    output = Path(path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if append and output.is_file():
+        previous = json.loads(output.read_text())
+        records = (previous if isinstance(previous, list) else [previous]) + records
+    atomic_write_text(output, json.dumps(records, indent=2) + "\n")
+    print(f"wrote {output}")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="benchmark_train.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotlist config overrides")
-    parser.add_argument("--base", nargs="+", required=True, help="config files, merged in order")
+    parser.add_argument("--base", nargs="+", default=None, help="config files or presets, merged in order")
+    parser.add_argument("--demos", action="store_true",
+                        help=f"time the README pipelines' models, one after another: {', '.join(DEMO_CONFIGS)}")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--precision", default="32",
-                        help="Lightning precision: 32, bf16-mixed, 16-mixed, or auto (bf16-mixed where the device "
-                             "computes bf16 natively, as vidtwin train's precision: auto)")
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--precision", nargs="+", default=["32"],
+                        help="Lightning precisions, one row each: 32, bf16-mixed, 16-mixed, or auto (bf16-mixed where "
+                             "the device computes bf16 natively, as vidtwin train's precision: auto)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's data.params.batch_size")
     parser.add_argument("--steps", type=int, default=10, help="timed updates")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (allocator, autotuning)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--no-gan", action="store_true", help="time the updates before disc_start (no discriminator)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (allocator, autotuning, FLOP count)")
+    parser.add_argument("--count-updates", type=int, default=3,
+                        help="warm-up updates whose FLOPs are counted, averaged (the world model draws its context "
+                             "length per update, so its FLOPs vary)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: what vidtwin train chooses for the cores free now)")
+    parser.add_argument("--data", choices=("synthetic", "config"), default="synthetic",
+                        help="synthetic clips or latents (default), or the config's data section as it is")
+    parser.add_argument("--gan", choices=("on", "off", "config"), default=None,
+                        help="autoencoder: time the discriminator's phase (on), the updates before disc_start (off), "
+                             "or what the config does at its first update (config); default on, config with --demos")
+    parser.add_argument("--no-gan", dest="gan", action="store_const", const="off", help="--gan off")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="size of the square matmul whose rate is the peak (default: 2048 on the CPU, 8192 on CUDA)")
+    parser.add_argument("--profile", default=None, metavar="FILE",
+                        help="profile more updates of each row with torch.profiler; write the report here")
+    parser.add_argument("--profile-steps", type=int, default=3, help="updates profiled per row")
+    parser.add_argument("--work-dir", default=None,
+                        help="where the synthetic latent datasets are written and reused (default: a temporary folder)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     parser.add_argument("--append", action="store_true", help="add to the list of results already in --output")
     parser.add_argument("--allow-any-target", action="store_true",
@@ -114,74 +461,56 @@ def main(argv=None) -> int:
                              "code: only for configs you trust)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    args.overrides += [o for o in args.base if "=" in o]
-    args.base = [b for b in args.base if "=" not in b]
-
+    args.overrides += [o for o in args.base or [] if "=" in o]
+    bases = [b for b in args.base or [] if "=" not in b]
+    if bool(bases) == args.demos:
+        raise UserError("give --base CONFIG or --demos (one of them)")
+    if min(args.warmup, args.steps, args.count_updates) < 1:
+        raise UserError("--warmup, --steps and --count-updates must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible")
+    from vidtwin.training.run_report import quiet_lightning
+
+    quiet_lightning()  # the tips and stop lines vidtwin train hides
     if args.threads:
         torch.set_num_threads(args.threads)
-    requested_precision = args.precision
-    if args.precision == "auto":  # the choice vidtwin train makes for this device
-        args.precision, _, reason = auto_training_precision(args.device)
-        print(f"precision auto: {args.precision} on {args.device} ({reason})", flush=True)
-    disc_start = 10**9 if args.no_gan else 0
-    overrides = list(args.overrides) + [f"model.params.loss.params.disc_start={disc_start}",
-                                         f"model.params.gradient_checkpointing={str(args.gradient_checkpointing).lower()}"]
-    try:
-        config = load_config(args.base, overrides)
-        check_config_targets(config, args.allow_any_target, ", ".join(args.base))  # before anything is built
-        module = build_from_config(config.model, "model", AUTOENCODER_MODULE, args.allow_any_target)
-    except (ConfigError, ValueError) as error:  # the config, or a constructor's check of its values
-        raise UserError(str(error)) from None
+    elif args.device == "cpu":
+        from vidtwin.cpu_threads import apply_cpu_thread_policy
 
-    load_before = round(os.getloadavg()[0], 2)
-    updates = args.warmup + args.steps
-    dataset = SyntheticClips(module.autoencoder.input_size, updates * args.batch_size)
-    loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=_collate, num_workers=0)
-    timer = StepTimer(cuda=args.device == "cuda")
-    trainer = pl.Trainer(
-        accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, precision=args.precision,
-        max_steps=updates * module.lightning_steps_per_update, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[timer],
-    )
-    if args.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    with any_target_allowed(args.allow_any_target):  # the module builds its optimizers in fit
-        trainer.fit(module, train_dataloaders=loader)
+        print(apply_cpu_thread_policy().describe(), flush=True)
 
-    timed = timer.times[args.warmup:]
-    step = statistics.median(timed)
-    result = {
-        "config": args.base, "overrides": args.overrides, "device": args.device,
-        "device_name": torch.cuda.get_device_name() if args.device == "cuda" else cpu_name(),
-        "cpu_threads": torch.get_num_threads(), "precision": args.precision,
-        "precision_requested": requested_precision, "batch_size": args.batch_size,
-        "input_size": list(module.autoencoder.input_size), "gan_active": not args.no_gan,
-        "gradient_checkpointing": args.gradient_checkpointing, "timed_updates": len(timed),
-        "step_time_s_median": round(step, 4), "step_time_s_mean": round(statistics.fmean(timed), 4),
-        "step_time_s_min": round(min(timed), 4), "samples_per_s": round(args.batch_size / step, 3),
-        "peak_memory_mb": round(peak_memory_mb(args.device == "cuda"), 1),
-        "peak_memory_kind": "torch.cuda.max_memory_allocated" if args.device == "cuda" else "process peak RSS",
-        "parameters_autoencoder": sum(p.numel() for p in module.autoencoder.parameters()),
-        "parameters_discriminator": sum(p.numel() for p in module.loss.discriminator.parameters()),
-        "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
-        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
-        # Other processes compete for a shared CPU: the 1-minute load average before the run.
-        "load_average_1min_before": load_before,
-    }
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    precisions = {}  # precision -> what was asked for; auto resolves to one of the others
+    for requested in args.precision:
+        precision = requested
+        if requested == "auto":  # the choice vidtwin train makes for this device
+            precision, _, reason = auto_training_precision(args.device)
+            print(f"precision auto: {precision} on {args.device} ({reason})", flush=True)
+        precisions.setdefault(precision, requested)
+    configs = [[name] for name in DEMO_CONFIGS] if args.demos else [bases]
+    matmul = MatmulRates(args.device, args.matmul_size)
+    rows, profiles = [], []
+    with tempfile.TemporaryDirectory(prefix="benchmark_train_") as temporary:
+        data_folder = Path(args.work_dir or temporary)
+        data_folder.mkdir(parents=True, exist_ok=True)
+        for config_bases in configs:
+            for precision, requested in precisions.items():
+                print(f"== {' '.join(config_bases)}, precision {precision}", flush=True)
+                row, top_ops = run_row(config_bases, precision, requested, args, data_folder, matmul)
+                rows.append(row)
+                profiles.append(top_ops)
+    matmul.remeasure()
+    for row in rows:  # against the best of the matmul timed before and after the rows
+        row["matmul_tflops"] = matmul.peak(row["matmul_dtype"], row["cpu_threads"])
+        row["matmul_share"] = share_of_peak(row["achieved_tflops"], row["matmul_tflops"])
+        row["matmul_rates"] = [m for m in matmul.measurements
+                               if m["dtype"] == row["matmul_dtype"] and m["threads"] == row["cpu_threads"]]
+    print(format_rows(rows))
+    if args.profile:
+        sections = [profile_report(row, top_ops) for row, top_ops in zip(rows, profiles)]
+        atomic_write_text(Path(args.profile), "\n\n".join(sections) + "\n")
+        print(f"wrote {args.profile}")
     if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        records = result
-        if args.append and output.is_file():
-            previous = json.loads(output.read_text())
-            records = (previous if isinstance(previous, list) else [previous]) + [result]
-        atomic_write_text(output, json.dumps(records, indent=2) + "\n")
+        write_records(args.output, rows, args.append)
     return 0
 
 
