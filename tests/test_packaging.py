@@ -13,7 +13,7 @@ from vidtwin.optional import MissingOptionalDependency, require
 from conftest import REPO, TINY_CONFIG
 
 # Import name -> distribution name, where they differ.
-DISTRIBUTIONS = {"pytorch_lightning": "pytorch-lightning", "vector_quantize_pytorch": "vector-quantize-pytorch", "skvideo": "scikit-video", "yaml": "pyyaml"}
+DISTRIBUTIONS = {"pytorch_lightning": "pytorch-lightning", "vector_quantize_pytorch": "vector-quantize-pytorch", "skvideo": "scikit-video", "yaml": "pyyaml", "PIL": "pillow"}
 
 
 def pyproject() -> dict:
