@@ -54,6 +54,7 @@ import platform
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -136,7 +137,7 @@ class UpdateFlops(pl.Callback):
     the update: only untimed ones are counted)."""
 
     def __init__(self, count: int):
-        self.count, self.flops, self._mode = count, [], None
+        self.count, self.flops, self.by_op, self._mode = count, [], [], None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if len(self.flops) < self.count:
@@ -147,7 +148,13 @@ class UpdateFlops(pl.Callback):
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
             self.flops.append(self._mode.get_total_flops())
+            self.by_op.append({str(op): count for op, count in self._mode.get_flop_counts()["Global"].items()})
             self._mode = None
+
+    def mean_by_op(self) -> dict[str, float]:
+        """FLOPs per update of each counted op (``aten.mm``, ...), averaged over the counted updates."""
+        ops = sorted({op for counts in self.by_op for op in counts})
+        return {op: statistics.fmean(counts.get(op, 0) for counts in self.by_op) for op in ops}
 
 
 # --profile: the kinds of work an update's time is split into, in the order they are reported. An op
@@ -237,17 +244,19 @@ class UpdateProfiler(pl.Callback):
         wall = time.perf_counter() - self._started
         self._profile.stop()
         updates = self._batches - self.start_after
-        groups = dict.fromkeys(PROFILE_GROUPS, 0.0)
+        groups, ops = dict.fromkeys(PROFILE_GROUPS, 0.0), dict.fromkeys(PROFILE_GROUPS, 0)
         covered = 0.0
         for event in self._profile.events():
-            seconds = event.self_cpu_time_total / 1e6
-            groups[profile_group(event)] += seconds
+            seconds, group = event.self_cpu_time_total / 1e6, profile_group(event)
+            groups[group] += seconds
+            ops[group] += event.name.startswith("aten::")  # many small ops: per-op overhead
             covered += seconds
         groups["outside ops"] = max(wall - covered, 0.0)  # Python between ops: the loop, hooks, module code
         averages = sorted(self._profile.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         self.report = {
             "updates": updates, "wall_s": wall, "seconds_per_update": {k: v / updates for k, v in groups.items()},
             "share": {k: v / wall for k, v in groups.items()},
+            "ops_per_update": {k: v / updates for k, v in ops.items()},
             "top_ops": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "calls": e.count}
                         for e in averages[:self.rows]],
         }
@@ -260,9 +269,12 @@ def profile_report(row: dict, text: str) -> str:
     title = (f"{row['model']} ({' '.join(row['config'])}), precision {row['precision']}, batch {row['batch_size']}, "
              f"{row['cpu_threads']} threads: {profile['updates']} updates in {profile['wall_s']:.3f} s "
              "(data loading included)")
-    groups = text_table(["kind of work", "s/update", "share"],
-                        [[name, f"{profile['seconds_per_update'][name]:.4f}", f"{profile['share'][name]:.1%}"]
-                         for name in PROFILE_GROUPS])
+    counted = sum(row["flops_by_op"].values()) or 1.0
+    attention = sum(flops for op, flops in row["flops_by_op"].items() if "attention" in op) / counted
+    flop_shares = {"attention": f"{attention:.1%}", "matmul and convolution": f"{1 - attention:.1%}"}
+    groups = text_table(["kind of work", "s/update", "share of time", "share of FLOPs", "ops/update"],
+                        [[name, f"{profile['seconds_per_update'][name]:.4f}", f"{profile['share'][name]:.1%}",
+                          flop_shares.get(name, ""), f"{profile['ops_per_update'][name]:.0f}"] for name in PROFILE_GROUPS])
     return f"== {title}\n{groups}\n\ntop ops by self CPU time:\n{text}"
 
 
@@ -309,13 +321,21 @@ def synthetic_latent_dataset(kind: str, folder: Path) -> Path:
     return output
 
 
-def build_row_setup(bases: list[str], args, data_folder: Path):
-    """(config, kind, module, fit arguments) of one config under this run's options."""
+def checked_kind(bases: list[str], args) -> str:
+    """Which kind of model the config trains, once its targets are checked as ``vidtwin train``
+    checks them (before anything outside the allowed packages is imported, or anything is built)."""
+    try:
+        config = load_config(bases, args.overrides)
+        check_config_targets(config, args.allow_any_target, ", ".join(bases))
+        return model_kind(config, args.allow_any_target)
+    except (ConfigError, ValueError) as error:
+        raise UserError(str(error)) from None
+
+
+def build_row_setup(bases: list[str], kind: str, args, data_folder: Path):
+    """(module, fit arguments) of one config of ``kind`` (:func:`checked_kind`) under this run's options."""
     overrides = list(args.overrides)
     try:
-        config = load_config(bases, overrides)
-        check_config_targets(config, args.allow_any_target, ", ".join(bases))  # before anything is built
-        kind = model_kind(config, args.allow_any_target)
         if kind == "autoencoder":
             gan = args.gan or ("config" if args.demos else "on")
             if gan != "config":
@@ -335,13 +355,13 @@ def build_row_setup(bases: list[str], args, data_folder: Path):
             fit = {"datamodule": build_from_config(config.data, "data", DATA_MODULE, args.allow_any_target)}
     except (ConfigError, ValueError) as error:  # the config, or a constructor's check of its values
         raise UserError(str(error)) from None
-    return config, kind, module, fit
+    return module, fit
 
 
-def run_row(bases: list[str], precision: str, requested: str, args, data_folder: Path,
+def run_row(bases: list[str], kind: str, precision: str, requested: str, args, data_folder: Path,
             matmul: MatmulRates) -> tuple[dict, str]:
     """Time one config at one precision; returns its JSON record and the profile's top ops (or "")."""
-    config, kind, module, fit = build_row_setup(bases, args, data_folder)
+    module, fit = build_row_setup(bases, kind, args, data_folder)
     cuda = args.device == "cuda"
     matmul_dtype = matmul_dtype_of_precision(precision)
     matmul.ensure(matmul_dtype)
@@ -377,7 +397,7 @@ def run_row(bases: list[str], precision: str, requested: str, args, data_folder:
         # The names of earlier versions of this record: the update alone, without data loading.
         "step_time_s_median": round(statistics.median(compute), 4), "step_time_s_mean": round(statistics.fmean(compute), 4),
         "step_time_s_min": round(min(compute), 4), "samples_per_s": round(batch_size / update_s, 3) if batch_size else None,
-        "flops_per_update": flops_per_update, "flops_per_update_counted": flops.flops,
+        "flops_per_update": flops_per_update, "flops_per_update_counted": flops.flops, "flops_by_op": flops.mean_by_op(),
         "achieved_tflops": achieved, "matmul_dtype": matmul_dtype, "matmul_tflops": peak,
         "matmul_share": share_of_peak(achieved, peak),
         "peak_memory_mb": round((torch.cuda.max_memory_allocated() if cuda else rss.peak_bytes or 0) / 2**20, 1),
@@ -469,9 +489,12 @@ def main(argv=None) -> int:
         raise UserError("--warmup, --steps and --count-updates must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible")
+    configs = [[name] for name in DEMO_CONFIGS] if args.demos else [bases]
+    kinds = [checked_kind(config_bases, args) for config_bases in configs]
     from vidtwin.training.run_report import quiet_lightning
 
     quiet_lightning()  # the tips and stop lines vidtwin train hides
+    warnings.filterwarnings("ignore", message=".*`validation_step` but have no `val_dataloader`")  # none is timed
     if args.threads:
         torch.set_num_threads(args.threads)
     elif args.device == "cpu":
@@ -486,16 +509,15 @@ def main(argv=None) -> int:
             precision, _, reason = auto_training_precision(args.device)
             print(f"precision auto: {precision} on {args.device} ({reason})", flush=True)
         precisions.setdefault(precision, requested)
-    configs = [[name] for name in DEMO_CONFIGS] if args.demos else [bases]
     matmul = MatmulRates(args.device, args.matmul_size)
     rows, profiles = [], []
     with tempfile.TemporaryDirectory(prefix="benchmark_train_") as temporary:
         data_folder = Path(args.work_dir or temporary)
         data_folder.mkdir(parents=True, exist_ok=True)
-        for config_bases in configs:
+        for config_bases, kind in zip(configs, kinds):
             for precision, requested in precisions.items():
                 print(f"== {' '.join(config_bases)}, precision {precision}", flush=True)
-                row, top_ops = run_row(config_bases, precision, requested, args, data_folder, matmul)
+                row, top_ops = run_row(config_bases, kind, precision, requested, args, data_folder, matmul)
                 rows.append(row)
                 profiles.append(top_ops)
     matmul.remeasure()
