@@ -69,9 +69,11 @@ def add_device(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 
 def add_runtime(parser: argparse.ArgumentParser, device: bool = True, dtype: bool = True, batch_clips: int = 1,
-                batch_clips_help: str = "model inputs (clips or tiles) per forward pass") -> None:
-    """``--device``, ``--dtype``, ``--batch-clips`` and ``--quiet``; a command that has its own way of
-    placing the model (encode-dataset's ``--accelerator``) or one precision (fvd) leaves them out."""
+                batch_clips_help: str = "model inputs (clips or tiles) per forward pass", with_compile: bool | None = None) -> None:
+    """``--device``, ``--dtype``, ``--batch-clips``, ``--compile`` and ``--quiet``; a command that has its
+    own way of placing the model (encode-dataset's ``--accelerator``) or one precision (fvd) leaves them
+    out. ``--compile`` comes with ``--dtype`` unless ``with_compile`` says otherwise: it compiles the
+    autoencoder, which every command with a precision choice runs."""
     group = add_device(parser) if device else parser.add_argument_group("runtime")
     if dtype:
         group.add_argument(
@@ -81,6 +83,11 @@ def add_runtime(parser: argparse.ArgumentParser, device: bool = True, dtype: boo
         )
     group.add_argument("--batch-clips", type=int, default=batch_clips, metavar="N",
                        help=f"{batch_clips_help} (default {batch_clips})")
+    if dtype if with_compile is None else with_compile:
+        group.add_argument("--compile", action="store_true",
+                           help="run the model through torch.compile at one fixed batch shape: the first batch "
+                                "compiles (seconds to minutes), later ones run faster; eager if compiling fails. "
+                                "Pays on long runs (docs/benchmarks.md); default off")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -133,6 +140,7 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
         batch_clips=args.batch_clips,
         dtype=args.dtype,
         progress=not args.quiet,
+        compile=getattr(args, "compile", False),
     )
     if options.dtype != "auto":
         return options

@@ -45,7 +45,8 @@ from tqdm.auto import tqdm
 import vidtwin
 from vidtwin.errors import PartialFailure
 from vidtwin.inference.dataset_plan import ClipSampling, ClipStream, VideoSource, assign_shares, collate_clip_items
-from vidtwin.inference.options import InferenceError, precision_context
+from vidtwin.inference.compiled import autoencoder_calls
+from vidtwin.inference.options import InferenceError, InferenceOptions, precision_context
 from vidtwin.latents.actions import INDEX_COLUMN as ACTION_COLUMN
 from vidtwin.latents.actions import MANIFEST_KEY as ACTIONS_KEY
 from vidtwin.latents.actions import action_vocabulary, clip_action_column
@@ -89,6 +90,7 @@ class DatasetJob:
     identity: dict  # what the manifest must match on resume: model config, checkpoint, sampling, dtype
     shard_size: int = 4096
     batch_clips: int = 1
+    compile: bool = False  # --compile: encode through torch.compile (not in the identity: eager resumes it)
     num_workers: int = 0
     overwrite: bool = False
     progress: bool = True
@@ -344,10 +346,12 @@ class LatentEncoder(pl.LightningModule):
     """Wraps an eval-mode VidTwin: one predict step encodes a batch of clips to posterior means,
     or, for an FSQ model, to its integer tokens (in the smallest dtype that holds each codebook)."""
 
-    def __init__(self, model: torch.nn.Module, dtype: str):
+    def __init__(self, model: torch.nn.Module, dtype: str, options: InferenceOptions | None = None):
         super().__init__()
         self.model = model
         self.dtype_name = dtype
+        # The model's own encode, or its compiled runner's (a bound method: not registered as a module twice).
+        self.encode = autoencoder_calls(model, options or InferenceOptions()).encode
         self.codebook = codebook_levels(model.config)  # None for Gaussian (kl) latents
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
@@ -355,7 +359,7 @@ class LatentEncoder(pl.LightningModule):
             return {"latents": None, "model_seconds": 0.0}
         started = time.perf_counter()
         with precision_context(self.device, self.dtype_name):
-            latents = self.model.encode(batch["pixels"])  # posterior means or FSQ codes: the model is in eval mode
+            latents = self.encode(batch["pixels"])  # posterior means or FSQ codes: the model is in eval mode
         if self.codebook is None:
             tensors = {name: getattr(latents, name).float().cpu() for name in LATENT_NAMES}  # each (B, C, ...)
         else:  # FSQ codes are exact in bf16 and fp16 (multiples of 1/4 or 1/2), so the tokens are too
@@ -553,7 +557,8 @@ def run_job(job: DatasetJob, model: torch.nn.Module, dtype: str, accelerator: st
     datamodule = ClipDataModule(job)
     job.stop.install()  # from here on a stop signal waits for the next safe point
     try:
-        trainer.predict(LatentEncoder(model, dtype), datamodule=datamodule, return_predictions=False)
+        options = InferenceOptions(batch_clips=job.batch_clips, compile=job.compile, progress=job.progress)
+        trainer.predict(LatentEncoder(model, dtype, options), datamodule=datamodule, return_predictions=False)
     except EncodingStopped:
         job.stop.wait_for_children()  # their last shards, before the launcher exits
         dead = job.stop.dead_peer()

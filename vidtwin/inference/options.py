@@ -1,7 +1,7 @@
 """Inference settings shared by every entry point: device, precision, and the per-video options.
 
 :class:`InferenceOptions` carries the options that every step of the pipeline needs (sampling,
-spatial mode, batching, precision, progress bars), so they are built once, from the command line
+spatial mode, batching, precision, progress bars, compilation), so they are built once, from the command line
 or from keyword arguments, instead of being passed by hand through each function.
 
 ``dtype="auto"`` (the default) picks the fastest precision that the hardware runs natively:
@@ -97,6 +97,8 @@ class InferenceOptions:
         batch_clips: model inputs (clips, or tiles of clips) per forward pass.
         dtype: ``"auto"``, ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast).
         progress: show progress bars.
+        compile: run the model's encode and decode through ``torch.compile`` at one fixed batch shape
+            (see :mod:`vidtwin.inference.compiled`); eager when compilation fails.
     """
 
     sample_fps: float | None = None
@@ -106,6 +108,7 @@ class InferenceOptions:
     batch_clips: int = 1
     dtype: str = "auto"
     progress: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if self.spatial not in SPATIAL_MODES:

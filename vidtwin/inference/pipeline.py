@@ -8,9 +8,10 @@ per tile (``spatial="tile"``: native resolution, see :mod:`vidtwin.inference.til
 length. Model inputs are batched ``batch_clips`` at a time, run under ``torch.inference_mode`` and,
 for bf16/fp16 (``dtype="auto"`` picks what the hardware runs natively, see
 :mod:`vidtwin.inference.options`), under ``torch.autocast`` on the model's device; the modules
-themselves never cast. Latents are the posterior means of a Gaussian (kl) model or the quantized
-codes of an FSQ model (an eval-mode model is deterministic either way), and
-every result is returned as float32 on the CPU.
+themselves never cast; with ``compile=True`` the model's encode and decode run through
+``torch.compile`` at one fixed batch shape (see :mod:`vidtwin.inference.compiled`). Latents are
+the posterior means of a Gaussian (kl) model or the quantized codes of an FSQ model (an eval-mode
+model is deterministic either way), and every result is returned as float32 on the CPU.
 
 Every function takes its settings as an :class:`InferenceOptions` object, as keywords, or both
 (keywords replace fields of the object).
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 
 from vidtwin.data.transforms import preprocess_clip
 from vidtwin.inference.clips import ClipLayout
+from vidtwin.inference.compiled import autoencoder_calls
 from vidtwin.latents.latent_file import (
     WEIGHTS_FINGERPRINT_KEY,
     EncodedVideo,
@@ -244,8 +246,8 @@ def iter_reconstruction(
     """Reconstruct a video clip by clip (encode, then decode the latents: posterior means or FSQ codes).
 
     ``source`` is already sampled (see :func:`load_source`), so only the options' ``spatial``,
-    ``tile_overlap``, ``batch_clips``, ``dtype`` and ``progress`` apply. Frames are read as the
-    batches need them; at most ``batch_clips`` clips are held at once.
+    ``tile_overlap``, ``batch_clips``, ``dtype``, ``progress`` and ``compile`` apply. Frames are read
+    as the batches need them; at most ``batch_clips`` clips are held at once.
     """
     options = InferenceOptions.of(options, **option_overrides)
     _check_part(only)
@@ -258,8 +260,10 @@ def iter_reconstruction(
             for unit in clip_model_inputs(references[clip_index], plan):
                 yield (unit,)
 
+    autoencoder = autoencoder_calls(model, options)
+
     def round_trip(video: torch.Tensor) -> tuple[torch.Tensor]:
-        return (model.decode(model.encode(video), only=only),)
+        return (autoencoder.decode(autoencoder.encode(video), only=only),)
 
     bar = _progress(plan, f"reconstruct {os.path.basename(source.name)}", options.progress)
     outputs = run_batched(units(), round_trip, options.batch_clips, model_device(model), options.dtype, bar)
@@ -303,7 +307,8 @@ def iter_decoded(
 ) -> Iterator[ClipResult]:
     """Decode an :class:`EncodedVideo` clip by clip; with ``dynamics``, take the dynamics from it.
 
-    Only the options' ``batch_clips``, ``dtype`` and ``progress`` apply (the rest is in the latents).
+    Only the options' ``batch_clips``, ``dtype``, ``progress`` and ``compile`` apply (the rest is in
+    the latents).
     """
     options = InferenceOptions.of(options, **option_overrides)
     _check_part(only)
@@ -323,8 +328,10 @@ def iter_decoded(
                     dynamics.dynamics_y[clip_index, tile_index],
                 )
 
+    autoencoder = autoencoder_calls(model, options)
+
     def decode(structure, dynamics_x, dynamics_y) -> tuple[torch.Tensor]:
-        return (model.decode(VidTwinLatents(structure, dynamics_x, dynamics_y), only=only),)
+        return (autoencoder.decode(VidTwinLatents(structure, dynamics_x, dynamics_y), only=only),)
 
     label = os.path.basename(encoded.source) or "latents"
     bar = _progress(plan, f"decode {label}", options.progress)
@@ -393,7 +400,7 @@ def reconstruct_video(
         video: a file path, uint8 ``(N, H, W, 3)`` frames (then ``fps`` is required) or a FrameSource.
         options, option_overrides: :class:`InferenceOptions` and/or its fields as keywords
             (``sample_fps``, ``max_frames``, ``spatial``, ``tile_overlap``, ``batch_clips``,
-            ``dtype``, ``progress``).
+            ``dtype``, ``progress``, ``compile``).
         only: ``None``, ``"structure"`` or ``"dynamics"``: decode one latent alone.
         keep_inputs: also return the model-space input frames.
 
@@ -431,8 +438,10 @@ def encode_video(
                 for unit in clip_model_inputs(clip_reference(source, plan, clip_index), plan):
                     yield (unit,)
 
+        autoencoder = autoencoder_calls(model, options)
+
         def encode(batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            latents = model.encode(batch)
+            latents = autoencoder.encode(batch)
             return tuple(getattr(latents, name) for name in LATENT_NAMES)
 
         bar = _progress(plan, f"encode {os.path.basename(source.name)}", options.progress)

@@ -1,0 +1,163 @@
+"""``--compile``: the autoencoder's encode and decode run through ``torch.compile`` at one fixed shape.
+
+Every model input of a run has the same shape: a clip, or a tile of a clip, has the model's
+``input_size``, and a batch holds ``batch_clips`` of them. Only the last batch of a video can be
+smaller; it is padded with zeros up to ``batch_clips`` and the padding is dropped from the results.
+Each clip is computed on its own inside a batch (attention, norms and convolutions never mix clips),
+so the padding changes nothing but the time of one batch, while a batch of another size would
+compile the graph a second time (seconds for a small model, minutes for the published one; see
+``scripts/benchmark_compile.py --last-batch``). So ``dynamic=False``: one graph per callable, and
+no recompiles from clip to clip or video to video.
+
+:func:`autoencoder_calls` is the one place the choice is applied: it returns the model itself (eager)
+or a :class:`CompiledAutoencoder`, both with ``encode(video)`` and ``decode(latents, only=None)``.
+A compiled runner is kept on the model, so the videos of a folder share one compilation; torch's
+own cache also reuses the compiled code for another model of the same architecture.
+
+Compilation happens on the first batch, and its time (that batch's run included) is reported once
+per callable: ``compiled encode in 12.3 s``. Where it fails (no C++ compiler for inductor on a CPU,
+an inductor error), the runner says so in one warning line and runs eagerly from then on.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from vidtwin.inference.options import InferenceOptions
+from vidtwin.models.config import LATENT_NAMES
+from vidtwin.models.vidtwin_ae import VidTwinLatents
+
+logger = logging.getLogger(__name__)
+
+_RUNNERS_ATTRIBUTE = "_vidtwin_compiled_runners"
+
+
+class _RunnerCache(dict):
+    """Compiled runners of one model by batch size. A copied or pickled model starts without any:
+    compiled code can be neither, and the copy compiles again (from torch's cache) when asked to."""
+
+    def __deepcopy__(self, memo) -> "_RunnerCache":
+        return type(self)()
+
+    def __reduce__(self):
+        return type(self), ()
+
+
+def fixed_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """A fresh contiguous copy of ``tensor`` ``(n, ...)``, zeros appended up to ``(size, ...)``.
+
+    Always a copy, so that every call of a compiled graph sees the same strides and the same kind
+    of tensor: a view of a batch buffer, a graph's own output layout, or a tensor made inside
+    ``torch.inference_mode`` would each fail a guard and compile again.
+    """
+    count = tensor.shape[0]
+    batch = tensor.new_empty((size, *tensor.shape[1:]))  # (size, ...) contiguous
+    batch[:count].copy_(tensor)
+    batch[count:].zero_()
+    return batch
+
+
+class CompiledAutoencoder:
+    """``encode`` / ``decode`` of an eval-mode VidTwin through ``torch.compile`` at batch size ``batch_size``.
+
+    The same calls as the model's (``encode(video) -> VidTwinLatents``, ``decode(latents, only)``),
+    for batches of at most ``batch_size`` inputs. The latents carry the three tensors only: the KL
+    term and FSQ statistics are batch totals, which inference does not use and padding would change.
+    Decoding one part alone (``only``) is a graph of its own, compiled when first asked for.
+    """
+
+    def __init__(self, model: torch.nn.Module, batch_size: int, announce: Callable[[str], None] = logger.info):
+        self.model = model
+        self.batch_size = batch_size
+        self.announce = announce
+        self.eager = False  # set when a compilation failed: everything runs eagerly from then on
+        self.compile_seconds: dict[str, float] = {}  # callable name -> time of its first (compiling) call
+        self._compiled: dict[str, Callable] = {}
+
+    def encode(self, video: torch.Tensor) -> VidTwinLatents:
+        """``(B, 3, T, H, W)`` in [-1, 1], ``B <= batch_size`` -> latents of ``B`` clips."""
+        return VidTwinLatents(*self._run("encode", self._encode_tensors, video))
+
+    def decode(self, latents: VidTwinLatents, only: str | None = None) -> torch.Tensor:
+        """Latents of ``B <= batch_size`` clips -> ``(B, 3, T, H, W)`` in about [-1, 1]."""
+        name = "decode" if only is None else f"decode {only}"
+        decode_part = functools.partial(self._decode_tensors, only=only)
+        (video,) = self._run(name, decode_part, *(getattr(latents, part) for part in LATENT_NAMES))
+        return video
+
+    # What is compiled: tensors in, tensors out (dataclasses stay outside the graph).
+    def _encode_tensors(self, video: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        latents = self.model.encode(video)
+        return tuple(getattr(latents, part) for part in LATENT_NAMES)
+
+    def _decode_tensors(self, structure: torch.Tensor, dynamics_x: torch.Tensor, dynamics_y: torch.Tensor,
+                        only: str | None) -> tuple[torch.Tensor]:
+        return (self.model.decode(VidTwinLatents(structure, dynamics_x, dynamics_y), only=only),)
+
+    def _run(self, name: str, function: Callable[..., tuple[torch.Tensor, ...]],
+             *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        count = tensors[0].shape[0]
+        if count > self.batch_size:
+            raise ValueError(f"a batch of {count} inputs for a model compiled for batches of {self.batch_size}")
+        if self.eager:
+            return function(*tensors)
+        padded = [fixed_batch(tensor, self.batch_size) for tensor in tensors]  # each (batch_size, ...)
+        compiled = self._compiled.get(name)
+        if compiled is not None:
+            outputs = compiled(*padded)
+        else:
+            outputs = self._compile(name, function, padded)
+            if outputs is None:
+                return function(*tensors)
+        return tuple(output[:count] for output in outputs)
+
+    def _compile(self, name: str, function: Callable, padded: list[torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
+        """Compile ``function`` and run it on its first batch; None (and eager from now on) if that fails."""
+        started = time.perf_counter()
+        try:
+            compiled = torch.compile(function, dynamic=False)
+            outputs = compiled(*padded)
+        except Exception as error:  # no C++ compiler, an inductor or dynamo error: eager still works
+            self.eager = True
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            logger.warning("--compile: torch.compile failed (%s: %s); running eagerly", type(error).__name__, reason)
+            return None
+        seconds = time.perf_counter() - started
+        self._compiled[name] = compiled
+        self.compile_seconds[name] = seconds
+        self.announce(f"compiled {name} in {seconds:.1f} s (batches of {self.batch_size}, first batch included)")
+        return outputs
+
+
+def _say_on_stderr(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)  # between progress bars, not through them
+
+
+def autoencoder_calls(model: torch.nn.Module, options: InferenceOptions) -> torch.nn.Module | CompiledAutoencoder:
+    """What runs ``encode`` and ``decode`` for ``options``: the model itself, or with ``options.compile``
+    its compiled runner for batches of ``options.batch_clips`` (made once per model and batch size).
+
+    The compile time is said on stderr when ``options.progress`` is on (the command line without
+    ``--quiet``), else logged at INFO level.
+    """
+    if not options.compile:
+        return model
+    runners = model.__dict__.get(_RUNNERS_ATTRIBUTE)
+    if runners is None:
+        runners = _RunnerCache()
+        object.__setattr__(model, _RUNNERS_ATTRIBUTE, runners)  # a plain attribute: no module, no buffer
+    runner = runners.get(options.batch_clips)
+    if runner is None:
+        runner = runners[options.batch_clips] = CompiledAutoencoder(model, options.batch_clips)
+    runner.announce = _say_on_stderr if options.progress else logger.info
+    return runner
+
+
+__all__ = ["CompiledAutoencoder", "autoencoder_calls", "fixed_batch"]
