@@ -8,8 +8,10 @@ inside a Lightning Trainer, per precision, and reports for each:
 - the time per update: the median over the timed updates of the time from one update's end to the
   next's (data loading included, as a run sees it), and of the update alone (forward, backward,
   optimizer steps, clipping, EMA);
-- the FLOPs per update, counted by ``torch.utils.flop_counter.FlopCounterMode`` on real updates
-  (the untimed warm-up ones): what :mod:`scripts.matmul_peak` says it counts, forward and backward;
+- the FLOPs per update, counted by ``torch.utils.flop_counter.FlopCounterMode`` on real updates:
+  the timed ones, repeated in a second run of a fresh module with the same seed and data (the
+  counter slows what it counts); what :mod:`scripts.matmul_peak` says it counts (matmuls,
+  convolutions and attention, forward and backward; no elementwise work, no optimizer);
 - the achieved FLOP/s (FLOPs per update over the time per update), and that as a share of the rate
   of a large matmul of the matching precision (fp32 for ``32``, bf16 for ``bf16-mixed``), timed in
   this run before the updates and after them;
@@ -17,9 +19,9 @@ inside a Lightning Trainer, per precision, and reports for each:
 
 Data (``--data synthetic``, the default): the autoencoder gets random clips of its input size made
 in memory; a generator or world model gets a small latent dataset, encoded by an untrained copy of
-the autoencoder its README pipeline trains on (``tiny_digits``, ``tiny_digits_fsq``) from rendered
-Moving Digits game videos, and read through the config's own ``LatentDataModule``, so that its
-data loading is timed. ``--data config`` uses the config's data section as it is (the quick
+the autoencoder its README pipeline trains on (``tiny_digits``, ``tiny_digits_fsq``) from a few
+rendered videos of a moving square with an action per clip, and read through the config's own
+``LatentDataModule``, so that its data loading is timed. ``--data config`` uses the config's data section as it is (the quick
 start's in-memory demo clips; a latent dataset that exists).
 
     python -m scripts.benchmark_train --demos --precision 32 bf16-mixed --output utilization.json
@@ -84,7 +86,7 @@ TRAINED_MODULE = TargetKind("a VidTwinLightningModule, GeneratorLightningModule 
 DEMO_CONFIGS = ("tiny", "generator/tiny_digits", "world/tiny_digits")
 # The autoencoder whose latents each latent model of the README pipelines trains on (an untrained
 # copy encodes the synthetic data: the shapes are what matter), and what encode-dataset records.
-SYNTHETIC_LATENT_SOURCES = {"generator": ("tiny_digits", ["--label-column", "digit"]),
+SYNTHETIC_LATENT_SOURCES = {"generator": ("tiny_digits", ["--label-column", "label"]),
                             "world": ("tiny_digits_fsq", ["--actions-column", "actions"])}
 
 
@@ -133,18 +135,19 @@ class UpdateTimer(pl.Callback):
 
 
 class UpdateFlops(pl.Callback):
-    """FLOPs of the first ``count`` updates, each counted by its own ``FlopCounterMode`` (which slows
-    the update: only untimed ones are counted)."""
+    """FLOPs of updates ``first`` to ``last - 1``, each counted by its own ``FlopCounterMode``. The
+    counter slows what it counts, so :func:`run_row` counts in a run of its own."""
 
-    def __init__(self, count: int):
-        self.count, self.flops, self.by_op, self._mode = count, [], [], None
+    def __init__(self, first: int, last: int):
+        self.first, self.last, self.flops, self.by_op, self._mode, self._batches = first, last, [], [], None, 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if len(self.flops) < self.count:
+        if self.first <= self._batches < self.last:
             self._mode = flop_counter()
             self._mode.__enter__()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._batches += 1
         if self._mode is not None:
             self._mode.__exit__(None, None, None)
             self.flops.append(self._mode.get_total_flops())
@@ -287,34 +290,58 @@ def model_kind(config, allow_any_target: bool) -> str:
     raise ConfigError(f"model.target: {config.model.get('target')} is none of {', '.join(MODULE_CLASSES.values())}")
 
 
+def synthetic_action_videos(folder: Path, videos: int = 4, clips: int = 9, clip_frames: int = 8) -> Path:
+    """A meta CSV (``train.csv``) of ``videos`` 64x64 videos at 8 fps, a bright square moving 2
+    pixels a frame the way each clip's action (U, D, L or R) says, with a ``label`` (0 or 1) and
+    an ``actions`` column (one letter per clip): what encode-dataset reads for a generator's classes
+    and a world model's actions. The default 9 clips of 8 frames give the world model 2 windows of
+    8 clips per video and the generator 4 clips of 16 frames."""
+    from vidtwin.data.video_io import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = {"U": (-2, 0), "D": (2, 0), "L": (0, -2), "R": (0, 2)}
+    random = torch.Generator().manual_seed(0)
+    rows = ["videos,label,actions"]
+    for index in range(videos):
+        actions = "".join("UDLR"[int(i)] for i in torch.randint(0, 4, (clips,), generator=random))
+        frames = torch.zeros(clips * clip_frames, 64, 64, 3, dtype=torch.uint8)  # (T, H, W, 3)
+        y, x = 24, 24
+        for frame in range(len(frames)):
+            dy, dx = steps[actions[frame // clip_frames]]
+            y, x = (y + dy) % 48, (x + dx) % 48  # the 16x16 square stays inside the frame
+            frames[frame, y:y + 16, x:x + 16] = 220
+        write_video(folder / f"{index:03d}.mp4", frames, fps=8.0)
+        rows.append(f"{index:03d}.mp4,{index % 2},{actions}")
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return folder / "train.csv"
+
+
 def synthetic_latent_dataset(kind: str, folder: Path) -> Path:
     """A latent dataset for the ``kind`` latent model in ``folder`` (reused when it is there):
-    Moving Digits game videos (8 frames per action) encoded by ``vidtwin encode-dataset`` with an
-    untrained autoencoder of the config the README pipeline encodes with."""
+    :func:`synthetic_action_videos` encoded by ``vidtwin encode-dataset`` with an untrained
+    autoencoder of the config that the README pipeline encodes with."""
     from omegaconf import OmegaConf
 
     from vidtwin import load_model
     from vidtwin.cli import main as vidtwin_main
-    from vidtwin.demos.moving_digits import make_moving_digits
 
     preset, label_arguments = SYNTHETIC_LATENT_SOURCES[kind]
     output = folder / f"{kind}_latents"
     if (output / "manifest.json").is_file():
         return output
     threads = torch.get_num_threads()  # encode-dataset picks its own thread count
-    videos = folder / "game_videos"
-    if not (videos / "train.csv").is_file():
-        # 9 clips per video: 2 windows of the world model's 8 clips, 4 clips of the generator's 16 frames.
-        make_moving_digits(videos, game=True, num_frames=8, speed=2, clips_per_video=9, train_videos=4,
-                           val_videos=1, progress=False)
+    meta = folder / "videos" / "train.csv"
+    if not meta.is_file():
+        synthetic_action_videos(meta.parent)
     config = folder / f"{preset}.yaml"
     OmegaConf.save(load_config([preset]), config)
-    torch.manual_seed(0)
-    weights = folder / f"{preset}.pt"
-    torch.save(load_model(str(config)).state_dict(), weights)
-    code = vidtwin_main(["encode-dataset", "--config", str(config), "--ckpt", str(weights), "--input",
-                         str(videos / "train.csv"), "--output", str(output), "--sample-fps", "8", "--num-workers", "0",
-                         "--accelerator", "cpu", "--quiet", *label_arguments])
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        weights = folder / f"{preset}.pt"
+        torch.save(load_model(str(config)).state_dict(), weights)
+    code = vidtwin_main(["encode-dataset", "--config", str(config), "--ckpt", str(weights), "--input", str(meta),
+                         "--output", str(output), "--sample-fps", "8", "--num-workers", "0", "--accelerator", "cpu",
+                         "--quiet", *label_arguments])
     torch.set_num_threads(threads)
     if code != 0:
         raise RuntimeError(f"encoding the synthetic latent dataset for the {kind} model failed (exit status {code})")
@@ -341,8 +368,12 @@ def build_row_setup(bases: list[str], kind: str, args, data_folder: Path):
             if gan != "config":
                 overrides.append(f"model.params.loss.params.disc_start={0 if gan == 'on' else 10**9}")
             overrides.append(f"model.params.gradient_checkpointing={str(args.gradient_checkpointing).lower()}")
-        elif args.data == "synthetic":
-            overrides += [f"data.params.root={synthetic_latent_dataset(kind, data_folder)}", "model.params.autoencoder=null"]
+        else:
+            if not any(override.startswith("model.params.seed=") for override in overrides):
+                overrides.append("model.params.seed=0")  # the draws of each update: the same in both of run_row's runs
+            if args.data == "synthetic":
+                overrides += [f"data.params.root={synthetic_latent_dataset(kind, data_folder)}",
+                              "model.params.autoencoder=null"]
         if args.batch_size is not None:
             overrides.append(f"data.params.batch_size={args.batch_size}")
         config = load_config(bases, overrides)
@@ -358,33 +389,48 @@ def build_row_setup(bases: list[str], kind: str, args, data_folder: Path):
     return module, fit
 
 
+def fit_updates(module, fit: dict, updates: int, precision: str, args, callbacks: list, profiler=None) -> None:
+    """Train ``module`` for ``updates`` updates in a Trainer that logs and saves nothing."""
+    trainer = pl.Trainer(
+        accelerator="gpu" if args.device == "cuda" else "cpu", devices=1, precision=precision,
+        max_steps=updates * module.lightning_steps_per_update, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
+        callbacks=callbacks, profiler=profiler,
+    )
+    with any_target_allowed(args.allow_any_target):  # the modules build their optimizers in fit
+        trainer.fit(module, **fit)
+
+
 def run_row(bases: list[str], kind: str, precision: str, requested: str, args, data_folder: Path,
             matmul: MatmulRates) -> tuple[dict, str]:
-    """Time one config at one precision; returns its JSON record and the profile's top ops (or "")."""
-    module, fit = build_row_setup(bases, kind, args, data_folder)
+    """Time one config at one precision; returns its JSON record and the profile's top ops (or "").
+
+    Two runs of a fresh module each: the first is timed (and profiled after the timed updates), the
+    second counts the FLOPs of the timed updates, whose numbers and random draws (the world model's
+    context length) it repeats: the module's seed and the data order are fixed.
+    """
     cuda = args.device == "cuda"
     matmul_dtype = matmul_dtype_of_precision(precision)
     matmul.ensure(matmul_dtype)
-    timer, flops = UpdateTimer(cuda), UpdateFlops(min(args.count_updates, args.warmup))
+    timer = UpdateTimer(cuda)
     profiler = UpdateProfiler(args.warmup + args.steps, cuda) if args.profile else None
-    updates = args.warmup + args.steps + (args.profile_steps if args.profile else 0)
-    trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=1, precision=precision,
-        max_steps=updates * module.lightning_steps_per_update, logger=False, enable_checkpointing=False,
-        enable_model_summary=False, enable_progress_bar=False, num_sanity_val_steps=0, limit_val_batches=0,
-        callbacks=[timer, flops] + ([profiler] if profiler else []), profiler=LightningScopes() if profiler else None,
-    )
+    module, fit = build_row_setup(bases, kind, args, data_folder)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     load_before = round(os.getloadavg()[0], 2)
-    with PeakRSS() as rss, any_target_allowed(args.allow_any_target):  # the modules build their optimizers in fit
-        trainer.fit(module, **fit)
+    with PeakRSS() as rss:
+        fit_updates(module, fit, args.warmup + args.steps + (args.profile_steps if profiler else 0), precision, args,
+                    [timer] + ([profiler] if profiler else []), LightningScopes() if profiler else None)
+    peak_memory = torch.cuda.max_memory_allocated() if cuda else rss.peak_bytes or 0
+    flops = UpdateFlops(args.warmup, args.warmup + args.steps)
+    counted_module, counted_fit = build_row_setup(bases, kind, args, data_folder)
+    fit_updates(counted_module, counted_fit, args.warmup + args.steps, precision, args, [flops])
     timed = slice(args.warmup, args.warmup + args.steps)
     compute = timer.compute[timed]
     intervals = timer.intervals[args.warmup - 1:args.warmup - 1 + args.steps]  # interval i ends batch i + 1
     update_s = statistics.median(intervals)
-    flops_per_update = statistics.fmean(flops.flops) if flops.flops else None
-    achieved = flops_per_update / update_s / 1e12 if flops_per_update else None
+    flops_per_update = statistics.fmean(flops.flops)
+    achieved = flops_per_update / update_s / 1e12  # the mean update's FLOPs at the median update's time
     peak = matmul.peak(matmul_dtype)
     batch_size = getattr(fit.get("train_dataloaders"), "batch_size", None) or getattr(fit.get("datamodule"), "batch_size", None)
     row = {
@@ -397,10 +443,10 @@ def run_row(bases: list[str], kind: str, precision: str, requested: str, args, d
         # The names of earlier versions of this record: the update alone, without data loading.
         "step_time_s_median": round(statistics.median(compute), 4), "step_time_s_mean": round(statistics.fmean(compute), 4),
         "step_time_s_min": round(min(compute), 4), "samples_per_s": round(batch_size / update_s, 3) if batch_size else None,
-        "flops_per_update": flops_per_update, "flops_per_update_counted": flops.flops, "flops_by_op": flops.mean_by_op(),
+        "flops_per_update": flops_per_update, "flops_per_timed_update": flops.flops, "flops_by_op": flops.mean_by_op(),
         "achieved_tflops": achieved, "matmul_dtype": matmul_dtype, "matmul_tflops": peak,
         "matmul_share": share_of_peak(achieved, peak),
-        "peak_memory_mb": round((torch.cuda.max_memory_allocated() if cuda else rss.peak_bytes or 0) / 2**20, 1),
+        "peak_memory_mb": round(peak_memory / 2**20, 1),
         "peak_memory_kind": "torch.cuda.max_memory_allocated" if cuda else "process resident set while the row ran",
         "parameters": sum(p.numel() for p in module.parameters()),
         "torch": torch.__version__, "lightning": pl.__version__, "python": platform.python_version(),
@@ -454,10 +500,7 @@ def main(argv=None) -> int:
                              "the device computes bf16 natively, as vidtwin train's precision: auto)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the config's data.params.batch_size")
     parser.add_argument("--steps", type=int, default=10, help="timed updates")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (allocator, autotuning, FLOP count)")
-    parser.add_argument("--count-updates", type=int, default=3,
-                        help="warm-up updates whose FLOPs are counted, averaged (the world model draws its context "
-                             "length per update, so its FLOPs vary)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed updates first (allocator, autotuning)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: what vidtwin train chooses for the cores free now)")
     parser.add_argument("--data", choices=("synthetic", "config"), default="synthetic",
@@ -485,8 +528,8 @@ def main(argv=None) -> int:
     bases = [b for b in args.base or [] if "=" not in b]
     if bool(bases) == args.demos:
         raise UserError("give --base CONFIG or --demos (one of them)")
-    if min(args.warmup, args.steps, args.count_updates) < 1:
-        raise UserError("--warmup, --steps and --count-updates must be at least 1")
+    if min(args.warmup, args.steps) < 1:
+        raise UserError("--warmup and --steps must be at least 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda but no CUDA device is visible")
     configs = [[name] for name in DEMO_CONFIGS] if args.demos else [bases]

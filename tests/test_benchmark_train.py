@@ -82,8 +82,8 @@ def test_an_update_of_the_quick_start_counts_its_flops_and_writes_table_and_json
     from vidtwin.config import build_from_config, load_config
 
     output = tmp_path / "train.json"
-    assert scripts.train.main(["--base", "tiny", "--steps", "1", "--warmup", "1", "--count-updates", "1",
-                               "--threads", "1", "--gan", "config", "--output", str(output)]) == 0
+    assert scripts.train.main(["--base", "tiny", "--steps", "1", "--warmup", "1", "--threads", "1", "--gan", "config",
+                               "--output", str(output)]) == 0
     [row] = json.loads(output.read_text())
     # The update's FLOPs are those of the autoencoder's forward and backward (no discriminator, no
     # perceptual loss in the quick start): counted here on their own, they agree to the FLOP.
@@ -92,6 +92,7 @@ def test_an_update_of_the_quick_start_counts_its_flops_and_writes_table_and_json
         reconstruction, _ = module.autoencoder(torch.rand(2, 3, 8, 64, 64) * 2 - 1, sample=True)
         reconstruction.mean().backward()
     assert row["flops_per_update"] == counter.get_total_flops() > 0
+    assert row["flops_per_timed_update"] == [row["flops_per_update"]]
     assert sum(row["flops_by_op"].values()) == row["flops_per_update"]
     assert row["flops_by_op"]["aten._scaled_dot_product_flash_attention_for_cpu_backward"] > 0
     assert (row["model"], row["precision"], row["batch_size"], row["gan_active"]) == ("autoencoder", "32", 2, False)
@@ -113,7 +114,7 @@ def test_a_generator_update_is_profiled_by_kind_of_work(scripts, fixed_matmul_ra
         "--base", "generator/tiny_digits", "--data", "config", f"data.params.root={labelled_latents / 'latents'}",
         "model.params.autoencoder=null", "model.params.generator.hidden_size=32", "model.params.generator.depth=1",
         "model.params.generator.num_heads=2", "data.params.batch_size=4", "--steps", "1", "--warmup", "1",
-        "--count-updates", "1", "--threads", "1", "--profile", str(profile), "--profile-steps", "1",
+        "--threads", "1", "--profile", str(profile), "--profile-steps", "1",
         "--output", str(output)]) == 0
     [row] = json.loads(output.read_text())
     assert (row["model"], row["batch_size"], row["flops_per_update"] > 0) == ("generator", 4, True)
