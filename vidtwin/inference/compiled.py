@@ -78,8 +78,9 @@ class CompiledAutoencoder:
         self.batch_size = batch_size
         self.announce = announce
         self.eager = False  # set when a compilation failed: everything runs eagerly from then on
-        self.compile_seconds: dict[str, float] = {}  # callable name -> time of its first (compiling) call
-        self._compiled: dict[str, Callable] = {}
+        # "encode", "decode (bf16 autocast)", ... -> time of its first (compiling) call
+        self.compile_seconds: dict[str, float] = {}
+        self._compiled: dict[str, Callable] = {}  # callable name -> its torch.compile wrapper
 
     def encode(self, video: torch.Tensor) -> VidTwinLatents:
         """``(B, 3, T, H, W)`` in [-1, 1], ``B <= batch_size`` -> latents of ``B`` clips."""
@@ -109,31 +110,41 @@ class CompiledAutoencoder:
         if self.eager:
             return function(*tensors)
         padded = [fixed_batch(tensor, self.batch_size) for tensor in tensors]  # each (batch_size, ...)
-        compiled = self._compiled.get(name)
-        if compiled is not None:
-            outputs = compiled(*padded)
+        # Autocast is part of what a graph was compiled for: another precision compiles once more.
+        label = name + _autocast_label(tensors[0].device.type)
+        if label in self.compile_seconds:
+            outputs = self._compiled[name](*padded)
         else:
-            outputs = self._compile(name, function, padded)
+            outputs = self._first_call(name, label, function, padded)
             if outputs is None:
                 return function(*tensors)
         return tuple(output[:count] for output in outputs)
 
-    def _compile(self, name: str, function: Callable, padded: list[torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
-        """Compile ``function`` and run it on its first batch; None (and eager from now on) if that fails."""
+    def _first_call(self, name: str, label: str, function: Callable,
+                    padded: list[torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
+        """Compile ``function`` (for this precision) on its first batch and run it; None, and eager from
+        now on, if that fails."""
         started = time.perf_counter()
         try:
-            compiled = torch.compile(function, dynamic=False)
-            outputs = compiled(*padded)
+            if name not in self._compiled:
+                self._compiled[name] = torch.compile(function, dynamic=False)
+            outputs = self._compiled[name](*padded)
         except Exception as error:  # no C++ compiler, an inductor or dynamo error: eager still works
             self.eager = True
             reason = (str(error).strip().splitlines() or [""])[0][:200]
             logger.warning("--compile: torch.compile failed (%s: %s); running eagerly", type(error).__name__, reason)
             return None
-        seconds = time.perf_counter() - started
-        self._compiled[name] = compiled
-        self.compile_seconds[name] = seconds
-        self.announce(f"compiled {name} in {seconds:.1f} s (batches of {self.batch_size}, first batch included)")
+        seconds = self.compile_seconds[label] = time.perf_counter() - started
+        self.announce(f"compiled {label} in {seconds:.1f} s (batches of {self.batch_size}, first batch included)")
         return outputs
+
+
+def _autocast_label(device_type: str) -> str:
+    """`` (bf16 autocast)`` under autocast on ``device_type``, else nothing."""
+    if not torch.is_autocast_enabled(device_type):
+        return ""
+    name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(torch.get_autocast_dtype(device_type), "autocast")
+    return f" ({name} autocast)"
 
 
 def _say_on_stderr(message: str) -> None:
