@@ -21,8 +21,8 @@ Data (``--data synthetic``, the default): the autoencoder gets random clips of i
 in memory; a generator or world model gets a small latent dataset, encoded by an untrained copy of
 the autoencoder its README pipeline trains on (``tiny_digits``, ``tiny_digits_fsq``) from a few
 rendered videos of a moving square with an action per clip, and read through the config's own
-``LatentDataModule``, so that its data loading is timed. ``--data config`` uses the config's data section as it is (the quick
-start's in-memory demo clips; a latent dataset that exists).
+``LatentDataModule``, so that its data loading is timed. ``--data config`` uses the config's data
+section as it is (the quick start's in-memory demo clips; a latent dataset that exists).
 
     python -m scripts.benchmark_train --demos --precision 32 bf16-mixed --output utilization.json
     python -m scripts.benchmark_train --base tiny --device cpu --batch-size 2
@@ -110,7 +110,7 @@ def _collate(items):
 
 
 class UpdateTimer(pl.Callback):
-    """Per training batch (one update: every module here takes one batch per update): its own time
+    """Per training batch (one update: :func:`build_row_setup` refuses gradient accumulation): its own time
     (forward, backward, optimizer steps) and the time since the previous batch ended (data loading
     and Lightning's loop included). The first batch has no interval."""
 
@@ -160,9 +160,8 @@ class UpdateFlops(pl.Callback):
         return {op: statistics.fmean(counts.get(op, 0) for counts in self.by_op) for op in ops}
 
 
-# --profile: the kinds of work an update's time is split into, in the order they are reported. An op
-# belongs to the first kind that it or an op around it matches (an mm inside the optimizer's step is
-# the optimizer's; an addmm inside attention is attention's).
+# --profile: the kinds of work an update's time is split into, in the order they are reported
+# (profile_group says which an op's time is).
 PROFILE_GROUPS = ("data loading", "optimizer", "attention", "matmul and convolution", "other ops",
                   "autograd and scopes", "outside ops")
 MATMUL_OPS = frozenset(f"aten::{name}" for name in (
@@ -183,9 +182,13 @@ def _is_model_scope(name: str) -> bool:
 
 
 def profile_group(event) -> str:
-    """The :data:`PROFILE_GROUPS` kind of a profiler event's self time."""
+    """The :data:`PROFILE_GROUPS` kind of a profiler event's self time: that of the innermost scope
+    around it that says whose it is (data loading, the optimizer's own work), and within the model's
+    work, attention when an attention op is around it, else matmul when a matmul or convolution is
+    (an addmm inside attention is attention's; a transpose inside linear is the matmul's)."""
     inner = []  # the event and the ops around it, up to the innermost scope that says whose it is
-    while event is not None and not event.name.startswith(DATA_SCOPES + OPTIMIZER_SCOPES) and not _is_model_scope(event.name):
+    while (event is not None and not event.name.startswith(DATA_SCOPES + OPTIMIZER_SCOPES)
+           and not _is_model_scope(event.name)):
         inner.append(event.name)
         event = event.cpu_parent
     if event is not None and event.name.startswith(DATA_SCOPES):
@@ -222,12 +225,13 @@ class LightningScopes(Profiler):
 
 
 class UpdateProfiler(pl.Callback):
-    """``torch.profiler`` (CPU) over the updates after the first ``start_after``, up to the end of
-    the run: from the end of update ``start_after`` on, so that each profiled update's data loading
-    is in. Leaves ``report`` (the time by kind of work, for JSON) and ``text`` (with the top ops)."""
+    """``torch.profiler`` (CPU activity: on CUDA, the host's side) over ``updates`` updates after
+    the first ``start_after``: from the end of update ``start_after`` to the end of the last, so
+    that each profiled update's data loading is in. Leaves ``report`` (the time by kind of work,
+    for JSON) and ``text`` (the top ops)."""
 
-    def __init__(self, start_after: int, cuda: bool, rows: int = 25):
-        self.start_after, self.cuda, self.rows = start_after, cuda, rows
+    def __init__(self, start_after: int, updates: int, cuda: bool, rows: int = 25):
+        self.start_after, self.updates, self.cuda, self.rows = start_after, updates, cuda, rows
         self.report, self.text, self._profile, self._started, self._batches = None, "", None, 0.0, 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -238,15 +242,15 @@ class UpdateProfiler(pl.Callback):
             self._profile = profile(activities=[ProfilerActivity.CPU])
             self._profile.start()
             self._started = time.perf_counter()
+        elif self._batches == self.start_after + self.updates:
+            self._summarize()
 
-    def on_train_end(self, trainer, pl_module):
-        if self._profile is None:
-            return
+    def _summarize(self) -> None:
         if self.cuda:
             torch.cuda.synchronize()
         wall = time.perf_counter() - self._started
         self._profile.stop()
-        updates = self._batches - self.start_after
+        updates = self.updates
         groups, ops = dict.fromkeys(PROFILE_GROUPS, 0.0), dict.fromkeys(PROFILE_GROUPS, 0)
         covered = 0.0
         for event in self._profile.events():
@@ -378,6 +382,8 @@ def build_row_setup(bases: list[str], kind: str, args, data_folder: Path):
             overrides.append(f"data.params.batch_size={args.batch_size}")
         config = load_config(bases, overrides)
         module = build_from_config(config.model, "model", TRAINED_MODULE, args.allow_any_target)
+        if getattr(module, "grad_accumulation", 1) != 1:  # the Trainer here accumulates nothing for the others
+            raise ConfigError("the benchmark times one batch per update; set model.params.grad_accumulation=1")
         if kind == "autoencoder" and args.data == "synthetic":
             batch_size = int(config.get("data", {}).get("params", {}).get("batch_size", 1))
             clips = SyntheticClips(module.autoencoder.input_size, (args.warmup + args.steps + args.profile_steps) * batch_size)
@@ -413,7 +419,7 @@ def run_row(bases: list[str], kind: str, precision: str, requested: str, args, d
     matmul_dtype = matmul_dtype_of_precision(precision)
     matmul.ensure(matmul_dtype)
     timer = UpdateTimer(cuda)
-    profiler = UpdateProfiler(args.warmup + args.steps, cuda) if args.profile else None
+    profiler = UpdateProfiler(args.warmup + args.steps, args.profile_steps, cuda) if args.profile else None
     module, fit = build_row_setup(bases, kind, args, data_folder)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
