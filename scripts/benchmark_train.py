@@ -135,8 +135,10 @@ class UpdateTimer(pl.Callback):
 
 
 class UpdateFlops(pl.Callback):
-    """FLOPs of updates ``first`` to ``last - 1``, each counted by its own ``FlopCounterMode``. The
-    counter slows what it counts, so :func:`run_row` counts in a run of its own."""
+    """FLOPs of updates ``first`` to ``last - 1``, each counted by its own ``FlopCounterMode`` (matmuls,
+    convolutions and attention, forward and backward; not elementwise work, norms, losses or the
+    optimizer: :mod:`scripts.matmul_peak`). The counter slows what it counts, so :func:`run_row`
+    counts in a run of its own."""
 
     def __init__(self, first: int, last: int):
         self.first, self.last, self.flops, self.by_op, self._mode, self._batches = first, last, [], [], None, 0
@@ -530,8 +532,10 @@ def main(argv=None) -> int:
                              "code: only for configs you trust)")
     add_debug_flag(parser)
     args = parser.parse_args(argv)
-    args.overrides += [o for o in args.base or [] if "=" in o]
+    # KEY=VALUE overrides written after --base or --precision (nargs="+") land in their lists.
+    args.overrides += [o for o in (args.base or []) + args.precision if "=" in o]
     bases = [b for b in args.base or [] if "=" not in b]
+    args.precision = [p for p in args.precision if "=" not in p] or ["32"]
     if bool(bases) == args.demos:
         raise UserError("give --base CONFIG or --demos (one of them)")
     if min(args.warmup, args.steps) < 1:
