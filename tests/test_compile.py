@@ -116,9 +116,13 @@ def test_compiled_bf16_matches_eager_bf16(model, video, backend, fp32_run):
     graphs = backend.graphs
     compiled = reconstruct_video(model, video, fps=8.0, batch_clips=2, dtype="bf16", compile=True).video
     eager = reconstruct_video(model, video, fps=8.0, batch_clips=2, dtype="bf16").video
-    # Within two bf16 steps everywhere (outputs here reach magnitude 1.9), and far closer on average.
-    torch.testing.assert_close(compiled, eager, atol=2 * BF16_STEP, rtol=0)
-    assert (compiled - eager).abs().mean() < BF16_STEP / 4
+    # bf16 tolerance: within four bf16 steps of eager bf16 everywhere (outputs here reach magnitude
+    # 1.9; seen: one step here, two on real clips), under one step on average, and as close to fp32
+    # as eager bf16 is (inductor may fuse or reorder the rounding, not add to it).
+    torch.testing.assert_close(compiled, eager, atol=4 * BF16_STEP, rtol=0)
+    assert (compiled - eager).abs().mean() < BF16_STEP
+    fp32 = fp32_run[0]
+    assert (compiled - fp32).abs().mean() < 1.25 * (eager - fp32).abs().mean()
     assert backend.graphs > graphs  # autocast is part of a graph: bf16 compiled its own
     runner = autoencoder_calls(model, InferenceOptions(batch_clips=2, compile=True))
     assert {"encode (bf16 autocast)", "decode (bf16 autocast)"} <= set(runner.compile_seconds)

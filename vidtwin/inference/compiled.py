@@ -4,9 +4,10 @@ Every model input of a run has the same shape: a clip, or a tile of a clip, has 
 ``input_size``, and a batch holds ``batch_clips`` of them. Only the last batch of a video can be
 smaller; it is padded with zeros up to ``batch_clips`` and the padding is dropped from the results.
 Each clip is computed on its own inside a batch (attention, norms and convolutions never mix clips),
-so the padding changes nothing but the time of one batch, while a batch of another size would
-compile the graph a second time (seconds for a small model, minutes for the published one; see
-``scripts/benchmark_compile.py --last-batch``). So ``dynamic=False``: one graph per callable, and
+so the padding changes nothing but the time of one batch, while a batch of another size compiles
+the graph a second time, about as long as the first compilation; a dynamic batch axis does not
+avoid that either, as torch specializes a batch of one (``scripts/benchmark_compile.py
+--last-batch`` measures the three). So ``dynamic=False``: one graph per callable and precision, and
 no recompiles from clip to clip or video to video.
 
 :func:`autoencoder_calls` is the one place the choice is applied: it returns the model itself (eager)
