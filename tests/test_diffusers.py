@@ -19,6 +19,8 @@ from vidtwin.models.config import LATENT_NAMES, VidTwinConfig, config_fields  # 
 
 from conftest import DATA, OFFICIAL_CKPT, OFFICIAL_CONFIG  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 # A micro FSQ model whose latents differ in width (structure 3 channels, dynamics 2): the packed
 # latent pads dynamics to 3 channels.
 FSQ_MICRO = dict(input_size=(4, 32, 32), patch_size=(1, 8, 8), hidden_size=32, depth=1, num_heads=2, num_queries=2,
@@ -279,7 +281,8 @@ def test_a_folder_with_its_code_loads_in_diffusers_without_the_package(tmp_path,
     torch.save(x, tmp_path / "x.pt")
     script = tmp_path / "load.py"
     script.write_text(REMOTE_LOAD)
-    env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    env = {**__import__("os").environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1",
+           "OMP_NUM_THREADS": "1"}  # one thread, as this module runs in-process
     result = subprocess.run([sys.executable, str(script), str(folder), str(tmp_path / "x.pt"), str(tmp_path / "out.pt")],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -18,6 +18,8 @@ from vidtwin.inference.tiling import (
     tile_starts,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 # ------------------------------------------------------------------------------------- clips
 
 

@@ -18,6 +18,8 @@ from vidtwin.latents.dataset import LatentDataset
 
 from conftest import DATA
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 FILES = DATA / "legacy" / "640498a"
 TOLERANCE = dict(atol=1e-5, rtol=1e-5)
 

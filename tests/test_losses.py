@@ -10,6 +10,8 @@ import torch
 from vidtwin.losses import LPIPS, LPIPSWeightsUnavailable, NLayerDiscriminator, VidTwinLoss
 from vidtwin.losses.vidtwin_loss import hinge_d_loss, vanilla_d_loss
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 DATA = Path(__file__).parent / "data"
 
 

@@ -15,6 +15,8 @@ from vidtwin.metrics import (
     video_metrics,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 skimage_metrics = pytest.importorskip("skimage.metrics")
 
 

@@ -5,6 +5,8 @@ import torch
 
 from vidtwin import VidTwin, VidTwinConfig, VidTwinLatents
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 SMALL = dict(
     input_size=(6, 32, 32), patch_size=(1, 8, 8), hidden_size=32, depth=2, num_heads=2, num_queries=3,
     query_hidden_size=16, qformer_num_layers=2, qformer_intermediate_size=32, qformer_num_heads=2,

@@ -6,6 +6,8 @@ from safetensors.torch import load_file
 
 from conftest import OFFICIAL_IO, outputs_in_official_layout
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 TOLERANCE = 1e-4  # max absolute difference the reference README promises for a faithful port
 
 

@@ -22,6 +22,8 @@ from vidtwin.models import VidTwin
 
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, OFFICIAL_IO, outputs_in_official_layout
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 TOLERANCE = 1e-4  # max absolute difference, as for the recorded tensors
 OFFICIAL_ONLY_UNUSED = ("encoder.final_layer.", "decoder.x_embedder.")  # stored, never read by the forward pass
 

@@ -31,6 +31,8 @@ from vidtwin.models.config import LATENT_NAMES, VidTwinConfig, replace
 
 from conftest import OFFICIAL_CKPT, OFFICIAL_CONFIG, OFFICIAL_IO, outputs_in_official_layout
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
+
 DIS_TARGET = "vidtwin.models.vidtwin_ae.VidAutoEncoderQformerCompactSymDis"
 SMALL = VidTwinConfig(
     input_size=(6, 32, 32), patch_size=(1, 8, 8), hidden_size=32, depth=1, num_heads=2, num_queries=3,
