@@ -54,7 +54,7 @@ def _held_out_psnr(module) -> float:
 def test_a_short_demo_run_beats_the_untrained_model_on_the_held_out_clip(tmp_path):
     # configs/tiny.yaml as shipped (model, loss, optimizer, augmented demo clips), only shorter, and
     # with one training video at a smaller size so that decoding it takes a second.
-    updates = 40
+    updates = 25  # measured: 8.0 -> 12.8 dB on the held-out clip (40 updates: 12.8 dB too)
     config = load_config(tiny_config_files(), [
         f"lightning.trainer.max_steps={updates}", f"data.params.demo_augmentation.video_paths=[{_bikes()}]",
         "data.params.demo_augmentation.max_side=320", "data.params.num_workers=0",

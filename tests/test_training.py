@@ -43,7 +43,7 @@ def _clip_quality(module, clip):
 
 def test_tiny_config_learns_a_real_clip(tmp_path):
     # configs/tiny.yaml as shipped (8 x 64 x 64, its optimizer and schedules), trained on the carphone clip.
-    updates = 80
+    updates = 40
     config = load_config(tiny_config_files(), clip_overrides(frames=8, size=64, seed=None)
                          + [f"lightning.trainer.max_steps={updates}"])
     module, data = build(config)
@@ -56,7 +56,8 @@ def test_tiny_config_learns_a_real_clip(tmp_path):
     print(f"{updates} updates in {time.time() - started:.0f}s: L1 {loss_before:.3f} -> {loss_after:.3f}, "
           f"PSNR {psnr_before:.2f} -> {psnr_after:.2f} dB")
     assert module.train_step == updates
-    # Measured: L1 0.65 -> 0.20, PSNR 8.1 -> 16.5 dB (+8.4 dB), 36 s on a busy 2-core CPU. Asserted with headroom.
+    # Measured: L1 0.65 -> 0.27, PSNR 8.1 -> 14.3 dB (+6.2 dB) after 40 updates (80 reach 16.5 dB), 18 s on a
+    # busy 2-core CPU. Asserted with headroom.
     assert loss_after < 0.7 * loss_before
     assert psnr_after > psnr_before + 3.0
 
