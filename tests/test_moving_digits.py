@@ -176,10 +176,10 @@ def test_check_generation_measures_decoupling_by_cross_reenacting_pairs_with_the
     assert "decoupling on 3 cross-reenacted pairs" in capsys.readouterr().out
 
 
-def test_check_generation_names_a_folder_without_generated_clips(tmp_path, digits):
-    result = subprocess.run([sys.executable, "-m", "vidtwin", "demo", "check-generation", str(tmp_path),
-                             "--data", str(digits)], cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+def test_check_generation_names_a_folder_without_generated_clips(tmp_path, digits, capsys):
+    # In this process (test_the_data_maker_refuses_to_overwrite runs a demo command as a real one).
+    code = vidtwin(["demo", "check-generation", str(tmp_path), "--data", str(digits)])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"vidtwin demo check-generation: error: {tmp_path} holds no clips named <digit>-<direction>_<index>.mp4 (e.g. 3-left_000.mp4)"
     ]
