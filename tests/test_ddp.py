@@ -9,11 +9,12 @@ import torch
 
 from _training_utils import micro_overrides, tiny_config_files
 from conftest import REPO
+from vidtwin.cli import train_main
 from vidtwin.cli.train import RUN_NAME_ENV
 from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 
 
-def test_two_process_cpu_ddp(tmp_path):
+def test_two_process_cpu_ddp(tmp_path, monkeypatch, capsys):
     record = tmp_path / "ranks"
     record.mkdir()
     command = [
@@ -41,9 +42,13 @@ def test_two_process_cpu_ddp(tmp_path):
     assert checkpoint["vidtwin_training"]["train_step"] == 2
 
     # Relaunching the same job script must not write into the finished run: refused before any
-    # process is started, with the command that continues it.
-    again = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
-    assert again.returncode == 2, again.stderr[-3000:]
-    (line,) = [line for line in again.stderr.splitlines() if line.startswith("vidtwin train: error:")]
-    assert f"--resume {tmp_path / 'ddp'}" in line and "Traceback" not in again.stderr
+    # process is started, with the command that continues it. Refused in this process, as a new
+    # launch (no launch identity left by another test); the launch above ran as real processes.
+    for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, RUN_NAME_ENV):
+        monkeypatch.setenv(var, "")  # recorded, so that what the refused launch sets is undone after the test
+        monkeypatch.delenv(var)
+    assert train_main(command[2:]) == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("vidtwin train: error:")]
+    assert f"--resume {tmp_path / 'ddp'}" in line and "Traceback" not in err
     assert torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)["vidtwin_training"]["train_step"] == 2
