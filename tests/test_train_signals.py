@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from _training_utils import micro_overrides, tiny_config_files
+from _training_utils import micro_overrides, single_thread, tiny_config_files
 from conftest import REPO
+from vidtwin.cli import train_main
 from vidtwin.cli.train import RUN_NAME_ENV
 from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 
@@ -53,7 +54,7 @@ def _children(pid):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, signum):
+def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, signum, monkeypatch, caplog):
     # With a data-loading worker; SLURM signals every process of the job, workers included.
     process = _start(tmp_path, overrides=["data.params.num_workers=1"])
     checkpoints = tmp_path / "run" / "checkpoints"
@@ -72,11 +73,15 @@ def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, sig
     newest_periodic = max(_update(p) for p in checkpoints.glob("step_*.ckpt"))
     assert _update(checkpoints / "last.ckpt") == stopped_at >= newest_periodic >= 2
 
-    resumed = subprocess.run([sys.executable, str(REPO / "train.py"), "--resume", str(tmp_path / "run"),
-                              *micro_overrides(f"lightning.trainer.max_steps={stopped_at + 1}")],
-                             env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"at update {stopped_at}" in resumed.stderr
+    # The resume runs in this process: what it shows is the checkpoint, not the process.
+    for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, RUN_NAME_ENV):
+        monkeypatch.setenv(var, "")  # recorded, so that what the resume sets is undone after the test
+        monkeypatch.delenv(var)
+    with single_thread(), caplog.at_level("INFO", logger="vidtwin"):
+        code = train_main(["--resume", str(tmp_path / "run"),
+                           *micro_overrides(f"lightning.trainer.max_steps={stopped_at + 1}")])
+    assert code == 0
+    assert "resuming from" in caplog.text and f"at update {stopped_at}" in caplog.text
     assert _update(checkpoints / "last.ckpt") == stopped_at + 1
 
 
