@@ -166,14 +166,13 @@ def test_a_killed_job_resumes_to_the_uninterrupted_dataset(tmp_path):
         assert {tensor.shape[0] for tensor in load_file(path).values()} == {3}
     before = _fingerprints(finished)
 
-    resumed = run_cli(argv)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert main(argv) == 0  # the resume and the uninterrupted job run in this process: only the kill needs one
     after = _fingerprints(list_shards(tmp_path / "killed"))
     assert {name: after[name] for name in before} == before  # finished shards are never rewritten
     assert not [p for p in (tmp_path / "killed" / SHARD_DIR).iterdir() if p.name.startswith(".")]
 
     argv[argv.index("--output") + 1] = str(tmp_path / "uninterrupted")
-    assert run_cli(argv).returncode == 0
+    assert main(argv) == 0
     assert_same_dataset(tmp_path / "uninterrupted", tmp_path / "killed")
 
 
