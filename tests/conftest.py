@@ -151,11 +151,20 @@ def one_torch_thread():
 
     On a 2-core machine that also runs other work, two OpenMP threads stall on each other's
     barriers: small ops became 30-80x slower. One thread keeps these tests fast and their timing
-    stable; the code under test is the same.
+    stable; the code under test is the same. NumPy's BLAS threads spin the same way (the FVD's
+    400x400 eigendecompositions took 3-15 s instead of 0.1 s), so they are capped too where
+    threadpoolctl is installed.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
+    with contextlib.ExitStack() as limits:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            pass
+        else:
+            limits.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        yield
     torch.set_num_threads(threads)
 
 
