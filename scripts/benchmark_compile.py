@@ -8,8 +8,8 @@ command line runs: the model itself for eager, and :class:`vidtwin.inference.com
 
 - ``eager s/clip`` and ``compiled s/clip``: the median steady-state round trip per clip, after one
   untimed batch (eager) or after the compiling first batch (compiled);
-- ``compile s``: the first compiled batch (encode and decode compiled and run once) less one steady
-  compiled batch, with empty inductor caches (``cold``: a first run on a machine) and again with
+- ``compile s``: the first compiled batch (encode and decode compiled, run, and checked against an
+  eager run, as ``--compile`` does) less one steady compiled batch, with empty inductor caches (``cold``: a first run on a machine) and again with
   the kernels on disk (``warm``: a later run of the same shapes, as the command line's second video
   file or a rerun finds them);
 - ``break-even``: the clips after which compiling has paid for itself,
@@ -91,7 +91,7 @@ def first_compiled_batch(model, batch: torch.Tensor, device, dtype: str) -> tupl
     runner = CompiledAutoencoder(model, batch.shape[0], announce=logger.info)
     seconds, _ = round_trip(runner, batch, device, dtype)
     if runner.eager:
-        raise RuntimeError("torch.compile failed (see the warning above)")
+        raise RuntimeError("torch.compile failed or disagreed with eager (see the warning above)")
     return seconds, runner
 
 

@@ -1,6 +1,6 @@
 """``--compile`` (vidtwin.inference.compiled): the compiled encode and decode give eager's outputs,
 compile once per callable and precision (the last, partial batch of a video included), and fall
-back to eager, with one warning, when torch.compile fails.
+back to eager, with one warning, when torch.compile fails or its code disagrees with eager.
 
 Compiling even the tiny model takes seconds on a CPU, so one counting backend (inductor underneath)
 is shared by the module: each graph compiles once, and later tests reuse it from torch's cache.
@@ -16,7 +16,7 @@ from vidtwin import load_model
 from vidtwin.cli import build_parser
 from vidtwin.cli.options import inference_options
 from vidtwin.inference import InferenceOptions, encode_video, reconstruct_video
-from vidtwin.inference.compiled import CompiledAutoencoder, autoencoder_calls, fixed_batch
+from vidtwin.inference.compiled import CompiledAutoencoder, autoencoder_calls, compiled_mismatch, fixed_batch
 from vidtwin.inference.encode_dataset import LatentEncoder
 from vidtwin.models.config import LATENT_NAMES
 
@@ -77,7 +77,17 @@ def fp32_run(model, video, backend):
     return outputs, after_first_batch, backend.graphs
 
 
-def test_compiled_reconstruction_matches_eager_and_compiles_once(model, video, backend, fp32_run):
+@pytest.fixture
+def compiled_runner(model, fp32_run):
+    """The module's runner, where its compiled code passed the check against eager (see compiled.py)."""
+    runner = autoencoder_calls(model, InferenceOptions(batch_clips=2, compile=True))
+    if runner.eager:
+        pytest.xfail("inductor's code failed or was wrong on this machine (seen with torch 2.14.1 and "
+                     "ATEN_CPU_CAPABILITY=avx2), and --compile fell back to eager, as it should")
+    return runner
+
+
+def test_compiled_reconstruction_matches_eager_and_compiles_once(model, video, backend, fp32_run, compiled_runner):
     compiled, after_first_batch, after_video = fp32_run
     eager = reconstruct_video(model, video, fps=8.0, batch_clips=2, dtype="fp32").video
     torch.testing.assert_close(compiled, eager, atol=FP32_TOLERANCE, rtol=0)
@@ -88,8 +98,7 @@ def test_compiled_reconstruction_matches_eager_and_compiles_once(model, video, b
     torch.testing.assert_close(short, reconstruct_video(model, video[:5], fps=8.0, dtype="fp32").video,
                                atol=FP32_TOLERANCE, rtol=0)
     assert backend.graphs == after_video
-    runner = autoencoder_calls(model, InferenceOptions(batch_clips=2, compile=True))
-    assert set(runner.compile_seconds) == {"encode", "decode"}  # the time of each first call, once
+    assert set(compiled_runner.compile_seconds) == {"encode", "decode"}  # the time of each first call, once
 
 
 def test_compiled_encoding_matches_eager_with_the_same_graph(model, video, backend, fp32_run):
@@ -112,7 +121,7 @@ def test_another_model_of_the_architecture_reuses_the_graph_with_its_own_weights
     assert backend.graphs == graphs
 
 
-def test_compiled_bf16_matches_eager_bf16(model, video, backend, fp32_run):
+def test_compiled_bf16_matches_eager_bf16(model, video, backend, fp32_run, compiled_runner):
     graphs = backend.graphs
     compiled = reconstruct_video(model, video, fps=8.0, batch_clips=2, dtype="bf16", compile=True).video
     eager = reconstruct_video(model, video, fps=8.0, batch_clips=2, dtype="bf16").video
@@ -124,8 +133,9 @@ def test_compiled_bf16_matches_eager_bf16(model, video, backend, fp32_run):
     fp32 = fp32_run[0]
     assert (compiled - fp32).abs().mean() < 1.25 * (eager - fp32).abs().mean()
     assert backend.graphs > graphs  # autocast is part of a graph: bf16 compiled its own
-    runner = autoencoder_calls(model, InferenceOptions(batch_clips=2, compile=True))
-    assert {"encode (bf16 autocast)", "decode (bf16 autocast)"} <= set(runner.compile_seconds)
+    if compiled_runner.eager:
+        pytest.xfail("inductor's bf16 code failed or was wrong on this machine; --compile fell back to eager")
+    assert {"encode (bf16 autocast)", "decode (bf16 autocast)"} <= set(compiled_runner.compile_seconds)
 
 
 def test_encode_dataset_encodes_through_the_runner(model, video, backend, fp32_run):
@@ -154,8 +164,19 @@ def _compile_that_fails_when_run(function, **kwargs):
     return compiled
 
 
-@pytest.mark.parametrize("broken_compile", [_failing_compile, _compile_that_fails_when_run])
-def test_a_failed_compile_warns_once_and_runs_eagerly(monkeypatch, caplog, video, broken_compile):
+def _compile_that_gives_nan(function, **kwargs):
+    def compiled(*args):
+        return tuple(torch.full_like(output, float("nan")) for output in function(*args))
+    return compiled
+
+
+@pytest.mark.parametrize("broken_compile, warning", [
+    (_failing_compile, "--compile: torch.compile failed (RuntimeError: no C++ compiler found); running eagerly"),
+    (_compile_that_fails_when_run, "--compile: torch.compile failed (RuntimeError: inductor: lowering failed); running eagerly"),
+    (_compile_that_gives_nan, "--compile: the compiled encode differs from eager on the first batch (non-finite values "
+                              "where eager's are finite, or the reverse); running eagerly"),
+])
+def test_a_failed_or_wrong_compile_warns_once_and_runs_eagerly(monkeypatch, caplog, video, broken_compile, warning):
     torch.manual_seed(0)
     model = load_model(TINY_CONFIG)  # a model without a compiled runner yet
     monkeypatch.setattr(torch, "compile", broken_compile)
@@ -163,9 +184,18 @@ def test_a_failed_compile_warns_once_and_runs_eagerly(monkeypatch, caplog, video
         compiled = reconstruct_video(model, video, fps=8.0, batch_clips=2, dtype="fp32", compile=True).video
     eager = reconstruct_video(model, video, fps=8.0, batch_clips=2, dtype="fp32").video
     assert torch.equal(compiled, eager)
-    warnings = [record.getMessage() for record in caplog.records]
-    assert len(warnings) == 1 and "\n" not in warnings[0]
-    assert warnings[0].startswith("--compile: torch.compile failed (RuntimeError: ") and "running eagerly" in warnings[0]
+    assert [record.getMessage() for record in caplog.records] == [warning]  # one line, once for encode and decode
+
+
+def test_the_check_against_eager_allows_rounding_and_catches_wrong_results():
+    eager = (torch.linspace(-2, 2, 100), torch.linspace(0, 30, 10))
+    assert compiled_mismatch(tuple(t + 1e-4 for t in eager), eager, reduced_precision=False) is None
+    assert compiled_mismatch(tuple(t + 0.02 for t in eager), eager, reduced_precision=True) is None  # bf16 steps
+    assert compiled_mismatch((eager[0] + 0.02, eager[1]), eager, reduced_precision=False) == "max |difference| 0.02"
+    assert compiled_mismatch((eager[0] * -1, eager[1]), eager, reduced_precision=True) == "max |difference| 4"
+    broken = eager[1].clone()
+    broken[3] = float("nan")
+    assert "non-finite" in compiled_mismatch((eager[0], broken), eager, reduced_precision=True)
 
 
 def test_batches_are_fixed_fresh_copies():

@@ -15,9 +15,11 @@ or a :class:`CompiledAutoencoder`, both with ``encode(video)`` and ``decode(late
 A compiled runner is kept on the model, so the videos of a folder share one compilation; torch's
 own cache also reuses the compiled code for another model of the same architecture.
 
-Compilation happens on the first batch, and its time (that batch's run included) is reported once
-per callable: ``compiled encode in 12.3 s``. Where it fails (no C++ compiler for inductor on a CPU,
-an inductor error), the runner says so in one warning line and runs eagerly from then on.
+Compilation happens on the first batch, whose compiled outputs are checked against eager ones (the
+compiled code can be wrong: see :meth:`CompiledAutoencoder._first_call`), and its time (that
+batch's two runs included) is reported once per callable and precision: ``compiled encode in 12.3
+s``. Where compiling fails (no C++ compiler for inductor on a CPU, an inductor error) or the check
+does, the runner says so in one warning line and runs eagerly from then on.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class CompiledAutoencoder:
         self.model = model
         self.batch_size = batch_size
         self.announce = announce
-        self.eager = False  # set when a compilation failed: everything runs eagerly from then on
+        self.eager = False  # set when a compilation or its check failed: everything runs eagerly from then on
         # "encode", "decode (bf16 autocast)", ... -> time of its first (compiling) call
         self.compile_seconds: dict[str, float] = {}
         self._compiled: dict[str, Callable] = {}  # callable name -> its torch.compile wrapper
@@ -117,27 +119,61 @@ class CompiledAutoencoder:
             outputs = self._compiled[name](*padded)
         else:
             outputs = self._first_call(name, label, function, padded)
-            if outputs is None:
-                return function(*tensors)
         return tuple(output[:count] for output in outputs)
 
     def _first_call(self, name: str, label: str, function: Callable,
-                    padded: list[torch.Tensor]) -> tuple[torch.Tensor, ...] | None:
-        """Compile ``function`` (for this precision) on its first batch and run it; None, and eager from
-        now on, if that fails."""
+                    padded: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Compile ``function`` (for this precision) on its first batch, run it, and check it against
+        eager on that batch; where compiling fails or the check does, warn once and return eager's
+        outputs, and run eagerly from now on."""
         started = time.perf_counter()
         try:
             if name not in self._compiled:
                 self._compiled[name] = torch.compile(function, dynamic=False)
             outputs = self._compiled[name](*padded)
         except Exception as error:  # no C++ compiler, an inductor or dynamo error: eager still works
-            self.eager = True
             reason = (str(error).strip().splitlines() or [""])[0][:200]
-            logger.warning("--compile: torch.compile failed (%s: %s); running eagerly", type(error).__name__, reason)
-            return None
+            return self._fall_back(f"torch.compile failed ({type(error).__name__}: {reason})", function, padded)
+        # The compiled code is checked once, because it can be wrong where eager is right: with torch
+        # 2.14.1 and ATEN_CPU_CAPABILITY=avx2, inductor's code gave NaN latents and videos for the
+        # tiny model (fine with its tiling heuristic off, cpp.enable_tiling_heuristics=False).
+        expected = function(*padded)
+        mismatch = compiled_mismatch(outputs, expected, reduced_precision=bool(_autocast_label(padded[0].device.type)))
+        if mismatch:
+            return self._fall_back(f"the compiled {label} differs from eager on the first batch ({mismatch})",
+                                   function, padded, expected)
         seconds = self.compile_seconds[label] = time.perf_counter() - started
-        self.announce(f"compiled {label} in {seconds:.1f} s (batches of {self.batch_size}, first batch included)")
+        self.announce(f"compiled {label} in {seconds:.1f} s (batches of {self.batch_size}; includes the first "
+                      "batch, run compiled and eagerly to check it)")
         return outputs
+
+    def _fall_back(self, why: str, function: Callable, padded: list[torch.Tensor],
+                   expected: tuple[torch.Tensor, ...] | None = None) -> tuple[torch.Tensor, ...]:
+        self.eager = True
+        logger.warning("--compile: %s; running eagerly", why)
+        return function(*padded) if expected is None else expected
+
+
+# How far a compiled output may be from eager's, relative to 1 + the largest eager value: far above
+# the rounding that reordered float32 sums or bf16/fp16 steps give (seen: 1e-6 in fp32, 1e-2 in
+# bf16 at values near 2), far below a wrong result.
+MISMATCH_TOLERANCE = {False: 1e-3, True: 0.125}
+
+
+def compiled_mismatch(outputs: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, ...],
+                      reduced_precision: bool) -> str | None:
+    """Why ``outputs`` are not eager's ``expected`` (non-finite values where eager has none, or a
+    difference beyond :data:`MISMATCH_TOLERANCE`), or None where they agree."""
+    for output, reference in zip(outputs, expected):
+        output, reference = output.float(), reference.float()
+        finite = torch.isfinite(reference)
+        if not torch.equal(torch.isfinite(output), finite):
+            return "non-finite values where eager's are finite, or the reverse"
+        difference = (output - reference)[finite].abs().max().item() if finite.any() else 0.0
+        scale = 1.0 + reference[finite].abs().max().item() if finite.any() else 1.0
+        if difference > MISMATCH_TOLERANCE[reduced_precision] * scale:
+            return f"max |difference| {difference:.3g}"
+    return None
 
 
 def _autocast_label(device_type: str) -> str:
@@ -172,4 +208,4 @@ def autoencoder_calls(model: torch.nn.Module, options: InferenceOptions) -> torc
     return runner
 
 
-__all__ = ["CompiledAutoencoder", "autoencoder_calls", "fixed_batch"]
+__all__ = ["CompiledAutoencoder", "autoencoder_calls", "compiled_mismatch", "fixed_batch"]
