@@ -133,13 +133,18 @@ def test_official_config_flags_that_are_not_part_of_the_model_are_dropped():
 
 
 def test_hub_failure_is_a_clear_error(tmp_path):
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    code = "from vidtwin import load_model; load_model(%r, 'hf://microsoft/vidtwin')" % str(OFFICIAL_CONFIG)
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    last_line = result.stderr.strip().splitlines()[-1]
-    assert "offline mode is on (HF_HUB_OFFLINE=1)" in last_line and str(tmp_path / "empty") in last_line
-    assert "checkpoints/vidtwin_structure_7_7_8_dynamics_7_8.ckpt of the Hugging Face repo microsoft/vidtwin" in last_line
+    # A real process (huggingface_hub reads HF_HUB_* when imported): load_model's error, reported by a
+    # command as a user error, one line and exit 2.
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO),
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "vidtwin", "convert", "--config", str(OFFICIAL_CONFIG),
+                             "--ckpt", "hf://microsoft/vidtwin", "--output", str(tmp_path / "out")],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("vidtwin convert: error:")]
+    assert "offline mode is on (HF_HUB_OFFLINE=1)" in line and str(tmp_path / "empty") in line
+    assert "checkpoints/vidtwin_structure_7_7_8_dynamics_7_8.ckpt of the Hugging Face repo microsoft/vidtwin" in line
+    assert not (tmp_path / "out").exists()
 
 
 def test_convert_writes_a_loadable_directory(official_model, tmp_path, capsys):
