@@ -10,8 +10,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 from contextlib import ExitStack
 
 import pytest
@@ -738,14 +736,6 @@ def test_encode_dataset_into_an_immutable_folder(files, tmp_path, capsys):
 
 
 # ------------------------------------------------------------------------------- the other commands, benchmarks
-def _script(name, *args, cwd=None):
-    """A `vidtwin` command (``name`` its words, e.g. "demo digits") or a benchmark script, as a real process."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    start = [str(REPO / "scripts" / name)] if name.endswith(".py") else ["-m", "vidtwin", *name.split()]
-    return subprocess.run([sys.executable, *start, *map(str, args)], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=cwd)
-
-
 def _prog(name):
     return name if name.endswith(".py") else f"vidtwin {name}"
 
@@ -783,10 +773,9 @@ def test_script_user_errors(files, tmp_path, capsys):
         ("benchmark.py", ["--config", files / "bad.yaml"], "cannot read config"),
         ("benchmark_train.py", ["--base", files / "bad.yaml"], "cannot read config"),
     ]
-    name, args, message = cases[0]  # one as a real process: the exit status and stderr the shell sees
-    done = _script(name, *args)
-    assert_one_line(done.returncode, done.stderr, _prog(name), message)
-    assert_script_rows_in_process(cases[1:], capsys)
+    # In this process; real processes show the exit status and stderr the shell sees for convert
+    # (test_hub_failure_is_a_clear_error), make-meta and demo digits (test_dataset, test_moving_digits).
+    assert_script_rows_in_process(cases, capsys)
     assert not (tmp_path / "a").exists()
 
 
