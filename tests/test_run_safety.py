@@ -99,12 +99,6 @@ def test_every_rank_takes_the_same_decision(tmp_path, monkeypatch):
         assert check_run_directory(run, overwrite=True) is True
 
 
-def _ddp_command(tmp_path, name, *extra):
-    return [sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", name,
-            "--base", *tiny_config_files(), "--accelerator", "cpu", "--devices", "2",
-            *micro_overrides("lightning.trainer.strategy=ddp", *extra)]
-
-
 def test_two_separately_started_ranks_both_refuse_an_existing_run(tmp_path):
     run = tmp_path / "run" / "checkpoints"
     run.mkdir(parents=True)
