@@ -363,7 +363,7 @@ def test_flops_formula_matches_the_counted_forward_pass(monkeypatch):
     def explicit_attention(q, k, v, attn_mask=None):  # the counter does not see inside the CPU SDPA kernel
         return torch.softmax(q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5, dim=-1) @ v
 
-    monkeypatch.setattr(transformer_module.F, "scaled_dot_product_attention", explicit_attention)
+    monkeypatch.setattr(transformer_module, "scaled_dot_product_attention", explicit_attention)
     generator = tiny_generator(latent_shapes=ODD_SHAPES, structure_patch_size=[2, 2, 2], depth=3, mlp_ratio=2.0)
     tokens = generator.packing.pack(random_latents(ODD_SHAPES, batch=1))
     with FlopCounterMode(display=False) as counter:

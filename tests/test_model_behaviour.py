@@ -134,3 +134,26 @@ def test_flash_backend_falls_back_to_sdpa_off_cuda_with_the_same_output(caplog):
     video = torch.rand(1, 3, 6, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.equal(sdpa(video)[0], flash(video)[0])
+
+
+def test_attention_runs_in_fp32_on_a_cpu_under_bf16_autocast(monkeypatch):
+    # The CPU attention kernel is slower in bf16 than in fp32 at these sequence lengths, so under CPU
+    # autocast it gets fp32 inputs and gives its result back in the inputs' dtype.
+    from vidtwin.models import attention
+
+    seen = []
+    kernel = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(q, k, v, **options):
+        seen.append((q.dtype, torch.is_autocast_enabled("cpu")))
+        return kernel(q, k, v, **options)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", recording)
+    layer = attention.Attention(dim=32, num_heads=4)
+    tokens = torch.randn(2, 5, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(tokens, causal=True)
+    assert seen == [(torch.float32, False)] and out.dtype == torch.bfloat16
+    exact = layer(tokens, causal=True)  # no autocast: the plain call, in fp32
+    assert seen[1:] == [(torch.float32, False)] and exact.dtype == torch.float32
+    torch.testing.assert_close(out.float(), exact, atol=0.05, rtol=0.05)  # bf16 projections around it

@@ -15,8 +15,10 @@ import math
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..models.attention import scaled_dot_product_attention
+
 
 TIME_FREQUENCY_CHANNELS = 256
 
@@ -68,7 +70,7 @@ class Attention(nn.Module):
         batch, tokens, channels = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, channels // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, C / heads)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, heads, N, C / heads)
+        out = scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, heads, N, C / heads)
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))  # (B, N, C)
 
 

@@ -31,6 +31,21 @@ def _can_use_flash(q: torch.Tensor) -> bool:
     return flash_attn_func is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
 
 
+def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **options) -> torch.Tensor:
+    """``F.scaled_dot_product_attention``, computed in fp32 on a CPU under bf16 autocast.
+
+    Why: torch's CPU attention kernel is slower in bf16 than in fp32 at these models' sequence
+    lengths, its backward most of all (docs/benchmarks.md, "Training precision on a CPU"), while the
+    matmuls around it gain from bf16. The output returns in the inputs' dtype. Outside CPU autocast
+    (fp32 training, ``--dtype bf16`` inference, GPUs) this is the plain call.
+    """
+    if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **options)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, **options)
+
+
 class Attention(nn.Module):
     """Self-attention over the token axis of (B, N, C) with a fused qkv projection.
 
@@ -56,7 +71,7 @@ class Attention(nn.Module):
         else:
             self._note_flash_fallback(qkv)
             q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, N, d)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, heads, N, d)
+            out = scaled_dot_product_attention(q, k, v, is_causal=causal)  # (B, heads, N, d)
             out = out.transpose(1, 2)  # (B, N, heads, d)
         return self.proj(out.reshape(batch, tokens, channels))  # (B, N, C)
 
