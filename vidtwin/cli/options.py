@@ -86,8 +86,8 @@ def add_runtime(parser: argparse.ArgumentParser, device: bool = True, dtype: boo
     if dtype if with_compile is None else with_compile:
         group.add_argument("--compile", action="store_true",
                            help="run the model through torch.compile at one fixed batch shape: the first batch "
-                                "compiles (seconds to minutes), later ones run faster; eager if compiling fails. "
-                                "Pays on long runs (docs/benchmarks.md); default off")
+                                "compiles (a minute or more) and is checked against eager; eager if compiling fails. "
+                                "When it pays: docs/inference.md#compilation (default off)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
