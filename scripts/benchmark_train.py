@@ -10,7 +10,7 @@ inside a Lightning Trainer, per precision, and reports for each:
   optimizer steps, clipping, EMA);
 - the FLOPs per update, counted by ``torch.utils.flop_counter.FlopCounterMode`` on real updates:
   the timed ones, repeated in a second run of a fresh module with the same seed and data (the
-  counter slows what it counts); what :mod:`scripts.matmul_peak` says it counts (matmuls,
+  counter slows what it counts); what :mod:`scripts.bench_matmul` says it counts (matmuls,
   convolutions and attention, forward and backward; no elementwise work, no optimizer);
 - the achieved FLOP/s (FLOPs per update over the time per update), and that as a share of the rate
   of a large matmul of the matching precision (fp32 for ``32``, bf16 for ``bf16-mixed``), timed in
@@ -74,7 +74,7 @@ from vidtwin.errors import UserError
 from vidtwin.precision import auto_training_precision
 
 from scripts.bench_report import PeakRSS, cpu_name, text_table
-from scripts.matmul_peak import MatmulRates, flop_counter, matmul_dtype_of_precision, share_of_peak
+from scripts.bench_matmul import MatmulRates, flop_counter, matmul_dtype_of_precision, share_of_peak
 
 # The training modules this benchmark times, by kind.
 MODULE_CLASSES = {"autoencoder": "vidtwin.training.module.VidTwinLightningModule",
@@ -137,7 +137,7 @@ class UpdateTimer(pl.Callback):
 class UpdateFlops(pl.Callback):
     """FLOPs of updates ``first`` to ``last - 1``, each counted by its own ``FlopCounterMode`` (matmuls,
     convolutions and attention, forward and backward; not elementwise work, norms, losses or the
-    optimizer: :mod:`scripts.matmul_peak`). The counter slows what it counts, so :func:`run_row`
+    optimizer: :mod:`scripts.bench_matmul`). The counter slows what it counts, so :func:`run_row`
     counts in a run of its own."""
 
     def __init__(self, first: int, last: int):

@@ -3,6 +3,7 @@ dtype. The matmul rate is stubbed: nothing here is timed."""
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
@@ -16,19 +17,19 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def inference_benchmark(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
-    import scripts.benchmark as benchmark
-    import scripts.matmul_peak as matmul_peak
+    benchmark = importlib.import_module("scripts.benchmark")
+    bench_matmul = importlib.import_module("scripts.bench_matmul")
 
     def measured(device, dtype, size=None, warmup=3, repeats=10):
         return {"dtype": dtype, "size": 2048, "repeats": repeats, "tflops_best": 0.25, "tflops_median": 0.25,
                 "seconds_best": 1.0}
 
-    monkeypatch.setattr(matmul_peak, "measure_matmul_rate", measured)
+    monkeypatch.setattr(bench_matmul, "measure_matmul_rate", measured)
     return benchmark
 
 
 def test_the_round_trip_flops_are_those_the_training_counter_counts(inference_benchmark, tiny_model):
-    from scripts.matmul_peak import flop_counter
+    flop_counter = importlib.import_module("scripts.bench_matmul").flop_counter
 
     clips = torch.rand(1, 3, *tiny_model.input_size) * 2 - 1
     with flop_counter() as counter:  # the same formulas, with autograd on (the counter's module tracker needs it)

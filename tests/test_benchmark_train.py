@@ -1,9 +1,10 @@
-"""scripts/benchmark_train.py and scripts/matmul_peak.py: the FLOPs they count, the shares they
+"""scripts/benchmark_train.py and scripts/bench_matmul.py: the FLOPs they count, the shares they
 compute, the profile's kinds of work, and the table and JSON they write. Nothing here is timed: the
 matmul rate is stubbed where a share is checked, and the runs are one update long."""
 
 from __future__ import annotations
 
+import importlib
 import json
 from types import SimpleNamespace
 
@@ -20,10 +21,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def scripts(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
-    import scripts.benchmark_train as benchmark_train
-    import scripts.matmul_peak as matmul_peak
+    benchmark_train = importlib.import_module("scripts.benchmark_train")
+    bench_matmul = importlib.import_module("scripts.bench_matmul")
 
-    return SimpleNamespace(train=benchmark_train, peak=matmul_peak)
+    return SimpleNamespace(train=benchmark_train, peak=bench_matmul)
 
 
 @pytest.fixture

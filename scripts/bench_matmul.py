@@ -5,7 +5,7 @@ achieved FLOP/s as a share of the rate of one large matmul of the matching preci
 same run: on a shared machine a peak measured another day says little, and a datasheet peak
 (turbo clocks, every core idle) is out of reach on the CPUs these scripts run on.
 
-    python -m scripts.matmul_peak --device cpu --dtypes fp32 bf16
+    python -m scripts.bench_matmul --device cpu --dtypes fp32 bf16
 
 What the FLOP counts hold: torch's formulas (``torch.utils.flop_counter``) count matrix products
 (``mm``, ``addmm``, ``bmm``, ``baddbmm``), convolutions and their backward, and attention. Torch
@@ -147,7 +147,7 @@ def flop_counter():
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="matmul_peak.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="bench_matmul.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(MATMUL_DTYPES))
     parser.add_argument("--size", type=int, default=None, help="matrix size (default: 2048 on the CPU, 8192 on CUDA)")
