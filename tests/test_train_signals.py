@@ -23,10 +23,12 @@ ENV = {var: value for var, value in os.environ.items() if var not in (LAUNCH_ID_
 ENV.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
-def _start(tmp_path, *extra, overrides=()):
-    """train.py in a session of its own, so that a signal can go to its whole process group."""
-    command = [sys.executable, str(REPO / "train.py"), "--logdir", str(tmp_path), "--name", "run",
-               "--base", *tiny_config_files(), *extra,
+def _start(tmp_path, *extra, overrides=(), resume=False):
+    """train.py in a session of its own, so that a signal can go to its whole process group; with
+    ``resume``, the run ``tmp_path / "run"`` continued."""
+    run = ["--resume", str(tmp_path / "run")] if resume else [
+        "--logdir", str(tmp_path), "--name", "run", "--base", *tiny_config_files()]
+    command = [sys.executable, str(REPO / "train.py"), *run, *extra,
                *micro_overrides("lightning.trainer.max_steps=100000", "lightning.checkpoint.every_n_steps=1",
                                 *overrides)]
     return subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -53,27 +55,33 @@ def _children(pid):
     return found
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
-def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, signum, monkeypatch, caplog):
-    # With a data-loading worker; SLURM signals every process of the job, workers included.
-    process = _start(tmp_path, overrides=["data.params.num_workers=1"])
+def test_a_signal_stops_at_the_next_update_with_a_checkpoint_of_it(tmp_path, monkeypatch, caplog):
+    # With a data-loading worker; SLURM signals every process of the job, workers included. SIGTERM
+    # stops the run, SIGUSR1 stops its resume: each signal stops a real process, one start fewer than
+    # a new run per signal.
     checkpoints = tmp_path / "run" / "checkpoints"
-    _wait_for(checkpoints / "step_00000002.ckpt", process)
-    os.killpg(process.pid, signum)
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 128 + signum, err[-3000:]  # 143 for SIGTERM, as a shell reports a kill
-    (line,) = [line for line in err.splitlines() if line.startswith("vidtwin train: stopped")]
-    assert f"stopped by {signal.Signals(signum).name} at update " in line
-    assert f"resume with `vidtwin train --resume {tmp_path / 'run'}`" in line
-    assert "Traceback" not in err
-    assert f"run stopped: {signal.Signals(signum).name} received, checkpoint written" in out
+    stopped_at = 0
+    for signum, resume in ((signal.SIGTERM, False), (signal.SIGUSR1, True)):
+        process = _start(tmp_path, overrides=["data.params.num_workers=1"], resume=resume)
+        first_update = stopped_at + 2
+        _wait_for(checkpoints / f"step_{first_update:08d}.ckpt", process)
+        os.killpg(process.pid, signum)
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 128 + signum, err[-3000:]  # 143 for SIGTERM, as a shell reports a kill
+        if resume:  # the resume started from the update SIGTERM interrupted
+            assert "resuming from" in err and f"at update {stopped_at}" in err, err[-3000:]
+        (line,) = [line for line in err.splitlines() if line.startswith("vidtwin train: stopped")]
+        assert f"stopped by {signal.Signals(signum).name} at update " in line
+        assert f"resume with `vidtwin train --resume {tmp_path / 'run'}`" in line
+        assert "Traceback" not in err
+        assert f"run stopped: {signal.Signals(signum).name} received, checkpoint written" in out
 
-    # last.ckpt holds the update the signal interrupted: nothing after the newest periodic checkpoint is lost.
-    stopped_at = int(line.split(" at update ")[1].split()[0])
-    newest_periodic = max(_update(p) for p in checkpoints.glob("step_*.ckpt"))
-    assert _update(checkpoints / "last.ckpt") == stopped_at >= newest_periodic >= 2
+        # last.ckpt holds the update the signal interrupted: nothing after the newest periodic checkpoint is lost.
+        stopped_at = int(line.split(" at update ")[1].split()[0])
+        newest_periodic = max(_update(p) for p in checkpoints.glob("step_*.ckpt"))
+        assert _update(checkpoints / "last.ckpt") == stopped_at >= newest_periodic >= first_update
 
-    # The resume runs in this process: what it shows is the checkpoint, not the process.
+    # The last resume runs in this process: what it shows is the checkpoint, not the process.
     for var in (LAUNCH_ID_ENV, CLAIMED_RUN_ENV, RUN_NAME_ENV):
         monkeypatch.setenv(var, "")  # recorded, so that what the resume sets is undone after the test
         monkeypatch.delenv(var)
