@@ -1,6 +1,6 @@
 """`vidtwin encode-dataset` when the world is not kind: videos replaced between runs, two jobs
-on one output folder, SIGTERM and SIGUSR1 from a cluster, and a rank that dies. Signals are real
-signals sent to real processes."""
+on one output folder (the first one SIGKILL'd), SIGTERM and SIGUSR1 from a cluster, and a rank that
+dies. Signals are real signals sent to real processes."""
 
 import json
 import os
@@ -174,12 +174,20 @@ def test_a_second_job_on_one_output_is_refused_and_a_dead_jobs_lock_is_taken_ove
     finally:
         first.kill()  # a job that dies without removing its lock
         first.communicate()
+    assert first.returncode == -signal.SIGKILL, "the job ended before it could be killed"
     assert (output / LOCK_NAME).exists()
+    assert not (output / "index.csv").exists()
+    assert_whole_shards(output)  # a shard under its final name is always complete: here 3 rows, as asked
+    assert {len(read_shard_rows(path)) for path in list_shards(output)} == {3}
+    finished = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in list_shards(output)}
 
     with caplog.at_level("WARNING", logger="vidtwin"):
         assert main(argv) == 0
     assert f"taking over the lock of pid {first.pid} on " in caplog.text
     assert not (output / LOCK_NAME).exists()  # released at the end
+    assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in list_shards(output)
+            if path.name in finished} == finished  # finished shards are never rewritten
+    assert_whole_shards(output)  # and no temporary file is left
     assert_same_dataset(uninterrupted, output)
 
 
