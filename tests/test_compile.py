@@ -219,3 +219,27 @@ def test_the_flag_reaches_the_options_of_the_commands_that_run_the_autoencoder(t
     assert InferenceOptions().compile is False
     model = torch.nn.Linear(1, 1)
     assert autoencoder_calls(model, InferenceOptions()) is model  # eager: the model's own calls
+
+
+def test_encode_dataset_hands_the_flag_to_its_job_and_generate_does_not_offer_it(model, tmp_path, monkeypatch, capsys):
+    from vidtwin.cli import main
+    from vidtwin.data.video_io import write_video
+    from vidtwin.inference import encode_dataset
+
+    jobs = []
+
+    def recording_run_job(job, *args, **kwargs):
+        jobs.append(job)
+        raise SystemExit(0)  # the compiled encoder itself is tested above; only what reaches the job matters here
+
+    monkeypatch.setattr(encode_dataset, "run_job", recording_run_job)
+    write_video(tmp_path / "videos" / "clip.mp4", _frames(8, 64, 64).numpy(), fps=8)
+    model.save_pretrained(tmp_path / "model")
+    argv = ["encode-dataset", "--ckpt", str(tmp_path / "model"), "--input", str(tmp_path / "videos"),
+            "--output", str(tmp_path / "latents"), "--compile", "--quiet"]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert [job.compile for job in jobs] == [True]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--generator", "g", "--output", str(tmp_path / "samples"), "--compile"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --compile" in capsys.readouterr().err

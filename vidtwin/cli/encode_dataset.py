@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     job = DatasetJob(
         sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
         batch_clips=options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
+        compile=options.compile,
         labels=labels.to_manifest() if labels is not None else None,
         actions=actions, actions_source=f"column {args.actions_column.strip()}" if actions is not None else "",
     )

@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overwrite(parser)
     add_model(parser, required=False)
     add_allow_other_weights(parser, encoded="the generator's training data")
-    add_runtime(parser, batch_clips=16, batch_clips_help="samples per batch (small latents)")
+    add_runtime(parser, batch_clips=16, batch_clips_help="samples per batch (small latents)", with_compile=False)
 
 
 def run(args: argparse.Namespace) -> int:
