@@ -26,7 +26,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..demos.moving_digits import SETTINGS_FILE, check_output_folder, make_moving_digits
+from ..demos.moving_digits import SETTINGS_FILE, MovingDigitsError, check_output_folder, make_moving_digits
+from ..demos.two_speed import TRAIN_PER_CLASS, VAL_PER_CLASS, make_two_speed_digits
 from .options import add_overwrite, positive_number
 
 
@@ -52,14 +53,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.two_speed and args.game:
+        raise MovingDigitsError("--two-speed and --game make different data sets; choose one")
     check_output_folder(args.out, args.overwrite)
-    settings = make_moving_digits(
-        args.out, seed=args.seed, frame_size=args.size, digit_size=args.digit_size or args.size // 2,
-        num_frames=args.frames or (8 if args.game else 16), speed=args.speed or (2 if args.game else 1), fps=args.fps,
-        train_per_class=args.train_per_class, val_per_class=args.val_per_class, game=args.game,
-        clips_per_video=args.clips_per_video, train_videos=args.train_videos, val_videos=args.val_videos,
-        two_speed=args.two_speed,
-    )
+    common = dict(seed=args.seed, frame_size=args.size, digit_size=args.digit_size or args.size // 2,
+                  num_frames=args.frames or (8 if args.game else 16), speed=args.speed or (2 if args.game else 1),
+                  fps=args.fps)
+    if args.two_speed:
+        settings = make_two_speed_digits(args.out, **common, train_per_class=args.train_per_class or TRAIN_PER_CLASS,
+                                         val_per_class=args.val_per_class or VAL_PER_CLASS)
+    else:
+        settings = make_moving_digits(
+            args.out, **common, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+            game=args.game, clips_per_video=args.clips_per_video, train_videos=args.train_videos,
+            val_videos=args.val_videos)
     kind = "game videos" if args.game else "two-speed clips" if args.two_speed else "clips"
     print(f"wrote Moving Digits {kind} of {settings['frames']} frames of {args.size}x{args.size} to {args.out}: "
           f"train.csv, val.csv, {SETTINGS_FILE}")

@@ -14,7 +14,7 @@ Layout of the output folder:
                              game videos: videos, digit, actions ("RRUULDLL": one letter per clip)
     digits.json              the settings, and which digit images each split uses (for the checkers)
 
-Two-speed clips (``two_speed=True``, :mod:`.two_speed`) drift and shake at once; their CSVs have
+Two-speed clips (:func:`vidtwin.demos.two_speed.make_two_speed_digits`) drift and shake at once; their CSVs have
 the columns videos, digit, drift, shake. Game videos (``game=True``) are ``clips_per_video`` clips
 long; in each clip the digit moves at constant speed in the direction of that clip's action, drawn
 at random among the actions that keep it inside the frame for the whole clip. The same seed gives
@@ -140,34 +140,31 @@ def write_csv(path: Path, columns: list, rows: list) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
+def check_sizes(frame_size: int, digit_size: int, *counts: int) -> None:
+    """Refuse a digit that does not fit the frame, or a frame, speed, clip or video count below 1."""
+    if digit_size < 8 or digit_size > frame_size:
+        raise MovingDigitsError(f"--digit-size must be between 8 and the frame size {frame_size}, got {digit_size}")
+    if min(counts) < 1:
+        raise MovingDigitsError("frames, speed, clip counts and video counts must all be >= 1")
+
+
 def make_moving_digits(out: Path, seed: int = 0, frame_size: int = 64, digit_size: int = 32, num_frames: int = 16,
                        speed: int = 1, fps: float = 8.0, train_per_class: Optional[int] = None,
                        val_per_class: Optional[int] = None, game: bool = False, clips_per_video: int = 8,
-                       train_videos: int = 2000, val_videos: int = 100, two_speed: bool = False,
-                       progress: bool = True) -> dict:
+                       train_videos: int = 2000, val_videos: int = 100, progress: bool = True) -> dict:
     """Write the data set into `out` (see the module docstring); returns the settings written to digits.json.
 
-    two_speed: the two-speed set instead (:mod:`.two_speed`: a drift and a shake at once).
-    train_per_class, val_per_class: clips per class; None: 50 and 10 (two-speed: 40 and 4).
+    train_per_class, val_per_class: clips per class; None: 50 and 10. The two-speed set (a drift and a
+    shake at once) is :func:`vidtwin.demos.two_speed.make_two_speed_digits`.
     Options are named as ``vidtwin demo digits`` names them in messages (``--digit-size``, ``--speed``).
     """
     from ..data.video_io import write_video
-    from . import two_speed as two_speed_set  # imports this module
 
-    if two_speed and game:
-        raise MovingDigitsError("--two-speed and --game make different data sets; choose one")
-    if train_per_class is None:
-        train_per_class = two_speed_set.TRAIN_PER_CLASS if two_speed else 50
-    if val_per_class is None:
-        val_per_class = two_speed_set.VAL_PER_CLASS if two_speed else 10
+    train_per_class = 50 if train_per_class is None else train_per_class
+    val_per_class = 10 if val_per_class is None else val_per_class
+    check_sizes(frame_size, digit_size, num_frames, speed, train_per_class, val_per_class, clips_per_video,
+                train_videos, val_videos)
     free = frame_size - digit_size
-    if digit_size < 8 or free < 0:
-        raise MovingDigitsError(f"--digit-size must be between 8 and the frame size {frame_size}, got {digit_size}")
-    if min(num_frames, speed, train_per_class, val_per_class, clips_per_video, train_videos, val_videos) < 1:
-        raise MovingDigitsError("frames, speed, clip counts and video counts must all be >= 1")
-    if two_speed:
-        return two_speed_set.make_two_speed_digits(out, seed, frame_size, digit_size, num_frames, speed, fps,
-                                                   train_per_class, val_per_class, progress)
     images, digits = load_digit_images()
     split = split_digit_images(digits, seed)
     rng = np.random.default_rng(seed + 1)
@@ -208,6 +205,6 @@ def check_output_folder(out: Path, overwrite: bool) -> None:
         raise MovingDigitsError(f"{out} already holds files; pass --overwrite to replace them, or choose another folder")
 
 
-__all__ = ["ACTIONS", "DIRECTIONS", "SETTINGS_FILE", "VAL_FRACTION", "MovingDigitsError", "check_output_folder",
+__all__ = ["ACTIONS", "DIRECTIONS", "SETTINGS_FILE", "VAL_FRACTION", "MovingDigitsError", "check_output_folder", "check_sizes",
            "class_name", "class_names", "game_positions", "load_digit_images", "make_moving_digits", "render_clip",
            "render_sprite", "split_digit_images", "straight_positions"]

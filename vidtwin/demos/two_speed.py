@@ -28,8 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..atomic_io import atomic_write_text
-from .moving_digits import (DIRECTIONS, SETTINGS_FILE, MovingDigitsError, load_digit_images, render_clip,
-                            render_sprite, split_digit_images, write_csv)
+from .moving_digits import (DIRECTIONS, SETTINGS_FILE, MovingDigitsError, check_sizes, load_digit_images,
+                            render_clip, render_sprite, split_digit_images, write_csv)
 
 DRIFTS = tuple(DIRECTIONS)  # up, down, left, right: the global movement
 SHAKES = {"none": None, "horizontal": 0, "vertical": 1}  # shake name -> the screen axis it moves along (x, y)
@@ -79,9 +79,10 @@ def make_two_speed_digits(out: Path, seed: int = 0, frame_size: int = 64, digit_
                           speed: int = 1, fps: float = 8.0, train_per_class: int = TRAIN_PER_CLASS,
                           val_per_class: int = VAL_PER_CLASS, progress: bool = True) -> dict:
     """Write the two-speed set into `out` (see the module docstring); returns the settings written to
-    digits.json. Arguments are checked by :func:`~.moving_digits.make_moving_digits`, which calls this."""
+    digits.json. ``vidtwin demo digits OUT --two-speed`` calls this."""
     from ..data.video_io import write_video
 
+    check_sizes(frame_size, digit_size, num_frames, speed, train_per_class, val_per_class)
     out = Path(out)
     free = frame_size - digit_size
     images, digits = load_digit_images()

@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from vidtwin.inference.decoupling_picture import VideoStrips, overview_picture, save_png, strips_picture
 from vidtwin.inference.options import InferenceError, InferenceOptions, resolve_dtype
 from vidtwin.inference.outputs import write_text_output
 from vidtwin.inference.pipeline import (
@@ -165,16 +166,6 @@ def band_scores(reference: torch.Tensor, decoded: torch.Tensor,
 # ----------------------------------------------------------------------------------------------
 # the report
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class VideoStrips:
-    """Frames for a picture: ``rows`` of uint8 ``(F, h, w, 3)``, one label each, at frame ``positions``."""
-
-    title: str
-    labels: list[str]
-    rows: list[np.ndarray]
-    positions: list[int]
 
 
 @dataclass
@@ -505,8 +496,6 @@ def write_decoupling_report(report: DecouplingReport, output_dir: str | os.PathL
     file is written to a temporary name and renamed, so a reader never sees a half-written one;
     report.json is written last. A failed write is one InferenceError.
     """
-    from vidtwin.inference.decoupling_picture import overview_picture, save_png, strips_picture
-
     output_dir = Path(output_dir)
     if settings:
         report.summary["settings"].update(settings)
@@ -516,7 +505,7 @@ def write_decoupling_report(report: DecouplingReport, output_dir: str | os.PathL
         (output_dir / VIDEO_PICTURES).mkdir(parents=True, exist_ok=True)
         for strips, path in zip(report.videos, paths[2:]):
             save_png(strips_picture([strips]), path)
-        save_png(overview_picture(report), paths[1])
+        save_png(overview_picture(report.summary, report.pairs, report.videos), paths[1])
     except OSError as error:
         raise InferenceError(f"cannot write the decoupling pictures to {output_dir}: {error.strerror or error}") from None
     write_text_output(paths[0], json.dumps(report.summary, indent=2) + "\n", what="the decoupling report")

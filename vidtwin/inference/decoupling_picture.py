@@ -7,12 +7,12 @@ row per strip (a label, then its frames left to right).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vidtwin.atomic_io import atomic_path
-from vidtwin.inference.decoupling import DecouplingReport, VideoStrips
 
 LABEL_WIDTH = 200  # pixels of the label column
 GAP = 4  # pixels between frames, rows and blocks
@@ -21,6 +21,16 @@ TEXT_LINE = 14
 MAX_PAIRS_SHOWN = 6  # report.png shows the first pairs' strips; report.json has every pair
 BACKGROUND = (255, 255, 255)
 INK = (0, 0, 0)
+
+
+@dataclass
+class VideoStrips:
+    """Frames for a picture: ``rows`` of uint8 ``(F, h, w, 3)``, one label each, at frame ``positions``."""
+
+    title: str
+    labels: list[str]
+    rows: list[np.ndarray]
+    positions: list[int]
 
 
 def _font():
@@ -96,13 +106,13 @@ def overview_lines(summary: dict) -> list[str]:
     return lines
 
 
-def overview_picture(report: DecouplingReport) -> np.ndarray:
-    """report.png: the overall figures above the first pairs' cross-reenactment strips (with one video,
-    its single-latent decodes)."""
-    blocks = report.pairs[:MAX_PAIRS_SHOWN] or report.videos[:1]
-    header = overview_lines(report.summary)
-    if len(report.pairs) > MAX_PAIRS_SHOWN:
-        header.append(f"(the first {MAX_PAIRS_SHOWN} of {len(report.pairs)} pairs; report.json has every pair)")
+def overview_picture(summary: dict, pairs: list[VideoStrips], videos: list[VideoStrips]) -> np.ndarray:
+    """report.png: the overall figures of ``summary`` above the first ``pairs``' cross-reenactment
+    strips (with one video, its single-latent decodes)."""
+    blocks = pairs[:MAX_PAIRS_SHOWN] or videos[:1]
+    header = overview_lines(summary)
+    if len(pairs) > MAX_PAIRS_SHOWN:
+        header.append(f"(the first {MAX_PAIRS_SHOWN} of {len(pairs)} pairs; report.json has every pair)")
     return strips_picture(blocks, header)
 
 
