@@ -107,16 +107,27 @@ def test_the_shipped_generator_configs_build_on_a_latent_dataset(files, name):
     assert module.generator.config.depth == {"tiny_digits": 4, "ucf101": 18}[name]
 
 
+RESUME_ARGS = ["--seed", "5", "data.params.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def straight_six_updates(files, tmp_path_factory):
+    """The last checkpoint of an uninterrupted 6-update run, which every split of the test below must reach."""
+    root = tmp_path_factory.mktemp("straight")
+    config = generator_config(root / "gen.yaml", files / "latents", files / "tiny.pt", max_steps=6)
+    assert main(["--logdir", str(root / "logs"), *RESUME_ARGS, "--name", "straight", "--base", str(config)]) == 0
+    return _state(root / "logs" / "straight" / "checkpoints" / "last.ckpt")
+
+
 @pytest.mark.parametrize("split", [2, 3, 4])  # mid-epoch, at the epoch boundary, in the next epoch
-def test_a_resume_anywhere_in_an_epoch_continues_with_the_uninterrupted_runs_batches(files, tmp_path, split):
+def test_a_resume_anywhere_in_an_epoch_continues_with_the_uninterrupted_runs_batches(files, tmp_path, split,
+                                                                                    straight_six_updates):
     """12 clips in batches of 4: three batches per epoch, so a resume lands inside an epoch or at its end."""
     config = generator_config(tmp_path / "gen.yaml", files / "latents", files / "tiny.pt", max_steps=split)
     logs = tmp_path / "logs"
-    argv = ["--logdir", str(logs), "--seed", "5", "data.params.batch_size=4"]
-    assert main([*argv, "--name", "straight", "--base", str(config), "lightning.trainer.max_steps=6"]) == 0
-    assert main([*argv, "--name", "split", "--base", str(config)]) == 0
+    assert main(["--logdir", str(logs), *RESUME_ARGS, "--name", "split", "--base", str(config)]) == 0
     assert main(["--logdir", str(logs), "--seed", "5", "--resume", str(logs / "split"), "lightning.trainer.max_steps=6"]) == 0
-    resumed, straight = _state(logs / "split/checkpoints/last.ckpt"), _state(logs / "straight/checkpoints/last.ckpt")
+    resumed, straight = _state(logs / "split/checkpoints/last.ckpt"), straight_six_updates
     assert resumed["vidtwin_training"]["train_step"] == straight["vidtwin_training"]["train_step"] == 6
     for key, value in straight["state_dict"].items():
         assert torch.equal(resumed["state_dict"][key], value), key
