@@ -148,7 +148,7 @@ def test_hub_failure_is_a_clear_error(tmp_path):
 
 
 def test_convert_writes_a_loadable_directory(official_model, tmp_path, capsys):
-    """In this process (a fresh interpreter costs seconds; test_script_user_errors runs convert as a real one)."""
+    """In this process (a fresh interpreter costs seconds; test_hub_failure_is_a_clear_error runs convert as a real one)."""
     from vidtwin.cli import main
 
     assert main(["convert", "--config", str(OFFICIAL_CONFIG), "--ckpt", str(OFFICIAL_CKPT),

@@ -774,14 +774,13 @@ def test_script_user_errors(files, tmp_path, capsys):
         ("benchmark_train.py", ["--base", files / "bad.yaml"], "cannot read config"),
     ]
     # In this process; real processes show the exit status and stderr the shell sees for convert
-    # (test_hub_failure_is_a_clear_error), make-meta and demo digits (test_dataset, test_moving_digits).
+    # (test_hub_failure_is_a_clear_error) and make-meta (test_make_meta_cli_checks_and_drops_unreadable).
     assert_script_rows_in_process(cases, capsys)
     assert not (tmp_path / "a").exists()
 
 
 def test_moving_digits_script_user_errors(tmp_path, capsys):
     data = tmp_path / "digits"
-    # Made in this process (test_the_data_maker_refuses_to_overwrite runs `vidtwin demo digits` as a real one).
     assert inference_main(["demo", "digits", str(data), "--train-per-class", "1", "--val-per-class", "1"]) == 0
     capsys.readouterr()
     (tmp_path / "settings_only").mkdir()

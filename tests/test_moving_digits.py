@@ -4,8 +4,6 @@
 import csv
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -89,12 +87,12 @@ def test_game_videos_follow_their_actions_inside_the_frame(tmp_path):
             assert direction_of(motion(frames[clip * 8:(clip + 1) * 8])) == ACTIONS[letter]
 
 
-def test_the_data_maker_refuses_to_overwrite(digits, tmp_path):
+def test_the_data_maker_refuses_to_overwrite(digits, capsys):
+    # In this process, as the demo commands' other tests: test_hub_failure_is_a_clear_error and
+    # test_make_meta_cli_checks_and_drops_unreadable see the exit status of a real `python -m vidtwin`.
     before = (digits / "train.csv").read_text()
-    result = subprocess.run([sys.executable, "-m", "vidtwin", "demo", "digits", str(digits)],
-                            cwd=REPO, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
+    assert vidtwin(["demo", "digits", str(digits)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
         f"vidtwin demo digits: error: {digits} already holds files; pass --overwrite to replace them, or choose another folder"
     ]
     assert (digits / "train.csv").read_text() == before
@@ -177,7 +175,6 @@ def test_check_generation_measures_decoupling_by_cross_reenacting_pairs_with_the
 
 
 def test_check_generation_names_a_folder_without_generated_clips(tmp_path, digits, capsys):
-    # In this process (test_the_data_maker_refuses_to_overwrite runs a demo command as a real one).
     code = vidtwin(["demo", "check-generation", str(tmp_path), "--data", str(digits)])
     assert code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
