@@ -269,7 +269,14 @@ def test_video_writer_streams_the_same_video_as_write_video(tmp_path):
     write_video(tmp_path / "whole.mp4", frames, fps)
     streamed, streamed_fps = read_video(tmp_path / "streamed.mp4")
     whole, whole_fps = read_video(tmp_path / "whole.mp4")
-    assert torch.equal(streamed, whole) and streamed_fps == whole_fps
+    # Same frames, in order: x264 with its default threads need not give the same bits twice on a
+    # loaded machine, so the decoded videos are compared within a fraction of a gray level, far
+    # below what a dropped, repeated or reordered chunk would change (4.5 levels over these 30
+    # frames for two swapped chunks of 7).
+    assert streamed.shape == whole.shape and streamed_fps == whole_fps
+    assert (streamed.float() - whole.float()).abs().mean() < 0.5
+    reordered = torch.cat([whole[7:14], whole[:7], whole[14:]])
+    assert (reordered.float() - whole.float()).abs().mean() > 2.0  # the tolerance can tell chunks apart
     assert probe_video(tmp_path / "streamed.mp4").num_frames == 30
 
 
