@@ -127,7 +127,14 @@ def test_decoupling_counts_digits_from_the_structure_source_and_motion_from_the_
     copied = render_clip(render_sprite(images[second[0]], 32), down, 64)  # b's clip: structure ignored
     score = decoupling_score(checker, [(faithful, structure_source, dynamics_source),
                                        (copied, structure_source, dynamics_source)])
-    assert score == {"pairs": 2, "digit_from_structure": 0.5, "direction_from_dynamics": 1.0, "decoupled": 0.5}
+    assert score == {"pairs": 2, "digit_from_structure": 0.5, "direction_from_dynamics": 1.0, "decoupled": 0.5,
+                     "digit_from_dynamics": 0.5, "direction_from_structure": 0.0}
+    left = np.array([[30 - 2 * i, 16] for i in range(16)])
+    both_from_structure = render_clip(render_sprite(images[first[0]], 32), left, 64)  # a's digit and a's motion
+    assert checker.read(both_from_structure) == (digit_a, "left")
+    score = decoupling_score(checker, [(both_from_structure, structure_source, dynamics_source)])
+    assert score["digit_from_structure"] == 1.0 and score["direction_from_structure"] == 1.0
+    assert score["direction_from_dynamics"] == 0.0 and score["digit_from_dynamics"] == 0.0
 
 
 def test_check_generation_scores_a_folder_of_generated_clips(digits, checker, tmp_path, capsys, monkeypatch):

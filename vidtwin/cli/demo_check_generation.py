@@ -69,6 +69,8 @@ def report(figures: dict, ceiling: Optional[dict], decoupling: Optional[dict] = 
         lines.append(f"decoupling on {decoupling['pairs']} cross-reenacted pairs: digit from the structure source "
                      f"{100 * decoupling['digit_from_structure']:.1f}%, direction from the dynamics source "
                      f"{100 * decoupling['direction_from_dynamics']:.1f}%, both {100 * decoupling['decoupled']:.1f}%")
+        lines.append(f"  the other way round: digit from the dynamics source {100 * decoupling['digit_from_dynamics']:.1f}%, "
+                     f"direction from the structure source {100 * decoupling['direction_from_structure']:.1f}%")
     return "\n".join(lines)
 
 

@@ -184,19 +184,25 @@ def decoupling_score(checker: DigitChecker, crossed: Sequence[Tuple[np.ndarray, 
     crossed: ``(frames, structure_source, dynamics_source)`` per clip, frames uint8 (F, H, W, 3)
     decoded from the structure latent of one clip and the dynamics latents of another.
     Returns {"pairs", "digit_from_structure", "direction_from_dynamics", "decoupled"}: the shares of
-    clips whose digit is the structure source's, whose direction is the dynamics source's, and both.
-    Pairs whose two sources share the digit or the direction say nothing about it; give pairs
-    that differ in both.
+    clips whose digit is the structure source's, whose direction is the dynamics source's, and both;
+    and, to show where each went otherwise, "digit_from_dynamics" and "direction_from_structure"
+    (a model with the paper's split, where a constant movement is the structure's "global
+    movement", puts the direction there). Pairs whose two sources share the digit or the direction
+    say nothing about it; give pairs that differ in both.
     """
-    digit_hits = direction_hits = both = 0
+    digit_hits = direction_hits = both = digit_from_dynamics = direction_from_structure = 0
     for frames, structure_source, dynamics_source in crossed:
         digit, direction = checker.read(frames)
         digit_hits += digit == structure_source.digit
         direction_hits += direction == dynamics_source.direction
         both += digit == structure_source.digit and direction == dynamics_source.direction
+        digit_from_dynamics += digit == dynamics_source.digit
+        direction_from_structure += direction == structure_source.direction
     count = max(len(crossed), 1)
     return {"pairs": len(crossed), "digit_from_structure": digit_hits / count,
-            "direction_from_dynamics": direction_hits / count, "decoupled": both / count}
+            "direction_from_dynamics": direction_hits / count, "decoupled": both / count,
+            "digit_from_dynamics": digit_from_dynamics / count,
+            "direction_from_structure": direction_from_structure / count}
 
 
 def crossing_pairs(clips: Sequence[Clip], count: int, seed: int = 0) -> List[Tuple[Clip, Clip]]:
