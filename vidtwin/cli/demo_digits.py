@@ -27,7 +27,7 @@ import argparse
 from pathlib import Path
 
 from ..demos.moving_digits import SETTINGS_FILE, MovingDigitsError, check_output_folder, make_moving_digits
-from ..demos.two_speed import TRAIN_PER_CLASS, VAL_PER_CLASS, make_two_speed_digits
+from ..demos.two_speed import make_two_speed_digits
 from .options import add_overwrite, positive_number
 
 
@@ -52,21 +52,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_overwrite(parser)
 
 
+def _given_or(value, default):
+    """An option's value, or its default when it was not given: a given 0 stays 0, to be refused."""
+    return default if value is None else value
+
+
 def run(args: argparse.Namespace) -> int:
     if args.two_speed and args.game:
         raise MovingDigitsError("--two-speed and --game make different data sets; choose one")
     check_output_folder(args.out, args.overwrite)
-    common = dict(seed=args.seed, frame_size=args.size, digit_size=args.digit_size or args.size // 2,
-                  num_frames=args.frames or (8 if args.game else 16), speed=args.speed or (2 if args.game else 1),
-                  fps=args.fps)
+    common = dict(seed=args.seed, frame_size=args.size, digit_size=_given_or(args.digit_size, args.size // 2),
+                  num_frames=_given_or(args.frames, 8 if args.game else 16),
+                  speed=_given_or(args.speed, 2 if args.game else 1), fps=args.fps)
+    # Clips per class left out take each maker's own default (50 and 10; 40 and 4 for two-speed sets).
+    per_class = {name: value for name, value in (("train_per_class", args.train_per_class),
+                                                 ("val_per_class", args.val_per_class)) if value is not None}
     if args.two_speed:
-        settings = make_two_speed_digits(args.out, **common, train_per_class=args.train_per_class or TRAIN_PER_CLASS,
-                                         val_per_class=args.val_per_class or VAL_PER_CLASS)
+        settings = make_two_speed_digits(args.out, **common, **per_class)
     else:
         settings = make_moving_digits(
-            args.out, **common, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-            game=args.game, clips_per_video=args.clips_per_video, train_videos=args.train_videos,
-            val_videos=args.val_videos)
+            args.out, **common, **per_class, game=args.game, clips_per_video=args.clips_per_video,
+            train_videos=args.train_videos, val_videos=args.val_videos)
     kind = "game videos" if args.game else "two-speed clips" if args.two_speed else "clips"
     print(f"wrote Moving Digits {kind} of {settings['frames']} frames of {args.size}x{args.size} to {args.out}: "
           f"train.csv, val.csv, {SETTINGS_FILE}")
