@@ -215,7 +215,7 @@ def test_the_two_speed_configs_load_and_build_the_demo_autoencoder(name, ratio):
     config = load_config(name)
     assert config.data.params.train.meta_path == "data/two_speed_digits/train.csv"
     assert config.data.params.validation.meta_path == "data/two_speed_digits/val.csv"
-    assert config.lightning.trainer.precision == 32  # bf16-mixed kept fewer shakes in both (docs/benchmarks.md)
+    assert config.lightning.trainer.precision == 32  # both split worse in bf16-mixed (docs/benchmarks.md)
     model = load_model(name)
     assert model.config.input_size == (16, 64, 64) and model.config.shuffle_content_ratio == ratio
     assert not model.config.shuffle_content  # it changes nothing in this model: the ratio is the lever
