@@ -16,6 +16,8 @@ OFFICIAL_CKPT = DATA / "tiny_official.ckpt"
 OFFICIAL_CONFIG = DATA / "tiny_official_config.yaml"
 OFFICIAL_IO = DATA / "tiny_io.safetensors"
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+# Frames per clip of configs/tiny.yaml, which the tests' videos and tensors are shaped for.
+TINY_FRAMES = 4
 PUBLISHED_CONFIG = REPO / "configs" / "vidtwin.yaml"
 
 

@@ -90,7 +90,7 @@ def test_an_update_of_the_quick_start_counts_its_flops_and_writes_table_and_json
     # perceptual loss in the quick start): counted here on their own, they agree to the FLOP.
     module = build_from_config(load_config(["tiny"]).model, "model", scripts.train.TRAINED_MODULE)
     with scripts.peak.flop_counter() as counter:
-        reconstruction, _ = module.autoencoder(torch.rand(2, 3, 8, 64, 64) * 2 - 1, sample=True)
+        reconstruction, _ = module.autoencoder(torch.rand(2, 3, *module.autoencoder.input_size) * 2 - 1, sample=True)
         reconstruction.mean().backward()
     assert row["flops_per_update"] == counter.get_total_flops() > 0
     assert row["flops_per_timed_update"] == [row["flops_per_update"]]

@@ -29,7 +29,7 @@ from vidtwin.cli import main as inference_main
 from vidtwin.cli import train_main
 
 from _training_utils import micro_overrides, tiny_config_files
-from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, immutable_folder, small_tmpfs
+from conftest import OFFICIAL_CONFIG, REPO, TINY_CONFIG, TINY_FRAMES, immutable_folder, small_tmpfs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
@@ -452,7 +452,7 @@ def _generation_cases():
 
     def other_autoencoder(f, t):
         other = t / "frames16.yaml"
-        other.write_text(TINY_CONFIG.read_text().replace("input_size: [8, 64, 64]", "input_size: [16, 64, 64]"))
+        other.write_text(TINY_CONFIG.read_text().replace(f"input_size: [{TINY_FRAMES}, 64, 64]", "input_size: [16, 64, 64]"))
         torch.save(load_model(other).state_dict(), t / "frames16.pt")
         return generate("--all-classes", "--config", other, "--ckpt", t / "frames16.pt")(f, t)
 
@@ -469,7 +469,10 @@ def _generation_cases():
         load_model(TINY_CONFIG, f / "tiny.pt").save_pretrained(t / "ae")
         return ["generate", "--generator", t / "ae", "--all-classes", "--output", t / "samples", "--quiet"]
 
-    def meta_csv_input(csv_text, *options, input_csv=True):  # clip.mp4: 10 frames, 2 clips of tiny.yaml's 8
+    clips = -(-10 // TINY_FRAMES)  # clip.mp4: 10 frames in clips of tiny.yaml's, the last one padded
+    too_many_actions = "RLUDR"[:clips + 1]
+
+    def meta_csv_input(csv_text, *options, input_csv=True):
         def setup(f, t):
             (t / "meta.csv").write_text(csv_text)
             source = t / "meta.csv" if input_csv else f / "videos"
@@ -522,8 +525,8 @@ def _generation_cases():
         "actions: a video with two action strings": (
             meta_csv_input("videos,moves\nclip.mp4,RL\nclip.mp4,LR\n", "--actions-column", "moves"),
             "lists clip.mp4 twice, with the actions 'RL' and 'LR'"),
-        "actions: more letters than clips": (meta_csv_input("videos,moves\nclip.mp4,RLU\n", "--actions-column", "moves"),
-                                             "clip.mp4 has 3 actions (RLU) but 2 clips are encoded from it"),
+        "actions: more letters than clips": (meta_csv_input(f"videos,moves\nclip.mp4,{too_many_actions}\n", "--actions-column", "moves"),
+                                             f"clip.mp4 has {clips + 1} actions ({too_many_actions}) but {clips} clips are encoded from it"),
     }
 
 

@@ -20,7 +20,7 @@ from vidtwin.inference.compiled import CompiledAutoencoder, autoencoder_calls, c
 from vidtwin.inference.encode_dataset import LatentEncoder
 from vidtwin.models.config import LATENT_NAMES
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, TINY_FRAMES
 from test_inference_pipeline import _frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
@@ -140,7 +140,7 @@ def test_compiled_bf16_matches_eager_bf16(model, video, backend, fp32_run, compi
 
 def test_encode_dataset_encodes_through_the_runner(model, video, backend, fp32_run):
     graphs = backend.graphs
-    clips = torch.stack([_frames(8, 64, 64, seed) for seed in range(2)]).permute(0, 4, 1, 2, 3)  # (2, 3, 8, 64, 64)
+    clips = torch.stack([_frames(TINY_FRAMES, 64, 64, seed) for seed in range(2)]).permute(0, 4, 1, 2, 3)  # (2, 3, T, 64, 64)
     pixels = clips.float() / 127.5 - 1.0
     compiled = LatentEncoder(model, "fp32", InferenceOptions(batch_clips=2, compile=True))
     eager = LatentEncoder(model, "fp32")

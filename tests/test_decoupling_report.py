@@ -19,6 +19,8 @@ from vidtwin.inference.pipeline import reconstruct_video
 from vidtwin.inference.sources import SourceVideo
 from vidtwin.metrics import psnr_per_frame, to_unit_range
 
+from conftest import TINY_FRAMES
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 FRAMES = 16
@@ -138,13 +140,15 @@ def test_order_ratio_is_0_for_an_order_blind_structure_and_not_for_the_published
     assert order["between_videos"] > 0 and order["ratio"] < 1e-3
     assert all(video["order"]["ratio"] < 1e-3 for video in blind.summary["videos"])
     causal = decoupling_report(tiny, videos, fps=8.0, dtype="fp32", names=["a", "b", "c"])
-    assert causal.summary["overall"]["order"]["ratio"] > 0.02  # causal temporal attention sees the order
+    # Causal temporal attention sees the order: 0.0071 for the untrained 4-frame tiny model, seed 0,
+    # against below 1e-3 when blind.
+    assert causal.summary["overall"]["order"]["ratio"] > 3e-3
 
 
 def test_one_video_reports_the_raw_change_and_says_the_ratio_needs_two(tiny):
     source = SourceVideo(clip_frames(1, frames=20), fps=8.0, name="waves.mp4")  # a source is cut to the clips too
     report = decoupling_report(tiny, [source], dtype="fp32")
-    assert [(v["name"], v["frames"]) for v in report.summary["videos"]] == [("waves", 8)]
+    assert [(v["name"], v["frames"]) for v in report.summary["videos"]] == [("waves", TINY_FRAMES)]
     overall = report.summary["overall"]
     assert overall["order"]["ratio"] is None and overall["order"]["structure_change"] > 0
     assert "two or more videos" in overall["order"]["note"]
@@ -155,11 +159,12 @@ def test_one_video_reports_the_raw_change_and_says_the_ratio_needs_two(tiny):
 
 
 def test_report_json_and_pictures(tiny, tmp_path):
-    videos = [clip_frames(1, frames=20), clip_frames(2, frames=5)]  # two clips of 8 frames; a clip padded from 5
+    videos = [clip_frames(1, frames=20), clip_frames(2, frames=5)]  # 20 frames cut to 2 clips; 5 frames, the last clip padded
     report = decoupling_report(tiny, videos, fps=8.0, dtype="fp32", clips=2, names=["long", "short"])
     summary = report.summary
     assert set(summary) == {"settings", "definitions", "overall", "videos", "pairs", "picture"}
-    assert [(v["name"], v["frames"], v["clips"]) for v in summary["videos"]] == [("long", 16, 2), ("short", 5, 1)]
+    assert [(v["name"], v["frames"], v["clips"]) for v in summary["videos"]] == [
+        ("long", 2 * TINY_FRAMES, 2), ("short", 5, -(-5 // TINY_FRAMES))]
     for entry in [*summary["videos"], summary["overall"]]:
         assert set(entry["psnr"]) == set(DECODES) and set(entry["bands"]) == set(DECODES)
         assert all(set(entry["bands"][d]) == set(BANDS) for d in DECODES)
@@ -168,10 +173,10 @@ def test_report_json_and_pictures(tiny, tmp_path):
     [pair] = summary["pairs"]
     assert (pair["a"], pair["b"], pair["frames"]) == ("long", "short", 5)
     assert [(c["structure"], c["dynamics"]) for c in pair["crossed"]] == [("long", "short"), ("short", "long")]
-    assert summary["settings"]["clips_per_video"] == 2 and summary["settings"]["frames_per_clip"] == 8
+    assert summary["settings"]["clips_per_video"] == 2 and summary["settings"]["frames_per_clip"] == TINY_FRAMES
 
     # The full decode's PSNR is the reconstruction's, as `vidtwin evaluate` scores it.
-    result = reconstruct_video(tiny, videos[0], fps=8.0, dtype="fp32", max_frames=16)
+    result = reconstruct_video(tiny, videos[0], fps=8.0, dtype="fp32", max_frames=2 * TINY_FRAMES)
     expected = psnr_per_frame(to_unit_range(result.video)[None], to_unit_range(result.inputs)[None], max_value=100.0)
     assert summary["videos"][0]["psnr"]["full"] == pytest.approx(float(expected.mean()), abs=1e-3)
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, TINY_FRAMES
 from vidtwin import VidTwin, VidTwinLatents, VidTwinTokens, load_model
 from vidtwin.config import autoencoder_config_from
 from vidtwin.data.video_io import read_video, write_video
@@ -147,13 +147,14 @@ def fsq_model():
 
 
 def test_tokens_detokenize_and_decode_equal_encode_decode(fsq_model):
-    video = torch.rand(2, 3, 8, 64, 64) * 2 - 1
+    video = torch.rand(2, 3, TINY_FRAMES, 64, 64) * 2 - 1
     with torch.no_grad():
         latents = fsq_model.encode(video)
         tokens = fsq_model.tokenize(video)
         assert isinstance(tokens, VidTwinTokens)
-        assert tokens.structure.shape == (2, 8, 16, 16)  # (B, Q, h_S, w_S)
-        assert tokens.dynamics_x.shape == (2, 8, 8) and tokens.dynamics_y.shape == (2, 8, 8)  # (B, T, w_D), (B, T, h_D)
+        queries = fsq_model.config.num_queries
+        assert tokens.structure.shape == (2, queries, 16, 16)  # (B, Q, h_S, w_S)
+        assert tokens.dynamics_x.shape == tokens.dynamics_y.shape == (2, TINY_FRAMES, 8)  # (B, T, w_D), (B, T, h_D)
         for name in ("structure", "dynamics_x", "dynamics_y"):
             values = getattr(tokens, name)
             assert values.dtype == torch.int64 and 0 <= int(values.min()) and int(values.max()) < 1000
@@ -172,7 +173,7 @@ def test_encode_hands_decode_exactly_what_a_token_file_gives_it(fsq_model, bf16)
     # a kernel may sum in another order for other strides (on an AMX CPU in bf16, a trained model's
     # reconstruction and decoded token file were 39.5 dB apart). torch.autocast runs on any CPU,
     # natively or not.
-    video = torch.rand(2, 3, 8, 64, 64) * 2 - 1
+    video = torch.rand(2, 3, TINY_FRAMES, 64, 64) * 2 - 1
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         latents = fsq_model.encode(video)
         from_tokens = fsq_model.detokenize(fsq_model.tokenize(video))
@@ -211,7 +212,7 @@ def test_cli_pipeline_decode_of_a_token_file_equals_reconstruct(fsq_model, tmp_p
 
 def test_tokenize_on_a_kl_model_fails_clearly(tiny_model):
     with pytest.raises(ValueError, match="needs an FSQ model"):
-        tiny_model.tokenize(torch.zeros(1, 3, 8, 64, 64))
+        tiny_model.tokenize(torch.zeros(1, 3, TINY_FRAMES, 64, 64))
 
 
 def test_fsq_model_has_the_kl_model_parameter_names(fsq_model, tiny_model):
@@ -228,7 +229,7 @@ def test_fsq_model_has_the_kl_model_parameter_names(fsq_model, tiny_model):
 def test_training_mode_gives_differentiable_aux_losses():
     torch.manual_seed(0)
     model = load_model(TINY_FSQ_CONFIG).train()
-    reconstruction, latents = model(torch.rand(2, 3, 8, 64, 64) * 2 - 1)
+    reconstruction, latents = model(torch.rand(2, 3, TINY_FRAMES, 64, 64) * 2 - 1)
     terms = model.regularization_log(latents, step=0)
     assert set(terms) == {"aux_loss", "entropy_loss", "commitment_loss"}
     config = model.config
@@ -265,7 +266,8 @@ def test_token_file_round_trip_and_codebook_check(fsq_model, tmp_path):
     with safe_open(str(path), framework="pt") as reader:
         assert reader.metadata()["latent_kind"] == "fsq_tokens"
         assert reader.get_tensor("structure").dtype == torch.uint16  # 1,000 codes
-        assert reader.get_tensor("structure").shape == (2, 1, 8, 16, 16)  # (clips, tiles, Q, h_S, w_S)
+        clips = math.ceil(10 / TINY_FRAMES)  # the 10-frame video, its last clip padded
+        assert reader.get_tensor("structure").shape == (clips, 1, fsq_model.config.num_queries, 16, 16)  # (clips, tiles, Q, h_S, w_S)
     loaded = load_latents(path, expected_config=fsq_model.config)
     for name in ("structure", "dynamics_x", "dynamics_y"):
         assert torch.equal(getattr(loaded, name), getattr(encoded, name)), name

@@ -13,7 +13,7 @@ from vidtwin.generation import load_generator
 from vidtwin.cli import main as inference_main
 from vidtwin.cli import train_main
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, TINY_FRAMES
 from generation_helpers import CLASSES, generator_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
@@ -42,12 +42,12 @@ def test_generate_writes_videos_and_decodable_latents_for_every_class(run, tmp_p
     assert names == sorted(f"{name}_{index:03d}{suffix}" for name in CLASSES for index in range(2)
                            for suffix in (".mp4", ".safetensors"))
     info = probe_video(out / "up_001.mp4")
-    assert (info.num_frames, info.height, info.width) == (8, 64, 64)  # the tiny autoencoder's clip
+    assert (info.num_frames, info.height, info.width) == (TINY_FRAMES, 64, 64)  # the tiny autoencoder's clip
     assert "wrote 6 videos and their latents" in capsys.readouterr().out
     decoded = tmp_path / "decoded.mp4"
     assert inference_main(["decode", "--latents", str(out / "up_001.safetensors"), "--output", str(decoded),
                            "--config", str(TINY_CONFIG), "--ckpt", str(run / "tiny.pt"), "--device", "cpu", "--quiet"]) == 0
-    assert probe_video(decoded).num_frames == 8
+    assert probe_video(decoded).num_frames == TINY_FRAMES
 
     # The same seed gives the same latents, for a class asked alone too; another seed others.
     again = tmp_path / "again"
@@ -93,7 +93,7 @@ def test_the_generator_loads_from_its_run_checkpoint_and_save_pretrained_folder(
 ])
 def test_bad_requests_are_one_line(run, tmp_path, capsys, argv, expected):
     other = tmp_path / "other.yaml"
-    other.write_text(TINY_CONFIG.read_text().replace("input_size: [8, 64, 64]", "input_size: [16, 64, 64]"))
+    other.write_text(TINY_CONFIG.read_text().replace(f"input_size: [{TINY_FRAMES}, 64, 64]", "input_size: [16, 64, 64]"))
     torch.save(load_model(other).state_dict(), tmp_path / "other.pt")
     argv = [str(other) if a == "OTHER" else str(tmp_path / "other.pt") if a == "OTHER_CKPT" else a for a in argv]
     assert generate("--generator", run / "logs" / "gen", "--output", tmp_path / "out", *argv) == 2

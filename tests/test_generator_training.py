@@ -12,7 +12,7 @@ from vidtwin.generation import LatentNormalization
 from vidtwin.latents.dataset import LatentDataset
 from vidtwin.cli import train_main as main
 
-from conftest import REPO, TINY_CONFIG
+from conftest import REPO, TINY_CONFIG, TINY_FRAMES
 from generation_helpers import CLASSES, generator_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
@@ -70,7 +70,7 @@ def test_the_generator_trains_resumes_exactly_and_records_its_autoencoder(files,
 
 def test_a_dataset_of_another_autoencoder_is_refused_in_one_line(files, tmp_path, capsys):
     other = tmp_path / "other.yaml"
-    other.write_text(TINY_CONFIG.read_text().replace("input_size: [8, 64, 64]", "input_size: [16, 64, 64]"))
+    other.write_text(TINY_CONFIG.read_text().replace(f"input_size: [{TINY_FRAMES}, 64, 64]", "input_size: [16, 64, 64]"))
     config = generator_config(tmp_path / "gen.yaml", files / "latents", None,
                               autoencoder={"config": str(other), "ckpt": str(files / "tiny.pt")})
     assert main(["--logdir", str(tmp_path / "logs"), "--name", "run", "--base", str(config)]) == 2

@@ -50,13 +50,15 @@ def test_reconstruct_resize_matches_the_model_on_each_clip(model):
     result = reconstruct_video(model, frames, fps=10.0, batch_clips=2, dtype="fp32")
     assert result.video.shape == (3, 19, 64, 64) and result.fps == 10.0
     # Independent computation: preprocess the padded clips by hand and run the model on them.
-    padded = torch.cat([frames, frames[-1:].expand(5, -1, -1, -1)])  # (24, H, W, 3)
-    clips = torch.stack([preprocess_clip(padded[i : i + 8], (64, 64)) for i in (0, 8, 16)])  # (3, 3, 8, 64, 64)
+    length = model.config.input_size[0]  # frames per clip
+    count = -(-19 // length)  # clips, the last one padded with the last frame
+    padded = torch.cat([frames, frames[-1:].expand(count * length - 19, -1, -1, -1)])  # (count x length, H, W, 3)
+    clips = torch.stack([preprocess_clip(padded[i : i + length], (64, 64)) for i in range(0, count * length, length)])  # (count, 3, length, 64, 64)
     with torch.no_grad():
-        expected = model(clips)[0]  # (3, 3, 8, 64, 64)
-    expected = expected.transpose(0, 1).reshape(3, 24, 64, 64)[:, :19]
+        expected = model(clips)[0]  # (count, 3, length, 64, 64)
+    expected = expected.transpose(0, 1).reshape(3, count * length, 64, 64)[:, :19]
     torch.testing.assert_close(result.video, expected, rtol=0, atol=1e-5)
-    torch.testing.assert_close(result.inputs, clips.transpose(0, 1).reshape(3, 24, 64, 64)[:, :19], rtol=0, atol=0)
+    torch.testing.assert_close(result.inputs, clips.transpose(0, 1).reshape(3, count * length, 64, 64)[:, :19], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("spatial", ["resize", "tile"])
@@ -75,24 +77,28 @@ def test_tiled_frame_of_exactly_one_tile_equals_untiled(model):
     frames = _frames(9, 64, 64)
     tiled = reconstruct_video(model, frames, fps=5.0, spatial="tile", dtype="fp32")
     untiled = reconstruct_video(model, frames, fps=5.0, spatial="resize", dtype="fp32")
-    direct_input = torch.stack([frames_to_float(frames[[0, 1, 2, 3, 4, 5, 6, 7]]), frames_to_float(frames[[8] * 8])])
+    length = model.config.input_size[0]  # frames per clip
+    count = -(-9 // length)
+    index = [min(i, 8) for i in range(count * length)]  # the last clip padded with the last frame
+    direct_input = torch.stack([frames_to_float(frames[index[i : i + length]]) for i in range(0, count * length, length)])
     with torch.no_grad():
-        direct = model(direct_input)[0].transpose(0, 1).reshape(3, 16, 64, 64)[:, :9]
+        direct = model(direct_input)[0].transpose(0, 1).reshape(3, count * length, 64, 64)[:, :9]
     assert torch.equal(tiled.video, untiled.video)
     torch.testing.assert_close(tiled.video, direct, rtol=0, atol=1e-5)
 
 
 def test_tiled_reconstruction_keeps_native_size_and_blends_tiles(model):
-    frames = _frames(8, 70, 150)
+    length = model.config.input_size[0]  # one clip
+    frames = _frames(length, 70, 150)
     result = reconstruct_video(model, frames, fps=5.0, spatial="tile", tile_overlap=16, dtype="fp32")
-    assert result.video.shape == (3, 8, 70, 150)
+    assert result.video.shape == (3, length, 70, 150)
     assert torch.isfinite(result.video).all()
     # The top-left corner comes from the first tile alone: it must equal that tile's reconstruction.
     # (Rows: tiles start at 0 and 6, so the 16-pixel cross-fade centred at 35 begins at row 27;
     # columns: tiles start at 0, 43, 86, so the first cross-fade begins at column 45.)
     first_tile = frames_to_float(frames)[:, :, :64, :64][None]
     with torch.no_grad():
-        expected = model(first_tile)[0][0]  # (3, 8, 64, 64)
+        expected = model(first_tile)[0][0]  # (3, length, 64, 64)
     torch.testing.assert_close(result.video[:, :, :27, :45], expected[:, :, :27, :45], rtol=0, atol=1e-5)
     assert (result.video[:, :, 30:64, 50:64] - expected[:, :, 30:64, 50:64]).abs().max() > 1e-3  # blended there
 
@@ -126,7 +132,7 @@ def test_partial_decodes_and_cross_reenactment(model):
 
     with torch.no_grad():
         mixed = model.decode(VidTwinLatents(encoded_a.structure[:1, 0], encoded_b.dynamics_x[:1, 0], encoded_b.dynamics_y[:1, 0]))
-    torch.testing.assert_close(crossed.video[:, :8], mixed[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(crossed.video[:, :model.config.input_size[0]], mixed[0], rtol=0, atol=1e-5)
 
 
 def test_tiled_cross_needs_equal_sizes(model):

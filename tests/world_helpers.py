@@ -28,7 +28,8 @@ def small_fsq_autoencoder_config(path):
     from conftest import REPO
 
     config = OmegaConf.merge(OmegaConf.load(REPO / "configs" / "tiny.yaml"), OmegaConf.load(REPO / "configs" / "tiny_fsq.yaml"))
-    config.model.params.autoencoder.merge_with({"patch_size": [1, 8, 8], "num_queries": 2,
+    # 8 frames, as the game's clips (tiny.yaml's quick start has 4).
+    config.model.params.autoencoder.merge_with({"input_size": [8, 64, 64], "patch_size": [1, 8, 8], "num_queries": 2,
                                                 "structure_levels": [5, 5, 5], "dynamics_levels": [5, 5, 5]})
     OmegaConf.save(config, path)
     return path
