@@ -525,8 +525,9 @@ def _generation_cases():
         "actions: a video with two action strings": (
             meta_csv_input("videos,moves\nclip.mp4,RL\nclip.mp4,LR\n", "--actions-column", "moves"),
             "lists clip.mp4 twice, with the actions 'RL' and 'LR'"),
-        "actions: more letters than clips": (meta_csv_input(f"videos,moves\nclip.mp4,{too_many_actions}\n", "--actions-column", "moves"),
-                                             f"clip.mp4 has {clips + 1} actions ({too_many_actions}) but {clips} clips are encoded from it"),
+        "actions: more letters than clips": (
+            meta_csv_input(f"videos,moves\nclip.mp4,{too_many_actions}\n", "--actions-column", "moves"),
+            f"clip.mp4 has {clips + 1} actions ({too_many_actions}) but {clips} clips are encoded from it"),
     }
 
 

@@ -267,7 +267,8 @@ def test_token_file_round_trip_and_codebook_check(fsq_model, tmp_path):
         assert reader.metadata()["latent_kind"] == "fsq_tokens"
         assert reader.get_tensor("structure").dtype == torch.uint16  # 1,000 codes
         clips = math.ceil(10 / TINY_FRAMES)  # the 10-frame video, its last clip padded
-        assert reader.get_tensor("structure").shape == (clips, 1, fsq_model.config.num_queries, 16, 16)  # (clips, tiles, Q, h_S, w_S)
+        queries = fsq_model.config.num_queries
+        assert reader.get_tensor("structure").shape == (clips, 1, queries, 16, 16)  # (clips, tiles, Q, h_S, w_S)
     loaded = load_latents(path, expected_config=fsq_model.config)
     for name in ("structure", "dynamics_x", "dynamics_y"):
         assert torch.equal(getattr(loaded, name), getattr(encoded, name)), name

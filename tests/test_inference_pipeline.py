@@ -53,7 +53,8 @@ def test_reconstruct_resize_matches_the_model_on_each_clip(model):
     length = model.config.input_size[0]  # frames per clip
     count = -(-19 // length)  # clips, the last one padded with the last frame
     padded = torch.cat([frames, frames[-1:].expand(count * length - 19, -1, -1, -1)])  # (count x length, H, W, 3)
-    clips = torch.stack([preprocess_clip(padded[i : i + length], (64, 64)) for i in range(0, count * length, length)])  # (count, 3, length, 64, 64)
+    starts = range(0, count * length, length)
+    clips = torch.stack([preprocess_clip(padded[i : i + length], (64, 64)) for i in starts])  # (count, 3, length, 64, 64)
     with torch.no_grad():
         expected = model(clips)[0]  # (count, 3, length, 64, 64)
     expected = expected.transpose(0, 1).reshape(3, count * length, 64, 64)[:, :19]

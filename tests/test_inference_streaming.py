@@ -232,7 +232,8 @@ def test_evaluate_reads_clip_by_clip(model, tmp_path, monkeypatch):
     write_video(tmp_path / "copy.mp4", read_video(video)[0], fps=10.0)
     (tmp_path / "pairs.csv").write_text("path,reconstruction\nvideos/video.mp4,copy.mp4\n")
     model_frames = -(-60 // CLIP_LEN) * CLIP_LEN  # whole clips, the last one padded
-    for source, frames_read, largest_read in ((tmp_path / "videos", model_frames, CLIP_LEN), (tmp_path / "pairs.csv", 120, PAIR_CHUNK_FRAMES)):
+    cases = ((tmp_path / "videos", model_frames, CLIP_LEN), (tmp_path / "pairs.csv", 120, PAIR_CHUNK_FRAMES))
+    for source, frames_read, largest_read in cases:
         recorder = FlightRecorder(monkeypatch)  # evaluate writes no video
         items = list_eval_items(source)
         (scores,) = evaluate_videos(items, model, None, batch_clips=2, dtype="fp32")
