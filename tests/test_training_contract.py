@@ -13,8 +13,9 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
 
 from _training_utils import clip_overrides, single_thread, tiny_config_files
-from vidtwin.config import load_config
+from vidtwin.config import ConfigError, load_config
 from vidtwin.training.contract import EMA_STATE_KEY, TRAINING_STATE_KEY, NonFiniteLossError, TrainingModule
+from vidtwin.training.latent_module import LatentModelModule
 from vidtwin.cli import train_main as main
 
 
@@ -145,7 +146,6 @@ def test_lightning_accumulates_for_an_automatic_module_and_the_contract_counts_i
 def test_the_trainer_settings_each_kind_of_module_refuses(tmp_path):
     from vidtwin.cli.train import UsageError, build_trainer_kwargs
     from vidtwin.training import VidTwinLightningModule
-    from vidtwin.training.latent_module import LatentModelModule
 
     accumulate = OmegaConf.create({"lightning": {"trainer": {"accumulate_grad_batches": 4, "max_steps": 3}}})
     clip = OmegaConf.create({"lightning": {"trainer": {"gradient_clip_val": 1.0}}})
@@ -206,3 +206,49 @@ def test_a_non_finite_loss_stops_the_run_before_its_update(tmp_path):
     with pytest.raises(NonFiniteLossError, match="the test loss is not finite at update 1"):
         _fit(module, tmp_path, max_steps=3)
     assert module.train_step == 1
+
+
+class _Clipped(LatentModelModule):
+    """One linear layer under the latent models' optimizer and clipping; it records the gradient
+    norm each update steps with."""
+
+    def __init__(self, grad_clip=0.5):
+        super().__init__()
+        self.model = torch.nn.Linear(1, 1)
+        self.setup_training(learning_rate=0.1, weight_decay=0.0, betas=(0.9, 0.95), warmup_steps=0,
+                            grad_clip=grad_clip, ema_decay=None, seed=0, autoencoder={})
+        self.stepped_norms = []
+
+    def training_step(self, batch, batch_idx):
+        x = batch[0]  # (B, 1)
+        return ((self.model(x) - 100 * x) ** 2).mean()  # gradients far above the clip
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        gradients = [parameter.grad for parameter in self.model.parameters()]
+        self.stepped_norms.append(float(torch.nn.utils.get_total_norm(gradients)))
+
+
+@pytest.mark.parametrize("precision", ["32", "bf16-mixed"])
+def test_the_latent_models_step_with_fused_adamw_and_still_clip(tmp_path, precision):
+    module = _Clipped(grad_clip=0.5)
+    trainer = _fit(module, tmp_path, max_steps=3, precision=precision)
+    assert trainer.optimizers[0].defaults["fused"] is True
+    assert len(module.stepped_norms) == 3
+    assert max(module.stepped_norms) <= 0.5 * (1 + 1e-5)  # clipped, from norms in the hundreds
+    unclipped = _Clipped(grad_clip=None)
+    _fit(unclipped, tmp_path, max_steps=1, precision=precision)
+    assert unclipped.stepped_norms[0] > 10
+
+
+def test_a_gradient_scaler_keeps_the_unfused_adamw_so_lightning_unscales_before_clipping():
+    module = _Clipped()
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object()))  # 16-mixed's
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is None
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=None))
+    assert module.configure_optimizers()["optimizer"].defaults["fused"] is True
+    # A fused optimizer the config asked for is refused under a scaler, in words, not clipped wrong.
+    module._trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=object()))
+    fused = torch.optim.AdamW(module.model.parameters(), fused=True)
+    with pytest.raises(ConfigError, match="fused optimizer cannot be clipped under precision 16-mixed"):
+        module.clip_gradient_norm(fused, 1.0)

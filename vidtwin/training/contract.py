@@ -193,6 +193,29 @@ class TrainingModule(pl.LightningModule):
             self.ema = EMA(self._averaged_module(), self.ema.decay)
             self._restart_ema = False
 
+    # ------------------------------------------------------------------ clipping
+    def scales_gradients(self) -> bool:
+        """Whether the trainer's precision scales the loss (16-mixed's gradient scaler)."""
+        plugin = self._trainer.precision_plugin if self._trainer is not None else None
+        return getattr(plugin, "scaler", None) is not None
+
+    def clip_gradient_norm(self, optimizer: Any, max_norm: float) -> None:
+        """Clip the global norm of ``optimizer``'s gradients to ``max_norm``.
+
+        Lightning's mixed-precision plugin refuses to clip for every fused optimizer, because with a
+        gradient scaler such an optimizer unscales inside its step, after clipping would have run on
+        scaled gradients. Without a scaler (32, bf16-mixed) the gradients are already true, so a
+        fused optimizer is clipped here directly.
+        """
+        if (getattr(optimizer, "optimizer", optimizer).defaults or {}).get("fused"):
+            if self.scales_gradients():
+                raise ConfigError("a fused optimizer cannot be clipped under precision 16-mixed (its gradient "
+                                  "scaler unscales inside the step); set the optimizer's fused: false, or train "
+                                  "in bf16-mixed or 32")
+            self.trainer.precision_plugin.clip_grad_by_norm(optimizer, float(max_norm))
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=float(max_norm), gradient_clip_algorithm="norm")
+
     # ------------------------------------------------------------------ the stop on a non-finite loss
     def loss_is_finite(self, loss: torch.Tensor) -> bool:
         """Whether ``loss`` is finite on every process (so that all processes skip or stop together)."""

@@ -328,7 +328,7 @@ class VidTwinLightningModule(TrainingModule):
             for group in opt.param_groups:
                 group["lr"] = lr
             if self.grad_clip is not None:
-                self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+                self.clip_gradient_norm(opt, self.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
         lr_g, lr_d = self.current_learning_rates()
