@@ -207,7 +207,7 @@ class TrainingModule(pl.LightningModule):
         scaled gradients. Without a scaler (32, bf16-mixed) the gradients are already true, so a
         fused optimizer is clipped here directly.
         """
-        if (getattr(optimizer, "optimizer", optimizer).defaults or {}).get("fused"):
+        if getattr(optimizer, "optimizer", optimizer).defaults.get("fused"):  # unwraps a LightningOptimizer
             if self.scales_gradients():
                 raise ConfigError("a fused optimizer cannot be clipped under precision 16-mixed (its gradient "
                                   "scaler unscales inside the step); set the optimizer's fused: false, or train "

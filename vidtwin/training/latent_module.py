@@ -175,9 +175,10 @@ class LatentModelModule(TrainingModule):
         return random
 
     def configure_optimizers(self):
-        # Fused AdamW: one kernel per step instead of a dozen small ops per tensor, which dominate
-        # these small models' updates on a CPU. Devices without the fused kernel keep the default, and
-        # so does 16-mixed: its gradient scaler must unscale before clipping, which fused AdamW defers.
+        # Fused AdamW: one kernel per step instead of a dozen small ops per tensor (the optimizer is a
+        # few percent of these models' updates: docs/benchmarks.md). Devices without the fused kernel
+        # keep the default, and so does 16-mixed: its scaler must unscale before clipping, which
+        # fused AdamW defers to its step.
         fused = True if self.device.type in FUSED_ADAMW_DEVICES and not self.scales_gradients() else None
         optimizer = torch.optim.AdamW(self.trained_model.parameters(), lr=self.learning_rate, betas=self.betas,
                                       weight_decay=self.weight_decay, fused=fused)

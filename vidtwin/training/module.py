@@ -309,7 +309,7 @@ class VidTwinLightningModule(TrainingModule):
         # Gradients are identical on every rank after DDP's all-reduce, so this decision agrees.
         # With fp16's GradScaler, inf gradients are expected while it calibrates the loss scale: the
         # scaler skips those steps and lowers the scale itself, so only the loss is checked here.
-        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+        if not self.scales_gradients():
             finite = finite and all(bool(torch.isfinite(n)) for n in grad_norms)
         if not finite:
             for opt in optimizers:
