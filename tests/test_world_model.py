@@ -73,6 +73,35 @@ def test_context_noise_replaces_context_tokens_alone_and_only_in_training():
         tiny_model(context_noise=1.0)
 
 
+def test_last_clip_only_computes_what_the_full_forward_gives_for_the_last_clip():
+    # The last block computes the last clip's outputs alone; every earlier block, and the last
+    # block's keys, still see the whole window. Random weights: adaLN-Zero starts every block as
+    # the identity, which would hide a block that skipped positions it should not have.
+    torch.manual_seed(0)
+    model = WorldModel(WorldModelConfig.from_preset("tiny", hidden_size=32, depth=2, num_heads=2,
+                                                    context_clips=1, start_window=4))
+    torch.manual_seed(3)
+    for parameter in model.parameters():
+        torch.nn.init.normal_(parameter, std=0.2)
+    batch = random_windows(model.config, batch=2, clips=3)
+    packed = model.pack_clips(batch)
+    actions = model.window_actions(batch["actions"])
+    for clips, start_clip in ((slice(1, None), False), (slice(None), True)):  # 2 clips; 3 with the start clip
+        full = model(packed[:, clips], actions[:, clips], start_clip=start_clip)
+        last = model(packed[:, clips], actions[:, clips], last_clip_only=True, start_clip=start_clip)
+        for full_part, last_part in zip(full, last):
+            assert last_part.shape == full_part[:, -1:].shape
+            torch.testing.assert_close(last_part, full_part[:, -1:], rtol=1e-5, atol=1e-5)  # fp32 reordering
+    # The same gradients too: the skipped positions fed no loss.
+    model.zero_grad()
+    sum(part[:, -1:].sum() for part in model(packed, actions, start_clip=True)).backward()
+    full_grads = [parameter.grad.clone() for parameter in model.parameters()]
+    model.zero_grad()
+    sum(part.sum() for part in model(packed, actions, last_clip_only=True, start_clip=True)).backward()
+    for full_grad, parameter in zip(full_grads, model.parameters()):
+        torch.testing.assert_close(parameter.grad, full_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_context_clips_do_not_see_the_clip_being_predicted():
     model = tiny_model()
     batch = random_windows(model.config, batch=2, clips=3)

@@ -15,6 +15,7 @@ import math
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..models.attention import scaled_dot_product_attention
@@ -65,13 +66,30 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
         self.proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, N, C); attention_mask: bool (N, N) or (B, 1, N, N), True where a query may attend."""
+    def forward(self, x: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                queries: Optional[int] = None) -> torch.Tensor:
+        """x (B, N, C); attention_mask: bool (N, N) or (B, 1, N, N), True where a query may attend.
+        queries: the output of the last ``queries`` positions alone, ``(B, queries, C)``; every
+        position is still a key (None: all N)."""
         batch, tokens, channels = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, channels // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, C / heads)
-        out = scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, heads, N, C / heads)
-        return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))  # (B, N, C)
+        head_size = channels // self.num_heads
+        if queries is None:
+            qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, head_size)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, C / heads)
+        else:
+            # The query rows of the fused projection on the kept positions alone, the key and value
+            # rows on all: the same numbers as slicing the full projection, without the unused queries.
+            q_weight, kv_weight = self.qkv.weight.split([channels, 2 * channels])
+            q_bias, kv_bias = self.qkv.bias.split([channels, 2 * channels])
+            q = F.linear(x[:, -queries:], q_weight, q_bias).reshape(batch, queries, self.num_heads, head_size)
+            q = q.transpose(1, 2)  # (B, heads, queries, C / heads)
+            kv = F.linear(x, kv_weight, kv_bias).reshape(batch, tokens, 2, self.num_heads, head_size)
+            k, v = kv.permute(2, 0, 3, 1, 4)  # each (B, heads, N, C / heads)
+            if attention_mask is not None:
+                attention_mask = attention_mask[..., -queries:, :]  # (queries, N) or (B, 1, queries, N)
+            tokens = queries
+        out = scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)  # (B, heads, tokens, C / heads)
+        return self.proj(out.transpose(1, 2).reshape(batch, tokens, channels))  # (B, tokens, C)
 
 
 class ModulatedBlock(nn.Module):
@@ -88,10 +106,15 @@ class ModulatedBlock(nn.Module):
         nn.init.zeros_(self.modulation[1].weight)
         nn.init.zeros_(self.modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, N, C), condition (B, C) -> (B, N, C); attention_mask as in :class:`Attention`."""
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                queries: Optional[int] = None) -> torch.Tensor:
+        """x (B, N, C), condition (B, C) -> (B, N, C) (``(B, queries, C)``: the last positions alone);
+        attention_mask and queries as in :class:`Attention`."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(condition).chunk(6, dim=-1)  # each (B, C)
-        x = x + gate_a[:, None] * self.attn(modulate(self.norm1(x), shift_a, scale_a), attention_mask)
+        attended = self.attn(modulate(self.norm1(x), shift_a, scale_a), attention_mask, queries)
+        if queries is not None:
+            x = x[:, -queries:]  # (B, queries, C)
+        x = x + gate_a[:, None] * attended
         return x + gate_m[:, None] * self.mlp(modulate(self.norm2(x), shift_m, scale_m))
 
 
@@ -115,9 +138,13 @@ class ModulatedTransformer(nn.Module):
         nn.init.zeros_(self.final_modulation[1].weight)
         nn.init.zeros_(self.final_modulation[1].bias)
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, condition, attention_mask)
+    def forward(self, x: torch.Tensor, condition: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                queries: Optional[int] = None) -> torch.Tensor:
+        """queries: the output of the last ``queries`` positions alone, ``(B, queries, hidden)``.
+        Only the last block can skip the other positions: earlier blocks' outputs are its keys."""
+        last = len(self.blocks) - 1
+        for index, block in enumerate(self.blocks):
+            x = block(x, condition, attention_mask, queries if index == last else None)
         shift, scale = self.final_modulation(condition).chunk(2, dim=-1)  # each (B, hidden)
         return modulate(self.final_norm(x), shift, scale)
 

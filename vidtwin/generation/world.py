@@ -308,11 +308,14 @@ class WorldModel(PretrainedModel, nn.Module):
         if clips > limit:
             raise WorldModelError(f"a window holds at most {limit} clips, got {clips}")
         condition = self.condition.expand(batch, -1)  # (B, hidden)
+        # With last_clip_only, the last block computes the outputs of the last clip's tokens alone
+        # (the context's and the separators' would be dropped): the other positions are only keys there.
         hidden = self.transformer(self.embed(packed, actions, start_clip), condition,
-                                  self.block_causal_mask(clips, packed.device))
-        hidden = hidden.reshape(batch, clips, 1 + self.tokens_per_clip, -1)[:, :, 1:]  # (B, n, N, hidden): separators dropped
-        if last_clip_only:
-            hidden = hidden[:, -1:]
+                                  self.block_causal_mask(clips, packed.device),
+                                  queries=self.tokens_per_clip if last_clip_only else None)
+        kept_clips = 1 if last_clip_only else clips
+        hidden = hidden.reshape(batch, kept_clips, -1, hidden.shape[-1])  # (B, n or 1, 1 + N or N, hidden)
+        hidden = hidden[:, :, -self.tokens_per_clip:]  # (B, n or 1, N, hidden): separators dropped
         return [head(part) for head, part in zip(self.heads, hidden.split(self.group_tokens, dim=2))]
 
     def window_actions(self, actions: torch.Tensor) -> torch.Tensor:
