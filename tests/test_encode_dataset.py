@@ -251,6 +251,22 @@ def test_csv_input_names_videos_as_given(videos, tmp_path, capsys):
     assert (output / "notes.txt").read_text() == "mine"
 
 
+def test_the_default_batch_holds_the_pixels_of_one_published_clip(videos, tmp_path, monkeypatch):
+    # Small clips share a forward pass (the per-call overhead dominates their work); a published
+    # 16x224x224 clip goes alone, as before. --batch-clips still decides when given.
+    from vidtwin.inference import encode_dataset as encode_dataset_module
+    from vidtwin.inference.dataset_plan import ClipSampling
+
+    jobs = []
+    monkeypatch.setattr(encode_dataset_module, "run_job", lambda job, *rest: jobs.append(job) or {})
+    argv = encode_args(videos / "sub" / "deeper", tmp_path / "latents")
+    flag = argv.index("--batch-clips")
+    assert main(argv[:flag] + argv[flag + 2:]) == 0 and main(argv) == 0
+    assert [job.batch_clips for job in jobs] == [24, 2]  # this model's 8x64x64 clips: 24 hold 16x224x224's pixels
+    assert ClipSampling(16, (224, 224), None, None).default_batch_clips() == 1
+    assert ClipSampling(16, (256, 320), None, None).default_batch_clips() == 1  # larger clips: still one
+
+
 def test_fsq_model_writes_tokens_and_the_dataset_returns_them(videos, tmp_path, capsys):
     torch.manual_seed(0)
     model = load_model(TINY_FSQ_CONFIG).eval()

@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--devices", default="1", help="processes per node (GPUs, or CPU processes), 'auto', or GPU ids such as 0,1; default 1")
     group.add_argument("--num-nodes", type=int, default=1, help="nodes (launch with torchrun or srun); default 1")
     group.add_argument("--num-workers", type=int, default=2, help="video-decoding DataLoader workers per process; default 2")
-    add_runtime(parser, device=False, batch_clips_help="clips per forward pass")
+    add_runtime(parser, device=False, batch_clips=None,
+                batch_clips_help="clips per forward pass (default: as many as hold the pixels of one 16x224x224 "
+                                 "clip, at least 1: 1 for the published model, 24 for 8x64x64 clips)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     }
     job = DatasetJob(
         sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
-        batch_clips=options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
+        batch_clips=args.batch_clips or sampling.default_batch_clips(), num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
         compile=options.compile,
         labels=labels.to_manifest() if labels is not None else None,
         actions=actions, actions_source=f"column {args.actions_column.strip()}" if actions is not None else "",

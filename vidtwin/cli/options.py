@@ -68,12 +68,13 @@ def add_device(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     return group
 
 
-def add_runtime(parser: argparse.ArgumentParser, device: bool = True, dtype: bool = True, batch_clips: int = 1,
+def add_runtime(parser: argparse.ArgumentParser, device: bool = True, dtype: bool = True, batch_clips: int | None = 1,
                 batch_clips_help: str = "model inputs (clips or tiles) per forward pass", with_compile: bool | None = None) -> None:
     """``--device``, ``--dtype``, ``--batch-clips``, ``--compile`` and ``--quiet``; a command that has its
     own way of placing the model (encode-dataset's ``--accelerator``) or one precision (fvd) leaves them
     out. ``--compile`` comes with ``--dtype`` unless ``with_compile`` says otherwise: it compiles the
-    autoencoder, which every command with a precision choice runs."""
+    autoencoder, which every command with a precision choice runs. ``batch_clips=None``: the command
+    chooses once the model is known, and ``batch_clips_help`` says how."""
     group = add_device(parser) if device else parser.add_argument_group("runtime")
     if dtype:
         group.add_argument(
@@ -82,7 +83,7 @@ def add_runtime(parser: argparse.ArgumentParser, device: bool = True, dtype: boo
             "with native bf16 instructions (AVX512-BF16 or AMX), else fp32",
         )
     group.add_argument("--batch-clips", type=int, default=batch_clips, metavar="N",
-                       help=f"{batch_clips_help} (default {batch_clips})")
+                       help=batch_clips_help if batch_clips is None else f"{batch_clips_help} (default {batch_clips})")
     if dtype if with_compile is None else with_compile:
         group.add_argument("--compile", action="store_true",
                            help="run the model through torch.compile at one fixed batch shape: the first batch "
@@ -137,7 +138,7 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
         max_frames=getattr(args, "max_frames", None),
         spatial=getattr(args, "spatial", "resize"),
         tile_overlap=getattr(args, "tile_overlap", None),
-        batch_clips=args.batch_clips,
+        batch_clips=args.batch_clips or 1,  # None: the command chooses once the model is known
         dtype=args.dtype,
         progress=not args.quiet,
         compile=getattr(args, "compile", False),
