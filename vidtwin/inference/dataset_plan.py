@@ -163,7 +163,7 @@ def assign_shares(sources: list[VideoSource], world_size: int) -> list[list[Vide
 
 # encode-dataset's default batch holds as many clips as the pixels of one clip of the published model
 # (16x224x224): a small model's clips then share a forward pass, where one clip per pass leaves its
-# little work to per-call overhead (the Moving Digits tokens encode 2.3x faster 16 at a time), while
+# little work to per-call overhead (the Moving Digits game's tokens encode twice as fast), while
 # a batch never takes more activation memory than one published clip.
 DEFAULT_BATCH_PIXELS = 16 * 224 * 224
 
