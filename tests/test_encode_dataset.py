@@ -263,6 +263,9 @@ def test_the_default_batch_holds_the_pixels_of_one_published_clip(videos, tmp_pa
     flag = argv.index("--batch-clips")
     assert main(argv[:flag] + argv[flag + 2:]) == 0 and main(argv) == 0
     assert [job.batch_clips for job in jobs] == [24, 2]  # this model's 8x64x64 clips: 24 hold 16x224x224's pixels
+    zero = list(argv)
+    zero[flag + 1] = "0"
+    assert main(zero) != 0 and len(jobs) == 2  # refused, not taken for the default
     assert ClipSampling(16, (224, 224), None, None).default_batch_clips() == 1
     assert ClipSampling(16, (256, 320), None, None).default_batch_clips() == 1  # larger clips: still one
 

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     }
     job = DatasetJob(
         sources=sources, output=Path(args.output), sampling=sampling, identity=identity, shard_size=args.shard_size,
-        batch_clips=args.batch_clips or sampling.default_batch_clips(), num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
+        batch_clips=sampling.default_batch_clips() if args.batch_clips is None else options.batch_clips, num_workers=args.num_workers, overwrite=args.overwrite, progress=options.progress,
         compile=options.compile,
         labels=labels.to_manifest() if labels is not None else None,
         actions=actions, actions_source=f"column {args.actions_column.strip()}" if actions is not None else "",

@@ -138,7 +138,7 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
         max_frames=getattr(args, "max_frames", None),
         spatial=getattr(args, "spatial", "resize"),
         tile_overlap=getattr(args, "tile_overlap", None),
-        batch_clips=args.batch_clips or 1,  # None: the command chooses once the model is known
+        batch_clips=1 if args.batch_clips is None else args.batch_clips,  # None: the command chooses once the model is known
         dtype=args.dtype,
         progress=not args.quiet,
         compile=getattr(args, "compile", False),
