@@ -79,7 +79,10 @@ def _warn_once(message: str) -> None:
 def stream_orientation(stream, first_frame) -> Orientation:
     """The orientation of a PyAV stream: the display matrix of its first decoded frame (FFmpeg 7
     attaches it to every frame), else the ``rotate`` tag of older FFmpeg builds, else upright."""
-    for side_data in first_frame.side_data:
+    side_data_entries = first_frame.side_data
+    if hasattr(side_data_entries, "values"):  # PyAV 18 made it a mapping from type to entry
+        side_data_entries = side_data_entries.values()
+    for side_data in side_data_entries:
         if getattr(side_data.type, "name", str(side_data.type)).endswith("DISPLAYMATRIX"):
             return orientation_from_display_matrix(np.frombuffer(bytes(side_data), dtype=np.int32)[:9])
     tag = (stream.metadata or {}).get("rotate")
