@@ -171,6 +171,28 @@ def test_unreadable_files_raise_naming_the_file(tmp_path, corrupt_video, backend
         read_frames(BIKES, [0, 250], backend=backend)
 
 
+def _read_in_forked_child(path: str) -> int:
+    """The exit code of a forked process that reads ``path`` with PyAV (None if it did not end)."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=read_frames, args=(path, [0, 5], "pyav"))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        return None
+    return child.exitcode
+
+
+def test_a_process_forked_after_a_pyav_read_reads_too():
+    """DataLoader workers are forked after the parent has probed the videos. PyAV 18 keeps a
+    swscale context per thread whose worker threads a forked child lacks: a conversion there with
+    the default thread count waits forever."""
+    read_frames(CARPHONE, [0], backend="pyav")  # the parent converts a frame first
+    assert _read_in_forked_child(CARPHONE) == 0
+
+
 def test_is_video_file():
     assert is_video_file("a/b/clip.MP4") and is_video_file("x.webm") and is_video_file("x.mpeg")
     assert not is_video_file("meta.csv") and not is_video_file("mp4")

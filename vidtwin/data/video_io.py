@@ -28,6 +28,7 @@ crash never leaves a half-written video under the final name.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from contextlib import ExitStack
@@ -227,6 +228,27 @@ def _probe_pyav(path: str) -> VideoInfo:
     return VideoInfo(path, num_frames, fps, int(first.shape[1]), int(first.shape[2]))
 
 
+@functools.lru_cache(maxsize=1)
+def _pyav_takes_scale_threads() -> bool:
+    """Whether PyAV's frame conversion takes a thread count (PyAV 17 and newer)."""
+    import av
+
+    return int(av.__version__.split(".")[0]) >= 17
+
+
+def _rgb_array(frame) -> np.ndarray:
+    """(H, W, 3) uint8 of a decoded PyAV frame, converted by swscale on the calling thread alone.
+
+    PyAV 18 keeps one swscale context per thread for the life of the process. With the default
+    thread count that context owns a pool of worker threads, and a DataLoader worker forked after
+    the parent converted a frame inherits the context without its threads and waits for them
+    forever. A one-thread conversion owns no pool; PyAV before 17 has no such option and needs none.
+    """
+    if _pyav_takes_scale_threads():
+        return frame.to_ndarray(format="rgb24", threads=1)
+    return frame.to_ndarray(format="rgb24")
+
+
 class _PyAVCursor:
     """One forward pass of PyAV's decoder over a file: each frame is decoded at most once.
 
@@ -268,7 +290,7 @@ class _PyAVCursor:
                 if self._orientation is None:
                     self._orientation = stream_orientation(self._stream, frame)
                 # (H, W, 3) as displayed: rotation metadata applied
-                self._array = self._orientation.apply(frame.to_ndarray(format="rgb24")) if self._index == wanted else None
+                self._array = self._orientation.apply(_rgb_array(frame)) if self._index == wanted else None
             arrays.append(self._array)
         return arrays
 
