@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from vidtwin import load_model
+from vidtwin import load_model, precision
 from vidtwin.data.video_io import write_video
 from vidtwin.inference import InferenceError, InferenceOptions, reconstruct_video
 from vidtwin.inference import options as options_module
@@ -17,10 +17,12 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 pytestmark = [pytest.mark.cpu_dtype_choice, pytest.mark.usefixtures("one_torch_thread")]
 
 
-def stub_cpu(monkeypatch, capability="AVX512", **flags):
-    """Make torch report a CPU with exactly these capability flags, running ``capability`` kernels."""
+def stub_cpu(monkeypatch, capability="AVX512", bf16_speedup=3.0, **flags):
+    """Make torch report a CPU with exactly these capability flags, running ``capability`` kernels,
+    whose bf16 matmuls measure ``bf16_speedup`` times as fast as fp32 ones."""
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, **flags})
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(precision, "cpu_bf16_matmul_speedup", lambda: bf16_speedup)
 
 
 @pytest.mark.parametrize(
@@ -32,6 +34,15 @@ def test_auto_on_the_cpu_uses_bf16_only_with_native_instructions(monkeypatch, fl
     dtype, reason = auto_dtype(CPU)
     assert dtype == expected
     assert torch.backends.cpu.get_cpu_capability() in reason  # the log names torch's CPU capability
+
+
+def test_auto_on_a_cpu_whose_native_bf16_is_slower_uses_fp32(monkeypatch):
+    """An Intel Xeon whose AMX is not enabled has AVX512-BF16, but its bf16 matmuls run at about half
+    its fp32 rate: auto measures that and says so."""
+    stub_cpu(monkeypatch, avx512_bf16=True, bf16_speedup=0.55)
+    dtype, reason = auto_dtype(CPU)
+    assert dtype == "fp32"
+    assert "native bf16 instructions" in reason and "0.55x as fast as fp32" in reason
 
 
 def test_auto_follows_torch_kernels_limited_to_avx2(monkeypatch):
@@ -80,7 +91,8 @@ def test_the_command_line_prints_the_auto_choice_once(monkeypatch, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 0
     assert [line for line in err.splitlines() if line.startswith("dtype auto")] == [
-        f"dtype auto: bf16 on cpu (the CPU has native bf16 instructions (torch CPU capability {torch.backends.cpu.get_cpu_capability()}))"
+        f"dtype auto: bf16 on cpu (the CPU has native bf16 instructions (torch CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}); bf16 matmuls ran 3.00x as fast as fp32)"
     ]
 
 

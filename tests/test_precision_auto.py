@@ -17,8 +17,11 @@ from vidtwin.cli import train_main as main
 from vidtwin.cli.train import RUN_NAME_ENV, parse_args, prepare, resolve_auto_precision
 from vidtwin.training.run_dir import CLAIMED_RUN_ENV, LAUNCH_ID_ENV
 from vidtwin.inference.options import auto_dtype as inference_auto_dtype
+from vidtwin import precision
 from vidtwin.precision import auto_training_precision
 
+# Taken when the module is collected, before a session fixture can replace it.
+REAL_BF16_SPEEDUP_PROBE = precision.cpu_bf16_matmul_speedup
 # These tests stub the CPU themselves (see conftest.py).
 pytestmark = pytest.mark.cpu_dtype_choice
 
@@ -30,10 +33,18 @@ def _one_thread():
 
 
 def stub_cpu(monkeypatch, cpu):
-    """Make torch report ``cpu``: ``(capability, flags)``, the kernels torch runs and exactly these flags."""
-    capability, flags = cpu
+    """Make torch report ``cpu``: ``(capability, flags, speedup)``, the kernels torch runs, exactly
+    these flags, and how many times faster than fp32 its bf16 matmuls measure (None: never measured,
+    which the stub checks)."""
+    capability, flags, speedup = cpu
+
+    def measured_speedup():
+        assert speedup is not None, "bf16 was measured on a CPU that torch runs without native bf16"
+        return speedup
+
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx2": True, **flags})
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(precision, "cpu_bf16_matmul_speedup", measured_speedup)
 
 
 def stub_gpu(monkeypatch, present: bool, bf16: bool = False):
@@ -42,15 +53,18 @@ def stub_gpu(monkeypatch, present: bool, bf16: bool = False):
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
 
 
-NATIVE_BF16_CPU = ("AVX512", {"avx512_bf16": True})
-AMX_CPU = ("AVX512", {"amx_bf16": True})
-AVX2_ONLY_CPU = ("AVX2", {})
+# The speedups are of the kinds of CPU measured (docs/benchmarks.md).
+NATIVE_BF16_CPU = ("AVX512", {"avx512_bf16": True}, 3.0)  # AMD EPYC
+AMX_CPU = ("AVX512", {"amx_bf16": True}, 5.5)  # Intel Xeon with AMX
+# An Intel Xeon whose AMX is not enabled: AVX512-BF16 matmuls run at about half the fp32 rate.
+SLOW_NATIVE_BF16_CPU = ("AVX512", {"avx512_bf16": True}, 0.55)
+AVX2_ONLY_CPU = ("AVX2", {}, None)
 # ATEN_CPU_CAPABILITY=avx2 on a CPU with AVX512-BF16: torch reports AVX2 and runs AVX2 kernels.
-AVX512_BF16_CPU_LIMITED_TO_AVX2 = ("AVX2", {"avx512_bf16": True})
+AVX512_BF16_CPU_LIMITED_TO_AVX2 = ("AVX2", {"avx512_bf16": True}, None)
 
 
 @pytest.mark.parametrize("cpu, expected", [
-    (NATIVE_BF16_CPU, "bf16-mixed"), (AMX_CPU, "bf16-mixed"),
+    (NATIVE_BF16_CPU, "bf16-mixed"), (AMX_CPU, "bf16-mixed"), (SLOW_NATIVE_BF16_CPU, "32"),
     (AVX2_ONLY_CPU, "32"), (AVX512_BF16_CPU_LIMITED_TO_AVX2, "32"),
 ])
 @pytest.mark.parametrize("accelerator", ["cpu", "auto", None])
@@ -60,6 +74,8 @@ def test_on_the_cpu_auto_trains_in_bf16_only_with_native_instructions(monkeypatc
     precision, device_type, reason = auto_training_precision(accelerator)
     assert (precision, device_type) == (expected, "cpu")
     assert f"torch CPU capability {cpu[0]}" in reason
+    if cpu[2] is not None:  # the measurement that decided is in the log
+        assert f"bf16 matmuls ran {cpu[2]:.2f}x" in reason
     # the same detection as inference's --dtype auto, and the same words for it
     assert inference_auto_dtype(torch.device("cpu")) == ("bf16" if expected == "bf16-mixed" else "fp32", reason)
 
@@ -108,7 +124,8 @@ def test_only_auto_is_replaced_and_the_choice_is_logged(monkeypatch, caplog):
     assert resolve_auto_precision(config) == "bf16-mixed"
     assert config.lightning.trainer.precision == "bf16-mixed"
     assert [r.getMessage() for r in caplog.records if "precision auto" in r.getMessage()] == [
-        "precision auto: bf16-mixed on cpu (the CPU has native bf16 instructions (torch CPU capability AVX512))"]
+        "precision auto: bf16-mixed on cpu (the CPU has native bf16 instructions (torch CPU capability AVX512); "
+        "bf16 matmuls ran 3.00x as fast as fp32)"]
 
 
 AUTO = ("lightning.trainer.precision=auto", "lightning.trainer.accelerator=cpu")
@@ -131,7 +148,8 @@ def test_a_run_says_its_choice_first_records_it_and_a_resume_keeps_it(monkeypatc
     assert code == 0
     choice = [i for i, line in enumerate(err) if "precision auto" in line]
     assert [err[i] for i in choice] == ["INFO vidtwin.cli.train: precision auto: bf16-mixed on cpu (the CPU has "
-                                        "native bf16 instructions (torch CPU capability AVX512))"]
+                                        "native bf16 instructions (torch CPU capability AVX512); bf16 matmuls "
+                                        "ran 3.00x as fast as fp32)"]
     assert choice[0] < next(i for i, line in enumerate(err) if "run directory:" in line)  # among the first lines
     run_dir = tmp_path / "run"
     assert OmegaConf.load(run_dir / "config.yaml").lightning.trainer.precision == "bf16-mixed"
@@ -156,3 +174,14 @@ def test_a_new_run_on_a_cpu_without_native_bf16_trains_and_records_32(monkeypatc
                               *micro_overrides("lightning.trainer.max_steps=1", *AUTO)]))
     assert run.trainer.precision == "32-true"
     assert OmegaConf.load(tmp_path / "run" / "config.yaml").lightning.trainer.precision == "32"
+
+
+def test_the_bf16_measurement_is_a_real_rate_ratio_taken_once_a_process():
+    """The real probe on this machine's CPU (VIDTWIN_TEST_CPU_BF16 replaces it for the other tests):
+    a positive ratio, measured once (the cache answers after)."""
+    probe = REAL_BF16_SPEEDUP_PROBE
+    probe.cache_clear()
+    speedup = probe()
+    assert 0 < speedup < 100
+    assert probe() == speedup
+    assert (probe.cache_info().misses, probe.cache_info().hits) == (1, 1)

@@ -3,12 +3,18 @@
 Inference's ``dtype="auto"`` (:func:`auto_dtype`) and training's ``lightning.trainer.precision:
 auto`` (:func:`auto_training_precision`) both use it, so that the two never disagree on a machine.
 bf16 is chosen on CUDA GPUs that support it, and on CPUs with native bf16 instructions (AVX512-BF16
-or AMX) that torch uses: elsewhere a CPU emulates bf16, several times slower than fp32.
+or AMX) that torch uses and whose bf16 matmuls measure clearly faster than fp32 ones. Elsewhere a
+CPU emulates bf16, several times slower than fp32; and native instructions are not always faster:
+an Intel Xeon whose AMX is not enabled runs bf16 matmuls on AVX512-BF16 at about half its fp32
+rate (docs/benchmarks.md, "Training precision on a CPU").
 
 This module imports nothing but torch, so that training can use it without loading inference code.
 """
 
 from __future__ import annotations
+
+import functools
+import time
 
 import torch
 
@@ -30,6 +36,34 @@ def cpu_has_native_bf16() -> bool:
     return hardware and torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
+# bf16 is chosen on a CPU only when its matmuls beat fp32 by this much: mixed precision adds casts,
+# and the CPUs measured sit far from it on either side (AMD EPYC with AVX512-BF16: about 3x;
+# Intel Xeon with AMX: about 5x; Intel Xeon without AMX enabled: about 0.55x).
+BF16_MIN_SPEEDUP = 1.25
+_PROBE_SIZE = 1024  # 2.1 GFLOP a matmul: tens of milliseconds on 2 cores, large enough for oneDNN's kernels
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_matmul_speedup() -> float:
+    """How many times faster a bf16 matmul runs than an fp32 one on this CPU (measured once a process).
+
+    Square matmuls of ``_PROBE_SIZE`` on torch's current threads, each precision's best of three
+    after one warm-up, interleaved so that a burst of other work slows both alike: about a tenth
+    of a second on 2 cores.
+    """
+    operands = {dtype: torch.randn(_PROBE_SIZE, _PROBE_SIZE, generator=torch.Generator().manual_seed(0)).to(dtype)
+                for dtype in (torch.float32, torch.bfloat16)}
+    best = {dtype: float("inf") for dtype in operands}
+    for repeat in range(4):
+        for dtype, matrix in operands.items():
+            start = time.perf_counter()
+            torch.mm(matrix, matrix)
+            elapsed = time.perf_counter() - start
+            if repeat:  # the first is the warm-up: oneDNN builds its kernel
+                best[dtype] = min(best[dtype], elapsed)
+    return best[torch.float32] / best[torch.bfloat16]
+
+
 def auto_dtype(device: torch.device) -> tuple[str, str]:
     """``(dtype, reason)``: what ``dtype="auto"`` runs on ``device``, and why, in words."""
     if device.type == "cuda":
@@ -38,10 +72,15 @@ def auto_dtype(device: torch.device) -> tuple[str, str]:
         return "fp16", "the GPU has no bf16 support"
     if device.type == "cpu":
         capability = torch.backends.cpu.get_cpu_capability()
-        if cpu_has_native_bf16():
-            return "bf16", f"the CPU has native bf16 instructions (torch CPU capability {capability})"
-        return "fp32", (f"torch uses no native bf16 instructions here (torch CPU capability {capability}); "
-                        "emulated bf16 is slower than fp32")
+        if not cpu_has_native_bf16():
+            return "fp32", (f"torch uses no native bf16 instructions here (torch CPU capability {capability}); "
+                            "emulated bf16 is slower than fp32")
+        speedup = cpu_bf16_matmul_speedup()
+        if speedup >= BF16_MIN_SPEEDUP:
+            return "bf16", (f"the CPU has native bf16 instructions (torch CPU capability {capability}); "
+                            f"bf16 matmuls ran {speedup:.2f}x as fast as fp32")
+        return "fp32", (f"the CPU has native bf16 instructions (torch CPU capability {capability}), but bf16 "
+                        f"matmuls ran {speedup:.2f}x as fast as fp32, so fp32 is faster")
     return "fp32", f"no reduced precision is chosen automatically on {device.type}"
 
 
