@@ -54,7 +54,7 @@ def stub_gpu(monkeypatch, present: bool, bf16: bool = False):
 
 
 # The speedups are of the kinds of CPU measured (docs/benchmarks.md).
-NATIVE_BF16_CPU = ("AVX512", {"avx512_bf16": True}, 3.0)  # AMD EPYC
+NATIVE_BF16_CPU = ("AVX512", {"avx512_bf16": True}, 2.1)  # AMD EPYC
 AMX_CPU = ("AVX512", {"amx_bf16": True}, 5.5)  # Intel Xeon with AMX
 # An Intel Xeon whose AMX is not enabled: AVX512-BF16 matmuls run at about half the fp32 rate.
 SLOW_NATIVE_BF16_CPU = ("AVX512", {"avx512_bf16": True}, 0.55)
@@ -125,7 +125,7 @@ def test_only_auto_is_replaced_and_the_choice_is_logged(monkeypatch, caplog):
     assert config.lightning.trainer.precision == "bf16-mixed"
     assert [r.getMessage() for r in caplog.records if "precision auto" in r.getMessage()] == [
         "precision auto: bf16-mixed on cpu (the CPU has native bf16 instructions (torch CPU capability AVX512); "
-        "bf16 matmuls ran 3.00x as fast as fp32)"]
+        "bf16 matmuls ran 2.10x as fast as fp32)"]
 
 
 AUTO = ("lightning.trainer.precision=auto", "lightning.trainer.accelerator=cpu")
@@ -149,7 +149,7 @@ def test_a_run_says_its_choice_first_records_it_and_a_resume_keeps_it(monkeypatc
     choice = [i for i, line in enumerate(err) if "precision auto" in line]
     assert [err[i] for i in choice] == ["INFO vidtwin.cli.train: precision auto: bf16-mixed on cpu (the CPU has "
                                         "native bf16 instructions (torch CPU capability AVX512); bf16 matmuls "
-                                        "ran 3.00x as fast as fp32)"]
+                                        "ran 2.10x as fast as fp32)"]
     assert choice[0] < next(i for i, line in enumerate(err) if "run directory:" in line)  # among the first lines
     run_dir = tmp_path / "run"
     assert OmegaConf.load(run_dir / "config.yaml").lightning.trainer.precision == "bf16-mixed"

@@ -37,7 +37,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 # bf16 is chosen on a CPU only when its matmuls beat fp32 by this much: mixed precision adds casts,
-# and the CPUs measured sit far from it on either side (AMD EPYC with AVX512-BF16: about 3x;
+# and the CPUs measured sit far from it on either side (AMD EPYC with AVX512-BF16: about 2x;
 # Intel Xeon with AMX: about 5x; Intel Xeon without AMX enabled: about 0.55x).
 BF16_MIN_SPEEDUP = 1.25
 _PROBE_SIZE = 1024  # 2.1 GFLOP a matmul: tens of milliseconds on 2 cores, large enough for oneDNN's kernels
