@@ -53,6 +53,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -350,6 +351,8 @@ def synthetic_latent_dataset(kind: str, folder: Path) -> Path:
                          "--quiet", *label_arguments])
     torch.set_num_threads(threads)
     if code != 0:
+        # What a failed encoding wrote has a manifest too: leave nothing that a later run would reuse.
+        shutil.rmtree(output, ignore_errors=True)
         raise RuntimeError(f"encoding the synthetic latent dataset for the {kind} model failed (exit status {code})")
     return output
 

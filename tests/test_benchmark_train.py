@@ -132,6 +132,28 @@ def test_a_generator_update_is_profiled_by_kind_of_work(scripts, fixed_matmul_ra
     assert "share of FLOPs" in text and "top ops by self CPU time" in text
 
 
+def test_a_failed_synthetic_encoding_leaves_no_dataset_to_reuse(scripts, monkeypatch, tmp_path):
+    """A failed encoding writes a manifest too; a later run would reuse it and find no clips."""
+    import vidtwin.cli
+
+    def failing_encode(argv):
+        output = tmp_path / "world_latents"
+        assert argv[argv.index("--output") + 1] == str(output)
+        output.mkdir()
+        (output / "manifest.json").write_text("{}")
+        return 1
+
+    def no_videos(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train.csv").write_text("videos,label,actions\n")
+
+    monkeypatch.setattr(vidtwin.cli, "main", failing_encode)
+    monkeypatch.setattr(scripts.train, "synthetic_action_videos", no_videos)
+    with pytest.raises(RuntimeError, match="encoding the synthetic latent dataset for the world model failed"):
+        scripts.train.synthetic_latent_dataset("world", tmp_path)
+    assert not (tmp_path / "world_latents").exists()
+
+
 def _event(name, parent=None):
     return SimpleNamespace(name=name, cpu_parent=parent)
 

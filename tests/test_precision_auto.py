@@ -176,12 +176,26 @@ def test_a_new_run_on_a_cpu_without_native_bf16_trains_and_records_32(monkeypatc
     assert OmegaConf.load(tmp_path / "run" / "config.yaml").lightning.trainer.precision == "32"
 
 
-def test_the_bf16_measurement_is_a_real_rate_ratio_taken_once_a_process():
+def test_the_bf16_measurement_is_a_real_rate_ratio_taken_once_a_run(monkeypatch):
     """The real probe on this machine's CPU (VIDTWIN_TEST_CPU_BF16 replaces it for the other tests):
-    a positive ratio, measured once (the cache answers after)."""
+    a positive ratio, measured once a process and handed to the processes it starts."""
     probe = REAL_BF16_SPEEDUP_PROBE
+    monkeypatch.delenv(precision.SPEEDUP_ENV, raising=False)
     probe.cache_clear()
-    speedup = probe()
-    assert 0 < speedup < 100
-    assert probe() == speedup
-    assert (probe.cache_info().misses, probe.cache_info().hits) == (1, 1)
+    try:
+        speedup = probe()
+        assert 0 < speedup < 100
+        assert probe() == speedup
+        assert (probe.cache_info().misses, probe.cache_info().hits) == (1, 1)
+        assert float(os.environ[precision.SPEEDUP_ENV]) == speedup  # what DDP ranks started from here see
+
+        # A rank started with the figure takes it instead of measuring, so every rank chooses alike.
+        def no_measuring():
+            raise AssertionError("measured again in a process that was handed the figure")
+
+        monkeypatch.setattr(precision, "_measure_bf16_matmul_speedup", no_measuring)
+        monkeypatch.setenv(precision.SPEEDUP_ENV, "0.42")
+        probe.cache_clear()
+        assert probe() == 0.42
+    finally:
+        probe.cache_clear()

@@ -14,6 +14,7 @@ This module imports nothing but torch, so that training can use it without loadi
 from __future__ import annotations
 
 import functools
+import os
 import time
 
 import torch
@@ -43,14 +44,32 @@ BF16_MIN_SPEEDUP = 1.25
 _PROBE_SIZE = 1024  # 2.1 GFLOP a matmul: tens of milliseconds on 2 cores, large enough for oneDNN's kernels
 
 
+# The measurement, handed to the processes that a run starts (Lightning's DDP launcher starts its
+# other ranks with this environment), so that every rank of a run makes the same choice.
+SPEEDUP_ENV = "VIDTWIN_CPU_BF16_SPEEDUP"
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_matmul_speedup() -> float:
-    """How many times faster a bf16 matmul runs than an fp32 one on this CPU (measured once a process).
+    """How many times faster a bf16 matmul runs than an fp32 one on this CPU (measured once a process,
+    or taken from ``VIDTWIN_CPU_BF16_SPEEDUP`` when the process that started this one measured it).
 
     Square matmuls of ``_PROBE_SIZE`` on torch's current threads, each precision's best of three
     after one warm-up, interleaved so that a burst of other work slows both alike: about a tenth
     of a second on 2 cores.
     """
+    handed_down = os.environ.get(SPEEDUP_ENV, "")
+    try:
+        if float(handed_down) > 0:
+            return float(handed_down)
+    except ValueError:
+        pass  # absent or not a number: measure
+    speedup = _measure_bf16_matmul_speedup()
+    os.environ[SPEEDUP_ENV] = repr(speedup)
+    return speedup
+
+
+def _measure_bf16_matmul_speedup() -> float:
     operands = {dtype: torch.randn(_PROBE_SIZE, _PROBE_SIZE, generator=torch.Generator().manual_seed(0)).to(dtype)
                 for dtype in (torch.float32, torch.bfloat16)}
     best = {dtype: float("inf") for dtype in operands}
