@@ -58,12 +58,12 @@ def cpu_bf16_matmul_speedup() -> float:
     after one warm-up, interleaved so that a burst of other work slows both alike: about a tenth
     of a second on 2 cores.
     """
-    handed_down = os.environ.get(SPEEDUP_ENV, "")
     try:
-        if float(handed_down) > 0:
-            return float(handed_down)
+        handed_down = float(os.environ.get(SPEEDUP_ENV, "nan"))
     except ValueError:
-        pass  # absent or not a number: measure
+        handed_down = float("nan")  # not a number: measure
+    if handed_down > 0:
+        return handed_down
     speedup = _measure_bf16_matmul_speedup()
     os.environ[SPEEDUP_ENV] = repr(speedup)
     return speedup
